@@ -1,0 +1,417 @@
+//! The batch layer: exact views recomputed from the whole master dataset.
+//!
+//! ```text
+//!  dataset files ──► parallel decode (view::event, one chunk per core) ──► MemTable "events"
+//!        │ bad lines: file + line + reason ─► <run>/_dead_letter.jsonl
+//!        ▼
+//!  DataFusion: SELECT keys, <state columns> FROM events WHERE .. GROUP BY keys
+//!        ▼
+//!  ViewState ──finalize──► batch view rows ──► output/batch_view/ (published atomically)
+//! ```
+//!
+//! The view's state (not only its final rows) is published with it, in `_state.json`, so the
+//! serving layer can merge it with the speed layer's state exactly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::MemTable;
+use datafusion::common::Column;
+use datafusion::functions_aggregate::expr_fn::min;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::Pipeline;
+use crate::error::{Error, IoContext, Result};
+use crate::storage::{self, Layout};
+use crate::view::event::{EventDecoder, EventSchema};
+use crate::view::state::state_exprs;
+use crate::view::{ViewDef, ViewState};
+
+/// Hidden column giving each event's position in the dataset, so that groups keep the order in
+/// which they first appear (as the seed's output lists them) rather than hash order.
+const ROW_COL: &str = "__lambdaflow_row";
+const FIRST_COL: &str = "__lambdaflow_first";
+/// Rows per decoded record batch.
+const BATCH_ROWS: usize = 65_536;
+
+/// One dataset file, as read by a batch run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileReport {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Non-blank lines.
+    pub lines: u64,
+    /// Lines rejected (in the run's `_dead_letter.jsonl`).
+    pub bad: u64,
+}
+
+/// What a batch run covered; written as `_manifest.json` next to the view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The run's id (also its directory name).
+    pub run_id: String,
+    /// The view.
+    pub view: String,
+    /// The view's SQL.
+    pub sql: String,
+    /// Every file of the master dataset the run read.
+    pub files: Vec<FileReport>,
+    /// Events that decoded.
+    pub rows: u64,
+    /// Lines rejected.
+    pub bad: u64,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// The decoded master dataset.
+pub struct Dataset {
+    /// Record batches, one list per decoding thread (DataFusion partitions).
+    pub partitions: Vec<Vec<RecordBatch>>,
+    /// Per-file counts.
+    pub files: Vec<FileReport>,
+    /// Rejected lines as dead-letter records.
+    pub bad: Vec<serde_json::Value>,
+}
+
+/// The result of one batch run.
+pub struct BatchRun {
+    /// Run id.
+    pub run_id: String,
+    /// Per view (config order): its definition, state and final rows.
+    pub views: Vec<(Arc<ViewDef>, ViewState, RecordBatch)>,
+    /// What was read.
+    pub manifest: Manifest,
+}
+
+/// Expands the configured dataset paths: files as given, directories to the files inside them
+/// (recursively, sorted, skipping names starting with `.` or `_` as Spark does).
+pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .at(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !n.starts_with('.') && !n.starts_with('_')
+            })
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() { walk(&p, out)? } else { out.push(p) }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::config(format!(
+                "batch.dataset: {} does not exist (set batch.dataset in the config or pass --dataset)",
+                p.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes the dataset files in parallel: each file is cut into one chunk per core at line
+/// boundaries. Bad lines become dead-letter records naming file and line.
+pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arrow = schema.arrow_schema();
+    let mut fields: Vec<Field> = arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(ROW_COL, DataType::Int64, false));
+    let with_row = Arc::new(Schema::new(fields));
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
+    let mut reports = Vec::new();
+    let mut bad = Vec::new();
+    for (fi, path) in files.iter().enumerate() {
+        let data = std::fs::read(path).at(path)?;
+        let chunks = split_lines(&data, threads);
+        let results: Vec<Result<ChunkOut>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .enumerate()
+                .map(|(ci, range)| {
+                    let chunk = &data[range.clone()];
+                    let with_row = Arc::clone(&with_row);
+                    let base = ((fi as i64) << 48) | ((ci as i64) << 40);
+                    s.spawn(move || decode_chunk(chunk, schema, &with_row, base))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("decoder thread panicked")).collect()
+        });
+        let mut report = FileReport { path: path.clone(), bytes: data.len() as u64, lines: 0, bad: 0 };
+        let mut line_base = 0u64;
+        for (ci, r) in results.into_iter().enumerate() {
+            let out = r?;
+            for (line, reason, raw) in out.bad {
+                let (k, v) = storage::payload_fields(&raw);
+                let mut rec = serde_json::json!({
+                    "file": path.display().to_string(),
+                    "line": line_base + line,
+                    "reason": reason,
+                });
+                rec[k] = v;
+                bad.push(rec);
+                report.bad += 1;
+            }
+            line_base += out.physical_lines;
+            report.lines += out.lines;
+            partitions[ci % threads].extend(out.batches);
+        }
+        if report.bad > 0 {
+            warn!(file = %path.display(), bad = report.bad, "rejected lines of the master dataset");
+        }
+        reports.push(report);
+    }
+    Ok(Dataset { partitions, files: reports, bad })
+}
+
+struct ChunkOut {
+    batches: Vec<RecordBatch>,
+    lines: u64,
+    physical_lines: u64,
+    /// (1-based line number within the chunk, reason, raw line)
+    bad: Vec<(u64, String, Vec<u8>)>,
+}
+
+/// Cuts `data` into about `n` ranges that each end after a newline.
+fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let step = data.len().div_ceil(n.max(1)).max(1);
+    while start < data.len() {
+        let mut end = (start + step).min(data.len());
+        if end < data.len() {
+            end = match memchr::memchr(b'\n', &data[end..]) {
+                Some(i) => end + i + 1,
+                None => data.len(),
+            };
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+fn decode_chunk(chunk: &[u8], schema: &EventSchema, with_row: &Arc<Schema>, base: i64) -> Result<ChunkOut> {
+    let mut dec = EventDecoder::with_capacity(schema, BATCH_ROWS);
+    let mut out = ChunkOut { batches: Vec::new(), lines: 0, physical_lines: 0, bad: Vec::new() };
+    let mut row = 0i64;
+    let finish = |dec: &mut EventDecoder<'_>, row: i64, batches: &mut Vec<RecordBatch>| -> Result<()> {
+        let b = dec.finish();
+        let n = b.num_rows() as i64;
+        let mut cols = b.columns().to_vec();
+        cols.push(Arc::new(Int64Array::from_iter_values((row - n..row).map(|r| base + r))));
+        batches.push(RecordBatch::try_new(Arc::clone(with_row), cols)?);
+        Ok(())
+    };
+    for line in chunk.split(|&b| b == b'\n') {
+        out.physical_lines += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.lines += 1;
+        match dec.push(line) {
+            Ok(()) => {
+                row += 1;
+                if dec.len() >= BATCH_ROWS {
+                    finish(&mut dec, row, &mut out.batches)?;
+                }
+            }
+            Err(e) => out.bad.push((out.physical_lines, e.0, line.to_vec())),
+        }
+    }
+    if chunk.ends_with(b"\n") {
+        // `split` yields an empty piece after the last newline; it is not a line.
+        out.physical_lines -= 1;
+    }
+    if !dec.is_empty() {
+        finish(&mut dec, row, &mut out.batches)?;
+    }
+    Ok(out)
+}
+
+/// A DataFusion session sized for this machine, with the dataset registered as the events table.
+fn session(table: &str, data: &Dataset, schema: &EventSchema) -> Result<SessionContext> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
+    let arrow = data
+        .partitions
+        .iter()
+        .flatten()
+        .next()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| {
+            let mut f: Vec<Field> = schema.arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            f.push(Field::new(ROW_COL, DataType::Int64, false));
+            Arc::new(Schema::new(f))
+        });
+    let mem = MemTable::try_new(arrow, data.partitions.clone())?;
+    ctx.register_table(table, Arc::new(mem))?;
+    Ok(ctx)
+}
+
+/// Computes one view's state over the registered events with DataFusion, groups in order of
+/// first appearance.
+pub async fn compute_state(ctx: &SessionContext, table: &str, def: &ViewDef) -> Result<ViewState> {
+    let mut df = ctx.table(table).await?;
+    if let Some(f) = &def.filter {
+        df = df.filter(f.clone())?;
+    }
+    let mut aggs = state_exprs(def);
+    aggs.push(min(Expr::Column(Column::from_name(ROW_COL))).alias(FIRST_COL));
+    let df = df
+        .aggregate(def.group_exprs.clone(), aggs)?
+        .sort(vec![Expr::Column(Column::from_name(FIRST_COL)).sort(true, false)])?;
+    let batches = df.collect().await?;
+    let mut state = def.new_state();
+    let ncols = def.state_schema().fields().len();
+    for b in &batches {
+        let b = b.project(&(0..ncols).collect::<Vec<_>>())?;
+        state.merge_state_batch(def, &b)?;
+    }
+    if batches.is_empty() {
+        state.merge_state_batch(def, &RecordBatch::new_empty(def.state_schema()))?;
+    }
+    Ok(state)
+}
+
+/// Runs the batch layer once: reads the whole master dataset, computes every view, and
+/// publishes each (rows, state, manifest, rejected lines) atomically. A failure before the
+/// publish leaves the previous views in service.
+pub async fn run(p: &Pipeline) -> Result<BatchRun> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let cfg = &p.config;
+    let layout = Layout::new(&cfg.output.dir, p.views.len());
+    let files = dataset_files(&cfg.batch.dataset)?;
+    layout.check_writable()?;
+    let total: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+    info!(files = files.len(), bytes = total, "batch layer: reading the master dataset");
+    let schema = p.schema.clone();
+    let files2 = files.clone();
+    let data = tokio::task::spawn_blocking(move || read_dataset(&files2, &schema))
+        .await
+        .map_err(|e| Error::Internal(format!("decoder task: {e}")))??;
+    let rows: u64 = data.partitions.iter().flatten().map(|b| b.num_rows() as u64).sum();
+    let ctx = session(&cfg.schema.table, &data, &p.schema)?;
+    let run_id = storage::new_version();
+    let mut views = Vec::new();
+    for def in &p.views {
+        let state = compute_state(&ctx, &cfg.schema.table, def).await?;
+        let rows_out = def.finalize(&state)?;
+        views.push((Arc::clone(def), state, rows_out));
+    }
+    let manifest = Manifest {
+        run_id: run_id.clone(),
+        view: String::new(),
+        sql: String::new(),
+        files: data.files.clone(),
+        rows,
+        bad: data.bad.len() as u64,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let bad_lines = storage::json_lines_values(&data.bad);
+    for (def, state, out) in &views {
+        let m = Manifest { view: def.name.clone(), sql: def.sql.clone(), ..manifest.clone() };
+        storage::publish_dir(&layout.batch_view(&def.name), &run_id, cfg.batch.keep_runs, |dir| {
+            storage::write_part(dir, &run_id, out)?;
+            let st = state.to_state_batch(def)?;
+            std::fs::write(dir.join("_state.json"), storage::json_lines(&[st])?).at(dir)?;
+            std::fs::write(dir.join("_dead_letter.jsonl"), &bad_lines).at(dir)?;
+            let mj = serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?;
+            std::fs::write(dir.join("_manifest.json"), mj).at(dir)
+        })?;
+    }
+    info!(run_id = %run_id, rows, bad = manifest.bad, ms = manifest.duration_ms, "batch layer: views published");
+    Ok(BatchRun { run_id, views, manifest })
+}
+
+/// A published batch view, as serving loads it.
+pub struct PublishedBatch {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its state.
+    pub state: ViewState,
+}
+
+/// Loads the batch view in service for `def`, if any run was published.
+pub fn load_published(layout: &Layout, def: &ViewDef) -> Result<Option<PublishedBatch>> {
+    let Some(dir) = storage::published(&layout.batch_view(&def.name)) else {
+        return Ok(None);
+    };
+    let mpath = dir.join("_manifest.json");
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&mpath).at(&mpath)?)
+        .map_err(|e| Error::Internal(format!("{}: {e}", mpath.display())))?;
+    if manifest.sql != def.sql {
+        warn!(view = %def.name, "the batch view in service was computed with other SQL; run `lambdaflow batch` again");
+        return Ok(None);
+    }
+    let spath = dir.join("_state.json");
+    let bytes = std::fs::read(&spath).at(&spath)?;
+    let mut state = def.new_state();
+    state.merge_state_batch(def, &storage::read_json_lines(&bytes, def.state_schema())?)?;
+    Ok(Some(PublishedBatch { manifest, state }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_lines_cuts_after_newlines_and_covers_everything() {
+        let data = b"a\nbb\nccc\ndddd\n";
+        for n in 1..6 {
+            let parts = split_lines(data, n);
+            let joined: Vec<u8> = parts.iter().flat_map(|r| data[r.clone()].to_vec()).collect();
+            assert_eq!(joined, data);
+            for r in &parts[..parts.len() - 1] {
+                assert_eq!(data[r.end - 1], b'\n');
+            }
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_their_file_line_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.json");
+        let mut text = String::new();
+        for i in 0..1000 {
+            if i == 500 {
+                text.push_str("{\"customer\": \"X\", \"amount\": \"abc\"}\n");
+            } else if i == 700 {
+                text.push_str("\n");
+            } else {
+                text.push_str(&format!("{{\"customer\": \"c{}\", \"amount\": {i}}}\n", i % 7));
+            }
+        }
+        std::fs::write(&f, text).unwrap();
+        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        let d = read_dataset(&[f], &schema).unwrap();
+        assert_eq!(d.bad.len(), 1);
+        assert_eq!(d.bad[0]["line"], 501);
+        assert!(d.bad[0]["reason"].as_str().unwrap().contains("amount"));
+        let rows: usize = d.partitions.iter().flatten().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 998);
+        assert_eq!(d.files[0].lines, 999);
+    }
+}

@@ -1,0 +1,303 @@
+//! Configuration, loaded in layers (lowest first):
+//!
+//! 1. `config/default.toml`, embedded in the binary (it reproduces the seed);
+//! 2. the config file: `--config FILE`, else `./lambdaflow.toml` when it exists;
+//! 3. `LAMBDAFLOW_<SECTION>__<KEY>` environment variables (`LAMBDAFLOW_KAFKA__TOPIC=orders`,
+//!    `LAMBDAFLOW_KAFKA__BOOTSTRAP_SERVERS=broker:9092`; `_` in a key stands for `-`);
+//! 4. command-line flags.
+//!
+//! Keys are kebab-case and unknown keys are errors that name the key and the file. Every key is
+//! documented in `docs/config.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::view::ViewDef;
+use crate::view::event::{EventSchema, FieldDef, FieldType};
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Where the speed layer reads events, and the producer writes them.
+    pub kafka: KafkaConfig,
+    /// The declared event schema (the seed's `StructType`).
+    pub schema: SchemaConfig,
+    /// The views: each one SQL query, run by both layers.
+    pub views: Vec<ViewConfig>,
+    /// The batch layer.
+    pub batch: BatchConfig,
+    /// The speed layer.
+    pub speed: SpeedConfig,
+    /// The serving layer.
+    pub serving: ServingConfig,
+    /// Where results and state are written.
+    pub output: OutputConfig,
+}
+
+/// Kafka connection, with Kafka's own names.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// The topic of new events.
+    pub topic: String,
+    /// Consumer group the speed layer commits to. Commits are advisory (for lag tools): the
+    /// offsets that count are in the speed layer's checkpoint.
+    pub group_id: String,
+    /// How long a command waits for the brokers before it fails with an error.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Extra librdkafka properties, passed through unchanged (`security.protocol`, `sasl.*`…).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets (sasl.password, ssl.key.password, …) never reach logs.
+        let props: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = k.contains("password") || k.contains("secret");
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic", &self.topic)
+            .field("group_id", &self.group_id)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("properties", &props)
+            .finish()
+    }
+}
+
+/// The event schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// The table name the view SQL reads from.
+    pub table: String,
+    /// The fields, in order.
+    pub fields: Vec<FieldDef>,
+}
+
+/// One view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ViewConfig {
+    /// Name, used in output paths and the API: letters, digits, `_` and `-`.
+    pub name: String,
+    /// The query over the events table.
+    pub sql: String,
+}
+
+/// The batch layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The master dataset: JSON-lines files, or directories of them.
+    pub dataset: Vec<PathBuf>,
+    /// How many published batch runs to keep on disk (the newest is in service).
+    pub keep_runs: usize,
+}
+
+/// Where the speed layer starts on a partition it has no checkpoint for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartingOffsets {
+    /// From the first retained message: nothing already in the topic is missed.
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+}
+
+/// The speed layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SpeedConfig {
+    /// Most messages in one micro-batch.
+    pub max_batch_rows: usize,
+    /// How long a micro-batch waits for more messages after the first one.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Where to start on partitions without a checkpoint.
+    pub starting_offsets: StartingOffsets,
+    /// Least time between two checkpoints (`0s`: after every micro-batch).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+/// The serving layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServingConfig {
+    /// Address of the HTTP API.
+    pub listen: String,
+    /// How often `serve` re-reads the layers' published state.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+/// Output locations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Root of every file lambdaflow writes.
+    pub dir: PathBuf,
+}
+
+/// The seed's schema: `customer` string, `amount` integer.
+pub fn default_fields() -> Vec<FieldDef> {
+    vec![
+        FieldDef { name: "customer".into(), ty: FieldType::String, nullable: false },
+        FieldDef { name: "amount".into(), ty: FieldType::Integer, nullable: false },
+    ]
+}
+
+/// Values from command-line flags, each a dotted key (`kafka.topic`) and its value.
+pub type Overrides = Vec<(String, toml::Value)>;
+
+impl Config {
+    /// Loads the layers described in the module docs.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        match file {
+            Some(f) if !f.exists() => {
+                return Err(Error::config(format!("config file {} does not exist", f.display())));
+            }
+            Some(f) => fig = fig.merge(Toml::file_exact(f)),
+            None if Path::new("lambdaflow.toml").exists() => {
+                fig = fig.merge(Toml::file_exact("lambdaflow.toml"))
+            }
+            None => {}
+        }
+        fig = fig.merge(
+            Env::prefixed("LAMBDAFLOW_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__")
+                .map(|k| k.as_str().replace('_', "-").into()),
+        );
+        for (k, v) in overrides {
+            fig = fig.merge(Serialized::default(k, v));
+        }
+        let cfg: Config = fig.extract().map_err(|e| Error::config(figment_message(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.views.is_empty() {
+            return Err(Error::config("views: declare at least one view"));
+        }
+        for (i, v) in self.views.iter().enumerate() {
+            let ok = !v.name.is_empty()
+                && v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(Error::config(format!(
+                    "views[{i}].name `{}`: use letters, digits, `_` and `-`",
+                    v.name
+                )));
+            }
+            if self.views[..i].iter().any(|w| w.name == v.name) {
+                return Err(Error::config(format!("views: two views are named `{}`", v.name)));
+            }
+        }
+        if self.speed.max_batch_rows == 0 {
+            return Err(Error::config("speed.max-batch-rows must be at least 1"));
+        }
+        if self.kafka.topic.is_empty() {
+            return Err(Error::config("kafka.topic is empty"));
+        }
+        Ok(())
+    }
+
+    /// Builds the event schema and plans every view: the checks that must pass before any work.
+    pub async fn compile(self) -> Result<Pipeline> {
+        let schema = EventSchema::new(self.schema.fields.clone())?;
+        let mut views = Vec::new();
+        for v in &self.views {
+            views.push(Arc::new(ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?));
+        }
+        Ok(Pipeline { config: self, schema, views })
+    }
+}
+
+fn figment_message(e: figment::Error) -> String {
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// A checked configuration: the schema built and every view compiled.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The configuration it came from.
+    pub config: Config,
+    /// The declared event schema.
+    pub schema: EventSchema,
+    /// The compiled views, in config order.
+    pub views: Vec<Arc<ViewDef>>,
+}
+
+impl Pipeline {
+    /// Finds a view by name.
+    pub fn view(&self, name: &str) -> Option<&Arc<ViewDef>> {
+        self.views.iter().find(|v| v.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_reproduce_the_seed() {
+        let c = Config::load(None, &vec![]).unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "localhost:9092");
+        assert_eq!(c.kafka.topic, "real-time-orders");
+        assert_eq!(c.batch.dataset, vec![PathBuf::from("datasets/transactions.json")]);
+        assert_eq!(c.schema.fields, default_fields());
+        assert!(c.views[0].sql.contains("SUM(amount) AS total_amount"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("lf.toml");
+        std::fs::write(&f, "[kafka]\nbootstrap-server = \"x:1\"\n").unwrap();
+        let err = Config::load(Some(&f), &vec![]).unwrap_err().to_string();
+        assert!(err.contains("bootstrap-server"), "{err}");
+        assert!(err.contains("lf.toml"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("lf.toml");
+        std::fs::write(&f, "[kafka]\ntopic = \"from-file\"\n").unwrap();
+        let c = Config::load(Some(&f), &vec![]).unwrap();
+        assert_eq!(c.kafka.topic, "from-file");
+        let c = Config::load(Some(&f), &vec![("kafka.topic".into(), "from-flag".into())]).unwrap();
+        assert_eq!(c.kafka.topic, "from-flag");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut c = Config::load(None, &vec![]).unwrap();
+        c.kafka.properties.insert("sasl.password".into(), "hunter2".into());
+        assert!(!format!("{:?}", c.kafka).contains("hunter2"));
+    }
+}

@@ -1,0 +1,90 @@
+//! The seed workshop, end to end, in one process: the batch layer on the historical dataset,
+//! the speed layer consuming `real-time-orders`, the seed's three messages sent through Kafka,
+//! and the serving layer's merge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::show::{DEFAULT_ROWS, show};
+use crate::storage::Layout;
+use crate::{batch, kafka, serving, speed};
+
+/// The seed's three real-time orders.
+pub const SEED_MESSAGES: [&str; 3] = [
+    r#"{"customer":"Ali","amount":80}"#,
+    r#"{"customer":"Mounir","amount":200}"#,
+    r#"{"customer":"Sara","amount":40}"#,
+];
+
+/// Runs the scenario and prints the three views. The speed layer starts from a fresh state at
+/// the topic's current end, so the streaming view shows exactly the messages this run sends.
+pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
+    let k = &p.config.kafka;
+    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    if kafka::create_topic(k, 1, 1, true).await? {
+        println!("Created topic {}", k.topic);
+    }
+    kafka::wait_for_topic(k).await?;
+
+    println!("\n== Batch layer: {} ==", p.config.batch.dataset.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+    let run = batch::run(&p).await?;
+    for (def, _, rows) in &run.views {
+        print!("{}", show(rows, DEFAULT_ROWS));
+        println!("batch view written to {}", layout.batch_view(&def.name).display());
+    }
+
+    // A fresh speed layer that starts at the current end of every partition.
+    let cp = layout.speed_checkpoint();
+    if cp.exists() {
+        std::fs::remove_file(&cp).map_err(|e| Error::io(&cp, e))?;
+    }
+    let start: std::collections::BTreeMap<i32, i64> =
+        kafka::watermarks(k).await?.into_iter().map(|(part, _, hi)| (part, hi)).collect();
+    let (tx, mut rx) = watch::channel(Arc::new(speed::Snapshot::default()));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let opts = speed::Options { print_tables: false, starting_offsets: Some(start.clone()) };
+    let task = tokio::spawn(speed::run(Arc::clone(&p), opts, Some(tx), async {
+        let _ = stop_rx.await;
+    }));
+
+    println!("\n== Speed layer: {} message(s) to topic {} ==", messages.len(), k.topic);
+    let producer = kafka::producer(k)?;
+    kafka::send_all(&producer, k, messages).await?;
+    for m in messages {
+        println!("> {}", String::from_utf8_lossy(m));
+    }
+    let end: std::collections::BTreeMap<i32, i64> =
+        kafka::watermarks(k).await?.into_iter().map(|(part, _, hi)| (part, hi)).collect();
+    let caught_up = |s: &speed::Snapshot| end.iter().all(|(part, hi)| s.offsets.get(part).copied().unwrap_or(start[part]) >= *hi);
+    let wait = tokio::time::timeout(Duration::from_secs(30), async {
+        while !caught_up(&rx.borrow_and_update()) {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    let waited = wait.await;
+    let _ = stop_tx.send(());
+    let snap = task.await.map_err(|e| Error::Internal(format!("speed task: {e}")))??;
+    if waited.is_err() || !caught_up(&snap) {
+        return Err(Error::Kafka(format!("the speed layer did not receive the messages from topic `{}` within 30 s", k.topic)));
+    }
+    for (i, def) in p.views.iter().enumerate() {
+        print!("{}", show(&speed::streaming_rows(def, &snap, i)?, DEFAULT_ROWS));
+        println!("streaming view written to {}", layout.streaming_view(&def.name).display());
+    }
+
+    println!("\n== Serving layer: batch view + streaming view ==");
+    for (i, (def, bstate, _)) in run.views.iter().enumerate() {
+        let sstate = snap.view_state(i, def);
+        let rows = serving::serving_rows(def, Some(bstate), Some(&sstate))?;
+        serving::write_serving_view(&layout, def, &rows)?;
+        print!("{}", show(&rows, DEFAULT_ROWS));
+        println!("serving view written to {}", layout.serving_view(&def.name).display());
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! # lambdaflow
+//!
+//! A Lambda-architecture data system: one SQL view definition, run by a batch layer (Apache
+//! DataFusion over the master dataset) and a speed layer (a Kafka consumer keeping incremental
+//! state), merged exactly by a serving layer.
+//!
+//! ## Layout
+//!
+//! ```text
+//!             config/default.toml + lambdaflow.toml + LAMBDAFLOW_* + flags   (config)
+//!                                   │
+//!                      view: SQL ─► ViewDef (WHERE · keys · aggregate state · HAVING/SELECT)
+//!                     ┌─────────────┴──────────────┐
+//!  datasets/*.json ─► batch (DataFusion)      speed (Kafka, micro-batches) ◄─ real-time-orders
+//!                     │ state + rows              │ state + offsets (checkpoint)
+//!                     └──────────► serving: merge(batch ⊕ speed) ─► final view
+//! ```
+//!
+//! - [`view`]: the one definition both layers run — event schema and decoder, the compiled
+//!   SQL, and the mergeable aggregate state.
+//! - [`batch`], [`speed`], [`serving`]: the three layers. They never call each other; they meet
+//!   through `view` types and the files in [`storage`].
+//! - [`kafka`]: client configuration, topic administration, producer.
+//! - [`config`], [`runtime`]: configuration loading, logging, shutdown.
+
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod kafka;
+pub mod runtime;
+pub mod serving;
+pub mod show;
+pub mod speed;
+pub mod storage;
+pub mod view;
+
+pub use error::{Error, Result};

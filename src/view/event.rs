@@ -1,0 +1,468 @@
+//! The declared event schema and the one decoder both layers use.
+//!
+//! Spark's `from_json(value, schema)` turns a malformed record into nulls without a word. Here a
+//! record either matches the declared schema exactly — every non-nullable field present with the
+//! declared JSON type — or it is rejected with a reason that names the field, and the caller sends
+//! it to the dead-letter file. The batch layer decodes dataset lines with this code and the speed
+//! layer decodes Kafka messages with it, so the two layers cannot disagree on what an event is.
+//!
+//! Decoding goes straight from bytes into Arrow column builders (no intermediate
+//! `serde_json::Value`), one row at a time: a row is first decoded into a small scratch buffer and
+//! appended only when all of it is valid, so a bad record never leaves half a row behind.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The type of one declared field, named as in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    /// A JSON string (Arrow `Utf8`).
+    String,
+    /// A JSON integer that fits in 64 bits (Arrow `Int64`; Spark's `IntegerType`/`LongType`).
+    #[serde(alias = "long", alias = "int", alias = "bigint")]
+    Integer,
+    /// A JSON number (Arrow `Float64`; Spark's `DoubleType`).
+    #[serde(alias = "float")]
+    Double,
+    /// A JSON boolean.
+    Boolean,
+}
+
+impl FieldType {
+    fn data_type(self) -> DataType {
+        match self {
+            FieldType::String => DataType::Utf8,
+            FieldType::Integer => DataType::Int64,
+            FieldType::Double => DataType::Float64,
+            FieldType::Boolean => DataType::Boolean,
+        }
+    }
+}
+
+/// One declared field of the events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FieldDef {
+    /// The JSON key and the SQL column name.
+    pub name: String,
+    /// The JSON type the value must have.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// Whether the field may be missing or `null`. Off by default: a missing amount is a bad
+    /// record, not a zero.
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+/// The schema every event must match, and its Arrow form.
+#[derive(Debug, Clone)]
+pub struct EventSchema {
+    fields: Vec<FieldDef>,
+    arrow: SchemaRef,
+}
+
+impl EventSchema {
+    /// Builds the schema; field names must be unique and non-empty.
+    pub fn new(fields: Vec<FieldDef>) -> Result<Self> {
+        if fields.is_empty() {
+            return Err(Error::config("schema.fields: declare at least one field"));
+        }
+        for (i, f) in fields.iter().enumerate() {
+            if f.name.is_empty() {
+                return Err(Error::config(format!("schema.fields[{i}]: empty field name")));
+            }
+            if fields[..i].iter().any(|g| g.name == f.name) {
+                return Err(Error::config(format!(
+                    "schema.fields: field `{}` is declared twice",
+                    f.name
+                )));
+            }
+        }
+        let arrow = Arc::new(Schema::new(
+            fields
+                .iter()
+                .map(|f| Field::new(&f.name, f.ty.data_type(), f.nullable))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self { fields, arrow })
+    }
+
+    /// The declared fields, in order.
+    pub fn fields(&self) -> &[FieldDef] {
+        &self.fields
+    }
+
+    /// The Arrow schema of decoded events.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::clone(&self.arrow)
+    }
+
+    fn index_of(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == key)
+    }
+}
+
+/// Why a record was rejected. The message names the field and what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One decoded value, borrowed from the input where JSON escapes allow it.
+#[derive(Debug, Clone, PartialEq)]
+enum Value<'a> {
+    Missing,
+    Null,
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+enum ColumnBuilder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+}
+
+impl ColumnBuilder {
+    fn append(&mut self, v: &Value<'_>) {
+        match (self, v) {
+            (ColumnBuilder::Str(b), Value::Str(s)) => b.append_value(s),
+            (ColumnBuilder::Int(b), Value::Int(i)) => b.append_value(*i),
+            (ColumnBuilder::Float(b), Value::Float(x)) => b.append_value(*x),
+            (ColumnBuilder::Float(b), Value::Int(i)) => b.append_value(*i as f64),
+            (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
+            (ColumnBuilder::Str(b), _) => b.append_null(),
+            (ColumnBuilder::Int(b), _) => b.append_null(),
+            (ColumnBuilder::Float(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Str(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ColumnBuilder::Str(b) => b.len(),
+            ColumnBuilder::Int(b) => b.len(),
+            ColumnBuilder::Float(b) => b.len(),
+            ColumnBuilder::Bool(b) => b.len(),
+        }
+    }
+}
+
+/// Decodes JSON records into Arrow record batches of the declared schema.
+///
+/// ```
+/// use lambdaflow::view::event::{EventSchema, EventDecoder};
+/// let schema = EventSchema::new(lambdaflow::config::default_fields()).unwrap();
+/// let mut dec = EventDecoder::new(&schema);
+/// dec.push(br#"{"customer": "Ali", "amount": 120}"#).unwrap();
+/// assert!(dec.push(br#"{"customer": "Ali", "amount": "abc"}"#).is_err());
+/// assert_eq!(dec.finish().num_rows(), 1);
+/// ```
+pub struct EventDecoder<'s> {
+    schema: &'s EventSchema,
+    columns: Vec<ColumnBuilder>,
+}
+
+impl<'s> EventDecoder<'s> {
+    /// A decoder with empty builders.
+    pub fn new(schema: &'s EventSchema) -> Self {
+        Self::with_capacity(schema, 1024)
+    }
+
+    /// A decoder whose builders are sized for `rows` rows.
+    pub fn with_capacity(schema: &'s EventSchema, rows: usize) -> Self {
+        let columns = schema
+            .fields
+            .iter()
+            .map(|f| match f.ty {
+                FieldType::String => ColumnBuilder::Str(StringBuilder::with_capacity(rows, rows * 8)),
+                FieldType::Integer => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
+                FieldType::Double => ColumnBuilder::Float(Float64Builder::with_capacity(rows)),
+                FieldType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            })
+            .collect();
+        Self { schema, columns }
+    }
+
+    /// Rows decoded since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.columns.first().map_or(0, ColumnBuilder::len)
+    }
+
+    /// True when no row is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decodes one record and appends it, or rejects it with the reason and appends nothing.
+    pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
+        let text = std::str::from_utf8(record).map_err(|e| {
+            DecodeError(format!("not UTF-8 (invalid byte at position {})", e.valid_up_to()))
+        })?;
+        let mut row = vec![Value::Missing; self.schema.fields.len()];
+        let mut de = serde_json::Deserializer::from_str(text);
+        RowSeed { schema: self.schema, row: &mut row }
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| DecodeError(json_reason(&e)))?;
+        for (f, v) in self.schema.fields.iter().zip(&row) {
+            if !f.nullable {
+                match v {
+                    Value::Missing => {
+                        return Err(DecodeError(format!("missing field `{}`", f.name)));
+                    }
+                    Value::Null => return Err(DecodeError(format!("field `{}` is null", f.name))),
+                    _ => {}
+                }
+            }
+        }
+        for (b, v) in self.columns.iter_mut().zip(&row) {
+            b.append(v);
+        }
+        Ok(())
+    }
+
+    /// Takes the buffered rows as one record batch and empties the builders.
+    pub fn finish(&mut self) -> RecordBatch {
+        let columns = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
+        RecordBatch::try_new(self.schema.arrow_schema(), columns)
+            .expect("decoder columns always match the declared schema")
+    }
+}
+
+/// serde_json's messages say "at line 1 column 17"; for one record only the column helps.
+fn json_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => format!("{} (column {})", &msg[..i], e.column()),
+        None => msg,
+    };
+    if e.is_syntax() || e.is_eof() {
+        format!("not valid JSON: {msg}")
+    } else {
+        msg
+    }
+}
+
+struct RowSeed<'s, 'r, 'a> {
+    schema: &'s EventSchema,
+    row: &'r mut [Value<'a>],
+}
+
+impl<'de, 's, 'r> DeserializeSeed<'de> for RowSeed<'s, 'r, 'de> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, 's, 'r> Visitor<'de> for RowSeed<'s, 'r, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.schema.index_of(&key) {
+                Some(i) => {
+                    let f = &self.schema.fields[i];
+                    self.row[i] = map.next_value_seed(FieldSeed { field: f })?;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct FieldSeed<'f> {
+    field: &'f FieldDef,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = Value<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl FieldSeed<'_> {
+    fn wrong<E: de::Error>(&self, found: de::Unexpected<'_>) -> E {
+        let want = match self.field.ty {
+            FieldType::String => "a string",
+            FieldType::Integer => "an integer",
+            FieldType::Double => "a number",
+            FieldType::Boolean => "a boolean",
+        };
+        E::custom(format_args!("field `{}`: expected {want}, found {found}", self.field.name))
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed<'_> {
+    type Value = Value<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a value of type {:?}", self.field.ty)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Value<'de>, E> {
+        match self.field.ty {
+            FieldType::String => Ok(Value::Str(Cow::Borrowed(v))),
+            _ => Err(self.wrong(de::Unexpected::Str(v))),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value<'de>, E> {
+        match self.field.ty {
+            FieldType::String => Ok(Value::Str(Cow::Owned(v.to_owned()))),
+            _ => Err(self.wrong(de::Unexpected::Str(v))),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value<'de>, E> {
+        match self.field.ty {
+            FieldType::Integer => Ok(Value::Int(v)),
+            FieldType::Double => Ok(Value::Float(v as f64)),
+            _ => Err(self.wrong(de::Unexpected::Signed(v))),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value<'de>, E> {
+        match self.field.ty {
+            FieldType::Integer => i64::try_from(v).map(Value::Int).map_err(|_| {
+                E::custom(format_args!(
+                    "field `{}`: {v} does not fit in a 64-bit integer",
+                    self.field.name
+                ))
+            }),
+            FieldType::Double => Ok(Value::Float(v as f64)),
+            _ => Err(self.wrong(de::Unexpected::Unsigned(v))),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value<'de>, E> {
+        match self.field.ty {
+            FieldType::Double => Ok(Value::Float(v)),
+            _ => Err(self.wrong(de::Unexpected::Float(v))),
+        }
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value<'de>, E> {
+        match self.field.ty {
+            FieldType::Boolean => Ok(Value::Bool(v)),
+            _ => Err(self.wrong(de::Unexpected::Bool(v))),
+        }
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value<'de>, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Value<'de>, A::Error> {
+        Err(self.wrong(de::Unexpected::Seq))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Value<'de>, A::Error> {
+        Err(self.wrong(de::Unexpected::Map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, cast::as_string_array};
+    use datafusion::arrow::datatypes::Int64Type;
+
+    fn seed() -> EventSchema {
+        EventSchema::new(crate::config::default_fields()).unwrap()
+    }
+
+    fn reason(input: &[u8]) -> String {
+        let s = seed();
+        EventDecoder::new(&s).push(input).unwrap_err().0
+    }
+
+    #[test]
+    fn decodes_the_seed_lines() {
+        let s = seed();
+        let mut d = EventDecoder::new(&s);
+        d.push(br#"{"customer": "Ali", "amount": 120}"#).unwrap();
+        d.push(br#"{"amount":90, "customer":"Sara", "extra": [1, {"x": 2}]}"#).unwrap();
+        d.push(br#"{"customer": "Mou\u006eir", "amount": -5}"#).unwrap();
+        let b = d.finish();
+        assert_eq!(b.num_rows(), 3);
+        assert_eq!(as_string_array(b.column(0)).value(2), "Mounir");
+        let amounts: Vec<i64> = b.column(1).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(amounts, vec![120, 90, -5]);
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_record_with_a_reason() {
+        assert!(reason(b"not json").starts_with("not valid JSON"), "{}", reason(b"not json"));
+        assert!(reason(b"[1,2]").contains("expected a JSON object"), "{}", reason(b"[1,2]"));
+        assert_eq!(reason(br#"{"customer":"Ali"}"#), "missing field `amount`");
+        assert!(reason(br#"{"customer":"Ali","amount":"abc"}"#)
+            .contains("field `amount`: expected an integer, found string \"abc\""));
+        assert!(reason(br#"{"customer":"Ali","amount":1.5}"#).contains("expected an integer"));
+        assert_eq!(reason(br#"{"customer":null,"amount":1}"#), "field `customer` is null");
+        assert!(reason(b"{\"customer\":\"\xff\",\"amount\":1}").starts_with("not UTF-8"));
+        assert!(reason(br#"{"customer":"Ali","amount":1} trailing"#).starts_with("not valid JSON"));
+        assert!(reason(br#"{"customer":"Ali","amount":99999999999999999999}"#)
+            .contains("amount"));
+    }
+
+    #[test]
+    fn a_bad_record_leaves_no_partial_row() {
+        let s = seed();
+        let mut d = EventDecoder::new(&s);
+        d.push(br#"{"customer":"Ali","amount":1}"#).unwrap();
+        d.push(br#"{"customer":"Bad","amount":"x"}"#).unwrap_err();
+        assert_eq!(d.len(), 1);
+        let b = d.finish();
+        assert_eq!(b.column(0).len(), b.column(1).len());
+    }
+
+    #[test]
+    fn nullable_fields_accept_missing_and_null() {
+        let mut fields = crate::config::default_fields();
+        fields[1].nullable = true;
+        let s = EventSchema::new(fields).unwrap();
+        let mut d = EventDecoder::new(&s);
+        d.push(br#"{"customer":"Ali"}"#).unwrap();
+        d.push(br#"{"customer":"Ali","amount":null}"#).unwrap();
+        assert_eq!(d.finish().column(1).null_count(), 2);
+    }
+}

@@ -164,8 +164,16 @@ pub struct OutputConfig {
 /// The seed's schema: `customer` string, `amount` integer.
 pub fn default_fields() -> Vec<FieldDef> {
     vec![
-        FieldDef { name: "customer".into(), ty: FieldType::String, nullable: false },
-        FieldDef { name: "amount".into(), ty: FieldType::Integer, nullable: false },
+        FieldDef {
+            name: "customer".into(),
+            ty: FieldType::String,
+            nullable: false,
+        },
+        FieldDef {
+            name: "amount".into(),
+            ty: FieldType::Integer,
+            nullable: false,
+        },
     ]
 }
 
@@ -178,7 +186,10 @@ impl Config {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
         match file {
             Some(f) if !f.exists() => {
-                return Err(Error::config(format!("config file {} does not exist", f.display())));
+                return Err(Error::config(format!(
+                    "config file {} does not exist",
+                    f.display()
+                )));
             }
             Some(f) => fig = fig.merge(Toml::file_exact(f)),
             None if Path::new("lambdaflow.toml").exists() => {
@@ -195,7 +206,9 @@ impl Config {
         for (k, v) in overrides {
             fig = fig.merge(Serialized::default(k, v));
         }
-        let cfg: Config = fig.extract().map_err(|e| Error::config(figment_message(e)))?;
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| Error::config(figment_message(e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -206,7 +219,9 @@ impl Config {
         }
         for (i, v) in self.views.iter().enumerate() {
             let ok = !v.name.is_empty()
-                && v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                && v.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !ok {
                 return Err(Error::config(format!(
                     "views[{i}].name `{}`: use letters, digits, `_` and `-`",
@@ -214,7 +229,10 @@ impl Config {
                 )));
             }
             if self.views[..i].iter().any(|w| w.name == v.name) {
-                return Err(Error::config(format!("views: two views are named `{}`", v.name)));
+                return Err(Error::config(format!(
+                    "views: two views are named `{}`",
+                    v.name
+                )));
             }
         }
         if self.speed.max_batch_rows == 0 {
@@ -231,14 +249,23 @@ impl Config {
         let schema = EventSchema::new(self.schema.fields.clone())?;
         let mut views = Vec::new();
         for v in &self.views {
-            views.push(Arc::new(ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?));
+            views.push(Arc::new(
+                ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?,
+            ));
         }
-        Ok(Pipeline { config: self, schema, views })
+        Ok(Pipeline {
+            config: self,
+            schema,
+            views,
+        })
     }
 }
 
 fn figment_message(e: figment::Error) -> String {
-    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A checked configuration: the schema built and every view compiled.
@@ -268,7 +295,10 @@ mod tests {
         let c = Config::load(None, &vec![]).unwrap();
         assert_eq!(c.kafka.bootstrap_servers, "localhost:9092");
         assert_eq!(c.kafka.topic, "real-time-orders");
-        assert_eq!(c.batch.dataset, vec![PathBuf::from("datasets/transactions.json")]);
+        assert_eq!(
+            c.batch.dataset,
+            vec![PathBuf::from("datasets/transactions.json")]
+        );
         assert_eq!(c.schema.fields, default_fields());
         assert!(c.views[0].sql.contains("SUM(amount) AS total_amount"));
     }
@@ -297,7 +327,9 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug() {
         let mut c = Config::load(None, &vec![]).unwrap();
-        c.kafka.properties.insert("sasl.password".into(), "hunter2".into());
+        c.kafka
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
         assert!(!format!("{:?}", c.kafka).contains("hunter2"));
     }
 }

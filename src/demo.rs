@@ -30,11 +30,23 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     }
     kafka::wait_for_topic(k).await?;
 
-    println!("\n== Batch layer: {} ==", p.config.batch.dataset.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+    println!(
+        "\n== Batch layer: {} ==",
+        p.config
+            .batch
+            .dataset
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let run = batch::run(&p).await?;
     for (def, _, rows) in &run.views {
         print!("{}", show(rows, DEFAULT_ROWS));
-        println!("batch view written to {}", layout.batch_view(&def.name).display());
+        println!(
+            "batch view written to {}",
+            layout.batch_view(&def.name).display()
+        );
     }
 
     // A fresh speed layer that starts at the current end of every partition.
@@ -42,24 +54,40 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     if cp.exists() {
         std::fs::remove_file(&cp).map_err(|e| Error::io(&cp, e))?;
     }
-    let start: std::collections::BTreeMap<i32, i64> =
-        kafka::watermarks(k).await?.into_iter().map(|(part, _, hi)| (part, hi)).collect();
+    let start: std::collections::BTreeMap<i32, i64> = kafka::watermarks(k)
+        .await?
+        .into_iter()
+        .map(|(part, _, hi)| (part, hi))
+        .collect();
     let (tx, mut rx) = watch::channel(Arc::new(speed::Snapshot::default()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let opts = speed::Options { print_tables: false, starting_offsets: Some(start.clone()) };
+    let opts = speed::Options {
+        print_tables: false,
+        starting_offsets: Some(start.clone()),
+    };
     let task = tokio::spawn(speed::run(Arc::clone(&p), opts, Some(tx), async {
         let _ = stop_rx.await;
     }));
 
-    println!("\n== Speed layer: {} message(s) to topic {} ==", messages.len(), k.topic);
+    println!(
+        "\n== Speed layer: {} message(s) to topic {} ==",
+        messages.len(),
+        k.topic
+    );
     let producer = kafka::producer(k)?;
     kafka::send_all(&producer, k, messages).await?;
     for m in messages {
         println!("> {}", String::from_utf8_lossy(m));
     }
-    let end: std::collections::BTreeMap<i32, i64> =
-        kafka::watermarks(k).await?.into_iter().map(|(part, _, hi)| (part, hi)).collect();
-    let caught_up = |s: &speed::Snapshot| end.iter().all(|(part, hi)| s.offsets.get(part).copied().unwrap_or(start[part]) >= *hi);
+    let end: std::collections::BTreeMap<i32, i64> = kafka::watermarks(k)
+        .await?
+        .into_iter()
+        .map(|(part, _, hi)| (part, hi))
+        .collect();
+    let caught_up = |s: &speed::Snapshot| {
+        end.iter()
+            .all(|(part, hi)| s.offsets.get(part).copied().unwrap_or(start[part]) >= *hi)
+    };
     let wait = tokio::time::timeout(Duration::from_secs(30), async {
         while !caught_up(&rx.borrow_and_update()) {
             if rx.changed().await.is_err() {
@@ -69,13 +97,24 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     });
     let waited = wait.await;
     let _ = stop_tx.send(());
-    let snap = task.await.map_err(|e| Error::Internal(format!("speed task: {e}")))??;
+    let snap = task
+        .await
+        .map_err(|e| Error::Internal(format!("speed task: {e}")))??;
     if waited.is_err() || !caught_up(&snap) {
-        return Err(Error::Kafka(format!("the speed layer did not receive the messages from topic `{}` within 30 s", k.topic)));
+        return Err(Error::Kafka(format!(
+            "the speed layer did not receive the messages from topic `{}` within 30 s",
+            k.topic
+        )));
     }
     for (i, def) in p.views.iter().enumerate() {
-        print!("{}", show(&speed::streaming_rows(def, &snap, i)?, DEFAULT_ROWS));
-        println!("streaming view written to {}", layout.streaming_view(&def.name).display());
+        print!(
+            "{}",
+            show(&speed::streaming_rows(def, &snap, i)?, DEFAULT_ROWS)
+        );
+        println!(
+            "streaming view written to {}",
+            layout.streaming_view(&def.name).display()
+        );
     }
 
     println!("\n== Serving layer: batch view + streaming view ==");
@@ -84,7 +123,10 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
         let rows = serving::serving_rows(def, Some(bstate), Some(&sstate))?;
         serving::write_serving_view(&layout, def, &rows)?;
         print!("{}", show(&rows, DEFAULT_ROWS));
-        println!("serving view written to {}", layout.serving_view(&def.name).display());
+        println!(
+            "serving view written to {}",
+            layout.serving_view(&def.name).display()
+        );
     }
     Ok(())
 }

@@ -98,7 +98,12 @@ pub async fn watermarks(k: &KafkaConfig) -> Result<Vec<(i32, i64, i64)>> {
 }
 
 /// Creates the topic. With `if_not_exists`, an existing topic is not an error.
-pub async fn create_topic(k: &KafkaConfig, partitions: i32, replication: i32, if_not_exists: bool) -> Result<bool> {
+pub async fn create_topic(
+    k: &KafkaConfig,
+    partitions: i32,
+    replication: i32,
+    if_not_exists: bool,
+) -> Result<bool> {
     metadata(k, None).await?;
     let admin: AdminClient<DefaultClientContext> = client_config(k)
         .create()
@@ -137,7 +142,10 @@ pub fn producer(k: &KafkaConfig) -> Result<FutureProducer> {
     client_config(k)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", (k.connect_timeout.as_millis().max(1000)).to_string())
+        .set(
+            "message.timeout.ms",
+            (k.connect_timeout.as_millis().max(1000)).to_string(),
+        )
         .create()
         .map_err(|e| Error::Kafka(format!("bad Kafka producer configuration: {e}")))
 }
@@ -147,12 +155,16 @@ pub async fn send_all(p: &FutureProducer, k: &KafkaConfig, payloads: &[Vec<u8>])
     use futures::stream::{FuturesOrdered, StreamExt};
     let mut pending = FuturesOrdered::new();
     for (i, payload) in payloads.iter().enumerate() {
-        let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(&k.topic).payload(payload.as_slice());
+        let rec: FutureRecord<'_, (), [u8]> =
+            FutureRecord::to(&k.topic).payload(payload.as_slice());
         pending.push_back(p.send(rec, k.connect_timeout));
         if pending.len() >= 10_000 || i + 1 == payloads.len() {
             while let Some(r) = pending.next().await {
                 r.map_err(|(e, _)| {
-                    Error::Kafka(format!("sending to topic `{}` on {}: {e}", k.topic, k.bootstrap_servers))
+                    Error::Kafka(format!(
+                        "sending to topic `{}` on {}: {e}",
+                        k.topic, k.bootstrap_servers
+                    ))
                 })?;
             }
         }
@@ -170,9 +182,16 @@ pub async fn describe(k: &KafkaConfig) -> Result<String> {
         .ok_or_else(|| missing_topic(k))?;
     let marks = watermarks(k).await?;
     let rf = t.partitions().first().map_or(0, |p| p.replicas().len());
-    let mut out = format!("Topic: {}\tPartitionCount: {}\tReplicationFactor: {rf}\n", t.name(), t.partitions().len());
+    let mut out = format!(
+        "Topic: {}\tPartitionCount: {}\tReplicationFactor: {rf}\n",
+        t.name(),
+        t.partitions().len()
+    );
     for p in t.partitions() {
-        let (lo, hi) = marks.iter().find(|m| m.0 == p.id()).map_or((0, 0), |m| (m.1, m.2));
+        let (lo, hi) = marks
+            .iter()
+            .find(|m| m.0 == p.id())
+            .map_or((0, 0), |m| (m.1, m.2));
         out.push_str(&format!(
             "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {:?}\tIsr: {:?}\tOffsets: {lo}..{hi}\n",
             t.name(),
@@ -188,8 +207,12 @@ pub async fn describe(k: &KafkaConfig) -> Result<String> {
 /// Names of the topics on the cluster (internal ones, starting with `__`, left out).
 pub async fn list_topics(k: &KafkaConfig) -> Result<Vec<String>> {
     let md = metadata(k, None).await?;
-    let mut names: Vec<String> =
-        md.topics().iter().map(|t| t.name().to_string()).filter(|n| !n.starts_with("__")).collect();
+    let mut names: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| !n.starts_with("__"))
+        .collect();
     names.sort();
     Ok(names)
 }

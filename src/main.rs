@@ -113,13 +113,18 @@ fn overrides(g: &Global, dataset: &[PathBuf]) -> anyhow::Result<Overrides> {
         o.push(("output.dir".into(), v.display().to_string().into()));
     }
     for kv in &g.kafka_property {
-        let (k, v) = kv.split_once('=').with_context(|| format!("-X {kv}: expected KEY=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("-X {kv}: expected KEY=VALUE"))?;
         let mut t = toml::map::Map::new();
         t.insert(k.to_string(), v.into());
         o.push(("kafka.properties".into(), toml::Value::Table(t)));
     }
     if !dataset.is_empty() {
-        let list = dataset.iter().map(|d| toml::Value::from(d.display().to_string())).collect();
+        let list = dataset
+            .iter()
+            .map(|d| toml::Value::from(d.display().to_string()))
+            .collect();
         o.push(("batch.dataset".into(), toml::Value::Array(list)));
     }
     Ok(o)
@@ -152,12 +157,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 m.duration_ms
             );
             if m.bad > 0 {
-                println!("rejected lines: {}/_dead_letter.jsonl", p.config.output.dir.join("batch_view").display());
+                println!(
+                    "rejected lines: {}/_dead_letter.jsonl",
+                    p.config.output.dir.join("batch_view").display()
+                );
             }
         }
         Command::Speed { quiet } => {
             let p = pipeline(g, &[]).await?;
-            let opts = speed::Options { print_tables: !quiet, starting_offsets: None };
+            let opts = speed::Options {
+                print_tables: !quiet,
+                starting_offsets: None,
+            };
             speed::run(p, opts, None, runtime::shutdown_signal()).await?;
         }
         Command::Serve => {
@@ -178,12 +189,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let p = pipeline(g, &[]).await?;
             let mut text = Vec::new();
             match &file {
-                Some(f) => text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+                Some(f) => {
+                    text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
+                }
                 None => {
                     std::io::stdin().lock().read_to_end(&mut text)?;
                 }
             }
-            let source = file.as_ref().map_or("stdin".to_string(), |f| f.display().to_string());
+            let source = file
+                .as_ref()
+                .map_or("stdin".to_string(), |f| f.display().to_string());
             let mut good = Vec::new();
             let mut bad = 0usize;
             let mut dec = EventDecoder::new(&p.schema);
@@ -207,7 +222,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let producer = kafka::producer(&p.config.kafka)?;
             kafka::metadata(&p.config.kafka, None).await?;
             kafka::send_all(&producer, &p.config.kafka, &good).await?;
-            println!("sent {} message(s) to topic {}; rejected {bad} line(s)", good.len(), p.config.kafka.topic);
+            println!(
+                "sent {} message(s) to topic {}; rejected {bad} line(s)",
+                good.len(),
+                p.config.kafka.topic
+            );
             if bad > 0 {
                 return Ok(ExitCode::from(1));
             }
@@ -216,8 +235,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let p = pipeline(g, &[]).await?;
             let k = &p.config.kafka;
             match action {
-                TopicAction::Create { partitions, replication_factor, if_not_exists } => {
-                    if kafka::create_topic(k, partitions, replication_factor, if_not_exists).await? {
+                TopicAction::Create {
+                    partitions,
+                    replication_factor,
+                    if_not_exists,
+                } => {
+                    if kafka::create_topic(k, partitions, replication_factor, if_not_exists).await?
+                    {
                         kafka::wait_for_topic(k).await?;
                         println!("Created topic {}.", k.topic);
                     } else {
@@ -234,7 +258,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => {
             let p = pipeline(g, &[]).await?;
-            let msgs: Vec<Vec<u8>> = demo::SEED_MESSAGES.iter().map(|m| m.as_bytes().to_vec()).collect();
+            let msgs: Vec<Vec<u8>> = demo::SEED_MESSAGES
+                .iter()
+                .map(|m| m.as_bytes().to_vec())
+                .collect();
             demo::run(p, &msgs).await?;
         }
     }
@@ -244,7 +271,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     runtime::init_tracing();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -259,4 +289,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -12,17 +12,32 @@ pub fn show(batch: &RecordBatch, max_rows: usize) -> String {
     let opts = FormatOptions::default().with_null("NULL");
     let schema = batch.schema();
     let n = batch.num_rows().min(max_rows);
-    let mut cells: Vec<Vec<String>> = vec![schema.fields().iter().map(|f| f.name().clone()).collect()];
+    let mut cells: Vec<Vec<String>> =
+        vec![schema.fields().iter().map(|f| f.name().clone()).collect()];
     let formatters: Vec<_> = batch
         .columns()
         .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("every Arrow type can be displayed"))
+        .map(|c| {
+            ArrayFormatter::try_new(c.as_ref(), &opts).expect("every Arrow type can be displayed")
+        })
         .collect();
     for row in 0..n {
-        cells.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+        cells.push(
+            formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect(),
+        );
     }
     let widths: Vec<usize> = (0..schema.fields().len())
-        .map(|c| cells.iter().map(|r| r[c].chars().count()).max().unwrap_or(0).max(3))
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(3)
+        })
         .collect();
     let rule: String = widths.iter().fold(String::from("+"), |mut s, w| {
         s.push_str(&"-".repeat(*w));

@@ -40,7 +40,10 @@ pub struct Layout {
 impl Layout {
     /// The layout under `root` for `views` views.
     pub fn new(root: impl Into<PathBuf>, views: usize) -> Self {
-        Self { root: root.into(), per_view_dirs: views > 1 }
+        Self {
+            root: root.into(),
+            per_view_dirs: views > 1,
+        }
     }
 
     /// The output root.
@@ -49,7 +52,11 @@ impl Layout {
     }
 
     fn view_dir(&self, view: &str) -> PathBuf {
-        if self.per_view_dirs { self.root.join(view) } else { self.root.clone() }
+        if self.per_view_dirs {
+            self.root.join(view)
+        } else {
+            self.root.clone()
+        }
     }
 
     /// The batch view directory (a symlink to the run in service).
@@ -80,7 +87,9 @@ impl Layout {
     /// Fails early, naming the directory, when the output root cannot be written.
     pub fn check_writable(&self) -> Result<()> {
         fs::create_dir_all(&self.root).at(&self.root)?;
-        let probe = self.root.join(format!(".write-probe-{}", std::process::id()));
+        let probe = self
+            .root
+            .join(format!(".write-probe-{}", std::process::id()));
         File::create(&probe).at(&self.root)?;
         fs::remove_file(&probe).at(&probe)?;
         Ok(())
@@ -149,7 +158,9 @@ pub fn publish_dir(
 }
 
 fn prune_versions(versions: &Path, current: &str, keep: usize) {
-    let Ok(entries) = fs::read_dir(versions) else { return };
+    let Ok(entries) = fs::read_dir(versions) else {
+        return;
+    };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
@@ -182,7 +193,9 @@ pub fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>> {
 pub fn read_json_lines(bytes: &[u8], schema: SchemaRef) -> Result<RecordBatch> {
     let reader = ReaderBuilder::new(Arc::clone(&schema)).build(bytes)?;
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok(datafusion::arrow::compute::concat_batches(&schema, &batches)?)
+    Ok(datafusion::arrow::compute::concat_batches(
+        &schema, &batches,
+    )?)
 }
 
 /// Writes a Spark-style JSON view: `part-00000-<version>.json` with one row a line.
@@ -208,7 +221,13 @@ impl DeadLetterFile {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).at(dir)?;
         }
-        let mut file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path).at(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .at(path)?;
         let mut len = file.metadata().at(path)?.len();
         if let Some(keep) = keep_len
             && keep < len
@@ -220,9 +239,18 @@ impl DeadLetterFile {
         let count = if len == 0 {
             0
         } else {
-            fs::read(path).at(path)?.iter().filter(|&&b| b == b'\n').count() as u64
+            fs::read(path)
+                .at(path)?
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64
         };
-        Ok(Self { path: path.to_path_buf(), file, len, count })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            len,
+            count,
+        })
     }
 
     /// Appends one record.
@@ -252,13 +280,20 @@ pub fn payload_fields(raw: &[u8]) -> (&'static str, serde_json::Value) {
     use base64::Engine;
     match std::str::from_utf8(raw) {
         Ok(s) => ("payload", s.into()),
-        Err(_) => ("payload_base64", base64::engine::general_purpose::STANDARD.encode(raw).into()),
+        Err(_) => (
+            "payload_base64",
+            base64::engine::general_purpose::STANDARD.encode(raw).into(),
+        ),
     }
 }
 
 /// A fresh, sortable version id: UTC time to the millisecond plus the process id.
 pub fn new_version() -> String {
-    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), std::process::id())
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
 }
 
 /// JSON values as JSON lines.

@@ -109,7 +109,11 @@ pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .collect();
         entries.sort();
         for p in entries {
-            if p.is_dir() { walk(&p, out)? } else { out.push(p) }
+            if p.is_dir() {
+                walk(&p, out)?
+            } else {
+                out.push(p)
+            }
         }
         Ok(())
     }
@@ -154,9 +158,17 @@ pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> 
                     s.spawn(move || decode_chunk(chunk, schema, &with_row, base))
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("decoder thread panicked")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("decoder thread panicked"))
+                .collect()
         });
-        let mut report = FileReport { path: path.clone(), bytes: data.len() as u64, lines: 0, bad: 0 };
+        let mut report = FileReport {
+            path: path.clone(),
+            bytes: data.len() as u64,
+            lines: 0,
+            bad: 0,
+        };
         let mut line_base = 0u64;
         for (ci, r) in results.into_iter().enumerate() {
             let out = r?;
@@ -180,7 +192,11 @@ pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> 
         }
         reports.push(report);
     }
-    Ok(Dataset { partitions, files: reports, bad })
+    Ok(Dataset {
+        partitions,
+        files: reports,
+        bad,
+    })
 }
 
 struct ChunkOut {
@@ -210,18 +226,31 @@ fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-fn decode_chunk(chunk: &[u8], schema: &EventSchema, with_row: &Arc<Schema>, base: i64) -> Result<ChunkOut> {
+fn decode_chunk(
+    chunk: &[u8],
+    schema: &EventSchema,
+    with_row: &Arc<Schema>,
+    base: i64,
+) -> Result<ChunkOut> {
     let mut dec = EventDecoder::with_capacity(schema, BATCH_ROWS);
-    let mut out = ChunkOut { batches: Vec::new(), lines: 0, physical_lines: 0, bad: Vec::new() };
-    let mut row = 0i64;
-    let finish = |dec: &mut EventDecoder<'_>, row: i64, batches: &mut Vec<RecordBatch>| -> Result<()> {
-        let b = dec.finish();
-        let n = b.num_rows() as i64;
-        let mut cols = b.columns().to_vec();
-        cols.push(Arc::new(Int64Array::from_iter_values((row - n..row).map(|r| base + r))));
-        batches.push(RecordBatch::try_new(Arc::clone(with_row), cols)?);
-        Ok(())
+    let mut out = ChunkOut {
+        batches: Vec::new(),
+        lines: 0,
+        physical_lines: 0,
+        bad: Vec::new(),
     };
+    let mut row = 0i64;
+    let finish =
+        |dec: &mut EventDecoder<'_>, row: i64, batches: &mut Vec<RecordBatch>| -> Result<()> {
+            let b = dec.finish();
+            let n = b.num_rows() as i64;
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(Int64Array::from_iter_values(
+                (row - n..row).map(|r| base + r),
+            )));
+            batches.push(RecordBatch::try_new(Arc::clone(with_row), cols)?);
+            Ok(())
+        };
     for line in chunk.split(|&b| b == b'\n') {
         out.physical_lines += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -260,7 +289,12 @@ fn session(table: &str, data: &Dataset, schema: &EventSchema) -> Result<SessionC
         .next()
         .map(|b| b.schema())
         .unwrap_or_else(|| {
-            let mut f: Vec<Field> = schema.arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut f: Vec<Field> = schema
+                .arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
             f.push(Field::new(ROW_COL, DataType::Int64, false));
             Arc::new(Schema::new(f))
         });
@@ -278,9 +312,9 @@ pub async fn compute_state(ctx: &SessionContext, table: &str, def: &ViewDef) -> 
     }
     let mut aggs = state_exprs(def);
     aggs.push(min(Expr::Column(Column::from_name(ROW_COL))).alias(FIRST_COL));
-    let df = df
-        .aggregate(def.group_exprs.clone(), aggs)?
-        .sort(vec![Expr::Column(Column::from_name(FIRST_COL)).sort(true, false)])?;
+    let df = df.aggregate(def.group_exprs.clone(), aggs)?.sort(vec![
+        Expr::Column(Column::from_name(FIRST_COL)).sort(true, false),
+    ])?;
     let batches = df.collect().await?;
     let mut state = def.new_state();
     let ncols = def.state_schema().fields().len();
@@ -294,6 +328,38 @@ pub async fn compute_state(ctx: &SessionContext, table: &str, def: &ViewDef) -> 
     Ok(state)
 }
 
+/// Computes one view's state with DataFusion over in-memory event batches (declared schema).
+/// The same path as a batch run; used by `verify`-style checks and tests.
+pub async fn compute_over(
+    p: &Pipeline,
+    def: &ViewDef,
+    events: &[RecordBatch],
+) -> Result<ViewState> {
+    let mut partitions = vec![Vec::new()];
+    let mut row = 0i64;
+    for b in events {
+        let mut cols = b.columns().to_vec();
+        let n = b.num_rows() as i64;
+        cols.push(Arc::new(Int64Array::from_iter_values(row..row + n)));
+        row += n;
+        let mut f: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        f.push(Field::new(ROW_COL, DataType::Int64, false));
+        partitions[0].push(RecordBatch::try_new(Arc::new(Schema::new(f)), cols)?);
+    }
+    let data = Dataset {
+        partitions,
+        files: Vec::new(),
+        bad: Vec::new(),
+    };
+    let ctx = session(&p.config.schema.table, &data, &p.schema)?;
+    compute_state(&ctx, &p.config.schema.table, def).await
+}
+
 /// Runs the batch layer once: reads the whole master dataset, computes every view, and
 /// publishes each (rows, state, manifest, rejected lines) atomically. A failure before the
 /// publish leaves the previous views in service.
@@ -304,14 +370,27 @@ pub async fn run(p: &Pipeline) -> Result<BatchRun> {
     let layout = Layout::new(&cfg.output.dir, p.views.len());
     let files = dataset_files(&cfg.batch.dataset)?;
     layout.check_writable()?;
-    let total: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
-    info!(files = files.len(), bytes = total, "batch layer: reading the master dataset");
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    info!(
+        files = files.len(),
+        bytes = total,
+        "batch layer: reading the master dataset"
+    );
     let schema = p.schema.clone();
     let files2 = files.clone();
     let data = tokio::task::spawn_blocking(move || read_dataset(&files2, &schema))
         .await
         .map_err(|e| Error::Internal(format!("decoder task: {e}")))??;
-    let rows: u64 = data.partitions.iter().flatten().map(|b| b.num_rows() as u64).sum();
+    let rows: u64 = data
+        .partitions
+        .iter()
+        .flatten()
+        .map(|b| b.num_rows() as u64)
+        .sum();
     let ctx = session(&cfg.schema.table, &data, &p.schema)?;
     let run_id = storage::new_version();
     let mut views = Vec::new();
@@ -332,18 +411,32 @@ pub async fn run(p: &Pipeline) -> Result<BatchRun> {
     };
     let bad_lines = storage::json_lines_values(&data.bad);
     for (def, state, out) in &views {
-        let m = Manifest { view: def.name.clone(), sql: def.sql.clone(), ..manifest.clone() };
-        storage::publish_dir(&layout.batch_view(&def.name), &run_id, cfg.batch.keep_runs, |dir| {
-            storage::write_part(dir, &run_id, out)?;
-            let st = state.to_state_batch(def)?;
-            std::fs::write(dir.join("_state.json"), storage::json_lines(&[st])?).at(dir)?;
-            std::fs::write(dir.join("_dead_letter.jsonl"), &bad_lines).at(dir)?;
-            let mj = serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?;
-            std::fs::write(dir.join("_manifest.json"), mj).at(dir)
-        })?;
+        let m = Manifest {
+            view: def.name.clone(),
+            sql: def.sql.clone(),
+            ..manifest.clone()
+        };
+        storage::publish_dir(
+            &layout.batch_view(&def.name),
+            &run_id,
+            cfg.batch.keep_runs,
+            |dir| {
+                storage::write_part(dir, &run_id, out)?;
+                let st = state.to_state_batch(def)?;
+                std::fs::write(dir.join("_state.json"), storage::json_lines(&[st])?).at(dir)?;
+                std::fs::write(dir.join("_dead_letter.jsonl"), &bad_lines).at(dir)?;
+                let mj =
+                    serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?;
+                std::fs::write(dir.join("_manifest.json"), mj).at(dir)
+            },
+        )?;
     }
     info!(run_id = %run_id, rows, bad = manifest.bad, ms = manifest.duration_ms, "batch layer: views published");
-    Ok(BatchRun { run_id, views, manifest })
+    Ok(BatchRun {
+        run_id,
+        views,
+        manifest,
+    })
 }
 
 /// A published batch view, as serving loads it.
@@ -382,7 +475,10 @@ mod tests {
         let data = b"a\nbb\nccc\ndddd\n";
         for n in 1..6 {
             let parts = split_lines(data, n);
-            let joined: Vec<u8> = parts.iter().flat_map(|r| data[r.clone()].to_vec()).collect();
+            let joined: Vec<u8> = parts
+                .iter()
+                .flat_map(|r| data[r.clone()].to_vec())
+                .collect();
             assert_eq!(joined, data);
             for r in &parts[..parts.len() - 1] {
                 assert_eq!(data[r.end - 1], b'\n');
@@ -401,7 +497,10 @@ mod tests {
             } else if i == 700 {
                 text.push_str("\n");
             } else {
-                text.push_str(&format!("{{\"customer\": \"c{}\", \"amount\": {i}}}\n", i % 7));
+                text.push_str(&format!(
+                    "{{\"customer\": \"c{}\", \"amount\": {i}}}\n",
+                    i % 7
+                ));
             }
         }
         std::fs::write(&f, text).unwrap();

@@ -28,7 +28,11 @@ pub fn merge(def: &ViewDef, batch: Option<&ViewState>, speed: Option<&ViewState>
 }
 
 /// The final rows of one view from both layers' states.
-pub fn serving_rows(def: &ViewDef, batch: Option<&ViewState>, speed: Option<&ViewState>) -> Result<RecordBatch> {
+pub fn serving_rows(
+    def: &ViewDef,
+    batch: Option<&ViewState>,
+    speed: Option<&ViewState>,
+) -> Result<RecordBatch> {
     def.finalize(&merge(def, batch, speed))
 }
 
@@ -60,7 +64,10 @@ pub fn serve_once(p: &Pipeline) -> Result<Vec<Served>> {
             name: def.name.clone(),
             rows,
             batch_run: b.map(|b| b.manifest.run_id),
-            speed_offsets: speed.as_ref().map(|s| s.offsets.clone()).unwrap_or_default(),
+            speed_offsets: speed
+                .as_ref()
+                .map(|s| s.offsets.clone())
+                .unwrap_or_default(),
         });
     }
     Ok(out)

@@ -54,7 +54,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn empty(p: &Pipeline) -> Self {
-        Self { states: vec![BTreeMap::new(); p.views.len()], ..Default::default() }
+        Self {
+            states: vec![BTreeMap::new(); p.views.len()],
+            ..Default::default()
+        }
     }
 
     /// View `i`'s state over all partitions.
@@ -85,7 +88,10 @@ fn write_checkpoint(p: &Pipeline, layout: &Layout, snap: &Snapshot, dlq_len: u64
         let mut m = BTreeMap::new();
         for (part, st) in parts {
             let rows = storage::json_lines(&[st.to_state_batch(def)?])?;
-            m.insert(*part, String::from_utf8(rows).map_err(|e| Error::Internal(e.to_string()))?);
+            m.insert(
+                *part,
+                String::from_utf8(rows).map_err(|e| Error::Internal(e.to_string()))?,
+            );
         }
         views.insert(def.name.clone(), m);
     }
@@ -110,8 +116,12 @@ pub fn load_checkpoint(p: &Pipeline, layout: &Layout) -> Result<Option<(Snapshot
         return Ok(None);
     }
     let bytes = std::fs::read(&path).at(&path)?;
-    let cp: CheckpointFile = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::config(format!("speed checkpoint {} is unreadable: {e}", path.display())))?;
+    let cp: CheckpointFile = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::config(format!(
+            "speed checkpoint {} is unreadable: {e}",
+            path.display()
+        ))
+    })?;
     if cp.topic != p.config.kafka.topic {
         return Err(Error::config(format!(
             "the speed checkpoint {} is for topic `{}`, not `{}`; use another output.dir or remove it",
@@ -125,10 +135,15 @@ pub fn load_checkpoint(p: &Pipeline, layout: &Layout) -> Result<Option<(Snapshot
     snap.consumed = cp.consumed;
     for (i, def) in p.views.iter().enumerate() {
         // A view added since the checkpoint starts empty; it then covers only new events.
-        let Some(parts) = cp.views.get(&def.name) else { continue };
+        let Some(parts) = cp.views.get(&def.name) else {
+            continue;
+        };
         for (part, rows) in parts {
             let mut st = def.new_state();
-            st.merge_state_batch(def, &storage::read_json_lines(rows.as_bytes(), def.state_schema())?)?;
+            st.merge_state_batch(
+                def,
+                &storage::read_json_lines(rows.as_bytes(), def.state_schema())?,
+            )?;
             snap.states[i].insert(*part, st);
         }
     }
@@ -168,16 +183,21 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", match cfg.speed.starting_offsets {
-            StartingOffsets::Earliest => "earliest",
-            StartingOffsets::Latest => "latest",
-        })
+        .set(
+            "auto.offset.reset",
+            match cfg.speed.starting_offsets {
+                StartingOffsets::Earliest => "earliest",
+                StartingOffsets::Latest => "latest",
+            },
+        )
         .create()
         .map_err(|e| Error::Kafka(format!("bad Kafka consumer configuration: {e}")))?;
     let mut tpl = TopicPartitionList::new();
     for &part in &parts {
         let off = match snap.offsets.get(&part).copied().or_else(|| {
-            opts.starting_offsets.as_ref().and_then(|m| m.get(&part).copied())
+            opts.starting_offsets
+                .as_ref()
+                .and_then(|m| m.get(&part).copied())
         }) {
             Some(o) => Offset::Offset(o),
             None => match cfg.speed.starting_offsets {
@@ -188,7 +208,9 @@ pub async fn run(
         tpl.add_partition_offset(&cfg.kafka.topic, part, off)
             .map_err(|e| Error::Kafka(e.to_string()))?;
     }
-    consumer.assign(&tpl).map_err(|e| Error::Kafka(format!("assign: {e}")))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| Error::Kafka(format!("assign: {e}")))?;
     info!(topic = %cfg.kafka.topic, partitions = parts.len(), offsets = ?snap.offsets, "speed layer: consuming");
 
     tokio::pin!(shutdown);
@@ -214,7 +236,9 @@ pub async fn run(
             match m {
                 Ok(m) => {
                     let part = m.partition();
-                    let dec = decoders.entry(part).or_insert_with(|| EventDecoder::new(&p.schema));
+                    let dec = decoders
+                        .entry(part)
+                        .or_insert_with(|| EventDecoder::new(&p.schema));
                     let res = match m.payload() {
                         Some(bytes) => dec.push(bytes).map_err(|e| (e.0, bytes)),
                         None => Err(("empty message (no value)".to_string(), &b""[..])),
@@ -249,7 +273,10 @@ pub async fn run(
                     continue;
                 }
                 for (i, def) in p.views.iter().enumerate() {
-                    snap.states[i].entry(part).or_insert_with(|| def.new_state()).update(def, &batch)?;
+                    snap.states[i]
+                        .entry(part)
+                        .or_insert_with(|| def.new_state())
+                        .update(def, &batch)?;
                 }
             }
             snap.batch_id += 1;
@@ -300,12 +327,18 @@ pub async fn run(
 }
 
 fn print_tables(p: &Pipeline, snap: &Snapshot) -> Result<()> {
-    let mut out = format!("-------------------------------------------\nBatch: {}\n-------------------------------------------\n", snap.batch_id);
+    let mut out = format!(
+        "-------------------------------------------\nBatch: {}\n-------------------------------------------\n",
+        snap.batch_id
+    );
     for (i, def) in p.views.iter().enumerate() {
         if p.views.len() > 1 {
             out.push_str(&format!("view {}\n", def.name));
         }
-        out.push_str(&crate::show::show(&streaming_rows(def, snap, i)?, crate::show::DEFAULT_ROWS));
+        out.push_str(&crate::show::show(
+            &streaming_rows(def, snap, i)?,
+            crate::show::DEFAULT_ROWS,
+        ));
     }
     println!("{out}");
     Ok(())

@@ -81,7 +81,9 @@ impl EventSchema {
         }
         for (i, f) in fields.iter().enumerate() {
             if f.name.is_empty() {
-                return Err(Error::config(format!("schema.fields[{i}]: empty field name")));
+                return Err(Error::config(format!(
+                    "schema.fields[{i}]: empty field name"
+                )));
             }
             if fields[..i].iter().any(|g| g.name == f.name) {
                 return Err(Error::config(format!(
@@ -203,7 +205,9 @@ impl<'s> EventDecoder<'s> {
             .fields
             .iter()
             .map(|f| match f.ty {
-                FieldType::String => ColumnBuilder::Str(StringBuilder::with_capacity(rows, rows * 8)),
+                FieldType::String => {
+                    ColumnBuilder::Str(StringBuilder::with_capacity(rows, rows * 8))
+                }
                 FieldType::Integer => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
                 FieldType::Double => ColumnBuilder::Float(Float64Builder::with_capacity(rows)),
                 FieldType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
@@ -225,14 +229,20 @@ impl<'s> EventDecoder<'s> {
     /// Decodes one record and appends it, or rejects it with the reason and appends nothing.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
         let text = std::str::from_utf8(record).map_err(|e| {
-            DecodeError(format!("not UTF-8 (invalid byte at position {})", e.valid_up_to()))
+            DecodeError(format!(
+                "not UTF-8 (invalid byte at position {})",
+                e.valid_up_to()
+            ))
         })?;
         let mut row = vec![Value::Missing; self.schema.fields.len()];
         let mut de = serde_json::Deserializer::from_str(text);
-        RowSeed { schema: self.schema, row: &mut row }
-            .deserialize(&mut de)
-            .and_then(|()| de.end())
-            .map_err(|e| DecodeError(json_reason(&e)))?;
+        RowSeed {
+            schema: self.schema,
+            row: &mut row,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| DecodeError(json_reason(&e)))?;
         for (f, v) in self.schema.fields.iter().zip(&row) {
             if !f.nullable {
                 match v {
@@ -326,7 +336,10 @@ impl FieldSeed<'_> {
             FieldType::Double => "a number",
             FieldType::Boolean => "a boolean",
         };
-        E::custom(format_args!("field `{}`: expected {want}, found {found}", self.field.name))
+        E::custom(format_args!(
+            "field `{}`: expected {want}, found {found}",
+            self.field.name
+        ))
     }
 }
 
@@ -419,8 +432,10 @@ mod tests {
         let s = seed();
         let mut d = EventDecoder::new(&s);
         d.push(br#"{"customer": "Ali", "amount": 120}"#).unwrap();
-        d.push(br#"{"amount":90, "customer":"Sara", "extra": [1, {"x": 2}]}"#).unwrap();
-        d.push(br#"{"customer": "Mou\u006eir", "amount": -5}"#).unwrap();
+        d.push(br#"{"amount":90, "customer":"Sara", "extra": [1, {"x": 2}]}"#)
+            .unwrap();
+        d.push(br#"{"customer": "Mou\u006eir", "amount": -5}"#)
+            .unwrap();
         let b = d.finish();
         assert_eq!(b.num_rows(), 3);
         assert_eq!(as_string_array(b.column(0)).value(2), "Mounir");
@@ -431,17 +446,29 @@ mod tests {
 
     #[test]
     fn rejects_each_kind_of_bad_record_with_a_reason() {
-        assert!(reason(b"not json").starts_with("not valid JSON"), "{}", reason(b"not json"));
-        assert!(reason(b"[1,2]").contains("expected a JSON object"), "{}", reason(b"[1,2]"));
+        assert!(
+            reason(b"not json").starts_with("not valid JSON"),
+            "{}",
+            reason(b"not json")
+        );
+        assert!(
+            reason(b"[1,2]").contains("expected a JSON object"),
+            "{}",
+            reason(b"[1,2]")
+        );
         assert_eq!(reason(br#"{"customer":"Ali"}"#), "missing field `amount`");
-        assert!(reason(br#"{"customer":"Ali","amount":"abc"}"#)
-            .contains("field `amount`: expected an integer, found string \"abc\""));
+        assert!(
+            reason(br#"{"customer":"Ali","amount":"abc"}"#)
+                .contains("field `amount`: expected an integer, found string \"abc\"")
+        );
         assert!(reason(br#"{"customer":"Ali","amount":1.5}"#).contains("expected an integer"));
-        assert_eq!(reason(br#"{"customer":null,"amount":1}"#), "field `customer` is null");
+        assert_eq!(
+            reason(br#"{"customer":null,"amount":1}"#),
+            "field `customer` is null"
+        );
         assert!(reason(b"{\"customer\":\"\xff\",\"amount\":1}").starts_with("not UTF-8"));
         assert!(reason(br#"{"customer":"Ali","amount":1} trailing"#).starts_with("not valid JSON"));
-        assert!(reason(br#"{"customer":"Ali","amount":99999999999999999999}"#)
-            .contains("amount"));
+        assert!(reason(br#"{"customer":"Ali","amount":99999999999999999999}"#).contains("amount"));
     }
 
     #[test]

@@ -83,8 +83,16 @@ enum PostStep {
 enum PhysStep {
     Filter(Arc<dyn PhysicalExpr>),
     Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
-    Sort(Vec<(Arc<dyn PhysicalExpr>, datafusion::arrow::compute::SortOptions)>),
-    Limit { skip: usize, fetch: Option<usize> },
+    Sort(
+        Vec<(
+            Arc<dyn PhysicalExpr>,
+            datafusion::arrow::compute::SortOptions,
+        )>,
+    ),
+    Limit {
+        skip: usize,
+        fetch: Option<usize>,
+    },
 }
 
 /// The compiled physical expressions, built once at start-up.
@@ -140,28 +148,41 @@ impl ViewDef {
                 LogicalPlan::Limit(l) => {
                     let skip = match l.get_skip_type().map_err(view_err)? {
                         SkipType::Literal(n) => n,
-                        SkipType::UnsupportedExpr => return Err(unsupported(name, "a computed OFFSET")),
+                        SkipType::UnsupportedExpr => {
+                            return Err(unsupported(name, "a computed OFFSET"));
+                        }
                     };
                     let fetch = match l.get_fetch_type().map_err(view_err)? {
                         FetchType::Literal(n) => n,
-                        FetchType::UnsupportedExpr => return Err(unsupported(name, "a computed LIMIT")),
+                        FetchType::UnsupportedExpr => {
+                            return Err(unsupported(name, "a computed LIMIT"));
+                        }
                     };
                     post_rev.push(PostStep::Limit { skip, fetch });
                     node = &l.input;
                 }
                 LogicalPlan::Sort(s) => {
                     if s.fetch.is_some() {
-                        post_rev.push(PostStep::Limit { skip: 0, fetch: s.fetch });
+                        post_rev.push(PostStep::Limit {
+                            skip: 0,
+                            fetch: s.fetch,
+                        });
                     }
                     post_rev.push(PostStep::Sort(s.expr.clone(), Arc::clone(s.input.schema())));
                     node = &s.input;
                 }
                 LogicalPlan::Projection(p) => {
-                    post_rev.push(PostStep::Project(p.expr.clone(), Arc::clone(p.input.schema())));
+                    post_rev.push(PostStep::Project(
+                        p.expr.clone(),
+                        Arc::clone(p.input.schema()),
+                    ));
                     node = &p.input;
                 }
                 LogicalPlan::Filter(f) => {
-                    post_rev.push(PostStep::Filter(f.predicate.clone(), Arc::clone(f.input.schema())));
+                    post_rev.push(PostStep::Filter(
+                        f.predicate.clone(),
+                        Arc::clone(f.input.schema()),
+                    ));
                     node = &f.input;
                 }
                 LogicalPlan::Aggregate(a) => break a,
@@ -203,35 +224,52 @@ impl ViewDef {
             };
             let fname = f.func.name().to_ascii_lowercase();
             if f.params.distinct {
-                return Err(unsupported(name, format!("{}(DISTINCT ..)", fname.to_uppercase())));
+                return Err(unsupported(
+                    name,
+                    format!("{}(DISTINCT ..)", fname.to_uppercase()),
+                ));
             }
             if f.params.filter.is_some() || !f.params.order_by.is_empty() {
-                return Err(unsupported(name, format!("{} with FILTER or ORDER BY", fname.to_uppercase())));
+                return Err(unsupported(
+                    name,
+                    format!("{} with FILTER or ORDER BY", fname.to_uppercase()),
+                ));
             }
             let arg = match f.params.args.as_slice() {
                 [a] => a.clone(),
-                _ => return Err(unsupported(name, format!("{fname} with {} arguments", f.params.args.len()))),
+                _ => {
+                    return Err(unsupported(
+                        name,
+                        format!("{fname} with {} arguments", f.params.args.len()),
+                    ));
+                }
             };
             let input_schema = agg.input.schema();
             let arg_type = arg.get_type(input_schema).map_err(view_err)?;
-            let kind = AggKind::new(&fname, &arg_type).ok_or_else(|| {
-                unsupported(name, format!("aggregate `{fname}` over {arg_type}"))
-            })?;
+            let kind = AggKind::new(&fname, &arg_type)
+                .ok_or_else(|| unsupported(name, format!("aggregate `{fname}` over {arg_type}")))?;
             aggs.push(AggSpec { kind, arg });
         }
 
         let agg_schema = Arc::clone(&agg.schema);
         let state_schema = state::state_schema(&agg_schema, agg.group_expr.len(), &aggs);
         let input_schema = agg.input.schema();
-        let phys_of = |e: &Expr, s: &DFSchema| state.create_physical_expr(e.clone(), s).map_err(view_err);
+        let phys_of =
+            |e: &Expr, s: &DFSchema| state.create_physical_expr(e.clone(), s).map_err(view_err);
         let mut post = Vec::new();
         let mut post_phys = Vec::new();
         for step in post_rev.into_iter().rev() {
             let ps = match &step {
                 PostStep::Filter(e, s) => PhysStep::Filter(phys_of(e, s)?),
                 PostStep::Project(es, s) => {
-                    let exprs = es.iter().map(|e| phys_of(e, s)).collect::<Result<Vec<_>>>()?;
-                    let names = es.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>();
+                    let exprs = es
+                        .iter()
+                        .map(|e| phys_of(e, s))
+                        .collect::<Result<Vec<_>>>()?;
+                    let names = es
+                        .iter()
+                        .map(|e| e.schema_name().to_string())
+                        .collect::<Vec<_>>();
                     let fields = exprs
                         .iter()
                         .zip(&names)
@@ -241,7 +279,10 @@ impl ViewDef {
                         })
                         .collect::<Result<Vec<_>, datafusion::error::DataFusionError>>()
                         .map_err(view_err)?;
-                    PhysStep::Project(exprs, Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
+                    PhysStep::Project(
+                        exprs,
+                        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+                    )
                 }
                 PostStep::Sort(es, s) => PhysStep::Sort(
                     es.iter()
@@ -254,15 +295,28 @@ impl ViewDef {
                         })
                         .collect::<Result<Vec<_>>>()?,
                 ),
-                PostStep::Limit { skip, fetch } => PhysStep::Limit { skip: *skip, fetch: *fetch },
+                PostStep::Limit { skip, fetch } => PhysStep::Limit {
+                    skip: *skip,
+                    fetch: *fetch,
+                },
             };
             post.push(step);
             post_phys.push(ps);
         }
         let phys = Physical {
-            filter: filter.as_ref().map(|f| phys_of(f, input_schema)).transpose()?,
-            groups: agg.group_expr.iter().map(|e| phys_of(e, input_schema)).collect::<Result<_>>()?,
-            args: aggs.iter().map(|a| phys_of(&a.arg, input_schema)).collect::<Result<_>>()?,
+            filter: filter
+                .as_ref()
+                .map(|f| phys_of(f, input_schema))
+                .transpose()?,
+            groups: agg
+                .group_expr
+                .iter()
+                .map(|e| phys_of(e, input_schema))
+                .collect::<Result<_>>()?,
+            args: aggs
+                .iter()
+                .map(|a| phys_of(&a.arg, input_schema))
+                .collect::<Result<_>>()?,
             post: post_phys,
         };
         Ok(ViewDef {
@@ -313,7 +367,9 @@ impl ViewDef {
                 PhysStep::Filter(p) => {
                     let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
                     let mask = datafusion::arrow::array::AsArray::as_boolean_opt(&mask)
-                        .ok_or_else(|| Error::Internal("HAVING did not evaluate to booleans".into()))?
+                        .ok_or_else(|| {
+                            Error::Internal("HAVING did not evaluate to booleans".into())
+                        })?
                         .clone();
                     filter_record_batch(&batch, &mask)?
                 }
@@ -364,7 +420,8 @@ impl ViewDef {
         Ok(RecordBatch::try_new_with_options(
             self.output_schema(),
             batch.columns().to_vec(),
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            &datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows())),
         )?)
     }
 
@@ -375,7 +432,10 @@ impl ViewDef {
 
     /// The data types of the GROUP BY columns.
     pub fn group_types(&self) -> Vec<DataType> {
-        self.agg_schema.fields()[..self.group_len()].iter().map(|f| f.data_type().clone()).collect()
+        self.agg_schema.fields()[..self.group_len()]
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect()
     }
 }
 
@@ -400,26 +460,44 @@ mod tests {
     use crate::config::default_fields;
 
     async fn compile(sql: &str) -> Result<ViewDef> {
-        ViewDef::compile("v", sql, "events", &EventSchema::new(default_fields()).unwrap()).await
+        ViewDef::compile(
+            "v",
+            sql,
+            "events",
+            &EventSchema::new(default_fields()).unwrap(),
+        )
+        .await
     }
 
     #[tokio::test]
     async fn compiles_the_seed_view() {
-        let v = compile("SELECT customer, SUM(amount) AS total_amount FROM events GROUP BY customer")
-            .await
-            .unwrap();
+        let v =
+            compile("SELECT customer, SUM(amount) AS total_amount FROM events GROUP BY customer")
+                .await
+                .unwrap();
         assert_eq!(v.group_len(), 1);
         assert_eq!(v.aggs.len(), 1);
-        let names: Vec<_> = v.output_schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<_> = v
+            .output_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names, ["customer", "total_amount"]);
     }
 
     #[tokio::test]
     async fn rejects_what_cannot_be_incremental_by_name() {
         for (sql, word) in [
-            ("SELECT customer, COUNT(DISTINCT amount) FROM events GROUP BY customer", "DISTINCT"),
+            (
+                "SELECT customer, COUNT(DISTINCT amount) FROM events GROUP BY customer",
+                "DISTINCT",
+            ),
             ("SELECT customer, amount FROM events", "must aggregate"),
-            ("SELECT a.customer, SUM(a.amount) FROM events a JOIN events b ON a.customer = b.customer GROUP BY a.customer", "JOIN"),
+            (
+                "SELECT a.customer, SUM(a.amount) FROM events a JOIN events b ON a.customer = b.customer GROUP BY a.customer",
+                "JOIN",
+            ),
             ("SELECT customer, SUM(amount) OVER () FROM events", "window"),
         ] {
             let err = compile(sql).await.unwrap_err().to_string();
@@ -429,7 +507,9 @@ mod tests {
 
     #[tokio::test]
     async fn names_a_missing_column_and_a_parse_error() {
-        let err = compile("SELECT custmer, SUM(amount) FROM events GROUP BY custmer").await.unwrap_err();
+        let err = compile("SELECT custmer, SUM(amount) FROM events GROUP BY custmer")
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("custmer"), "{err}");
         let err = compile("SELEC customer").await.unwrap_err();
         assert!(err.to_string().contains("view `v`"), "{err}");

@@ -108,8 +108,10 @@ impl AggKind {
 /// The state schema: the group columns of `agg_schema`, then each aggregate's state columns,
 /// named `<aggregate column>#<part>`.
 pub(crate) fn state_schema(agg_schema: &DFSchema, glen: usize, aggs: &[AggSpec]) -> SchemaRef {
-    let mut fields: Vec<Field> =
-        agg_schema.fields()[..glen].iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = agg_schema.fields()[..glen]
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     for (j, a) in aggs.iter().enumerate() {
         let out = &agg_schema.fields()[glen + j];
         for (part, ty) in a.kind.state_fields(out.data_type()) {
@@ -122,7 +124,9 @@ pub(crate) fn state_schema(agg_schema: &DFSchema, glen: usize, aggs: &[AggSpec])
 /// The DataFusion aggregate expressions that compute the state columns, in [`state_schema`]
 /// order. The batch layer runs `events WHERE .. GROUP BY keys` with these.
 pub fn state_exprs(def: &ViewDef) -> Vec<Expr> {
-    let names = def.state_schema.fields()[def.group_len()..].iter().map(|f| f.name().clone());
+    let names = def.state_schema.fields()[def.group_len()..]
+        .iter()
+        .map(|f| f.name().clone());
     let mut exprs = Vec::new();
     for a in &def.aggs {
         let arg = a.arg.clone();
@@ -140,7 +144,11 @@ pub fn state_exprs(def: &ViewDef) -> Vec<Expr> {
             AggKind::Max => exprs.push(max(arg)),
         }
     }
-    exprs.into_iter().zip(names).map(|(e, n)| e.alias(n)).collect()
+    exprs
+        .into_iter()
+        .zip(names)
+        .map(|(e, n)| e.alias(n))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,10 +211,16 @@ impl Acc {
     fn state(&self) -> Vec<ScalarValue> {
         match self {
             Acc::SumInt { sum, count } => {
-                vec![ScalarValue::Int64(Some(*sum)), ScalarValue::Int64(Some(*count))]
+                vec![
+                    ScalarValue::Int64(Some(*sum)),
+                    ScalarValue::Int64(Some(*count)),
+                ]
             }
             Acc::SumFloat { sum, count } => {
-                vec![ScalarValue::Float64(Some(*sum)), ScalarValue::Int64(Some(*count))]
+                vec![
+                    ScalarValue::Float64(Some(*sum)),
+                    ScalarValue::Int64(Some(*count)),
+                ]
             }
             Acc::Count(n) => vec![ScalarValue::Int64(Some(*n))],
             Acc::Min(v) | Acc::Max(v) => vec![v.clone()],
@@ -237,7 +251,10 @@ pub struct ViewState {
 impl Clone for ViewState {
     fn clone(&self) -> Self {
         Self {
-            converter: self.converter.as_ref().map(|_| new_converter(&self.group_types)),
+            converter: self
+                .converter
+                .as_ref()
+                .map(|_| new_converter(&self.group_types)),
             group_types: self.group_types.clone(),
             index: self.index.clone(),
             keys: self.keys.clone(),
@@ -258,7 +275,10 @@ impl ViewState {
             .aggs
             .iter()
             .enumerate()
-            .map(|(j, a)| a.kind.input_type(def.agg_schema.field(glen + j).data_type()))
+            .map(|(j, a)| {
+                a.kind
+                    .input_type(def.agg_schema.field(glen + j).data_type())
+            })
             .collect();
         Self {
             converter,
@@ -360,7 +380,11 @@ impl ViewState {
             .zip(&self.arg_types)
             .map(|(p, ty)| {
                 let a = p.evaluate(batch)?.into_array(n)?;
-                Ok(if a.data_type() == ty { a } else { cast(&a, ty)? })
+                Ok(if a.data_type() == ty {
+                    a
+                } else {
+                    cast(&a, ty)?
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let gids = self.group_ids(&group_cols, n)?;
@@ -423,7 +447,8 @@ impl ViewState {
     pub fn merge(&mut self, other: &ViewState) {
         let naggs = self.kinds.len();
         // In the other state's group order, so groups keep their order of first appearance.
-        let mut entries: Vec<(&Box<[u8]>, usize)> = other.index.iter().map(|(b, g)| (b, *g)).collect();
+        let mut entries: Vec<(&Box<[u8]>, usize)> =
+            other.index.iter().map(|(b, g)| (b, *g)).collect();
         entries.sort_unstable_by_key(|e| e.1);
         for (bytes, og) in entries {
             let g = match self.index.get(bytes) {
@@ -432,7 +457,8 @@ impl ViewState {
                     let g = self.keys.len();
                     self.index.insert(bytes.clone(), g);
                     self.keys.push(other.keys[og].clone());
-                    self.accs.extend_from_slice(&other.accs[og * naggs..(og + 1) * naggs]);
+                    self.accs
+                        .extend_from_slice(&other.accs[og * naggs..(og + 1) * naggs]);
                     continue;
                 }
             };
@@ -460,7 +486,13 @@ impl ViewState {
             .columns()
             .iter()
             .zip(def.state_schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(Arc::clone(c))
+                } else {
+                    cast(c, f.data_type())
+                }
+            })
             .collect::<Result<_, _>>()?;
         let gids = self.group_ids(&cols[..glen], n)?;
         let naggs = self.kinds.len();
@@ -498,12 +530,16 @@ impl ViewState {
         let naggs = self.kinds.len();
         let mut cols: Vec<ArrayRef> = Vec::new();
         for k in 0..glen {
-            cols.push(column(self.keys.iter().map(|key| key[k].clone()), def.state_schema.field(k).data_type())?);
+            cols.push(column(
+                self.keys.iter().map(|key| key[k].clone()),
+                def.state_schema.field(k).data_type(),
+            )?);
         }
         let mut c = glen;
         for j in 0..naggs {
             for p in 0..self.kinds[j].state_len() {
-                let vals = (0..self.keys.len()).map(|g| self.accs[g * naggs + j].state()[p].clone());
+                let vals =
+                    (0..self.keys.len()).map(|g| self.accs[g * naggs + j].state()[p].clone());
                 cols.push(column(vals, def.state_schema.field(c).data_type())?);
                 c += 1;
             }
@@ -532,7 +568,10 @@ impl ViewState {
         };
         let mut cols: Vec<ArrayRef> = Vec::new();
         for k in 0..glen {
-            cols.push(column(keys.iter().map(|key| key[k].clone()), schema.field(k).data_type())?);
+            cols.push(column(
+                keys.iter().map(|key| key[k].clone()),
+                schema.field(k).data_type(),
+            )?);
         }
         for j in 0..naggs {
             let vals = (0..keys.len()).map(|g| accs[g * naggs + j].evaluate(self.kinds[j]));
@@ -568,5 +607,9 @@ fn column(vals: impl Iterator<Item = ScalarValue>, ty: &DataType) -> Result<Arra
         return Ok(datafusion::arrow::array::new_empty_array(ty));
     }
     let a = ScalarValue::iter_to_array(vals)?;
-    Ok(if a.data_type() == ty { a } else { cast(&a, ty)? })
+    Ok(if a.data_type() == ty {
+        a
+    } else {
+        cast(&a, ty)?
+    })
 }

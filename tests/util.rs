@@ -1,0 +1,202 @@
+//! Test harness: a temporary workspace with its own config, output directory and Kafka topic,
+//! and the `lambdaflow` binary run against the real broker that `scripts/test.sh` starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lambdaflow::config::{Config, Pipeline};
+use lambdaflow::storage::Layout;
+
+/// The broker under test (`LAMBDAFLOW_TEST_BOOTSTRAP`, default 127.0.0.1:9092).
+pub fn bootstrap() -> String {
+    std::env::var("LAMBDAFLOW_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// One test's workspace.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub topic: String,
+}
+
+/// The seed's historical dataset.
+pub const SEED_DATASET: &str = "{\"customer\": \"Ali\", \"amount\": 120}\n{\"customer\": \"Sara\", \"amount\": 90}\n{\"customer\": \"Ali\", \"amount\": 200}\n{\"customer\": \"Mounir\", \"amount\": 150}\n{\"customer\": \"Sara\", \"amount\": 50}\n";
+/// The seed's three real-time messages.
+pub const SEED_MESSAGES: &str = "{\"customer\":\"Ali\",\"amount\":80}\n{\"customer\":\"Mounir\",\"amount\":200}\n{\"customer\":\"Sara\",\"amount\":40}\n";
+
+impl Env {
+    /// A workspace with the seed dataset and `extra` appended to its config file.
+    pub fn new(name: &str, extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let topic = format!("t-{name}-{}-{nanos}", std::process::id());
+        std::fs::write(dir.path().join("transactions.json"), SEED_DATASET).unwrap();
+        std::fs::write(dir.path().join("orders.jsonl"), SEED_MESSAGES).unwrap();
+        let cfg = format!(
+            "[kafka]\nbootstrap-servers = \"{}\"\ntopic = \"{topic}\"\ngroup-id = \"g-{topic}\"\n\n[batch]\ndataset = [\"{}\"]\n\n[output]\ndir = \"{}\"\n\n{extra}\n",
+            bootstrap(),
+            dir.path().join("transactions.json").display(),
+            dir.path().join("output").display(),
+        );
+        std::fs::write(dir.path().join("lambdaflow.toml"), cfg).unwrap();
+        Env { dir, topic }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// The binary with this workspace's config.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lambdaflow"));
+        c.arg("--config")
+            .arg(self.path("lambdaflow.toml"))
+            .args(args);
+        c.current_dir(self.dir.path()).env("LAMBDAFLOW_LOG", "warn");
+        c
+    }
+
+    /// Runs a command to completion, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "lambdaflow {args:?} failed: {}\n{}",
+            stderr(&out),
+            stdout(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Runs a command expected to fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "lambdaflow {args:?} should fail: {}",
+            stdout(&out)
+        );
+        stderr(&out)
+    }
+
+    pub fn create_topic(&self, partitions: u32) {
+        self.ok(&["topic", "create", "--partitions", &partitions.to_string()]);
+    }
+
+    /// Starts the speed layer in the background.
+    pub fn spawn_speed(&self) -> Child {
+        self.cmd(&["speed", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn pipeline(&self) -> Pipeline {
+        let cfg = Config::load(Some(&self.path("lambdaflow.toml")), &vec![]).unwrap();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(cfg.compile())
+            .unwrap()
+    }
+
+    /// Total messages the speed layer's checkpoint covers (sum of next offsets).
+    pub fn checkpointed(&self) -> i64 {
+        let p = self.pipeline();
+        let layout = Layout::new(&p.config.output.dir, p.views.len());
+        match lambdaflow::speed::load_checkpoint(&p, &layout) {
+            Ok(Some((s, _))) => s.offsets.values().sum(),
+            _ => 0,
+        }
+    }
+
+    /// Waits until the checkpoint covers `n` messages.
+    pub fn wait_checkpointed(&self, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.checkpointed() < n {
+            assert!(
+                Instant::now() < deadline,
+                "speed layer checkpointed {} of {n} messages",
+                self.checkpointed()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The rows of a published Spark-style JSON view directory, keyed by `key`.
+    pub fn view(&self, rel: &str, key: &str, value: &str) -> BTreeMap<String, i64> {
+        read_view(&self.path("output").join(rel), key, value)
+    }
+
+    /// Sends raw payloads to the topic.
+    pub fn send_raw(&self, payloads: &[Vec<u8>]) {
+        let p = self.pipeline();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let prod = lambdaflow::kafka::producer(&p.config.kafka).unwrap();
+            lambdaflow::kafka::send_all(&prod, &p.config.kafka, payloads)
+                .await
+                .unwrap();
+        });
+    }
+}
+
+pub fn read_view(dir: &Path, key: &str, value: &str) -> BTreeMap<String, i64> {
+    assert!(
+        dir.join("_SUCCESS").exists(),
+        "{} has no _SUCCESS",
+        dir.display()
+    );
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with("part-") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            out.insert(
+                v[key].as_str().unwrap().to_string(),
+                v[value].as_i64().unwrap(),
+            );
+        }
+    }
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `{"Ali": 400, ...}` from pairs.
+pub fn map(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// Stops a child with SIGTERM and asserts it exits 0.
+pub fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "speed layer exited with {status}: {err}");
+}
+
+/// Kills a child with SIGKILL.
+pub fn kill9(mut child: Child) {
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -79,7 +79,7 @@ async fn speed_equals_batch_and_merge_at_any_cut_equals_full_batch() {
         })
         .collect();
     let p = cfg.compile().await.unwrap();
-    let mut rng = StdRng::seed_from_u64(0x1a3b_da);
+    let mut rng = StdRng::seed_from_u64(0x001a_3bda);
     for case in 0..40 {
         let n = rng.random_range(0..400);
         let lines: Vec<String> = (0..n)

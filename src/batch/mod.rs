@@ -495,7 +495,7 @@ mod tests {
             if i == 500 {
                 text.push_str("{\"customer\": \"X\", \"amount\": \"abc\"}\n");
             } else if i == 700 {
-                text.push_str("\n");
+                text.push('\n');
             } else {
                 text.push_str(&format!(
                     "{{\"customer\": \"c{}\", \"amount\": {i}}}\n",

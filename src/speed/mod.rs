@@ -261,10 +261,9 @@ pub async fn run(
             if n >= cfg.speed.max_batch_rows {
                 break;
             }
-            msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(m) => Some(m),
-                Err(_) => None,
-            };
+            msg = tokio::time::timeout_at(deadline, consumer.recv())
+                .await
+                .ok();
         }
         if n > 0 {
             for (part, mut dec) in decoders {

@@ -131,7 +131,7 @@ impl ViewDef {
         let state = ctx.state();
         let view_err = |e: datafusion::error::DataFusionError| Error::View {
             view: name.to_string(),
-            msg: format!("{}", e.strip_backtrace()),
+            msg: e.strip_backtrace().to_string(),
         };
         let plan = state.create_logical_plan(sql).await.map_err(view_err)?;
         let plan = state

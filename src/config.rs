@@ -40,8 +40,6 @@ pub struct Config {
     pub batch: BatchConfig,
     /// The speed layer.
     pub speed: SpeedConfig,
-    /// The serving layer.
-    pub serving: ServingConfig,
     /// Where results and state are written.
     pub output: OutputConfig,
 }
@@ -140,17 +138,6 @@ pub struct SpeedConfig {
     /// Least time between two checkpoints (`0s`: after every micro-batch).
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
-}
-
-/// The serving layer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ServingConfig {
-    /// Address of the HTTP API.
-    pub listen: String,
-    /// How often `serve` re-reads the layers' published state.
-    #[serde(with = "humantime_serde")]
-    pub refresh: Duration,
 }
 
 /// Output locations.

@@ -613,3 +613,85 @@ fn column(vals: impl Iterator<Item = ScalarValue>, ty: &DataType) -> Result<Arra
         cast(&a, ty)?
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::default_fields;
+    use crate::show::show;
+    use crate::view::ViewDef;
+    use crate::view::event::{EventDecoder, EventSchema};
+
+    async fn view(sql: &str) -> (ViewDef, EventSchema) {
+        let schema = EventSchema::new(default_fields()).unwrap();
+        (
+            ViewDef::compile("v", sql, "events", &schema).await.unwrap(),
+            schema,
+        )
+    }
+
+    fn events(schema: &EventSchema, rows: &[(&str, i64)]) -> datafusion::arrow::array::RecordBatch {
+        let mut d = EventDecoder::new(schema);
+        for (c, a) in rows {
+            d.push(format!(r#"{{"customer":"{c}","amount":{a}}}"#).as_bytes())
+                .unwrap();
+        }
+        d.finish()
+    }
+
+    #[tokio::test]
+    async fn avg_merges_as_sum_and_count_not_average_of_averages() {
+        let (def, schema) = view("SELECT customer, AVG(amount) AS a, MIN(amount) AS lo, MAX(amount) AS hi, COUNT(*) AS n FROM events GROUP BY customer").await;
+        let mut batch = def.new_state();
+        batch
+            .update(
+                &def,
+                &events(&schema, &[("Ali", 10), ("Ali", 20), ("Ali", 30)]),
+            )
+            .unwrap();
+        let mut speed = def.new_state();
+        speed
+            .update(&def, &events(&schema, &[("Ali", 100)]))
+            .unwrap();
+        batch.merge(&speed);
+        // (10+20+30+100)/4 = 40, not (20+100)/2 = 60.
+        assert!(show(&def.finalize(&batch).unwrap(), 20).contains("|Ali     |40.0|10 |100|4  |"));
+    }
+
+    #[tokio::test]
+    async fn having_runs_on_the_merged_state() {
+        let (def, schema) =
+            view("SELECT customer, SUM(amount) AS t FROM events GROUP BY customer HAVING t > 200")
+                .await;
+        let mut b = def.new_state();
+        b.update(&def, &events(&schema, &[("Mounir", 150)]))
+            .unwrap();
+        let mut s = def.new_state();
+        s.update(&def, &events(&schema, &[("Mounir", 100)]))
+            .unwrap();
+        assert_eq!(def.finalize(&b).unwrap().num_rows(), 0);
+        assert_eq!(def.finalize(&s).unwrap().num_rows(), 0);
+        b.merge(&s);
+        assert!(show(&def.finalize(&b).unwrap(), 20).contains("|Mounir  |250|"));
+    }
+
+    #[tokio::test]
+    async fn state_round_trips_through_its_batch_form() {
+        let (def, schema) = view(
+            "SELECT customer, SUM(amount) AS t, MIN(amount) AS lo FROM events GROUP BY customer",
+        )
+        .await;
+        let mut s = def.new_state();
+        s.update(
+            &def,
+            &events(&schema, &[("Ali", 5), ("Sara", -3), ("Ali", 7)]),
+        )
+        .unwrap();
+        let mut back = def.new_state();
+        back.merge_state_batch(&def, &s.to_state_batch(&def).unwrap())
+            .unwrap();
+        assert_eq!(
+            show(&def.finalize(&back).unwrap(), 20),
+            show(&def.finalize(&s).unwrap(), 20)
+        );
+    }
+}

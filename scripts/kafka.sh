@@ -4,6 +4,8 @@
 #   scripts/kafka.sh start    fetch the broker jars if needed, format a log dir, start, wait until ready
 #   scripts/kafka.sh stop     stop the broker this script started (by its PID), and nothing else
 #   scripts/kafka.sh status   say whether it runs, and where
+#   scripts/kafka.sh run CMD… start a broker unless one answers, run CMD, stop the broker it
+#                             started (also when CMD fails); exits with CMD's status
 #
 # Environment:
 #   KAFKA_PORT            client listener port on 127.0.0.1 (default 9092); controller uses KAFKA_PORT+1
@@ -118,7 +120,16 @@ status() {
   echo "not running on 127.0.0.1:$port"; return 3
 }
 
+run_with() {
+  local started=0 rc=0
+  if ! answers; then start >/dev/null; started=1; fi
+  "$@" || rc=$?
+  if [ "$started" = 1 ]; then stop || true; fi
+  return "$rc"
+}
+
 case "${1:-}" in
+  run) shift; run_with "$@" ;;
   start) start ;;
   stop) stop ;;
   status) status ;;

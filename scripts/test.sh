@@ -3,19 +3,9 @@
 # (scripts/kafka.sh) unless one already answers there, runs `cargo test`, and stops the broker
 # it started — by PID, also when tests fail. Extra arguments go to `cargo test`.
 set -euo pipefail
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export LAMBDAFLOW_TEST_BOOTSTRAP=${LAMBDAFLOW_TEST_BOOTSTRAP:-127.0.0.1:$KAFKA_PORT}
 # Build outside the clone so that warm runs (and CI) reuse compiled dependencies.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
-
-started=0
-if ! scripts/kafka.sh status >/dev/null 2>&1; then
-  scripts/kafka.sh start >/dev/null
-  started=1
-fi
-stop() { if [ "$started" = 1 ]; then scripts/kafka.sh stop || true; fi; }
-trap stop EXIT
-
-cargo test --all-targets "$@"
+scripts/kafka.sh run cargo test --all-targets "$@"

@@ -48,17 +48,8 @@ fn rows(b: &RecordBatch) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speed_equals_batch_and_merge_at_any_cut_equals_full_batch() {
     let mut cfg = Config::load(None, &vec![]).unwrap();
-    cfg.schema.fields = vec![
-        FieldDef {
-            name: "customer".into(),
-            ty: FieldType::String,
-            nullable: false,
-        },
-        FieldDef {
-            name: "amount".into(),
-            ty: FieldType::Integer,
-            nullable: false,
-        },
+    cfg.schema.fields = lambdaflow::config::default_fields();
+    cfg.schema.fields.extend([
         FieldDef {
             name: "price".into(),
             ty: FieldType::Double,
@@ -69,7 +60,7 @@ async fn speed_equals_batch_and_merge_at_any_cut_equals_full_batch() {
             ty: FieldType::String,
             nullable: true,
         },
-    ];
+    ]);
     cfg.views = VIEWS
         .iter()
         .enumerate()

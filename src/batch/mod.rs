@@ -137,10 +137,7 @@ pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// boundaries. Bad lines become dead-letter records naming file and line.
 pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arrow = schema.arrow_schema();
-    let mut fields: Vec<Field> = arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(ROW_COL, DataType::Int64, false));
-    let with_row = Arc::new(Schema::new(fields));
+    let with_row = with_row_col(&schema.arrow_schema());
     let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
     let mut reports = Vec::new();
     let mut bad = Vec::new();
@@ -197,6 +194,13 @@ pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> 
         files: reports,
         bad,
     })
+}
+
+/// The event schema plus the hidden row-position column.
+fn with_row_col(events: &Schema) -> Arc<Schema> {
+    let mut f: Vec<Field> = events.fields().iter().map(|f| f.as_ref().clone()).collect();
+    f.push(Field::new(ROW_COL, DataType::Int64, false));
+    Arc::new(Schema::new(f))
 }
 
 struct ChunkOut {
@@ -288,16 +292,7 @@ fn session(table: &str, data: &Dataset, schema: &EventSchema) -> Result<SessionC
         .flatten()
         .next()
         .map(|b| b.schema())
-        .unwrap_or_else(|| {
-            let mut f: Vec<Field> = schema
-                .arrow_schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            f.push(Field::new(ROW_COL, DataType::Int64, false));
-            Arc::new(Schema::new(f))
-        });
+        .unwrap_or_else(|| with_row_col(&schema.arrow_schema()));
     let mem = MemTable::try_new(arrow, data.partitions.clone())?;
     ctx.register_table(table, Arc::new(mem))?;
     Ok(ctx)
@@ -342,14 +337,7 @@ pub async fn compute_over(
         let n = b.num_rows() as i64;
         cols.push(Arc::new(Int64Array::from_iter_values(row..row + n)));
         row += n;
-        let mut f: Vec<Field> = b
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        f.push(Field::new(ROW_COL, DataType::Int64, false));
-        partitions[0].push(RecordBatch::try_new(Arc::new(Schema::new(f)), cols)?);
+        partitions[0].push(RecordBatch::try_new(with_row_col(&b.schema()), cols)?);
     }
     let data = Dataset {
         partitions,

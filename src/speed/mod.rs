@@ -178,7 +178,19 @@ pub async fn run(
     let mut dlq = DeadLetterFile::open(&layout.dead_letter(), dlq_len.or(Some(0)))?;
     snap.dead_letters = dlq.count();
 
-    let consumer: StreamConsumer = crate::kafka::client_config(&cfg.kafka)
+    let mut client = crate::kafka::client_config(&cfg.kafka);
+    // librdkafka postpones the next fetch by `fetch.queue.backoff.ms` (1 s by default) once its
+    // local queue holds `queued.min.messages`; at high rates that idles the layer for a second
+    // after every few micro-batches. Defaults only: a value in kafka.properties wins.
+    for (k, v) in [
+        ("fetch.queue.backoff.ms", "1"),
+        ("queued.min.messages", "1000000"),
+    ] {
+        if !cfg.kafka.properties.contains_key(k) {
+            client.set(k, v);
+        }
+    }
+    let consumer: StreamConsumer = client
         .set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -217,7 +217,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                let _ = dec.finish();
             }
             let producer = kafka::producer(&p.config.kafka)?;
             kafka::metadata(&p.config.kafka, None).await?;

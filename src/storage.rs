@@ -46,11 +46,6 @@ impl Layout {
         }
     }
 
-    /// The output root.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn view_dir(&self, view: &str) -> PathBuf {
         if self.per_view_dirs {
             self.root.join(view)

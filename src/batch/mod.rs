@@ -324,7 +324,8 @@ pub async fn compute_state(ctx: &SessionContext, table: &str, def: &ViewDef) -> 
 }
 
 /// Computes one view's state with DataFusion over in-memory event batches (declared schema).
-/// The same path as a batch run; used by `verify`-style checks and tests.
+/// The same DataFusion path as a batch run, without the files; the batch/speed agreement
+/// test (`tests/fuzz.rs`) compares the speed layer against it.
 pub async fn compute_over(
     p: &Pipeline,
     def: &ViewDef,

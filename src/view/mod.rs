@@ -57,8 +57,6 @@ pub struct ViewDef {
     pub(crate) agg_schema: DFSchemaRef,
     /// Schema of the state the layers exchange: the group columns, then each aggregate's state.
     pub(crate) state_schema: SchemaRef,
-    /// Steps after the aggregate, in execution order.
-    post: Vec<PostStep>,
     output_schema: SchemaRef,
     phys: Physical,
 }
@@ -256,7 +254,6 @@ impl ViewDef {
         let input_schema = agg.input.schema();
         let phys_of =
             |e: &Expr, s: &DFSchema| state.create_physical_expr(e.clone(), s).map_err(view_err);
-        let mut post = Vec::new();
         let mut post_phys = Vec::new();
         for step in post_rev.into_iter().rev() {
             let ps = match &step {
@@ -300,7 +297,6 @@ impl ViewDef {
                     fetch: *fetch,
                 },
             };
-            post.push(step);
             post_phys.push(ps);
         }
         let phys = Physical {
@@ -327,7 +323,6 @@ impl ViewDef {
             aggs,
             agg_schema,
             state_schema,
-            post,
             output_schema,
             phys,
         })
@@ -423,11 +418,6 @@ impl ViewDef {
             &datafusion::arrow::array::RecordBatchOptions::new()
                 .with_row_count(Some(batch.num_rows())),
         )?)
-    }
-
-    /// True when the view has ORDER BY; without it rows are shown sorted by their group keys.
-    pub fn has_order(&self) -> bool {
-        self.post.iter().any(|s| matches!(s, PostStep::Sort(..)))
     }
 
     /// The data types of the GROUP BY columns.

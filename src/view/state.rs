@@ -244,8 +244,6 @@ pub struct ViewState {
     kinds: Vec<AggKind>,
     /// Each aggregate's argument type (after the cast to its input type).
     arg_types: Vec<DataType>,
-    /// Events (after WHERE) folded into this state; for progress and the API.
-    rows: u64,
 }
 
 impl Clone for ViewState {
@@ -261,7 +259,6 @@ impl Clone for ViewState {
             accs: self.accs.clone(),
             kinds: self.kinds.clone(),
             arg_types: self.arg_types.clone(),
-            rows: self.rows,
         }
     }
 }
@@ -288,7 +285,6 @@ impl ViewState {
             accs: Vec::new(),
             kinds: def.aggs.iter().map(|a| a.kind).collect(),
             arg_types,
-            rows: 0,
         }
     }
 
@@ -300,11 +296,6 @@ impl ViewState {
     /// True when no group has been seen.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    /// Events folded into this state (after the view's WHERE).
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 
     /// Group numbers for each row of `group_cols`, creating groups as needed.
@@ -439,7 +430,6 @@ impl ViewState {
                 }
             }
         }
-        self.rows += n as u64;
         Ok(n)
     }
 
@@ -467,7 +457,6 @@ impl ViewState {
                 self.accs[g * naggs + j].merge(&o);
             }
         }
-        self.rows += other.rows;
     }
 
     /// Merges state rows (in [`ViewDef::state_schema`] layout, as the batch layer writes them).

@@ -42,6 +42,8 @@ pub struct Config {
     pub speed: SpeedConfig,
     /// Where results and state are written.
     pub output: OutputConfig,
+    /// The serving layer's HTTP API and dashboard.
+    pub serving: ServingConfig,
 }
 
 /// Kafka connection, with Kafka's own names.
@@ -112,6 +114,10 @@ pub struct BatchConfig {
     pub dataset: Vec<PathBuf>,
     /// How many published batch runs to keep on disk (the newest is in service).
     pub keep_runs: usize,
+    /// `lambdaflow run`: time between two scheduled batch recomputes (`0s`: only on demand,
+    /// `POST /api/batch`). A run also happens at start-up.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
 }
 
 /// Where the speed layer starts on a partition it has no checkpoint for.
@@ -138,6 +144,26 @@ pub struct SpeedConfig {
     /// Least time between two checkpoints (`0s`: after every micro-batch).
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+}
+
+/// The serving layer's HTTP API.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServingConfig {
+    /// Address of the HTTP API and dashboard (`--listen`).
+    pub listen: String,
+    /// When set, every endpoint but `/health` requires `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for ServingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServingConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Output locations.
@@ -224,6 +250,12 @@ impl Config {
         }
         if self.speed.max_batch_rows == 0 {
             return Err(Error::config("speed.max-batch-rows must be at least 1"));
+        }
+        if self.serving.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::config(format!(
+                "serving.listen `{}`: expected ADDRESS:PORT, e.g. 127.0.0.1:8080",
+                self.serving.listen
+            )));
         }
         if self.kafka.topic.is_empty() {
             return Err(Error::config("kafka.topic is empty"));

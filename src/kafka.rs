@@ -2,6 +2,7 @@
 //! makes every command fail fast (and say how to start a broker) instead of hanging, topic
 //! administration (`lambdaflow topic`), and the console producer (`lambdaflow produce`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -216,3 +217,122 @@ pub async fn list_topics(k: &KafkaConfig) -> Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+/// What the speed layer knows of the brokers: whether they answer, and each partition's
+/// high watermark (for consumer lag).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerHealth {
+    /// The last watermark request succeeded.
+    pub up: bool,
+    /// High watermark per partition, from the last successful request.
+    pub high: BTreeMap<i32, i64>,
+    /// Times the brokers went from reachable to unreachable.
+    pub outages: u64,
+}
+
+/// Polls the topic's high watermarks every `every` on a dedicated client, logging when the
+/// brokers stop answering and when they are back. Stops when the receiver is dropped.
+pub fn watch_brokers(
+    k: &KafkaConfig,
+    parts: Vec<i32>,
+    every: Duration,
+) -> Result<tokio::sync::watch::Receiver<BrokerHealth>> {
+    let consumer: BaseConsumer<QuietContext> = client_config(k)
+        .create_with_context(QuietContext::default())
+        .map_err(|e| Error::Kafka(format!("bad Kafka client configuration: {e}")))?;
+    let (tx, rx) = tokio::sync::watch::channel(BrokerHealth {
+        up: true,
+        ..Default::default()
+    });
+    let k = k.clone();
+    std::thread::Builder::new()
+        .name("lambdaflow-broker-watch".into())
+        .spawn(move || {
+            let mut health = BrokerHealth {
+                up: true,
+                ..Default::default()
+            };
+            loop {
+                let timeout = every.max(Duration::from_secs(1));
+                let res: std::result::Result<BTreeMap<i32, i64>, String> = parts
+                    .iter()
+                    .map(|&p| {
+                        consumer
+                            .fetch_watermarks(&k.topic, p, timeout)
+                            .map(|(_, hi)| (p, hi))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect();
+                match res {
+                    Ok(high) => {
+                        if !health.up {
+                            tracing::info!(brokers = %k.bootstrap_servers, "Kafka is reachable again: the speed layer resumes");
+                        }
+                        health.up = true;
+                        health.high = high;
+                    }
+                    Err(e) => {
+                        if health.up {
+                            health.outages += 1;
+                            tracing::warn!(brokers = %k.bootstrap_servers, cause = %e, "Kafka is unreachable: the speed layer waits and retries by itself");
+                        }
+                        health.up = false;
+                    }
+                }
+                if tx.send(health.clone()).is_err() {
+                    return;
+                }
+                std::thread::sleep(every);
+            }
+        })
+        .map_err(|e| Error::Internal(format!("broker watch thread: {e}")))?;
+    Ok(rx)
+}
+
+/// A client context that logs librdkafka's errors once per kind per minute instead of at every
+/// retry (a broker outage otherwise floods the log ten times a second; the broker watch
+/// reports outages and recoveries once).
+#[derive(Default)]
+pub struct QuietContext {
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl QuietContext {
+    fn limited(&self, kind: &str, msg: &str) {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last
+            .get(kind)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+        if due {
+            last.insert(kind.to_string(), now);
+            tracing::warn!(target: "lambdaflow::kafka", "librdkafka: {msg} (repeats of this are logged at debug level for a minute)");
+        } else {
+            tracing::debug!(target: "lambdaflow::kafka", "librdkafka: {msg}");
+        }
+    }
+}
+
+impl rdkafka::ClientContext for QuietContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error => self.limited(fac, log_message),
+            Warning | Notice => {
+                tracing::debug!(target: "lambdaflow::kafka", "librdkafka {fac}: {log_message}")
+            }
+            Info | Debug => {
+                tracing::trace!(target: "lambdaflow::kafka", "librdkafka {fac}: {log_message}")
+            }
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let kind = error
+            .rdkafka_error_code()
+            .map_or_else(|| error.to_string(), |c| format!("{c:?}"));
+        self.limited(&kind, &format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietContext {}

@@ -20,6 +20,10 @@
 //!   SQL, and the mergeable aggregate state.
 //! - [`batch`], [`speed`], [`serving`]: the three layers. They never call each other; they meet
 //!   through `view` types and the files in [`storage`].
+//! - [`master`]: the master dataset's archived segments, written by the speed layer and read
+//!   by the batch layer, with their topic, partition and offset range.
+//! - [`run`]: the three layers in one process (`lambdaflow run`); [`verify`]: a full
+//!   recompute compared key by key with what serving answers.
 //! - [`kafka`]: client configuration, topic administration, producer.
 //! - [`config`], [`runtime`]: configuration loading, logging, shutdown.
 
@@ -30,11 +34,14 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod kafka;
+pub mod master;
+pub mod run;
 pub mod runtime;
 pub mod serving;
 pub mod show;
 pub mod speed;
 pub mod storage;
+pub mod verify;
 pub mod view;
 
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use lambdaflow::config::{Config, Overrides, Pipeline};
 use lambdaflow::show::{DEFAULT_ROWS, show};
 use lambdaflow::view::event::EventDecoder;
-use lambdaflow::{batch, demo, kafka, runtime, serving, speed};
+use lambdaflow::{batch, demo, kafka, runtime, serving, speed, verify};
 
 /// A Lambda-architecture data system: one SQL view, a DataFusion batch layer, a Kafka speed
 /// layer, and an exact serving merge.
@@ -59,9 +59,31 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Serving layer: merge the batch view and the streaming view into the final view, print it
-    /// and write output/serving_view.json/.
-    Serve,
+    /// Serving layer: merge the batch view and the speed layer's state (after the batch view's
+    /// offsets) into the final view, print it, write output/serving_view.json/, then serve the
+    /// HTTP API and dashboard (refreshed from the files every second) until Ctrl-C.
+    Serve {
+        /// Print and write the view, then exit (the seed's serving script).
+        #[arg(long)]
+        once: bool,
+        /// Address of the HTTP API (serving.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Batch, speed and serving in one process: the speed layer consumes, the batch layer
+    /// recomputes every batch.interval (and on POST /api/batch), the HTTP API and dashboard
+    /// serve the exact merged views.
+    Run {
+        /// Address of the HTTP API (serving.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Recompute every view from all the data and compare it key by key with the serving
+    /// view; exit 1 when they differ.
+    Verify,
+    /// Kappa mode: rebuild every view from the Kafka topic alone (earliest offset to now), with
+    /// the same definitions; nothing on disk changes.
+    Replay,
     /// Console producer: send JSON lines from stdin (or --file) to the topic. Lines that do not
     /// match the schema are reported with their line number and not sent.
     Produce {
@@ -101,8 +123,11 @@ enum TopicAction {
     Describe,
 }
 
-fn overrides(g: &Global, dataset: &[PathBuf]) -> anyhow::Result<Overrides> {
+fn overrides(g: &Global, dataset: &[PathBuf], listen: Option<&str>) -> anyhow::Result<Overrides> {
     let mut o: Overrides = Vec::new();
+    if let Some(v) = listen {
+        o.push(("serving.listen".into(), v.into()));
+    }
     if let Some(v) = &g.bootstrap_servers {
         o.push(("kafka.bootstrap-servers".into(), v.clone().into()));
     }
@@ -131,16 +156,30 @@ fn overrides(g: &Global, dataset: &[PathBuf]) -> anyhow::Result<Overrides> {
 }
 
 async fn pipeline(g: &Global, dataset: &[PathBuf]) -> anyhow::Result<Arc<Pipeline>> {
-    let cfg = Config::load(g.config.as_deref(), &overrides(g, dataset)?)?;
+    pipeline_listening(g, dataset, None).await
+}
+
+async fn pipeline_listening(
+    g: &Global,
+    dataset: &[PathBuf],
+    listen: Option<&str>,
+) -> anyhow::Result<Arc<Pipeline>> {
+    let cfg = Config::load(g.config.as_deref(), &overrides(g, dataset, listen)?)?;
     Ok(Arc::new(cfg.compile().await?))
 }
 
+fn listen_addr(p: &Pipeline) -> anyhow::Result<std::net::SocketAddr> {
+    Ok(p.config.serving.listen.parse()?)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Installed before any work, so that a signal during start-up is handled, not fatal.
+    let shutdown = runtime::shutdown_signal();
     let g = &cli.global;
     match cli.command {
         Command::Batch { dataset } => {
             let p = pipeline(g, &dataset).await?;
-            let run = batch::run(&p).await?;
+            let run = batch::run(&p, true).await?;
             for (def, _, rows) in &run.views {
                 if p.views.len() > 1 {
                     println!("view {}", def.name);
@@ -149,10 +188,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let m = &run.manifest;
             println!(
-                "batch run {}: {} events from {} file(s), {} rejected line(s), {} ms",
+                "batch run {}: {} events from {} file(s) and {} segment(s) (offsets {:?}), {} rejected line(s), {} ms",
                 run.run_id,
                 m.rows,
                 m.files.len(),
+                m.segments,
+                m.offsets_of(&p.config.kafka.topic),
                 m.bad,
                 m.duration_ms
             );
@@ -167,23 +208,78 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let p = pipeline(g, &[]).await?;
             let opts = speed::Options {
                 print_tables: !quiet,
-                starting_offsets: None,
+                ..Default::default()
             };
-            speed::run(p, opts, None, runtime::shutdown_signal()).await?;
+            speed::run(p, opts, None, shutdown).await?;
         }
-        Command::Serve => {
-            let p = pipeline(g, &[]).await?;
-            for s in serving::serve_once(&p)? {
+        Command::Serve { once, listen } => {
+            let p = pipeline_listening(g, &[], listen.as_deref()).await?;
+            for v in serving::serve_once(&p)? {
                 if p.views.len() > 1 {
-                    println!("view {}", s.name);
+                    println!("view {}", v.def.name);
                 }
-                print!("{}", show(&s.rows, DEFAULT_ROWS));
+                print!("{}", show(&v.rows()?, DEFAULT_ROWS));
+                let f = v.freshness(&p.config.kafka.topic);
                 println!(
-                    "batch run: {}; speed offsets: {:?}",
-                    s.batch_run.as_deref().unwrap_or("none"),
-                    s.speed_offsets
+                    "batch run {} (offsets {:?}) + speed layer up to offsets {:?}",
+                    f.batch_run.as_deref().unwrap_or("none"),
+                    f.batch_offsets,
+                    f.speed_offsets
                 );
             }
+            if !once {
+                serving::serve_files(Arc::clone(&p), listen_addr(&p)?, shutdown).await?;
+            }
+        }
+        Command::Run { listen } => {
+            let p = pipeline_listening(g, &[], listen.as_deref()).await?;
+            let addr = listen_addr(&p)?;
+            lambdaflow::run::run(p, addr, shutdown).await?;
+        }
+        Command::Verify => {
+            let p = pipeline(g, &[]).await?;
+            let r = verify::verify(&p).await?;
+            for d in &r.differences {
+                println!(
+                    "DIFFERENT view {} key {}: served {} but all the data gives {}",
+                    d.view,
+                    d.key,
+                    d.served
+                        .as_ref()
+                        .map_or("nothing".into(), |v| v.to_string()),
+                    d.truth.as_ref().map_or("nothing".into(), |v| v.to_string()),
+                );
+            }
+            println!(
+                "verify: {} key(s) compared over {} event(s) (speed offsets {:?}): {} difference(s)",
+                r.keys,
+                r.events,
+                r.offsets,
+                r.differences.len()
+            );
+            if !r.differences.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Replay => {
+            let p = pipeline(g, &[]).await?;
+            let r = speed::replay(&p).await?;
+            for (def, st) in p.views.iter().zip(&r.states) {
+                if p.views.len() > 1 {
+                    println!("view {}", def.name);
+                }
+                print!("{}", show(&def.finalize(st)?, DEFAULT_ROWS));
+            }
+            let secs = r.elapsed.as_secs_f64();
+            println!(
+                "replay: {} message(s) from topic {} (offsets {:?}), {} skipped, in {:.3} s ({:.0} messages/s)",
+                r.messages,
+                p.config.kafka.topic,
+                r.offsets,
+                r.bad,
+                secs,
+                r.messages as f64 / secs.max(1e-9)
+            );
         }
         Command::Produce { file, strict } => {
             let p = pipeline(g, &[]).await?;

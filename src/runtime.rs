@@ -14,23 +14,27 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM. A second signal exits the process at once.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on the first Ctrl-C or SIGTERM. The handlers are installed when this is called
+/// (not when the future is first polled), so a signal during start-up is not lost. A second
+/// signal exits the process at once.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt()).ok();
+    let term = signal(SignalKind::terminate()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested: finishing the current work (signal again to exit now)");
-    tokio::spawn(async {
-        let _ = tokio::signal::ctrl_c().await;
-        std::process::exit(130);
-    });
+        };
+        tokio::select! { _ = wait(int) => {}, _ = wait(term) => {} }
+        tracing::info!("shutdown requested: finishing the current work (signal again to exit now)");
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+    }
 }

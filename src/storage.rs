@@ -12,6 +12,8 @@
 //! ├─ serving_view.json -> .serving_view.json.d/<n>/  the merged final view (a directory, as Spark's
 //! │                                               `.json("serving_view.json")` writes it)
 //! ├─ dead_letter.jsonl                            rejected Kafka messages
+//! ├─ master/topic=<t>/partition=<p>/offsets=<from>-<to>.parquet
+//! │                                               consumed events, archived (see `master`)
 //! └─ _speed/checkpoint.json                       speed-layer state + offsets, one atomic file
 //! ```
 //!
@@ -72,6 +74,11 @@ impl Layout {
     /// The speed layer's dead-letter file.
     pub fn dead_letter(&self) -> PathBuf {
         self.root.join("dead_letter.jsonl")
+    }
+
+    /// The speed layer's archive of consumed events: part of the master dataset.
+    pub fn master_dir(&self) -> PathBuf {
+        self.root.join("master")
     }
 
     /// The speed layer's checkpoint.
@@ -282,12 +289,15 @@ pub fn payload_fields(raw: &[u8]) -> (&'static str, serde_json::Value) {
     }
 }
 
-/// A fresh, sortable version id: UTC time to the millisecond plus the process id.
+/// A fresh, sortable version id: UTC time to the millisecond, the process id, and a counter
+/// (two versions in the same millisecond differ).
 pub fn new_version() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     format!(
-        "{}-{}",
+        "{}-{}-{:06}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1_000_000
     )
 }
 

@@ -96,6 +96,22 @@ impl Env {
             .unwrap()
     }
 
+    /// Starts `lambdaflow ARGS` in the background, its stderr (the log) going to `name.log`.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Child {
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
+        self.cmd(args)
+            .env("LAMBDAFLOW_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What a process started by [`Env::spawn`] has logged so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
     pub fn pipeline(&self) -> Pipeline {
         let cfg = Config::load(Some(&self.path("lambdaflow.toml")), &vec![]).unwrap();
         tokio::runtime::Runtime::new()
@@ -109,7 +125,7 @@ impl Env {
         let p = self.pipeline();
         let layout = Layout::new(&p.config.output.dir, p.views.len());
         match lambdaflow::speed::load_checkpoint(&p, &layout) {
-            Ok(Some((s, _))) => s.offsets.values().sum(),
+            Ok(Some(c)) => c.snapshot.offsets.values().sum(),
             _ => 0,
         }
     }
@@ -199,4 +215,110 @@ pub fn terminate(mut child: Child) {
 pub fn kill9(mut child: Child) {
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 client: `(status, body)` of one request.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    try_http(addr, method, path, headers).unwrap()
+}
+
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// GETs `path` as JSON, waiting up to 60 s for the server to answer 200.
+pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, body)) = try_http(addr, "GET", path, &[]) {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} on {addr}: no 200 within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `{key: value}` of a view body's rows.
+pub fn rows_of(body: &serde_json::Value, key: &str, value: &str) -> BTreeMap<String, i64> {
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[key].as_str().unwrap().to_string(),
+                r[value].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `scripts/kafka.sh ACTION` for a second broker on `port` with its own log dir.
+pub fn kafka_script(action: &str, port: u16, data: &Path) {
+    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+        .arg(action)
+        .env("KAFKA_PORT", port.to_string())
+        .env("KAFKA_DATA_DIR", data)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "scripts/kafka.sh {action} failed");
 }

@@ -1,8 +1,9 @@
 //! The batch layer: exact views recomputed from the whole master dataset.
 //!
 //! ```text
-//!  dataset files ──► parallel decode (view::event, one chunk per core) ──► MemTable "events"
-//!        │ bad lines: file + line + reason ─► <run>/_dead_letter.jsonl
+//!  dataset files ──► parallel decode (view::event, one chunk per core) ──┐
+//!        │ bad lines: file + line + reason ─► <run>/_dead_letter.jsonl   ├─► MemTable "events"
+//!  master segments (the speed layer's archive, Parquet) ─────────────────┘
 //!        ▼
 //!  DataFusion: SELECT keys, <state columns> FROM events WHERE .. GROUP BY keys
 //!        ▼
@@ -10,8 +11,12 @@
 //! ```
 //!
 //! The view's state (not only its final rows) is published with it, in `_state.json`, so the
-//! serving layer can merge it with the speed layer's state exactly.
+//! serving layer can merge it with the speed layer's state exactly; `_manifest.json` records
+//! what the run covered, down to the offset per partition up to which it read the speed layer's
+//! segments. Serving adds to it only the speed layer's events after those offsets.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +33,7 @@ use tracing::{info, warn};
 
 use crate::config::Pipeline;
 use crate::error::{Error, IoContext, Result};
+use crate::master::{self, Segment};
 use crate::storage::{self, Layout};
 use crate::view::event::{EventDecoder, EventSchema};
 use crate::view::state::state_exprs;
@@ -68,10 +74,24 @@ pub struct Manifest {
     pub rows: u64,
     /// Lines rejected.
     pub bad: u64,
+    /// Segments of the speed layer's archive the run read.
+    #[serde(default)]
+    pub segments: u64,
+    /// Per topic and partition: the offset up to which (exclusive) the run read the speed
+    /// layer's segments. Serving adds the speed layer's events from there on.
+    #[serde(default)]
+    pub offsets: crate::master::Offsets,
     /// When the run started (RFC 3339).
     pub started_at: String,
     /// How long it took.
     pub duration_ms: u64,
+}
+
+impl Manifest {
+    /// The offsets the run covered on `topic`, per partition.
+    pub fn offsets_of(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.offsets.get(topic).cloned().unwrap_or_default()
+    }
 }
 
 /// The decoded master dataset.
@@ -134,8 +154,14 @@ pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Decodes the dataset files in parallel: each file is cut into one chunk per core at line
-/// boundaries. Bad lines become dead-letter records naming file and line.
-pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> {
+/// boundaries. Bad lines become dead-letter records naming file and line. Then reads the
+/// archived segments. `progress` counts the bytes read.
+pub fn read_dataset(
+    files: &[PathBuf],
+    segments: &[Segment],
+    schema: &EventSchema,
+    progress: &indicatif::ProgressBar,
+) -> Result<Dataset> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let with_row = with_row_col(&schema.arrow_schema());
     let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
@@ -151,8 +177,8 @@ pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> 
                 .map(|(ci, range)| {
                     let chunk = &data[range.clone()];
                     let with_row = Arc::clone(&with_row);
-                    let base = ((fi as i64) << 48) | ((ci as i64) << 40);
-                    s.spawn(move || decode_chunk(chunk, schema, &with_row, base))
+                    let base = ((fi as i64) << 40) | ((ci as i64) << 32);
+                    s.spawn(move || decode_chunk(chunk, schema, &with_row, base, progress))
                 })
                 .collect();
             handles
@@ -188,6 +214,20 @@ pub fn read_dataset(files: &[PathBuf], schema: &EventSchema) -> Result<Dataset> 
             warn!(file = %path.display(), bad = report.bad, "rejected lines of the master dataset");
         }
         reports.push(report);
+    }
+    for (si, seg) in segments.iter().enumerate() {
+        let base = ((files.len() + si) as i64) << 40;
+        let mut row = 0i64;
+        for b in master::read(seg, schema)? {
+            let n = b.num_rows() as i64;
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(Int64Array::from_iter_values(
+                (row..row + n).map(|r| base + r),
+            )));
+            row += n;
+            partitions[si % threads].push(RecordBatch::try_new(Arc::clone(&with_row), cols)?);
+        }
+        progress.inc(seg.path.metadata().map_or(0, |m| m.len()));
     }
     Ok(Dataset {
         partitions,
@@ -235,6 +275,7 @@ fn decode_chunk(
     schema: &EventSchema,
     with_row: &Arc<Schema>,
     base: i64,
+    progress: &indicatif::ProgressBar,
 ) -> Result<ChunkOut> {
     let mut dec = EventDecoder::with_capacity(schema, BATCH_ROWS);
     let mut out = ChunkOut {
@@ -244,6 +285,7 @@ fn decode_chunk(
         bad: Vec::new(),
     };
     let mut row = 0i64;
+    let mut reported = 0usize;
     let finish =
         |dec: &mut EventDecoder<'_>, row: i64, batches: &mut Vec<RecordBatch>| -> Result<()> {
             let b = dec.finish();
@@ -267,6 +309,9 @@ fn decode_chunk(
                 row += 1;
                 if dec.len() >= BATCH_ROWS {
                     finish(&mut dec, row, &mut out.batches)?;
+                    let at = line.as_ptr() as usize - chunk.as_ptr() as usize + line.len();
+                    progress.inc((at - reported) as u64);
+                    reported = at;
                 }
             }
             Err(e) => out.bad.push((out.physical_lines, e.0, line.to_vec())),
@@ -279,6 +324,7 @@ fn decode_chunk(
     if !dec.is_empty() {
         finish(&mut dec, row, &mut out.batches)?;
     }
+    progress.inc((chunk.len() - reported) as u64);
     Ok(out)
 }
 
@@ -349,42 +395,56 @@ pub async fn compute_over(
     compute_state(&ctx, &p.config.schema.table, def).await
 }
 
-/// Runs the batch layer once: reads the whole master dataset, computes every view, and
-/// publishes each (rows, state, manifest, rejected lines) atomically. A failure before the
-/// publish leaves the previous views in service.
-pub async fn run(p: &Pipeline) -> Result<BatchRun> {
+/// Runs the batch layer once: reads the whole master dataset (the files and the committed
+/// segments of the speed layer's archive), computes every view, and publishes each (rows,
+/// state, manifest, rejected lines) atomically. A failure before the publish leaves the
+/// previous views in service. `progress_bar` draws a bar of bytes read on stderr.
+pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
     let cfg = &p.config;
     let layout = Layout::new(&cfg.output.dir, p.views.len());
     let files = dataset_files(&cfg.batch.dataset)?;
     layout.check_writable()?;
+    let segments: Vec<Segment> = master::list(&layout)?
+        .into_iter()
+        .filter(|s| s.committed)
+        .collect();
+    let offsets = master::ends(&segments);
     let total: u64 = files
         .iter()
+        .chain(segments.iter().map(|s| &s.path))
         .filter_map(|f| f.metadata().ok())
         .map(|m| m.len())
         .sum();
     info!(
         files = files.len(),
+        segments = segments.len(),
         bytes = total,
         "batch layer: reading the master dataset"
     );
-    let schema = p.schema.clone();
-    let files2 = files.clone();
-    let data = tokio::task::spawn_blocking(move || read_dataset(&files2, &schema))
-        .await
-        .map_err(|e| Error::Internal(format!("decoder task: {e}")))??;
+    let bar = if progress_bar && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "batch {bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let (data, states) = compute(p, &files, &segments, &bar).await?;
     let rows: u64 = data
         .partitions
         .iter()
         .flatten()
         .map(|b| b.num_rows() as u64)
         .sum();
-    let ctx = session(&cfg.schema.table, &data, &p.schema)?;
     let run_id = storage::new_version();
     let mut views = Vec::new();
-    for def in &p.views {
-        let state = compute_state(&ctx, &cfg.schema.table, def).await?;
+    for (def, state) in p.views.iter().zip(states) {
         let rows_out = def.finalize(&state)?;
         views.push((Arc::clone(def), state, rows_out));
     }
@@ -395,6 +455,8 @@ pub async fn run(p: &Pipeline) -> Result<BatchRun> {
         files: data.files.clone(),
         rows,
         bad: data.bad.len() as u64,
+        segments: segments.len() as u64,
+        offsets,
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
     };
@@ -420,7 +482,7 @@ pub async fn run(p: &Pipeline) -> Result<BatchRun> {
             },
         )?;
     }
-    info!(run_id = %run_id, rows, bad = manifest.bad, ms = manifest.duration_ms, "batch layer: views published");
+    info!(run_id = %run_id, rows, bad = manifest.bad, segments = manifest.segments, offsets = ?manifest.offsets, ms = manifest.duration_ms, "batch layer: views published");
     Ok(BatchRun {
         run_id,
         views,
@@ -428,12 +490,42 @@ pub async fn run(p: &Pipeline) -> Result<BatchRun> {
     })
 }
 
+/// Reads `files` and `segments` and computes every view's state over them with DataFusion.
+pub async fn compute(
+    p: &Pipeline,
+    files: &[PathBuf],
+    segments: &[Segment],
+    bar: &indicatif::ProgressBar,
+) -> Result<(Dataset, Vec<ViewState>)> {
+    let schema = p.schema.clone();
+    let (files2, segs2, bar2) = (files.to_vec(), segments.to_vec(), bar.clone());
+    let data = tokio::task::spawn_blocking(move || read_dataset(&files2, &segs2, &schema, &bar2))
+        .await
+        .map_err(|e| Error::Internal(format!("decoder task: {e}")))?;
+    bar.finish_and_clear();
+    let data = data?;
+    let table = &p.config.schema.table;
+    let ctx = session(table, &data, &p.schema)?;
+    let mut states = Vec::new();
+    for def in &p.views {
+        states.push(compute_state(&ctx, table, def).await?);
+    }
+    Ok((data, states))
+}
+
 /// A published batch view, as serving loads it.
+#[derive(Debug)]
 pub struct PublishedBatch {
     /// Its manifest.
     pub manifest: Manifest,
     /// Its state.
     pub state: ViewState,
+}
+
+/// The id of the batch run in service for `def` (cheap: reads a symlink).
+pub fn published_run(layout: &Layout, def: &ViewDef) -> Option<String> {
+    storage::published(&layout.batch_view(&def.name))
+        .and_then(|d| d.file_name()?.to_str().map(String::from))
 }
 
 /// Loads the batch view in service for `def`, if any run was published.
@@ -494,7 +586,7 @@ mod tests {
         }
         std::fs::write(&f, text).unwrap();
         let schema = EventSchema::new(crate::config::default_fields()).unwrap();
-        let d = read_dataset(&[f], &schema).unwrap();
+        let d = read_dataset(&[f], &[], &schema, &indicatif::ProgressBar::hidden()).unwrap();
         assert_eq!(d.bad.len(), 1);
         assert_eq!(d.bad[0]["line"], 501);
         assert!(d.bad[0]["reason"].as_str().unwrap().contains("amount"));

@@ -356,18 +356,35 @@ impl ViewDef {
     /// ORDER BY and LIMIT. Serving calls this on the merged state; the batch and streaming views
     /// shown on their own are the same call on one layer's state.
     pub fn finalize(&self, state: &ViewState) -> Result<RecordBatch> {
-        let mut batch = state.evaluate(self)?;
+        Ok(self.post(state.evaluate(self)?, true)?.0)
+    }
+
+    /// The final rows of `merged`, and for each of `parts` (states whose merge is `merged`:
+    /// the batch part and the speed part) its contribution to each final row, in the same
+    /// columns: "Ali = 320 from batch + 80 from speed". A group a part has not seen gets the
+    /// aggregate of no rows (SUM NULL, COUNT 0).
+    pub fn finalize_explained(
+        &self,
+        merged: &ViewState,
+        parts: &[&ViewState],
+    ) -> Result<(RecordBatch, Vec<RecordBatch>)> {
+        let (rows, picked) = self.post(merged.evaluate(self)?, true)?;
+        let idx = datafusion::arrow::array::UInt32Array::from(picked);
+        let mut out = Vec::new();
+        for part in parts {
+            let (all, _) = self.post(part.aligned_to(merged).evaluate(self)?, false)?;
+            out.push(take_record_batch(&all, &idx)?);
+        }
+        Ok((rows, out))
+    }
+
+    /// Runs the steps after the aggregate on `batch` (one row per group); with `all` false
+    /// only the projections, keeping every group in order. Returns the rows and, for each, the
+    /// group it comes from.
+    fn post(&self, mut batch: RecordBatch, all: bool) -> Result<(RecordBatch, Vec<u32>)> {
+        let mut picked: Vec<u32> = (0..batch.num_rows() as u32).collect();
         for step in &self.phys.post {
             batch = match step {
-                PhysStep::Filter(p) => {
-                    let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    let mask = datafusion::arrow::array::AsArray::as_boolean_opt(&mask)
-                        .ok_or_else(|| {
-                            Error::Internal("HAVING did not evaluate to booleans".into())
-                        })?
-                        .clone();
-                    filter_record_batch(&batch, &mask)?
-                }
                 PhysStep::Project(exprs, schema) => {
                     let cols = exprs
                         .iter()
@@ -391,6 +408,24 @@ impl ViewDef {
                             .with_row_count(Some(batch.num_rows())),
                     )?
                 }
+                _ if !all => batch,
+                PhysStep::Filter(p) => {
+                    let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    let mask = datafusion::arrow::array::AsArray::as_boolean_opt(&mask)
+                        .ok_or_else(|| {
+                            Error::Internal("HAVING did not evaluate to booleans".into())
+                        })?
+                        .clone();
+                    picked = picked
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| {
+                            datafusion::arrow::array::Array::is_valid(&mask, *i) && mask.value(*i)
+                        })
+                        .map(|(_, g)| *g)
+                        .collect();
+                    filter_record_batch(&batch, &mask)?
+                }
                 PhysStep::Sort(keys) => {
                     let cols = keys
                         .iter()
@@ -402,22 +437,25 @@ impl ViewDef {
                         })
                         .collect::<Result<Vec<_>>>()?;
                     let idx = lexsort_to_indices(&cols, None)?;
+                    picked = idx.values().iter().map(|&i| picked[i as usize]).collect();
                     take_record_batch(&batch, &idx)?
                 }
                 PhysStep::Limit { skip, fetch } => {
                     let start = (*skip).min(batch.num_rows());
                     let len = fetch.unwrap_or(usize::MAX).min(batch.num_rows() - start);
+                    picked = picked[start..start + len].to_vec();
                     batch.slice(start, len)
                 }
             };
         }
         // Rename to the SQL's output names (a projection's aliases are already applied).
-        Ok(RecordBatch::try_new_with_options(
+        let batch = RecordBatch::try_new_with_options(
             self.output_schema(),
             batch.columns().to_vec(),
             &datafusion::arrow::array::RecordBatchOptions::new()
                 .with_row_count(Some(batch.num_rows())),
-        )?)
+        )?;
+        Ok((batch, picked))
     }
 
     /// The data types of the GROUP BY columns.

@@ -459,6 +459,44 @@ impl ViewState {
         }
     }
 
+    /// This state's accumulators for the groups of `order`, in its group order; a group this
+    /// state has not seen gets fresh accumulators.
+    pub fn aligned_to(&self, order: &ViewState) -> ViewState {
+        let naggs = self.kinds.len();
+        let mut by_group: Vec<&[u8]> = vec![&[]; order.keys.len()];
+        for (bytes, &g) in &order.index {
+            by_group[g] = bytes;
+        }
+        let mut out = ViewState {
+            converter: order
+                .converter
+                .as_ref()
+                .map(|_| new_converter(&order.group_types)),
+            group_types: order.group_types.clone(),
+            index: order.index.clone(),
+            keys: order.keys.clone(),
+            accs: Vec::with_capacity(order.accs.len()),
+            kinds: self.kinds.clone(),
+            arg_types: self.arg_types.clone(),
+        };
+        for bytes in by_group {
+            match self.index.get(bytes) {
+                Some(&g) => out
+                    .accs
+                    .extend_from_slice(&self.accs[g * naggs..(g + 1) * naggs]),
+                None => {
+                    for j in 0..naggs {
+                        out.accs.push(
+                            Acc::new(self.kinds[j], &self.arg_types[j])
+                                .expect("accumulator types were checked when the view compiled"),
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Merges state rows (in [`ViewDef::state_schema`] layout, as the batch layer writes them).
     pub fn merge_state_batch(&mut self, def: &ViewDef, batch: &RecordBatch) -> Result<()> {
         let glen = def.group_len();

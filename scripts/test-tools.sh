@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the tools the browser and HTTP-fuzzer tests drive, into git-ignored directories:
+#   tests/browser/node_modules   playwright-core (npm), which drives Debian's /usr/bin/chromium
+#   .cache/venv                  schemathesis (PyPI), the property-based OpenAPI fuzzer
+# Chromium itself comes from the system (`apt-get install chromium`; .ci/run installs it).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "test-tools: npm ci (playwright-core)" >&2
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >&2
+fi
+if [ ! -x .cache/venv/bin/schemathesis ]; then
+  echo "test-tools: pip install schemathesis into .cache/venv" >&2
+  python3 -m venv .cache/venv
+  .cache/venv/bin/pip install -q --disable-pip-version-check "schemathesis>=4,<5" >&2
+fi
+command -v chromium >/dev/null || [ -x "${CHROMIUM:-/usr/bin/chromium}" ] ||
+  echo "test-tools: Chromium is missing; the browser test will fail until you run: apt-get install chromium" >&2

@@ -1,0 +1,328 @@
+//! The master dataset: the historical files (`batch.dataset`) plus the immutable segments in
+//! which the speed layer archives every good event it consumes.
+//!
+//! ```text
+//! output/master/topic=<topic>/partition=<p>/
+//!     offsets=<from>-<to>.parquet            committed: the batch layer reads these
+//!     .pending.offsets=<from>-<to>.parquet   written, not yet covered by a speed checkpoint
+//! ```
+//!
+//! A segment holds the good events of offsets `[from, to)` of one partition, in the declared
+//! event schema (Parquet, readable by Spark and DuckDB as a Hive-partitioned table). The speed
+//! layer writes it under the pending name, then writes its checkpoint (offsets and state), then
+//! renames it: a segment is committed exactly when a checkpoint covers its range. After a crash,
+//! pending segments the checkpoint covers are renamed and the others deleted, so a restart never
+//! archives an event twice, and the batch layer never reads an event the speed layer could
+//! consume again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, new_null_array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::storage::Layout;
+use crate::view::event::EventSchema;
+
+const PENDING: &str = ".pending.";
+
+/// One archived segment of a topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset of the range.
+    pub from: i64,
+    /// One past the last offset of the range.
+    pub to: i64,
+    /// The file.
+    pub path: PathBuf,
+    /// False while the segment still has its pending name.
+    #[serde(skip)]
+    pub committed: bool,
+}
+
+/// Per topic, per partition: the offset up to which (exclusive) events are covered.
+pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
+fn partition_dir(layout: &Layout, topic: &str, partition: i32) -> PathBuf {
+    layout
+        .master_dir()
+        .join(format!("topic={topic}"))
+        .join(format!("partition={partition}"))
+}
+
+fn file_name(from: i64, to: i64) -> String {
+    format!("offsets={from:020}-{to:020}.parquet")
+}
+
+fn parse_name(name: &str) -> Option<(i64, i64, bool)> {
+    let (committed, rest) = match name.strip_prefix(PENDING) {
+        Some(r) => (false, r),
+        None => (true, name),
+    };
+    let range = rest.strip_prefix("offsets=")?.strip_suffix(".parquet")?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, committed))
+}
+
+/// Every segment of the master dataset (all topics, pending ones included), ordered by topic,
+/// partition and offset.
+pub fn list(layout: &Layout) -> Result<Vec<Segment>> {
+    let root = layout.master_dir();
+    let mut out = Vec::new();
+    let Ok(topics) = fs::read_dir(&root) else {
+        return Ok(out);
+    };
+    for t in topics {
+        let t = t.at(&root)?.path();
+        let Some(topic) = dir_value(&t, "topic=") else {
+            continue;
+        };
+        for pd in fs::read_dir(&t).at(&t)? {
+            let pd = pd.at(&t)?.path();
+            let Some(partition) = dir_value(&pd, "partition=").and_then(|v| v.parse().ok()) else {
+                continue;
+            };
+            for f in fs::read_dir(&pd).at(&pd)? {
+                let path = f.at(&pd)?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some((from, to, committed)) = parse_name(name) {
+                    out.push(Segment {
+                        topic: topic.clone(),
+                        partition,
+                        from,
+                        to,
+                        path,
+                        committed,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.topic, a.partition, a.from, !a.committed).cmp(&(
+            &b.topic,
+            b.partition,
+            b.from,
+            !b.committed,
+        ))
+    });
+    // A segment seen under both names (renamed while listing) counts once.
+    out.dedup_by(|b, a| a.topic == b.topic && a.partition == b.partition && a.from == b.from);
+    Ok(out)
+}
+
+fn dir_value(p: &Path, prefix: &str) -> Option<String> {
+    p.is_dir()
+        .then(|| {
+            p.file_name()?
+                .to_str()?
+                .strip_prefix(prefix)
+                .map(String::from)
+        })
+        .flatten()
+}
+
+/// The committed segments of `topic` whose range lies within `bound` (per partition, an
+/// exclusive upper offset: what a speed checkpoint covers), pending names included.
+pub fn covered(layout: &Layout, topic: &str, bound: &BTreeMap<i32, i64>) -> Result<Vec<Segment>> {
+    Ok(list(layout)?
+        .into_iter()
+        .filter(|s| s.topic == topic && bound.get(&s.partition).is_some_and(|&b| s.to <= b))
+        .collect())
+}
+
+/// Writes the events of `[from, to)` of a partition as a pending segment.
+pub fn write_pending(
+    layout: &Layout,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    batches: &[RecordBatch],
+) -> Result<Segment> {
+    let dir = partition_dir(layout, topic, partition);
+    fs::create_dir_all(&dir).at(&dir)?;
+    let path = dir.join(format!("{PENDING}{}", file_name(from, to)));
+    let file = File::create(&path).at(&path)?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::Internal("empty segment".into()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![
+            kv("lambdaflow.topic", topic),
+            kv("lambdaflow.partition", &partition.to_string()),
+            kv("lambdaflow.from-offset", &from.to_string()),
+            kv("lambdaflow.to-offset", &to.to_string()),
+        ]))
+        .build();
+    let mut w = ArrowWriter::try_new(file, schema, Some(props))
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    for b in batches {
+        w.write(b)
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    file.sync_all().at(&path)?;
+    Ok(Segment {
+        topic: topic.into(),
+        partition,
+        from,
+        to,
+        path,
+        committed: false,
+    })
+}
+
+fn kv(k: &str, v: &str) -> datafusion::parquet::file::metadata::KeyValue {
+    datafusion::parquet::file::metadata::KeyValue::new(k.into(), v.to_string())
+}
+
+/// Gives a pending segment its committed name (a checkpoint now covers it).
+pub fn commit(seg: &Segment) -> Result<Segment> {
+    if seg.committed {
+        return Ok(seg.clone());
+    }
+    let dir = seg.path.parent().unwrap_or(Path::new("."));
+    let path = dir.join(file_name(seg.from, seg.to));
+    fs::rename(&seg.path, &path).at(&seg.path)?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Segment {
+        path,
+        committed: true,
+        ..seg.clone()
+    })
+}
+
+/// After a restart: commits the pending segments of `topic` that the checkpoint's offsets
+/// cover, and deletes the others (their events will be consumed and archived again).
+pub fn recover(layout: &Layout, topic: &str, checkpoint: &BTreeMap<i32, i64>) -> Result<()> {
+    for s in list(layout)? {
+        if s.topic != topic || s.committed {
+            continue;
+        }
+        if checkpoint.get(&s.partition).is_some_and(|&c| s.to <= c) {
+            commit(&s)?;
+        } else {
+            tracing::info!(segment = %s.path.display(), "removing a segment no checkpoint covers (it is consumed again)");
+            fs::remove_file(&s.path).at(&s.path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Per topic and partition, the end of the committed `segments`.
+pub fn ends(segments: &[Segment]) -> Offsets {
+    let mut out = Offsets::new();
+    for s in segments.iter().filter(|s| s.committed) {
+        let e = out
+            .entry(s.topic.clone())
+            .or_default()
+            .entry(s.partition)
+            .or_insert(s.to);
+        *e = (*e).max(s.to);
+    }
+    out
+}
+
+/// Per partition, the end of the committed segments of `topic`.
+pub fn archived_until(segments: &[Segment], topic: &str) -> BTreeMap<i32, i64> {
+    ends(segments).remove(topic).unwrap_or_default()
+}
+
+/// Reads a segment's events in the declared schema. Fields the segment lacks are null when
+/// nullable; otherwise the error names the segment and the field.
+pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
+    let file = File::open(&seg.path).at(&seg.path)?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::Internal(format!("segment {} is unreadable: {e}", seg.path.display()))
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(&e))?
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| bad(&e))?;
+    let target = schema.arrow_schema();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| bad(&e))?;
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        for f in target.fields() {
+            match b.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => cols.push(Arc::clone(c)),
+                Some(c) => cols.push(cast(c, f.data_type())?),
+                None if f.is_nullable() => cols.push(new_null_array(f.data_type(), b.num_rows())),
+                None => {
+                    return Err(Error::config(format!(
+                        "segment {} has no field `{}`, which the schema declares non-nullable; \
+                         declare it `nullable = true` or move the segment out of the master dataset",
+                        seg.path.display(),
+                        f.name()
+                    )));
+                }
+            }
+        }
+        out.push(RecordBatch::try_new(Arc::clone(&target), cols)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    fn events(schema: &EventSchema, n: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            schema.arrow_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("c{i}")),
+                )),
+                Arc::new(Int64Array::from_iter_values(0..n)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pending_segments_commit_only_when_a_checkpoint_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), 1);
+        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        let a = write_pending(&layout, "t", 0, 0, 10, &[events(&schema, 10)]).unwrap();
+        commit(&a).unwrap();
+        write_pending(&layout, "t", 0, 10, 25, &[events(&schema, 15)]).unwrap();
+        write_pending(&layout, "t", 0, 25, 30, &[events(&schema, 5)]).unwrap();
+        write_pending(&layout, "t", 1, 0, 4, &[events(&schema, 4)]).unwrap();
+        // The checkpoint covers partition 0 up to 25, nothing of partition 1.
+        recover(&layout, "t", &BTreeMap::from([(0, 25)])).unwrap();
+        let segs = list(&layout).unwrap();
+        let ranges: Vec<_> = segs
+            .iter()
+            .map(|s| (s.partition, s.from, s.to, s.committed))
+            .collect();
+        assert_eq!(ranges, vec![(0, 0, 10, true), (0, 10, 25, true)]);
+        assert_eq!(archived_until(&segs, "t"), BTreeMap::from([(0, 25)]));
+        let back = read(&segs[1], &schema).unwrap();
+        assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
+    }
+}

@@ -1,0 +1,145 @@
+//! The OpenAPI 3.0 document of the HTTP API (`GET /api/openapi.json`), next to the routes it
+//! describes in [`super::http`]. The view names of the running config are listed as the
+//! `view` path parameter's values, so generated clients and fuzzers know them.
+
+use serde_json::{Value, json};
+
+/// The document for a pipeline with these views.
+pub fn document(views: &[&str]) -> Value {
+    let error = json!({ "$ref": "#/components/schemas/Error" });
+    let err = |desc: &str| json!({ "description": desc, "content": { "application/json": { "schema": error } } });
+    let view_param = json!({
+        "name": "view", "in": "path", "required": true,
+        "schema": { "type": "string", "enum": views },
+        "description": "A view name from the config (`[[views]] name`)."
+    });
+    let query = |name: &str, schema: Value, desc: &str| json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": desc });
+    let view_params = json!([
+        view_param,
+        query(
+            "key",
+            json!({ "type": "string" }),
+            "Only the row of this group key (several key columns: values separated by `,`)."
+        ),
+        query(
+            "limit",
+            json!({ "type": "integer", "minimum": 0 }),
+            "At most this many rows."
+        ),
+        query(
+            "order_by",
+            json!({ "type": "string", "pattern": "^-?[^:]+(:(asc|desc))?$" }),
+            "A column to sort by: `col`, `col:desc` or `-col`."
+        ),
+        query(
+            "explain",
+            json!({ "type": "boolean" }),
+            "Add each row's batch part and speed part under `_explain`."
+        ),
+    ]);
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "lambdaflow serving API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The serving layer of a Lambda architecture: each view is the batch view merged exactly with the speed layer's state over the events after the batch view's offsets."
+        },
+        "paths": {
+            "/health": { "get": {
+                "summary": "Ready once the views are loaded (never requires the token).",
+                "security": [],
+                "responses": {
+                    "200": { "description": "Ready", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "503": err("The views are not loaded yet")
+                }
+            }},
+            "/metrics": { "get": {
+                "summary": "Prometheus metrics (OpenMetrics text format).",
+                "responses": {
+                    "200": { "description": "Metrics", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } },
+                    "401": err("Missing or wrong bearer token")
+                }
+            }},
+            "/api/openapi.json": { "get": {
+                "summary": "This document.",
+                "responses": {
+                    "200": { "description": "OpenAPI 3.0", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "401": err("Missing or wrong bearer token")
+                }
+            }},
+            "/api/status": { "get": {
+                "summary": "Pipeline status: speed-layer progress, lag and dead letters, the batch run in service and the scheduler, events per second.",
+                "responses": {
+                    "200": { "description": "Status", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "401": err("Missing or wrong bearer token")
+                }
+            }},
+            "/api/batch": { "post": {
+                "summary": "Start a batch recompute now (`lambdaflow run` only).",
+                "responses": {
+                    "202": { "description": "A run starts", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "401": err("Missing or wrong bearer token"),
+                    "409": err("This process does not schedule batch runs (`lambdaflow serve`)")
+                }
+            }},
+            "/api/views": { "get": {
+                "summary": "The views, with their SQL, columns and freshness.",
+                "responses": {
+                    "200": { "description": "Views", "content": { "application/json": { "schema": {
+                        "type": "array", "items": { "$ref": "#/components/schemas/ViewInfo" } } } } },
+                    "401": err("Missing or wrong bearer token")
+                }
+            }},
+            "/api/views/{view}": { "get": {
+                "summary": "The view's final rows (batch ⊕ speed) and what they are made of.",
+                "parameters": view_params,
+                "responses": {
+                    "200": { "description": "The view", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/View" } } } },
+                    "400": err("A bad parameter"),
+                    "401": err("Missing or wrong bearer token"),
+                    "404": err("No such view")
+                }
+            }},
+            "/api/views/{view}/stream": { "get": {
+                "summary": "Server-Sent Events: one `view` event (the body of GET /api/views/{view}) now and at every change.",
+                "parameters": view_params,
+                "responses": {
+                    "200": { "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                    "400": err("A bad parameter"),
+                    "401": err("Missing or wrong bearer token"),
+                    "404": err("No such view")
+                }
+            }}
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer",
+                "description": "Required on every endpoint but /health when `serving.token` is set." } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error", "detail"], "properties": {
+                    "error": { "type": "string", "description": "A stable code: bad_request, unauthorized, not_found, method_not_allowed, conflict, not_ready, internal." },
+                    "detail": { "type": "string", "description": "What is wrong, for a person." } } },
+                "Freshness": { "type": "object", "properties": {
+                    "batch_run": { "type": "string", "nullable": true },
+                    "batch_started_at": { "type": "string", "nullable": true },
+                    "batch_age_seconds": { "type": "number", "nullable": true },
+                    "batch_offsets": { "type": "object", "additionalProperties": { "type": "integer" },
+                        "description": "Per partition: events before this offset are in the batch view." },
+                    "speed_offsets": { "type": "object", "additionalProperties": { "type": "integer" },
+                        "description": "Per partition: the speed layer has consumed up to this offset." },
+                    "speed_events_after_batch": { "type": "integer" } } },
+                "ViewInfo": { "type": "object", "properties": {
+                    "name": { "type": "string" }, "sql": { "type": "string" },
+                    "columns": { "type": "array", "items": { "type": "object" } },
+                    "freshness": { "$ref": "#/components/schemas/Freshness" } } },
+                "View": { "type": "object", "required": ["view", "rows", "freshness"], "properties": {
+                    "view": { "type": "string" },
+                    "columns": { "type": "array", "items": { "type": "object" } },
+                    "rows": { "type": "array", "items": { "type": "object",
+                        "description": "One final row; with explain, `_explain` holds {batch, speed}: the row's columns computed from each part alone." } },
+                    "freshness": { "$ref": "#/components/schemas/Freshness" },
+                    "version": { "type": "integer" } } }
+            }
+        },
+        "security": [ { "bearer": [] } ]
+    })
+}

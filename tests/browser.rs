@@ -1,0 +1,103 @@
+//! The dashboard in headless Chromium and the HTTP API under a property-based fuzzer, both
+//! against the running binary and the real broker. Chromium (Debian's `chromium`) and the
+//! fuzzer (schemathesis, from PyPI) are installed by `.ci/run` and `scripts/test-tools.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{self, Env, get_json, terminate};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(path: PathBuf, install: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run `{install}` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_dashboard_updates_live_when_a_message_is_produced() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    tool(PathBuf::from(&chromium), "apt-get install chromium");
+    tool(
+        repo().join("tests/browser/node_modules/playwright-core"),
+        "scripts/test-tools.sh",
+    );
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let env = Env::new("browser", &format!("[serving]\nlisten = \"{addr}\"\n"));
+    env.create_topic(1);
+    let run = env.spawn("run", &["run"]);
+    let body = get_json(&addr, "/api/views/customer_totals?key=Ali");
+    assert_eq!(body["rows"][0]["total_amount"], 320, "{body}");
+    std::fs::write(
+        env.path("one.jsonl"),
+        "{\"customer\":\"Ali\",\"amount\":80}\n",
+    )
+    .unwrap();
+    // `LAMBDAFLOW_SCREENSHOT=docs/dashboard.png` refreshes the README's picture.
+    let shot = std::env::var("LAMBDAFLOW_SCREENSHOT")
+        .map(|p| repo().join(p))
+        .unwrap_or_else(|_| env.path("dashboard.png"));
+    let out = Command::new("node")
+        .arg(repo().join("tests/browser/dashboard.mjs"))
+        .arg(format!("http://{addr}/"))
+        .args(["Ali", "400"])
+        .arg(&shot)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_lambdaflow"))
+        .arg("--config")
+        .arg(env.path("lambdaflow.toml"))
+        .args(["produce", "--file"])
+        .arg(env.path("one.jsonl"))
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}\n{}",
+        util::stdout(&out),
+        util::stderr(&out),
+        env.log("run")
+    );
+    assert!(util::stdout(&out).contains("Ali: 320 -> 400 without a reload"));
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    terminate(run);
+}
+
+#[test]
+fn the_api_survives_a_property_based_fuzzer() {
+    let st = tool(
+        repo().join(".cache/venv/bin/schemathesis"),
+        "scripts/test-tools.sh",
+    );
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let env = Env::new("fuzz-api", &format!("[serving]\nlisten = \"{addr}\"\n"));
+    env.create_topic(1);
+    env.ok(&["batch"]);
+    let serve = env.spawn("serve", &["serve"]);
+    get_json(&addr, "/health");
+    let out = Command::new(st)
+        .args(["run", &format!("http://{addr}/api/openapi.json")])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
+        ])
+        .args(["--exclude-path", "/api/views/{view}/stream"])
+        .args(["--max-examples", "60", "--seed", "7"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let text = format!("{}\n{}", util::stdout(&out), util::stderr(&out));
+    assert!(out.status.success(), "schemathesis found failures:\n{text}");
+    // The SSE endpoint, excluded above because it never ends, answers errors as JSON too.
+    let (s, b) = util::http(&addr, "GET", "/api/views/nope/stream", &[]);
+    assert_eq!(s, 404);
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert!(v["error"].is_string() && v["detail"].is_string(), "{b}");
+    terminate(serve);
+}

@@ -1,0 +1,340 @@
+//! The Lambda loop against the real broker: archiving, the handoff by offsets, exactly-once
+//! recovery under `kill -9`, batch recomputes while events flow, a broker outage, `verify`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::{self, Env, get_json, kill9, map, rows_of, terminate};
+
+/// The seed dataset's totals: the truth before any streamed event.
+fn seed_truth() -> BTreeMap<String, i64> {
+    map(&[("Ali", 320), ("Sara", 140), ("Mounir", 150)])
+}
+
+/// Event `i` of the test streams: positive amounts over 8 customers.
+fn event(i: usize) -> (String, i64) {
+    let c = ["Ali", "Sara", "Mounir", "c3", "c4", "c5", "c6", "c7"][i % 8];
+    (c.to_string(), (i % 17) as i64 + 1)
+}
+
+fn payloads(range: std::ops::Range<usize>, truth: &mut BTreeMap<String, i64>) -> Vec<Vec<u8>> {
+    range
+        .map(|i| {
+            let (c, a) = event(i);
+            *truth.entry(c.clone()).or_default() += a;
+            format!("{{\"customer\":\"{c}\",\"amount\":{a}}}").into_bytes()
+        })
+        .collect()
+}
+
+const FAST: &str =
+    "[speed]\nmax-batch-rows = 5000\nlinger = \"2ms\"\ncheckpoint-interval = \"100ms\"\n";
+
+#[test]
+fn kill_9_with_batch_recomputes_in_between_keeps_serving_exact() {
+    let env = Env::new("lambda-kill", FAST);
+    env.create_topic(3);
+    let mut truth = seed_truth();
+    let total = 120_000;
+    let chunk = total / 4;
+    for round in 0..4 {
+        env.send_raw(&payloads(round * chunk..(round + 1) * chunk, &mut truth));
+        let speed = env.spawn_speed();
+        // Kill it part-way through what is in the topic, at a different point each round.
+        let target = (round * chunk + chunk / (round + 2)) as i64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while env.checkpointed() < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if round % 2 == 0 {
+            // A batch recompute while the speed layer runs, then the kill.
+            env.ok(&["batch"]);
+            kill9(speed);
+        } else {
+            kill9(speed);
+            env.ok(&["batch"]);
+        }
+        // Serving is exact at every point: the batch view plus what the speed layer has
+        // checkpointed after its offsets never exceeds the truth.
+        env.ok(&["serve", "--once"]);
+        let served = env.view("serving_view.json", "customer", "total_amount");
+        for (k, v) in &served {
+            assert!(
+                *v <= truth[k],
+                "round {round}: {k} served {v} > truth {}",
+                truth[k]
+            );
+        }
+    }
+    let speed = env.spawn("speed", &["speed", "--quiet"]);
+    env.wait_checkpointed(total as i64);
+    wait_no_pending_segments(&env);
+    env.ok(&["batch"]);
+    // The speed layer sees the new batch view and expires what it covers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env
+        .view("streaming_view", "customer", "total_amount")
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the realtime view did not expire:\n{}",
+            env.log("speed")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(speed);
+    env.ok(&["serve", "--once"]);
+    assert_eq!(
+        env.view("serving_view.json", "customer", "total_amount"),
+        truth
+    );
+    // The archive holds every event exactly once: the batch view over it is the truth.
+    assert_eq!(env.view("batch_view", "customer", "total_amount"), truth);
+    // The realtime view expired: the last batch covers everything.
+    assert_eq!(
+        env.view("streaming_view", "customer", "total_amount"),
+        map(&[])
+    );
+    let out = env.ok(&["verify"]);
+    assert!(out.contains(": 0 difference(s)"), "{out}");
+
+    // An injected difference: tamper with the batch view's state.
+    let state = env.path("output/batch_view/_state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut row: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&lines[0]).unwrap();
+    let customer = row["customer"].as_str().unwrap().to_string();
+    for v in row.values_mut() {
+        if let Some(n) = v.as_i64() {
+            *v = (n + 1000).into();
+        }
+    }
+    lines[0] = serde_json::Value::Object(row).to_string();
+    std::fs::write(&state, lines.join("\n") + "\n").unwrap();
+    let out = env.cmd(&["verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", util::stdout(&out));
+    let text = util::stdout(&out);
+    assert!(
+        text.contains(&format!("key customer=\"{customer}\"")) && text.contains("1 difference(s)"),
+        "{text}"
+    );
+}
+
+/// Waits until every segment the checkpoint covers has its committed name (the rename follows
+/// the checkpoint write), so that a batch run sees all of them.
+fn wait_no_pending_segments(env: &Env) {
+    fn pending(dir: &std::path::Path) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    pending(&p)
+                } else {
+                    e.file_name().to_string_lossy().starts_with(".pending.")
+                }
+            })
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending(&env.path("output/master")) {
+        assert!(Instant::now() < deadline, "segments stay pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn batch_recompute_while_events_flow_never_double_counts() {
+    let port = util::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = Env::new(
+        "lambda-flow",
+        &format!("{FAST}\n[serving]\nlisten = \"{addr}\"\n"),
+    );
+    // Recompute often: the workspace's [batch] table gets an interval.
+    let cfg = std::fs::read_to_string(env.path("lambdaflow.toml"))
+        .unwrap()
+        .replace("[batch]\n", "[batch]\ninterval = \"700ms\"\n");
+    std::fs::write(env.path("lambdaflow.toml"), cfg).unwrap();
+    env.create_topic(2);
+    let run = env.spawn("run", &["run"]);
+    get_json(&addr, "/health");
+
+    // The producer records, per key, the total of every event it has *started* to send: an
+    // upper bound of the truth at any instant.
+    let started = Arc::new(Mutex::new(seed_truth()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let total = 60_000;
+    let producer = {
+        let (started, sent) = (Arc::clone(&started), Arc::clone(&sent));
+        let p = env.pipeline();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let prod = lambdaflow::kafka::producer(&p.config.kafka).unwrap();
+            for c in 0..30 {
+                let mut truth = BTreeMap::new();
+                let msgs = payloads(c * 2000..(c + 1) * 2000, &mut truth);
+                {
+                    let mut s = started.lock().unwrap();
+                    for (k, v) in truth {
+                        *s.entry(k).or_default() += v;
+                    }
+                }
+                rt.block_on(lambdaflow::kafka::send_all(&prod, &p.config.kafka, &msgs))
+                    .unwrap();
+                sent.fetch_add(msgs.len(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    let mut samples = 0;
+    let mut batch_runs_seen = std::collections::BTreeSet::new();
+    while sent.load(Ordering::SeqCst) < total {
+        let body = get_json(&addr, "/api/views/customer_totals");
+        let upper = started.lock().unwrap().clone();
+        for (k, v) in rows_of(&body, "customer", "total_amount") {
+            assert!(
+                v <= upper[&k],
+                "sample {samples}: {k} served {v} > the {} produced so far ({body})",
+                upper[&k]
+            );
+        }
+        if let Some(r) = body["freshness"]["batch_run"].as_str() {
+            batch_runs_seen.insert(r.to_string());
+        }
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    producer.join().unwrap();
+    let truth = started.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = get_json(&addr, "/api/views/customer_totals?explain=true");
+        if rows_of(&body, "customer", "total_amount") == truth {
+            // Every row is its batch part plus its speed part.
+            for r in body["rows"].as_array().unwrap() {
+                let b = r["_explain"]["batch"]["total_amount"].as_i64().unwrap_or(0);
+                let s = r["_explain"]["speed"]["total_amount"].as_i64().unwrap_or(0);
+                assert_eq!(b + s, r["total_amount"].as_i64().unwrap(), "{r}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serving never reached the truth {truth:?}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        batch_runs_seen.len() >= 2,
+        "the batch layer should have recomputed while events flowed ({samples} samples saw {batch_runs_seen:?})"
+    );
+    terminate(run);
+    let out = env.ok(&["verify"]);
+    assert!(out.contains(": 0 difference(s)"), "{out}");
+}
+
+#[test]
+fn broker_outage_is_reported_waited_out_and_loses_nothing() {
+    let port = util::free_port();
+    let http_port = util::free_port();
+    let addr = format!("127.0.0.1:{http_port}");
+    let data = tempfile::tempdir().unwrap();
+    util::kafka_script("start", port, data.path());
+    let env = Env::new(
+        "outage",
+        &format!("{FAST}\n[serving]\nlisten = \"{addr}\"\n"),
+    );
+    let cfg = std::fs::read_to_string(env.path("lambdaflow.toml"))
+        .unwrap()
+        .replace(&util::bootstrap(), &format!("127.0.0.1:{port}"));
+    std::fs::write(env.path("lambdaflow.toml"), cfg).unwrap();
+    env.create_topic(2);
+    let mut truth = seed_truth();
+    env.send_raw(&payloads(0..5000, &mut truth));
+    let run = env.spawn("run", &["run"]);
+    env.wait_checkpointed(5000);
+
+    util::kafka_script("stop", port, data.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
+        if metrics.contains("lambdaflow_kafka_up 0")
+            && env.log("run").contains("Kafka is unreachable")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outage was not reported: {metrics}\n{}",
+            env.log("run")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Serving keeps answering from what it has.
+    let body = get_json(&addr, "/api/views/customer_totals");
+    assert_eq!(rows_of(&body, "customer", "total_amount"), truth);
+
+    util::kafka_script("start", port, data.path());
+    env.send_raw(&payloads(5000..10_000, &mut truth));
+    env.wait_checkpointed(10_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows_of(
+        &get_json(&addr, "/api/views/customer_totals"),
+        "customer",
+        "total_amount",
+    ) != truth
+    {
+        assert!(
+            Instant::now() < deadline,
+            "serving did not catch up after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
+        let log = env.log("run");
+        if metrics.contains("lambdaflow_kafka_up 1") && log.contains("Kafka is reachable again") {
+            assert!(
+                metrics.contains("lambdaflow_kafka_outages_total 1"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recovery was not reported:\n{metrics}\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    terminate(run);
+    util::kafka_script("stop", port, data.path());
+}
+
+#[test]
+fn replay_rebuilds_the_views_from_the_topic_alone() {
+    let env = Env::new("replay", "");
+    env.create_topic(2);
+    let mut truth = BTreeMap::new();
+    let mut msgs = payloads(0..2000, &mut truth);
+    msgs.push(b"not json".to_vec());
+    env.send_raw(&msgs);
+    let out = env.ok(&["replay"]);
+    for (k, v) in &truth {
+        assert!(
+            out.contains(&format!("|{k:<8}|{v:<12}|")),
+            "{k} {v} missing from:\n{out}"
+        );
+    }
+    assert!(out.contains("replay: 2001 message(s)"), "{out}");
+    assert!(out.contains("1 skipped"), "{out}");
+    // Nothing on disk changed: no checkpoint, no archive.
+    assert!(!env.path("output/_speed/checkpoint.json").exists());
+    assert!(!env.path("output/master").exists());
+}

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Speed-layer throughput: produce N events (default 1M) of the seed's shape to a fresh topic,
-# then time `lambdaflow speed` from start until its checkpoint covers all of them.
+# Speed layer and the Lambda/Kappa trade-off, on N events (default 1M) of the seed's shape in a
+# 2-partition topic:
+#   A. throughput: produce all events, then time `lambdaflow speed` from start until its
+#      checkpoint covers all of them (it also archives them as Parquet segments);
+#   B. Lambda recompute: `lambdaflow batch` over the master dataset A left (the seed file plus
+#      the N archived events), and Kappa: `lambdaflow replay` of the same N events from Kafka;
+#   C. produce-to-visible latency: the speed layer runs while the events are produced; its
+#      final log line gives p50/p99/max from each message's Kafka timestamp to the end of the
+#      micro-batch that made it visible to serving.
 # Needs the data file that scripts/bench-batch.sh generates. Starts Kafka if none answers.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,20 +20,8 @@ src=${BENCH_DIR:-$repo/.cache/bench}/events-10000000.json
 cargo build --release --quiet
 bin=$CARGO_TARGET_DIR/release/lambdaflow
 
-bench() {
-  local work topic
-  work=$(mktemp -d); topic="bench-speed-$$-$(date +%s)"
-  local lf=("$bin" --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --topic "$topic" --output-dir "$work/out")
-  head -n "$n" "$src" > "$work/events.json"
-  "${lf[@]}" topic create --partitions 2 >/dev/null
-  local p0 p1; p0=$(date +%s.%N)
-  "${lf[@]}" produce --file "$work/events.json" >/dev/null
-  p1=$(date +%s.%N)
-  local s e
-  s=$(date +%s.%N)
-  LAMBDAFLOW_LOG=warn "${lf[@]}" speed --quiet > /dev/null &
-  local pid=$!
-  until python3 - "$work/out/_speed/checkpoint.json" "$n" <<'PY'
+checkpointed() { # FILE N: the checkpoint covers N messages
+  python3 - "$1" "$2" <<'PY'
 import json, sys
 try:
     cp = json.load(open(sys.argv[1]))
@@ -34,12 +29,46 @@ except Exception:
     sys.exit(1)
 sys.exit(0 if sum(cp["offsets"].values()) >= int(sys.argv[2]) else 1)
 PY
-  do sleep 0.05; done
-  e=$(date +%s.%N)
+}
+
+now() { date +%s.%N; }
+rate() { echo "scale=0; $1 / ($3 - $2)" | bc -l; }
+secs() { echo "scale=2; $2 - $1" | bc -l; }
+
+bench() {
+  local work; work=$(mktemp -d)
+  head -n "$n" "$src" > "$work/events.json"
+  echo "events: $n, 2 partitions, Apache Kafka on 127.0.0.1:$KAFKA_PORT"
+
+  # A. throughput on a backlog
+  local lf=("$bin" --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --topic "bench-a-$$-$(date +%s)" --output-dir "$work/a")
+  "${lf[@]}" topic create --partitions 2 >/dev/null
+  local p0 p1 s e pid
+  p0=$(now); "${lf[@]}" produce --file "$work/events.json" >/dev/null; p1=$(now)
+  s=$(now)
+  LAMBDAFLOW_LOG=warn "${lf[@]}" speed --quiet > /dev/null & pid=$!
+  until checkpointed "$work/a/_speed/checkpoint.json" "$n"; do sleep 0.05; done
+  e=$(now)
   kill -TERM "$pid"; wait "$pid" || true
-  echo "events: $n, 2 partitions"
-  echo "produce (lambdaflow produce, idempotent, acks=all): $(echo "scale=0; $n / ($p1 - $p0)" | bc -l) events/s"
-  echo "speed layer, start to checkpoint of all events (includes start-up): $(echo "scale=0; $n / ($e - $s)" | bc -l) events/s ($(echo "scale=2; $e - $s" | bc -l) s)"
+  echo "A. produce (lambdaflow produce, idempotent, acks=all): $(rate "$n" "$p0" "$p1") events/s"
+  echo "A. speed layer, start to checkpoint of all events, archive included: $(rate "$n" "$s" "$e") events/s ($(secs "$s" "$e") s)"
+  echo "   archive: $(find "$work/a/master" -name '*.parquet' | wc -l) segment(s), $(du -sh "$work/a/master" | cut -f1)"
+
+  # B. Lambda recompute vs Kappa replay of the same events
+  s=$(now); "${lf[@]}" batch > "$work/batch.out"; e=$(now)
+  echo "B. lambda: batch recompute over the master dataset (seed file + $n archived events): $(secs "$s" "$e") s"
+  s=$(now); LAMBDAFLOW_LOG=warn "${lf[@]}" replay > "$work/replay.out"; e=$(now)
+  echo "B. kappa: replay of the $n events from the topic: $(secs "$s" "$e") s"
+
+  # C. produce-to-visible latency while producing
+  lf=("$bin" --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --topic "bench-c-$$-$(date +%s)" --output-dir "$work/c")
+  "${lf[@]}" topic create --partitions 2 >/dev/null
+  LAMBDAFLOW_LOG=info "${lf[@]}" speed --quiet > /dev/null 2> "$work/c.log" & pid=$!
+  sleep 1
+  p0=$(now); "${lf[@]}" produce --file "$work/events.json" >/dev/null; p1=$(now)
+  until checkpointed "$work/c/_speed/checkpoint.json" "$n"; do sleep 0.05; done
+  kill -TERM "$pid"; wait "$pid" || true
+  echo "C. while producing at $(rate "$n" "$p0" "$p1") events/s: produce-to-visible latency (ms) $(sed 's/\x1b\[[0-9;]*m//g' "$work/c.log" | grep -o 'visible_latency_p50_ms=[^ ]* visible_latency_p99_ms=[^ ]* visible_latency_max_ms=[^ ]*' | tail -1)"
   rm -rf "$work"
 }
 # Run the benchmark inside `kafka.sh run`, which starts (and then stops) a broker if none answers.

@@ -90,6 +90,11 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuantileLabels {
+    quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PathLabels {
     path: String,
 }
@@ -105,6 +110,7 @@ struct Metrics {
     microbatch: Histogram,
     kafka_up: Gauge,
     kafka_outages: Counter,
+    latency: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     batch_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
     batch_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     batch_runs: Counter,
@@ -125,6 +131,7 @@ impl Metrics {
             microbatch: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             kafka_up: Gauge::default(),
             kafka_outages: Counter::default(),
+            latency: Family::default(),
             batch_duration: Gauge::default(),
             batch_age: Gauge::default(),
             batch_runs: Counter::default(),
@@ -158,6 +165,11 @@ impl Metrics {
             "speed_microbatch_duration_seconds",
             "Duration of the speed layer's micro-batches",
             m.microbatch.clone(),
+        );
+        registry.register(
+            "speed_visible_latency_seconds",
+            "Produce-to-visible latency since start (Kafka timestamp to the end of the micro-batch), by quantile",
+            m.latency.clone(),
         );
         registry.register(
             "kafka_up",
@@ -234,6 +246,13 @@ impl Metrics {
                     .set(*o);
             }
             catch_up(&self.dead_letters, s.dead_letters);
+            for q in ["0.5", "0.99", "1"] {
+                if let Some(ms) = s.latency.quantile(q.parse().unwrap_or(1.0)) {
+                    self.latency
+                        .get_or_create(&QuantileLabels { quantile: q.into() })
+                        .set(ms as f64 / 1e3);
+                }
+            }
             self.kafka_up.set(i64::from(s.brokers.up));
             catch_up(&self.kafka_outages, s.brokers.outages);
         }
@@ -753,6 +772,11 @@ async fn status(State(st): State<AppState>) -> Json<Value> {
             "dead_letters": sp.dead_letters,
             "kafka_up": sp.brokers.up,
             "kafka_outages": sp.brokers.outages,
+            "visible_latency_ms": {
+                "p50": sp.latency.quantile(0.5),
+                "p99": sp.latency.quantile(0.99),
+                "max": sp.latency.quantile(1.0),
+            },
         })
     });
     let tp = st.throughput.lock().unwrap_or_else(|e| e.into_inner());

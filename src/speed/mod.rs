@@ -94,6 +94,51 @@ pub struct Progress {
     pub duration_ms: f64,
     /// Messages behind the high watermarks, over all partitions (as last seen).
     pub lag: i64,
+    /// 99th percentile over the micro-batch's messages of the time from their Kafka timestamp
+    /// (when they were produced) to the end of the micro-batch (when serving sees them).
+    pub visible_latency_p99_ms: Option<i64>,
+}
+
+/// Produce-to-visible latencies since start, in 1 ms buckets up to 10 s.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    buckets: Vec<u64>,
+    /// Messages recorded.
+    pub count: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; 10_001],
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn record(&mut self, ms: i64) {
+        let i = (ms.max(0) as usize).min(self.buckets.len() - 1);
+        self.buckets[i] += 1;
+        self.count += 1;
+    }
+
+    /// The latency (ms) that a fraction `q` of the messages did not exceed (10 000 means
+    /// "10 s or more"); `None` before any message.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let want = ((self.count as f64 * q).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (ms, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(ms as u64);
+            }
+        }
+        Some(self.buckets.len() as u64 - 1)
+    }
 }
 
 /// The speed layer's state at the end of a micro-batch: what serving merges.
@@ -117,6 +162,8 @@ pub struct Snapshot {
     pub brokers: BrokerHealth,
     /// Micro-batch durations in seconds since the previous snapshot was sent (for metrics).
     pub durations: Vec<f64>,
+    /// Produce-to-visible latency of every message since start.
+    pub latency: LatencyHistogram,
 }
 
 impl Snapshot {
@@ -387,6 +434,8 @@ struct MicroBatch<'s> {
     decoders: BTreeMap<i32, (EventDecoder<'s>, u64)>,
     messages: u64,
     bad: u64,
+    /// Each message's Kafka timestamp (ms since the epoch; CreateTime: when it was produced).
+    stamps: Vec<i64>,
 }
 
 impl<'s> MicroBatch<'s> {
@@ -395,6 +444,7 @@ impl<'s> MicroBatch<'s> {
             decoders: BTreeMap::new(),
             messages: 0,
             bad: 0,
+            stamps: Vec::new(),
         }
     }
 
@@ -405,6 +455,9 @@ impl<'s> MicroBatch<'s> {
         m: &BorrowedMessage<'_>,
     ) -> Option<serde_json::Value> {
         self.messages += 1;
+        if let Some(t) = m.timestamp().to_millis() {
+            self.stamps.push(t);
+        }
         let (dec, n) = self
             .decoders
             .entry(m.partition())
@@ -558,6 +611,7 @@ pub async fn run(
                 .ok();
         }
         let n = mb.messages;
+        let mut stamps = std::mem::take(&mut mb.stamps);
         if n > 0 {
             let bad = mb.bad;
             for (part, batch, count) in mb.finish() {
@@ -604,6 +658,16 @@ pub async fn run(
             let secs = started.elapsed().as_secs_f64().max(1e-6);
             let since = last_batch_start.elapsed().as_secs_f64().max(1e-6);
             last_batch_start = started;
+            // Produce-to-visible: the state is handed to serving right after this.
+            let now = chrono::Utc::now().timestamp_millis();
+            for t in &mut stamps {
+                *t = (now - *t).max(0);
+                snap.latency.record(*t);
+            }
+            let p99 = (!stamps.is_empty()).then(|| {
+                let k = (stamps.len() - 1) * 99 / 100;
+                *stamps.select_nth_unstable(k).1
+            });
             let progress = Progress {
                 batch_id: snap.batch_id,
                 input_rows: n,
@@ -611,6 +675,7 @@ pub async fn run(
                 processed_rows_per_second: (n as f64 / secs).round(),
                 duration_ms: (secs * 1e3 * 1000.0).round() / 1000.0,
                 lag: snap.lag().values().sum(),
+                visible_latency_p99_ms: p99,
             };
             info!(
                 batch_id = progress.batch_id,
@@ -619,6 +684,7 @@ pub async fn run(
                 processed_rows_per_second = progress.processed_rows_per_second,
                 duration_ms = progress.duration_ms,
                 lag = progress.lag,
+                visible_latency_p99_ms = progress.visible_latency_p99_ms,
                 "speed layer: micro-batch"
             );
             snap.durations.push(secs);
@@ -640,7 +706,14 @@ pub async fn run(
     if !pending.is_empty() {
         checkpoint(&p, &layout, &mut snap, &mut pending, &mut dlq)?;
     }
-    info!(offsets = ?snap.offsets, "speed layer: stopped after a final checkpoint");
+    info!(
+        offsets = ?snap.offsets,
+        messages = snap.latency.count,
+        visible_latency_p50_ms = snap.latency.quantile(0.5),
+        visible_latency_p99_ms = snap.latency.quantile(0.99),
+        visible_latency_max_ms = snap.latency.quantile(1.0),
+        "speed layer: stopped after a final checkpoint"
+    );
     Ok(snap)
 }
 

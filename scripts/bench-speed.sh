@@ -55,7 +55,7 @@ bench() {
   echo "   archive: $(find "$work/a/master" -name '*.parquet' | wc -l) segment(s), $(du -sh "$work/a/master" | cut -f1)"
 
   # B. Lambda recompute vs Kappa replay of the same events
-  s=$(now); "${lf[@]}" batch > "$work/batch.out"; e=$(now)
+  s=$(now); LAMBDAFLOW_LOG=warn "${lf[@]}" batch > "$work/batch.out"; e=$(now)
   echo "B. lambda: batch recompute over the master dataset (seed file + $n archived events): $(secs "$s" "$e") s"
   s=$(now); LAMBDAFLOW_LOG=warn "${lf[@]}" replay > "$work/replay.out"; e=$(now)
   echo "B. kappa: replay of the $n events from the topic: $(secs "$s" "$e") s"

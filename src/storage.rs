@@ -89,11 +89,11 @@ impl Layout {
     /// Fails early, naming the directory, when the output root cannot be written.
     pub fn check_writable(&self) -> Result<()> {
         fs::create_dir_all(&self.root).at(&self.root)?;
-        let probe = self
-            .root
-            .join(format!(".write-probe-{}", std::process::id()));
-        File::create(&probe).at(&self.root)?;
-        fs::remove_file(&probe).at(&probe)?;
+        // A uniquely named probe: the layers of `lambdaflow run` check concurrently.
+        tempfile::Builder::new()
+            .prefix(".write-probe-")
+            .tempfile_in(&self.root)
+            .at(&self.root)?;
         Ok(())
     }
 }

@@ -258,6 +258,7 @@ fn broker_outage_is_reported_waited_out_and_loses_nothing() {
     let mut truth = seed_truth();
     env.send_raw(&payloads(0..5000, &mut truth));
     let run = env.spawn("run", &["run"]);
+    get_json(&addr, "/health");
     env.wait_checkpointed(5000);
 
     util::kafka_script("stop", port, data.path());
@@ -278,7 +279,12 @@ fn broker_outage_is_reported_waited_out_and_loses_nothing() {
     }
     // Serving keeps answering from what it has.
     let body = get_json(&addr, "/api/views/customer_totals");
-    assert_eq!(rows_of(&body, "customer", "total_amount"), truth);
+    assert_eq!(
+        rows_of(&body, "customer", "total_amount"),
+        truth,
+        "{body}\n{}",
+        env.log("run")
+    );
 
     util::kafka_script("start", port, data.path());
     env.send_raw(&payloads(5000..10_000, &mut truth));

@@ -423,7 +423,9 @@ pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
         bytes = total,
         "batch layer: reading the master dataset"
     );
-    let bar = if progress_bar && std::io::stderr().is_terminal() {
+    // A bar on a terminal; otherwise a log line every 5 s, from the same counter.
+    let tty = progress_bar && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let bar = if tty {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -433,9 +435,29 @@ pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
         );
         bar
     } else {
-        indicatif::ProgressBar::hidden()
+        indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::hidden(),
+        )
     };
-    let (data, states) = compute(p, &files, &segments, &bar).await?;
+    let ticker = (!tty).then(|| {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                info!(
+                    read_bytes = bar.position(),
+                    total_bytes = total,
+                    "batch layer: reading"
+                );
+            }
+        })
+    });
+    let computed = compute(p, &files, &segments, &bar).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let (data, states) = computed?;
     let rows: u64 = data
         .partitions
         .iter()

@@ -464,6 +464,17 @@ async fn health(State(st): State<AppState>) -> Response {
         )
         .into_response();
     }
+    // Under `run`, a view without a batch view is partial until the first batch run has been
+    // published and taken up by the speed layer (or has failed: the status then says why).
+    let waiting = s.live && s.batch.failures == 0 && s.views.iter().any(|v| v.batch.is_none());
+    if waiting {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the first batch run is in progress",
+        )
+        .into_response();
+    }
     Json(json!({
         "status": "ready",
         "views": s.views.len(),

@@ -565,6 +565,9 @@ pub async fn run(
     let mut last_checkpoint = Instant::now();
     let mut last_batch_start = Instant::now();
     let mut consumer_errors = 0u64;
+    let mut writing: Writing = None;
+    let mut check_batches = false;
+    let mut last_check = Instant::now();
     let mut stopping = false;
     while !stopping {
         // Wait for the first message of a micro-batch (or shutdown, or something to do), then
@@ -574,7 +577,7 @@ pub async fn run(
             _ = &mut shutdown => { stopping = true; None }
             m = consumer.recv() => Some(m),
             _ = tokio::time::sleep(Duration::from_millis(500)), if !pending.is_empty() => None,
-            _ = notify.notified() => None,
+            _ = notify.notified() => { check_batches = true; None }
             _ = tick.tick() => None,
         };
         let started = Instant::now();
@@ -635,7 +638,15 @@ pub async fn run(
         }
         let due = last_checkpoint.elapsed() >= cfg.speed.checkpoint_interval;
         if !pending.is_empty() && (due || stopping || n == 0) {
-            checkpoint(&p, &layout, &mut snap, &mut pending, &mut dlq)?;
+            // One checkpoint at a time, in order; the layer keeps consuming while it is written.
+            finish_writing(&mut writing).await?;
+            writing = Some(start_checkpoint(
+                &p,
+                &layout,
+                &snap,
+                &mut pending,
+                &mut dlq,
+            )?);
             last_checkpoint = Instant::now();
             let mut tpl = TopicPartitionList::new();
             for (&part, &off) in &snap.offsets {
@@ -646,12 +657,38 @@ pub async fn run(
             }
         }
         let mut changed = n > 0;
-        if pending.is_empty()
-            && !stopping
-            && sync_batches(&p, &layout, &mut snap, &mut seen, &no_force)?
-        {
-            publish_streaming_view(&p, &layout, &snap)?;
-            changed = true;
+        if writing.as_ref().is_some_and(|w| w.is_finished()) {
+            finish_writing(&mut writing).await?;
+        }
+        // A newly published batch view: make a quiescent point (every consumed event archived
+        // and checkpointed), then continue that batch run. Looked for at most 5 times a second
+        // (a readlink per view), and at once when `run` says a batch was published.
+        if !stopping && (check_batches || last_check.elapsed() >= Duration::from_millis(200)) {
+            check_batches = false;
+            last_check = Instant::now();
+            let newer = p
+                .views
+                .iter()
+                .zip(&seen)
+                .any(|(d, s)| batch::published_run(&layout, d) != *s);
+            if newer {
+                finish_writing(&mut writing).await?;
+                if !pending.is_empty() {
+                    writing = Some(start_checkpoint(
+                        &p,
+                        &layout,
+                        &snap,
+                        &mut pending,
+                        &mut dlq,
+                    )?);
+                    finish_writing(&mut writing).await?;
+                    last_checkpoint = Instant::now();
+                }
+                if sync_batches(&p, &layout, &mut snap, &mut seen, &no_force)? {
+                    publish_streaming_view(&p, &layout, &snap)?;
+                    changed = true;
+                }
+            }
         }
         snap.brokers = brokers.borrow().clone();
         if n > 0 {
@@ -703,8 +740,16 @@ pub async fn run(
             snap.durations.clear();
         }
     }
+    finish_writing(&mut writing).await?;
     if !pending.is_empty() {
-        checkpoint(&p, &layout, &mut snap, &mut pending, &mut dlq)?;
+        writing = Some(start_checkpoint(
+            &p,
+            &layout,
+            &snap,
+            &mut pending,
+            &mut dlq,
+        )?);
+        finish_writing(&mut writing).await?;
     }
     info!(
         offsets = ?snap.offsets,
@@ -717,18 +762,54 @@ pub async fn run(
     Ok(snap)
 }
 
+/// A checkpoint being written in the background.
+type Writing = Option<tokio::task::JoinHandle<Result<()>>>;
+
+/// Waits for the checkpoint in flight, if any; its failure stops the layer.
+async fn finish_writing(w: &mut Writing) -> Result<()> {
+    if let Some(h) = w.take() {
+        h.await
+            .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+    }
+    Ok(())
+}
+
+/// Syncs the dead-letter file and hands the pending events and a copy of the state to a
+/// blocking task that writes them (see [`checkpoint`]).
+fn start_checkpoint(
+    p: &Arc<Pipeline>,
+    layout: &Layout,
+    snap: &Snapshot,
+    pending: &mut BTreeMap<i32, Pending>,
+    dlq: &mut DeadLetterFile,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let dlq_len = dlq.sync()?;
+    let (p, layout) = (Arc::clone(p), layout.clone());
+    let snap = Snapshot {
+        views: snap.views.clone(),
+        offsets: snap.offsets.clone(),
+        batch_id: snap.batch_id,
+        consumed: snap.consumed,
+        ..Default::default()
+    };
+    let pending = std::mem::take(pending);
+    Ok(tokio::task::spawn_blocking(move || {
+        checkpoint(&p, &layout, &snap, pending, dlq_len)
+    }))
+}
+
 /// Archives the pending events as segments, writes the checkpoint that covers them, commits
 /// the segments, and publishes the streaming view.
 fn checkpoint(
     p: &Pipeline,
     layout: &Layout,
-    snap: &mut Snapshot,
-    pending: &mut BTreeMap<i32, Pending>,
-    dlq: &mut DeadLetterFile,
+    snap: &Snapshot,
+    pending: BTreeMap<i32, Pending>,
+    dlq_len: u64,
 ) -> Result<()> {
     let topic = &p.config.kafka.topic;
     let mut written = Vec::new();
-    for (part, pd) in std::mem::take(pending) {
+    for (part, pd) in pending {
         let to = snap.offsets.get(&part).copied().unwrap_or(pd.from);
         if pd.batches.is_empty() || to <= pd.from {
             continue; // only bad messages: nothing to archive
@@ -742,8 +823,7 @@ fn checkpoint(
             &pd.batches,
         )?);
     }
-    let len = dlq.sync()?;
-    write_checkpoint(p, layout, snap, len)?;
+    write_checkpoint(p, layout, snap, dlq_len)?;
     for s in &written {
         master::commit(s)?;
     }

@@ -66,6 +66,10 @@ enum Command {
         /// Print and write the view, then exit (the seed's serving script).
         #[arg(long)]
         once: bool,
+        /// Also print what each row is made of: "Ali: total_amount = 400 (320 from batch + 80
+        /// from speed)".
+        #[arg(long)]
+        explain: bool,
         /// Address of the HTTP API (serving.listen).
         #[arg(long)]
         listen: Option<String>,
@@ -212,13 +216,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             speed::run(p, opts, None, shutdown).await?;
         }
-        Command::Serve { once, listen } => {
+        Command::Serve {
+            once,
+            explain,
+            listen,
+        } => {
             let p = pipeline_listening(g, &[], listen.as_deref()).await?;
             for v in serving::serve_once(&p)? {
                 if p.views.len() > 1 {
                     println!("view {}", v.def.name);
                 }
                 print!("{}", show(&v.rows()?, DEFAULT_ROWS));
+                if explain {
+                    for line in v.explain_lines()? {
+                        println!("{line}");
+                    }
+                }
                 let f = v.freshness(&p.config.kafka.topic);
                 println!(
                     "batch run {} (offsets {:?}) + speed layer up to offsets {:?}",

@@ -40,22 +40,32 @@ fn kill_9_with_batch_recomputes_in_between_keeps_serving_exact() {
     let total = 120_000;
     let chunk = total / 4;
     for round in 0..4 {
-        env.send_raw(&payloads(round * chunk..(round + 1) * chunk, &mut truth));
+        let msgs = payloads(round * chunk..(round + 1) * chunk, &mut truth);
         let speed = env.spawn_speed();
-        // Kill it part-way through what is in the topic, at a different point each round.
-        let target = (round * chunk + chunk / (round + 2)) as i64;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while env.checkpointed() < target && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if round % 2 == 0 {
-            // A batch recompute while the speed layer runs, then the kill.
-            env.ok(&["batch"]);
-            kill9(speed);
-        } else {
-            kill9(speed);
-            env.ok(&["batch"]);
-        }
+        std::thread::scope(|scope| {
+            // The stream flows while the speed layer consumes, is recomputed over, and dies.
+            let producer = scope.spawn(|| {
+                for part in msgs.chunks(chunk / 10) {
+                    env.send_raw(part);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            // Kill it part-way through this round's events, at a different point each round.
+            let target = (round * chunk + chunk / (round + 2)) as i64;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while env.checkpointed() < target && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if round % 2 == 0 {
+                // A batch recompute while the speed layer runs, then the kill.
+                env.ok(&["batch"]);
+                kill9(speed);
+            } else {
+                kill9(speed);
+                env.ok(&["batch"]);
+            }
+            producer.join().unwrap();
+        });
         // Serving is exact at every point: the batch view plus what the speed layer has
         // checkpointed after its offsets never exceeds the truth.
         env.ok(&["serve", "--once"]);

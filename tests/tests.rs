@@ -30,7 +30,7 @@ fn seed_flow(env: &Env) -> [std::collections::BTreeMap<String, i64>; 3] {
     assert!(sent.contains("sent 3 message(s)"), "{sent}");
     env.wait_checkpointed(3);
     terminate(speed);
-    let served = env.ok(&["serve", "--once"]);
+    let served = env.ok(&["serve", "--once", "--explain"]);
     assert!(served.contains("|customer|total_amount|"), "{served}");
     [
         env.view("batch_view", "customer", "total_amount"),
@@ -51,6 +51,11 @@ fn seed_scenario_end_to_end_through_kafka() {
     assert_eq!(
         serving,
         map(&[("Ali", 400), ("Sara", 180), ("Mounir", 350)])
+    );
+    let explained = env.ok(&["serve", "--once", "--explain"]);
+    assert!(
+        explained.contains("Ali: total_amount = 400 (320 from batch + 80 from speed)"),
+        "{explained}"
     );
     // The speed layer archived the three events into the master dataset: the next batch run
     // includes them and records the offsets it covered, and serving does not count them twice.

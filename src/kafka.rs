@@ -137,9 +137,12 @@ pub async fn wait_for_topic(k: &KafkaConfig) -> Result<Vec<i32>> {
     }
 }
 
+/// The producer type: librdkafka's retries are logged through [`QuietContext`].
+pub type Producer = FutureProducer<QuietContext>;
+
 /// A producer with the configured client properties; `acks=all` and idempotence, so a retried
 /// send is not written twice.
-pub fn producer(k: &KafkaConfig) -> Result<FutureProducer> {
+pub fn producer(k: &KafkaConfig) -> Result<Producer> {
     client_config(k)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -147,12 +150,12 @@ pub fn producer(k: &KafkaConfig) -> Result<FutureProducer> {
             "message.timeout.ms",
             (k.connect_timeout.as_millis().max(1000)).to_string(),
         )
-        .create()
+        .create_with_context(QuietContext::default())
         .map_err(|e| Error::Kafka(format!("bad Kafka producer configuration: {e}")))
 }
 
 /// Sends `payloads` in order and waits for every delivery.
-pub async fn send_all(p: &FutureProducer, k: &KafkaConfig, payloads: &[Vec<u8>]) -> Result<()> {
+pub async fn send_all(p: &Producer, k: &KafkaConfig, payloads: &[Vec<u8>]) -> Result<()> {
     use futures::stream::{FuturesOrdered, StreamExt};
     let mut pending = FuturesOrdered::new();
     for (i, payload) in payloads.iter().enumerate() {

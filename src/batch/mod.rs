@@ -297,7 +297,12 @@ fn decode_chunk(
             batches.push(RecordBatch::try_new(Arc::clone(with_row), cols)?);
             Ok(())
         };
-    for line in chunk.split(|&b| b == b'\n') {
+    let mut start = 0;
+    let ends =
+        memchr::memchr_iter(b'\n', chunk).chain((!chunk.ends_with(b"\n")).then_some(chunk.len()));
+    for end in ends {
+        let line = &chunk[start..end];
+        start = end + 1;
         out.physical_lines += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -316,10 +321,6 @@ fn decode_chunk(
             }
             Err(e) => out.bad.push((out.physical_lines, e.0, line.to_vec())),
         }
-    }
-    if chunk.ends_with(b"\n") {
-        // `split` yields an empty piece after the last newline; it is not a line.
-        out.physical_lines -= 1;
     }
     if !dec.is_empty() {
         finish(&mut dec, row, &mut out.batches)?;

@@ -127,8 +127,9 @@ impl fmt::Display for DecodeError {
 }
 
 /// One decoded value, borrowed from the input where JSON escapes allow it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 enum Value<'a> {
+    #[default]
     Missing,
     Null,
     Str(Cow<'a, str>),
@@ -228,22 +229,36 @@ impl<'s> EventDecoder<'s> {
 
     /// Decodes one record and appends it, or rejects it with the reason and appends nothing.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        let text = std::str::from_utf8(record).map_err(|e| {
-            DecodeError(format!(
-                "not UTF-8 (invalid byte at position {})",
-                e.valid_up_to()
-            ))
-        })?;
-        let mut row = vec![Value::Missing; self.schema.fields.len()];
-        let mut de = serde_json::Deserializer::from_str(text);
+        // The row is scratch space on the stack for the usual few fields (no allocation per
+        // record on the hot path of both layers).
+        const INLINE: usize = 16;
+        let n = self.schema.fields.len();
+        let mut inline: [Value<'_>; INLINE] = Default::default();
+        let mut heap: Vec<Value<'_>>;
+        let row: &mut [Value<'_>] = if n <= INLINE {
+            &mut inline[..n]
+        } else {
+            heap = vec![Value::Missing; n];
+            &mut heap
+        };
+        // serde_json validates UTF-8 inside strings as it parses (outside them, any non-ASCII
+        // byte is a syntax error), so the bytes are parsed as they are; only a failure is
+        // examined further, to say "not UTF-8" when that is the cause.
+        let mut de = serde_json::Deserializer::from_slice(record);
         RowSeed {
             schema: self.schema,
-            row: &mut row,
+            row: &mut *row,
         }
         .deserialize(&mut de)
         .and_then(|()| de.end())
-        .map_err(|e| DecodeError(json_reason(&e)))?;
-        for (f, v) in self.schema.fields.iter().zip(&row) {
+        .map_err(|e| match std::str::from_utf8(record) {
+            Err(u) => DecodeError(format!(
+                "not UTF-8 (invalid byte at position {})",
+                u.valid_up_to()
+            )),
+            Ok(_) => DecodeError(json_reason(&e)),
+        })?;
+        for (f, v) in self.schema.fields.iter().zip(row.iter()) {
             if !f.nullable {
                 match v {
                     Value::Missing => {
@@ -254,7 +269,7 @@ impl<'s> EventDecoder<'s> {
                 }
             }
         }
-        for (b, v) in self.columns.iter_mut().zip(&row) {
+        for (b, v) in self.columns.iter_mut().zip(row.iter()) {
             b.append(v);
         }
         Ok(())

@@ -101,3 +101,42 @@ fn the_api_survives_a_property_based_fuzzer() {
     assert!(v["error"].is_string() && v["detail"].is_string(), "{b}");
     terminate(serve);
 }
+
+#[test]
+fn the_stream_sends_one_event_per_change() {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let env = Env::new("sse", &format!("[serving]\nlisten = \"{addr}\"\n"));
+    env.create_topic(1);
+    let run = env.spawn("run", &["run"]);
+    get_json(&addr, "/health");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "GET /api/views/customer_totals/stream?key=Ali HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let mut next_event = || -> serde_json::Value {
+        let mut event = String::new();
+        loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ")
+                && event == "view"
+            {
+                return serde_json::from_str(d).unwrap();
+            }
+        }
+    };
+    let first = next_event();
+    assert_eq!(first["rows"][0]["total_amount"], 320, "{first}");
+    env.send_raw(&[br#"{"customer":"Ali","amount":80}"#.to_vec()]);
+    let second = next_event();
+    assert_eq!(second["rows"][0]["total_amount"], 400, "{second}");
+    assert_eq!(second["freshness"]["speed_offsets"]["0"], 1, "{second}");
+    terminate(run);
+}

@@ -753,17 +753,25 @@ async fn stream_view(
                     return None;
                 }
                 let s = rx.borrow_and_update().clone();
-                let body = match view_body(&st, &s, &name, &params) {
+                // A change is a change of rows or of what they are made of — not of the
+                // version counter or of the batch view's age.
+                let (body, sig) = match view_body(&st, &s, &name, &params) {
                     Ok(mut b) => {
-                        // A change is a change of rows or freshness, not of the version counter.
                         b.as_object_mut().map(|o| o.remove("version"));
-                        b.to_string()
+                        let mut sig = b.clone();
+                        sig["freshness"]
+                            .as_object_mut()
+                            .map(|f| f.remove("batch_age_seconds"));
+                        (b.to_string(), sig.to_string())
                     }
-                    Err(e) => json!({ "error": e.error, "detail": e.detail }).to_string(),
+                    Err(e) => {
+                        let b = json!({ "error": e.error, "detail": e.detail }).to_string();
+                        (b.clone(), b)
+                    }
                 };
-                if body != last || first {
+                if sig != last || first {
                     let ev = Event::default().event("view").data(&body);
-                    return Some((Ok(ev), (st, rx, name, params, body, false)));
+                    return Some((Ok(ev), (st, rx, name, params, sig, false)));
                 }
             }
         },

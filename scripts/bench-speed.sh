@@ -46,12 +46,18 @@ bench() {
   local p0 p1 s e pid
   p0=$(now); "${lf[@]}" produce --file "$work/events.json" >/dev/null; p1=$(now)
   s=$(now)
-  LAMBDAFLOW_LOG=warn "${lf[@]}" speed --quiet > /dev/null & pid=$!
+  LAMBDAFLOW_LOG=info "${lf[@]}" speed --quiet > /dev/null 2> "$work/a.log" & pid=$!
   until checkpointed "$work/a/_speed/checkpoint.json" "$n"; do sleep 0.05; done
   e=$(now)
   kill -TERM "$pid"; wait "$pid" || true
+  # Steady state: the median arrival rate of the micro-batches after the first five (the
+  # consumer's warm-up), from the progress lines.
+  local steady
+  steady=$(sed 's/\x1b\[[0-9;]*m//g' "$work/a.log" | grep -o 'input_rows_per_second=[0-9.]*' | cut -d= -f2 |
+    python3 -c 'import sys, statistics; v=[float(x) for x in sys.stdin][5:]; print(round(statistics.median(v)) if v else "n/a")')
   echo "A. produce (lambdaflow produce, idempotent, acks=all): $(rate "$n" "$p0" "$p1") events/s"
   echo "A. speed layer, start to checkpoint of all events, archive included: $(rate "$n" "$s" "$e") events/s ($(secs "$s" "$e") s)"
+  echo "A. speed layer, steady state (median micro-batch arrival rate after warm-up): $steady events/s"
   echo "   archive: $(find "$work/a/master" -name '*.parquet' | wc -l) segment(s), $(du -sh "$work/a/master" | cut -f1)"
 
   # B. Lambda recompute vs Kappa replay of the same events

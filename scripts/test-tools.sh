@@ -9,10 +9,10 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "test-tools: npm ci (playwright-core)" >&2
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >&2
 fi
-if [ ! -x .cache/venv/bin/schemathesis ]; then
+if ! .cache/venv/bin/schemathesis --version 2>/dev/null | grep -q '4\.32\.5'; then
   echo "test-tools: pip install schemathesis into .cache/venv" >&2
   python3 -m venv .cache/venv
-  .cache/venv/bin/pip install -q --disable-pip-version-check "schemathesis>=4,<5" >&2
+  .cache/venv/bin/pip install -q --disable-pip-version-check "schemathesis==4.32.5" >&2
 fi
 command -v chromium >/dev/null || [ -x "${CHROMIUM:-/usr/bin/chromium}" ] ||
   echo "test-tools: Chromium is missing; the browser test will fail until you run: apt-get install chromium" >&2

@@ -257,6 +257,16 @@ impl Config {
                 self.serving.listen
             )));
         }
+        if self
+            .serving
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Error::config(
+                "serving.token is empty: remove it to serve without a token, or set a secret",
+            ));
+        }
         if self.kafka.topic.is_empty() {
             return Err(Error::config("kafka.topic is empty"));
         }

@@ -251,7 +251,15 @@ pub fn archived_until(segments: &[Segment], topic: &str) -> BTreeMap<i32, i64> {
 /// Reads a segment's events in the declared schema. Fields the segment lacks are null when
 /// nullable; otherwise the error names the segment and the field.
 pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
-    let file = File::open(&seg.path).at(&seg.path)?;
+    let file = match File::open(&seg.path) {
+        // A pending segment listed a moment ago may have been committed (renamed) since.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !seg.committed => {
+            let dir = seg.path.parent().unwrap_or(Path::new("."));
+            let path = dir.join(file_name(seg.from, seg.to));
+            File::open(&path).at(&path)?
+        }
+        r => r.at(&seg.path)?,
+    };
     let bad = |e: &dyn std::fmt::Display| {
         Error::Internal(format!("segment {} is unreadable: {e}", seg.path.display()))
     };

@@ -49,17 +49,26 @@ pub struct Report {
 pub async fn verify(p: &Pipeline) -> Result<Report> {
     let layout = Layout::new(&p.config.output.dir, p.views.len());
     let topic = &p.config.kafka.topic;
-    // The served side first: its checkpoint bounds the events of the truth.
-    let served = serving::from_files(p, &layout)?;
-    let bound = match speed::load_checkpoint(p, &layout)? {
-        Some(c) => c.snapshot.offsets,
-        None => master::archived_until(&master::list(&layout)?, topic),
+    // The served side first: its checkpoint bounds the events of the truth. A running speed
+    // layer may checkpoint in between; then read both again.
+    let mut attempt = 0;
+    let (served, bound) = loop {
+        let served = serving::from_files(p, &layout)?;
+        let bound = match speed::load_checkpoint(p, &layout)? {
+            Some(c) => c.snapshot.offsets,
+            None => master::archived_until(&master::list(&layout)?, topic),
+        };
+        if served.first().is_none_or(|v| v.speed_offsets == bound) {
+            break (served, bound);
+        }
+        attempt += 1;
+        if attempt == 20 {
+            return Err(Error::Internal(
+                "the speed checkpoint kept moving while verifying; run verify again".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    if served.first().is_some_and(|v| v.speed_offsets != bound) {
-        return Err(Error::Internal(
-            "the speed checkpoint moved while verifying; run verify again".into(),
-        ));
-    }
     let files = batch::dataset_files(&p.config.batch.dataset)?;
     let mut segments: Vec<master::Segment> = master::list(&layout)?
         .into_iter()

@@ -162,53 +162,84 @@ pub fn read_dataset(
     schema: &EventSchema,
     progress: &indicatif::ProgressBar,
 ) -> Result<Dataset> {
+    read_dataset_in_blocks(files, segments, schema, progress, READ_BLOCK)
+}
+
+/// Bytes of a dataset file read at a time: the next block is read while the current one is
+/// decoded, into reused buffers.
+const READ_BLOCK: usize = 64 << 20;
+
+fn read_dataset_in_blocks(
+    files: &[PathBuf],
+    segments: &[Segment],
+    schema: &EventSchema,
+    progress: &indicatif::ProgressBar,
+    block: usize,
+) -> Result<Dataset> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let with_row = with_row_col(&schema.arrow_schema());
     let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
     let mut reports = Vec::new();
     let mut bad = Vec::new();
     for (fi, path) in files.iter().enumerate() {
-        let data = std::fs::read(path).at(path)?;
-        let chunks = split_lines(&data, threads);
-        let results: Vec<Result<ChunkOut>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunks
-                .iter()
-                .enumerate()
-                .map(|(ci, range)| {
-                    let chunk = &data[range.clone()];
-                    let with_row = Arc::clone(&with_row);
-                    let base = ((fi as i64) << 40) | ((ci as i64) << 32);
-                    s.spawn(move || decode_chunk(chunk, schema, &with_row, base, progress))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("decoder thread panicked"))
-                .collect()
-        });
+        let mut file = std::fs::File::open(path).at(path)?;
         let mut report = FileReport {
             path: path.clone(),
-            bytes: data.len() as u64,
+            bytes: 0,
             lines: 0,
             bad: 0,
         };
+        let (mut cur, mut next, mut carry) = (Vec::new(), Vec::new(), Vec::new());
+        let mut eof = read_block(&mut file, block, &mut cur, &mut carry).at(path)?;
         let mut line_base = 0u64;
-        for (ci, r) in results.into_iter().enumerate() {
-            let out = r?;
-            for (line, reason, raw) in out.bad {
-                let (k, v) = storage::payload_fields(&raw);
-                let mut rec = serde_json::json!({
-                    "file": path.display().to_string(),
-                    "line": line_base + line,
-                    "reason": reason,
-                });
-                rec[k] = v;
-                bad.push(rec);
-                report.bad += 1;
+        let mut piece = 0usize;
+        while !cur.is_empty() {
+            let chunks = split_lines(&cur, threads);
+            let (results, next_eof) = std::thread::scope(|s| {
+                let handles: Vec<_> = chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(ci, range)| {
+                        let chunk = &cur[range.clone()];
+                        let with_row = Arc::clone(&with_row);
+                        let base = ((fi as i64) << 44) | (((piece + ci) as i64) << 32);
+                        s.spawn(move || decode_chunk(chunk, schema, &with_row, base, progress))
+                    })
+                    .collect();
+                // Read the next block while this one decodes.
+                let next_eof = if eof {
+                    next.clear();
+                    Ok(true)
+                } else {
+                    read_block(&mut file, block, &mut next, &mut carry)
+                };
+                let results: Vec<Result<ChunkOut>> = handles
+                    .into_iter()
+                    .map(|h| h.join().expect("decoder thread panicked"))
+                    .collect();
+                (results, next_eof)
+            });
+            report.bytes += cur.len() as u64;
+            for (ci, r) in results.into_iter().enumerate() {
+                let out = r?;
+                for (line, reason, raw) in out.bad {
+                    let (k, v) = storage::payload_fields(&raw);
+                    let mut rec = serde_json::json!({
+                        "file": path.display().to_string(),
+                        "line": line_base + line,
+                        "reason": reason,
+                    });
+                    rec[k] = v;
+                    bad.push(rec);
+                    report.bad += 1;
+                }
+                line_base += out.physical_lines;
+                report.lines += out.lines;
+                partitions[(piece + ci) % threads].extend(out.batches);
             }
-            line_base += out.physical_lines;
-            report.lines += out.lines;
-            partitions[ci % threads].extend(out.batches);
+            piece += chunks.len();
+            eof = next_eof.at(path)?;
+            std::mem::swap(&mut cur, &mut next);
         }
         if report.bad > 0 {
             warn!(file = %path.display(), bad = report.bad, "rejected lines of the master dataset");
@@ -216,7 +247,7 @@ pub fn read_dataset(
         reports.push(report);
     }
     for (si, seg) in segments.iter().enumerate() {
-        let base = ((files.len() + si) as i64) << 40;
+        let base = ((files.len() + si) as i64) << 44;
         let mut row = 0i64;
         for b in master::read(seg, schema)? {
             let n = b.num_rows() as i64;
@@ -249,6 +280,33 @@ struct ChunkOut {
     physical_lines: u64,
     /// (1-based line number within the chunk, reason, raw line)
     bad: Vec<(u64, String, Vec<u8>)>,
+}
+
+/// Reads the next block of whole lines into `buf`: `carry` (the unfinished line of the previous
+/// block) and then about `block` bytes, up to the last newline; what follows it becomes the new
+/// `carry`. Returns true at the end of the file (then `buf` holds everything left).
+fn read_block(
+    file: &mut std::fs::File,
+    block: usize,
+    buf: &mut Vec<u8>,
+    carry: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    use std::io::Read;
+    buf.clear();
+    buf.append(carry);
+    loop {
+        let want = block.max(1);
+        let got = (&mut *file).take(want as u64).read_to_end(buf)?;
+        if got < want {
+            return Ok(true);
+        }
+        if let Some(i) = memchr::memrchr(b'\n', buf) {
+            carry.extend_from_slice(&buf[i + 1..]);
+            buf.truncate(i + 1);
+            return Ok(false);
+        }
+        // A line longer than a block: read on.
+    }
 }
 
 /// Cuts `data` into about `n` ranges that each end after a newline.
@@ -588,6 +646,53 @@ mod tests {
                 assert_eq!(data[r.end - 1], b'\n');
             }
         }
+    }
+
+    #[test]
+    fn reading_in_small_blocks_gives_the_same_rows_and_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.json");
+        let mut text = String::new();
+        for i in 0..500 {
+            match i % 97 {
+                5 => text.push_str("{\"customer\": \"X\", \"amount\": \"bad\"}\n"),
+                9 => text.push_str("\r\n"),
+                _ => text.push_str(&format!(
+                    "{{\"customer\": \"c{}\", \"amount\": {i}}}\r\n",
+                    i % 5
+                )),
+            }
+        }
+        text.push_str("{\"customer\": \"last\", \"amount\": 1}"); // no final newline
+        std::fs::write(&f, &text).unwrap();
+        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        let hidden = indicatif::ProgressBar::hidden();
+        let whole =
+            read_dataset_in_blocks(std::slice::from_ref(&f), &[], &schema, &hidden, 1 << 30)
+                .unwrap();
+        for block in [7, 64, 1000] {
+            let d = read_dataset_in_blocks(std::slice::from_ref(&f), &[], &schema, &hidden, block)
+                .unwrap();
+            let lines = |d: &Dataset| {
+                d.bad
+                    .iter()
+                    .map(|b| b["line"].as_u64().unwrap())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(lines(&d), lines(&whole), "block {block}");
+            assert_eq!(lines(&d), [6, 103, 200, 297, 394, 491]);
+            let rows = |d: &Dataset| {
+                d.partitions
+                    .iter()
+                    .flatten()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>()
+            };
+            assert_eq!(rows(&d), rows(&whole));
+            assert_eq!(d.files[0].bytes, text.len() as u64);
+            assert_eq!(d.files[0].lines, whole.files[0].lines);
+        }
+        assert_eq!(whole.files[0].lines, 495);
     }
 
     #[test]

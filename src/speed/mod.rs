@@ -609,9 +609,14 @@ pub async fn run(
             if mb.messages as usize >= cfg.speed.max_batch_rows {
                 break;
             }
-            msg = tokio::time::timeout_at(deadline, consumer.recv())
-                .await
-                .ok();
+            // A message already fetched is taken without arming a timer (one per message
+            // would cost as much as the message); only an empty queue waits, up to `linger`.
+            msg = match consumer.recv().now_or_never() {
+                Some(m) => Some(m),
+                None => tokio::time::timeout_at(deadline, consumer.recv())
+                    .await
+                    .ok(),
+            };
         }
         let n = mb.messages;
         let mut stamps = std::mem::take(&mut mb.stamps);

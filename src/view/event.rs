@@ -110,10 +110,6 @@ impl EventSchema {
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::clone(&self.arrow)
     }
-
-    fn index_of(&self, key: &str) -> Option<usize> {
-        self.fields.iter().position(|f| f.name == key)
-    }
 }
 
 /// Why a record was rejected. The message names the field and what was wrong with it.
@@ -317,8 +313,10 @@ impl<'de, 's, 'r> Visitor<'de> for RowSeed<'s, 'r, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.schema.index_of(&key) {
+        while let Some(key) = map.next_key_seed(KeySeed {
+            schema: self.schema,
+        })? {
+            match key {
                 Some(i) => {
                     let f = &self.schema.fields[i];
                     self.row[i] = map.next_value_seed(FieldSeed { field: f })?;
@@ -329,6 +327,46 @@ impl<'de, 's, 'r> Visitor<'de> for RowSeed<'s, 'r, 'de> {
             }
         }
         Ok(())
+    }
+}
+
+/// A key, matched as raw bytes against the declared field names: a declared name is valid
+/// UTF-8, so only keys that match none are checked for it (the record is rejected when not).
+struct KeySeed<'s> {
+    schema: &'s EventSchema,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Option<usize>, E> {
+        match self
+            .schema
+            .fields
+            .iter()
+            .position(|f| f.name.as_bytes() == v)
+        {
+            Some(i) => Ok(Some(i)),
+            None => match std::str::from_utf8(v) {
+                Ok(_) => Ok(None),
+                Err(_) => Err(E::custom("a key is not UTF-8")),
+            },
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        self.visit_bytes(v.as_bytes())
     }
 }
 
@@ -482,6 +520,8 @@ mod tests {
             "field `customer` is null"
         );
         assert!(reason(b"{\"customer\":\"\xff\",\"amount\":1}").starts_with("not UTF-8"));
+        // In a key the layers do not even read, too.
+        assert!(reason(b"{\"customer\":\"A\",\"amount\":1,\"x\xff\":2}").starts_with("not UTF-8"));
         assert!(reason(br#"{"customer":"Ali","amount":1} trailing"#).starts_with("not valid JSON"));
         assert!(reason(br#"{"customer":"Ali","amount":99999999999999999999}"#).contains("amount"));
     }

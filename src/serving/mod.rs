@@ -319,9 +319,28 @@ pub async fn serve_files(
     let p2 = Arc::clone(&p);
     let refresher = tokio::spawn(async move {
         let mut version = 1;
-        let mut last: Vec<String> = Vec::new();
+        // What the answer depends on: the speed checkpoint and each view's batch run. The
+        // files are read again only when one of them changed.
+        let signature = |p: &Pipeline,
+                         layout: &Layout|
+         -> (Option<std::time::SystemTime>, Vec<Option<String>>) {
+            let ck = std::fs::metadata(layout.speed_checkpoint())
+                .and_then(|m| m.modified())
+                .ok();
+            let runs = p
+                .views
+                .iter()
+                .map(|d| batch::published_run(layout, d))
+                .collect();
+            (ck, runs)
+        };
+        let mut last = (None, Vec::new()); // read again on the first tick
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let sig = signature(&p2, &layout);
+            if sig == last {
+                continue;
+            }
             let (p3, l2) = (Arc::clone(&p2), layout.clone());
             let views = match tokio::task::spawn_blocking(move || from_files(&p3, &l2)).await {
                 Ok(Ok(v)) => v,
@@ -331,19 +350,6 @@ pub async fn serve_files(
                 }
                 Err(_) => return,
             };
-            let sig: Vec<String> = views
-                .iter()
-                .map(|v| {
-                    format!(
-                        "{:?}{:?}",
-                        v.freshness(&p2.config.kafka.topic).batch_run,
-                        v.speed_offsets
-                    )
-                })
-                .collect();
-            if sig == last {
-                continue;
-            }
             last = sig;
             for v in &views {
                 if let Err(e) = v

@@ -677,18 +677,8 @@ pub async fn run(
                 .zip(&seen)
                 .any(|(d, s)| batch::published_run(&layout, d) != *s);
             if newer {
-                finish_writing(&mut writing).await?;
-                if !pending.is_empty() {
-                    writing = Some(start_checkpoint(
-                        &p,
-                        &layout,
-                        &snap,
-                        &mut pending,
-                        &mut dlq,
-                    )?);
-                    finish_writing(&mut writing).await?;
-                    last_checkpoint = Instant::now();
-                }
+                checkpoint_now(&p, &layout, &snap, &mut pending, &mut dlq, &mut writing).await?;
+                last_checkpoint = Instant::now();
                 if sync_batches(&p, &layout, &mut snap, &mut seen, &no_force)? {
                     publish_streaming_view(&p, &layout, &snap)?;
                     changed = true;
@@ -745,17 +735,7 @@ pub async fn run(
             snap.durations.clear();
         }
     }
-    finish_writing(&mut writing).await?;
-    if !pending.is_empty() {
-        writing = Some(start_checkpoint(
-            &p,
-            &layout,
-            &snap,
-            &mut pending,
-            &mut dlq,
-        )?);
-        finish_writing(&mut writing).await?;
-    }
+    checkpoint_now(&p, &layout, &snap, &mut pending, &mut dlq, &mut writing).await?;
     info!(
         offsets = ?snap.offsets,
         messages = snap.latency.count,
@@ -775,6 +755,24 @@ async fn finish_writing(w: &mut Writing) -> Result<()> {
     if let Some(h) = w.take() {
         h.await
             .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+    }
+    Ok(())
+}
+
+/// A quiescent point: waits for the checkpoint in flight, then checkpoints what is pending and
+/// waits for that too, so that every consumed event is archived and checkpointed.
+async fn checkpoint_now(
+    p: &Arc<Pipeline>,
+    layout: &Layout,
+    snap: &Snapshot,
+    pending: &mut BTreeMap<i32, Pending>,
+    dlq: &mut DeadLetterFile,
+    writing: &mut Writing,
+) -> Result<()> {
+    finish_writing(writing).await?;
+    if !pending.is_empty() {
+        *writing = Some(start_checkpoint(p, layout, snap, pending, dlq)?);
+        finish_writing(writing).await?;
     }
     Ok(())
 }

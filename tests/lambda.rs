@@ -251,11 +251,10 @@ fn batch_recompute_while_events_flow_never_double_counts() {
 
 #[test]
 fn broker_outage_is_reported_waited_out_and_loses_nothing() {
-    let port = util::free_port();
+    let mut broker = util::Broker::start();
+    let port = broker.port;
     let http_port = util::free_port();
     let addr = format!("127.0.0.1:{http_port}");
-    let data = tempfile::tempdir().unwrap();
-    util::kafka_script("start", port, data.path());
     let env = Env::new(
         "outage",
         &format!("{FAST}\n[serving]\nlisten = \"{addr}\"\n"),
@@ -271,7 +270,7 @@ fn broker_outage_is_reported_waited_out_and_loses_nothing() {
     get_json(&addr, "/health");
     env.wait_checkpointed(5000);
 
-    util::kafka_script("stop", port, data.path());
+    broker.down();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
@@ -296,7 +295,7 @@ fn broker_outage_is_reported_waited_out_and_loses_nothing() {
         env.log("run")
     );
 
-    util::kafka_script("start", port, data.path());
+    broker.up();
     env.send_raw(&payloads(5000..10_000, &mut truth));
     env.wait_checkpointed(10_000);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -330,7 +329,6 @@ fn broker_outage_is_reported_waited_out_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(250));
     }
     terminate(run);
-    util::kafka_script("stop", port, data.path());
 }
 
 #[test]

@@ -215,7 +215,7 @@ fn produce_events(
     env.send_raw(&msgs);
 }
 
-fn restart_keeps_every_event_once(kill: fn(std::process::Child)) {
+fn restart_keeps_every_event_once(kill: fn(util::Spawned)) {
     let env = Env::new(
         "restart",
         "[speed]\nmax-batch-rows = 50\nlinger = \"1ms\"\ncheckpoint-interval = \"0s\"\n",

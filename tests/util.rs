@@ -88,23 +88,27 @@ impl Env {
     }
 
     /// Starts the speed layer in the background.
-    pub fn spawn_speed(&self) -> Child {
-        self.cmd(&["speed", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    pub fn spawn_speed(&self) -> Spawned {
+        Spawned(Some(
+            self.cmd(&["speed", "--quiet"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
     }
 
     /// Starts `lambdaflow ARGS` in the background, its stderr (the log) going to `name.log`.
-    pub fn spawn(&self, name: &str, args: &[&str]) -> Child {
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Spawned {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
-        self.cmd(args)
-            .env("LAMBDAFLOW_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        Spawned(Some(
+            self.cmd(args)
+                .env("LAMBDAFLOW_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ))
     }
 
     /// What a process started by [`Env::spawn`] has logged so far.
@@ -198,8 +202,27 @@ pub fn map(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
+/// A background `lambdaflow`; killed when dropped, so a failing test leaves no process behind.
+pub struct Spawned(Option<Child>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Spawned {
+    fn take(mut self) -> Child {
+        self.0.take().expect("a spawned process is taken once")
+    }
+}
+
 /// Stops a child with SIGTERM and asserts it exits 0.
-pub fn terminate(mut child: Child) {
+pub fn terminate(child: Spawned) {
+    let mut child = child.take();
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
@@ -212,7 +235,8 @@ pub fn terminate(mut child: Child) {
 }
 
 /// Kills a child with SIGKILL.
-pub fn kill9(mut child: Child) {
+pub fn kill9(child: Spawned) {
+    let mut child = child.take();
     child.kill().unwrap();
     let _ = child.wait();
 }
@@ -311,8 +335,46 @@ pub fn rows_of(body: &serde_json::Value, key: &str, value: &str) -> BTreeMap<Str
         .collect()
 }
 
+/// A second broker, for tests that stop and start one: its own port and log dir (kept across
+/// stop/start), stopped when dropped so that a failing test leaves no broker behind.
+pub struct Broker {
+    pub port: u16,
+    data: tempfile::TempDir,
+    running: bool,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            data: tempfile::tempdir().unwrap(),
+            running: false,
+        };
+        b.up();
+        b
+    }
+
+    pub fn up(&mut self) {
+        kafka_script("start", self.port, self.data.path());
+        self.running = true;
+    }
+
+    pub fn down(&mut self) {
+        kafka_script("stop", self.port, self.data.path());
+        self.running = false;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.running {
+            self.down();
+        }
+    }
+}
+
 /// `scripts/kafka.sh ACTION` for a second broker on `port` with its own log dir.
-pub fn kafka_script(action: &str, port: u16, data: &Path) {
+fn kafka_script(action: &str, port: u16, data: &Path) {
     let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
         .arg(action)
         .env("KAFKA_PORT", port.to_string())

@@ -191,6 +191,22 @@ pub fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     Ok(w.into_inner())
 }
 
+/// Rows as JSON objects with every column (a null is `null`, not left out as in the files).
+pub fn json_rows(batch: &RecordBatch) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let text = json_lines(std::slice::from_ref(batch))?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let mut row: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(line).map_err(|e| Error::Internal(e.to_string()))?;
+        for f in batch.schema().fields() {
+            row.entry(f.name().clone())
+                .or_insert(serde_json::Value::Null);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 /// Reads JSON lines written by [`json_lines`] back into one batch of `schema`.
 pub fn read_json_lines(bytes: &[u8], schema: SchemaRef) -> Result<RecordBatch> {
     let reader = ReaderBuilder::new(Arc::clone(&schema)).build(bytes)?;

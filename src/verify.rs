@@ -123,19 +123,16 @@ fn keyed(def: &ViewDef, state: &ViewState) -> Result<BTreeMap<String, serde_json
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let text = storage::json_lines(&[batch])?;
     let mut out = BTreeMap::new();
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let row: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(line).map_err(|e| Error::Internal(e.to_string()))?;
+    for row in storage::json_rows(&batch)? {
         let key = names[..glen]
             .iter()
-            .map(|n| format!("{n}={}", row.get(n).unwrap_or(&serde_json::Value::Null)))
+            .map(|n| format!("{n}={}", row[n]))
             .collect::<Vec<_>>()
             .join(", ");
         let vals: serde_json::Map<String, serde_json::Value> = names[glen..]
             .iter()
-            .map(|n| (n.clone(), row.get(n).cloned().unwrap_or_default()))
+            .map(|n| (n.clone(), row[n].clone()))
             .collect();
         out.insert(key, serde_json::Value::Object(vals));
     }

@@ -244,6 +244,26 @@ fn batch_recompute_while_events_flow_never_double_counts() {
         batch_runs_seen.len() >= 2,
         "the batch layer should have recomputed while events flowed ({samples} samples saw {batch_runs_seen:?})"
     );
+    // The metrics account for every event and micro-batch.
+    let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        value("lambdaflow_speed_events_consumed_total"),
+        total as f64,
+        "{metrics}"
+    );
+    let batches = value("lambdaflow_speed_microbatch_duration_seconds_count");
+    assert!(
+        batches >= 1.0
+            && value("lambdaflow_speed_microbatch_duration_seconds_bucket{le=\"+Inf\"}") == batches,
+        "{metrics}"
+    );
     terminate(run);
     let out = env.ok(&["verify"]);
     assert!(out.contains(": 0 difference(s)"), "{out}");

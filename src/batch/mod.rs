@@ -153,9 +153,9 @@ pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Decodes the dataset files in parallel: each file is cut into one chunk per core at line
-/// boundaries. Bad lines become dead-letter records naming file and line. Then reads the
-/// archived segments. `progress` counts the bytes read.
+/// Decodes the dataset files in parallel: each file is read in blocks of whole lines, each
+/// block cut into one chunk per core. Bad lines become dead-letter records naming file and
+/// line. Then reads the archived segments. `progress` counts the bytes read.
 pub fn read_dataset(
     files: &[PathBuf],
     segments: &[Segment],

@@ -19,7 +19,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use datafusion::arrow::record_batch::RecordBatch;
 use futures::Stream;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -107,7 +106,7 @@ struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     offset: Family<PartitionLabels, Gauge>,
     dead_letters: Counter,
-    microbatch: Histogram,
+    microbatch: SnapshotHistogram,
     kafka_up: Gauge,
     kafka_outages: Counter,
     latency: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -128,7 +127,7 @@ impl Metrics {
             lag: Family::default(),
             offset: Family::default(),
             dead_letters: Counter::default(),
-            microbatch: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            microbatch: SnapshotHistogram::default(),
             kafka_up: Gauge::default(),
             kafka_outages: Counter::default(),
             latency: Family::default(),
@@ -246,6 +245,7 @@ impl Metrics {
                     .set(*o);
             }
             catch_up(&self.dead_letters, s.dead_letters);
+            *self.microbatch.0.lock().unwrap_or_else(|e| e.into_inner()) = s.microbatch.clone();
             for q in ["0.5", "0.99", "1"] {
                 if let Some(ms) = s.latency.quantile(q.parse().unwrap_or(1.0)) {
                     self.latency
@@ -276,6 +276,31 @@ impl Metrics {
     }
 }
 
+/// The speed layer's own micro-batch histogram, exported as it is at the scrape.
+#[derive(Debug, Clone, Default)]
+struct SnapshotHistogram(Arc<Mutex<crate::speed::DurationHistogram>>);
+
+impl prometheus_client::metrics::TypedMetric for SnapshotHistogram {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for SnapshotHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum, h.count, &h.buckets, None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 /// Events per second over the last minutes, sampled once a second.
 #[derive(Default)]
 struct Throughput {
@@ -295,7 +320,7 @@ pub struct AppState {
 
 impl AppState {
     /// State over `served`; `batch_trigger` enables `POST /api/batch` (`lambdaflow run`).
-    /// Starts a sampler task for the micro-batch histogram and the throughput chart.
+    /// Starts a sampler task for the throughput chart.
     pub fn new(
         pipeline: Arc<Pipeline>,
         served: watch::Receiver<Arc<ServingState>>,
@@ -309,36 +334,19 @@ impl AppState {
             throughput: Arc::default(),
             started: Instant::now(),
         };
-        let (mut rx, metrics, tp, t0) = (
-            st.served.clone(),
-            Arc::clone(&st.metrics),
-            Arc::clone(&st.throughput),
-            st.started,
-        );
+        let (rx, tp, t0) = (st.served.clone(), Arc::clone(&st.throughput), st.started);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut seen_batch = 0u64;
             loop {
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
-                    _ = tick.tick() => {
-                        let consumed = rx.borrow().speed.as_ref().map_or(0, |s| s.consumed);
-                        let mut t = tp.lock().unwrap_or_else(|e| e.into_inner());
-                        t.samples.push_back((t0.elapsed().as_secs_f64(), consumed));
-                        while t.samples.len() > 301 {
-                            t.samples.pop_front();
-                        }
-                        continue;
-                    }
+                tick.tick().await;
+                if rx.has_changed().is_err() {
+                    return; // the state's sender is gone: the server is stopping
                 }
-                let st = rx.borrow_and_update().clone();
-                if let Some(s) = &st.speed
-                    && s.batch_id != seen_batch
-                {
-                    seen_batch = s.batch_id;
-                    for d in &s.durations {
-                        metrics.microbatch.observe(*d);
-                    }
+                let consumed = rx.borrow().speed.as_ref().map_or(0, |s| s.consumed);
+                let mut t = tp.lock().unwrap_or_else(|e| e.into_inner());
+                t.samples.push_back((t0.elapsed().as_secs_f64(), consumed));
+                while t.samples.len() > 301 {
+                    t.samples.pop_front();
                 }
             }
         });
@@ -600,30 +608,17 @@ fn parse_params(q: &BTreeMap<String, String>) -> ApiResult<ViewParams> {
     Ok(p)
 }
 
-fn rows_json(batch: &RecordBatch) -> ApiResult<Vec<Map<String, Value>>> {
-    let text = storage::json_lines(std::slice::from_ref(batch))?;
-    let mut rows = Vec::with_capacity(batch.num_rows());
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let mut row: Map<String, Value> = serde_json::from_slice(line).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
-        // Spark leaves nulls out of JSON files; an API lists every column.
-        for f in batch.schema().fields() {
-            row.entry(f.name().clone()).or_insert(Value::Null);
-        }
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
 /// The body of a view: rows (filtered, ordered, limited), freshness, and explanations.
 fn view_body(st: &AppState, s: &ServingState, name: &str, p: &ViewParams) -> ApiResult<Value> {
     let v = view(s, name)?;
     let (rows, parts) = if p.explain {
         let (rows, b, sp) = v.explain()?;
-        (rows_json(&rows)?, Some((rows_json(&b)?, rows_json(&sp)?)))
+        (
+            storage::json_rows(&rows)?,
+            Some((storage::json_rows(&b)?, storage::json_rows(&sp)?)),
+        )
     } else {
-        (rows_json(&v.rows()?)?, None)
+        (storage::json_rows(&v.rows()?)?, None)
     };
     let mut rows: Vec<(Map<String, Value>, Option<Value>)> = match parts {
         Some((b, sp)) => rows

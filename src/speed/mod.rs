@@ -99,6 +99,42 @@ pub struct Progress {
     pub visible_latency_p99_ms: Option<i64>,
 }
 
+/// Micro-batch durations since start, in the buckets `/metrics` exports: 0.5 ms doubling up
+/// to 16 s, then +Inf. Cumulative in the layer, so a reader that skips snapshots loses nothing.
+#[derive(Debug, Clone)]
+pub struct DurationHistogram {
+    /// (upper bound in seconds, observations in this bucket only).
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        let bounds = (0..16).map(|i| 0.0005 * f64::from(1u32 << i));
+        Self {
+            buckets: bounds
+                .chain([f64::MAX]) // f64::MAX is how the encoder writes +Inf
+                .map(|b| (b, 0))
+                .collect(),
+            sum: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl DurationHistogram {
+    fn observe(&mut self, secs: f64) {
+        if let Some(b) = self.buckets.iter_mut().find(|(upper, _)| secs <= *upper) {
+            b.1 += 1;
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
 /// Produce-to-visible latencies since start, in 1 ms buckets up to 10 s.
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
@@ -160,8 +196,8 @@ pub struct Snapshot {
     pub progress: Option<Progress>,
     /// Reachability of the brokers and their high watermarks.
     pub brokers: BrokerHealth,
-    /// Micro-batch durations in seconds since the previous snapshot was sent (for metrics).
-    pub durations: Vec<f64>,
+    /// Micro-batch durations since start.
+    pub microbatch: DurationHistogram,
     /// Produce-to-visible latency of every message since start.
     pub latency: LatencyHistogram,
 }
@@ -339,7 +375,7 @@ pub struct Options {
     pub print_tables: bool,
     /// Where to start on partitions the checkpoint does not cover (overrides the config).
     pub starting_offsets: Option<BTreeMap<i32, i64>>,
-    /// Notified when a batch run published new views (the layer also looks every second).
+    /// Notified when a batch run published new views (the layer also looks 5 times a second).
     pub batch_published: Option<Arc<Notify>>,
 }
 
@@ -719,7 +755,7 @@ pub async fn run(
                 visible_latency_p99_ms = progress.visible_latency_p99_ms,
                 "speed layer: micro-batch"
             );
-            snap.durations.push(secs);
+            snap.microbatch.observe(secs);
             snap.progress = Some(progress);
             if opts.print_tables {
                 print_tables(&p, &snap)?;
@@ -729,10 +765,7 @@ pub async fn run(
             let health_changed = tx.borrow().brokers.up != snap.brokers.up;
             if changed || health_changed {
                 tx.send_replace(Arc::new(snap.clone()));
-                snap.durations.clear();
             }
-        } else {
-            snap.durations.clear();
         }
     }
     checkpoint_now(&p, &layout, &snap, &mut pending, &mut dlq, &mut writing).await?;

@@ -70,7 +70,11 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
         starting_offsets: Some(start.clone()),
         ..Default::default()
     };
-    let task = tokio::spawn(speed::run(Arc::clone(&p), opts, Some(tx), async {
+    let publish = speed::Publish {
+        status: Some(tx),
+        updates: None,
+    };
+    let task = tokio::spawn(speed::run(Arc::clone(&p), opts, publish, async {
         let _ = stop_rx.await;
     }));
 
@@ -102,10 +106,10 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     });
     let waited = wait.await;
     let _ = stop_tx.send(());
-    let snap = task
+    let stopped = task
         .await
         .map_err(|e| Error::Internal(format!("speed task: {e}")))??;
-    if waited.is_err() || !caught_up(&snap) {
+    if waited.is_err() || !caught_up(&stopped.status) {
         return Err(Error::Kafka(format!(
             "the speed layer did not receive the messages from topic `{}` within 30 s",
             k.topic
@@ -114,7 +118,10 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     for (i, def) in p.views.iter().enumerate() {
         print!(
             "{}",
-            show(&speed::streaming_rows(def, &snap, i)?, DEFAULT_ROWS)
+            show(
+                &speed::streaming_rows(def, &stopped.views, i)?,
+                DEFAULT_ROWS
+            )
         );
         println!(
             "streaming view written to {}",
@@ -124,7 +131,7 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
 
     println!("\n== Serving layer: batch view + streaming view ==");
     for (i, (def, bstate, _)) in run.views.iter().enumerate() {
-        let sstate = snap.view_state(i, def);
+        let sstate = stopped.view_state(i, def);
         let rows = serving::serving_rows(def, Some(bstate), Some(&sstate))?;
         serving::write_serving_view(&layout, def, &rows)?;
         print!("{}", show(&rows, DEFAULT_ROWS));

@@ -20,8 +20,9 @@
 //!   SQL, and the mergeable aggregate state.
 //! - [`batch`], [`speed`], [`serving`]: the three layers. They never call each other; they meet
 //!   through `view` types and the files in [`storage`].
-//! - [`master`]: the master dataset's archived segments, written by the speed layer and read
-//!   by the batch layer, with their topic, partition and offset range.
+//! - [`storage`]: every on-disk format — the layout, atomic publication, the batch view and
+//!   its manifest, the speed checkpoint, and the master dataset's archived segments (written by
+//!   the speed layer, read by the batch layer, named by topic, partition and offset range).
 //! - [`run`]: the three layers in one process (`lambdaflow run`); [`verify`]: a full
 //!   recompute compared key by key with what serving answers.
 //! - [`kafka`]: client configuration, topic administration, producer.
@@ -34,7 +35,6 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod kafka;
-pub mod master;
 pub mod run;
 pub mod runtime;
 pub mod serving;

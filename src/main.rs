@@ -214,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_tables: !quiet,
                 ..Default::default()
             };
-            speed::run(p, opts, None, shutdown).await?;
+            speed::run(p, opts, speed::Publish::default(), shutdown).await?;
         }
         Command::Serve {
             once,

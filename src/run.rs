@@ -4,26 +4,28 @@
 //!   batch scheduler ── every batch.interval, at start-up, and on POST /api/batch ──► batch::run
 //!        │ publishes batch_view/ (state + offsets), then notifies ─┐
 //!   speed::run ◄──────────────────────────────────────────────────┘ expires the state the new
-//!        │ snapshot per micro-batch (state continuing its batch run)    batch covers
+//!        │ status (watch) + Reset at a handoff / Delta per micro-batch      batch covers
+//!        ▼   (bounded queue: the speed layer waits when serving is behind)
+//!   materialize: one ServingTable per view, updated by the keys each delta touched
 //!        ▼
-//!   serving: ServedView per view ──► HTTP API + dashboard, serving_view.json (≤ once a second)
+//!   HTTP API + dashboard, serving_view.json (rewritten at most every 1 s + 1 s per 100k rows)
 //! ```
 //!
-//! The serving view stays exact while the batch layer recomputes: the speed layer's snapshot
-//! always carries the batch view its state continues, and serving merges exactly that pair.
+//! The serving view stays exact while the batch layer recomputes: a `Reset` carries the batch
+//! view the speed state continues, and every delta after it continues that pair.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::serving::{self, BatchStatus, ServingState, http};
-use crate::speed::{self, Snapshot};
+use crate::serving::{self, BatchStatus, ServedView, ServingState, http};
+use crate::speed::{self, Snapshot, SpeedUpdate};
 use crate::storage::Layout;
 use crate::{batch, kafka};
 
@@ -46,6 +48,7 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(speed::UPDATE_QUEUE);
     let published = Arc::new(Notify::new());
     let trigger = Arc::new(Notify::new());
     let (batch_tx, batch_rx) = watch::channel(BatchStatus::default());
@@ -58,7 +61,10 @@ pub async fn run(
             starting_offsets: None,
             batch_published: Some(Arc::clone(&published)),
         },
-        Some(snap_tx),
+        speed::Publish {
+            status: Some(snap_tx),
+            updates: Some(updates_tx),
+        },
         stopped(stop_rx.clone()),
     ));
 
@@ -70,10 +76,11 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let serving_task = tokio::spawn(serve_snapshots(
+    let serving_task = tokio::spawn(materialize(
         Arc::clone(&p),
         layout,
         snap_rx,
+        updates_rx,
         batch_rx,
         served_tx,
         stopped(stop_rx.clone()),
@@ -195,63 +202,106 @@ async fn schedule_batches(
     }
 }
 
-/// Turns each speed snapshot into the served views, and writes `serving_view.json/` at most
-/// once a second while they change.
-async fn serve_snapshots(
+/// Keeps the served views: builds them whole on a `Reset` (off the async threads, then
+/// swapped in), merges each `Delta` into them, and follows the speed status and the batch
+/// scheduler. Writes `serving_view.json/` while the views change, at most every
+/// [`serving::files::rewrite_interval`].
+async fn materialize(
     p: Arc<Pipeline>,
     layout: Layout,
-    mut snaps: watch::Receiver<Arc<Snapshot>>,
+    mut status: watch::Receiver<Arc<Snapshot>>,
+    mut updates: mpsc::Receiver<SpeedUpdate>,
     mut batch: watch::Receiver<BatchStatus>,
     served: watch::Sender<Arc<ServingState>>,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let mut version = 0u64;
+    let mut state = ServingState {
+        live: true,
+        ..Default::default()
+    };
     let mut last_write: Option<Instant> = None;
     let mut unwritten = false;
     loop {
-        let snap = snaps.borrow_and_update().clone();
-        if snap.views.len() != p.views.len() {
-            // The speed layer has not finished its recovery yet: not ready.
-            tokio::select! {
-                _ = &mut stop => return,
-                r = snaps.changed() => if r.is_err() { return },
+        tokio::select! {
+            _ = &mut stop => return,
+            u = updates.recv() => {
+                let Some(u) = u else { return };
+                match apply(&p, &state.views, u).await {
+                    Ok(Some(views)) => state.views = views,
+                    Ok(None) => {}
+                    Err(e) => error!(cause = %e, "serving: could not apply the speed layer's update"),
+                }
+                unwritten = true;
             }
-            continue;
+            r = status.changed() => {
+                if r.is_err() { return }
+                state.speed = Some(status.borrow_and_update().clone());
+            }
+            r = batch.changed() => {
+                if r.is_err() { return }
+                state.batch = batch.borrow_and_update().clone();
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)), if unwritten => {}
         }
-        version += 1;
-        let state = ServingState {
-            version,
-            views: serving::from_snapshot(&p, &snap),
-            speed: Some(Arc::clone(&snap)),
-            batch: batch.borrow_and_update().clone(),
-            live: true,
-        };
-        if snap
+        state.version += 1;
+        served.send_replace(Arc::new(state.clone()));
+        let rows = state
             .views
             .iter()
-            .any(|v| !v.parts.is_empty() || v.batch.is_some())
+            .map(|v| v.read().total())
+            .max()
+            .unwrap_or(0);
+        if unwritten
+            && last_write.is_none_or(|t| t.elapsed() >= serving::files::rewrite_interval(rows))
         {
-            unwritten = true;
-        }
-        if unwritten && last_write.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             for v in &state.views {
-                if let Err(e) = v
-                    .rows()
-                    .and_then(|rows| serving::write_serving_view(&layout, &v.def, &rows))
-                {
+                if let Err(e) = serving::write_served(&layout, v) {
                     warn!(view = %v.def.name, cause = %e, "could not write serving_view.json");
                 }
             }
             last_write = Some(Instant::now());
             unwritten = false;
         }
-        served.send_replace(Arc::new(state));
-        tokio::select! {
-            _ = &mut stop => return,
-            r = snaps.changed() => if r.is_err() { return },
-            r = batch.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)), if unwritten => {}
-        }
     }
+}
+
+/// Applies one speed update on a blocking thread: new views for a reset, or the delta merged
+/// into the current ones.
+async fn apply(
+    p: &Arc<Pipeline>,
+    views: &[Arc<ServedView>],
+    u: SpeedUpdate,
+) -> Result<Option<Vec<Arc<ServedView>>>> {
+    let (p, views) = (Arc::clone(p), views.to_vec());
+    tokio::task::spawn_blocking(move || match u {
+        SpeedUpdate::Reset {
+            views: parts,
+            offsets,
+        } => p
+            .views
+            .iter()
+            .zip(parts)
+            .map(|(def, r)| {
+                Ok(Arc::new(ServedView::build(
+                    def,
+                    r.batch,
+                    r.speed,
+                    offsets.clone(),
+                )?))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        SpeedUpdate::Delta {
+            views: deltas,
+            offsets,
+        } => {
+            for (v, d) in views.iter().zip(&deltas) {
+                v.apply_delta(d, &offsets, &p.config.kafka.topic)?;
+            }
+            Ok(None)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("serving task: {e}")))?
 }

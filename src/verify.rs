@@ -13,10 +13,8 @@ use serde::Serialize;
 use crate::batch;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::master;
 use crate::serving;
-use crate::speed;
-use crate::storage::{self, Layout};
+use crate::storage::{self, Layout, checkpoint, segments};
 use crate::view::{ViewDef, ViewState};
 
 /// One key whose served value is not the recomputed one.
@@ -54,11 +52,14 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
     let mut attempt = 0;
     let (served, bound) = loop {
         let served = serving::from_files(p, &layout)?;
-        let bound = match speed::load_checkpoint(p, &layout)? {
-            Some(c) => c.snapshot.offsets,
-            None => master::archived_until(&master::list(&layout)?, topic),
+        let bound = match checkpoint::load(&layout, topic)? {
+            Some(c) => c.offsets,
+            None => segments::archived_until(&segments::list(&layout)?, topic),
         };
-        if served.first().is_none_or(|v| v.speed_offsets == bound) {
+        if served
+            .first()
+            .is_none_or(|v| *v.read().speed_offsets() == bound)
+        {
             break (served, bound);
         }
         attempt += 1;
@@ -70,14 +71,13 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let files = batch::dataset_files(&p.config.batch.dataset)?;
-    let mut segments: Vec<master::Segment> = master::list(&layout)?
+    let mut segs: Vec<segments::Segment> = segments::list(&layout)?
         .into_iter()
         .filter(|s| s.topic != *topic)
         .filter(|s| s.committed)
         .collect();
-    segments.extend(master::covered(&layout, topic, &bound)?);
-    let (data, truth) =
-        batch::compute(p, &files, &segments, &indicatif::ProgressBar::hidden()).await?;
+    segs.extend(segments::covered(&layout, topic, &bound)?);
+    let (data, truth) = batch::compute(p, &files, &segs, &indicatif::ProgressBar::hidden()).await?;
     let mut report = Report {
         keys: 0,
         events: data
@@ -90,7 +90,7 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
         differences: Vec::new(),
     };
     for (v, t) in served.iter().zip(&truth) {
-        let a = keyed(&v.def, &v.merged)?;
+        let a = keyed(&v.def, &v.merged())?;
         let b = keyed(&v.def, t)?;
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
         report.keys += keys.len();

@@ -128,8 +128,8 @@ impl Env {
     pub fn checkpointed(&self) -> i64 {
         let p = self.pipeline();
         let layout = Layout::new(&p.config.output.dir, p.views.len());
-        match lambdaflow::speed::load_checkpoint(&p, &layout) {
-            Ok(Some(c)) => c.snapshot.offsets.values().sum(),
+        match lambdaflow::storage::checkpoint::load(&layout, &p.config.kafka.topic) {
+            Ok(Some(c)) => c.offsets.values().sum(),
             _ => 0,
         }
     }

@@ -15,7 +15,6 @@
 //! what the run covered, down to the offset per partition up to which it read the speed layer's
 //! segments. Serving adds to it only the speed layer's events after those offsets.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,12 +27,12 @@ use datafusion::common::Column;
 use datafusion::functions_aggregate::expr_fn::min;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::Pipeline;
 use crate::error::{Error, IoContext, Result};
-use crate::master::{self, Segment};
+use crate::storage::batch_view::{self, FileReport, Manifest};
+use crate::storage::segments::{self as master, Segment};
 use crate::storage::{self, Layout};
 use crate::view::event::{EventDecoder, EventSchema};
 use crate::view::state::state_exprs;
@@ -45,54 +44,6 @@ const ROW_COL: &str = "__lambdaflow_row";
 const FIRST_COL: &str = "__lambdaflow_first";
 /// Rows per decoded record batch.
 const BATCH_ROWS: usize = 65_536;
-
-/// One dataset file, as read by a batch run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileReport {
-    /// The file.
-    pub path: PathBuf,
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// Non-blank lines.
-    pub lines: u64,
-    /// Lines rejected (in the run's `_dead_letter.jsonl`).
-    pub bad: u64,
-}
-
-/// What a batch run covered; written as `_manifest.json` next to the view.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The run's id (also its directory name).
-    pub run_id: String,
-    /// The view.
-    pub view: String,
-    /// The view's SQL.
-    pub sql: String,
-    /// Every file of the master dataset the run read.
-    pub files: Vec<FileReport>,
-    /// Events that decoded.
-    pub rows: u64,
-    /// Lines rejected.
-    pub bad: u64,
-    /// Segments of the speed layer's archive the run read.
-    #[serde(default)]
-    pub segments: u64,
-    /// Per topic and partition: the offset up to which (exclusive) the run read the speed
-    /// layer's segments. Serving adds the speed layer's events from there on.
-    #[serde(default)]
-    pub offsets: crate::master::Offsets,
-    /// When the run started (RFC 3339).
-    pub started_at: String,
-    /// How long it took.
-    pub duration_ms: u64,
-}
-
-impl Manifest {
-    /// The offsets the run covered on `topic`, per partition.
-    pub fn offsets_of(&self, topic: &str) -> BTreeMap<i32, i64> {
-        self.offsets.get(topic).cloned().unwrap_or_default()
-    }
-}
 
 /// The decoded master dataset.
 pub struct Dataset {
@@ -548,19 +499,15 @@ pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
             sql: def.sql.clone(),
             ..manifest.clone()
         };
-        storage::publish_dir(
-            &layout.batch_view(&def.name),
+        batch_view::publish(
+            &layout,
+            def,
             &run_id,
             cfg.batch.keep_runs,
-            |dir| {
-                storage::write_part(dir, &run_id, out)?;
-                let st = state.to_state_batch(def)?;
-                std::fs::write(dir.join("_state.json"), storage::json_lines(&[st])?).at(dir)?;
-                std::fs::write(dir.join("_dead_letter.jsonl"), &bad_lines).at(dir)?;
-                let mj =
-                    serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?;
-                std::fs::write(dir.join("_manifest.json"), mj).at(dir)
-            },
+            out,
+            state,
+            &m,
+            &bad_lines,
         )?;
     }
     info!(run_id = %run_id, rows, bad = manifest.bad, segments = manifest.segments, offsets = ?manifest.offsets, ms = manifest.duration_ms, "batch layer: views published");
@@ -592,40 +539,6 @@ pub async fn compute(
         states.push(compute_state(&ctx, table, def).await?);
     }
     Ok((data, states))
-}
-
-/// A published batch view, as serving loads it.
-#[derive(Debug)]
-pub struct PublishedBatch {
-    /// Its manifest.
-    pub manifest: Manifest,
-    /// Its state.
-    pub state: ViewState,
-}
-
-/// The id of the batch run in service for `def` (cheap: reads a symlink).
-pub fn published_run(layout: &Layout, def: &ViewDef) -> Option<String> {
-    storage::published(&layout.batch_view(&def.name))
-        .and_then(|d| d.file_name()?.to_str().map(String::from))
-}
-
-/// Loads the batch view in service for `def`, if any run was published.
-pub fn load_published(layout: &Layout, def: &ViewDef) -> Result<Option<PublishedBatch>> {
-    let Some(dir) = storage::published(&layout.batch_view(&def.name)) else {
-        return Ok(None);
-    };
-    let mpath = dir.join("_manifest.json");
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&mpath).at(&mpath)?)
-        .map_err(|e| Error::Internal(format!("{}: {e}", mpath.display())))?;
-    if manifest.sql != def.sql {
-        warn!(view = %def.name, "the batch view in service was computed with other SQL; run `lambdaflow batch` again");
-        return Ok(None);
-    }
-    let spath = dir.join("_state.json");
-    let bytes = std::fs::read(&spath).at(&spath)?;
-    let mut state = def.new_state();
-    state.merge_state_batch(def, &storage::read_json_lines(&bytes, def.state_schema())?)?;
-    Ok(Some(PublishedBatch { manifest, state }))
 }
 
 #[cfg(test)]

@@ -4,33 +4,42 @@
 //! ```text
 //!   batch_view/_state.json + _manifest.json (offsets per partition) ─┐
 //!                                                                   ├─► merge ─► finalize
-//!   speed state continuing that batch run (checkpoint, or live)  ───┘   (HAVING, SELECT,
-//!     … or, when the speed layer continues another run, its state        ORDER BY, LIMIT)
-//!       recomputed from the archived segments after the batch's offsets
+//!   speed state over the events after those offsets              ───┘   (HAVING, SELECT,
+//!     live (deltas from the speed layer, `run`) or from the archived      ORDER BY, LIMIT)
+//!     segments after the batch's offsets (`serve`, `verify`)
 //! ```
 //!
 //! The merge is on aggregate *state*, never on final values: HAVING runs after it, AVG merges
-//! as sum and count. [`merge`] is the one place where the two layers meet, and every answer
-//! says what it is made of ([`Freshness`], [`ServedView::explain`]).
+//! as sum and count. Every answer says what it is made of ([`Freshness`], `explain`).
 //!
-//! - [`http`]: the HTTP API, the live dashboard and `/metrics`; [`openapi`]: its description.
+//! Serving is a key-value store of the final view: [`table::ServingTable`] keeps the final
+//! rows indexed by key and updates only the keys a micro-batch changed, so a key lookup costs a
+//! hash lookup and the copy of one row whatever the view's size. A new batch view (or a full
+//! re-read of the files) builds a new table off the request path and swaps it in whole;
+//! readers of the old one finish undisturbed.
+//!
+//! - [`table`]: the materialized view; [`http`]: the HTTP API, the live dashboard and
+//!   `/metrics`; [`openapi`]: its description; [`files`]: `lambdaflow serve`, following what
+//!   the layers write.
 
+pub mod files;
 pub mod http;
 pub mod openapi;
+pub mod table;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
+use tokio::sync::broadcast;
 
-use crate::batch::{self, PublishedBatch};
-use crate::config::Pipeline;
 use crate::error::Result;
-use crate::master;
-use crate::speed::{self, Snapshot};
+use crate::speed::Snapshot;
 use crate::storage::{self, Layout};
 use crate::view::{ViewDef, ViewState};
+pub use files::{from_files, serve_files, serve_once};
+use table::{Change, ServingTable};
 
 /// The batch scheduler's status (`lambdaflow run`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -51,14 +60,15 @@ pub struct BatchStatus {
     pub next_run_at: Option<String>,
 }
 
-/// Everything the HTTP API answers from, replaced as a whole on every change.
+/// Everything the HTTP API answers from. Cheap to clone and replace: the views are shared
+/// handles, each with its own lock.
 #[derive(Debug, Clone, Default)]
 pub struct ServingState {
-    /// Increases with every change.
+    /// Increases with every change of what is served.
     pub version: u64,
     /// Per view (config order).
-    pub views: Vec<ServedView>,
-    /// The speed layer's last snapshot (`lambdaflow run` only).
+    pub views: Vec<Arc<ServedView>>,
+    /// The speed layer's last status (`lambdaflow run` only).
     pub speed: Option<Arc<Snapshot>>,
     /// The batch scheduler (`lambdaflow run` only).
     pub batch: BatchStatus,
@@ -102,97 +112,180 @@ pub struct Freshness {
     pub speed_events_after_batch: i64,
 }
 
-/// One view as served: the two parts and their merge.
-#[derive(Debug, Clone)]
+/// What one change did, serialized once for every subscriber of the view's stream.
+#[derive(Debug)]
+pub struct ChangeEvent {
+    /// The table version after the change.
+    pub version: u64,
+    /// Rows that changed: `{"view", "version", "rows": [...], "removed": [...], "freshness"}`.
+    pub json: Arc<str>,
+    /// The serving ids of the rows inserted or updated, sorted (to tell a keyed subscriber).
+    pub upserts: Vec<usize>,
+    /// Whether rows left the view.
+    pub removals: bool,
+}
+
+/// One view as served: its maintained table, the stream of its changes, and a cache of the
+/// pages that streams with the same parameters share.
+#[derive(Debug)]
 pub struct ServedView {
     /// The view.
     pub def: Arc<ViewDef>,
-    /// The batch view in service.
-    pub batch: Option<Arc<PublishedBatch>>,
-    /// The speed layer's state over the events after the batch view's offsets.
-    pub speed: ViewState,
-    /// Where the speed layer is, per partition.
-    pub speed_offsets: BTreeMap<i32, i64>,
-    /// `batch ⊕ speed`.
-    pub merged: ViewState,
+    table: RwLock<ServingTable>,
+    changes: broadcast::Sender<Arc<ChangeEvent>>,
+    /// (parameters, version) → body, so that one change is serialized once per set of
+    /// parameters, not once per subscriber.
+    pages: Mutex<BTreeMap<String, (u64, Arc<str>)>>,
 }
 
+/// Changes a stream subscriber may fall behind by before it is sent a fresh snapshot.
+const CHANGE_BACKLOG: usize = 256;
+
 impl ServedView {
-    fn new(
+    /// A view served from `table`.
+    pub fn new(table: ServingTable) -> Self {
+        Self {
+            def: Arc::clone(table.def()),
+            table: RwLock::new(table),
+            changes: broadcast::channel(CHANGE_BACKLOG).0,
+            pages: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Builds the table for `batch ⊕ speed` and serves it.
+    pub fn build(
         def: &Arc<ViewDef>,
-        batch: Option<Arc<PublishedBatch>>,
+        batch: Option<Arc<storage::PublishedBatch>>,
         speed: ViewState,
         speed_offsets: BTreeMap<i32, i64>,
-    ) -> Self {
-        let merged = merge(def, batch.as_ref().map(|b| &b.state), Some(&speed));
-        Self {
-            def: Arc::clone(def),
+    ) -> Result<Self> {
+        Ok(Self::new(ServingTable::build(
+            def,
             batch,
             speed,
             speed_offsets,
-            merged,
+        )?))
+    }
+
+    /// The table, for reading (held briefly: a request's worth).
+    pub fn read(&self) -> RwLockReadGuard<'_, ServingTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ServingTable> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds (once) the order by output column `col` used by `?order_by=`.
+    pub fn ensure_column_order(&self, col: usize) -> Result<()> {
+        if self.read().has_column_order(col) {
+            return Ok(());
         }
+        self.write().ensure_column_order(col)
     }
 
-    /// The final rows.
+    /// Subscribes to the view's changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        self.changes.subscribe()
+    }
+
+    /// A page body for `params` at the current version, computed once per version.
+    pub fn cached_page(
+        &self,
+        params: &str,
+        make: impl FnOnce(&ServingTable) -> Result<String>,
+    ) -> Result<Arc<str>> {
+        let t = self.read();
+        let v = t.version();
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((pv, body)) = pages.get(params)
+            && *pv == v
+        {
+            return Ok(Arc::clone(body));
+        }
+        let body: Arc<str> = make(&t)?.into();
+        if pages.len() > 64 {
+            pages.clear();
+        }
+        pages.insert(params.to_string(), (v, Arc::clone(&body)));
+        Ok(body)
+    }
+
+    /// Merges a speed-layer delta, then tells the view's subscribers what changed (one
+    /// serialization for all of them).
+    pub fn apply_delta(
+        &self,
+        delta: &ViewState,
+        offsets: &BTreeMap<i32, i64>,
+        topic: &str,
+    ) -> Result<()> {
+        let mut t = self.write();
+        let change = t.apply_delta(delta, offsets)?;
+        let event = change_event(&t, &change, topic);
+        drop(t);
+        if self.changes.receiver_count() > 0
+            && let Some(e) = event
+        {
+            let _ = self.changes.send(Arc::new(e));
+        }
+        Ok(())
+    }
+
+    /// The final rows, whole, in the view's order (DataFusion's `finalize` over the merged
+    /// state: for the console and files, not for requests).
     pub fn rows(&self) -> Result<RecordBatch> {
-        self.def.finalize(&self.merged)
+        self.def.finalize(&self.read().merged())
     }
 
-    /// The final rows, with each row's batch part and speed part (same columns, same order).
-    pub fn explain(&self) -> Result<(RecordBatch, RecordBatch, RecordBatch)> {
-        let empty = self.def.new_state();
-        let b = self.batch.as_ref().map_or(&empty, |b| &b.state);
-        let (rows, mut parts) = self
-            .def
-            .finalize_explained(&self.merged, &[b, &self.speed])?;
-        let speed = parts.pop().expect("two parts");
-        let batch = parts.pop().expect("two parts");
-        Ok((rows, batch, speed))
+    /// `batch ⊕ speed` as one state (a full copy).
+    pub fn merged(&self) -> ViewState {
+        self.read().merged()
     }
 
     /// One line per final row saying what it is made of, e.g.
-    /// `Ali: total_amount = 400 (320 from batch + 80 from speed)`. The row is named by its
-    /// first GROUP BY-many columns.
+    /// `Ali: total_amount = 400 (320 from batch + 80 from speed)`.
     pub fn explain_lines(&self) -> Result<Vec<String>> {
-        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-        let (rows, batch, speed) = self.explain()?;
-        let opts = FormatOptions::default().with_null("null");
-        fn fmt<'a>(
-            b: &'a RecordBatch,
-            opts: &'a FormatOptions<'a>,
-        ) -> Result<Vec<ArrayFormatter<'a>>> {
-            b.columns()
-                .iter()
-                .map(|c| Ok(ArrayFormatter::try_new(c.as_ref(), opts)?))
-                .collect()
-        }
-        let (fr, fb, fs) = (fmt(&rows, &opts)?, fmt(&batch, &opts)?, fmt(&speed, &opts)?);
-        let names: Vec<String> = rows
-            .schema()
+        let t = self.read();
+        let sids = t.page(table::Order::View, 0, usize::MAX)?;
+        let (b, s) = t.explain(&sids)?;
+        let parse = |l: &[u8]| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_slice(l).unwrap_or_default()
+        };
+        let names: Vec<String> = self
+            .def
+            .output_schema()
             .fields()
             .iter()
             .map(|f| f.name().clone())
             .collect();
         let keys = self.def.group_len().min(names.len());
-        Ok((0..rows.num_rows())
-            .map(|r| {
-                let key: Vec<String> = (0..keys).map(|c| fr[c].value(r).to_string()).collect();
-                let parts: Vec<String> = (keys..names.len())
-                    .map(|c| {
+        let show = |v: Option<&serde_json::Value>| match v {
+            None | Some(serde_json::Value::Null) => "null".to_string(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        };
+        let rows = sids.iter().filter_map(|&sid| t.row_json(sid).map(parse));
+        let parts = b.split(|&c| c == b'\n').zip(s.split(|&c| c == b'\n'));
+        Ok(rows
+            .zip(parts)
+            .map(|(r, (b, s))| {
+                let (b, s) = (parse(b), parse(s));
+                let key: Vec<String> = names[..keys].iter().map(|n| show(r.get(n))).collect();
+                let vals: Vec<String> = names[keys..]
+                    .iter()
+                    .map(|n| {
                         format!(
-                            "{} = {} ({} from batch + {} from speed)",
-                            names[c],
-                            fr[c].value(r),
-                            fb[c].value(r),
-                            fs[c].value(r)
+                            "{n} = {} ({} from batch + {} from speed)",
+                            show(r.get(n)),
+                            show(b.get(n)),
+                            show(s.get(n))
                         )
                     })
                     .collect();
                 if key.is_empty() {
-                    parts.join(", ")
+                    vals.join(", ")
                 } else {
-                    format!("{}: {}", key.join(", "), parts.join(", "))
+                    format!("{}: {}", key.join(", "), vals.join(", "))
                 }
             })
             .collect())
@@ -200,94 +293,74 @@ impl ServedView {
 
     /// What the answer is made of.
     pub fn freshness(&self, topic: &str) -> Freshness {
-        let batch_offsets = self
-            .batch
-            .as_ref()
-            .map(|b| b.manifest.offsets_of(topic))
-            .unwrap_or_default();
-        let started = self.batch.as_ref().map(|b| b.manifest.started_at.clone());
-        let age = started.as_deref().and_then(|s| {
-            let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-            Some((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).as_seconds_f64())
-        });
-        let after: i64 = self
-            .speed_offsets
-            .iter()
-            .map(|(p, o)| (o - batch_offsets.get(p).copied().unwrap_or(0)).max(0))
-            .sum();
-        Freshness {
-            batch_run: self.batch.as_ref().map(|b| b.manifest.run_id.clone()),
-            batch_started_at: started,
-            batch_age_seconds: age,
-            batch_offsets,
-            speed_offsets: self.speed_offsets.clone(),
-            speed_events_after_batch: after,
+        freshness(&self.read(), topic)
+    }
+}
+
+/// What `t`'s answers are made of.
+pub fn freshness(t: &ServingTable, topic: &str) -> Freshness {
+    let batch = t.batch();
+    let batch_offsets = batch
+        .map(|b| b.manifest.offsets_of(topic))
+        .unwrap_or_default();
+    let started = batch.map(|b| b.manifest.started_at.clone());
+    let age = started.as_deref().and_then(|s| {
+        let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+        Some((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).as_seconds_f64())
+    });
+    let after: i64 = t
+        .speed_offsets()
+        .iter()
+        .map(|(p, o)| (o - batch_offsets.get(p).copied().unwrap_or(0)).max(0))
+        .sum();
+    Freshness {
+        batch_run: batch.map(|b| b.manifest.run_id.clone()),
+        batch_started_at: started,
+        batch_age_seconds: age,
+        batch_offsets,
+        speed_offsets: t.speed_offsets().clone(),
+        speed_events_after_batch: after,
+    }
+}
+
+fn change_event(t: &ServingTable, change: &Change, topic: &str) -> Option<ChangeEvent> {
+    if change.upserts.is_empty() && change.removed.is_empty() {
+        return None;
+    }
+    let mut json = String::with_capacity(64 + change.upserts.len() * 48);
+    json.push_str(&format!(
+        "{{\"view\":{},\"version\":{},\"rows\":[",
+        serde_json::Value::from(t.def().name.as_str()),
+        t.version()
+    ));
+    let mut first = true;
+    for &sid in &change.upserts {
+        if let Some(r) = t.row_json(sid) {
+            if !first {
+                json.push(',');
+            }
+            first = false;
+            json.push_str(&String::from_utf8_lossy(r));
         }
     }
-}
-
-/// Every view as served from a live speed-layer snapshot (one process: `lambdaflow run`). The
-/// snapshot's state continues the batch view it carries, so the pair is consistent.
-pub fn from_snapshot(p: &Pipeline, snap: &Snapshot) -> Vec<ServedView> {
-    p.views
-        .iter()
-        .enumerate()
-        .map(|(i, def)| {
-            let v = &snap.views[i];
-            ServedView::new(def, v.batch.clone(), v.state(def), snap.offsets.clone())
-        })
-        .collect()
-}
-
-/// Every view as served from what the layers wrote: the batch views in service and the speed
-/// checkpoint. When the checkpoint's state continues another batch run than the one in service
-/// (a run was published since), the speed part is recomputed from the archived segments after
-/// the batch view's offsets, up to the checkpoint's: the answer is exact either way.
-pub fn from_files(p: &Pipeline, layout: &Layout) -> Result<Vec<ServedView>> {
-    let topic = &p.config.kafka.topic;
-    let ck = speed::load_checkpoint(p, layout)?;
-    let bound = match &ck {
-        Some(c) => c.snapshot.offsets.clone(),
-        None => master::archived_until(&master::list(layout)?, topic),
-    };
-    let mut out = Vec::new();
-    for (i, def) in p.views.iter().enumerate() {
-        let b = batch::load_published(layout, def)?.map(Arc::new);
-        let run = b.as_ref().map(|b| b.manifest.run_id.clone());
-        let continues = ck
-            .as_ref()
-            .and_then(|c| c.batch_runs[i].as_ref())
-            .is_some_and(|r| *r == run);
-        let speed = if continues {
-            ck.as_ref()
-                .map(|c| c.snapshot.view_state(i, def))
-                .unwrap_or_else(|| def.new_state())
-        } else {
-            let after = b
-                .as_ref()
-                .map(|b| b.manifest.offsets_of(topic))
-                .unwrap_or_default();
-            let parts = speed::rebuild(p, layout, &[(i, after)], &bound)?;
-            let mut s = def.new_state();
-            for st in parts[0].values() {
-                s.merge(st);
-            }
-            s
-        };
-        out.push(ServedView::new(def, b, speed, bound.clone()));
+    json.push_str("],\"removed\":[");
+    for (i, r) in change.removed.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&String::from_utf8_lossy(r));
     }
-    Ok(out)
-}
-
-/// Reads what the layers published, merges, and writes `serving_view.json/` for every view.
-pub fn serve_once(p: &Pipeline) -> Result<Vec<ServedView>> {
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
-    layout.check_writable()?;
-    let views = from_files(p, &layout)?;
-    for v in &views {
-        write_serving_view(&layout, &v.def, &v.rows()?)?;
-    }
-    Ok(views)
+    json.push_str("],\"freshness\":");
+    json.push_str(&serde_json::to_string(&freshness(t, topic)).unwrap_or_else(|_| "null".into()));
+    json.push('}');
+    let mut upserts = change.upserts.clone();
+    upserts.sort_unstable();
+    Some(ChangeEvent {
+        version: t.version(),
+        json: json.into(),
+        upserts,
+        removals: !change.removed.is_empty(),
+    })
 }
 
 /// Publishes the final view the way the seed's `serving_view.write.json(..)` does.
@@ -299,81 +372,13 @@ pub fn write_serving_view(layout: &Layout, def: &ViewDef, rows: &RecordBatch) ->
     Ok(())
 }
 
-/// `lambdaflow serve`: the HTTP API over what the layers wrote, re-read every second, until
-/// `shutdown`. `serving_view.json/` is rewritten whenever the answer changes.
-pub async fn serve_files(
-    p: Arc<Pipeline>,
-    listen: std::net::SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        crate::Error::config(format!("serving.listen {listen}: cannot listen: {e}"))
+/// Publishes a served view's rows (already JSON) as `serving_view.json/`.
+pub fn write_served(layout: &Layout, v: &ServedView) -> Result<()> {
+    let version = storage::new_version();
+    let text = v.read().all_rows_json();
+    storage::publish_dir(&layout.serving_view(&v.def.name), &version, 2, |dir| {
+        let path = dir.join(format!("part-00000-{version}.json"));
+        std::fs::write(&path, &text).map_err(|e| crate::Error::io(&path, e))
     })?;
-    let first = ServingState {
-        version: 1,
-        views: from_files(&p, &layout)?,
-        ..Default::default()
-    };
-    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
-    let p2 = Arc::clone(&p);
-    let refresher = tokio::spawn(async move {
-        let mut version = 1;
-        // What the answer depends on: the speed checkpoint and each view's batch run. The
-        // files are read again only when one of them changed.
-        let signature = |p: &Pipeline,
-                         layout: &Layout|
-         -> (Option<std::time::SystemTime>, Vec<Option<String>>) {
-            let ck = std::fs::metadata(layout.speed_checkpoint())
-                .and_then(|m| m.modified())
-                .ok();
-            let runs = p
-                .views
-                .iter()
-                .map(|d| batch::published_run(layout, d))
-                .collect();
-            (ck, runs)
-        };
-        let mut last = (None, Vec::new()); // read again on the first tick
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let sig = signature(&p2, &layout);
-            if sig == last {
-                continue;
-            }
-            let (p3, l2) = (Arc::clone(&p2), layout.clone());
-            let views = match tokio::task::spawn_blocking(move || from_files(&p3, &l2)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    tracing::warn!(cause = %e, "serving: could not read the views (keeping the last ones)");
-                    continue;
-                }
-                Err(_) => return,
-            };
-            last = sig;
-            for v in &views {
-                if let Err(e) = v
-                    .rows()
-                    .and_then(|r| write_serving_view(&layout, &v.def, &r))
-                {
-                    tracing::warn!(view = %v.def.name, cause = %e, "could not write serving_view.json");
-                }
-            }
-            version += 1;
-            if tx
-                .send(Arc::new(ServingState {
-                    version,
-                    views,
-                    ..Default::default()
-                }))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
-    let r = http::serve(listener, http::AppState::new(p, rx, None), shutdown).await;
-    refresher.abort();
-    r.map_err(|e| crate::Error::Internal(format!("HTTP server: {e}")))
+    Ok(())
 }

@@ -23,8 +23,13 @@ pub fn document(views: &[&str]) -> Value {
         ),
         query(
             "limit",
+            json!({ "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string", "enum": ["all"] } ] }),
+            "At most this many rows (default 1000; `all` for every row)."
+        ),
+        query(
+            "offset",
             json!({ "type": "integer", "minimum": 0 }),
-            "At most this many rows."
+            "Skip this many rows first (paging: the answer's `next_offset`)."
         ),
         query(
             "order_by",
@@ -101,7 +106,7 @@ pub fn document(views: &[&str]) -> Value {
                 }
             }},
             "/api/views/{view}/stream": { "get": {
-                "summary": "Server-Sent Events: one `view` event (the body of GET /api/views/{view}) now and at every change.",
+                "summary": "Server-Sent Events. A `view` event (the body of GET /api/views/{view}) now, after a batch swap, and when the subscriber fell behind. Then, without parameters: one `changes` event per change, the same bytes for every subscriber ({view, version, rows: the rows inserted or updated, removed: the rows that left the view, freshness}); with parameters: a `view` event whenever the selected rows change.",
                 "parameters": view_params,
                 "responses": {
                     "200": { "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
@@ -130,12 +135,16 @@ pub fn document(views: &[&str]) -> Value {
                 "ViewInfo": { "type": "object", "properties": {
                     "name": { "type": "string" }, "sql": { "type": "string" },
                     "columns": { "type": "array", "items": { "type": "object" } },
+                    "rows": { "type": "integer" },
                     "freshness": { "$ref": "#/components/schemas/Freshness" } } },
                 "View": { "type": "object", "required": ["view", "rows", "freshness"], "properties": {
                     "view": { "type": "string" },
                     "columns": { "type": "array", "items": { "type": "object" } },
                     "rows": { "type": "array", "items": { "type": "object",
                         "description": "One final row; with explain, `_explain` holds {batch, speed}: the row's columns computed from each part alone." } },
+                    "total_rows": { "type": "integer", "description": "Rows the selection has in all (paging)." },
+                    "offset": { "type": "integer" },
+                    "next_offset": { "type": "integer", "nullable": true, "description": "The `offset` of the next page; null on the last." },
                     "freshness": { "$ref": "#/components/schemas/Freshness" },
                     "version": { "type": "integer" } } }
             }

@@ -29,8 +29,10 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::Layout;
+use crate::config::Pipeline;
 use crate::error::{Error, IoContext, Result};
-use crate::storage::Layout;
+use crate::view::ViewState;
 use crate::view::event::EventSchema;
 
 const PENDING: &str = ".pending.";
@@ -289,6 +291,39 @@ pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
             }
         }
         out.push(RecordBatch::try_new(Arc::clone(&target), cols)?);
+    }
+    Ok(out)
+}
+
+/// Recomputes views' speed state from the archived segments of the configured topic: per
+/// view, the events of segments that start at or after `after[view]` (per partition; all when
+/// absent) and end at or before `bound` (what a checkpoint covers). Each segment is read once.
+pub fn rebuild(
+    p: &Pipeline,
+    layout: &Layout,
+    views: &[(usize, BTreeMap<i32, i64>)],
+    bound: &BTreeMap<i32, i64>,
+) -> Result<Vec<BTreeMap<i32, ViewState>>> {
+    let mut out = vec![BTreeMap::new(); views.len()];
+    for seg in covered(layout, &p.config.kafka.topic, bound)? {
+        let wanted: Vec<usize> = views
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, after))| after.get(&seg.partition).is_none_or(|&a| seg.from >= a))
+            .map(|(k, _)| k)
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        for b in read(&seg, &p.schema)? {
+            for &k in &wanted {
+                let def = &p.views[views[k].0];
+                out[k]
+                    .entry(seg.partition)
+                    .or_insert_with(|| def.new_state())
+                    .update(def, &b)?;
+            }
+        }
     }
     Ok(out)
 }

@@ -21,6 +21,12 @@
 //! run, never a half-written one: each version is written into its own directory, synced, and
 //! only then does a `rename(2)` of a symlink make it current.
 
+pub mod batch_view;
+pub mod checkpoint;
+pub mod segments;
+
+pub use batch_view::{Manifest, PublishedBatch};
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,244 @@
+//! `lambdaflow serve`: serving from what the layers wrote — the batch views in service, and the
+//! speed part rebuilt from the archived segments after their offsets, up to the speed
+//! checkpoint's. Followed incrementally: each newly committed segment is read once and merged
+//! as a delta; a new batch view rebuilds that view's table off the request path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{ServedView, ServingState, http, write_served};
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::storage::{Layout, batch_view, checkpoint, segments};
+
+/// Where the speed part stops: the speed checkpoint's offsets, else the end of the archive.
+fn bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> {
+    let topic = &p.config.kafka.topic;
+    Ok(match checkpoint::load(layout, topic)? {
+        Some(c) => c.offsets,
+        None => segments::archived_until(&segments::list(layout)?, topic),
+    })
+}
+
+/// Every view as served from the files (see the module docs).
+pub fn from_files(p: &Pipeline, layout: &Layout) -> Result<Vec<Arc<ServedView>>> {
+    let bound = bound(p, layout)?;
+    build(p, layout, &(0..p.views.len()).collect::<Vec<_>>(), &bound)
+}
+
+fn build(
+    p: &Pipeline,
+    layout: &Layout,
+    which: &[usize],
+    bound: &BTreeMap<i32, i64>,
+) -> Result<Vec<Arc<ServedView>>> {
+    let topic = &p.config.kafka.topic;
+    let mut batches = Vec::new();
+    let mut todo = Vec::new();
+    for &i in which {
+        let b = batch_view::load_published(layout, &p.views[i])?.map(Arc::new);
+        let after = b
+            .as_ref()
+            .map(|b| b.manifest.offsets_of(topic))
+            .unwrap_or_default();
+        todo.push((i, after));
+        batches.push(b);
+    }
+    let states = segments::rebuild(p, layout, &todo, bound)?;
+    which
+        .iter()
+        .zip(batches)
+        .zip(states)
+        .map(|((&i, b), parts)| {
+            let def = &p.views[i];
+            let mut s = def.new_state();
+            for st in parts.values() {
+                s.merge(st);
+            }
+            Ok(Arc::new(ServedView::build(def, b, s, bound.clone())?))
+        })
+        .collect()
+}
+
+/// Reads what the layers published, merges, and writes `serving_view.json/` for every view.
+pub fn serve_once(p: &Pipeline) -> Result<Vec<Arc<ServedView>>> {
+    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    layout.check_writable()?;
+    let views = from_files(p, &layout)?;
+    for v in &views {
+        write_served(&layout, v)?;
+    }
+    Ok(views)
+}
+
+/// Follows the files: what the served views were built from, and how to bring them up to date.
+struct Follower {
+    p: Arc<Pipeline>,
+    layout: Layout,
+    /// Per view: the batch run its table holds.
+    runs: Vec<Option<String>>,
+    /// Where the speed part of every table stops.
+    bound: BTreeMap<i32, i64>,
+}
+
+impl Follower {
+    /// Brings `views` up to date; returns the views to serve when anything changed.
+    fn refresh(&mut self, views: &[Arc<ServedView>]) -> Result<Option<Vec<Arc<ServedView>>>> {
+        let runs: Vec<Option<String>> = self
+            .p
+            .views
+            .iter()
+            .map(|d| batch_view::published_run(&self.layout, d))
+            .collect();
+        let bound = bound(&self.p, &self.layout)?;
+        if runs == self.runs && bound == self.bound {
+            return Ok(None);
+        }
+        // A new batch view: rebuild that view's table. The others take the new segments.
+        let swap: Vec<usize> = (0..runs.len())
+            .filter(|&i| runs[i] != self.runs[i])
+            .collect();
+        let mut out = views.to_vec();
+        for (i, v) in swap
+            .iter()
+            .zip(build(&self.p, &self.layout, &swap, &bound)?)
+        {
+            out[*i] = v;
+        }
+        let keep: Vec<usize> = (0..runs.len()).filter(|i| !swap.contains(i)).collect();
+        if !keep.is_empty() && bound != self.bound {
+            let topic = &self.p.config.kafka.topic;
+            let todo: Vec<(usize, BTreeMap<i32, i64>)> = keep
+                .iter()
+                .map(|&i| {
+                    let batch = out[i]
+                        .read()
+                        .batch()
+                        .map(|b| b.manifest.offsets_of(topic))
+                        .unwrap_or_default();
+                    let mut after = batch;
+                    for (part, o) in &self.bound {
+                        let e = after.entry(*part).or_insert(*o);
+                        *e = (*e).max(*o);
+                    }
+                    (i, after)
+                })
+                .collect();
+            let deltas = segments::rebuild(&self.p, &self.layout, &todo, &bound)?;
+            for ((i, _), parts) in todo.iter().zip(deltas) {
+                let def = &self.p.views[*i];
+                let mut d = def.new_state();
+                for st in parts.values() {
+                    d.merge(st);
+                }
+                out[*i].apply_delta(&d, &bound, topic)?;
+            }
+        }
+        self.runs = runs;
+        self.bound = bound;
+        Ok(Some(out))
+    }
+}
+
+/// How long `serving_view.json/` may go unwritten: a second, and a second more per 100,000
+/// rows (rewriting a million rows every second would be most of the work).
+pub fn rewrite_interval(rows: usize) -> Duration {
+    Duration::from_secs(1 + (rows / 100_000) as u64)
+}
+
+/// `lambdaflow serve`: the HTTP API over what the layers wrote, followed every second, until
+/// `shutdown`. `serving_view.json/` is rewritten when the answer changes.
+pub async fn serve_files(
+    p: Arc<Pipeline>,
+    listen: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;
+    let mut follower = Follower {
+        p: Arc::clone(&p),
+        layout: layout.clone(),
+        runs: p
+            .views
+            .iter()
+            .map(|d| batch_view::published_run(&layout, d))
+            .collect(),
+        bound: bound(&p, &layout)?,
+    };
+    let views = build(
+        &p,
+        &layout,
+        &(0..p.views.len()).collect::<Vec<_>>(),
+        &follower.bound,
+    )?;
+    let (tx, rx) = watch::channel(Arc::new(ServingState {
+        version: 1,
+        views,
+        ..Default::default()
+    }));
+    let p2 = Arc::clone(&p);
+    let refresher = tokio::spawn(async move {
+        let p = p2;
+        let mut version = 1;
+        let mut last_write: Option<Instant> = None;
+        let mut unwritten = false;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let views = tx.borrow().views.clone();
+            let mut f = std::mem::replace(
+                &mut follower,
+                Follower {
+                    p: Arc::clone(&p),
+                    layout: layout.clone(),
+                    runs: Vec::new(),
+                    bound: BTreeMap::new(),
+                },
+            );
+            let res = tokio::task::spawn_blocking(move || {
+                let r = f.refresh(&views);
+                (f, r)
+            })
+            .await;
+            let Ok((f, r)) = res else { return };
+            follower = f;
+            match r {
+                Ok(Some(views)) => {
+                    version += 1;
+                    unwritten = true;
+                    let st = ServingState {
+                        version,
+                        views,
+                        ..Default::default()
+                    };
+                    if tx.send(Arc::new(st)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(cause = %e, "serving: could not read the views (keeping the last ones)")
+                }
+            }
+            let views = tx.borrow().views.clone();
+            let rows = views.iter().map(|v| v.read().total()).max().unwrap_or(0);
+            if unwritten && last_write.is_none_or(|t| t.elapsed() >= rewrite_interval(rows)) {
+                for v in &views {
+                    if let Err(e) = write_served(&layout, v) {
+                        tracing::warn!(view = %v.def.name, cause = %e, "could not write serving_view.json");
+                    }
+                }
+                last_write = Some(Instant::now());
+                unwritten = false;
+            }
+        }
+    });
+    tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
+    let r = http::serve(listener, http::AppState::new(p, rx, None), shutdown).await;
+    refresher.abort();
+    r.map_err(|e| Error::Internal(format!("HTTP server: {e}")))
+}

@@ -1,0 +1,429 @@
+//! `/api/views`, `/api/views/{view}` and its Server-Sent Events stream.
+//!
+//! A request reads one table version under its read lock: a key is a hash lookup plus the copy
+//! of one row's JSON; a page walks the maintained order (`?order_by=` builds that column's
+//! order on first use, then keeps it). Full reads are paged: [`DEFAULT_PAGE`] rows unless
+//! `limit` says otherwise (`limit=all` for everything).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use crate::serving::table::{Order, ServingTable};
+use crate::serving::{ServedView, ServingState, freshness};
+
+/// Rows a full read returns when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 1000;
+
+/// The parameters of `GET /api/views/{view}`.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ViewParams {
+    key: Option<String>,
+    limit: Option<usize>,
+    offset: usize,
+    order_by: Option<(String, bool)>,
+    explain: bool,
+}
+
+impl ViewParams {
+    /// True when the request asks for the plain view (no key, order, page or explain).
+    fn plain(&self) -> bool {
+        self.key.is_none()
+            && self.limit.is_none()
+            && self.offset == 0
+            && self.order_by.is_none()
+            && !self.explain
+    }
+
+    fn cache_key(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+pub(super) fn parse_params(q: &BTreeMap<String, String>) -> ApiResult<ViewParams> {
+    let mut p = ViewParams::default();
+    let number = |name: &str, v: &str| {
+        v.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!("{name} `{v}`: expected a number of rows ≥ 0"))
+        })
+    };
+    for (k, v) in q {
+        match k.as_str() {
+            "key" => p.key = Some(v.clone()),
+            "limit" if v == "all" => p.limit = Some(usize::MAX),
+            "limit" => p.limit = Some(number("limit", v)?),
+            "offset" => p.offset = number("offset", v)?,
+            "order_by" => {
+                let (col, desc) = match v.split_once(':') {
+                    Some((c, "desc")) => (c, true),
+                    Some((c, "asc")) => (c, false),
+                    Some((_, d)) => {
+                        return Err(ApiError::bad_request(format!(
+                            "order_by `{v}`: direction `{d}` is not `asc` or `desc`"
+                        )));
+                    }
+                    None => match v.strip_prefix('-') {
+                        Some(c) => (c, true),
+                        None => (v.as_str(), false),
+                    },
+                };
+                p.order_by = Some((col.to_string(), desc));
+            }
+            "explain" => {
+                p.explain = match v.as_str() {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "explain `{v}`: expected true or false"
+                        )));
+                    }
+                }
+            }
+            "access_token" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter `{other}`; expected key, limit, offset, order_by, explain"
+                )));
+            }
+        }
+    }
+    Ok(p)
+}
+
+pub(super) fn view<'a>(s: &'a ServingState, name: &str) -> ApiResult<&'a Arc<ServedView>> {
+    s.views.iter().find(|v| v.def.name == name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no view `{name}`; views: {}",
+            s.views
+                .iter()
+                .map(|v| v.def.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+fn columns(v: &ServedView) -> Value {
+    v.def
+        .output_schema()
+        .fields()
+        .iter()
+        .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
+        .collect()
+}
+
+/// `GET /api/views`.
+pub(super) async fn list_views(State(st): State<AppState>) -> Json<Value> {
+    let s = st.state();
+    let topic = &st.pipeline.config.kafka.topic;
+    Json(
+        s.views
+            .iter()
+            .map(|v| {
+                let t = v.read();
+                json!({
+                    "name": v.def.name,
+                    "sql": v.def.sql,
+                    "columns": columns(v),
+                    "rows": t.total(),
+                    "freshness": freshness(&t, topic),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The rows a request selects, as serving ids, and how many the selection has in all.
+fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<usize>, usize)> {
+    let name = &v.def.name;
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if let Some(key) = &p.key {
+        let glen = v.def.group_len();
+        if glen == 0 {
+            return Err(ApiError::bad_request(format!(
+                "view `{name}` has no GROUP BY key to select with `key`"
+            )));
+        }
+        let parts: Vec<&str> = if glen == 1 {
+            vec![key.as_str()]
+        } else {
+            key.split(',').collect()
+        };
+        if parts.len() != glen {
+            let schema = v.def.output_schema();
+            let names: Vec<&str> = schema.fields()[..glen]
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "key `{key}`: view `{name}` has {glen} key columns ({}); separate their values with `,`",
+                names.join(", ")
+            )));
+        }
+        let bytes = t
+            .encode_key(&parts)
+            .map_err(|e| ApiError::bad_request(format!("key `{key}`: {}", msg(&e))))?;
+        let rows: Vec<usize> = t.lookup(&bytes).into_iter().collect();
+        let n = rows.len();
+        return Ok((rows.into_iter().skip(p.offset).take(limit).collect(), n));
+    }
+    let order = match &p.order_by {
+        None => Order::View,
+        Some((col, desc)) => {
+            let schema = v.def.output_schema();
+            let c = schema.index_of(col).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "order_by `{col}`: view `{name}` has no such column; columns: {}",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            Order::Column {
+                col: c,
+                desc: *desc,
+            }
+        }
+    };
+    Ok((t.page(order, p.offset, limit)?, t.total()))
+}
+
+fn msg(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Config(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The body of a view: the rows selected, paging, freshness, and explanations.
+fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, version: bool) -> ApiResult<String> {
+    if let Some((col, _)) = &p.order_by
+        && let Ok(c) = v.def.output_schema().index_of(col)
+    {
+        v.ensure_column_order(c)?;
+    }
+    let t = v.read();
+    let (sids, total) = select(v, &t, p)?;
+    let explained = if p.explain {
+        Some(t.explain(&sids)?)
+    } else {
+        None
+    };
+    let mut parts = explained.as_ref().map(|(b, s)| {
+        b.split(|&c| c == b'\n')
+            .zip(s.split(|&c| c == b'\n'))
+            .map(|(b, s)| (String::from_utf8_lossy(b), String::from_utf8_lossy(s)))
+    });
+    let mut body = String::with_capacity(256 + sids.len() * 64);
+    body.push_str("{\"view\":");
+    body.push_str(&Value::from(v.def.name.as_str()).to_string());
+    body.push_str(",\"columns\":");
+    body.push_str(&columns(v).to_string());
+    body.push_str(",\"rows\":[");
+    for (i, &sid) in sids.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let row = String::from_utf8_lossy(t.row_json(sid).unwrap_or(b"{}"));
+        match parts.as_mut().and_then(|it| it.next()) {
+            Some((b, s)) => {
+                body.push_str(row.trim_end_matches('}'));
+                body.push_str(&format!(",\"_explain\":{{\"batch\":{b},\"speed\":{s}}}}}"));
+            }
+            None => body.push_str(&row),
+        }
+    }
+    let next = p.offset + sids.len();
+    body.push_str(&format!(
+        "],\"total_rows\":{total},\"offset\":{},\"next_offset\":{}",
+        p.offset,
+        if next < total && p.key.is_none() {
+            next.to_string()
+        } else {
+            "null".into()
+        }
+    ));
+    body.push_str(",\"freshness\":");
+    let f = freshness(&t, &st.pipeline.config.kafka.topic);
+    body.push_str(&serde_json::to_string(&f).map_err(ApiError::internal)?);
+    if version {
+        body.push_str(&format!(",\"version\":{}", t.version()));
+    }
+    body.push('}');
+    Ok(body)
+}
+
+fn json_response(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /api/views/{view}`.
+pub(super) async fn get_view(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let params = parse_params(&q)?;
+    let s = st.state();
+    let v = view(&s, &name)?;
+    Ok(json_response(view_body(&st, v, &params, true)?))
+}
+
+/// What a stream has sent last.
+struct StreamCursor {
+    st: AppState,
+    rx: tokio::sync::watch::Receiver<Arc<ServingState>>,
+    name: String,
+    params: ViewParams,
+    view: Option<Arc<ServedView>>,
+    changes: Option<tokio::sync::broadcast::Receiver<Arc<crate::serving::ChangeEvent>>>,
+    /// The last `view` body sent (without the batch view's age): a body equal to it is not
+    /// sent again.
+    last: String,
+}
+
+impl StreamCursor {
+    /// The next event: a snapshot when the view is new to this stream (connect, batch swap,
+    /// fallen behind), then per change either the change itself (a plain stream: the same
+    /// bytes for every subscriber) or this stream's page when the change touches it.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            let s = self.rx.borrow_and_update().clone();
+            let current = match view(&s, &self.name) {
+                Ok(v) => Arc::clone(v),
+                Err(e) => return Some(Event::default().event("error").data(e.body())),
+            };
+            let swapped = self.view.as_ref().is_none_or(|v| !Arc::ptr_eq(v, &current));
+            if swapped {
+                self.changes = Some(current.subscribe());
+                self.view = Some(Arc::clone(&current));
+                if let Some(e) = self.snapshot(&current, true) {
+                    return Some(e);
+                }
+                continue;
+            }
+            let changes = self.changes.as_mut()?;
+            tokio::select! {
+                ev = changes.recv() => match ev {
+                    Ok(change) => {
+                        if self.params.plain() {
+                            return Some(Event::default().event("changes").data(change.json.as_ref()));
+                        }
+                        if let Some(e) = self.relevant(&current, &change) {
+                            return Some(e);
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        if let Some(e) = self.snapshot(&current, true) {
+                            return Some(e);
+                        }
+                    }
+                    Err(RecvError::Closed) => self.view = None,
+                },
+                r = self.rx.changed() => if r.is_err() { return None },
+            }
+        }
+    }
+
+    fn relevant(&mut self, v: &ServedView, change: &crate::serving::ChangeEvent) -> Option<Event> {
+        if let Some(key) = &self.params.key {
+            let t = v.read();
+            let parts: Vec<&str> = if v.def.group_len() == 1 {
+                vec![key.as_str()]
+            } else {
+                key.split(',').collect()
+            };
+            let sid = t.encode_key(&parts).ok().and_then(|b| t.sid(&b));
+            let touched = sid.is_some_and(|s| change.upserts.binary_search(&s).is_ok());
+            if !touched && !change.removals {
+                return None;
+            }
+        }
+        self.snapshot(v, false)
+    }
+
+    fn snapshot(&mut self, v: &ServedView, force: bool) -> Option<Event> {
+        let body = if self.params.key.is_some() {
+            view_body(&self.st, v, &self.params, false).map(Arc::<str>::from)
+        } else {
+            let (st, params) = (&self.st, &self.params);
+            v.cached_page(&params.cache_key(), |_| {
+                view_body(st, v, params, false).map_err(|e| crate::Error::Internal(e.detail))
+            })
+            .map_err(ApiError::internal)
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => return Some(Event::default().event("error").data(e.body())),
+        };
+        let sig = without_age(&body);
+        if !force && sig == self.last {
+            return None;
+        }
+        self.last = sig;
+        Some(Event::default().event("view").data(body.as_ref()))
+    }
+}
+
+/// The body without `"batch_age_seconds":…` (it changes every instant, the view does not).
+fn without_age(body: &str) -> String {
+    match body.find("\"batch_age_seconds\":") {
+        Some(i) => {
+            let rest = &body[i..];
+            let end = rest.find(',').unwrap_or(rest.len());
+            format!("{}{}", &body[..i], &rest[end..])
+        }
+        None => body.to_string(),
+    }
+}
+
+/// `GET /api/views/{view}/stream`.
+pub(super) async fn stream_view(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let params = parse_params(&q)?;
+    view(&st.state(), &name)?;
+    let cursor = StreamCursor {
+        rx: st.served.clone(),
+        st,
+        name,
+        params,
+        view: None,
+        changes: None,
+        last: String::new(),
+    };
+    let stream = futures::stream::unfold(cursor, |mut c| async move {
+        let ev = c.next().await?;
+        Some((Ok(ev), c))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,800 @@
+//! A materialized view: the final rows of one view kept indexed by key and updated only for
+//! the keys that change — what serving answers from.
+//!
+//! ```text
+//!   batch state B (published, immutable) ─┐   a key's serving id (sid):
+//!   speed state S (events after B's       ├─   its group in B, or |B| + its group in S
+//!     offsets; deltas merged in)          ┘   (keys are stored once, in B and S themselves)
+//!        │ for the keys a micro-batch changed: evaluate(B(k) ⊕ S(k)) → HAVING → SELECT
+//!        ▼
+//!   rows:   sid → the row as JSON (absent: HAVING dropped it)     a key lookup = hash + copy
+//!   order:  (ORDER BY key bytes, sid)  when the view has ORDER BY  maintained per change
+//!   columns: (column bytes, sid) per `order_by` column, built on first use, then maintained
+//! ```
+//!
+//! A micro-batch costs what it changed: `S.merge(delta)` and one small evaluation over the
+//! changed keys. A batch swap builds a new table off the request path ([`ServingTable::build`])
+//! and the caller swaps it in whole. Reads never evaluate DataFusion expressions except
+//! `explain`, which evaluates the one or few rows asked for.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::json::WriterBuilder;
+use datafusion::arrow::json::writer::LineDelimited;
+use datafusion::arrow::row::{RowConverter, SortField};
+
+use crate::error::{Error, Result};
+use crate::storage::PublishedBatch;
+use crate::view::{ViewDef, ViewState};
+
+/// Groups evaluated at a time when a whole table is built.
+const BUILD_CHUNK: usize = 65_536;
+
+/// Rows as JSON lines with every column (a null is written `null`).
+pub fn json_lines_explicit(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut w = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, LineDelimited>(Vec::new());
+    w.write(batch)?;
+    w.finish()?;
+    Ok(w.into_inner())
+}
+
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// Final rows by serving id, as JSON text in one buffer.
+#[derive(Debug, Default)]
+struct RowStore {
+    buf: Vec<u8>,
+    /// Per sid: offset (40 bits) and length (24 bits) in `buf`, or `ABSENT`.
+    at: Vec<u64>,
+    live: usize,
+}
+
+const ABSENT: u64 = u64::MAX;
+
+impl RowStore {
+    fn get(&self, sid: usize) -> Option<&[u8]> {
+        let a = *self.at.get(sid)?;
+        (a != ABSENT).then(|| {
+            let (off, len) = ((a >> 24) as usize, (a & 0xFF_FFFF) as usize);
+            &self.buf[off..off + len]
+        })
+    }
+
+    fn set(&mut self, sid: usize, row: Option<&[u8]>) {
+        if sid >= self.at.len() {
+            self.at.resize(sid + 1, ABSENT);
+        }
+        if let Some(old) = self.get(sid) {
+            self.live -= old.len();
+        }
+        self.at[sid] = match row {
+            Some(r) => {
+                let off = self.buf.len() as u64;
+                self.buf.extend_from_slice(r);
+                self.live += r.len();
+                (off << 24) | (r.len() as u64).min(0xFF_FFFF)
+            }
+            None => ABSENT,
+        };
+        // Replaced rows leave garbage behind: copy the live rows once it dominates.
+        if self.buf.len() > 2 * self.live + (1 << 20) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let mut buf = Vec::with_capacity(self.live + self.live / 4);
+        for a in &mut self.at {
+            if *a != ABSENT {
+                let (off, len) = ((*a >> 24) as usize, (*a & 0xFF_FFFF) as usize);
+                let new = buf.len() as u64;
+                buf.extend_from_slice(&self.buf[off..off + len]);
+                *a = (new << 24) | len as u64;
+            }
+        }
+        self.buf = buf;
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        self.buf.capacity() + self.at.capacity() * 8
+    }
+}
+
+/// An order over the rows, maintained as rows change: `(sort key bytes, sid)`.
+#[derive(Debug, Default)]
+struct OrderIndex {
+    set: BTreeSet<(Box<[u8]>, u32)>,
+    /// Each sid's sort key, to find its entry when the row changes.
+    key_of: HashMap<u32, Box<[u8]>>,
+    /// Rows whose sort value is NULL (column orders only): always listed last.
+    nulls: BTreeSet<u32>,
+}
+
+impl OrderIndex {
+    fn remove(&mut self, sid: u32) {
+        if let Some(k) = self.key_of.remove(&sid) {
+            self.set.remove(&(k, sid));
+        }
+        self.nulls.remove(&sid);
+    }
+
+    fn insert(&mut self, sid: u32, key: Option<&[u8]>) {
+        match key {
+            Some(k) => {
+                let k: Box<[u8]> = k.into();
+                self.set.insert((k.clone(), sid));
+                self.key_of.insert(sid, k);
+            }
+            None => {
+                self.nulls.insert(sid);
+            }
+        }
+    }
+
+    /// Sids in order; `desc` walks from the largest value, ties (equal values) in sid order,
+    /// NULL values last either way.
+    fn iter(&self, desc: bool) -> Box<dyn Iterator<Item = u32> + '_> {
+        let nulls = self.nulls.iter().copied();
+        if !desc {
+            return Box::new(self.set.iter().map(|(_, s)| *s).chain(nulls));
+        }
+        let mut upper: Option<Box<[u8]>> = None;
+        let groups = std::iter::from_fn(move || {
+            let last = match &upper {
+                None => self.set.iter().next_back(),
+                Some(u) => self
+                    .set
+                    .range((Bound::Unbounded, Bound::Excluded((u.clone(), 0))))
+                    .next_back(),
+            }?;
+            let value = last.0.clone();
+            let tie: Vec<u32> = self
+                .set
+                .range((value.clone(), 0)..=(value.clone(), u32::MAX))
+                .map(|(_, s)| *s)
+                .collect();
+            upper = Some(value);
+            Some(tie)
+        });
+        Box::new(groups.flatten().chain(nulls))
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        self.key_of
+            .values()
+            .map(|k| 2 * (k.len() + 16) + 48)
+            .sum::<usize>()
+            + self.nulls.len() * 8
+    }
+}
+
+/// An order of the rows by one output column (for `?order_by=`).
+struct ColumnIndex {
+    conv: RowConverter,
+    index: OrderIndex,
+}
+
+/// How a page of rows is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// The view's own order: its ORDER BY, else the order in which keys first appeared.
+    View,
+    /// By output column `col`.
+    Column {
+        /// The column's position in the view's output.
+        col: usize,
+        /// Largest first.
+        desc: bool,
+    },
+}
+
+/// What a change did to the rows: the sids now in the view with a new value, and the rows
+/// (as JSON) that left it.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// Rows inserted or updated.
+    pub upserts: Vec<usize>,
+    /// Rows that left the view (HAVING no longer holds), as they were.
+    pub removed: Vec<Vec<u8>>,
+}
+
+/// One view's final rows, maintained (see the module docs).
+pub struct ServingTable {
+    def: Arc<ViewDef>,
+    batch: Option<Arc<PublishedBatch>>,
+    speed: ViewState,
+    speed_offsets: BTreeMap<i32, i64>,
+    rows: RowStore,
+    order: Option<OrderIndex>,
+    columns: HashMap<usize, ColumnIndex>,
+    in_view: usize,
+    version: u64,
+}
+
+impl std::fmt::Debug for ServingTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingTable")
+            .field("view", &self.def.name)
+            .field("rows", &self.in_view)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl ServingTable {
+    /// Builds the table for `batch ⊕ speed` (every row evaluated once, in chunks).
+    pub fn build(
+        def: &Arc<ViewDef>,
+        batch: Option<Arc<PublishedBatch>>,
+        speed: ViewState,
+        speed_offsets: BTreeMap<i32, i64>,
+    ) -> Result<Self> {
+        let mut t = Self {
+            def: Arc::clone(def),
+            batch,
+            speed,
+            speed_offsets,
+            rows: RowStore::default(),
+            order: def.has_order().then(OrderIndex::default),
+            columns: HashMap::new(),
+            in_view: 0,
+            version: 1,
+        };
+        let nb = t.nb();
+        let mut sids: Vec<usize> = (0..nb).collect();
+        sids.extend((0..t.speed.len()).filter_map(|sg| {
+            let sid = t.sid_of_speed(sg);
+            (sid >= nb).then_some(sid)
+        }));
+        t.rows.at.reserve(sids.len());
+        for chunk in sids.chunks(BUILD_CHUNK) {
+            t.recompute(chunk)?;
+        }
+        if def.group_len() == 0 && sids.is_empty() {
+            // A global aggregate over no rows is one row (SUM NULL, COUNT 0).
+            let g = t.speed.group_of(&[]);
+            let sid = t.sid_of_speed(g);
+            t.recompute(&[sid])?;
+        }
+        Ok(t)
+    }
+
+    fn nb(&self) -> usize {
+        self.batch.as_ref().map_or(0, |b| b.state.len())
+    }
+
+    fn sid_of_speed(&self, sg: usize) -> usize {
+        let key = self.speed.keys().key(sg);
+        match self.batch.as_ref().and_then(|b| b.state.keys().find(key)) {
+            Some(bg) => bg,
+            None => self.nb() + sg,
+        }
+    }
+
+    fn key(&self, sid: usize) -> &[u8] {
+        match &self.batch {
+            Some(b) if sid < b.state.len() => b.state.keys().key(sid),
+            _ => self.speed.keys().key(sid - self.nb()),
+        }
+    }
+
+    /// The row's batch group and speed group.
+    fn parts(&self, sid: usize) -> (Option<usize>, Option<usize>) {
+        let nb = self.nb();
+        if sid < nb {
+            (Some(sid), self.speed.keys().find(self.key(sid)))
+        } else {
+            (None, Some(sid - nb))
+        }
+    }
+
+    /// A state holding `batch ⊕ speed` for the rows `sids` (group i = sids[i]).
+    fn merged_groups(&self, sids: &[usize]) -> ViewState {
+        let mut m = self.speed.empty_like();
+        for &sid in sids {
+            let g = m.group_of(self.key(sid));
+            let (bg, sg) = self.parts(sid);
+            if let (Some(bg), Some(b)) = (bg, &self.batch) {
+                m.merge_group(g, &b.state, bg);
+            }
+            if let Some(sg) = sg {
+                m.merge_group(g, &self.speed, sg);
+            }
+        }
+        m
+    }
+
+    /// Evaluates the rows `sids` again and updates the store and the orders.
+    fn recompute(&mut self, sids: &[usize]) -> Result<Change> {
+        let merged = self.merged_groups(sids);
+        let gids: Vec<usize> = (0..sids.len()).collect();
+        let m = self.def.materialize(&merged, &gids)?;
+        let text = json_lines_explicit(&m.rows)?;
+        let mut new: Vec<Option<usize>> = vec![None; sids.len()];
+        for (row, &pos) in m.picked.iter().enumerate() {
+            new[pos as usize] = Some(row);
+        }
+        let rows: Vec<&[u8]> = lines(&text).collect();
+        let col_keys: HashMap<usize, Vec<Option<Vec<u8>>>> = self
+            .columns
+            .iter()
+            .map(|(&c, ix)| Ok((c, column_keys(&ix.conv, &m.rows, c)?)))
+            .collect::<Result<_>>()?;
+        let mut change = Change::default();
+        for (pos, &sid) in sids.iter().enumerate() {
+            let s = sid as u32;
+            let was = self.rows.get(sid).map(<[u8]>::to_vec);
+            if let Some(o) = &mut self.order {
+                o.remove(s);
+            }
+            for ix in self.columns.values_mut() {
+                ix.index.remove(s);
+            }
+            match new[pos] {
+                Some(row) => {
+                    if was.is_none() {
+                        self.in_view += 1;
+                    }
+                    self.rows.set(sid, Some(rows[row]));
+                    if let (Some(o), Some(keys)) = (&mut self.order, &m.order) {
+                        o.insert(s, Some(&keys[row]));
+                    }
+                    for (c, ix) in &mut self.columns {
+                        ix.index.insert(s, col_keys[c][row].as_deref());
+                    }
+                    change.upserts.push(sid);
+                }
+                None => {
+                    if let Some(old) = was {
+                        self.in_view -= 1;
+                        self.rows.set(sid, None);
+                        change.removed.push(old);
+                    }
+                }
+            }
+        }
+        Ok(change)
+    }
+
+    /// Merges a speed-layer delta (the state of the events of one micro-batch) and updates
+    /// the rows of the keys it touched. Costs what the delta holds.
+    pub fn apply_delta(
+        &mut self,
+        delta: &ViewState,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> Result<Change> {
+        let touched = self.speed.merge(delta);
+        let sids: Vec<usize> = touched
+            .into_iter()
+            .map(|sg| self.sid_of_speed(sg))
+            .collect();
+        let change = self.recompute(&sids)?;
+        self.speed_offsets.clone_from(offsets);
+        self.version += 1;
+        Ok(change)
+    }
+
+    /// Builds (once) the order by output column `col`; later changes maintain it.
+    pub fn ensure_column_order(&mut self, col: usize) -> Result<()> {
+        if self.columns.contains_key(&col) {
+            return Ok(());
+        }
+        let ty = self.def.output_schema().field(col).data_type().clone();
+        let conv = RowConverter::new(vec![SortField::new(ty)])?;
+        let mut index = OrderIndex::default();
+        let sids: Vec<usize> = (0..self.rows.at.len())
+            .filter(|&s| self.rows.get(s).is_some())
+            .collect();
+        for chunk in sids.chunks(BUILD_CHUNK) {
+            let merged = self.merged_groups(chunk);
+            let gids: Vec<usize> = (0..chunk.len()).collect();
+            let m = self.def.materialize(&merged, &gids)?;
+            let keys = column_keys(&conv, &m.rows, col)?;
+            for (row, &pos) in m.picked.iter().enumerate() {
+                index.insert(chunk[pos as usize] as u32, keys[row].as_deref());
+            }
+        }
+        self.columns.insert(col, ColumnIndex { conv, index });
+        Ok(())
+    }
+
+    /// True when the order by `col` exists (see [`ServingTable::ensure_column_order`]).
+    pub fn has_column_order(&self, col: usize) -> bool {
+        self.columns.contains_key(&col)
+    }
+
+    /// The rows visible in the view, in its order (its ORDER BY, else first appearance), with
+    /// its own OFFSET/LIMIT applied.
+    fn view_rows(&self) -> Box<dyn Iterator<Item = usize> + '_> {
+        let (skip, fetch) = self.def.limit();
+        let it: Box<dyn Iterator<Item = usize>> = match &self.order {
+            Some(o) => Box::new(o.iter(false).map(|s| s as usize)),
+            None => Box::new((0..self.rows.at.len()).filter(|&s| self.rows.get(s).is_some())),
+        };
+        Box::new(it.skip(skip).take(fetch.unwrap_or(usize::MAX)))
+    }
+
+    /// Rows in the view (after its own LIMIT).
+    pub fn total(&self) -> usize {
+        let (skip, fetch) = self.def.limit();
+        self.in_view
+            .saturating_sub(skip)
+            .min(fetch.unwrap_or(usize::MAX))
+    }
+
+    /// A page of rows in `order`: `offset` rows skipped, at most `limit` returned (sids).
+    /// With [`Order::Column`] the column order must exist unless the view has its own LIMIT
+    /// (then its few rows are sorted here).
+    pub fn page(&self, order: Order, offset: usize, limit: usize) -> Result<Vec<usize>> {
+        let limited = self.def.limit() != (0, None);
+        match order {
+            Order::View => Ok(self.view_rows().skip(offset).take(limit).collect()),
+            Order::Column { col, desc } if limited => {
+                let mut rows: Vec<usize> = self.view_rows().collect();
+                let conv = RowConverter::new(vec![SortField::new(
+                    self.def.output_schema().field(col).data_type().clone(),
+                )])?;
+                let merged = self.merged_groups(&rows);
+                let gids: Vec<usize> = (0..rows.len()).collect();
+                let m = self.def.materialize(&merged, &gids)?;
+                let keys = column_keys(&conv, &m.rows, col)?;
+                let mut by: HashMap<usize, Option<Vec<u8>>> = HashMap::new();
+                for (row, &pos) in m.picked.iter().enumerate() {
+                    by.insert(rows[pos as usize], keys[row].clone());
+                }
+                rows.sort_by(|a, b| {
+                    let (x, y) = (&by[a], &by[b]);
+                    match (x, y) {
+                        (None, None) => std::cmp::Ordering::Equal,
+                        (None, _) => std::cmp::Ordering::Greater,
+                        (_, None) => std::cmp::Ordering::Less,
+                        (Some(x), Some(y)) if desc => y.cmp(x),
+                        (Some(x), Some(y)) => x.cmp(y),
+                    }
+                });
+                Ok(rows.into_iter().skip(offset).take(limit).collect())
+            }
+            Order::Column { col, desc } => {
+                let ix = self.columns.get(&col).ok_or_else(|| {
+                    Error::Internal(format!("no order by column {col} was built"))
+                })?;
+                Ok(ix
+                    .index
+                    .iter(desc)
+                    .skip(offset)
+                    .take(limit)
+                    .map(|s| s as usize)
+                    .collect())
+            }
+        }
+    }
+
+    /// The serving id of `key` (key bytes), whether or not its row is in the view.
+    pub fn sid(&self, key: &[u8]) -> Option<usize> {
+        match self.batch.as_ref().and_then(|b| b.state.keys().find(key)) {
+            Some(bg) => Some(bg),
+            None => Some(self.nb() + self.speed.keys().find(key)?),
+        }
+    }
+
+    /// The row of `key` (key bytes), if the key is in the view.
+    pub fn lookup(&self, key: &[u8]) -> Option<usize> {
+        let sid = self.sid(key)?;
+        self.rows.get(sid)?;
+        if self.def.limit() != (0, None) {
+            // Only a key among the view's few rows is in it.
+            return self.view_rows().any(|s| s == sid).then_some(sid);
+        }
+        Some(sid)
+    }
+
+    /// The row `sid` as JSON (every column, nulls as `null`).
+    pub fn row_json(&self, sid: usize) -> Option<&[u8]> {
+        self.rows.get(sid)
+    }
+
+    /// The batch part and the speed part of rows `sids` (each as the view's columns, a part
+    /// that has no events for the key evaluated over none), as JSON lines.
+    pub fn explain(&self, sids: &[usize]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut b = self.speed.empty_like();
+        let mut s = self.speed.empty_like();
+        for &sid in sids {
+            let key = self.key(sid);
+            let (gb, gs) = (b.group_of(key), s.group_of(key));
+            let (bg, sg) = self.parts(sid);
+            if let (Some(bg), Some(batch)) = (bg, &self.batch) {
+                b.merge_group(gb, &batch.state, bg);
+            }
+            if let Some(sg) = sg {
+                s.merge_group(gs, &self.speed, sg);
+            }
+        }
+        let gids: Vec<usize> = (0..sids.len()).collect();
+        Ok((
+            json_lines_explicit(&self.def.project_parts(&b, &gids)?)?,
+            json_lines_explicit(&self.def.project_parts(&s, &gids)?)?,
+        ))
+    }
+
+    /// The view's key bytes of request values (one per GROUP BY column, as text), or why not.
+    pub fn encode_key(&self, values: &[&str]) -> Result<Vec<u8>> {
+        use datafusion::arrow::array::{ArrayRef, StringArray};
+        let types = self.speed.keys().types();
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        for (v, ty) in values.iter().zip(types) {
+            let text: ArrayRef = Arc::new(StringArray::from(vec![(*v != "null").then_some(*v)]));
+            let c = datafusion::arrow::compute::cast_with_options(
+                &text,
+                ty,
+                &datafusion::arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                },
+            )
+            .map_err(|_| Error::Config(format!("`{v}` is not a {ty}")))?;
+            cols.push(c);
+        }
+        Ok(self.speed.keys().encode(&cols)?.remove(0))
+    }
+
+    /// The view.
+    pub fn def(&self) -> &Arc<ViewDef> {
+        &self.def
+    }
+
+    /// The batch view in service.
+    pub fn batch(&self) -> Option<&Arc<PublishedBatch>> {
+        self.batch.as_ref()
+    }
+
+    /// The speed part.
+    pub fn speed(&self) -> &ViewState {
+        &self.speed
+    }
+
+    /// Where the speed part is, per partition.
+    pub fn speed_offsets(&self) -> &BTreeMap<i32, i64> {
+        &self.speed_offsets
+    }
+
+    /// Increases with every change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// `batch ⊕ speed` as one state (a full copy: for `verify` and the files, not requests).
+    pub fn merged(&self) -> ViewState {
+        let mut m = self.speed.empty_like();
+        if let Some(b) = &self.batch {
+            m.merge(&b.state);
+        }
+        m.merge(&self.speed);
+        m
+    }
+
+    /// Every row in the view's order, as JSON lines (for `serving_view.json/`).
+    pub fn all_rows_json(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for sid in self.view_rows() {
+            if let Some(r) = self.rows.get(sid) {
+                out.extend_from_slice(r);
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    /// Bytes held by the rows and orders (the states report their own).
+    pub fn allocated_bytes(&self) -> usize {
+        self.rows.allocated_bytes()
+            + self.speed.allocated_bytes()
+            + self.order.as_ref().map_or(0, OrderIndex::allocated_bytes)
+            + self
+                .columns
+                .values()
+                .map(|c| c.index.allocated_bytes())
+                .sum::<usize>()
+    }
+}
+
+/// Column `col` of `rows` as comparable bytes per row (`None` for NULL).
+fn column_keys(
+    conv: &RowConverter,
+    rows: &RecordBatch,
+    col: usize,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let c = rows.column(col);
+    let enc = conv.convert_columns(std::slice::from_ref(c))?;
+    Ok((0..rows.num_rows())
+        .map(|i| c.is_valid(i).then(|| enc.row(i).as_ref().to_vec()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_fields;
+    use crate::storage::Manifest;
+    use crate::view::event::{EventDecoder, EventSchema};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const VIEWS: [&str; 5] = [
+        "SELECT customer, SUM(amount) AS t FROM events GROUP BY customer HAVING t > 50",
+        "SELECT customer, SUM(amount) AS t, COUNT(*) AS n FROM events GROUP BY customer \
+         ORDER BY t DESC, customer LIMIT 5",
+        "SELECT customer, MIN(amount) AS lo, MAX(amount) AS hi, AVG(amount) AS a FROM events \
+         WHERE amount > -20 GROUP BY customer HAVING MAX(amount) - MIN(amount) > 10 ORDER BY customer",
+        "SELECT COUNT(*) AS n, SUM(amount) AS s FROM events",
+        "SELECT customer, SUM(amount) AS t FROM events GROUP BY customer ORDER BY t, customer LIMIT 3 OFFSET 2",
+    ];
+
+    fn published(def: &ViewDef, state: ViewState) -> Arc<PublishedBatch> {
+        Arc::new(PublishedBatch {
+            manifest: Manifest {
+                run_id: "r".into(),
+                view: def.name.clone(),
+                sql: def.sql.clone(),
+                files: Vec::new(),
+                rows: 0,
+                bad: 0,
+                segments: 0,
+                offsets: Default::default(),
+                started_at: "2026-01-01T00:00:00Z".into(),
+                duration_ms: 0,
+            },
+            state,
+        })
+    }
+
+    /// The view recomputed from scratch: DataFusion's post-aggregate steps over one state of
+    /// every event, as JSON lines.
+    fn truth(def: &ViewDef, all: &ViewState) -> Vec<String> {
+        let rows = def.finalize(all).unwrap();
+        String::from_utf8(json_lines_explicit(&rows).unwrap())
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn served(t: &ServingTable) -> Vec<String> {
+        t.page(Order::View, 0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|s| String::from_utf8(t.row_json(s).unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_maintained_view_equals_the_view_recomputed_after_every_step() {
+        let schema = EventSchema::new(default_fields()).unwrap();
+        for sql in VIEWS {
+            let def = Arc::new(ViewDef::compile("v", sql, "events", &schema).await.unwrap());
+            for seed in 0..12u64 {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut all = def.new_state();
+                let mut table =
+                    ServingTable::build(&def, None, def.new_state(), BTreeMap::new()).unwrap();
+                let by_total = def.output_schema().index_of("t").ok();
+                for step in 0..40 {
+                    if rng.random_bool(0.2) {
+                        // A batch swap: the batch view now covers everything so far.
+                        table = ServingTable::build(
+                            &def,
+                            Some(published(&def, all.clone())),
+                            def.new_state(),
+                            BTreeMap::new(),
+                        )
+                        .unwrap();
+                    } else {
+                        let mut d = EventDecoder::new(&schema);
+                        for _ in 0..rng.random_range(1..30) {
+                            let c = rng.random_range(0..40);
+                            let a = rng.random_range(-30..100);
+                            d.push(format!(r#"{{"customer":"c{c}","amount":{a}}}"#).as_bytes())
+                                .unwrap();
+                        }
+                        let events = d.finish();
+                        let mut delta = def.new_state();
+                        delta.update(&def, &events).unwrap();
+                        all.update(&def, &events).unwrap();
+                        table.apply_delta(&delta, &BTreeMap::new()).unwrap();
+                    }
+                    let want = truth(&def, &all);
+                    assert_eq!(served(&table), want, "{sql} seed {seed} step {step}");
+                    assert_eq!(table.total(), want.len(), "{sql} seed {seed} step {step}");
+                    // Every key looked up answers its row, or nothing when it is not in the view.
+                    if def.group_len() == 1 {
+                        for c in 0..40 {
+                            let key = format!("c{c}");
+                            let got = table.lookup(&table.encode_key(&[&key]).unwrap()).map(|s| {
+                                String::from_utf8(table.row_json(s).unwrap().to_vec()).unwrap()
+                            });
+                            let expect = want
+                                .iter()
+                                .find(|r| r.contains(&format!("\"customer\":\"{key}\"")))
+                                .cloned();
+                            assert_eq!(got, expect, "{sql} seed {seed} step {step} key {key}");
+                        }
+                    }
+                    // The order by a column, built once, then maintained: same values in order.
+                    if let Some(c) = by_total {
+                        table.ensure_column_order(c).unwrap();
+                        let value = |r: &str| -> i64 {
+                            serde_json::from_str::<serde_json::Value>(r).unwrap()["t"]
+                                .as_i64()
+                                .unwrap()
+                        };
+                        let got: Vec<i64> = table
+                            .page(Order::Column { col: c, desc: true }, 0, usize::MAX)
+                            .unwrap()
+                            .into_iter()
+                            .map(|s| {
+                                value(std::str::from_utf8(table.row_json(s).unwrap()).unwrap())
+                            })
+                            .collect();
+                        let mut expect: Vec<i64> = want.iter().map(|r| value(r)).collect();
+                        expect.sort_unstable_by(|a, b| b.cmp(a));
+                        assert_eq!(
+                            got, expect,
+                            "{sql} seed {seed} step {step}: order_by t desc"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn explain_splits_a_row_into_its_batch_and_speed_parts() {
+        let schema = EventSchema::new(default_fields()).unwrap();
+        let def = Arc::new(
+            ViewDef::compile(
+                "v",
+                "SELECT customer, SUM(amount) AS t FROM events GROUP BY customer",
+                "events",
+                &schema,
+            )
+            .await
+            .unwrap(),
+        );
+        let state = |rows: &[&str]| {
+            let mut d = EventDecoder::new(&schema);
+            for r in rows {
+                d.push(r.as_bytes()).unwrap();
+            }
+            let mut s = def.new_state();
+            s.update(&def, &d.finish()).unwrap();
+            s
+        };
+        let b = state(&[
+            r#"{"customer":"Ali","amount":320}"#,
+            r#"{"customer":"Sara","amount":140}"#,
+        ]);
+        let s = state(&[
+            r#"{"customer":"Ali","amount":80}"#,
+            r#"{"customer":"Nour","amount":5}"#,
+        ]);
+        let t = ServingTable::build(&def, Some(published(&def, b)), s, BTreeMap::new()).unwrap();
+        let ali = t.lookup(&t.encode_key(&["Ali"]).unwrap()).unwrap();
+        let nour = t.lookup(&t.encode_key(&["Nour"]).unwrap()).unwrap();
+        assert_eq!(t.row_json(ali).unwrap(), br#"{"customer":"Ali","t":400}"#);
+        let (bp, sp) = t.explain(&[ali, nour]).unwrap();
+        assert_eq!(
+            String::from_utf8(bp).unwrap(),
+            "{\"customer\":\"Ali\",\"t\":320}\n{\"customer\":\"Nour\",\"t\":null}\n"
+        );
+        assert_eq!(
+            String::from_utf8(sp).unwrap(),
+            "{\"customer\":\"Ali\",\"t\":80}\n{\"customer\":\"Nour\",\"t\":5}\n"
+        );
+    }
+}

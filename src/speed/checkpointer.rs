@@ -1,0 +1,216 @@
+//! Checkpoints: the events consumed since the last one become pending segments, then the
+//! checkpoint (positions) is written, then the segments are committed — in a background task,
+//! one checkpoint at a time, while the layer keeps consuming.
+//!
+//! ```text
+//!   pending (per partition: first offset + decoded events)
+//!      │ start(): sync the dead-letter file, take `pending`, spawn:
+//!      ▼
+//!   1. segments/.pending.offsets=<from>-<to>.parquet
+//!   2. _speed/checkpoint.json   (offsets, batch runs, dead-letter length; atomic rename)
+//!   3. segments renamed: committed, visible to the batch layer
+//!   4. streaming_view/ republished (when given rows)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::storage::checkpoint::{self, Checkpoint, CheckpointView};
+use crate::storage::{self, DeadLetterFile, Layout, segments};
+
+/// Above this many speed-state groups the streaming view is rewritten at most every
+/// [`LARGE_VIEW_INTERVAL`] instead of at every checkpoint: finalizing it costs the state's size.
+pub const LARGE_VIEW_GROUPS: usize = 100_000;
+/// See [`LARGE_VIEW_GROUPS`].
+pub const LARGE_VIEW_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Events consumed since the last checkpoint on one partition: the next segment.
+struct Pending {
+    from: i64,
+    batches: Vec<RecordBatch>,
+}
+
+/// What the speed layer has not archived yet, and the checkpoint being written.
+pub(super) struct Checkpointer {
+    p: Arc<Pipeline>,
+    layout: Layout,
+    pending: BTreeMap<i32, Pending>,
+    /// The checkpoint being written in the background, if any.
+    writing: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// When the last checkpoint started.
+    last: Instant,
+    /// When the streaming view was last rewritten.
+    last_view: Option<Instant>,
+}
+
+impl Checkpointer {
+    pub fn new(p: Arc<Pipeline>, layout: Layout) -> Self {
+        Self {
+            p,
+            layout,
+            pending: BTreeMap::new(),
+            writing: None,
+            last: Instant::now(),
+            last_view: None,
+        }
+    }
+
+    /// Notes that a message at `offset` of `part` was consumed (`from`: the next offset to
+    /// read before it, when known).
+    pub fn consumed(&mut self, part: i32, from: Option<i64>, offset: i64) {
+        self.pending.entry(part).or_insert_with(|| Pending {
+            from: from.unwrap_or(offset),
+            batches: Vec::new(),
+        });
+    }
+
+    /// Adds decoded events of `part` to its next segment.
+    pub fn archive(&mut self, part: i32, batch: RecordBatch) {
+        if let Some(p) = self.pending.get_mut(&part) {
+            p.batches.push(batch);
+        }
+    }
+
+    /// True when consumed events await a checkpoint.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// True when `speed.checkpoint-interval` has passed since the last checkpoint.
+    pub fn due(&self) -> bool {
+        self.last.elapsed() >= self.p.config.speed.checkpoint_interval
+    }
+
+    /// True when the streaming view should be rewritten with this checkpoint.
+    pub fn view_due(&self, groups: usize, stopping: bool) -> bool {
+        stopping
+            || groups <= LARGE_VIEW_GROUPS
+            || self
+                .last_view
+                .is_none_or(|t| t.elapsed() >= LARGE_VIEW_INTERVAL)
+    }
+
+    /// Waits for the checkpoint in flight, if any; its failure stops the layer.
+    pub async fn finish(&mut self) -> Result<()> {
+        if let Some(h) = self.writing.take() {
+            h.await
+                .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Collects the checkpoint in flight if it is done (without waiting).
+    pub async fn reap(&mut self) -> Result<()> {
+        if self.writing.as_ref().is_some_and(|w| w.is_finished()) {
+            self.finish().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a checkpoint of `cp` covering what is pending (after the previous one is done):
+    /// syncs the dead-letter file, hands the pending events to a background task. `view`:
+    /// the streaming view's rows to republish afterwards.
+    pub async fn start(
+        &mut self,
+        mut cp: Checkpoint,
+        dlq: &mut DeadLetterFile,
+        view: Option<Vec<RecordBatch>>,
+    ) -> Result<()> {
+        self.finish().await?;
+        cp.dead_letter_len = dlq.sync()?;
+        if view.is_some() {
+            self.last_view = Some(Instant::now());
+        }
+        let (p, layout) = (Arc::clone(&self.p), self.layout.clone());
+        let pending = std::mem::take(&mut self.pending);
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            write(&p, &layout, &cp, pending, view)
+        }));
+        self.last = Instant::now();
+        Ok(())
+    }
+
+    /// A quiescent point: every consumed event archived and checkpointed (waits for both).
+    pub async fn now(
+        &mut self,
+        cp: Checkpoint,
+        dlq: &mut DeadLetterFile,
+        view: Option<Vec<RecordBatch>>,
+    ) -> Result<()> {
+        self.finish().await?;
+        if self.has_pending() || view.is_some() {
+            self.start(cp, dlq, view).await?;
+            self.finish().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint of `offsets` and the batch runs the views continue.
+pub(super) fn positions(
+    p: &Pipeline,
+    batch_id: u64,
+    offsets: &BTreeMap<i32, i64>,
+    consumed: u64,
+    batch_runs: impl Iterator<Item = Option<String>>,
+) -> Checkpoint {
+    Checkpoint {
+        version: 3,
+        topic: p.config.kafka.topic.clone(),
+        batch_id,
+        offsets: offsets.clone(),
+        consumed,
+        dead_letter_len: 0,
+        views: p
+            .views
+            .iter()
+            .zip(batch_runs)
+            .map(|(d, r)| (d.name.clone(), CheckpointView { batch_run: r }))
+            .collect(),
+    }
+}
+
+/// Archives the pending events as segments, writes the checkpoint that covers them, commits
+/// the segments, and republishes the streaming view when given.
+fn write(
+    p: &Pipeline,
+    layout: &Layout,
+    cp: &Checkpoint,
+    pending: BTreeMap<i32, Pending>,
+    view: Option<Vec<RecordBatch>>,
+) -> Result<()> {
+    let topic = &p.config.kafka.topic;
+    let mut written = Vec::new();
+    for (part, pd) in pending {
+        let to = cp.offsets.get(&part).copied().unwrap_or(pd.from);
+        if pd.batches.is_empty() || to <= pd.from {
+            continue; // only bad messages: nothing to archive
+        }
+        written.push(segments::write_pending(
+            layout,
+            topic,
+            part,
+            pd.from,
+            to,
+            &pd.batches,
+        )?);
+    }
+    checkpoint::write(layout, cp)?;
+    for s in &written {
+        segments::commit(s)?;
+    }
+    if let Some(rows) = view {
+        let version = storage::new_version();
+        for (def, rows) in p.views.iter().zip(rows) {
+            storage::publish_dir(&layout.streaming_view(&def.name), &version, 2, |dir| {
+                storage::write_part(dir, &version, &rows)
+            })?;
+        }
+    }
+    Ok(())
+}

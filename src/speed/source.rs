@@ -1,0 +1,130 @@
+//! The Kafka source: the consumer (auto-commit off: the checkpoint holds the offsets) and the
+//! decoding of one micro-batch of messages, shared by the speed layer and `replay`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::FutureExt;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{BorrowedMessage, Message};
+
+use crate::config::{Pipeline, StartingOffsets};
+use crate::error::{Error, Result};
+use crate::kafka::QuietContext;
+use crate::storage;
+use crate::view::event::{EventDecoder, EventSchema};
+
+/// The consumer both the speed layer and `replay` read with; `extra` properties last.
+pub(super) fn consumer(
+    p: &Pipeline,
+    extra: &[(&str, &str)],
+) -> Result<StreamConsumer<QuietContext>> {
+    let cfg = &p.config;
+    let mut client = crate::kafka::client_config(&cfg.kafka);
+    // librdkafka postpones the next fetch by `fetch.queue.backoff.ms` (1 s by default) once its
+    // local queue holds `queued.min.messages`; at high rates that idles the layer for a second
+    // after every few micro-batches. Defaults only: a value in kafka.properties wins.
+    for (k, v) in [
+        ("fetch.queue.backoff.ms", "1"),
+        ("queued.min.messages", "1000000"),
+    ] {
+        if !cfg.kafka.properties.contains_key(k) {
+            client.set(k, v);
+        }
+    }
+    client
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set(
+            "auto.offset.reset",
+            match cfg.speed.starting_offsets {
+                StartingOffsets::Earliest => "earliest",
+                StartingOffsets::Latest => "latest",
+            },
+        );
+    for (k, v) in extra {
+        client.set(*k, *v);
+    }
+    client
+        .create_with_context(QuietContext::default())
+        .map_err(|e| Error::Kafka(format!("bad Kafka consumer configuration: {e}")))
+}
+
+/// The messages of one micro-batch, decoded: one decoder per partition.
+pub(super) struct MicroBatch<'s> {
+    schema: &'s EventSchema,
+    decoders: BTreeMap<i32, (EventDecoder<'s>, u64)>,
+    /// Messages read.
+    pub messages: u64,
+    /// Messages that did not decode.
+    pub bad: u64,
+    /// Each message's Kafka timestamp (ms since the epoch; CreateTime: when it was produced).
+    pub stamps: Vec<i64>,
+}
+
+impl<'s> MicroBatch<'s> {
+    pub fn new(schema: &'s EventSchema) -> Self {
+        Self {
+            schema,
+            decoders: BTreeMap::new(),
+            messages: 0,
+            bad: 0,
+            stamps: Vec::new(),
+        }
+    }
+
+    /// Decodes one message; a bad one is returned as a dead-letter record naming topic,
+    /// partition, offset and the reason.
+    pub fn push(&mut self, m: &BorrowedMessage<'_>) -> Option<serde_json::Value> {
+        self.messages += 1;
+        if let Some(t) = m.timestamp().to_millis() {
+            self.stamps.push(t);
+        }
+        let schema = self.schema;
+        let (dec, n) = self
+            .decoders
+            .entry(m.partition())
+            .or_insert_with(|| (EventDecoder::new(schema), 0));
+        *n += 1;
+        let res = match m.payload() {
+            Some(bytes) => dec.push(bytes).map_err(|e| (e.0, bytes)),
+            None => Err(("empty message (no value)".to_string(), &b""[..])),
+        };
+        let (reason, raw) = res.err()?;
+        self.bad += 1;
+        let (k, v) = storage::payload_fields(raw);
+        let mut rec = serde_json::json!({
+            "topic": m.topic(), "partition": m.partition(), "offset": m.offset(), "reason": reason,
+        });
+        rec[k] = v;
+        Some(rec)
+    }
+
+    /// The decoded events per partition, with the number of messages read from it.
+    pub fn finish(self) -> impl Iterator<Item = (i32, RecordBatch, u64)> {
+        self.decoders
+            .into_iter()
+            .map(|(part, (mut d, n))| (part, d.finish(), n))
+    }
+}
+
+/// Takes the messages already fetched, without arming a timer (one per message would cost as
+/// much as the message), then waits up to `deadline` for one more when the queue is empty.
+pub(super) async fn next_message<'c>(
+    consumer: &'c StreamConsumer<QuietContext>,
+    deadline: tokio::time::Instant,
+) -> Option<rdkafka::error::KafkaResult<BorrowedMessage<'c>>> {
+    match consumer.recv().now_or_never() {
+        Some(m) => Some(m),
+        None => tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .ok(),
+    }
+}
+
+/// The longest a replay waits for a message before it names where it stopped.
+pub(super) fn replay_patience(connect_timeout: Duration) -> Duration {
+    connect_timeout.max(Duration::from_secs(10))
+}

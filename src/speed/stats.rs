@@ -1,0 +1,143 @@
+//! What the speed layer reports: per micro-batch progress (like Spark's query progress), the
+//! micro-batch duration and produce-to-visible latency histograms, and the status snapshot
+//! handed to serving and `/metrics` after every micro-batch.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::kafka::BrokerHealth;
+
+/// One micro-batch, as Spark reports a streaming query's progress.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    /// Micro-batch number since start.
+    pub batch_id: u64,
+    /// Messages in the micro-batch.
+    pub input_rows: u64,
+    /// Messages per second arriving (since the previous micro-batch).
+    pub input_rows_per_second: f64,
+    /// Messages per second processed (over this micro-batch's duration).
+    pub processed_rows_per_second: f64,
+    /// How long the micro-batch took.
+    pub duration_ms: f64,
+    /// Messages behind the high watermarks, over all partitions (as last seen).
+    pub lag: i64,
+    /// 99th percentile over the micro-batch's messages of the time from their Kafka timestamp
+    /// (when they were produced) to the end of the micro-batch (when serving sees them).
+    pub visible_latency_p99_ms: Option<i64>,
+}
+
+/// Micro-batch durations since start, in the buckets `/metrics` exports: 0.5 ms doubling up
+/// to 16 s, then +Inf. Cumulative in the layer, so a reader that skips snapshots loses nothing.
+#[derive(Debug, Clone)]
+pub struct DurationHistogram {
+    /// (upper bound in seconds, observations in this bucket only).
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        let bounds = (0..16).map(|i| 0.0005 * f64::from(1u32 << i));
+        Self {
+            buckets: bounds
+                .chain([f64::MAX]) // f64::MAX is how the encoder writes +Inf
+                .map(|b| (b, 0))
+                .collect(),
+            sum: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl DurationHistogram {
+    pub(crate) fn observe(&mut self, secs: f64) {
+        if let Some(b) = self.buckets.iter_mut().find(|(upper, _)| secs <= *upper) {
+            b.1 += 1;
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+/// Produce-to-visible latencies since start, in 1 ms buckets up to 10 s.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    buckets: Vec<u64>,
+    /// Messages recorded.
+    pub count: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; 10_001],
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub(crate) fn record(&mut self, ms: i64) {
+        let i = (ms.max(0) as usize).min(self.buckets.len() - 1);
+        self.buckets[i] += 1;
+        self.count += 1;
+    }
+
+    /// The latency (ms) that a fraction `q` of the messages did not exceed (10 000 means
+    /// "10 s or more"); `None` before any message.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let want = ((self.count as f64 * q).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (ms, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(ms as u64);
+            }
+        }
+        Some(self.buckets.len() as u64 - 1)
+    }
+}
+
+/// The speed layer's status at the end of a micro-batch: positions, counters and health. It
+/// holds no view state (serving gets that as deltas), so handing it over costs the same at any
+/// number of keys.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Micro-batches processed since the layer started from its checkpoint.
+    pub batch_id: u64,
+    /// Next offset to read, per partition.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Messages consumed, in total.
+    pub consumed: u64,
+    /// Messages consumed since this process started, per partition.
+    pub consumed_by_partition: BTreeMap<i32, u64>,
+    /// Messages sent to the dead-letter file, in total.
+    pub dead_letters: u64,
+    /// The last micro-batch.
+    pub progress: Option<Progress>,
+    /// Reachability of the brokers and their high watermarks.
+    pub brokers: BrokerHealth,
+    /// Micro-batch durations since start.
+    pub microbatch: DurationHistogram,
+    /// Produce-to-visible latency of every message since start.
+    pub latency: LatencyHistogram,
+}
+
+impl Snapshot {
+    /// Messages behind the high watermark, per partition.
+    pub fn lag(&self) -> BTreeMap<i32, i64> {
+        self.brokers
+            .high
+            .iter()
+            .map(|(p, hi)| (*p, (hi - self.offsets.get(p).copied().unwrap_or(0)).max(0)))
+            .collect()
+    }
+}

@@ -1,0 +1,121 @@
+//! The speed layer's view state and the handoff to each new batch run.
+//!
+//! Each view's speed state holds exactly the events *after* the offsets of the batch view it
+//! continues (per partition; all events when there is none). When a batch run publishes a view
+//! that covers more, [`Handoff::sync`] rebuilds that view's state from the archived segments
+//! after the new offsets: the realtime view "expires" by offsets, never by time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::info;
+
+use crate::config::Pipeline;
+use crate::error::Result;
+use crate::storage::{Layout, PublishedBatch, batch_view, segments::rebuild};
+use crate::view::{ViewDef, ViewState};
+
+/// One view's part in the speed layer.
+#[derive(Debug, Clone, Default)]
+pub struct SpeedView {
+    /// The id of the batch run this state continues (`None`: there was none in service).
+    pub batch_run: Option<String>,
+    /// That batch view, once loaded: the state covers the events after its offsets.
+    pub batch: Option<Arc<PublishedBatch>>,
+    /// The state, per partition.
+    pub parts: BTreeMap<i32, ViewState>,
+}
+
+impl SpeedView {
+    /// The state over all partitions (a copy: for the console, the files and handoffs).
+    pub fn state(&self, def: &ViewDef) -> ViewState {
+        let mut s = def.new_state();
+        for part in self.parts.values() {
+            s.merge(part);
+        }
+        s
+    }
+
+    /// The id of the batch run this state continues.
+    pub fn batch_run(&self) -> Option<&str> {
+        self.batch_run.as_deref()
+    }
+
+    /// Groups held over all partitions (a key seen on two partitions counts twice).
+    pub fn groups(&self) -> usize {
+        self.parts.values().map(ViewState::len).sum()
+    }
+}
+
+/// Which batch run each view's state continues, and the switch to a newer one.
+pub(super) struct Handoff {
+    /// Per view: the batch run last seen in service (`Some("")`: not looked at yet).
+    seen: Vec<Option<String>>,
+}
+
+impl Handoff {
+    pub fn new(views: usize) -> Self {
+        Self {
+            seen: vec![Some(String::new()); views],
+        }
+    }
+
+    /// True when some view has a batch run in service that its state does not continue yet
+    /// (a readlink per view).
+    pub fn newer(&self, p: &Pipeline, layout: &Layout) -> bool {
+        p.views
+            .iter()
+            .zip(&self.seen)
+            .any(|(d, s)| batch_view::published_run(layout, d) != *s)
+    }
+
+    /// Aligns each view with the batch view in service: when another run was published since
+    /// the state was built (or `force`), loads it and rebuilds the state from the segments
+    /// after its offsets up to `offsets`. Must be called with no unarchived events. Returns
+    /// whether anything changed.
+    pub fn sync(
+        &mut self,
+        p: &Pipeline,
+        layout: &Layout,
+        views: &mut [SpeedView],
+        offsets: &BTreeMap<i32, i64>,
+        force: bool,
+    ) -> Result<bool> {
+        let mut todo = Vec::new();
+        let mut changed = false;
+        for (i, def) in p.views.iter().enumerate() {
+            let current = batch_view::published_run(layout, def);
+            if current == self.seen[i] && !force {
+                continue;
+            }
+            let loaded = batch_view::load_published(layout, def)?.map(Arc::new);
+            self.seen[i] = current;
+            let run = loaded.as_ref().map(|b| b.manifest.run_id.clone());
+            let same = run == views[i].batch_run;
+            views[i].batch = loaded;
+            views[i].batch_run = run;
+            changed = true;
+            if !same || force {
+                let after = views[i]
+                    .batch
+                    .as_ref()
+                    .map(|b| b.manifest.offsets_of(&p.config.kafka.topic))
+                    .unwrap_or_default();
+                todo.push((i, after));
+            }
+        }
+        if todo.is_empty() {
+            return Ok(changed);
+        }
+        let started = Instant::now();
+        let states = rebuild(p, layout, &todo, offsets)?;
+        for ((i, after), parts) in todo.into_iter().zip(states) {
+            info!(view = %p.views[i].name, batch_run = ?views[i].batch_run(), after = ?after,
+                  ms = started.elapsed().as_millis() as u64,
+                  "speed layer: now continues the batch view in service (state before its offsets expired)");
+            views[i].parts = parts;
+        }
+        Ok(true)
+    }
+}

@@ -39,10 +39,10 @@
 //! waits for it (backpressure; nothing is dropped).
 //!
 //! ## Files
-//! - [`source`](self::source): the Kafka consumer and the decoding of a micro-batch (shared
+//! - `source.rs`: the Kafka consumer and the decoding of a micro-batch (shared
 //!   with [`replay()`]);
 //! - [`views`]: the state per view and partition, and the handoff to a new batch run;
-//! - [`checkpointer`]: segments, checkpoint, commit, in the background;
+//! - `checkpointer.rs`: segments, checkpoint, commit, in the background;
 //! - [`stats`]: progress, histograms, the status snapshot.
 
 mod checkpointer;

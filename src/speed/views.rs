@@ -2,7 +2,7 @@
 //!
 //! Each view's speed state holds exactly the events *after* the offsets of the batch view it
 //! continues (per partition; all events when there is none). When a batch run publishes a view
-//! that covers more, [`Handoff::sync`] rebuilds that view's state from the archived segments
+//! that covers more, `Handoff::sync` rebuilds that view's state from the archived segments
 //! after the new offsets: the realtime view "expires" by offsets, never by time.
 
 use std::collections::BTreeMap;

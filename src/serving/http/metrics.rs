@@ -273,7 +273,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
     st.metrics.observe(&st.state());
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry)
-        .map_err(|e| ApiError::internal(e))?;
+        .map_err(ApiError::internal)?;
     Ok((
         [(
             header::CONTENT_TYPE,

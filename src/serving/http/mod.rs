@@ -4,8 +4,8 @@
 //! Every handler answers from one [`ServingState`]; a view's rows come from its maintained
 //! table, read under its lock, so a response never mixes two versions of a view.
 //!
-//! Files: [`error`] (the JSON error shape), [`auth`] (the bearer token), [`views`] (rows,
-//! pages, keys, the stream), [`status`] (health, status, batch trigger), [`metrics`]
+//! Files: `error.rs` (the JSON error shape), `auth.rs` (the bearer token), `views.rs` (rows,
+//! pages, keys, the stream), `status.rs` (health, status, batch trigger), `metrics.rs`
 //! (`/metrics` and request recording). Errors are JSON `{"error", "detail"}` with the
 //! right status; with `serving.token` set, every endpoint but `/health` requires
 //! `Authorization: Bearer <token>` (or `?access_token=` for the browser's EventSource).

@@ -122,7 +122,7 @@ pub(crate) fn state_schema(agg_schema: &DFSchema, glen: usize, aggs: &[AggSpec])
     Arc::new(Schema::new(fields))
 }
 
-/// The DataFusion aggregate expressions that compute the state columns, in [`state_schema`]
+/// The DataFusion aggregate expressions that compute the state columns, in `state_schema`
 /// order. The batch layer runs `events WHERE .. GROUP BY keys` with these.
 pub fn state_exprs(def: &ViewDef) -> Vec<Expr> {
     let names = def.state_schema.fields()[def.group_len()..]
@@ -157,7 +157,7 @@ pub fn state_exprs(def: &ViewDef) -> Vec<Expr> {
 ///
 /// Compact by construction: each group key is stored once, in Arrow's row format, behind one
 /// hash table ([`KeyIndex`]); each aggregate's state is a flat column indexed by group id
-/// ([`AccCol`]). Group ids are dense, in order of first appearance, and never change, so a
+/// (`AccCol`). Group ids are dense, in order of first appearance, and never change, so a
 /// caller can keep its own per-group vectors beside a state. Cost: `update` and `merge` grow
 /// with the rows or groups they are given, never with the size of the state.
 #[derive(Debug, Clone)]

@@ -399,12 +399,7 @@ impl ViewDef {
                 PhysStep::Project(..) => self.project(step, &batch)?,
                 _ if !all => batch,
                 PhysStep::Filter(p) => {
-                    let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    let mask = datafusion::arrow::array::AsArray::as_boolean_opt(&mask)
-                        .ok_or_else(|| {
-                            Error::Internal("HAVING did not evaluate to booleans".into())
-                        })?
-                        .clone();
+                    let mask = having(p, &batch)?;
                     picked = picked
                         .iter()
                         .enumerate()
@@ -481,12 +476,7 @@ impl ViewDef {
             match step {
                 PhysStep::Project(..) => batch = self.project(step, &batch)?,
                 PhysStep::Filter(p) => {
-                    let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    let mask = datafusion::arrow::array::AsArray::as_boolean_opt(&mask)
-                        .ok_or_else(|| {
-                            Error::Internal("HAVING did not evaluate to booleans".into())
-                        })?
-                        .clone();
+                    let mask = having(p, &batch)?;
                     let keep = |i: usize| {
                         datafusion::arrow::array::Array::is_valid(&mask, i) && mask.value(i)
                     };
@@ -578,6 +568,17 @@ impl ViewDef {
             .map(|f| f.data_type().clone())
             .collect()
     }
+}
+
+/// HAVING evaluated on `batch`: one boolean per row.
+fn having(
+    p: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<datafusion::arrow::array::BooleanArray> {
+    let mask = p.evaluate(batch)?.into_array(batch.num_rows())?;
+    Ok(datafusion::arrow::array::AsArray::as_boolean_opt(&mask)
+        .ok_or_else(|| Error::Internal("HAVING did not evaluate to booleans".into()))?
+        .clone())
 }
 
 fn describe(plan: &LogicalPlan) -> String {

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, new_null_array,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, PrimitiveArray, new_null_array,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type};
 use datafusion::arrow::row::{RowConverter, RowParser, SortField};
 
 use super::AggKind;
@@ -161,29 +161,11 @@ impl AccCol {
                 match vals {
                     Extremes::Int { v, seen, .. } => {
                         let a = cast(arg, &DataType::Int64)?;
-                        let a = a.as_primitive::<Int64Type>();
-                        for (row, &g) in gids.iter().enumerate() {
-                            if a.is_valid(row) {
-                                let x = a.value(row);
-                                if !seen[g] || (max && x > v[g]) || (!max && x < v[g]) {
-                                    v[g] = x;
-                                    seen[g] = true;
-                                }
-                            }
-                        }
+                        fold_extremes(a.as_primitive::<Int64Type>(), gids, v, seen, max);
                     }
                     Extremes::Float { v, seen, .. } => {
                         let a = cast(arg, &DataType::Float64)?;
-                        let a = a.as_primitive::<Float64Type>();
-                        for (row, &g) in gids.iter().enumerate() {
-                            if a.is_valid(row) {
-                                let x = a.value(row);
-                                if !seen[g] || (max && x > v[g]) || (!max && x < v[g]) {
-                                    v[g] = x;
-                                    seen[g] = true;
-                                }
-                            }
-                        }
+                        fold_extremes(a.as_primitive::<Float64Type>(), gids, v, seen, max);
                     }
                     Extremes::Bytes { conv, v, .. } => {
                         let rows = conv.convert_columns(std::slice::from_ref(arg))?;
@@ -220,10 +202,8 @@ impl AccCol {
                             v: ov, seen: os, ..
                         },
                     ) => {
-                        if os[og] && (!seen[g] || (max && ov[og] > v[g]) || (!max && ov[og] < v[g]))
-                        {
-                            v[g] = ov[og];
-                            seen[g] = true;
+                        if os[og] {
+                            keep(&mut v[g], &mut seen[g], ov[og], max);
                         }
                     }
                     (
@@ -232,10 +212,8 @@ impl AccCol {
                             v: ov, seen: os, ..
                         },
                     ) => {
-                        if os[og] && (!seen[g] || (max && ov[og] > v[g]) || (!max && ov[og] < v[g]))
-                        {
-                            v[g] = ov[og];
-                            seen[g] = true;
+                        if os[og] {
+                            keep(&mut v[g], &mut seen[g], ov[og], max);
                         }
                     }
                     (Extremes::Bytes { v, .. }, Extremes::Bytes { v: ov, .. }) => {
@@ -396,6 +374,31 @@ impl std::fmt::Debug for AccCol {
             AccCol::Extreme { max: false, .. } => "Min",
         };
         f.write_str(name)
+    }
+}
+
+/// Keeps `x` in `slot` when it is the first value or beats the current one.
+fn keep<T: PartialOrd + Copy>(slot: &mut T, seen: &mut bool, x: T, max: bool) {
+    if !*seen || (max && x > *slot) || (!max && x < *slot) {
+        *slot = x;
+        *seen = true;
+    }
+}
+
+/// Folds the valid values of `a` into the extremes of their groups.
+fn fold_extremes<T: ArrowPrimitiveType>(
+    a: &PrimitiveArray<T>,
+    gids: &[usize],
+    v: &mut [T::Native],
+    seen: &mut [bool],
+    max: bool,
+) where
+    T::Native: PartialOrd,
+{
+    for (row, &g) in gids.iter().enumerate() {
+        if a.is_valid(row) {
+            keep(&mut v[g], &mut seen[g], a.value(row), max);
+        }
     }
 }
 

@@ -33,7 +33,7 @@ rnd = random.Random(7)
 with open(path, "w") as f:
     chunk = []
     for i in range(n):
-        k = i if distinct else (i if i < keys else rnd.randrange(keys))
+        k = i % keys if distinct else (i if i < keys else rnd.randrange(keys))
         chunk.append('{"customer": "k%07d", "amount": %d}\n' % (k, rnd.randrange(1, 1000)))
         if len(chunk) == 100000:
             f.write("".join(chunk)); chunk = []
@@ -83,6 +83,7 @@ request = function()
   return wrk.format("GET", string.format("/api/views/customer_totals?key=k%07d", math.random(0, $keys - 1)))
 end
 LUA
+    wrk_run "anchor: GET /health (the HTTP floor)" "http://127.0.0.1:$port/health"
     wrk_run "serve: GET ?key=<random key>" "http://127.0.0.1:$port" "$work/key.lua"
     wrk_run "serve: GET ?limit=100 (view order)" "http://127.0.0.1:$port/api/views/customer_totals?limit=100"
     curl -sf "http://127.0.0.1:$port/api/views/customer_totals?order_by=total_amount:desc&limit=1" >/dev/null # builds the order once
@@ -90,19 +91,20 @@ LUA
     echo "  serve RSS after the load: $(rss_mb $serve) MB"
     kill -TERM $serve; wait $serve || true
 
-    # The speed layer on `keys` events, every key distinct.
-    local fresh=$dir/distinct-$keys.json
-    gen "$keys" "$keys" "$fresh" distinct
+    # The speed layer on a backlog of 1M events cycling over `keys` keys (at 1M keys: every
+    # event a new key), so both sizes compare on the same number of events.
+    local fresh=$dir/cycle-$keys-1000000.json
+    gen "$keys" 1000000 "$fresh" distinct
     "${lf[@]}" topic create --partitions 2 >/dev/null
     "${lf[@]}" produce --file "$fresh" >/dev/null
     rm -rf "$out/batch_view" "$out/.batch_view.d"
     s=$(date +%s.%N)
     LAMBDAFLOW_LOG=warn /usr/bin/time -f '%M' -o "$work/speed.peak" "${lf[@]}" speed --quiet >/dev/null 2>>"$work/log" &
     local speed=$!
-    until python3 -c "import json,sys; sys.exit(0 if sum(json.load(open('$out/_speed/checkpoint.json'))['offsets'].values()) >= $keys else 1)" 2>/dev/null; do sleep 0.05; done
+    until python3 -c "import json,sys; sys.exit(0 if sum(json.load(open('$out/_speed/checkpoint.json'))['offsets'].values()) >= 1000000 else 1)" 2>/dev/null; do sleep 0.05; done
     e=$(date +%s.%N)
-    kill -TERM $speed; wait $speed || true
-    echo "  speed: $keys distinct keys in $(echo "$e - $s" | bc -l | cut -c1-5) s = $(echo "$keys / ($e - $s)" | bc) events/s, peak $(( $(cat "$work/speed.peak") / 1024 )) MB"
+    pkill -TERM -P $speed; wait $speed || true
+    echo "  speed: 1000000 events over $keys keys in $(echo "$e - $s" | bc -l | cut -c1-5) s = $(echo "1000000 / ($e - $s)" | bc) events/s (start-up and archive included), peak $(( $(cat "$work/speed.peak") / 1024 )) MB"
 
     # run: the batch view, the speed state over the same backlog, serving; then SSE fan-out.
     LAMBDAFLOW_LOG=warn "${lf[@]}" run --listen "127.0.0.1:$port" >/dev/null 2>>"$work/log" &

@@ -25,7 +25,8 @@
 //!   the speed layer, read by the batch layer, named by topic, partition and offset range).
 //! - [`run`]: the three layers in one process (`lambdaflow run`); [`verify`]: a full
 //!   recompute compared key by key with what serving answers.
-//! - [`kafka`]: client configuration, topic administration, producer.
+//! - [`kafka`]: client configuration, topic administration, producer; [`produce`]: the
+//!   console producer's checks; [`report`]: what the commands print.
 //! - [`config`], [`runtime`]: configuration loading, logging, shutdown.
 
 #![warn(missing_docs)]
@@ -35,6 +36,8 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod kafka;
+pub mod produce;
+pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod serving;

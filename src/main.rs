@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lambdaflow::config::{Config, Overrides, Pipeline};
-use lambdaflow::show::{DEFAULT_ROWS, show};
-use lambdaflow::view::event::EventDecoder;
-use lambdaflow::{batch, demo, kafka, runtime, serving, speed, verify};
+use lambdaflow::{batch, demo, kafka, produce, report, runtime, serving, speed, verify};
 
 /// A Lambda-architecture data system: one SQL view, a DataFusion batch layer, a Kafka speed
 /// layer, and an exact serving merge.
@@ -185,28 +183,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let p = pipeline(g, &dataset).await?;
             let run = batch::run(&p, true).await?;
             for (def, _, rows) in &run.views {
-                if p.views.len() > 1 {
-                    println!("view {}", def.name);
-                }
-                print!("{}", show(rows, DEFAULT_ROWS));
+                report::view(&p, &def.name, rows);
             }
-            let m = &run.manifest;
-            println!(
-                "batch run {}: {} events from {} file(s) and {} segment(s) (offsets {:?}), {} rejected line(s), {} ms",
-                run.run_id,
-                m.rows,
-                m.files.len(),
-                m.segments,
-                m.offsets_of(&p.config.kafka.topic),
-                m.bad,
-                m.duration_ms
-            );
-            if m.bad > 0 {
-                println!(
-                    "rejected lines: {}/_dead_letter.jsonl",
-                    p.config.output.dir.join("batch_view").display()
-                );
-            }
+            report::batch_run(&p, &run.run_id, &run.manifest);
         }
         Command::Speed { quiet } => {
             let p = pipeline(g, &[]).await?;
@@ -222,24 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
         } => {
             let p = pipeline_listening(g, &[], listen.as_deref()).await?;
-            for v in serving::serve_once(&p)? {
-                if p.views.len() > 1 {
-                    println!("view {}", v.def.name);
-                }
-                print!("{}", show(&v.rows()?, DEFAULT_ROWS));
-                if explain {
-                    for line in v.explain_lines()? {
-                        println!("{line}");
-                    }
-                }
-                let f = v.freshness(&p.config.kafka.topic);
-                println!(
-                    "batch run {} (offsets {:?}) + speed layer up to offsets {:?}",
-                    f.batch_run.as_deref().unwrap_or("none"),
-                    f.batch_offsets,
-                    f.speed_offsets
-                );
-            }
+            report::served(&p, &serving::serve_once(&p)?, explain)?;
             if !once {
                 serving::serve_files(Arc::clone(&p), listen_addr(&p)?, shutdown).await?;
             }
@@ -252,47 +214,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify => {
             let p = pipeline(g, &[]).await?;
             let r = verify::verify(&p).await?;
-            for d in &r.differences {
-                println!(
-                    "DIFFERENT view {} key {}: served {} but all the data gives {}",
-                    d.view,
-                    d.key,
-                    d.served
-                        .as_ref()
-                        .map_or("nothing".into(), |v| v.to_string()),
-                    d.truth.as_ref().map_or("nothing".into(), |v| v.to_string()),
-                );
-            }
-            println!(
-                "verify: {} key(s) compared over {} event(s) (speed offsets {:?}): {} difference(s)",
-                r.keys,
-                r.events,
-                r.offsets,
-                r.differences.len()
-            );
+            report::verified(&r);
             if !r.differences.is_empty() {
                 return Ok(ExitCode::from(1));
             }
         }
         Command::Replay => {
             let p = pipeline(g, &[]).await?;
-            let r = speed::replay(&p).await?;
-            for (def, st) in p.views.iter().zip(&r.states) {
-                if p.views.len() > 1 {
-                    println!("view {}", def.name);
-                }
-                print!("{}", show(&def.finalize(st)?, DEFAULT_ROWS));
-            }
-            let secs = r.elapsed.as_secs_f64();
-            println!(
-                "replay: {} message(s) from topic {} (offsets {:?}), {} skipped, in {:.3} s ({:.0} messages/s)",
-                r.messages,
-                p.config.kafka.topic,
-                r.offsets,
-                r.bad,
-                secs,
-                r.messages as f64 / secs.max(1e-9)
-            );
+            report::replayed(&p, &speed::replay(&p).await?)?;
         }
         Command::Produce { file, strict } => {
             let p = pipeline(g, &[]).await?;
@@ -308,34 +237,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let source = file
                 .as_ref()
                 .map_or("stdin".to_string(), |f| f.display().to_string());
-            let mut good = Vec::new();
-            let mut bad = 0usize;
-            let mut dec = EventDecoder::new(&p.schema);
-            for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                match dec.push(line) {
-                    Ok(()) => good.push(line.to_vec()),
-                    Err(e) => {
-                        eprintln!("{source}:{}: rejected: {e}", i + 1);
-                        bad += 1;
-                        if strict {
-                            bail!("{source}:{}: bad line (--strict): nothing was sent", i + 1);
-                        }
-                    }
-                }
+            let r = produce::produce(&p, &text, &source, strict).await?;
+            if let Some(n) = r.stopped_at {
+                anyhow::bail!("{source}:{n}: bad line (--strict): nothing was sent");
             }
-            let producer = kafka::producer(&p.config.kafka)?;
-            kafka::metadata(&p.config.kafka, None).await?;
-            kafka::send_all(&producer, &p.config.kafka, &good).await?;
             println!(
-                "sent {} message(s) to topic {}; rejected {bad} line(s)",
-                good.len(),
-                p.config.kafka.topic
+                "sent {} message(s) to topic {}; rejected {} line(s)",
+                r.sent, p.config.kafka.topic, r.rejected
             );
-            if bad > 0 {
+            if r.rejected > 0 {
                 return Ok(ExitCode::from(1));
             }
         }

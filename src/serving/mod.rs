@@ -136,6 +136,8 @@ pub struct ServedView {
     /// (parameters, version) → body, so that one change is serialized once per set of
     /// parameters, not once per subscriber.
     pages: Mutex<BTreeMap<String, (u64, Arc<str>)>>,
+    /// `"columns":[…]` of every answer, serialized once.
+    pub columns_json: String,
 }
 
 /// Changes a stream subscriber may fall behind by before it is sent a fresh snapshot.
@@ -144,7 +146,15 @@ const CHANGE_BACKLOG: usize = 256;
 impl ServedView {
     /// A view served from `table`.
     pub fn new(table: ServingTable) -> Self {
+        let columns: serde_json::Value = table
+            .def()
+            .output_schema()
+            .fields()
+            .iter()
+            .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
+            .collect();
         Self {
+            columns_json: columns.to_string(),
             def: Arc::clone(table.def()),
             table: RwLock::new(table),
             changes: broadcast::channel(CHANGE_BACKLOG).0,

@@ -234,7 +234,7 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, version: bool) -> Ap
     body.push_str("{\"view\":");
     body.push_str(&Value::from(v.def.name.as_str()).to_string());
     body.push_str(",\"columns\":");
-    body.push_str(&columns(v).to_string());
+    body.push_str(&v.columns_json);
     body.push_str(",\"rows\":[");
     for (i, &sid) in sids.iter().enumerate() {
         if i > 0 {

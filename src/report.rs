@@ -1,0 +1,99 @@
+//! What the commands print: the views as Spark's `show()` tables and one summary line per
+//! command. Kept out of `main` so that the dispatcher only dispatches.
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::config::Pipeline;
+use crate::error::Result;
+use crate::serving::ServedView;
+use crate::show::{DEFAULT_ROWS, show};
+use crate::speed::Replay;
+use crate::storage::Manifest;
+use crate::verify::Report;
+
+/// Prints a view's table, headed by its name when the pipeline has several views.
+pub fn view(p: &Pipeline, name: &str, rows: &RecordBatch) {
+    if p.views.len() > 1 {
+        println!("view {name}");
+    }
+    print!("{}", show(rows, DEFAULT_ROWS));
+}
+
+/// After `lambdaflow batch`.
+pub fn batch_run(p: &Pipeline, run_id: &str, m: &Manifest) {
+    println!(
+        "batch run {run_id}: {} events from {} file(s) and {} segment(s) (offsets {:?}), {} rejected line(s), {} ms",
+        m.rows,
+        m.files.len(),
+        m.segments,
+        m.offsets_of(&p.config.kafka.topic),
+        m.bad,
+        m.duration_ms
+    );
+    if m.bad > 0 {
+        println!(
+            "rejected lines: {}/_dead_letter.jsonl",
+            p.config.output.dir.join("batch_view").display()
+        );
+    }
+}
+
+/// After `lambdaflow serve` has merged: each view, what it is made of with `explain`.
+pub fn served(p: &Pipeline, views: &[std::sync::Arc<ServedView>], explain: bool) -> Result<()> {
+    for v in views {
+        view(p, &v.def.name, &v.rows()?);
+        if explain {
+            for line in v.explain_lines()? {
+                println!("{line}");
+            }
+        }
+        let f = v.freshness(&p.config.kafka.topic);
+        println!(
+            "batch run {} (offsets {:?}) + speed layer up to offsets {:?}",
+            f.batch_run.as_deref().unwrap_or("none"),
+            f.batch_offsets,
+            f.speed_offsets
+        );
+    }
+    Ok(())
+}
+
+/// After `lambdaflow verify`.
+pub fn verified(r: &Report) {
+    for d in &r.differences {
+        println!(
+            "DIFFERENT view {} key {}: served {} but all the data gives {}",
+            d.view,
+            d.key,
+            d.served
+                .as_ref()
+                .map_or("nothing".into(), |v| v.to_string()),
+            d.truth.as_ref().map_or("nothing".into(), |v| v.to_string()),
+        );
+    }
+    println!(
+        "verify: {} key(s) compared over {} event(s) (speed offsets {:?}): {} difference(s)",
+        r.keys,
+        r.events,
+        r.offsets,
+        r.differences.len()
+    );
+}
+
+/// After `lambdaflow replay`.
+pub fn replayed(p: &Pipeline, r: &Replay) -> Result<()> {
+    for (def, st) in p.views.iter().zip(&r.states) {
+        view(p, &def.name, &def.finalize(st)?);
+    }
+    let secs = r.elapsed.as_secs_f64();
+    println!(
+        "replay: {} message(s) from topic {} (offsets {:?}), {} skipped, in {:.3} s ({:.0} messages/s)",
+        r.messages,
+        p.config.kafka.topic,
+        r.offsets,
+        r.bad,
+        secs,
+        r.messages as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

@@ -119,3 +119,90 @@ impl Handoff {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::{Manifest, segments};
+    use crate::view::event::EventDecoder;
+
+    fn events(p: &Pipeline, rows: &[(&str, i64)]) -> datafusion::arrow::array::RecordBatch {
+        let mut d = EventDecoder::new(&p.schema);
+        for (c, a) in rows {
+            d.push(format!(r#"{{"customer":"{c}","amount":{a}}}"#).as_bytes())
+                .unwrap();
+        }
+        d.finish()
+    }
+
+    fn publish(p: &Pipeline, layout: &Layout, run: &str, upto: i64, state: &ViewState) {
+        let def = &p.views[0];
+        let m = Manifest {
+            run_id: run.into(),
+            view: def.name.clone(),
+            sql: def.sql.clone(),
+            files: Vec::new(),
+            rows: 0,
+            bad: 0,
+            segments: 1,
+            offsets: [(p.config.kafka.topic.clone(), BTreeMap::from([(0, upto)]))].into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_ms: 0,
+        };
+        let rows = def.finalize(state).unwrap();
+        batch_view::publish(layout, def, run, 2, &rows, state, &m, b"").unwrap();
+    }
+
+    fn totals(p: &Pipeline, v: &SpeedView) -> String {
+        let def = &p.views[0];
+        crate::show::show(&def.finalize(&v.state(def)).unwrap(), 20)
+    }
+
+    #[tokio::test]
+    async fn the_state_continues_the_batch_view_in_service_and_expires_with_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Config::load(None, &vec![])
+            .unwrap()
+            .compile()
+            .await
+            .unwrap();
+        let layout = Layout::new(dir.path(), 1);
+        let topic = p.config.kafka.topic.clone();
+        let first = events(&p, &[("Ali", 320), ("Sara", 140)]);
+        let second = events(&p, &[("Ali", 80), ("Mounir", 200)]);
+        for (from, to, b) in [(0, 2, &first), (2, 4, &second)] {
+            let s = segments::write_pending(&layout, &topic, 0, from, to, std::slice::from_ref(b));
+            segments::commit(&s.unwrap()).unwrap();
+        }
+        let mut v = vec![SpeedView::default()];
+        let mut h = Handoff::new(1);
+        let upto = BTreeMap::from([(0, 4)]);
+        // No batch view: the state is every archived event (recovery rebuilds it so).
+        assert!(h.sync(&p, &layout, &mut v, &upto, true).unwrap());
+        assert!(
+            totals(&p, &v[0]).contains("|Ali     |400"),
+            "{}",
+            totals(&p, &v[0])
+        );
+        // A batch view covering offsets [0, 2): the state holds only what comes after.
+        let mut b = p.views[0].new_state();
+        b.update(&p.views[0], &first).unwrap();
+        publish(&p, &layout, "run-1", 2, &b);
+        assert!(h.newer(&p, &layout));
+        assert!(h.sync(&p, &layout, &mut v, &upto, false).unwrap());
+        assert_eq!(v[0].batch_run(), Some("run-1"));
+        let t = totals(&p, &v[0]);
+        assert!(
+            t.contains("|Ali     |80 ") && t.contains("|Mounir  |200") && !t.contains("Sara"),
+            "{t}"
+        );
+        assert!(!h.newer(&p, &layout));
+        // The next run covers everything: the realtime view expires, by offsets.
+        b.update(&p.views[0], &second).unwrap();
+        publish(&p, &layout, "run-2", 4, &b);
+        assert!(h.sync(&p, &layout, &mut v, &upto, false).unwrap());
+        assert_eq!(v[0].batch_run(), Some("run-2"));
+        assert_eq!(v[0].groups(), 0);
+    }
+}

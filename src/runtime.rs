@@ -3,14 +3,18 @@
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr; `LAMBDAFLOW_LOG` (or `RUST_LOG`) sets the filter, e.g. `debug` or
-/// `lambdaflow=debug,rdkafka=info`.
+/// `lambdaflow=debug,rdkafka=info`. Colours only on a terminal (and never with `NO_COLOR`), so
+/// a log written to a file or a pipe is plain text.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let filter = EnvFilter::try_from_env("LAMBDAFLOW_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,librdkafka=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
 

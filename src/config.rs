@@ -60,6 +60,11 @@ pub struct KafkaConfig {
     /// How long a command waits for the brokers before it fails with an error.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Long-running commands (`speed`, `run`) that find no broker at start-up: `false` waits
+    /// and retries with back-off (reported in the log and on `/health`); `true` exits with the
+    /// error, for a supervisor that restarts them. One-shot commands always fail fast.
+    #[serde(default)]
+    pub fail_fast: bool,
     /// Extra librdkafka properties, passed through unchanged (`security.protocol`, `sasl.*`…).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -81,6 +86,7 @@ impl fmt::Debug for KafkaConfig {
             .field("topic", &self.topic)
             .field("group_id", &self.group_id)
             .field("connect_timeout", &self.connect_timeout)
+            .field("fail_fast", &self.fail_fast)
             .field("properties", &props)
             .finish()
     }

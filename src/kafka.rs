@@ -69,6 +69,31 @@ pub async fn partitions(k: &KafkaConfig) -> Result<Vec<i32>> {
     Ok(ids)
 }
 
+/// [`partitions`] for a long-running command: while the brokers do not answer (or the topic is
+/// missing), logs why and retries with back-off (1 s doubling to 30 s) — unless
+/// `kafka.fail-fast`, which returns the first error.
+pub async fn wait_for_partitions(k: &KafkaConfig) -> Result<Vec<i32>> {
+    let mut backoff = std::time::Duration::from_secs(1);
+    let mut attempts = 0u32;
+    loop {
+        match partitions(k).await {
+            Ok(p) => {
+                if attempts > 0 {
+                    tracing::info!(brokers = %k.bootstrap_servers, attempts, "the Kafka brokers answer: starting");
+                }
+                return Ok(p);
+            }
+            Err(e) if k.fail_fast => return Err(e),
+            Err(e) => {
+                attempts += 1;
+                tracing::warn!(cause = %e, retry_in_s = backoff.as_secs(), "waiting for the Kafka brokers (kafka.fail-fast = true exits instead)");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 fn missing_topic(k: &KafkaConfig) -> Error {
     Error::Kafka(format!(
         "topic `{}` does not exist on {}; create it with `lambdaflow topic create --topic {}`",

@@ -38,7 +38,9 @@ pub async fn run(
 ) -> Result<()> {
     let layout = Layout::new(&p.config.output.dir, p.views.len());
     layout.check_writable()?;
-    kafka::partitions(&p.config.kafka).await?;
+    if p.config.kafka.fail_fast {
+        kafka::partitions(&p.config.kafka).await?;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;

@@ -372,3 +372,51 @@ fn replay_rebuilds_the_views_from_the_topic_alone() {
     assert!(!env.path("output/_speed/checkpoint.json").exists());
     assert!(!env.path("output/master").exists());
 }
+
+#[test]
+fn a_service_started_while_the_brokers_are_down_waits_then_consumes() {
+    let mut broker = util::Broker::stopped();
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let bootstrap = format!("127.0.0.1:{}", broker.port);
+    let env = Env::new("waits", &format!("[serving]\nlisten = \"{addr}\"\n"));
+    let cfg = std::fs::read_to_string(env.path("lambdaflow.toml"))
+        .unwrap()
+        .replace(&util::bootstrap(), &bootstrap);
+    std::fs::write(env.path("lambdaflow.toml"), cfg).unwrap();
+    let run = env.spawn("run", &["run"]);
+    // Up, not ready, and saying why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Ok((503, body)) = util::try_http(&addr, "GET", "/health", &[]) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "run did not answer /health");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("waits for the Kafka brokers"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.log("run").contains("waiting for the Kafka brokers") {
+        assert!(Instant::now() < deadline, "{}", env.log("run"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The brokers come: the same process starts consuming.
+    broker.up();
+    env.ok(&["topic", "create", "--partitions", "1", "--if-not-exists"]);
+    env.send_raw(&[br#"{"customer":"Ali","amount":80}"#.to_vec()]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok((200, _)) = util::try_http(&addr, "GET", "/health", &[]) {
+            let v = get_json(&addr, "/api/views/customer_totals?key=Ali");
+            if v["rows"][0]["total_amount"] == 400 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not served after the brokers came: {}",
+            env.log("run")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    terminate(run);
+}

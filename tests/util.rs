@@ -345,13 +345,18 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        let mut b = Broker {
+        let mut b = Broker::stopped();
+        b.up();
+        b
+    }
+
+    /// A broker with a port and a log dir, not started yet.
+    pub fn stopped() -> Broker {
+        Broker {
             port: free_port(),
             data: tempfile::tempdir().unwrap(),
             running: false,
-        };
-        b.up();
-        b
+        }
     }
 
     pub fn up(&mut self) {

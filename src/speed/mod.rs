@@ -173,8 +173,15 @@ pub async fn run(
     publish: Publish,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stopped> {
-    let (mut layer, consumer) = SpeedLayer::recover(p, opts, publish).await?;
     tokio::pin!(shutdown);
+    let parts = tokio::select! {
+        r = crate::kafka::wait_for_partitions(&p.config.kafka) => r?,
+        _ = &mut shutdown => {
+            info!("speed layer: stopped before the brokers answered");
+            return Ok(Stopped { status: Snapshot::default(), views: Vec::new() });
+        }
+    };
+    let (mut layer, consumer) = SpeedLayer::recover(p, opts, publish, parts).await?;
     let notify = layer.opts.batch_published.clone().unwrap_or_default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -202,12 +209,12 @@ impl SpeedLayer {
         p: Arc<Pipeline>,
         opts: Options,
         publish: Publish,
+        parts: Vec<i32>,
     ) -> Result<(Self, StreamConsumer<QuietContext>)> {
         let cfg = &p.config;
         let topic = cfg.kafka.topic.clone();
         let layout = Layout::new(&cfg.output.dir, p.views.len());
         layout.check_writable()?;
-        let parts = crate::kafka::partitions(&cfg.kafka).await?;
         let cp = checkpoint::load(&layout, &topic)?;
         let mut snap = Snapshot::default();
         if let Some(c) = &cp {

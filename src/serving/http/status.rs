@@ -13,12 +13,15 @@ use super::error::{ApiError, ApiResult};
 pub(super) async fn health(State(st): State<AppState>) -> Response {
     let s = st.state();
     if s.version == 0 || s.views.is_empty() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the views are not loaded yet",
-        )
-        .into_response();
+        let detail = if s.speed.is_none() && st.batch_trigger.is_some() {
+            format!(
+                "the speed layer has not started: it waits for the Kafka brokers at {} (see the log)",
+                st.pipeline.config.kafka.bootstrap_servers
+            )
+        } else {
+            "the views are not loaded yet".to_string()
+        };
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail).into_response();
     }
     // Under `run`, a view without a batch view is partial until the first batch run has been
     // published and taken up by the speed layer (or has failed: the status then says why).

@@ -211,3 +211,40 @@ fn a_token_guards_everything_but_health() {
         assert_eq!(s, StatusCode::OK);
     });
 }
+
+#[test]
+fn a_stream_ordered_by_a_column_sends_its_first_page() {
+    // Building the column's order takes the table's write lock: the stream must not hold the
+    // read lock meanwhile (it would wait for itself).
+    let env = Env::new("api-stream-order", "");
+    let (rt, app) = app(&env);
+    let first = rt.block_on(async {
+        use futures::StreamExt;
+        let req = Request::builder()
+            .uri("/api/views/customer_totals/stream?order_by=total_amount:desc&limit=2")
+            .body(Body::empty())
+            .unwrap();
+        // On a task of its own: if the stream blocked its thread, the timeout still fires.
+        let first = tokio::spawn(async move {
+            let resp = app.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.into_body().into_data_stream().next().await
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), first).await
+    });
+    let Ok(first) = first else {
+        rt.shutdown_background(); // a blocked worker must not keep the test from failing
+        panic!("the stream sent nothing within 10 s");
+    };
+    let text = String::from_utf8_lossy(&first.unwrap().unwrap().unwrap()).into_owned();
+    assert!(text.starts_with("event: view"), "{text}");
+    let data: Value = json(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap());
+    let names: Vec<&str> = data["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["customer"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Ali", "Mounir"]);
+    assert_eq!(data["total_rows"], 3);
+}

@@ -160,7 +160,7 @@ pub async fn serve_files(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;
-    let mut follower = Follower {
+    let follower = Follower {
         p: Arc::clone(&p),
         layout: layout.clone(),
         runs: p
@@ -176,36 +176,29 @@ pub async fn serve_files(
         &(0..p.views.len()).collect::<Vec<_>>(),
         &follower.bound,
     )?;
+    let mut follower = Some(follower);
     let (tx, rx) = watch::channel(Arc::new(ServingState {
         version: 1,
         views,
         ..Default::default()
     }));
-    let p2 = Arc::clone(&p);
     let refresher = tokio::spawn(async move {
-        let p = p2;
         let mut version = 1;
         let mut last_write: Option<Instant> = None;
         let mut unwritten = false;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let views = tx.borrow().views.clone();
-            let mut f = std::mem::replace(
-                &mut follower,
-                Follower {
-                    p: Arc::clone(&p),
-                    layout: layout.clone(),
-                    runs: Vec::new(),
-                    bound: BTreeMap::new(),
-                },
-            );
+            let mut f = follower
+                .take()
+                .expect("the follower is back after each refresh");
             let res = tokio::task::spawn_blocking(move || {
                 let r = f.refresh(&views);
                 (f, r)
             })
             .await;
             let Ok((f, r)) = res else { return };
-            follower = f;
+            follower = Some(f);
             match r {
                 Ok(Some(views)) => {
                     version += 1;

@@ -199,21 +199,25 @@ impl ServedView {
         self.changes.subscribe()
     }
 
-    /// A page body for `params` at the current version, computed once per version.
+    /// A page body for `params` at the current version, computed once per version. `make`
+    /// runs with no lock held: it takes the table's locks it needs (building an `order_by`
+    /// order takes the write lock).
     pub fn cached_page(
         &self,
         params: &str,
-        make: impl FnOnce(&ServingTable) -> Result<String>,
+        make: impl FnOnce() -> Result<String>,
     ) -> Result<Arc<str>> {
-        let t = self.read();
-        let v = t.version();
-        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((pv, body)) = pages.get(params)
-            && *pv == v
+        let v = self.read().version();
         {
-            return Ok(Arc::clone(body));
+            let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((pv, body)) = pages.get(params)
+                && *pv == v
+            {
+                return Ok(Arc::clone(body));
+            }
         }
-        let body: Arc<str> = make(&t)?.into();
+        let body: Arc<str> = make()?.into();
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
         if pages.len() > 64 {
             pages.clear();
         }

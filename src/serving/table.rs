@@ -51,38 +51,31 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[derive(Debug, Default)]
 struct RowStore {
     buf: Vec<u8>,
-    /// Per sid: offset (40 bits) and length (24 bits) in `buf`, or `ABSENT`.
-    at: Vec<u64>,
+    /// Per sid: the row's offset and length in `buf` (`None`: not in the view).
+    at: Vec<Option<(u64, u32)>>,
     live: usize,
 }
 
-const ABSENT: u64 = u64::MAX;
-
 impl RowStore {
     fn get(&self, sid: usize) -> Option<&[u8]> {
-        let a = *self.at.get(sid)?;
-        (a != ABSENT).then(|| {
-            let (off, len) = ((a >> 24) as usize, (a & 0xFF_FFFF) as usize);
-            &self.buf[off..off + len]
-        })
+        let (off, len) = (*self.at.get(sid)?)?;
+        Some(&self.buf[off as usize..off as usize + len as usize])
     }
 
     fn set(&mut self, sid: usize, row: Option<&[u8]>) {
         if sid >= self.at.len() {
-            self.at.resize(sid + 1, ABSENT);
+            self.at.resize(sid + 1, None);
         }
         if let Some(old) = self.get(sid) {
             self.live -= old.len();
         }
-        self.at[sid] = match row {
-            Some(r) => {
-                let off = self.buf.len() as u64;
-                self.buf.extend_from_slice(r);
-                self.live += r.len();
-                (off << 24) | (r.len() as u64).min(0xFF_FFFF)
-            }
-            None => ABSENT,
-        };
+        self.at[sid] = row.map(|r| {
+            let off = self.buf.len() as u64;
+            self.buf.extend_from_slice(r);
+            self.live += r.len();
+            let len = u32::try_from(r.len()).expect("a row of the view is under 4 GiB of JSON");
+            (off, len)
+        });
         // Replaced rows leave garbage behind: copy the live rows once it dominates.
         if self.buf.len() > 2 * self.live + (1 << 20) {
             self.compact();
@@ -91,19 +84,12 @@ impl RowStore {
 
     fn compact(&mut self) {
         let mut buf = Vec::with_capacity(self.live + self.live / 4);
-        for a in &mut self.at {
-            if *a != ABSENT {
-                let (off, len) = ((*a >> 24) as usize, (*a & 0xFF_FFFF) as usize);
-                let new = buf.len() as u64;
-                buf.extend_from_slice(&self.buf[off..off + len]);
-                *a = (new << 24) | len as u64;
-            }
+        for (off, len) in self.at.iter_mut().flatten() {
+            let start = *off as usize;
+            *off = buf.len() as u64;
+            buf.extend_from_slice(&self.buf[start..start + *len as usize]);
         }
         self.buf = buf;
-    }
-
-    fn allocated_bytes(&self) -> usize {
-        self.buf.capacity() + self.at.capacity() * 8
     }
 }
 
@@ -164,14 +150,6 @@ impl OrderIndex {
             Some(tie)
         });
         Box::new(groups.flatten().chain(nulls))
-    }
-
-    fn allocated_bytes(&self) -> usize {
-        self.key_of
-            .values()
-            .map(|k| 2 * (k.len() + 16) + 48)
-            .sum::<usize>()
-            + self.nulls.len() * 8
     }
 }
 
@@ -330,7 +308,7 @@ impl ServingTable {
         let mut change = Change::default();
         for (pos, &sid) in sids.iter().enumerate() {
             let s = sid as u32;
-            let was = self.rows.get(sid).map(<[u8]>::to_vec);
+            let was = self.rows.get(sid).is_some();
             if let Some(o) = &mut self.order {
                 o.remove(s);
             }
@@ -339,7 +317,7 @@ impl ServingTable {
             }
             match new[pos] {
                 Some(row) => {
-                    if was.is_none() {
+                    if !was {
                         self.in_view += 1;
                     }
                     self.rows.set(sid, Some(rows[row]));
@@ -351,13 +329,14 @@ impl ServingTable {
                     }
                     change.upserts.push(sid);
                 }
-                None => {
-                    if let Some(old) = was {
-                        self.in_view -= 1;
-                        self.rows.set(sid, None);
-                        change.removed.push(old);
-                    }
+                None if was => {
+                    change
+                        .removed
+                        .extend(self.rows.get(sid).map(<[u8]>::to_vec));
+                    self.in_view -= 1;
+                    self.rows.set(sid, None);
                 }
+                None => {}
             }
         }
         Ok(change)
@@ -589,18 +568,6 @@ impl ServingTable {
             }
         }
         out
-    }
-
-    /// Bytes held by the rows and orders (the states report their own).
-    pub fn allocated_bytes(&self) -> usize {
-        self.rows.allocated_bytes()
-            + self.speed.allocated_bytes()
-            + self.order.as_ref().map_or(0, OrderIndex::allocated_bytes)
-            + self
-                .columns
-                .values()
-                .map(|c| c.index.allocated_bytes())
-                .sum::<usize>()
     }
 }
 

@@ -370,25 +370,6 @@ impl ViewDef {
         Ok(self.post(state.evaluate(self)?, true)?.0)
     }
 
-    /// The final rows of `merged`, and for each of `parts` (states whose merge is `merged`:
-    /// the batch part and the speed part) its contribution to each final row, in the same
-    /// columns: "Ali = 320 from batch + 80 from speed". A group a part has not seen gets the
-    /// aggregate of no rows (SUM NULL, COUNT 0).
-    pub fn finalize_explained(
-        &self,
-        merged: &ViewState,
-        parts: &[&ViewState],
-    ) -> Result<(RecordBatch, Vec<RecordBatch>)> {
-        let (rows, picked) = self.post(merged.evaluate(self)?, true)?;
-        let idx = datafusion::arrow::array::UInt32Array::from(picked);
-        let mut out = Vec::new();
-        for part in parts {
-            let (all, _) = self.post(part.aligned_to(merged).evaluate(self)?, false)?;
-            out.push(take_record_batch(&all, &idx)?);
-        }
-        Ok((rows, out))
-    }
-
     /// Runs the steps after the aggregate on `batch` (one row per group); with `all` false
     /// only the projections, keeping every group in order. Returns the rows and, for each, the
     /// group it comes from.

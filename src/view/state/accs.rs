@@ -304,22 +304,6 @@ impl AccCol {
             cast(&a, ty)?
         })
     }
-
-    /// Bytes held, for memory reports.
-    pub fn allocated_bytes(&self) -> usize {
-        match self {
-            AccCol::SumInt { sum, count } => (sum.capacity() + count.capacity()) * 8,
-            AccCol::SumFloat { sum, count } => (sum.capacity() + count.capacity()) * 8,
-            AccCol::Count(c) => c.capacity() * 8,
-            AccCol::Extreme { vals, .. } => match vals {
-                Extremes::Int { v, seen, .. } => v.capacity() * 8 + seen.capacity(),
-                Extremes::Float { v, seen, .. } => v.capacity() * 8 + seen.capacity(),
-                Extremes::Bytes { v, .. } => {
-                    v.capacity() * 16 + v.iter().flatten().map(|b| b.len() + 16).sum::<usize>()
-                }
-            },
-        }
-    }
 }
 
 impl Clone for AccCol {

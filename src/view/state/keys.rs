@@ -173,11 +173,6 @@ impl KeyIndex {
     pub fn types(&self) -> &[DataType] {
         &self.types
     }
-
-    /// Bytes held (keys, ends, table), for memory reports.
-    pub fn allocated_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * 8 + self.table.allocation_size()
-    }
 }
 
 #[cfg(test)]

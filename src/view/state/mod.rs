@@ -212,11 +212,6 @@ impl ViewState {
         &self.keys
     }
 
-    /// Bytes held by keys and accumulators (for memory reports).
-    pub fn allocated_bytes(&self) -> usize {
-        self.keys.allocated_bytes() + self.accs.iter().map(AccCol::allocated_bytes).sum::<usize>()
-    }
-
     fn intern(&mut self, cols: &[ArrayRef], n: usize) -> Result<Vec<usize>> {
         let accs = &mut self.accs;
         self.keys.intern(cols, n, |_| {
@@ -295,20 +290,6 @@ impl ViewState {
                 g
             })
             .collect()
-    }
-
-    /// This state's accumulators for the groups of `order`, in its group order; a group this
-    /// state has not seen gets empty accumulators.
-    pub fn aligned_to(&self, order: &ViewState) -> ViewState {
-        let mut out = order.empty_like();
-        for g in 0..order.len() {
-            let key = order.keys.key(g);
-            let at = out.group_of(key);
-            if let Some(mine) = self.keys.find(key) {
-                out.merge_group(at, self, mine);
-            }
-        }
-        out
     }
 
     /// An empty state of the same view.

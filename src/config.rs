@@ -20,8 +20,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::event::{EventSchema, FieldDef, FieldType};
 use crate::view::ViewDef;
-use crate::view::event::{EventSchema, FieldDef, FieldType};
 
 /// The embedded defaults.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -315,6 +315,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Where this pipeline's files are: `output.dir`, laid out for its views.
+    pub fn layout(&self) -> crate::storage::Layout {
+        crate::storage::Layout::new(&self.config.output.dir, self.views.len())
+    }
+
     /// Finds a view by name.
     pub fn view(&self, name: &str) -> Option<&Arc<ViewDef>> {
         self.views.iter().find(|v| v.name == name)

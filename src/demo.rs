@@ -10,7 +10,6 @@ use tokio::sync::{oneshot, watch};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::show::{DEFAULT_ROWS, show};
-use crate::storage::Layout;
 use crate::{batch, kafka, serving, speed};
 
 /// The seed's three real-time orders.
@@ -24,7 +23,7 @@ pub const SEED_MESSAGES: [&str; 3] = [
 /// the topic's current end, so the streaming view shows exactly the messages this run sends.
 pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     let k = &p.config.kafka;
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let layout = p.layout();
     if kafka::create_topic(k, 1, 1, true).await? {
         println!("Created topic {}", k.topic);
     }
@@ -106,11 +105,9 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     });
     let waited = wait.await;
     let _ = stop_tx.send(());
-    let stopped = task
-        .await
-        .map_err(|e| Error::Internal(format!("speed task: {e}")))??;
+    let stopped = task.await.map_err(|e| Error::task("speed layer", e))??;
     if waited.is_err() || !caught_up(&stopped.status) {
-        return Err(Error::Kafka(format!(
+        return Err(Error::kafka_msg(format!(
             "the speed layer did not receive the messages from topic `{}` within 30 s",
             k.topic
         )));

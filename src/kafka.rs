@@ -26,13 +26,16 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
-fn unreachable(k: &KafkaConfig, e: impl std::fmt::Display) -> Error {
-    Error::Kafka(format!(
-        "cannot reach the Kafka brokers at {} within {:?} ({e}). Is a broker running there? \
-         Start a local one with `scripts/kafka.sh start`, or point kafka.bootstrap-servers \
-         (--bootstrap-servers, LAMBDAFLOW_KAFKA__BOOTSTRAP_SERVERS) at yours",
-        k.bootstrap_servers, k.connect_timeout
-    ))
+fn unreachable(k: &KafkaConfig, e: rdkafka::error::KafkaError) -> Error {
+    Error::kafka(
+        format!(
+            "cannot reach the Kafka brokers at {} within {:?} (is a broker running there? Start \
+             a local one with `scripts/kafka.sh start`, or point kafka.bootstrap-servers \
+             (--bootstrap-servers, LAMBDAFLOW_KAFKA__BOOTSTRAP_SERVERS) at yours)",
+            k.bootstrap_servers, k.connect_timeout
+        ),
+        e,
+    )
 }
 
 /// Fetches cluster metadata (for `topic`, or all topics), failing within
@@ -44,13 +47,13 @@ pub async fn metadata(k: &KafkaConfig, topic: Option<&str>) -> Result<Metadata> 
         let consumer: BaseConsumer = client_config(&k2)
             .set("allow.auto.create.topics", "false")
             .create()
-            .map_err(|e| Error::Kafka(format!("bad Kafka client configuration: {e}")))?;
+            .map_err(Error::KafkaConfig)?;
         consumer
             .fetch_metadata(topic.as_deref(), k2.connect_timeout)
             .map_err(|e| unreachable(&k2, e))
     })
     .await
-    .map_err(|e| Error::Internal(format!("metadata task: {e}")))?
+    .map_err(|e| Error::task("Kafka metadata", e))?
 }
 
 /// The partition ids of `topic`, or an error saying how to create it.
@@ -86,7 +89,7 @@ pub async fn wait_for_partitions(k: &KafkaConfig) -> Result<Vec<i32>> {
             Err(e) if k.fail_fast => return Err(e),
             Err(e) => {
                 attempts += 1;
-                tracing::warn!(cause = %e, retry_in_s = backoff.as_secs(), "waiting for the Kafka brokers (kafka.fail-fast = true exits instead)");
+                tracing::warn!(cause = %e.report(), retry_in_s = backoff.as_secs(), "waiting for the Kafka brokers (kafka.fail-fast = true exits instead)");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
             }
@@ -95,7 +98,7 @@ pub async fn wait_for_partitions(k: &KafkaConfig) -> Result<Vec<i32>> {
 }
 
 fn missing_topic(k: &KafkaConfig) -> Error {
-    Error::Kafka(format!(
+    Error::kafka_msg(format!(
         "topic `{}` does not exist on {}; create it with `lambdaflow topic create --topic {}`",
         k.topic, k.bootstrap_servers, k.topic
     ))
@@ -106,9 +109,7 @@ pub async fn watermarks(k: &KafkaConfig) -> Result<Vec<(i32, i64, i64)>> {
     let parts = partitions(k).await?;
     let k2 = k.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client_config(&k2)
-            .create()
-            .map_err(|e| Error::Kafka(format!("bad Kafka client configuration: {e}")))?;
+        let consumer: BaseConsumer = client_config(&k2).create().map_err(Error::KafkaConfig)?;
         parts
             .into_iter()
             .map(|p| {
@@ -120,7 +121,7 @@ pub async fn watermarks(k: &KafkaConfig) -> Result<Vec<(i32, i64, i64)>> {
             .collect()
     })
     .await
-    .map_err(|e| Error::Internal(format!("watermark task: {e}")))?
+    .map_err(|e| Error::task("Kafka watermarks", e))?
 }
 
 /// Creates the topic. With `if_not_exists`, an existing topic is not an error.
@@ -131,9 +132,8 @@ pub async fn create_topic(
     if_not_exists: bool,
 ) -> Result<bool> {
     metadata(k, None).await?;
-    let admin: AdminClient<DefaultClientContext> = client_config(k)
-        .create()
-        .map_err(|e| Error::Kafka(format!("bad Kafka client configuration: {e}")))?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(k).create().map_err(Error::KafkaConfig)?;
     let topic = NewTopic::new(&k.topic, partitions, TopicReplication::Fixed(replication));
     let opts = AdminOptions::new()
         .operation_timeout(Some(k.connect_timeout))
@@ -141,11 +141,14 @@ pub async fn create_topic(
     let res = admin
         .create_topics([&topic], &opts)
         .await
-        .map_err(|e| Error::Kafka(format!("create topic `{}`: {e}", k.topic)))?;
+        .map_err(|e| Error::kafka(format!("create topic `{}`", k.topic), e))?;
     match res.into_iter().next() {
         Some(Ok(_)) => Ok(true),
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) if if_not_exists => Ok(false),
-        Some(Err((name, code))) => Err(Error::Kafka(format!("create topic `{name}`: {code}"))),
+        Some(Err((name, code))) => Err(Error::kafka(
+            format!("create topic `{name}`"),
+            rdkafka::error::KafkaError::AdminOp(code),
+        )),
         None => Err(Error::Internal("create_topics returned no result".into())),
     }
 }
@@ -176,7 +179,7 @@ pub fn producer(k: &KafkaConfig) -> Result<Producer> {
             (k.connect_timeout.as_millis().max(1000)).to_string(),
         )
         .create_with_context(QuietContext::default())
-        .map_err(|e| Error::Kafka(format!("bad Kafka producer configuration: {e}")))
+        .map_err(Error::KafkaConfig)
 }
 
 /// Sends `payloads` in order and waits for every delivery.
@@ -190,10 +193,10 @@ pub async fn send_all(p: &Producer, k: &KafkaConfig, payloads: &[Vec<u8>]) -> Re
         if pending.len() >= 10_000 || i + 1 == payloads.len() {
             while let Some(r) = pending.next().await {
                 r.map_err(|(e, _)| {
-                    Error::Kafka(format!(
-                        "sending to topic `{}` on {}: {e}",
-                        k.topic, k.bootstrap_servers
-                    ))
+                    Error::kafka(
+                        format!("sending to topic `{}` on {}", k.topic, k.bootstrap_servers),
+                        e,
+                    )
                 })?;
             }
         }
@@ -267,7 +270,7 @@ pub fn watch_brokers(
 ) -> Result<tokio::sync::watch::Receiver<BrokerHealth>> {
     let consumer: BaseConsumer<QuietContext> = client_config(k)
         .create_with_context(QuietContext::default())
-        .map_err(|e| Error::Kafka(format!("bad Kafka client configuration: {e}")))?;
+        .map_err(Error::KafkaConfig)?;
     let (tx, rx) = tokio::sync::watch::channel(BrokerHealth {
         up: true,
         ..Default::default()
@@ -313,7 +316,7 @@ pub fn watch_brokers(
                 std::thread::sleep(every);
             }
         })
-        .map_err(|e| Error::Internal(format!("broker watch thread: {e}")))?;
+        .map_err(|e| Error::io("thread lambdaflow-broker-watch", e))?;
     Ok(rx)
 }
 

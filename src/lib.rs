@@ -16,8 +16,10 @@
 //!                     └──────────► serving: merge(batch ⊕ speed) ─► final view
 //! ```
 //!
-//! - [`view`]: the one definition both layers run — event schema and decoder, the compiled
-//!   SQL, and the mergeable aggregate state.
+//! - [`event`]: the events' declared schema and the strict decoder of JSON events (the
+//!   dataset's lines and the topic's messages) into Arrow columns.
+//! - [`view`]: the one definition both layers run — the compiled SQL and the mergeable
+//!   aggregate state.
 //! - [`batch`], [`speed`], [`serving`]: the three layers. They never call each other; they meet
 //!   through `view` types and the files in [`storage`].
 //! - [`storage`]: every on-disk format — the layout, atomic publication, the batch view and
@@ -27,7 +29,8 @@
 //!   recompute compared key by key with what serving answers.
 //! - [`kafka`]: client configuration, topic administration, producer; [`produce`]: the
 //!   console producer's checks; [`report`]: what the commands print.
-//! - [`config`], [`runtime`]: configuration loading, logging, shutdown.
+//! - [`config`], [`runtime`], [`supervisor`]: configuration loading, logging, the batch
+//!   runtime, shutdown, and the supervisor of a long-running command's tasks.
 
 #![warn(missing_docs)]
 
@@ -35,6 +38,7 @@ pub mod batch;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod event;
 pub mod kafka;
 pub mod produce;
 pub mod report;
@@ -44,6 +48,7 @@ pub mod serving;
 pub mod show;
 pub mod speed;
 pub mod storage;
+pub mod supervisor;
 pub mod verify;
 pub mod view;
 

@@ -4,8 +4,8 @@
 
 use crate::config::Pipeline;
 use crate::error::Result;
+use crate::event::EventDecoder;
 use crate::kafka;
-use crate::view::event::EventDecoder;
 
 /// What a produce run did.
 #[derive(Debug, Default)]

@@ -27,16 +27,17 @@ use crate::error::{Error, Result};
 use crate::serving::{self, BatchStatus, ServedView, ServingState, http};
 use crate::speed::{self, Snapshot, SpeedUpdate};
 use crate::storage::Layout;
-use crate::{batch, kafka};
+use crate::supervisor::{SHUTDOWN_LIMIT, Supervisor};
+use crate::{batch, kafka, runtime};
 
-/// Runs batch, speed and serving until `shutdown` resolves, then stops them in order (the
-/// speed layer writes a final checkpoint).
+/// Runs batch, speed and serving until `shutdown` resolves or one of them fails, then stops
+/// them all (the speed layer writes a final checkpoint) within [`SHUTDOWN_LIMIT`].
 pub async fn run(
     p: Arc<Pipeline>,
     listen: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let layout = p.layout();
     layout.check_writable()?;
     if p.config.kafka.fail_fast {
         kafka::partitions(&p.config.kafka).await?;
@@ -44,19 +45,19 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;
+    // Batch runs are CPU-bound DataFusion plans: on a runtime of their own they cannot delay
+    // the consumer's polls or the HTTP answers (DataFusion's `thread_pools` example).
+    let batch_rt = runtime::batch_runtime()?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let tasks = Supervisor::new();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(speed::UPDATE_QUEUE);
+    let (updates_tx, updates_rx) = mpsc::channel(speed::UPDATE_QUEUE);
     let published = Arc::new(Notify::new());
     let trigger = Arc::new(Notify::new());
     let (batch_tx, batch_rx) = watch::channel(BatchStatus::default());
     let (served_tx, served_rx) = watch::channel(Arc::new(ServingState::default()));
 
-    let mut speed_task = tokio::spawn(speed::run(
+    let speed = speed::run(
         Arc::clone(&p),
         speed::Options {
             print_tables: false,
@@ -67,81 +68,58 @@ pub async fn run(
             status: Some(snap_tx),
             updates: Some(updates_tx),
         },
-        stopped(stop_rx.clone()),
-    ));
-
-    let batch_task = tokio::spawn(schedule_batches(
-        Arc::clone(&p),
-        batch_tx,
-        Arc::clone(&published),
-        Arc::clone(&trigger),
-        stopped(stop_rx.clone()),
-    ));
-
-    let serving_task = tokio::spawn(materialize(
-        Arc::clone(&p),
-        layout,
-        snap_rx,
-        updates_rx,
-        batch_rx,
-        served_tx,
-        stopped(stop_rx.clone()),
-    ));
-
+        tasks.stopping(),
+    );
+    tasks.spawn("speed layer", async move { speed.await.map(drop) });
+    tasks.spawn(
+        "batch scheduler",
+        schedule_batches(
+            Arc::clone(&p),
+            batch_rt.handle().clone(),
+            batch_tx,
+            published,
+            Arc::clone(&trigger),
+            tasks.stopping(),
+        ),
+    );
+    let feeds = Feeds {
+        status: snap_rx,
+        updates: updates_rx,
+        batch: batch_rx,
+    };
+    tasks.spawn(
+        "serving",
+        materialize(Arc::clone(&p), layout, feeds, served_tx, tasks.stopping()),
+    );
     let app = http::router(http::AppState::new(
         Arc::clone(&p),
         served_rx,
         Some(trigger),
     ));
     info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let server = axum::serve(listener, app).with_graceful_shutdown(tasks.stopping());
+    tasks.spawn("HTTP server", async move {
+        server
+            .await
+            .map_err(|e| Error::io(format!("HTTP server on {listen}"), e))
+    });
 
-    // Stop on the signal, or as soon as the speed layer fails.
-    tokio::pin!(shutdown);
-    let early = tokio::select! {
-        _ = &mut shutdown => None,
-        r = &mut speed_task => Some(r),
-    };
-    let _ = stop_tx.send(true);
-    let joined = match early {
-        Some(r) => r,
-        None => speed_task.await, // the final checkpoint
-    };
-    let r = match joined {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(Error::Internal(format!("speed task: {e}"))),
-    };
-    finish(server, batch_task, serving_task, r).await
-}
-
-async fn finish(
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    batch_task: tokio::task::JoinHandle<()>,
-    serving_task: tokio::task::JoinHandle<()>,
-    r: Result<()>,
-) -> Result<()> {
-    let _ = batch_task.await;
-    let _ = serving_task.await;
-    if let Ok(Err(e)) = server.await {
-        warn!(cause = %e, "HTTP server stopped with an error");
-    }
+    let r = tasks.run_until(shutdown, SHUTDOWN_LIMIT).await;
+    batch_rt.shutdown_background();
     r
 }
 
 /// Runs the batch layer at start-up, then every `batch.interval` and whenever `trigger` is
-/// notified. A failed run leaves the previous views in service; the status says why.
+/// notified, each run on the batch runtime `rt`. A failed run leaves the previous views in
+/// service; the status says why.
 async fn schedule_batches(
     p: Arc<Pipeline>,
+    rt: tokio::runtime::Handle,
     status: watch::Sender<BatchStatus>,
     published: Arc<Notify>,
     trigger: Arc<Notify>,
     stop: impl Future<Output = ()>,
-) {
+) -> Result<()> {
     tokio::pin!(stop);
     let interval = p.config.batch.interval;
     loop {
@@ -150,38 +128,22 @@ async fn schedule_batches(
             s.next_run_at = None;
         });
         let started = Instant::now();
-        let result = tokio::select! {
-            r = batch::run(&p, false) => r,
-            _ = &mut stop => return,
-        };
-        let ms = started.elapsed().as_millis() as u64;
-        status.send_modify(|s| {
-            s.running = false;
-            s.runs += 1;
-            s.last_duration_ms = Some(ms);
-            match &result {
-                Ok(run) => {
-                    s.last_error = None;
-                    s.last_run_id = Some(run.run_id.clone());
-                }
-                Err(e) => {
-                    s.failures += 1;
-                    s.last_error = Some(e.to_string());
-                }
-            }
+        let mut job = rt.spawn({
+            let p = Arc::clone(&p);
+            async move { batch::run(&p, false).await }
         });
-        match result {
-            Ok(run) => {
-                info!(run_id = %run.run_id, ms, "batch layer: run published; the speed layer expires what it covers");
-                published.notify_one();
+        let result = tokio::select! {
+            r = &mut job => r.map_err(|e| Error::task("batch run", e)).and_then(|r| r),
+            _ = &mut stop => {
+                job.abort();
+                return Ok(());
             }
-            Err(e) => {
-                error!(cause = %e, "batch layer: run failed; the previous batch view stays in service")
-            }
+        };
+        record_batch_run(&status, &result, started.elapsed());
+        if result.is_ok() {
+            published.notify_one();
         }
-        let wait = if interval.is_zero() {
-            None
-        } else {
+        let wait = (!interval.is_zero()).then(|| {
             status.send_modify(|s| {
                 s.next_run_at = Some(
                     (chrono::Utc::now()
@@ -189,10 +151,10 @@ async fn schedule_batches(
                     .to_rfc3339(),
                 );
             });
-            Some(interval)
-        };
+            interval
+        });
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => return Ok(()),
             _ = trigger.notified() => info!("batch layer: run requested"),
             _ = async {
                 match wait {
@@ -204,19 +166,60 @@ async fn schedule_batches(
     }
 }
 
+/// Logs a batch run's outcome and records it in the status `/api/status` shows.
+fn record_batch_run(
+    status: &watch::Sender<BatchStatus>,
+    result: &Result<batch::BatchRun>,
+    took: Duration,
+) {
+    let ms = took.as_millis() as u64;
+    status.send_modify(|s| {
+        s.running = false;
+        s.runs += 1;
+        s.last_duration_ms = Some(ms);
+        match result {
+            Ok(run) => {
+                s.last_error = None;
+                s.last_run_id = Some(run.run_id.clone());
+            }
+            Err(e) => {
+                s.failures += 1;
+                s.last_error = Some(e.report().to_string());
+            }
+        }
+    });
+    match result {
+        Ok(run) => {
+            info!(run_id = %run.run_id, ms, "batch layer: run published; the speed layer expires what it covers")
+        }
+        Err(e) => {
+            error!(cause = %e.report(), "batch layer: run failed; the previous batch view stays in service")
+        }
+    }
+}
+
+/// What serving follows in `lambdaflow run`.
+struct Feeds {
+    /// The speed layer's status.
+    status: watch::Receiver<Arc<Snapshot>>,
+    /// The speed layer's resets and deltas.
+    updates: mpsc::Receiver<SpeedUpdate>,
+    /// The batch scheduler's status.
+    batch: watch::Receiver<BatchStatus>,
+}
+
 /// Keeps the served views: builds them whole on a `Reset` (off the async threads, then
 /// swapped in), merges each `Delta` into them, and follows the speed status and the batch
 /// scheduler. Writes `serving_view.json/` while the views change, at most every
-/// [`serving::files::rewrite_interval`].
+/// [`serving::files::rewrite_interval`]. An update that cannot be applied is an error: the
+/// served views would miss events (a restart rebuilds them exactly).
 async fn materialize(
     p: Arc<Pipeline>,
     layout: Layout,
-    mut status: watch::Receiver<Arc<Snapshot>>,
-    mut updates: mpsc::Receiver<SpeedUpdate>,
-    mut batch: watch::Receiver<BatchStatus>,
+    mut feeds: Feeds,
     served: watch::Sender<Arc<ServingState>>,
     stop: impl Future<Output = ()>,
-) {
+) -> Result<()> {
     tokio::pin!(stop);
     let mut state = ServingState {
         live: true,
@@ -226,23 +229,21 @@ async fn materialize(
     let mut unwritten = false;
     loop {
         tokio::select! {
-            _ = &mut stop => return,
-            u = updates.recv() => {
-                let Some(u) = u else { return };
-                match apply(&p, &state.views, u).await {
-                    Ok(Some(views)) => state.views = views,
-                    Ok(None) => {}
-                    Err(e) => error!(cause = %e, "serving: could not apply the speed layer's update"),
+            _ = &mut stop => return Ok(()),
+            u = feeds.updates.recv() => {
+                let Some(u) = u else { return Ok(()) };
+                if let Some(views) = apply(&p, &state.views, u).await? {
+                    state.views = views;
                 }
                 unwritten = true;
             }
-            r = status.changed() => {
-                if r.is_err() { return }
-                state.speed = Some(status.borrow_and_update().clone());
+            r = feeds.status.changed() => {
+                if r.is_err() { return Ok(()) }
+                state.speed = Some(feeds.status.borrow_and_update().clone());
             }
-            r = batch.changed() => {
-                if r.is_err() { return }
-                state.batch = batch.borrow_and_update().clone();
+            r = feeds.batch.changed() => {
+                if r.is_err() { return Ok(()) }
+                state.batch = feeds.batch.borrow_and_update().clone();
             }
             _ = tokio::time::sleep(Duration::from_secs(1)), if unwritten => {}
         }
@@ -259,7 +260,7 @@ async fn materialize(
         {
             for v in &state.views {
                 if let Err(e) = serving::write_served(&layout, v) {
-                    warn!(view = %v.def.name, cause = %e, "could not write serving_view.json");
+                    warn!(view = %v.def.name, cause = %e.report(), "could not write serving_view.json");
                 }
             }
             last_write = Some(Instant::now());
@@ -305,5 +306,5 @@ async fn apply(
         }
     })
     .await
-    .map_err(|e| Error::Internal(format!("serving task: {e}")))?
+    .map_err(|e| Error::task("serving update", e))?
 }

@@ -42,3 +42,15 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         });
     }
 }
+
+/// The runtime batch runs execute on in `lambdaflow run`: CPU-bound DataFusion plans there
+/// cannot delay the consumer's polls or the HTTP answers on the main runtime (the OS shares the
+/// cores between the two).
+pub fn batch_runtime() -> crate::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("lambdaflow-batch")
+        .enable_all()
+        .build()
+        .map_err(|e| crate::Error::io("the batch runtime's threads", e))
+}

@@ -14,7 +14,7 @@ use crate::batch;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::serving;
-use crate::storage::{self, Layout, checkpoint, segments};
+use crate::storage::{self, checkpoint, segments};
 use crate::view::{ViewDef, ViewState};
 
 /// One key whose served value is not the recomputed one.
@@ -45,7 +45,7 @@ pub struct Report {
 
 /// Recomputes and compares every view.
 pub async fn verify(p: &Pipeline) -> Result<Report> {
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let layout = p.layout();
     let topic = &p.config.kafka.topic;
     // The served side first: its checkpoint bounds the events of the truth. A running speed
     // layer may checkpoint in between; then read both again.
@@ -64,7 +64,7 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
         }
         attempt += 1;
         if attempt == 20 {
-            return Err(Error::Internal(
+            return Err(Error::Busy(
                 "the speed checkpoint kept moving while verifying; run verify again".into(),
             ));
         }
@@ -123,6 +123,8 @@ fn keyed(def: &ViewDef, state: &ViewState) -> Result<BTreeMap<String, serde_json
         .iter()
         .map(|f| f.name().clone())
         .collect();
+    // Keys by column name, values by the names the view's SELECT gives its aggregates.
+    let shown = def.aggregate_names();
     let mut out = BTreeMap::new();
     for row in storage::json_rows(&batch)? {
         let key = names[..glen]
@@ -132,7 +134,8 @@ fn keyed(def: &ViewDef, state: &ViewState) -> Result<BTreeMap<String, serde_json
             .join(", ");
         let vals: serde_json::Map<String, serde_json::Value> = names[glen..]
             .iter()
-            .map(|n| (n.clone(), row[n].clone()))
+            .zip(shown)
+            .map(|(n, s)| (s.clone(), row[n].clone()))
             .collect();
         out.insert(key, serde_json::Value::Object(vals));
     }

@@ -5,7 +5,7 @@
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use lambdaflow::config::{Config, ViewConfig};
-use lambdaflow::view::event::{EventDecoder, FieldDef, FieldType};
+use lambdaflow::event::{EventDecoder, FieldDef, FieldType};
 use lambdaflow::{batch, serving};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -31,10 +31,10 @@ use tracing::{info, warn};
 
 use crate::config::Pipeline;
 use crate::error::{Error, IoContext, Result};
+use crate::event::{EventDecoder, EventSchema};
+use crate::storage;
 use crate::storage::batch_view::{self, FileReport, Manifest};
 use crate::storage::segments::{self as master, Segment};
-use crate::storage::{self, Layout};
-use crate::view::event::{EventDecoder, EventSchema};
 use crate::view::state::state_exprs;
 use crate::view::{ViewDef, ViewState};
 
@@ -413,7 +413,7 @@ pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
     let cfg = &p.config;
-    let layout = Layout::new(&cfg.output.dir, p.views.len());
+    let layout = p.layout();
     let files = dataset_files(&cfg.batch.dataset)?;
     layout.check_writable()?;
     let segments: Vec<Segment> = master::list(&layout)?
@@ -529,7 +529,7 @@ pub async fn compute(
     let (files2, segs2, bar2) = (files.to_vec(), segments.to_vec(), bar.clone());
     let data = tokio::task::spawn_blocking(move || read_dataset(&files2, &segs2, &schema, &bar2))
         .await
-        .map_err(|e| Error::Internal(format!("decoder task: {e}")))?;
+        .map_err(|e| Error::task("batch decoder", e))?;
     bar.finish_and_clear();
     let data = data?;
     let table = &p.config.schema.table;

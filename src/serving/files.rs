@@ -13,6 +13,7 @@ use super::{ServedView, ServingState, http, write_served};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::storage::{Layout, batch_view, checkpoint, segments};
+use crate::supervisor::{SHUTDOWN_LIMIT, Supervisor};
 
 /// Where the speed part stops: the speed checkpoint's offsets, else the end of the archive.
 fn bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> {
@@ -65,7 +66,7 @@ fn build(
 
 /// Reads what the layers published, merges, and writes `serving_view.json/` for every view.
 pub fn serve_once(p: &Pipeline) -> Result<Vec<Arc<ServedView>>> {
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let layout = p.layout();
     layout.check_writable()?;
     let views = from_files(p, &layout)?;
     for v in &views {
@@ -150,13 +151,14 @@ pub fn rewrite_interval(rows: usize) -> Duration {
 }
 
 /// `lambdaflow serve`: the HTTP API over what the layers wrote, followed every second, until
-/// `shutdown`. `serving_view.json/` is rewritten when the answer changes.
+/// `shutdown` (or until either task fails). `serving_view.json/` is rewritten when the answer
+/// changes.
 pub async fn serve_files(
     p: Arc<Pipeline>,
     listen: std::net::SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let layout = p.layout();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;
@@ -176,29 +178,48 @@ pub async fn serve_files(
         &(0..p.views.len()).collect::<Vec<_>>(),
         &follower.bound,
     )?;
-    let mut follower = Some(follower);
     let (tx, rx) = watch::channel(Arc::new(ServingState {
         version: 1,
         views,
         ..Default::default()
     }));
-    let refresher = tokio::spawn(async move {
+    let tasks = Supervisor::new();
+    tasks.spawn("file follower", follower.follow(tx, tasks.stopping()));
+    tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
+    let server = http::serve(listener, http::AppState::new(p, rx, None), tasks.stopping());
+    tasks.spawn("HTTP server", async move {
+        server
+            .await
+            .map_err(|e| Error::io(format!("HTTP server on {listen}"), e))
+    });
+    tasks.run_until(shutdown, SHUTDOWN_LIMIT).await
+}
+
+impl Follower {
+    /// Every second: brings the views up to date (on a blocking thread), publishes them when
+    /// they changed, and rewrites `serving_view.json/` at most every [`rewrite_interval`].
+    async fn follow(
+        mut self,
+        tx: watch::Sender<Arc<ServingState>>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        tokio::pin!(stop);
         let mut version = 1;
         let mut last_write: Option<Instant> = None;
         let mut unwritten = false;
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
             let views = tx.borrow().views.clone();
-            let mut f = follower
-                .take()
-                .expect("the follower is back after each refresh");
-            let res = tokio::task::spawn_blocking(move || {
-                let r = f.refresh(&views);
-                (f, r)
+            let (f, r) = tokio::task::spawn_blocking(move || {
+                let r = self.refresh(&views);
+                (self, r)
             })
-            .await;
-            let Ok((f, r)) = res else { return };
-            follower = Some(f);
+            .await
+            .map_err(|e| Error::task("file follower", e))?;
+            self = f;
             match r {
                 Ok(Some(views)) => {
                     version += 1;
@@ -208,30 +229,24 @@ pub async fn serve_files(
                         views,
                         ..Default::default()
                     };
-                    if tx.send(Arc::new(st)).is_err() {
-                        return;
-                    }
+                    tx.send_replace(Arc::new(st));
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(cause = %e, "serving: could not read the views (keeping the last ones)")
+                    tracing::warn!(cause = %e.report(), "serving: could not read the views (keeping the last ones)")
                 }
             }
             let views = tx.borrow().views.clone();
             let rows = views.iter().map(|v| v.read().total()).max().unwrap_or(0);
             if unwritten && last_write.is_none_or(|t| t.elapsed() >= rewrite_interval(rows)) {
                 for v in &views {
-                    if let Err(e) = write_served(&layout, v) {
-                        tracing::warn!(view = %v.def.name, cause = %e, "could not write serving_view.json");
+                    if let Err(e) = write_served(&self.layout, v) {
+                        tracing::warn!(view = %v.def.name, cause = %e.report(), "could not write serving_view.json");
                     }
                 }
                 last_write = Some(Instant::now());
                 unwritten = false;
             }
         }
-    });
-    tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
-    let r = http::serve(listener, http::AppState::new(p, rx, None), shutdown).await;
-    refresher.abort();
-    r.map_err(|e| Error::Internal(format!("HTTP server: {e}")))
+    }
 }

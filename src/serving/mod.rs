@@ -202,11 +202,11 @@ impl ServedView {
     /// A page body for `params` at the current version, computed once per version. `make`
     /// runs with no lock held: it takes the table's locks it needs (building an `order_by`
     /// order takes the write lock).
-    pub fn cached_page(
+    pub fn cached_page<E>(
         &self,
         params: &str,
-        make: impl FnOnce() -> Result<String>,
-    ) -> Result<Arc<str>> {
+        make: impl FnOnce() -> Result<String, E>,
+    ) -> Result<Arc<str>, E> {
         let v = self.read().version();
         {
             let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());

@@ -588,8 +588,8 @@ fn column_keys(
 mod tests {
     use super::*;
     use crate::config::default_fields;
+    use crate::event::{EventDecoder, EventSchema};
     use crate::storage::Manifest;
-    use crate::view::event::{EventDecoder, EventSchema};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 

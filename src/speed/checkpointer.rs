@@ -98,8 +98,7 @@ impl Checkpointer {
     /// Waits for the checkpoint in flight, if any; its failure stops the layer.
     pub async fn finish(&mut self) -> Result<()> {
         if let Some(h) = self.writing.take() {
-            h.await
-                .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+            h.await.map_err(|e| Error::task("checkpoint", e))??;
         }
         Ok(())
     }

@@ -64,7 +64,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{Pipeline, StartingOffsets};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kafka::{BrokerHealth, QuietContext};
 use crate::storage::{DeadLetterFile, Layout, PublishedBatch, checkpoint, segments};
 use crate::view::{ViewDef, ViewState};
@@ -213,7 +213,7 @@ impl SpeedLayer {
     ) -> Result<(Self, StreamConsumer<QuietContext>)> {
         let cfg = &p.config;
         let topic = cfg.kafka.topic.clone();
-        let layout = Layout::new(&cfg.output.dir, p.views.len());
+        let layout = p.layout();
         layout.check_writable()?;
         let cp = checkpoint::load(&layout, &topic)?;
         let mut snap = Snapshot::default();
@@ -241,26 +241,25 @@ impl SpeedLayer {
         )?;
         snap.dead_letters = dlq.count();
         let consumer = source::consumer(&p, &[("group.id", &cfg.kafka.group_id)])?;
-        let mut tpl = TopicPartitionList::new();
-        for &part in &parts {
-            let start = snap.offsets.get(&part).copied().or_else(|| {
+        let start = |part: i32| {
+            let from = snap.offsets.get(&part).copied().or_else(|| {
                 opts.starting_offsets
                     .as_ref()
                     .and_then(|m| m.get(&part).copied())
             });
-            let off = match start {
+            match from {
                 Some(o) => Offset::Offset(o),
                 None => match cfg.speed.starting_offsets {
                     StartingOffsets::Earliest => Offset::Beginning,
                     StartingOffsets::Latest => Offset::End,
                 },
-            };
-            tpl.add_partition_offset(&topic, part, off)
-                .map_err(|e| Error::Kafka(e.to_string()))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| Error::Kafka(format!("assign: {e}")))?;
+            }
+        };
+        source::assign(
+            &consumer,
+            &topic,
+            parts.iter().map(|&part| (part, start(part))),
+        )?;
         let brokers =
             crate::kafka::watch_brokers(&cfg.kafka, parts.clone(), Duration::from_secs(1))?;
         info!(topic = %topic, partitions = parts.len(), offsets = ?snap.offsets, "speed layer: consuming");

@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use rdkafka::consumer::Consumer;
+use rdkafka::Offset;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
-use super::source::{MicroBatch, consumer, replay_patience};
+use super::source::{self, MicroBatch, consumer, replay_patience};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::view::ViewState;
@@ -53,14 +52,11 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
     }
     let group = format!("{}-replay-{}", k.group_id, std::process::id());
     let consumer = consumer(p, &[("group.id", &group)])?;
-    let mut tpl = TopicPartitionList::new();
-    for &part in ends.keys() {
-        tpl.add_partition_offset(&k.topic, part, Offset::Beginning)
-            .map_err(|e| Error::Kafka(e.to_string()))?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| Error::Kafka(format!("assign: {e}")))?;
+    source::assign(
+        &consumer,
+        &k.topic,
+        ends.keys().map(|&part| (part, Offset::Beginning)),
+    )?;
     let done = |o: &BTreeMap<i32, i64>| ends.iter().all(|(p, e)| o.get(p).is_some_and(|x| x >= e));
     let patience = replay_patience(k.connect_timeout);
     while !done(&out.offsets) {
@@ -69,14 +65,14 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
             tokio::time::timeout(patience, consumer.recv())
                 .await
                 .map_err(|_| {
-                    Error::Kafka(format!(
+                    Error::kafka_msg(format!(
                         "replay: no message from topic `{}` for {patience:?} before reaching offsets {ends:?} (at {:?})",
                         k.topic, out.offsets
                     ))
                 })?,
         );
         while let Some(m) = msg.take() {
-            let m = m.map_err(|e| Error::Kafka(format!("replay: {e}")))?;
+            let m = m.map_err(|e| Error::kafka(format!("replay: reading `{}`", k.topic), e))?;
             let part = m.partition();
             if ends.get(&part).is_some_and(|&e| m.offset() < e)
                 && let Some(rec) = mb.push(&m)

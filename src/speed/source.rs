@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::FutureExt;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{Pipeline, StartingOffsets};
 use crate::error::{Error, Result};
+use crate::event::{EventDecoder, EventSchema};
 use crate::kafka::QuietContext;
 use crate::storage;
-use crate::view::event::{EventDecoder, EventSchema};
 
 /// The consumer both the speed layer and `replay` read with; `extra` properties last.
 pub(super) fn consumer(
@@ -49,7 +50,25 @@ pub(super) fn consumer(
     }
     client
         .create_with_context(QuietContext::default())
-        .map_err(|e| Error::Kafka(format!("bad Kafka consumer configuration: {e}")))
+        .map_err(Error::KafkaConfig)
+}
+
+/// Assigns the consumer the topic's partitions, each from its starting offset (no group
+/// rebalancing: the checkpoint, not the group, says where each partition resumes).
+pub(super) fn assign(
+    consumer: &StreamConsumer<QuietContext>,
+    topic: &str,
+    starts: impl IntoIterator<Item = (i32, Offset)>,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (part, off) in starts {
+        tpl.add_partition_offset(topic, part, off).map_err(|e| {
+            Error::kafka(format!("start partition {part} of `{topic}` at {off:?}"), e)
+        })?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| Error::kafka(format!("assign the partitions of `{topic}`"), e))
 }
 
 /// The messages of one micro-batch, decoded: one decoder per partition.

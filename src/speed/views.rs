@@ -124,8 +124,8 @@ impl Handoff {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::event::EventDecoder;
     use crate::storage::{Manifest, segments};
-    use crate::view::event::EventDecoder;
 
     fn events(p: &Pipeline, rows: &[(&str, i64)]) -> datafusion::arrow::array::RecordBatch {
         let mut d = EventDecoder::new(&p.schema);

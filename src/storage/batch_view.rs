@@ -87,8 +87,15 @@ pub fn load_published(layout: &Layout, def: &ViewDef) -> Result<Option<Published
         return Ok(None);
     };
     let mpath = dir.join("_manifest.json");
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&mpath).at(&mpath)?)
-        .map_err(|e| Error::Internal(format!("{}: {e}", mpath.display())))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(&mpath).at(&mpath)?).map_err(|e| {
+            Error::damaged(
+                &mpath,
+                "batch view manifest",
+                "run `lambdaflow batch` again to publish a new batch view",
+                e,
+            )
+        })?;
     if manifest.sql != def.sql {
         warn!(view = %def.name, "the batch view in service was computed with other SQL; run `lambdaflow batch` again");
         return Ok(None);

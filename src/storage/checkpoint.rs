@@ -55,11 +55,12 @@ pub fn load(layout: &Layout, topic: &str) -> Result<Option<Checkpoint>> {
     }
     let bytes = std::fs::read(&path).at(&path)?;
     let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::config(format!(
-            "speed checkpoint {} is unreadable ({e}); move it away to resume after the archived \
-             segments",
-            path.display()
-        ))
+        Error::damaged(
+            &path,
+            "speed checkpoint",
+            "move it away to resume after the archived segments",
+            e,
+        )
     })?;
     if cp.topic != topic {
         return Err(Error::config(format!(
@@ -114,9 +115,13 @@ mod tests {
         let cp = load(&layout, "t").unwrap().unwrap();
         assert_eq!(cp.offsets, BTreeMap::from([(0, 3)]));
         std::fs::write(layout.speed_checkpoint(), "{not json").unwrap();
-        let err = load(&layout, "t").unwrap_err().to_string();
+        let err = load(&layout, "t").unwrap_err();
+        assert!(err.is_user_error(), "{err:?}");
+        let err = err.report().to_string();
         assert!(
-            err.contains("unreadable") && err.contains("checkpoint.json"),
+            err.contains("checkpoint.json: cannot read this speed checkpoint")
+                && err.contains("move it away")
+                && err.contains("key must be a string"),
             "{err}"
         );
     }

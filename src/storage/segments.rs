@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Layout;
 use crate::config::Pipeline;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{BoxError, Error, IoContext, Result};
+use crate::event::EventSchema;
 use crate::view::ViewState;
-use crate::view::event::EventSchema;
 
 const PENDING: &str = ".pending.";
 
@@ -172,15 +172,12 @@ pub fn write_pending(
             kv("lambdaflow.to-offset", &to.to_string()),
         ]))
         .build();
-    let mut w = ArrowWriter::try_new(file, schema, Some(props))
-        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    let mut w =
+        ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| Error::write(&path, e))?;
     for b in batches {
-        w.write(b)
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        w.write(b).map_err(|e| Error::write(&path, e))?;
     }
-    let file = w
-        .into_inner()
-        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    let file = w.into_inner().map_err(|e| Error::write(&path, e))?;
     file.sync_all().at(&path)?;
     Ok(Segment {
         topic: topic.into(),
@@ -262,18 +259,24 @@ pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
         }
         r => r.at(&seg.path)?,
     };
-    let bad = |e: &dyn std::fmt::Display| {
-        Error::Internal(format!("segment {} is unreadable: {e}", seg.path.display()))
+    let bad = |e: BoxError| {
+        Error::damaged(
+            &seg.path,
+            "archive segment",
+            "restore it from a backup (while the topic still holds its offsets, `lambdaflow \
+             replay` recomputes the views from Kafka)",
+            e,
+        )
     };
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| bad(&e))?
+        .map_err(|e| bad(e.into()))?
         .with_batch_size(65_536)
         .build()
-        .map_err(|e| bad(&e))?;
+        .map_err(|e| bad(e.into()))?;
     let target = schema.arrow_schema();
     let mut out = Vec::new();
     for b in reader {
-        let b = b.map_err(|e| bad(&e))?;
+        let b = b.map_err(|e| bad(e.into()))?;
         let mut cols: Vec<ArrayRef> = Vec::new();
         for f in target.fields() {
             match b.column_by_name(f.name()) {

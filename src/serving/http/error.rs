@@ -38,9 +38,9 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
 
-    /// 500: logged here with its cause; the client gets a generic detail.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(cause = %cause, "HTTP request failed");
+    /// 500: logged here with its causes; the client gets a generic detail.
+    pub fn internal(cause: impl std::error::Error + 'static) -> Self {
+        tracing::error!(cause = %crate::error::Report(&cause), "HTTP request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -64,8 +64,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A library error at the HTTP boundary: 503 when trying again works, 500 otherwise (logged;
+/// internals never reach the client).
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
-        Self::internal(e)
+        match e {
+            crate::Error::Busy(detail) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", detail)
+            }
+            e => Self::internal(e),
+        }
     }
 }

@@ -372,10 +372,7 @@ impl StreamCursor {
             view_body(&self.st, v, &self.params, false).map(Arc::<str>::from)
         } else {
             let (st, params) = (&self.st, &self.params);
-            v.cached_page(&params.cache_key(), || {
-                view_body(st, v, params, false).map_err(|e| crate::Error::Internal(e.detail))
-            })
-            .map_err(ApiError::internal)
+            v.cached_page(&params.cache_key(), || view_body(st, v, params, false))
         };
         let body = match body {
             Ok(b) => b,

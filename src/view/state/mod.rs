@@ -401,9 +401,9 @@ impl ViewState {
 #[cfg(test)]
 mod tests {
     use crate::config::default_fields;
+    use crate::event::{EventDecoder, EventSchema};
     use crate::show::show;
     use crate::view::ViewDef;
-    use crate::view::event::{EventDecoder, EventSchema};
 
     async fn view(sql: &str) -> (ViewDef, EventSchema) {
         let schema = EventSchema::new(default_fields()).unwrap();

@@ -178,7 +178,7 @@ impl ColumnBuilder {
 /// Decodes JSON records into Arrow record batches of the declared schema.
 ///
 /// ```
-/// use lambdaflow::view::event::{EventSchema, EventDecoder};
+/// use lambdaflow::event::{EventSchema, EventDecoder};
 /// let schema = EventSchema::new(lambdaflow::config::default_fields()).unwrap();
 /// let mut dec = EventDecoder::new(&schema);
 /// dec.push(br#"{"customer": "Ali", "amount": 120}"#).unwrap();
@@ -441,6 +441,13 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value<'de>, E> {
         match self.field.ty {
             FieldType::Double => Ok(Value::Float(v)),
+            // serde_json reads an integer beyond 64 bits as a float: say what is wrong with it.
+            FieldType::Integer if v.fract() == 0.0 && v.abs() >= 9.2e18 => {
+                Err(E::custom(format_args!(
+                    "field `{}`: {v} is out of range for a 64-bit integer",
+                    self.field.name
+                )))
+            }
             _ => Err(self.wrong(de::Unexpected::Float(v))),
         }
     }
@@ -523,7 +530,19 @@ mod tests {
         // In a key the layers do not even read, too.
         assert!(reason(b"{\"customer\":\"A\",\"amount\":1,\"x\xff\":2}").starts_with("not UTF-8"));
         assert!(reason(br#"{"customer":"Ali","amount":1} trailing"#).starts_with("not valid JSON"));
-        assert!(reason(br#"{"customer":"Ali","amount":99999999999999999999}"#).contains("amount"));
+        for big in [
+            "99999999999999999999",
+            "-99999999999999999999",
+            "9223372036854775808",
+        ] {
+            let line = format!(r#"{{"customer":"Ali","amount":{big}}}"#);
+            let r = reason(line.as_bytes());
+            assert!(
+                r.contains("field `amount`") && r.contains("out of range")
+                    || r.contains("does not fit in a 64-bit integer"),
+                "{big}: {r}"
+            );
+        }
     }
 
     #[test]

@@ -161,6 +161,35 @@ pub struct ServingConfig {
     /// When set, every endpoint but `/health` requires `Authorization: Bearer <token>`.
     #[serde(default)]
     pub token: Option<String>,
+    /// What `lambdaflow run` serves of the speed layer's state.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// What serving shows of the speed layer's state in `lambdaflow run` (named after Kafka's
+/// `isolation.level`). `lambdaflow serve` reads the files, so it always reads committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Every micro-batch as soon as it is folded: the lowest latency, but after a crash a read
+    /// can go back to the last checkpoint until the restarted layer has caught up again.
+    #[default]
+    ReadUncommitted,
+    /// Only what the speed layer has checkpointed: a read never goes back, even across
+    /// `kill -9`; it lags by up to `speed.checkpoint-interval` plus the checkpoint's write.
+    ReadCommitted,
+}
+
+impl ServingConfig {
+    /// `listen` as a socket address, or an error naming the key.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr> {
+        self.listen.parse().map_err(|e| {
+            Error::config(format!(
+                "serving.listen `{}`: {e} (expected an address like 127.0.0.1:8080)",
+                self.listen
+            ))
+        })
+    }
 }
 
 impl fmt::Debug for ServingConfig {

@@ -153,6 +153,32 @@ pub async fn create_topic(
     }
 }
 
+/// `lambdaflow topic create|list|describe`, printing what it did (like `kafka-topics`).
+pub async fn topic_command(k: &KafkaConfig, action: &crate::cli::TopicAction) -> Result<()> {
+    use crate::cli::TopicAction;
+    match *action {
+        TopicAction::Create {
+            partitions,
+            replication_factor,
+            if_not_exists,
+        } => {
+            if create_topic(k, partitions, replication_factor, if_not_exists).await? {
+                wait_for_topic(k).await?;
+                println!("Created topic {}.", k.topic);
+            } else {
+                println!("Topic {} already exists.", k.topic);
+            }
+        }
+        TopicAction::List => {
+            for t in list_topics(k).await? {
+                println!("{t}");
+            }
+        }
+        TopicAction::Describe => print!("{}", describe(k).await?),
+    }
+    Ok(())
+}
+
 /// Waits until the topic's metadata shows all its partitions with a leader (after a create).
 pub async fn wait_for_topic(k: &KafkaConfig) -> Result<Vec<i32>> {
     let deadline = tokio::time::Instant::now() + k.connect_timeout;

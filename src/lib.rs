@@ -29,12 +29,14 @@
 //!   recompute compared key by key with what serving answers.
 //! - [`kafka`]: client configuration, topic administration, producer; [`produce`]: the
 //!   console producer's checks; [`report`]: what the commands print.
+//! - [`cli`]: the command line (every command and option); `main.rs` only dispatches.
 //! - [`config`], [`runtime`], [`supervisor`]: configuration loading, logging, the batch
 //!   runtime, shutdown, and the supervisor of a long-running command's tasks.
 
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -2,8 +2,11 @@
 //! before anything is sent. A bad line is reported as `source:line: rejected: reason` and not
 //! sent; with `strict`, the first bad line stops everything and nothing is sent.
 
+use std::io::Read;
+use std::path::Path;
+
 use crate::config::Pipeline;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::event::EventDecoder;
 use crate::kafka;
 
@@ -24,6 +27,28 @@ pub fn lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         .enumerate()
         .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+}
+
+/// `lambdaflow produce [--file F] [--strict]`: the lines of `file` (stdin without one),
+/// checked, then sent. Returns what was done and the source's name for messages.
+pub async fn produce_input(
+    p: &Pipeline,
+    file: Option<&Path>,
+    strict: bool,
+) -> Result<(Produced, String)> {
+    let mut text = Vec::new();
+    let source = match file {
+        Some(f) => {
+            text = std::fs::read(f).at(f)?;
+            f.display().to_string()
+        }
+        None => {
+            std::io::stdin().lock().read_to_end(&mut text).at("stdin")?;
+            "stdin".to_string()
+        }
+    };
+    let r = produce(p, &text, &source, strict).await?;
+    Ok((r, source))
 }
 
 /// Checks `text` line by line, then sends the good lines to the topic.

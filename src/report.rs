@@ -1,14 +1,17 @@
 //! What the commands print: the views as Spark's `show()` tables and one summary line per
 //! command. Kept out of `main` so that the dispatcher only dispatches.
 
+use std::process::ExitCode;
+
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::batch::BatchRun;
 use crate::config::Pipeline;
 use crate::error::Result;
+use crate::produce::Produced;
 use crate::serving::ServedView;
 use crate::show::{DEFAULT_ROWS, show};
 use crate::speed::Replay;
-use crate::storage::Manifest;
 use crate::verify::Report;
 
 /// Prints a view's table, headed by its name when the pipeline has several views.
@@ -19,8 +22,12 @@ pub fn view(p: &Pipeline, name: &str, rows: &RecordBatch) {
     print!("{}", show(rows, DEFAULT_ROWS));
 }
 
-/// After `lambdaflow batch`.
-pub fn batch_run(p: &Pipeline, run_id: &str, m: &Manifest) {
+/// After `lambdaflow batch`: each view, then the run's summary.
+pub fn batch_run(p: &Pipeline, run: &BatchRun) {
+    for (def, _, rows) in &run.views {
+        view(p, &def.name, rows);
+    }
+    let (run_id, m) = (&run.run_id, &run.manifest);
     println!(
         "batch run {run_id}: {} events from {} file(s) and {} segment(s) (offsets {:?}), {} rejected line(s), {} ms",
         m.rows,
@@ -56,6 +63,19 @@ pub fn served(p: &Pipeline, views: &[std::sync::Arc<ServedView>], explain: bool)
         );
     }
     Ok(())
+}
+
+/// After `lambdaflow produce`: what was sent; the exit status (1 when a line was rejected).
+pub fn produced(p: &Pipeline, r: &Produced, source: &str) -> ExitCode {
+    if let Some(n) = r.stopped_at {
+        eprintln!("error: {source}:{n}: bad line (--strict): nothing was sent");
+        return ExitCode::from(2);
+    }
+    println!(
+        "sent {} message(s) to topic {}; rejected {} line(s)",
+        r.sent, p.config.kafka.topic, r.rejected
+    );
+    ExitCode::from(u8::from(r.rejected > 0))
 }
 
 /// After `lambdaflow verify`.

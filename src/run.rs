@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::Pipeline;
+use crate::config::{Isolation, Pipeline};
 use crate::error::{Error, Result};
+use crate::serving::gate::CommitGate;
 use crate::serving::{self, BatchStatus, ServedView, ServingState, http};
 use crate::speed::{self, Snapshot, SpeedUpdate};
 use crate::storage::Layout;
@@ -211,8 +212,10 @@ struct Feeds {
 /// Keeps the served views: builds them whole on a `Reset` (off the async threads, then
 /// swapped in), merges each `Delta` into them, and follows the speed status and the batch
 /// scheduler. Writes `serving_view.json/` while the views change, at most every
-/// [`serving::files::rewrite_interval`]. An update that cannot be applied is an error: the
-/// served views would miss events (a restart rebuilds them exactly).
+/// [`serving::files::rewrite_interval`]. With `serving.isolation = "read-committed"` a delta
+/// waits in a [`CommitGate`] until the speed status says a checkpoint covers it. An update
+/// that cannot be applied is an error: the served views would miss events (a restart rebuilds
+/// them exactly).
 async fn materialize(
     p: Arc<Pipeline>,
     layout: Layout,
@@ -227,25 +230,41 @@ async fn materialize(
     };
     let mut last_write: Option<Instant> = None;
     let mut unwritten = false;
+    let mut gate =
+        (p.config.serving.isolation == Isolation::ReadCommitted).then(CommitGate::default);
     loop {
-        tokio::select! {
+        let update = tokio::select! {
             _ = &mut stop => return Ok(()),
             u = feeds.updates.recv() => {
                 let Some(u) = u else { return Ok(()) };
-                if let Some(views) = apply(&p, &state.views, u).await? {
-                    state.views = views;
+                match (&mut gate, u) {
+                    (Some(g), SpeedUpdate::Delta { views, offsets }) => {
+                        g.hold(offsets, views);
+                        release(g, &state)
+                    }
+                    (g, u) => {
+                        if let Some(g) = g { g.clear() } // a reset includes what is held
+                        Some(u)
+                    }
                 }
-                unwritten = true;
             }
             r = feeds.status.changed() => {
                 if r.is_err() { return Ok(()) }
                 state.speed = Some(feeds.status.borrow_and_update().clone());
+                gate.as_mut().and_then(|g| release(g, &state))
             }
             r = feeds.batch.changed() => {
                 if r.is_err() { return Ok(()) }
                 state.batch = feeds.batch.borrow_and_update().clone();
+                None
             }
-            _ = tokio::time::sleep(Duration::from_secs(1)), if unwritten => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)), if unwritten => None,
+        };
+        if let Some(u) = update {
+            if let Some(views) = apply(&p, &state.views, u).await? {
+                state.views = views;
+            }
+            unwritten = true;
         }
         state.version += 1;
         served.send_replace(Arc::new(state.clone()));
@@ -267,6 +286,13 @@ async fn materialize(
             unwritten = false;
         }
     }
+}
+
+/// The held deltas the speed layer's last checkpoint covers, as one update.
+fn release(gate: &mut CommitGate, state: &ServingState) -> Option<SpeedUpdate> {
+    let checkpointed = &state.speed.as_ref()?.checkpointed;
+    let (views, offsets) = gate.release(checkpointed)?;
+    Some(SpeedUpdate::Delta { views, offsets })
 }
 
 /// Applies one speed update on a blocking thread: new views for a reset, or the delta merged

@@ -23,6 +23,7 @@
 //!   the layers write.
 
 pub mod files;
+pub mod gate;
 pub mod http;
 pub mod openapi;
 pub mod table;

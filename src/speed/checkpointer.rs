@@ -35,13 +35,18 @@ struct Pending {
     batches: Vec<RecordBatch>,
 }
 
+/// A checkpoint being written on a blocking thread.
+type Writing = tokio::task::JoinHandle<Result<()>>;
+
 /// What the speed layer has not archived yet, and the checkpoint being written.
 pub(super) struct Checkpointer {
     p: Arc<Pipeline>,
     layout: Layout,
     pending: BTreeMap<i32, Pending>,
-    /// The checkpoint being written in the background, if any.
-    writing: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// The checkpoint being written in the background, if any, and the offsets it covers.
+    writing: Option<(Writing, BTreeMap<i32, i64>)>,
+    /// The offsets the last completed checkpoint covers: what survives a crash.
+    committed: BTreeMap<i32, i64>,
     /// When the last checkpoint started.
     last: Instant,
     /// When the streaming view was last rewritten.
@@ -55,6 +60,7 @@ impl Checkpointer {
             layout,
             pending: BTreeMap::new(),
             writing: None,
+            committed: BTreeMap::new(),
             last: Instant::now(),
             last_view: None,
         }
@@ -97,15 +103,21 @@ impl Checkpointer {
 
     /// Waits for the checkpoint in flight, if any; its failure stops the layer.
     pub async fn finish(&mut self) -> Result<()> {
-        if let Some(h) = self.writing.take() {
+        if let Some((h, offsets)) = self.writing.take() {
             h.await.map_err(|e| Error::task("checkpoint", e))??;
+            self.committed = offsets;
         }
         Ok(())
     }
 
+    /// The offsets the last completed checkpoint covers (the next offset per partition).
+    pub fn committed(&self) -> &BTreeMap<i32, i64> {
+        &self.committed
+    }
+
     /// Collects the checkpoint in flight if it is done (without waiting).
     pub async fn reap(&mut self) -> Result<()> {
-        if self.writing.as_ref().is_some_and(|w| w.is_finished()) {
+        if self.writing.as_ref().is_some_and(|(w, _)| w.is_finished()) {
             self.finish().await?;
         }
         Ok(())
@@ -127,9 +139,9 @@ impl Checkpointer {
         }
         let (p, layout) = (Arc::clone(&self.p), self.layout.clone());
         let pending = std::mem::take(&mut self.pending);
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            write(&p, &layout, &cp, pending, view)
-        }));
+        let offsets = cp.offsets.clone();
+        let task = tokio::task::spawn_blocking(move || write(&p, &layout, &cp, pending, view));
+        self.writing = Some((task, offsets));
         self.last = Instant::now();
         Ok(())
     }
@@ -145,6 +157,8 @@ impl Checkpointer {
         if self.has_pending() || view.is_some() {
             self.start(cp, dlq, view).await?;
             self.finish().await?;
+        } else {
+            self.committed = cp.offsets; // nothing consumed since: already covered
         }
         Ok(())
     }

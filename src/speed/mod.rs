@@ -273,6 +273,7 @@ impl SpeedLayer {
             views.iter().map(|v| v.batch_run.clone()),
         );
         checkpointer.now(cp, &mut dlq, Some(rows)).await?;
+        snap.checkpointed = checkpointer.committed().clone();
         let layer = SpeedLayer {
             p,
             layout,
@@ -330,6 +331,10 @@ impl SpeedLayer {
         }
         self.checkpointer.reap().await?;
         let handed_off = !stopping && self.follow_batches().await?;
+        let checkpointed = self.checkpointer.committed() != &self.snap.checkpointed;
+        if checkpointed {
+            self.snap.checkpointed = self.checkpointer.committed().clone();
+        }
         self.snap.brokers = self.brokers.borrow().clone();
         if n > 0 {
             self.report(n, started, stamps)?;
@@ -339,7 +344,7 @@ impl SpeedLayer {
             .status
             .as_ref()
             .is_some_and(|tx| tx.borrow().brokers.up != self.snap.brokers.up);
-        self.send_status(n > 0 || handed_off || health_changed);
+        self.send_status(n > 0 || handed_off || health_changed || checkpointed);
         if handed_off {
             self.send_reset().await;
         } else if let (Some(views), Some(tx)) = (delta, &self.publish.updates) {

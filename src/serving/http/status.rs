@@ -52,6 +52,8 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Value> {
         json!({
             "progress": sp.progress,
             "offsets": sp.offsets,
+            "checkpointed": sp.checkpointed,
+            "isolation": st.pipeline.config.serving.isolation,
             "lag": sp.lag(),
             "consumed": sp.consumed,
             "dead_letters": sp.dead_letters,

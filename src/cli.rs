@@ -1,0 +1,174 @@
+//! The command line: every command and option, as `clap` parses them. Each flag is a
+//! configuration key given last (it wins over `lambdaflow.toml` and `LAMBDAFLOW_*`).
+//!
+//! Doc comments here are the `--help` text, so the types are documented by their help alone.
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides, Pipeline};
+use crate::error::{Error, Result};
+
+/// A Lambda-architecture data system: one SQL view, a DataFusion batch layer, a Kafka speed
+/// layer, and an exact serving merge.
+#[derive(Parser)]
+#[command(name = "lambdaflow", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct Global {
+    /// Config file (default: ./lambdaflow.toml when it exists, else the built-in defaults).
+    #[arg(long, short = 'c', global = true, env = "LAMBDAFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (kafka.bootstrap-servers).
+    #[arg(long, global = true)]
+    pub bootstrap_servers: Option<String>,
+    /// Kafka topic of new events (kafka.topic).
+    #[arg(long, global = true)]
+    pub topic: Option<String>,
+    /// Root directory of all outputs (output.dir).
+    #[arg(long, global = true)]
+    pub output_dir: Option<PathBuf>,
+    /// A librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
+    pub kafka_property: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Batch layer: recompute every view from the whole master dataset with DataFusion, print
+    /// it, and publish output/batch_view/ atomically.
+    Batch {
+        /// Dataset files or directories of JSON lines (batch.dataset); repeatable.
+        #[arg(long)]
+        dataset: Vec<PathBuf>,
+    },
+    /// Speed layer: consume the topic, keep incremental views, print each micro-batch's table
+    /// and keep output/streaming_view/ current. Ctrl-C/SIGTERM saves state and offsets.
+    Speed {
+        /// Don't print the table after each micro-batch.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Serving layer: merge the batch view and the speed layer's state (after the batch view's
+    /// offsets) into the final view, print it, write output/serving_view.json/, then serve the
+    /// HTTP API and dashboard (refreshed from the files every second) until Ctrl-C.
+    Serve {
+        /// Print and write the view, then exit (the seed's serving script).
+        #[arg(long)]
+        once: bool,
+        /// Also print what each row is made of: "Ali: total_amount = 400 (320 from batch + 80
+        /// from speed)".
+        #[arg(long)]
+        explain: bool,
+        /// Address of the HTTP API (serving.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Batch, speed and serving in one process: the speed layer consumes, the batch layer
+    /// recomputes every batch.interval (and on POST /api/batch), the HTTP API and dashboard
+    /// serve the exact merged views.
+    Run {
+        /// Address of the HTTP API (serving.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Recompute every view from all the data and compare it key by key with the serving
+    /// view; exit 1 when they differ.
+    Verify,
+    /// Kappa mode: rebuild every view from the Kafka topic alone (earliest offset to now), with
+    /// the same definitions; nothing on disk changes.
+    Replay,
+    /// Console producer: send JSON lines from stdin (or --file) to the topic. Lines that do not
+    /// match the schema are reported with their line number and not sent.
+    Produce {
+        /// Read lines from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Stop at the first bad line and send nothing.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Manage topics, like kafka-topics.
+    Topic {
+        #[command(subcommand)]
+        action: TopicAction,
+    },
+    /// Run the seed workshop end to end: batch, speed (3 messages through Kafka), serving.
+    Demo,
+}
+
+#[derive(Subcommand)]
+pub enum TopicAction {
+    /// Create the topic (--topic, default kafka.topic).
+    Create {
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Replication factor.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
+        /// Succeed when the topic already exists.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List the topics on the cluster.
+    List,
+    /// Show the topic's partitions, leaders, replicas and offsets.
+    Describe,
+}
+
+impl Global {
+    /// Loads the configuration with these options (and `--dataset`, `--listen` where the
+    /// command has them) on top, and compiles it.
+    pub async fn pipeline(
+        &self,
+        dataset: &[PathBuf],
+        listen: Option<&str>,
+    ) -> Result<Arc<Pipeline>> {
+        let cfg = Config::load(self.config.as_deref(), &overrides(self, dataset, listen)?)?;
+        Ok(Arc::new(cfg.compile().await?))
+    }
+}
+
+/// The command line's options as configuration keys (they win over the files and the
+/// environment).
+fn overrides(g: &Global, dataset: &[PathBuf], listen: Option<&str>) -> Result<Overrides> {
+    let mut o: Overrides = Vec::new();
+    if let Some(v) = listen {
+        o.push(("serving.listen".into(), v.into()));
+    }
+    if let Some(v) = &g.bootstrap_servers {
+        o.push(("kafka.bootstrap-servers".into(), v.clone().into()));
+    }
+    if let Some(v) = &g.topic {
+        o.push(("kafka.topic".into(), v.clone().into()));
+    }
+    if let Some(v) = &g.output_dir {
+        o.push(("output.dir".into(), v.display().to_string().into()));
+    }
+    for kv in &g.kafka_property {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::config(format!("-X {kv}: expected KEY=VALUE")))?;
+        let mut t = toml::map::Map::new();
+        t.insert(k.to_string(), v.into());
+        o.push(("kafka.properties".into(), toml::Value::Table(t)));
+    }
+    if !dataset.is_empty() {
+        let list = dataset
+            .iter()
+            .map(|d| toml::Value::from(d.display().to_string()))
+            .collect();
+        o.push(("batch.dataset".into(), toml::Value::Array(list)));
+    }
+    Ok(o)
+}

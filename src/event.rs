@@ -279,6 +279,20 @@ impl<'s> EventDecoder<'s> {
     }
 }
 
+/// The kind of a rejection reason, for counting: without the column, the value found or the
+/// JSON parser's detail (`field `amount`: expected an integer`, `not valid JSON`, …).
+pub fn reason_kind(reason: &str) -> &str {
+    if reason.starts_with("not valid JSON") {
+        return "not valid JSON";
+    }
+    let end = [" (", ", found"]
+        .iter()
+        .filter_map(|p| reason.find(p))
+        .min()
+        .unwrap_or(reason.len());
+    &reason[..end]
+}
+
 /// serde_json's messages say "at line 1 column 17"; for one record only the column helps.
 fn json_reason(e: &serde_json::Error) -> String {
     let msg = e.to_string();

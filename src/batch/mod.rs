@@ -15,6 +15,7 @@
 //! what the run covered, down to the offset per partition up to which it read the speed layer's
 //! segments. Serving adds to it only the speed layer's events after those offsets.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,6 +121,33 @@ pub fn read_dataset(
 /// decoded, into reused buffers.
 const READ_BLOCK: usize = 64 << 20;
 
+/// Logs a file's rejected lines as one line with counts per kind of reason — once per file
+/// and count in a process: a scheduler re-reading the same history every run says it once
+/// (the records, with their lines, are in each run's dead-letter file).
+fn warn_rejected(path: &Path, records: &[serde_json::Value]) {
+    static WARNED: std::sync::Mutex<BTreeMap<PathBuf, usize>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    if records.is_empty() {
+        return;
+    }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in records {
+        let reason = r["reason"].as_str().unwrap_or_default();
+        *kinds.entry(crate::event::reason_kind(reason)).or_default() += 1;
+    }
+    let reasons = kinds
+        .iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.insert(path.to_path_buf(), records.len()) == Some(records.len()) {
+        tracing::debug!(file = %path.display(), bad = records.len(), reasons = %reasons, "rejected lines of the master dataset (as in the previous run)");
+    } else {
+        warn!(file = %path.display(), bad = records.len(), reasons = %reasons, "rejected lines of the master dataset (each with its line in the run's dead-letter file; said again only when the count changes)");
+    }
+}
+
 fn read_dataset_in_blocks(
     files: &[PathBuf],
     segments: &[Segment],
@@ -192,9 +220,7 @@ fn read_dataset_in_blocks(
             eof = next_eof.at(path)?;
             std::mem::swap(&mut cur, &mut next);
         }
-        if report.bad > 0 {
-            warn!(file = %path.display(), bad = report.bad, "rejected lines of the master dataset");
-        }
+        warn_rejected(path, &bad[bad.len() - report.bad as usize..]);
         reports.push(report);
     }
     for (si, seg) in segments.iter().enumerate() {

@@ -46,6 +46,8 @@
 //! - [`stats`]: progress, histograms, the status snapshot.
 
 mod checkpointer;
+mod dead_letters;
+mod recovery;
 mod replay;
 mod source;
 pub mod stats;
@@ -66,9 +68,10 @@ use tracing::{info, warn};
 use crate::config::{Pipeline, StartingOffsets};
 use crate::error::Result;
 use crate::kafka::{BrokerHealth, QuietContext};
-use crate::storage::{DeadLetterFile, Layout, PublishedBatch, checkpoint, segments};
+use crate::storage::{DeadLetterFile, Layout, PublishedBatch};
 use crate::view::{ViewDef, ViewState};
 use checkpointer::Checkpointer;
+use dead_letters::DeadLetterLog;
 pub use replay::{Replay, replay};
 use source::MicroBatch;
 pub use stats::{DurationHistogram, LatencyHistogram, Progress, Snapshot};
@@ -155,11 +158,15 @@ struct SpeedLayer {
     handoff: Handoff,
     checkpointer: Checkpointer,
     dlq: DeadLetterFile,
+    /// The log lines of rejected messages, summarized.
+    rejected: DeadLetterLog,
     brokers: watch::Receiver<BrokerHealth>,
     /// Start of the previous micro-batch (for the arrival rate).
     last_batch_start: Instant,
     /// Consecutive consumer errors (the first is logged).
     consumer_errors: u64,
+    /// When a message last arrived: proof that the brokers answer, sooner than the watch.
+    heard_at: Option<Instant>,
     /// A batch run was announced: look for it now.
     check_batches: bool,
     last_check: Instant,
@@ -215,23 +222,12 @@ impl SpeedLayer {
         let topic = cfg.kafka.topic.clone();
         let layout = p.layout();
         layout.check_writable()?;
-        let cp = checkpoint::load(&layout, &topic)?;
-        let mut snap = Snapshot::default();
-        if let Some(c) = &cp {
-            snap.offsets = c.offsets.clone();
-            snap.consumed = c.consumed;
-        }
-        segments::recover(&layout, &topic, &snap.offsets)?;
-        for (part, end) in segments::archived_until(&segments::list(&layout)?, &topic) {
-            if snap.offsets.get(&part).is_none_or(|&o| o < end) {
-                warn!(
-                    partition = part,
-                    offset = end,
-                    "the checkpoint is behind the archived segments (lost or restored?): resuming after the archive"
-                );
-                snap.offsets.insert(part, end);
-            }
-        }
+        let (cp, offsets) = recovery::resume_positions(&layout, &topic)?;
+        let mut snap = Snapshot {
+            offsets,
+            consumed: cp.as_ref().map_or(0, |c| c.consumed),
+            ..Snapshot::default()
+        };
         let mut views = vec![SpeedView::default(); p.views.len()];
         let mut handoff = Handoff::new(p.views.len());
         handoff.sync(&p, &layout, &mut views, &snap.offsets, true)?;
@@ -284,9 +280,11 @@ impl SpeedLayer {
             handoff,
             checkpointer,
             dlq,
+            rejected: DeadLetterLog::new("sent to the dead-letter file"),
             brokers,
             last_batch_start: Instant::now(),
             consumer_errors: 0,
+            heard_at: None,
             check_batches: false,
             last_check: Instant::now(),
         };
@@ -317,6 +315,7 @@ impl SpeedLayer {
             msg = source::next_message(consumer, deadline).await;
         }
         let n = mb.messages;
+        self.rejected.tick();
         let stamps = std::mem::take(&mut mb.stamps);
         let delta = if n > 0 { Some(self.fold(mb)?) } else { None };
         if self.checkpointer.has_pending() && (self.checkpointer.due() || stopping || n == 0) {
@@ -336,6 +335,14 @@ impl SpeedLayer {
             self.snap.checkpointed = self.checkpointer.committed().clone();
         }
         self.snap.brokers = self.brokers.borrow().clone();
+        // The watch asks once a second on a client of its own, which reconnects later than
+        // the consumer: a message received just now says the brokers answer.
+        if self
+            .heard_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            self.snap.brokers.up = true;
+        }
         if n > 0 {
             self.report(n, started, stamps)?;
         }
@@ -363,11 +370,13 @@ impl SpeedLayer {
                 self.checkpointer
                     .consumed(part, self.snap.offsets.get(&part).copied(), m.offset());
                 if let Some(rec) = mb.push(&m) {
-                    warn!(topic = m.topic(), partition = part, offset = m.offset(), reason = %rec["reason"], "message sent to the dead-letter file");
+                    let reason = rec["reason"].as_str().unwrap_or_default();
+                    self.rejected.rejected(m.topic(), part, m.offset(), reason);
                     self.dlq.append(&rec)?;
                 }
                 self.snap.offsets.insert(part, m.offset() + 1);
                 self.consumer_errors = 0;
+                self.heard_at = Some(Instant::now());
             }
             Err(e) => {
                 self.consumer_errors += 1;
@@ -528,6 +537,7 @@ impl SpeedLayer {
     /// The final checkpoint.
     async fn stop(mut self) -> Result<Stopped> {
         self.checkpoint(true).await?;
+        self.rejected.flush();
         info!(
             offsets = ?self.snap.offsets,
             messages = self.snap.latency.count,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use rdkafka::Offset;
 use rdkafka::message::Message;
-use tracing::warn;
 
+use super::dead_letters::DeadLetterLog;
 use super::source::{self, MicroBatch, consumer, replay_patience};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -59,6 +59,7 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
     )?;
     let done = |o: &BTreeMap<i32, i64>| ends.iter().all(|(p, e)| o.get(p).is_some_and(|x| x >= e));
     let patience = replay_patience(k.connect_timeout);
+    let mut rejected = DeadLetterLog::new("skipped by replay");
     while !done(&out.offsets) {
         let mut mb = MicroBatch::new(&p.schema);
         let mut msg = Some(
@@ -76,9 +77,9 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
             let part = m.partition();
             if ends.get(&part).is_some_and(|&e| m.offset() < e)
                 && let Some(rec) = mb.push(&m)
-                && mb.bad <= 10
             {
-                warn!(partition = part, offset = m.offset(), reason = %rec["reason"], "replay: message skipped");
+                let reason = rec["reason"].as_str().unwrap_or_default();
+                rejected.rejected(m.topic(), part, m.offset(), reason);
             }
             out.offsets.insert(part, m.offset() + 1);
             if mb.messages as usize >= p.config.speed.max_batch_rows || done(&out.offsets) {
@@ -94,6 +95,7 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
             }
         }
     }
+    rejected.flush();
     out.elapsed = started.elapsed();
     Ok(out)
 }

@@ -113,9 +113,9 @@ pub enum TopicAction {
         /// Number of partitions.
         #[arg(long, default_value_t = 1)]
         partitions: i32,
-        /// Replication factor.
-        #[arg(long, default_value_t = 1)]
-        replication_factor: i32,
+        /// Replication factor (default: the brokers' `default.replication.factor`).
+        #[arg(long)]
+        replication_factor: Option<i32>,
         /// Succeed when the topic already exists.
         #[arg(long)]
         if_not_exists: bool,

@@ -24,7 +24,7 @@ pub const SEED_MESSAGES: [&str; 3] = [
 pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
     let k = &p.config.kafka;
     let layout = p.layout();
-    if kafka::create_topic(k, 1, 1, true).await? {
+    if kafka::create_topic(k, 1, None, true).await? {
         println!("Created topic {}", k.topic);
     }
     kafka::wait_for_topic(k).await?;

@@ -124,17 +124,22 @@ pub async fn watermarks(k: &KafkaConfig) -> Result<Vec<(i32, i64, i64)>> {
     .map_err(|e| Error::task("Kafka watermarks", e))?
 }
 
-/// Creates the topic. With `if_not_exists`, an existing topic is not an error.
+/// Creates the topic with `replication` copies of each partition (`None`: the brokers'
+/// `default.replication.factor`). With `if_not_exists`, an existing topic is not an error.
 pub async fn create_topic(
     k: &KafkaConfig,
     partitions: i32,
-    replication: i32,
+    replication: Option<i32>,
     if_not_exists: bool,
 ) -> Result<bool> {
     metadata(k, None).await?;
     let admin: AdminClient<DefaultClientContext> =
         client_config(k).create().map_err(Error::KafkaConfig)?;
-    let topic = NewTopic::new(&k.topic, partitions, TopicReplication::Fixed(replication));
+    let topic = NewTopic::new(
+        &k.topic,
+        partitions,
+        TopicReplication::Fixed(replication.unwrap_or(-1)),
+    );
     let opts = AdminOptions::new()
         .operation_timeout(Some(k.connect_timeout))
         .request_timeout(Some(k.connect_timeout));
@@ -194,40 +199,123 @@ pub async fn wait_for_topic(k: &KafkaConfig) -> Result<Vec<i32>> {
 /// The producer type: librdkafka's retries are logged through [`QuietContext`].
 pub type Producer = FutureProducer<QuietContext>;
 
-/// A producer with the configured client properties; `acks=all` and idempotence, so a retried
-/// send is not written twice.
+/// What every producer of the project guarantees, whatever `kafka.properties` says otherwise:
+/// a send is acknowledged once all in-sync replicas have it (`acks=all`), and a retried send
+/// is not written twice (`enable.idempotence`).
+pub const PRODUCER_GUARANTEES: &str = "acks=all, idempotent";
+
+/// A producer with the configured client properties, `acks=all` and idempotence. A send is
+/// retried for `message.timeout.ms` (default 60 s, or `kafka.connect-timeout` when longer;
+/// settable in `kafka.properties`), which rides out a partition leader's failover.
 pub fn producer(k: &KafkaConfig) -> Result<Producer> {
-    client_config(k)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set(
-            "message.timeout.ms",
-            (k.connect_timeout.as_millis().max(1000)).to_string(),
-        )
-        .create_with_context(QuietContext::default())
+    let mut c = client_config(k);
+    c.set("enable.idempotence", "true").set("acks", "all");
+    if c.get("linger.ms").is_none() {
+        c.set("linger.ms", "5");
+    }
+    if c.get("message.timeout.ms").is_none() {
+        let ms = k.connect_timeout.max(Duration::from_secs(60)).as_millis();
+        c.set("message.timeout.ms", ms.to_string());
+    }
+    c.create_with_context(QuietContext::default())
         .map_err(Error::KafkaConfig)
+}
+
+/// Deliveries awaited at once by a [`Sender`].
+const IN_FLIGHT: usize = 10_000;
+
+/// Sends payloads to the topic in order, with at most [`IN_FLIGHT`] deliveries awaited at once,
+/// and counts those the brokers acknowledged.
+pub struct Sender<'a> {
+    producer: &'a Producer,
+    k: &'a KafkaConfig,
+    in_flight: std::collections::VecDeque<rdkafka::producer::DeliveryFuture>,
+    acked: usize,
+}
+
+impl<'a> Sender<'a> {
+    /// A sender to `k.topic`.
+    pub fn new(producer: &'a Producer, k: &'a KafkaConfig) -> Self {
+        Self {
+            producer,
+            k,
+            in_flight: Default::default(),
+            acked: 0,
+        }
+    }
+
+    /// Deliveries not acknowledged yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Enqueues one payload; waits for deliveries when the window or librdkafka's queue is full.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<()> {
+        use rdkafka::error::KafkaError::MessageProduction;
+        loop {
+            let rec = FutureRecord::<(), [u8]>::to(&self.k.topic).payload(payload);
+            match self.producer.send_result(rec) {
+                Ok(f) => break self.in_flight.push_back(f),
+                Err((MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if self.in_flight.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    } else {
+                        self.delivered().await?;
+                    }
+                }
+                Err((e, _)) => return Err(self.failed(e)),
+            }
+        }
+        if self.in_flight.len() >= IN_FLIGHT {
+            self.delivered().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest delivery in flight (forever when there is none). Cancel-safe:
+    /// dropped before it resolves, the delivery stays in flight.
+    pub async fn delivered(&mut self) -> Result<()> {
+        let Some(next) = self.in_flight.front_mut() else {
+            return std::future::pending().await;
+        };
+        let r = next.await;
+        self.in_flight.pop_front();
+        match r {
+            Ok(Ok(_)) => {
+                self.acked += 1;
+                Ok(())
+            }
+            Ok(Err((e, _))) => Err(self.failed(e)),
+            Err(_) => Err(Error::Internal("the producer dropped a delivery".into())),
+        }
+    }
+
+    /// Waits for every delivery; returns how many were acknowledged in all.
+    pub async fn flush(mut self) -> Result<usize> {
+        while !self.in_flight.is_empty() {
+            self.delivered().await?;
+        }
+        Ok(self.acked)
+    }
+
+    fn failed(&self, e: rdkafka::error::KafkaError) -> Error {
+        Error::kafka(
+            format!(
+                "sending to topic `{}` on {} ({} message(s) acknowledged before this one)",
+                self.k.topic, self.k.bootstrap_servers, self.acked
+            ),
+            e,
+        )
+    }
 }
 
 /// Sends `payloads` in order and waits for every delivery.
 pub async fn send_all(p: &Producer, k: &KafkaConfig, payloads: &[Vec<u8>]) -> Result<()> {
-    use futures::stream::{FuturesOrdered, StreamExt};
-    let mut pending = FuturesOrdered::new();
-    for (i, payload) in payloads.iter().enumerate() {
-        let rec: FutureRecord<'_, (), [u8]> =
-            FutureRecord::to(&k.topic).payload(payload.as_slice());
-        pending.push_back(p.send(rec, k.connect_timeout));
-        if pending.len() >= 10_000 || i + 1 == payloads.len() {
-            while let Some(r) = pending.next().await {
-                r.map_err(|(e, _)| {
-                    Error::kafka(
-                        format!("sending to topic `{}` on {}", k.topic, k.bootstrap_servers),
-                        e,
-                    )
-                })?;
-            }
-        }
+    let mut s = Sender::new(p, k);
+    for payload in payloads {
+        s.send(payload).await?;
     }
-    Ok(())
+    s.flush().await.map(drop)
 }
 
 /// One line per topic partition, as `kafka-topics --describe` prints them.
@@ -295,6 +383,8 @@ pub fn watch_brokers(
     every: Duration,
 ) -> Result<tokio::sync::watch::Receiver<BrokerHealth>> {
     let consumer: BaseConsumer<QuietContext> = client_config(k)
+        // Ask again within a second of a broker's return (librdkafka backs off up to 10 s).
+        .set("reconnect.backoff.max.ms", "1000")
         .create_with_context(QuietContext::default())
         .map_err(Error::KafkaConfig)?;
     let (tx, rx) = tokio::sync::watch::channel(BrokerHealth {

@@ -72,8 +72,12 @@ pub fn produced(p: &Pipeline, r: &Produced, source: &str) -> ExitCode {
         return ExitCode::from(2);
     }
     println!(
-        "sent {} message(s) to topic {}; rejected {} line(s)",
-        r.sent, p.config.kafka.topic, r.rejected
+        "sent {} message(s) to topic {} ({}: each acknowledged by all in-sync replicas, none \
+         written twice); rejected {} line(s)",
+        r.sent,
+        p.config.kafka.topic,
+        crate::kafka::PRODUCER_GUARANTEES,
+        r.rejected
     );
     ExitCode::from(u8::from(r.rejected > 0))
 }

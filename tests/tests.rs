@@ -7,6 +7,7 @@ mod fuzz;
 
 mod api;
 mod browser;
+mod failover;
 mod lambda;
 
 use std::time::{Duration, Instant};
@@ -282,6 +283,57 @@ fn produce_rejects_bad_lines_by_number_and_sends_the_rest() {
     assert!(err.contains("mixed.jsonl:2"), "{err}");
     let desc = env.ok(&["topic", "describe"]);
     assert!(desc.contains("Offsets: 0..2"), "{desc}");
+}
+
+/// Like `kafka-console-producer`: a line written to stdin is on the topic while stdin stays
+/// open; a bad one is reported by its line number and the next good one still goes.
+#[test]
+fn produce_sends_each_stdin_line_as_it_is_read() {
+    use std::io::Write;
+    let env = Env::new("produce-stdin", "");
+    env.create_topic(1);
+    let mut child = env
+        .cmd(&["produce"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let on_topic = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let desc = env.ok(&["topic", "describe"]);
+            if desc.contains(&format!("Offsets: 0..{n}")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{desc}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    stdin
+        .write_all(b"{\"customer\":\"Ali\",\"amount\":1}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    on_topic(1);
+    stdin
+        .write_all(b"{\"customer\":\"Ali\"}\n{\"customer\":\"Sara\",\"amount\":2}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    on_topic(2);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a line was rejected");
+    let err = util::stderr(&out);
+    assert!(
+        err.contains("stdin:2: rejected: missing field `amount`"),
+        "{err}"
+    );
+    let said = util::stdout(&out);
+    assert!(
+        said.contains("sent 2 message(s)") && said.contains("acks=all"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -28,6 +28,11 @@ pub const SEED_MESSAGES: &str = "{\"customer\":\"Ali\",\"amount\":80}\n{\"custom
 impl Env {
     /// A workspace with the seed dataset and `extra` appended to its config file.
     pub fn new(name: &str, extra: &str) -> Env {
+        Env::on(&bootstrap(), name, extra)
+    }
+
+    /// [`Env::new`] on the brokers at `bootstrap`.
+    pub fn on(bootstrap: &str, name: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -38,7 +43,7 @@ impl Env {
         std::fs::write(dir.path().join("orders.jsonl"), SEED_MESSAGES).unwrap();
         let cfg = format!(
             "[kafka]\nbootstrap-servers = \"{}\"\ntopic = \"{topic}\"\ngroup-id = \"g-{topic}\"\n\n[batch]\ndataset = [\"{}\"]\n\n[output]\ndir = \"{}\"\n\n{extra}\n",
-            bootstrap(),
+            bootstrap,
             dir.path().join("transactions.json").display(),
             dir.path().join("output").display(),
         );
@@ -380,12 +385,88 @@ impl Drop for Broker {
 
 /// `scripts/kafka.sh ACTION` for a second broker on `port` with its own log dir.
 fn kafka_script(action: &str, port: u16, data: &Path) {
-    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
-        .arg(action)
+    kafka_sh(&[action], 1, port, data);
+}
+
+/// `scripts/kafka.sh ARGS` for `nodes` nodes from `port` on, with their log dirs under `data`.
+fn kafka_sh(args: &[&str], nodes: usize, port: u16, data: &Path) {
+    assert!(
+        kafka_sh_ok(args, nodes, port, data),
+        "scripts/kafka.sh {args:?} failed"
+    );
+}
+
+fn kafka_sh_ok(args: &[&str], nodes: usize, port: u16, data: &Path) -> bool {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+        .args(args)
         .env("KAFKA_PORT", port.to_string())
+        .env("KAFKA_NODES", nodes.to_string())
         .env("KAFKA_DATA_DIR", data)
         .stdout(Stdio::null())
         .status()
-        .unwrap();
-    assert!(st.success(), "scripts/kafka.sh {action} failed");
+        .is_ok_and(|st| st.success())
+}
+
+/// A 3-broker KRaft cluster of its own (`KAFKA_NODES=3`: replication factor 3,
+/// `min.insync.replicas=2`), stopped when dropped.
+pub struct Cluster {
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+impl Cluster {
+    const NODES: usize = 3;
+
+    pub fn start() -> Cluster {
+        let c = Cluster {
+            port: free_ports(2 * Self::NODES as u16),
+            data: tempfile::tempdir().unwrap(),
+        };
+        c.script(&["start"]);
+        c
+    }
+
+    /// The bootstrap servers: every node.
+    pub fn bootstrap(&self) -> String {
+        (0..Self::NODES as u16)
+            .map(|i| format!("127.0.0.1:{}", self.port + 2 * i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `kill -9` of node `n` (its broker id).
+    pub fn kill_node(&self, n: usize) {
+        self.script(&["kill-node", &n.to_string()]);
+    }
+
+    /// Node `n` started again on its log dir.
+    pub fn start_node(&self, n: usize) {
+        self.script(&["start-node", &n.to_string()]);
+    }
+
+    fn script(&self, args: &[&str]) {
+        kafka_sh(args, Self::NODES, self.port, self.data.path());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // No assertion here: this may run while a failed test unwinds.
+        kafka_sh_ok(&["stop"], Self::NODES, self.port, self.data.path());
+    }
+}
+
+/// The first of `n` consecutive free TCP ports on loopback.
+pub fn free_ports(n: u16) -> u16 {
+    loop {
+        let first = free_port();
+        if first.checked_add(n).is_none() {
+            continue;
+        }
+        let all_free =
+            (first..first + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return first;
+        }
+    }
 }

@@ -3,11 +3,13 @@
 # default read-uncommitted, measured from outside as a client sees it (scripts/latency.py): a
 # steady 10,000 events/s into `lambdaflow produce` (stdin) with a probe event every 200 ms,
 # its total polled over HTTP every 5 ms while `lambdaflow run` serves. The two modes alternate
-# (A B A B …, ROUNDS rounds of SECONDS each); medians and the ratio are printed.
+# (A B A B …, ROUNDS rounds of SECONDS_PER_RUN seconds each); medians and the ratio are printed.
+# CHECKPOINT_INTERVAL sets speed.checkpoint-interval (read-committed waits for checkpoints).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 rounds=${ROUNDS:-3}
+interval=${CHECKPOINT_INTERVAL:-1s}  # speed.checkpoint-interval (the default is 1s)
 secs=${SECONDS_PER_RUN:-20}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
@@ -25,6 +27,8 @@ bootstrap-servers = "127.0.0.1:$KAFKA_PORT"
 topic = "iso-$mode-$$-$(date +%s%N)"
 [batch]
 dataset = ["$work/history.json"]
+[speed]
+checkpoint-interval = "$interval"
 [output]
 dir = "$work/out"
 [serving]
@@ -60,6 +64,6 @@ PY
   rm -rf "$work"
 }
 export -f one bench
-export bin rounds secs
+export bin rounds secs interval
 # Inside `kafka.sh run`, which starts (and then stops) a broker if none answers.
 scripts/kafka.sh run bash -c bench

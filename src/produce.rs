@@ -31,16 +31,8 @@ pub struct Produced {
 pub fn lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     text.split(|&b| b == b'\n')
         .enumerate()
-        .map(|(i, l)| (i + 1, trim_cr(l)))
-        .filter(|(_, l)| !is_blank(l))
-}
-
-fn trim_cr(l: &[u8]) -> &[u8] {
-    l.strip_suffix(b"\r").unwrap_or(l)
-}
-
-fn is_blank(l: &[u8]) -> bool {
-    l.iter().all(u8::is_ascii_whitespace)
+        .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
 }
 
 /// `lambdaflow produce [--file F] [--strict]`: the lines of `file` (stdin without one).
@@ -93,8 +85,9 @@ async fn produce_checked(p: &Pipeline, text: &[u8], source: &str) -> Result<Prod
     })
 }
 
-/// Lines read on a thread of their own (stdin blocks), checked and sent as they come, while
-/// the deliveries of those already sent are collected.
+/// Input read on a thread of their own (stdin blocks) in chunks of whole lines — what has
+/// arrived so far, so an interactive line goes at once and a file goes in large chunks —
+/// checked and sent as they come, while the deliveries of those already sent are collected.
 async fn produce_stream(
     p: &Pipeline,
     input: Box<dyn Read + Send>,
@@ -102,44 +95,75 @@ async fn produce_stream(
 ) -> Result<Produced> {
     let producer = kafka::producer(&p.config.kafka)?;
     kafka::metadata(&p.config.kafka, None).await?;
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(1024);
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(8);
     std::thread::Builder::new()
         .name("lambdaflow-produce-read".into())
-        .spawn(move || {
-            for line in BufReader::new(input).split(b'\n') {
-                let failed = line.is_err();
-                if tx.blocking_send(line).is_err() || failed {
-                    return;
-                }
-            }
-        })
+        .spawn(move || read_chunks(input, &tx))
         .map_err(|e| Error::io("thread lambdaflow-produce-read", e))?;
     let mut sender = kafka::Sender::new(&producer, &p.config.kafka);
     let mut dec = EventDecoder::new(&p.schema);
-    let (mut out, mut n) = (Produced::default(), 0usize);
+    let (mut out, mut base) = (Produced::default(), 0usize);
     loop {
-        let line = tokio::select! {
-            line = rx.recv() => line,
+        let chunk = tokio::select! {
+            chunk = rx.recv() => chunk,
             r = sender.delivered(), if sender.in_flight() > 0 => { r?; continue; }
         };
-        let Some(line) = line else { break };
-        let line = line.at(source)?;
-        n += 1;
-        let line = trim_cr(&line);
-        if is_blank(line) {
-            continue;
-        }
-        match dec.push(line) {
-            Ok(()) => sender.send(line).await?,
-            Err(e) => {
-                eprintln!("{source}:{n}: rejected: {e}");
-                out.rejected += 1;
+        let Some(chunk) = chunk else { break };
+        let chunk = chunk.at(source)?;
+        for (n, line) in lines(&chunk) {
+            match dec.push(line) {
+                Ok(()) => sender.send(line).await?,
+                Err(e) => {
+                    eprintln!("{source}:{}: rejected: {e}", base + n);
+                    out.rejected += 1;
+                }
             }
         }
-        if dec.len() >= 4096 {
-            dec.finish(); // the decoder only checks here: drop what it kept
-        }
+        dec.finish(); // the decoder only checks: drop what it kept
+        base += chunk.iter().filter(|&&b| b == b'\n').count();
     }
     out.sent = sender.flush().await?;
     Ok(out)
+}
+
+/// Sends `input` to `tx` in chunks of whole lines (the last one may lack its newline), each
+/// what one read brought in; stops at the end, at an error (sent on), or when `tx` is closed.
+fn read_chunks(input: Box<dyn Read + Send>, tx: &mpsc::Sender<std::io::Result<Vec<u8>>>) {
+    let mut r = BufReader::with_capacity(1 << 20, input);
+    let mut carry = Vec::new();
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        if buf.is_empty() {
+            if !carry.is_empty() {
+                let _ = tx.blocking_send(Ok(carry));
+            }
+            return;
+        }
+        let len = buf.len();
+        let chunk = match buf.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                let mut chunk = std::mem::take(&mut carry);
+                chunk.extend_from_slice(&buf[..=i]);
+                carry.extend_from_slice(&buf[i + 1..]);
+                Some(chunk)
+            }
+            None => {
+                carry.extend_from_slice(buf);
+                None
+            }
+        };
+        r.consume(len);
+        if let Some(chunk) = chunk
+            && tx.blocking_send(Ok(chunk)).is_err()
+        {
+            return;
+        }
+    }
 }

@@ -89,17 +89,8 @@ fn consumed_to(addr: &str, partition: i32) -> i64 {
 }
 
 /// Waits up to `secs` for `ok`, failing with `what` and the run's log.
-fn wait(env: &Env, secs: u64, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "{what} within {secs} s\n{}",
-            env.log("run")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
+fn wait(env: &Env, secs: u64, what: &str, ok: impl FnMut() -> bool) -> Duration {
+    util::eventually(secs, ok, || format!("{what}\n{}", env.log("run")))
 }
 
 /// The leader of a partition is killed with `kill -9` while events flow and `lambdaflow run`

@@ -246,6 +246,21 @@ pub fn kill9(child: Spawned) {
     let _ = child.wait();
 }
 
+/// Polls `ok` every 20 ms until it holds and returns how long that took; fails after `secs`
+/// with `why()` (say what was awaited, and the log that explains it).
+pub fn eventually(secs: u64, mut ok: impl FnMut() -> bool, why: impl Fn() -> String) -> Duration {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "not within {secs} s: {}",
+            why()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -35,31 +35,12 @@ pub(super) fn resume_positions(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
-
     use super::*;
-    use crate::event::EventSchema;
-    use crate::storage::checkpoint::Checkpoint;
-
-    fn events(n: i64) -> RecordBatch {
-        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
-        RecordBatch::try_new(
-            schema.arrow_schema(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    (0..n).map(|i| format!("c{i}")),
-                )),
-                Arc::new(Int64Array::from_iter_values(0..n)),
-            ],
-        )
-        .unwrap()
-    }
+    use crate::storage::segments::test_events;
 
     fn archive(layout: &Layout, part: i32, from: i64, to: i64, committed: bool) {
-        let seg =
-            segments::write_pending(layout, "t", part, from, to, &[events(to - from)]).unwrap();
+        let seg = segments::write_pending(layout, "t", part, from, to, &[test_events(to - from)])
+            .unwrap();
         if committed {
             segments::commit(&seg).unwrap();
         }

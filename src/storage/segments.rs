@@ -331,34 +331,37 @@ pub fn rebuild(
     Ok(out)
 }
 
+/// `n` events of the default schema (customers `c0`.., amounts `0`..), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_events(n: i64) -> RecordBatch {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+    RecordBatch::try_new(
+        schema.arrow_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("c{i}")),
+            )),
+            Arc::new(Int64Array::from_iter_values(0..n)),
+        ],
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, StringArray};
-
-    fn events(schema: &EventSchema, n: i64) -> RecordBatch {
-        RecordBatch::try_new(
-            schema.arrow_schema(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    (0..n).map(|i| format!("c{i}")),
-                )),
-                Arc::new(Int64Array::from_iter_values(0..n)),
-            ],
-        )
-        .unwrap()
-    }
 
     #[test]
     fn pending_segments_commit_only_when_a_checkpoint_covers_them() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), 1);
         let schema = EventSchema::new(crate::config::default_fields()).unwrap();
-        let a = write_pending(&layout, "t", 0, 0, 10, &[events(&schema, 10)]).unwrap();
+        let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
         commit(&a).unwrap();
-        write_pending(&layout, "t", 0, 10, 25, &[events(&schema, 15)]).unwrap();
-        write_pending(&layout, "t", 0, 25, 30, &[events(&schema, 5)]).unwrap();
-        write_pending(&layout, "t", 1, 0, 4, &[events(&schema, 4)]).unwrap();
+        write_pending(&layout, "t", 0, 10, 25, &[test_events(15)]).unwrap();
+        write_pending(&layout, "t", 0, 25, 30, &[test_events(5)]).unwrap();
+        write_pending(&layout, "t", 1, 0, 4, &[test_events(4)]).unwrap();
         // The checkpoint covers partition 0 up to 25, nothing of partition 1.
         recover(&layout, "t", &BTreeMap::from([(0, 25)])).unwrap();
         let segs = list(&layout).unwrap();

@@ -224,7 +224,7 @@ pub fn producer(k: &KafkaConfig) -> Result<Producer> {
 /// Deliveries awaited at once by a [`Sender`].
 const IN_FLIGHT: usize = 10_000;
 
-/// Sends payloads to the topic in order, with at most [`IN_FLIGHT`] deliveries awaited at once,
+/// Sends payloads to the topic in order, with at most 10,000 deliveries awaited at once,
 /// and counts those the brokers acknowledged.
 pub struct Sender<'a> {
     producer: &'a Producer,

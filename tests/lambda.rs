@@ -426,7 +426,6 @@ const ISOLATION: &str = "read-committed";
 
 /// `serving.isolation = "read-committed"`: sampled while events flow and `run` is killed with
 /// `kill -9` three times, no key's total ever goes back, and the end is exact.
-
 #[test]
 fn read_committed_reads_never_go_back_across_kill_9() {
     let addr = format!("127.0.0.1:{}", util::free_port());

@@ -18,8 +18,17 @@ use crate::error::{Error, Result};
 
 /// A librdkafka configuration with the bootstrap servers and the pass-through properties.
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {
+    client_config_with_defaults(k, &[])
+}
+
+/// [`client_config`] with `defaults`: properties we choose for the client unless
+/// `kafka.properties` sets them (a value given there wins).
+pub fn client_config_with_defaults(k: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.bootstrap_servers);
+    for (key, v) in defaults {
+        c.set(*key, *v);
+    }
     for (key, v) in &k.properties {
         c.set(key, v);
     }
@@ -208,16 +217,15 @@ pub const PRODUCER_GUARANTEES: &str = "acks=all, idempotent";
 /// retried for `message.timeout.ms` (default 60 s, or `kafka.connect-timeout` when longer;
 /// settable in `kafka.properties`), which rides out a partition leader's failover.
 pub fn producer(k: &KafkaConfig) -> Result<Producer> {
-    let mut c = client_config(k);
-    c.set("enable.idempotence", "true").set("acks", "all");
-    if c.get("linger.ms").is_none() {
-        c.set("linger.ms", "5");
-    }
-    if c.get("message.timeout.ms").is_none() {
-        let ms = k.connect_timeout.max(Duration::from_secs(60)).as_millis();
-        c.set("message.timeout.ms", ms.to_string());
-    }
-    c.create_with_context(QuietContext::default())
+    let timeout = k.connect_timeout.max(Duration::from_secs(60)).as_millis();
+    let defaults = [
+        ("linger.ms", "5"),
+        ("message.timeout.ms", &timeout.to_string()),
+    ];
+    client_config_with_defaults(k, &defaults)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create_with_context(QuietContext::default())
         .map_err(Error::KafkaConfig)
 }
 

@@ -540,7 +540,7 @@ impl SpeedLayer {
         self.rejected.flush();
         info!(
             offsets = ?self.snap.offsets,
-            messages = self.snap.latency.count,
+            messages = self.snap.latency.count(),
             visible_latency_p50_ms = self.snap.latency.quantile(0.5),
             visible_latency_p99_ms = self.snap.latency.quantile(0.99),
             visible_latency_max_ms = self.snap.latency.quantile(1.0),

@@ -22,18 +22,16 @@ pub(super) fn consumer(
     extra: &[(&str, &str)],
 ) -> Result<StreamConsumer<QuietContext>> {
     let cfg = &p.config;
-    let mut client = crate::kafka::client_config(&cfg.kafka);
     // librdkafka postpones the next fetch by `fetch.queue.backoff.ms` (1 s by default) once its
     // local queue holds `queued.min.messages`; at high rates that idles the layer for a second
     // after every few micro-batches. Defaults only: a value in kafka.properties wins.
-    for (k, v) in [
-        ("fetch.queue.backoff.ms", "1"),
-        ("queued.min.messages", "1000000"),
-    ] {
-        if !cfg.kafka.properties.contains_key(k) {
-            client.set(k, v);
-        }
-    }
+    let mut client = crate::kafka::client_config_with_defaults(
+        &cfg.kafka,
+        &[
+            ("fetch.queue.backoff.ms", "1"),
+            ("queued.min.messages", "1000000"),
+        ],
+    );
     client
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

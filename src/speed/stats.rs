@@ -69,8 +69,6 @@ impl DurationHistogram {
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
     hist: hdrhistogram::Histogram<u64>,
-    /// Messages recorded.
-    pub count: u64,
 }
 
 impl Default for LatencyHistogram {
@@ -78,7 +76,6 @@ impl Default for LatencyHistogram {
         Self {
             hist: hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_MS, 2)
                 .expect("valid histogram bounds"),
-            count: 0,
         }
     }
 }
@@ -90,13 +87,17 @@ impl LatencyHistogram {
     pub(crate) fn record(&mut self, ms: i64) {
         self.hist
             .saturating_record((ms.max(1) as u64).min(Self::MAX_MS));
-        self.count += 1;
+    }
+
+    /// Messages recorded.
+    pub fn count(&self) -> u64 {
+        self.hist.len()
     }
 
     /// The latency (ms) that a fraction `q` of the messages did not exceed (within 1%; a
     /// latency under 1 ms counts as 1 ms); `None` before any message.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        (self.count > 0).then(|| {
+        (self.count() > 0).then(|| {
             if q >= 1.0 {
                 self.hist.max()
             } else {

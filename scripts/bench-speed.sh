@@ -7,7 +7,8 @@
 #      the N archived events), and Kappa: `lambdaflow replay` of the same N events from Kafka;
 #   C. produce-to-visible latency: the speed layer runs while the events are produced; its
 #      final log line gives p50/p99/max from each message's Kafka timestamp to the end of the
-#      micro-batch that made it visible to serving.
+#      micro-batch that made it visible to serving;
+#   D. the batch run over the archive's Delta table before and after `lambdaflow compact`.
 # Needs the data file that scripts/bench-batch.sh generates. Starts Kafka if none answers.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -75,6 +76,29 @@ bench() {
   until checkpointed "$work/c/_speed/checkpoint.json" "$n"; do sleep 0.05; done
   kill -TERM "$pid"; wait "$pid" || true
   echo "C. while producing at $(rate "$n" "$p0" "$p1") events/s: produce-to-visible latency (ms) $(sed 's/\x1b\[[0-9;]*m//g' "$work/c.log" | grep -o 'visible_latency_p50_ms=[^ ]* visible_latency_p99_ms=[^ ]* visible_latency_max_ms=[^ ]*' | tail -1)"
+
+  # D. the archive's Delta table before and after `compact`: the speed layer checkpoints every
+  #    20 ms while the events are produced (many small segments), then batch runs are timed
+  #    (median of 3) before and after compact merges them.
+  lf=("$bin" --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --topic "bench-d-$$-$(date +%s)" --output-dir "$work/d")
+  "${lf[@]}" topic create --partitions 2 >/dev/null
+  LAMBDAFLOW_SPEED__CHECKPOINT_INTERVAL=20ms LAMBDAFLOW_LOG=warn "${lf[@]}" speed --quiet > /dev/null 2>&1 & pid=$!
+  sleep 1
+  "${lf[@]}" produce --file "$work/events.json" >/dev/null
+  until checkpointed "$work/d/_speed/checkpoint.json" "$n"; do sleep 0.05; done
+  kill -TERM "$pid"; wait "$pid" || true
+  batch_median() {
+    local t=() i
+    for i in 1 2 3; do s=$(now); LAMBDAFLOW_LOG=warn "${lf[@]}" batch > /dev/null; e=$(now); t+=("$(secs "$s" "$e")"); done
+    printf '%s\n' "${t[@]}" | sort -n | sed -n 2p
+  }
+  local before after files0 files1
+  files0=$(find "$work/d/master" -name 'offsets=*.parquet' | wc -l)
+  before=$(batch_median)
+  s=$(now); "${lf[@]}" compact --retention 0s; e=$(now)
+  files1=$(find "$work/d/master" -name 'offsets=*.parquet' | wc -l)
+  after=$(batch_median)
+  echo "D. compact: $(secs "$s" "$e") s; batch over the table (seed file + $n archived events), median of 3: $before s with $files0 segment file(s), $after s after compact with $files1"
   rm -rf "$work"
 }
 # Run the benchmark inside `kafka.sh run`, which starts (and then stops) a broker if none answers.

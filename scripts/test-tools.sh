@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the browser and HTTP-fuzzer tests drive, into git-ignored directories:
 #   tests/browser/node_modules   playwright-core (npm), which drives Debian's /usr/bin/chromium
-#   .cache/venv                  schemathesis (PyPI), the property-based OpenAPI fuzzer
+#   .cache/venv                  schemathesis (PyPI), the property-based OpenAPI fuzzer, and
+#                                duckdb (PyPI), which reads the master dataset's Delta table
 # Chromium itself comes from the system (`apt-get install chromium`; .ci/run installs it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,6 +14,11 @@ if ! .cache/venv/bin/schemathesis --version 2>/dev/null | grep -q '4\.32\.5'; th
   echo "test-tools: pip install schemathesis into .cache/venv" >&2
   python3 -m venv .cache/venv
   .cache/venv/bin/pip install -q --disable-pip-version-check "schemathesis==4.32.5" >&2
+fi
+if ! .cache/venv/bin/python -c 'import duckdb; assert duckdb.__version__ == "2.0.1"' 2>/dev/null; then
+  echo "test-tools: pip install duckdb into .cache/venv" >&2
+  python3 -m venv .cache/venv
+  .cache/venv/bin/pip install -q --disable-pip-version-check "duckdb==2.0.1" >&2
 fi
 command -v chromium >/dev/null || [ -x "${CHROMIUM:-/usr/bin/chromium}" ] ||
   echo "test-tools: Chromium is missing; the browser test will fail until you run: apt-get install chromium" >&2

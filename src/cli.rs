@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides, Pipeline};
 use crate::error::{Error, Result};
+use crate::storage::delta::AsOf;
 
 /// A Lambda-architecture data system: one SQL view, a DataFusion batch layer, a Kafka speed
 /// layer, and an exact serving merge.
@@ -50,6 +51,10 @@ pub enum Command {
         /// Dataset files or directories of JSON lines (batch.dataset); repeatable.
         #[arg(long)]
         dataset: Vec<PathBuf>,
+        /// Read the archive as its Delta table was at this version (a number) or time (RFC
+        /// 3339, e.g. 2026-11-26T10:00:00Z); the view is printed, not published.
+        #[arg(long, value_parser = parse_as_of)]
+        as_of: Option<AsOf>,
     },
     /// Speed layer: consume the topic, keep incremental views, print each micro-batch's table
     /// and keep output/streaming_view/ current. Ctrl-C/SIGTERM saves state and offsets.
@@ -96,6 +101,15 @@ pub enum Command {
         /// Stop at the first bad line and send nothing.
         #[arg(long)]
         strict: bool,
+    },
+    /// Compact the master dataset's Delta table: merge the small archive segments every batch
+    /// view covers (Delta OPTIMIZE), then delete the files no version within --retention needs
+    /// (VACUUM). Safe while the speed layer appends and a batch reads.
+    Compact {
+        /// Keep files the table stopped using less than this long ago (readers of older
+        /// versions, time travel).
+        #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+        retention: std::time::Duration,
     },
     /// Manage topics, like kafka-topics.
     Topic {
@@ -171,4 +185,14 @@ fn overrides(g: &Global, dataset: &[PathBuf], listen: Option<&str>) -> Result<Ov
         o.push(("batch.dataset".into(), toml::Value::Array(list)));
     }
     Ok(o)
+}
+
+/// `--as-of`: a table version or an RFC 3339 time.
+fn parse_as_of(s: &str) -> std::result::Result<AsOf, String> {
+    if let Ok(v) = s.parse::<u64>() {
+        return Ok(AsOf::Version(v));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| AsOf::Time(t.with_timezone(&chrono::Utc)))
+        .map_err(|e| format!("neither a table version nor an RFC 3339 time ({e})"))
 }

@@ -39,12 +39,12 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // The demo starts from a clean slate for its topic: no checkpoint, no archived segments.
+    // The demo starts from a clean slate: no checkpoint, no archive (the whole Delta table).
     let cp = layout.speed_checkpoint();
     if cp.exists() {
         std::fs::remove_file(&cp).map_err(|e| Error::io(&cp, e))?;
     }
-    let archive = layout.master_dir().join(format!("topic={}", k.topic));
+    let archive = layout.master_dir();
     if archive.exists() {
         std::fs::remove_dir_all(&archive).map_err(|e| Error::io(&archive, e))?;
     }

@@ -55,6 +55,16 @@ pub enum Error {
         /// Why it does not read.
         source: BoxError,
     },
+    /// The master dataset's Delta table could not be opened, read or committed to.
+    #[error("the master dataset's Delta table at {}: {what}", path.display())]
+    Table {
+        /// The table's directory.
+        path: PathBuf,
+        /// What failed.
+        what: String,
+        /// delta-rs's error.
+        source: BoxError,
+    },
     /// A file could not be written: its encoder or the file system failed.
     #[error("{}: cannot write", path.display())]
     Write {

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lambdaflow::cli::{Cli, Command};
+use lambdaflow::storage::compact;
+use lambdaflow::storage::delta::AsOf;
 use lambdaflow::{batch, demo, kafka, produce, report, runtime, serving, speed, verify};
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -12,9 +14,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let shutdown = runtime::shutdown_signal();
     let g = &cli.global;
     match cli.command {
-        Command::Batch { dataset } => {
+        Command::Batch { dataset, as_of } => {
             let p = g.pipeline(&dataset, None).await?;
-            report::batch_run(&p, &batch::run(&p, true).await?);
+            let as_of = as_of.unwrap_or(AsOf::Latest);
+            report::batch_run(&p, &batch::run_as_of(&p, true, as_of).await?);
         }
         Command::Speed { quiet } => {
             let p = g.pipeline(&[], None).await?;
@@ -40,6 +43,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let p = g.pipeline(&[], listen.as_deref()).await?;
             let addr = p.config.serving.listen_addr()?;
             lambdaflow::run::run(p, addr, shutdown).await?;
+        }
+        Command::Compact { retention } => {
+            let p = g.pipeline(&[], None).await?;
+            let c = tokio::task::spawn_blocking(move || compact::compact(&p, retention)).await??;
+            report::compacted(&c);
         }
         Command::Verify => {
             let p = g.pipeline(&[], None).await?;

@@ -29,20 +29,34 @@ pub fn batch_run(p: &Pipeline, run: &BatchRun) {
     }
     let (run_id, m) = (&run.run_id, &run.manifest);
     println!(
-        "batch run {run_id}: {} events from {} file(s) and {} segment(s) (offsets {:?}), {} rejected line(s), {} ms",
+        "batch run {run_id}: {} events from {} file(s) and {} segment(s) (master table version {}, offsets {:?}), {} rejected line(s), {} ms",
         m.rows,
         m.files.len(),
         m.segments,
+        m.table_version.map_or("none".into(), |v| v.to_string()),
         m.offsets_of(&p.config.kafka.topic),
         m.bad,
         m.duration_ms
     );
-    if m.bad > 0 {
+    if !run.published {
+        println!("a view of the past (--as-of): printed, not published");
+    } else if m.bad > 0 {
         println!(
             "rejected lines: {}/_dead_letter.jsonl",
             p.config.output.dir.join("batch_view").display()
         );
     }
+}
+
+/// After `lambdaflow compact`: what it merged and deleted.
+pub fn compacted(c: &crate::storage::compact::Compacted) {
+    println!(
+        "compact: {} segment(s) merged into {} file(s), {} file(s) deleted by VACUUM, master table version {}",
+        c.merged,
+        c.written,
+        c.deleted,
+        c.version.map_or("none".into(), |v| v.to_string())
+    );
 }
 
 /// After `lambdaflow serve` has merged: each view, what it is made of with `explain`.

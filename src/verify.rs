@@ -54,7 +54,7 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
         let served = serving::from_files(p, &layout)?;
         let bound = match checkpoint::load(&layout, topic)? {
             Some(c) => c.offsets,
-            None => segments::archived_until(&segments::list(&layout)?, topic),
+            None => segments::archived_until(&segments::committed(&layout)?.segments, topic),
         };
         if served
             .first()
@@ -71,10 +71,10 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let files = batch::dataset_files(&p.config.batch.dataset)?;
-    let mut segs: Vec<segments::Segment> = segments::list(&layout)?
+    let mut segs: Vec<segments::Segment> = segments::committed(&layout)?
+        .segments
         .into_iter()
         .filter(|s| s.topic != *topic)
-        .filter(|s| s.committed)
         .collect();
     segs.extend(segments::covered(&layout, topic, &bound)?);
     let (data, truth) = batch::compute(p, &files, &segs, &indicatif::ProgressBar::hidden()).await?;

@@ -9,6 +9,7 @@ mod api;
 mod browser;
 mod failover;
 mod lambda;
+mod master;
 
 use std::time::{Duration, Instant};
 
@@ -62,13 +63,17 @@ fn seed_scenario_end_to_end_through_kafka() {
     // includes them and records the offsets it covered, and serving does not count them twice.
     let out = env.ok(&["batch"]);
     assert!(out.contains("|Ali     |400         |"), "{out}");
-    assert!(out.contains("1 segment(s) (offsets {0: 3})"), "{out}");
+    assert!(
+        out.contains("1 segment(s) (master table version 1, offsets {0: 3})"),
+        "{out}"
+    );
     assert!(env.path("output/batch_view/_SUCCESS").exists());
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(env.path("output/batch_view/_manifest.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(manifest["offsets"][&env.topic]["0"], 3);
+    assert_eq!(manifest["table_version"], 1);
     env.ok(&["serve", "--once"]);
     assert_eq!(
         env.view("serving_view.json", "customer", "total_amount"),

@@ -35,6 +35,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::event::{EventDecoder, EventSchema};
 use crate::storage;
 use crate::storage::batch_view::{self, FileReport, Manifest};
+use crate::storage::delta::{self, AsOf};
 use crate::storage::segments::{self as master, Segment};
 use crate::view::state::state_exprs;
 use crate::view::{ViewDef, ViewState};
@@ -64,6 +65,8 @@ pub struct BatchRun {
     pub views: Vec<(Arc<ViewDef>, ViewState, RecordBatch)>,
     /// What was read.
     pub manifest: Manifest,
+    /// False for a view of the past (`batch --as-of`), which is not published.
+    pub published: bool,
 }
 
 /// Expands the configured dataset paths: files as given, directories to the files inside them
@@ -436,17 +439,27 @@ pub async fn compute_over(
 /// state, manifest, rejected lines) atomically. A failure before the publish leaves the
 /// previous views in service. `progress_bar` draws a bar of bytes read on stderr.
 pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
+    run_as_of(p, progress_bar, AsOf::Latest).await
+}
+
+/// [`run`] over the archive as the Delta table held it at `as_of` (the files of
+/// `batch.dataset` as they are now). A view of the past is computed and returned, not
+/// published: the batch view in service stays the latest.
+pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<BatchRun> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
     let cfg = &p.config;
     let layout = p.layout();
     let files = dataset_files(&cfg.batch.dataset)?;
     layout.check_writable()?;
-    let segments: Vec<Segment> = master::list(&layout)?
-        .into_iter()
-        .filter(|s| s.committed)
-        .collect();
-    let offsets = master::ends(&segments);
+    let latest = as_of == AsOf::Latest;
+    if latest {
+        // An archive written before the Delta log existed (or a crash's leftovers) enters it.
+        master::catch_up(&layout, &p.schema)?;
+    }
+    let table = delta::snapshot(&layout.master_dir(), as_of)?;
+    let offsets = table.offsets();
+    let segments: Vec<Segment> = table.segments;
     let total: u64 = files
         .iter()
         .chain(segments.iter().map(|s| &s.path))
@@ -456,6 +469,7 @@ pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
     info!(
         files = files.len(),
         segments = segments.len(),
+        table_version = table.version,
         bytes = total,
         "batch layer: reading the master dataset"
     );
@@ -514,12 +528,13 @@ pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
         rows,
         bad: data.bad.len() as u64,
         segments: segments.len() as u64,
+        table_version: table.version,
         offsets,
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     let bad_lines = storage::json_lines_values(&data.bad);
-    for (def, state, out) in &views {
+    for (def, state, out) in views.iter().filter(|_| latest) {
         let m = Manifest {
             view: def.name.clone(),
             sql: def.sql.clone(),
@@ -536,11 +551,12 @@ pub async fn run(p: &Pipeline, progress_bar: bool) -> Result<BatchRun> {
             &bad_lines,
         )?;
     }
-    info!(run_id = %run_id, rows, bad = manifest.bad, segments = manifest.segments, offsets = ?manifest.offsets, ms = manifest.duration_ms, "batch layer: views published");
+    info!(run_id = %run_id, rows, bad = manifest.bad, segments = manifest.segments, offsets = ?manifest.offsets, ms = manifest.duration_ms, published = latest, "batch layer: views computed");
     Ok(BatchRun {
         run_id,
         views,
         manifest,
+        published: latest,
     })
 }
 

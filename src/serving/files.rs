@@ -20,7 +20,7 @@ fn bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> {
     let topic = &p.config.kafka.topic;
     Ok(match checkpoint::load(layout, topic)? {
         Some(c) => c.offsets,
-        None => segments::archived_until(&segments::list(layout)?, topic),
+        None => segments::archived_until(&segments::committed(layout)?.segments, topic),
     })
 }
 

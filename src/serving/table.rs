@@ -613,6 +613,7 @@ mod tests {
                 rows: 0,
                 bad: 0,
                 segments: 0,
+                table_version: None,
                 offsets: Default::default(),
                 started_at: "2026-01-01T00:00:00Z".into(),
                 duration_ms: 0,

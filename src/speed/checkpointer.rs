@@ -8,7 +8,8 @@
 //!      ▼
 //!   1. segments/.pending.offsets=<from>-<to>.parquet
 //!   2. _speed/checkpoint.json   (offsets, batch runs, dead-letter length; atomic rename)
-//!   3. segments renamed: committed, visible to the batch layer
+//!   3. segments renamed and committed to the master dataset's Delta log (one commit, with
+//!      each partition's archived offset): visible to the batch layer
 //!   4. streaming_view/ republished (when given rows)
 //! ```
 
@@ -21,7 +22,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::storage::checkpoint::{self, Checkpoint, CheckpointView};
-use crate::storage::{self, DeadLetterFile, Layout, segments};
+use crate::storage::{self, DeadLetterFile, Layout, delta, segments};
 
 /// Above this many speed-state groups the streaming view is rewritten at most every
 /// [`LARGE_VIEW_INTERVAL`] instead of at every checkpoint: finalizing it costs the state's size.
@@ -198,24 +199,27 @@ fn write(
     view: Option<Vec<RecordBatch>>,
 ) -> Result<()> {
     let topic = &p.config.kafka.topic;
-    let mut written = Vec::new();
+    let mut ranges = Vec::new();
     for (part, pd) in pending {
         let to = cp.offsets.get(&part).copied().unwrap_or(pd.from);
-        if pd.batches.is_empty() || to <= pd.from {
-            continue; // only bad messages: nothing to archive
+        if to <= pd.from {
+            continue;
         }
-        written.push(segments::write_pending(
-            layout,
-            topic,
-            part,
-            pd.from,
+        // Only bad messages: no segment, but the partition's archived offset moves on.
+        let segment = (!pd.batches.is_empty())
+            .then(|| segments::write_pending(layout, topic, part, pd.from, to, &pd.batches))
+            .transpose()?;
+        ranges.push(delta::Range {
+            topic: topic.clone(),
+            partition: part,
+            from: pd.from,
             to,
-            &pd.batches,
-        )?);
+            segment,
+        });
     }
     checkpoint::write(layout, cp)?;
-    for s in &written {
-        segments::commit(s)?;
+    if !ranges.is_empty() {
+        segments::commit(layout, &p.schema, ranges, cp.batch_id)?;
     }
     if let Some(rows) = view {
         let version = storage::new_version();

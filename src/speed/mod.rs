@@ -222,7 +222,7 @@ impl SpeedLayer {
         let topic = cfg.kafka.topic.clone();
         let layout = p.layout();
         layout.check_writable()?;
-        let (cp, offsets) = recovery::resume_positions(&layout, &topic)?;
+        let (cp, offsets) = recovery::resume_positions(&layout, &p.schema, &topic)?;
         let mut snap = Snapshot {
             offsets,
             consumed: cp.as_ref().map_or(0, |c| c.consumed),

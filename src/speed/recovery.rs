@@ -9,18 +9,20 @@ use std::collections::BTreeMap;
 use tracing::warn;
 
 use crate::error::Result;
+use crate::event::EventSchema;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::{Layout, segments};
 
 /// The checkpoint (if any) and the next offset to read per partition.
 pub(super) fn resume_positions(
     layout: &Layout,
+    schema: &EventSchema,
     topic: &str,
 ) -> Result<(Option<Checkpoint>, BTreeMap<i32, i64>)> {
     let cp = checkpoint::load(layout, topic)?;
     let mut offsets = cp.as_ref().map(|c| c.offsets.clone()).unwrap_or_default();
-    segments::recover(layout, topic, &offsets)?;
-    for (part, end) in segments::archived_until(&segments::list(layout)?, topic) {
+    segments::recover(layout, schema, topic, &offsets)?;
+    for (part, end) in segments::archived_until(&segments::committed(layout)?.segments, topic) {
         if offsets.get(&part).is_none_or(|&o| o < end) {
             warn!(
                 partition = part,
@@ -38,11 +40,16 @@ mod tests {
     use super::*;
     use crate::storage::segments::test_events;
 
+    fn schema() -> EventSchema {
+        EventSchema::new(crate::config::default_fields()).unwrap()
+    }
+
     fn archive(layout: &Layout, part: i32, from: i64, to: i64, committed: bool) {
         let seg = segments::write_pending(layout, "t", part, from, to, &[test_events(to - from)])
             .unwrap();
         if committed {
-            segments::commit(&seg).unwrap();
+            let range = crate::storage::delta::Range::from(&seg);
+            segments::commit(layout, &schema(), vec![range], 0).unwrap();
         }
     }
 
@@ -63,7 +70,7 @@ mod tests {
     fn a_fresh_output_starts_with_no_positions() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), 1);
-        let (cp, offsets) = resume_positions(&layout, "t").unwrap();
+        let (cp, offsets) = resume_positions(&layout, &schema(), "t").unwrap();
         assert!(cp.is_none() && offsets.is_empty());
     }
 
@@ -75,12 +82,17 @@ mod tests {
         archive(&layout, 0, 10, 20, false); // covered by the checkpoint: committed now
         archive(&layout, 0, 20, 30, false); // written after it (crash): dropped, read again
         checkpoint_at(&layout, &[(0, 20)]);
-        let (cp, offsets) = resume_positions(&layout, "t").unwrap();
+        let (cp, offsets) = resume_positions(&layout, &schema(), "t").unwrap();
         assert_eq!(cp.unwrap().batch_id, 1);
         assert_eq!(offsets, BTreeMap::from([(0, 20)]));
-        let segs = segments::list(&layout).unwrap();
+        let segs = segments::committed(&layout).unwrap().segments;
         let kept: Vec<_> = segs.iter().map(|s| (s.from, s.to, s.committed)).collect();
         assert_eq!(kept, vec![(0, 10, true), (10, 20, true)]);
+        assert_eq!(
+            segments::on_disk(&layout).unwrap().len(),
+            2,
+            "the uncovered one is gone"
+        );
     }
 
     #[test]
@@ -92,11 +104,11 @@ mod tests {
         archive(&layout, 1, 0, 7, true);
         // An older checkpoint (restored from a backup): partition 0 at 10, partition 1 unknown.
         checkpoint_at(&layout, &[(0, 10)]);
-        let (_, offsets) = resume_positions(&layout, "t").unwrap();
+        let (_, offsets) = resume_positions(&layout, &schema(), "t").unwrap();
         assert_eq!(offsets, BTreeMap::from([(0, 25), (1, 7)]));
         // No checkpoint at all: the archive alone says where to go on.
         std::fs::remove_file(layout.speed_checkpoint()).unwrap();
-        let (cp, offsets) = resume_positions(&layout, "t").unwrap();
+        let (cp, offsets) = resume_positions(&layout, &schema(), "t").unwrap();
         assert!(cp.is_none());
         assert_eq!(offsets, BTreeMap::from([(0, 25), (1, 7)]));
     }

@@ -146,6 +146,7 @@ mod tests {
             rows: 0,
             bad: 0,
             segments: 1,
+            table_version: None,
             offsets: [(p.config.kafka.topic.clone(), BTreeMap::from([(0, upto)]))].into(),
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_ms: 0,
@@ -173,7 +174,8 @@ mod tests {
         let second = events(&p, &[("Ali", 80), ("Mounir", 200)]);
         for (from, to, b) in [(0, 2, &first), (2, 4, &second)] {
             let s = segments::write_pending(&layout, &topic, 0, from, to, std::slice::from_ref(b));
-            segments::commit(&s.unwrap()).unwrap();
+            let range = crate::storage::delta::Range::from(&s.unwrap());
+            segments::commit(&layout, &p.schema, vec![range], 0).unwrap();
         }
         let mut v = vec![SpeedView::default()];
         let mut h = Handoff::new(1);

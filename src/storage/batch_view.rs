@@ -49,6 +49,10 @@ pub struct Manifest {
     /// Segments of the speed layer's archive the run read.
     #[serde(default)]
     pub segments: u64,
+    /// The version of the master dataset's Delta table the run read (none before the speed
+    /// layer archived anything).
+    #[serde(default)]
+    pub table_version: Option<u64>,
     /// Per topic and partition: the offset up to which (exclusive) the run read the speed
     /// layer's segments. Serving adds the speed layer's events from there on.
     #[serde(default)]

@@ -12,8 +12,9 @@
 //! ├─ serving_view.json -> .serving_view.json.d/<n>/  the merged final view (a directory, as Spark's
 //! │                                               `.json("serving_view.json")` writes it)
 //! ├─ dead_letter.jsonl                            rejected Kafka messages
-//! ├─ master/topic=<t>/partition=<p>/offsets=<from>-<to>.parquet
-//! │                                               consumed events, archived (see `master`)
+//! ├─ master/                                      the master dataset's Delta table (see `delta`)
+//! │    _delta_log/   topic=<t>/partition=<p>/offsets=<from>-<to>.parquet
+//! │                                               consumed events, archived (see `segments`)
 //! └─ _speed/checkpoint.json                       speed-layer state + offsets, one atomic file
 //! ```
 //!
@@ -23,6 +24,8 @@
 
 pub mod batch_view;
 pub mod checkpoint;
+pub mod compact;
+pub mod delta;
 pub mod segments;
 
 pub use batch_view::{Manifest, PublishedBatch};

@@ -1,19 +1,23 @@
 //! The master dataset: the historical files (`batch.dataset`) plus the immutable segments in
-//! which the speed layer archives every good event it consumes.
+//! which the speed layer archives every good event it consumes — the data files of a Delta Lake
+//! table (see [`super::delta`]).
 //!
 //! ```text
-//! output/master/topic=<topic>/partition=<p>/
-//!     offsets=<from>-<to>.parquet            committed: the batch layer reads these
-//!     .pending.offsets=<from>-<to>.parquet   written, not yet covered by a speed checkpoint
+//! output/master/                              a Delta table
+//!     _delta_log/<version>.json               which segments are committed, per-partition txn
+//!     topic=<topic>/partition=<p>/
+//!         offsets=<from>-<to>.parquet         committed: in the log (or about to be, below)
+//!         .pending.offsets=<from>-<to>.parquet  written, not yet covered by a speed checkpoint
 //! ```
 //!
 //! A segment holds the good events of offsets `[from, to)` of one partition, in the declared
-//! event schema (Parquet, readable by Spark and DuckDB as a Hive-partitioned table). The speed
-//! layer writes it under the pending name, then writes its checkpoint (offsets and state), then
-//! renames it: a segment is committed exactly when a checkpoint covers its range. After a crash,
-//! pending segments the checkpoint covers are renamed and the others deleted, so a restart never
-//! archives an event twice, and the batch layer never reads an event the speed layer could
-//! consume again.
+//! event schema (Parquet). The speed layer writes it under the pending name, then writes its
+//! checkpoint (offsets and state), then renames it and commits it to the Delta log: a segment
+//! is committed exactly when a checkpoint covers its range. After a crash, pending segments the
+//! checkpoint covers are renamed and the others deleted, and renamed segments the log lacks are
+//! committed (the same step migrates an `output/` written before the Delta log existed), so a
+//! restart never archives an event twice, and the batch layer never reads an event the speed
+//! layer could consume again.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -29,7 +33,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::Layout;
+use super::{Layout, delta};
 use crate::config::Pipeline;
 use crate::error::{BoxError, Error, IoContext, Result};
 use crate::event::EventSchema;
@@ -79,9 +83,10 @@ fn parse_name(name: &str) -> Option<(i64, i64, bool)> {
     Some((a.parse().ok()?, b.parse().ok()?, committed))
 }
 
-/// Every segment of the master dataset (all topics, pending ones included), ordered by topic,
-/// partition and offset.
-pub fn list(layout: &Layout) -> Result<Vec<Segment>> {
+/// Every segment file under the master dataset's directory (all topics, pending ones and ones
+/// the Delta log no longer lists included), ordered by topic, partition and offset. What is
+/// committed is what the log lists: [`committed`].
+pub fn on_disk(layout: &Layout) -> Result<Vec<Segment>> {
     let root = layout.master_dir();
     let mut out = Vec::new();
     let Ok(topics) = fs::read_dir(&root) else {
@@ -113,7 +118,15 @@ pub fn list(layout: &Layout) -> Result<Vec<Segment>> {
             }
         }
     }
-    out.sort_by(|a, b| {
+    sort(&mut out);
+    // A segment seen under both names (renamed while listing) counts once.
+    out.dedup_by(|b, a| a.topic == b.topic && a.partition == b.partition && a.from == b.from);
+    Ok(out)
+}
+
+/// Orders segments by topic, partition and offset (a committed name before a pending one).
+pub fn sort(segs: &mut [Segment]) {
+    segs.sort_by(|a, b| {
         (&a.topic, a.partition, a.from, !a.committed).cmp(&(
             &b.topic,
             b.partition,
@@ -121,9 +134,49 @@ pub fn list(layout: &Layout) -> Result<Vec<Segment>> {
             !b.committed,
         ))
     });
-    // A segment seen under both names (renamed while listing) counts once.
-    out.dedup_by(|b, a| a.topic == b.topic && a.partition == b.partition && a.from == b.from);
-    Ok(out)
+}
+
+/// The committed segment a path names (`.../topic=<t>/partition=<p>/offsets=<a>-<b>.parquet`).
+pub fn parse_path(path: &Path) -> Option<Segment> {
+    let (from, to, committed) = parse_name(path.file_name()?.to_str()?)?;
+    let pd = path.parent()?;
+    let partition = pd
+        .file_name()?
+        .to_str()?
+        .strip_prefix("partition=")?
+        .parse()
+        .ok()?;
+    let topic = pd.parent()?.file_name()?.to_str()?.strip_prefix("topic=")?;
+    committed.then(|| Segment {
+        topic: topic.to_string(),
+        partition,
+        from,
+        to,
+        path: path.to_path_buf(),
+        committed: true,
+    })
+}
+
+/// A segment's path relative to the table directory `dir`, with `/` separators (as the Delta
+/// log records it).
+pub fn relative(dir: &Path, seg: &Segment) -> Result<String> {
+    let rel = seg.path.strip_prefix(dir).map_err(|_| {
+        Error::Internal(format!(
+            "segment {} is outside the table {}",
+            seg.path.display(),
+            dir.display()
+        ))
+    })?;
+    Ok(rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/"))
+}
+
+/// The latest version of the master dataset's Delta log: its committed segments.
+pub fn committed(layout: &Layout) -> Result<delta::Snapshot> {
+    delta::snapshot(&layout.master_dir(), delta::AsOf::Latest)
 }
 
 fn dir_value(p: &Path, prefix: &str) -> Option<String> {
@@ -137,13 +190,24 @@ fn dir_value(p: &Path, prefix: &str) -> Option<String> {
         .flatten()
 }
 
-/// The committed segments of `topic` whose range lies within `bound` (per partition, an
-/// exclusive upper offset: what a speed checkpoint covers), pending names included.
+/// The segments of `topic` whose range lies within `bound` (per partition, an exclusive upper
+/// offset: what a speed checkpoint covers): those the Delta log lists, and those after them on
+/// disk that the checkpoint covers but that are not committed to the log yet (the speed layer
+/// is between writing its checkpoint and committing; pending names included).
 pub fn covered(layout: &Layout, topic: &str, bound: &BTreeMap<i32, i64>) -> Result<Vec<Segment>> {
-    Ok(list(layout)?
-        .into_iter()
-        .filter(|s| s.topic == topic && bound.get(&s.partition).is_some_and(|&b| s.to <= b))
-        .collect())
+    let within =
+        |s: &Segment| s.topic == topic && bound.get(&s.partition).is_some_and(|&b| s.to <= b);
+    let logged = committed(layout)?.segments;
+    let ends = archived_until(&logged, topic);
+    let mut out: Vec<Segment> = logged.into_iter().filter(within).collect();
+    out.extend(
+        on_disk(layout)?
+            .into_iter()
+            .filter(within)
+            .filter(|s| ends.get(&s.partition).is_none_or(|&e| s.from >= e)),
+    );
+    sort(&mut out);
+    Ok(out)
 }
 
 /// Writes the events of `[from, to)` of a partition as a pending segment.
@@ -194,7 +258,7 @@ fn kv(k: &str, v: &str) -> datafusion::parquet::file::metadata::KeyValue {
 }
 
 /// Gives a pending segment its committed name (a checkpoint now covers it).
-pub fn commit(seg: &Segment) -> Result<Segment> {
+pub fn rename(seg: &Segment) -> Result<Segment> {
     if seg.committed {
         return Ok(seg.clone());
     }
@@ -211,19 +275,77 @@ pub fn commit(seg: &Segment) -> Result<Segment> {
     })
 }
 
+/// Commits the ranges a checkpoint covers: renames their pending segments, then adds them to
+/// the Delta log in one commit with their partitions' offsets (`epoch`: the micro-batch id).
+pub fn commit(
+    layout: &Layout,
+    schema: &EventSchema,
+    ranges: Vec<delta::Range>,
+    epoch: u64,
+) -> Result<()> {
+    let mut ranges = ranges;
+    for r in &mut ranges {
+        if let Some(s) = &r.segment {
+            r.segment = Some(rename(s)?);
+        }
+    }
+    delta::block(delta::commit(
+        layout.master_dir(),
+        schema.arrow_schema(),
+        ranges,
+        epoch,
+    ))?;
+    Ok(())
+}
+
 /// After a restart: commits the pending segments of `topic` that the checkpoint's offsets
-/// cover, and deletes the others (their events will be consumed and archived again).
-pub fn recover(layout: &Layout, topic: &str, checkpoint: &BTreeMap<i32, i64>) -> Result<()> {
-    for s in list(layout)? {
+/// cover, and deletes the others (their events will be consumed and archived again); then
+/// commits to the Delta log every renamed segment it lacks (a crash between the rename and the
+/// log commit, or an `output/` written before the log existed).
+pub fn recover(
+    layout: &Layout,
+    schema: &EventSchema,
+    topic: &str,
+    checkpoint: &BTreeMap<i32, i64>,
+) -> Result<()> {
+    for s in on_disk(layout)? {
         if s.topic != topic || s.committed {
             continue;
         }
         if checkpoint.get(&s.partition).is_some_and(|&c| s.to <= c) {
-            commit(&s)?;
+            rename(&s)?;
         } else {
             tracing::info!(segment = %s.path.display(), "removing a segment no checkpoint covers (it is consumed again)");
             fs::remove_file(&s.path).at(&s.path)?;
         }
+    }
+    catch_up(layout, schema)
+}
+
+/// Commits to the Delta log the renamed segments it does not list yet (see [`recover`]).
+pub fn catch_up(layout: &Layout, schema: &EventSchema) -> Result<()> {
+    let ends = committed(layout)?.offsets();
+    let missing: Vec<delta::Range> = on_disk(layout)?
+        .iter()
+        .filter(|s| s.committed)
+        .filter(|s| {
+            ends.get(&s.topic)
+                .and_then(|t| t.get(&s.partition))
+                .is_none_or(|&e| s.from >= e)
+        })
+        .map(delta::Range::from)
+        .collect();
+    if !missing.is_empty() {
+        tracing::info!(
+            segments = missing.len(),
+            "committing archived segments the Delta log lacks"
+        );
+        delta::block(delta::commit(
+            layout.master_dir(),
+            schema.arrow_schema(),
+            missing,
+            0,
+        ))?;
     }
     Ok(())
 }
@@ -251,7 +373,7 @@ pub fn archived_until(segments: &[Segment], topic: &str) -> BTreeMap<i32, i64> {
 /// nullable; otherwise the error names the segment and the field.
 pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
     let file = match File::open(&seg.path) {
-        // A pending segment listed a moment ago may have been committed (renamed) since.
+        // A pending segment listed a moment ago may have been renamed since.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !seg.committed => {
             let dir = seg.path.parent().unwrap_or(Path::new("."));
             let path = dir.join(file_name(seg.from, seg.to));
@@ -352,26 +474,94 @@ pub(crate) fn test_events(n: i64) -> RecordBatch {
 mod tests {
     use super::*;
 
+    pub(crate) fn range(seg: &Segment) -> delta::Range {
+        delta::Range::from(seg)
+    }
+
     #[test]
     fn pending_segments_commit_only_when_a_checkpoint_covers_them() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), 1);
         let schema = EventSchema::new(crate::config::default_fields()).unwrap();
         let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
-        commit(&a).unwrap();
+        commit(&layout, &schema, vec![range(&a)], 1).unwrap();
         write_pending(&layout, "t", 0, 10, 25, &[test_events(15)]).unwrap();
         write_pending(&layout, "t", 0, 25, 30, &[test_events(5)]).unwrap();
         write_pending(&layout, "t", 1, 0, 4, &[test_events(4)]).unwrap();
         // The checkpoint covers partition 0 up to 25, nothing of partition 1.
-        recover(&layout, "t", &BTreeMap::from([(0, 25)])).unwrap();
-        let segs = list(&layout).unwrap();
-        let ranges: Vec<_> = segs
+        recover(&layout, &schema, "t", &BTreeMap::from([(0, 25)])).unwrap();
+        let snap = committed(&layout).unwrap();
+        let ranges: Vec<_> = snap
+            .segments
             .iter()
             .map(|s| (s.partition, s.from, s.to, s.committed))
             .collect();
         assert_eq!(ranges, vec![(0, 0, 10, true), (0, 10, 25, true)]);
-        assert_eq!(archived_until(&segs, "t"), BTreeMap::from([(0, 25)]));
-        let back = read(&segs[1], &schema).unwrap();
+        assert_eq!(snap.version, Some(2), "created, then one commit per step");
+        assert_eq!(
+            on_disk(&layout).unwrap().len(),
+            2,
+            "the uncovered ones are gone"
+        );
+        assert_eq!(
+            archived_until(&snap.segments, "t"),
+            BTreeMap::from([(0, 25)])
+        );
+        let back = read(&snap.segments[1], &schema).unwrap();
         assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
+    }
+
+    #[test]
+    fn a_retried_commit_adds_nothing_and_an_overlapping_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), 1);
+        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
+        commit(&layout, &schema, vec![range(&a)], 1).unwrap();
+        let version = committed(&layout).unwrap().version;
+        // The same range again (a retry after a crash): the table already holds it.
+        let again = parse_path(&on_disk(&layout).unwrap()[0].path).unwrap();
+        delta::block(delta::commit(
+            layout.master_dir(),
+            schema.arrow_schema(),
+            vec![range(&again)],
+            2,
+        ))
+        .unwrap();
+        assert_eq!(
+            committed(&layout).unwrap().version,
+            version,
+            "nothing committed"
+        );
+        // A range overlapping what is archived (a second writer of the partition): refused.
+        let b = write_pending(&layout, "t", 0, 5, 20, &[test_events(15)]).unwrap();
+        let err = commit(&layout, &schema, vec![range(&b)], 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("partition 0") && err.contains("archived up to offset 10"),
+            "{err}"
+        );
+        assert_eq!(committed(&layout).unwrap().segments.len(), 1);
+        // A range with only bad messages moves the partition's txn version without a file.
+        let only_bad = delta::Range {
+            topic: "t".into(),
+            partition: 0,
+            from: 10,
+            to: 12,
+            segment: None,
+        };
+        delta::block(delta::commit(
+            layout.master_dir(),
+            schema.arrow_schema(),
+            vec![only_bad],
+            4,
+        ))
+        .unwrap();
+        let c = write_pending(&layout, "t", 0, 12, 20, &[test_events(8)]).unwrap();
+        commit(&layout, &schema, vec![range(&c)], 5).unwrap();
+        let snap = committed(&layout).unwrap();
+        let ranges: Vec<_> = snap.segments.iter().map(|s| (s.from, s.to)).collect();
+        assert_eq!(ranges, vec![(0, 10), (12, 20)]);
     }
 }

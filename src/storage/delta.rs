@@ -1,0 +1,371 @@
+//! The master dataset's Delta Lake log: which archive segments are committed, at which table
+//! version, and how far each topic partition is archived.
+//!
+//! `output/master/` is a Delta table (protocol 1/2, read by Spark, delta-rs, DuckDB). Its data
+//! files are the speed layer's segments (see [`super::segments`]). The segments of one speed
+//! checkpoint enter the table in one commit — a `STREAMING UPDATE`, as Spark Structured
+//! Streaming writes one — carrying a `txn` (SetTransaction) action per topic partition: app id
+//! `lambdaflow/<topic>/<partition>`, version = the offset up to which (exclusive) the partition
+//! is archived. Before committing, each range is checked against that version:
+//!
+//! - version ≥ the range's end: the table already holds it (a retried commit after a crash, or
+//!   two processes catching up the same files): skipped, never added twice;
+//! - version inside the range: someone else archived part of it: refused, naming the partition;
+//! - otherwise added. A commit racing another that set the same partitions' versions fails
+//!   Delta's conflict check, is re-read, and goes through these checks again.
+//!
+//! delta-rs is async; the archive's callers are synchronous code on blocking threads, so
+//! [`block`] runs a log operation on a small runtime of its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, Remove, StructType, Transaction};
+use deltalake_core::protocol::{DeltaOperation, OutputMode, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableError};
+use url::Url;
+
+use super::segments::{self, Offsets, Segment};
+use crate::error::{Error, IoContext, Result};
+
+/// How many times a commit that lost a race is re-read and tried again.
+const RETRIES: usize = 10;
+
+/// The app id of a topic partition's `txn` action.
+pub fn app_id(topic: &str, partition: i32) -> String {
+    format!("lambdaflow/{topic}/{partition}")
+}
+
+/// Runs a log operation to completion from synchronous code (see the module docs).
+pub fn block<T: Send + 'static>(
+    fut: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lambdaflow-delta")
+            .enable_all()
+            .build()
+            .expect("a runtime for the Delta log")
+    });
+    futures::executor::block_on(rt.spawn(fut)).map_err(|e| Error::task("delta log", e))?
+}
+
+/// An error of delta-rs on the table at `dir`, saying what failed.
+pub(crate) fn table_error(dir: &Path, what: &str, e: DeltaTableError) -> Error {
+    Error::Table {
+        path: dir.to_path_buf(),
+        what: what.to_string(),
+        source: Box::new(e),
+    }
+}
+
+fn url_of(dir: &Path) -> Result<Url> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let abs = dir.canonicalize().at(dir)?;
+    Url::from_directory_path(&abs)
+        .map_err(|()| Error::config(format!("{}: not a usable table path", abs.display())))
+}
+
+/// The table at `dir` as of its latest version, or `None` when there is no table there yet.
+pub async fn load(dir: PathBuf) -> Result<Option<DeltaTable>> {
+    if !dir.join("_delta_log").is_dir() {
+        return Ok(None);
+    }
+    let table = DeltaTable::try_from_url(url_of(&dir)?)
+        .await
+        .map_err(|e| table_error(&dir, "cannot open", e))?;
+    Ok(table.version().is_some().then_some(table))
+}
+
+/// The table at `dir`, created (empty, with the event schema's columns) when there is none.
+pub async fn open(dir: PathBuf, schema: SchemaRef) -> Result<DeltaTable> {
+    if let Some(t) = load(dir.clone()).await? {
+        return Ok(t);
+    }
+    let columns: StructType = schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| table_error(&dir, "the event schema has no Delta equivalent", e.into()))?;
+    let table = DeltaTable::try_from_url(url_of(&dir)?)
+        .await
+        .map_err(|e| table_error(&dir, "cannot open", e))?;
+    let created = table
+        .create()
+        .with_table_name("master")
+        .with_comment("lambdaflow master dataset: the events the speed layer archived")
+        .with_columns(columns.fields().cloned())
+        .with_save_mode(SaveMode::Ignore)
+        .await;
+    match created {
+        Ok(t) => Ok(t),
+        // Another process created it at the same moment.
+        Err(DeltaTableError::VersionAlreadyExists(_)) => load(dir.clone())
+            .await?
+            .ok_or_else(|| Error::Internal(format!("{}: table vanished", dir.display()))),
+        Err(e) => Err(table_error(&dir, "cannot create", e)),
+    }
+}
+
+/// The committed segments of one table version.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The table version (`None`: no table yet).
+    pub version: Option<u64>,
+    /// Its data files, ordered by topic, partition and offset.
+    pub segments: Vec<Segment>,
+}
+
+impl Snapshot {
+    /// Per topic and partition, the end of the archived ranges.
+    pub fn offsets(&self) -> Offsets {
+        segments::ends(&self.segments)
+    }
+}
+
+/// What a table version holds. Files that are not segments (not named by offsets) are an error
+/// naming them: the offset handoff needs every file's range.
+pub fn snapshot_of(dir: &Path, table: &DeltaTable) -> Result<Snapshot> {
+    let state = table
+        .snapshot()
+        .map_err(|e| table_error(dir, "cannot read", e))?;
+    let mut out = Vec::new();
+    for f in state.log_data().iter() {
+        let rel = f.path();
+        let path = dir.join(rel.as_ref());
+        let seg = segments::parse_path(&path).ok_or_else(|| {
+            Error::config(format!(
+                "{}: the Delta log of the master dataset lists `{rel}`, which is not an archive \
+                 segment (topic=<t>/partition=<p>/offsets=<from>-<to>.parquet); only lambdaflow \
+                 writes this table",
+                dir.display()
+            ))
+        })?;
+        out.push(seg);
+    }
+    segments::sort(&mut out);
+    Ok(Snapshot {
+        version: Some(state.version()),
+        segments: out,
+    })
+}
+
+/// Which version to read: the latest, a version number, or the latest at or before a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The latest version.
+    Latest,
+    /// This version.
+    Version(u64),
+    /// The last version committed at or before this time.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::fmt::Display for AsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AsOf::Latest => write!(f, "the latest version"),
+            AsOf::Version(v) => write!(f, "version {v}"),
+            AsOf::Time(t) => write!(f, "{}", t.to_rfc3339()),
+        }
+    }
+}
+
+/// What the table at `dir` holds as of `as_of` (empty when there is no table yet).
+pub fn snapshot(dir: &Path, as_of: AsOf) -> Result<Snapshot> {
+    let d = dir.to_path_buf();
+    block(async move {
+        let Some(mut table) = load(d.clone()).await? else {
+            return Ok(Snapshot::default());
+        };
+        let at = match as_of {
+            AsOf::Latest => Ok(()),
+            AsOf::Version(v) => table.load_version(v).await,
+            AsOf::Time(t) => table.load_with_datetime(t).await,
+        };
+        at.map_err(|e| table_error(&d, &format!("cannot read it as of {as_of}"), e))?;
+        snapshot_of(&d, &table)
+    })
+}
+
+/// One range of a partition to archive: its events' segment, if any had a good event.
+#[derive(Debug, Clone)]
+pub struct Range {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset.
+    pub from: i64,
+    /// One past the last offset.
+    pub to: i64,
+    /// The segment holding its good events (none when the range held only bad messages).
+    pub segment: Option<Segment>,
+}
+
+impl From<&Segment> for Range {
+    fn from(s: &Segment) -> Self {
+        Range {
+            topic: s.topic.clone(),
+            partition: s.partition,
+            from: s.from,
+            to: s.to,
+            segment: Some(s.clone()),
+        }
+    }
+}
+
+fn add_action(dir: &Path, seg: &Segment) -> Result<Action> {
+    let meta = std::fs::metadata(&seg.path).at(&seg.path)?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(Action::Add(Add {
+        path: segments::relative(dir, seg)?,
+        size: meta.len() as i64,
+        modification_time: modified,
+        data_change: true,
+        ..Default::default()
+    }))
+}
+
+/// Commits `ranges` (the segments must have their committed names) in one Delta commit with
+/// their partitions' `txn` versions; `epoch`: the speed layer's micro-batch id. Returns the new
+/// table version, or `None` when the table already held every range.
+pub async fn commit(
+    dir: PathBuf,
+    schema: SchemaRef,
+    ranges: Vec<Range>,
+    epoch: u64,
+) -> Result<Option<u64>> {
+    let mut table = open(dir.clone(), schema).await?;
+    for _ in 0..RETRIES {
+        let state = table
+            .snapshot()
+            .map_err(|e| table_error(&dir, "cannot read", e))?;
+        let mut actions = Vec::new();
+        let mut txns: BTreeMap<String, i64> = BTreeMap::new();
+        for r in &ranges {
+            let id = app_id(&r.topic, r.partition);
+            let at = state
+                .transaction_version(table.log_store().as_ref(), &id)
+                .await
+                .map_err(|e| table_error(&dir, "cannot read", e))?;
+            match at {
+                Some(v) if v >= r.to => continue, // already archived
+                Some(v) if v > r.from => {
+                    return Err(Error::Config(format!(
+                        "topic {} partition {}: the master dataset is archived up to offset {v}, \
+                         inside the range {}..{} this process is archiving (another process \
+                         archived part of it); nothing of the range was added",
+                        r.topic, r.partition, r.from, r.to
+                    )));
+                }
+                _ => {}
+            }
+            if let Some(s) = &r.segment {
+                actions.push(add_action(&dir, s)?);
+            }
+            let e = txns.entry(id).or_insert(r.to);
+            *e = (*e).max(r.to);
+        }
+        if txns.is_empty() {
+            return Ok(None);
+        }
+        let props = CommitProperties::default().with_application_transactions(
+            txns.into_iter()
+                .map(|(id, v)| Transaction::new(id, v))
+                .collect(),
+        );
+        let op = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: "lambdaflow-speed".into(),
+            epoch_id: epoch as i64,
+        };
+        match CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(state), table.log_store(), op)
+            .await
+        {
+            Ok(done) => return Ok(Some(done.version())),
+            Err(DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_)) => {
+                table
+                    .update_state()
+                    .await
+                    .map_err(|e| table_error(&dir, "cannot read", e))?;
+            }
+            Err(e) => return Err(table_error(&dir, "cannot commit", e)),
+        }
+    }
+    Err(Error::Busy(format!(
+        "{}: other writers kept committing to the master dataset; try again",
+        dir.display()
+    )))
+}
+
+/// Replaces `old` by `merged` (the same events, in one file) in one commit that changes no
+/// data (`dataChange = false`, Delta's OPTIMIZE): readers of any version see the same events.
+pub async fn replace(dir: PathBuf, old: Vec<Segment>, merged: Segment) -> Result<u64> {
+    let table = load(dir.clone())
+        .await?
+        .ok_or_else(|| Error::Internal(format!("{}: no table to compact", dir.display())))?;
+    let state = table
+        .snapshot()
+        .map_err(|e| table_error(&dir, "cannot read", e))?;
+    // Each file replaced must still be in the version the commit is checked against: another
+    // compaction may have replaced it since `old` was listed.
+    let active: std::collections::HashSet<String> = state
+        .log_data()
+        .iter()
+        .map(|f| f.path().into_owned())
+        .collect();
+    for s in &old {
+        if !active.contains(&segments::relative(&dir, s)?) {
+            return Err(Error::Busy(format!(
+                "{}: another compaction replaced {} meanwhile; run compact again",
+                dir.display(),
+                s.path.display()
+            )));
+        }
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut actions = vec![match add_action(&dir, &merged)? {
+        Action::Add(a) => Action::Add(Add {
+            data_change: false,
+            ..a
+        }),
+        other => other,
+    }];
+    for s in &old {
+        actions.push(Action::Remove(Remove {
+            path: segments::relative(&dir, s)?,
+            data_change: false,
+            deletion_timestamp: Some(now),
+            extended_file_metadata: Some(false),
+            partition_values: Some(HashMap::new()),
+            size: std::fs::metadata(&s.path).ok().map(|m| m.len() as i64),
+            ..Default::default()
+        }));
+    }
+    let op = DeltaOperation::Optimize {
+        predicate: None,
+        target_size: 0,
+    };
+    // Two compactions racing would both replace the same files (Delta lets `dataChange =
+    // false` removes pass each other): a `txn` of their own makes the second one conflict.
+    let fence = Transaction::new("lambdaflow/compact", state.version() as i64);
+    let done = CommitBuilder::from(CommitProperties::default().with_application_transaction(fence))
+        .with_actions(actions)
+        .build(Some(state), table.log_store(), op)
+        .await
+        .map_err(|e| table_error(&dir, "cannot commit the compaction", e))?;
+    Ok(done.version())
+}

@@ -120,31 +120,45 @@ fn the_archive_is_a_delta_table_that_compacts_while_the_speed_layer_appends() {
     let files_before = table["files"].as_array().unwrap().len();
     assert!(files_before > 4, "many small segments: {table}");
 
-    // Compact while events keep flowing into the speed layer.
-    std::thread::scope(|s| {
+    // Compact while events keep flowing into the speed layer and batch runs read the table.
+    let counts = |out: &str| -> (usize, usize, usize) {
+        let n = |after: &str| -> usize {
+            let rest = &out[out.find(after).unwrap() + after.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        (n("compact:"), n("merged into"), n("file(s),"))
+    };
+    let merged = std::thread::scope(|s| {
         let producer = s.spawn(|| {
             let mut more = BTreeMap::new();
             send(&env, 6_000..9_000, 300, &mut more);
             more
         });
-        let out = env.ok(&["compact", "--retention", "0s"]);
-        let n = |after: &str| -> usize {
-            let rest = &out[out.find(after).unwrap() + after.len()..];
-            rest.split_whitespace().next().unwrap().parse().unwrap()
-        };
-        let (merged, written, deleted) = (n("compact:"), n("merged into"), n("file(s),"));
+        let batches = s.spawn(|| {
+            for _ in 0..3 {
+                env.ok(&["batch"]);
+            }
+        });
+        let out = env.ok(&["compact", "--retention", "1h"]);
+        let (merged, written, deleted) = counts(&out);
         assert!(merged > written && written >= 1, "{out}");
         assert_eq!(
-            deleted, merged,
-            "VACUUM deletes the merged originals: {out}"
+            deleted, 0,
+            "the replaced files are younger than the retention: {out}"
         );
+        batches.join().unwrap();
         for (k, v) in producer.join().unwrap() {
             *truth.entry(k).or_default() += v;
         }
+        merged
     });
     let table = table_with(&env, 9_000);
     assert_eq!(sums(&table), streamed(&truth));
-    // The merged segments' originals are gone from disk (VACUUM, retention 0).
+    // VACUUM with no retention deletes the replaced originals: on disk remain the table's files.
+    let out = env.ok(&["compact", "--retention", "0s"]);
+    assert!(counts(&out).2 >= merged, "{out}");
+    let table = read_table(&env.path("output/master"));
+    assert_eq!(table["rows"], 9_000, "{table}");
     let parquet = walk(&env.path("output/master"));
     assert_eq!(
         parquet.len(),

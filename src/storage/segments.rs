@@ -478,11 +478,20 @@ mod tests {
         delta::Range::from(seg)
     }
 
-    #[test]
-    fn pending_segments_commit_only_when_a_checkpoint_covers_them() {
+    /// An empty output directory, its layout and the default event schema.
+    fn fresh() -> (tempfile::TempDir, Layout, EventSchema) {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), 1);
-        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        (
+            dir,
+            layout,
+            EventSchema::new(crate::config::default_fields()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn pending_segments_commit_only_when_a_checkpoint_covers_them() {
+        let (_dir, layout, schema) = fresh();
         let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
         commit(&layout, &schema, vec![range(&a)], 1).unwrap();
         write_pending(&layout, "t", 0, 10, 25, &[test_events(15)]).unwrap();
@@ -513,9 +522,7 @@ mod tests {
 
     #[test]
     fn a_retried_commit_adds_nothing_and_an_overlapping_one_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path(), 1);
-        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        let (_dir, layout, schema) = fresh();
         let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
         commit(&layout, &schema, vec![range(&a)], 1).unwrap();
         let version = committed(&layout).unwrap().version;

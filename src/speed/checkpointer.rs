@@ -36,8 +36,8 @@ struct Pending {
     batches: Vec<RecordBatch>,
 }
 
-/// A checkpoint being written on a blocking thread.
-type Writing = tokio::task::JoinHandle<Result<()>>;
+/// A checkpoint being written on a blocking thread; it hands the table writer back.
+type Writing = tokio::task::JoinHandle<(Result<()>, delta::Writer)>;
 
 /// What the speed layer has not archived yet, and the checkpoint being written.
 pub(super) struct Checkpointer {
@@ -52,18 +52,21 @@ pub(super) struct Checkpointer {
     last: Instant,
     /// When the streaming view was last rewritten.
     last_view: Option<Instant>,
+    /// The archive's table writer (with the checkpoint being written while one is).
+    table: Option<delta::Writer>,
 }
 
 impl Checkpointer {
     pub fn new(p: Arc<Pipeline>, layout: Layout) -> Self {
         Self {
-            p,
-            layout,
             pending: BTreeMap::new(),
             writing: None,
             committed: BTreeMap::new(),
             last: Instant::now(),
             last_view: None,
+            table: Some(segments::writer(&layout, &p.schema)),
+            p,
+            layout,
         }
     }
 
@@ -105,7 +108,9 @@ impl Checkpointer {
     /// Waits for the checkpoint in flight, if any; its failure stops the layer.
     pub async fn finish(&mut self) -> Result<()> {
         if let Some((h, offsets)) = self.writing.take() {
-            h.await.map_err(|e| Error::task("checkpoint", e))??;
+            let (done, table) = h.await.map_err(|e| Error::task("checkpoint", e))?;
+            self.table = Some(table);
+            done?;
             self.committed = offsets;
         }
         Ok(())
@@ -141,7 +146,14 @@ impl Checkpointer {
         let (p, layout) = (Arc::clone(&self.p), self.layout.clone());
         let pending = std::mem::take(&mut self.pending);
         let offsets = cp.offsets.clone();
-        let task = tokio::task::spawn_blocking(move || write(&p, &layout, &cp, pending, view));
+        let mut table = self
+            .table
+            .take()
+            .unwrap_or_else(|| segments::writer(&layout, &p.schema));
+        let task = tokio::task::spawn_blocking(move || {
+            let done = write(&p, &layout, &mut table, &cp, pending, view);
+            (done, table)
+        });
         self.writing = Some((task, offsets));
         self.last = Instant::now();
         Ok(())
@@ -194,6 +206,7 @@ pub(super) fn positions(
 fn write(
     p: &Pipeline,
     layout: &Layout,
+    table: &mut delta::Writer,
     cp: &Checkpoint,
     pending: BTreeMap<i32, Pending>,
     view: Option<Vec<RecordBatch>>,
@@ -219,7 +232,7 @@ fn write(
     }
     checkpoint::write(layout, cp)?;
     if !ranges.is_empty() {
-        segments::commit(layout, &p.schema, ranges, cp.batch_id)?;
+        segments::commit_with(table, ranges, cp.batch_id)?;
     }
     if let Some(rows) = view {
         let version = storage::new_version();

@@ -237,16 +237,56 @@ fn add_action(dir: &Path, seg: &Segment) -> Result<Action> {
     }))
 }
 
-/// Commits `ranges` (the segments must have their committed names) in one Delta commit with
-/// their partitions' `txn` versions; `epoch`: the speed layer's micro-batch id. Returns the new
-/// table version, or `None` when the table already held every range.
-pub async fn commit(
+/// A writer of the table that keeps the table's state between commits, so that each commit
+/// reads only the log entries written since the previous one (not the whole table again).
+pub struct Writer {
     dir: PathBuf,
     schema: SchemaRef,
+    table: Option<DeltaTable>,
+}
+
+impl Writer {
+    /// A writer of the table at `dir` (created with `schema`'s columns when there is none).
+    pub fn new(dir: PathBuf, schema: SchemaRef) -> Self {
+        Writer {
+            dir,
+            schema,
+            table: None,
+        }
+    }
+
+    /// Commits `ranges` (the segments must have their committed names) in one Delta commit
+    /// with their partitions' `txn` versions; `epoch`: the speed layer's micro-batch id.
+    /// Returns the new table version, or `None` when the table already held every range.
+    pub fn commit(&mut self, ranges: Vec<Range>, epoch: u64) -> Result<Option<u64>> {
+        let (dir, schema, table) = (
+            self.dir.clone(),
+            std::sync::Arc::clone(&self.schema),
+            self.table.take(),
+        );
+        let (table, done) = block(async move {
+            let mut table = match table {
+                Some(mut t) => match t.update_incremental(None).await {
+                    Ok(()) => t,
+                    Err(e) => return Ok((None, Err(table_error(&dir, "cannot read", e)))),
+                },
+                None => open(dir.clone(), schema).await?,
+            };
+            let done = commit(&dir, &mut table, ranges, epoch).await;
+            Ok((Some(table), done))
+        })?;
+        self.table = table;
+        done
+    }
+}
+
+async fn commit(
+    dir: &Path,
+    table: &mut DeltaTable,
     ranges: Vec<Range>,
     epoch: u64,
 ) -> Result<Option<u64>> {
-    let mut table = open(dir.clone(), schema).await?;
+    let dir = dir.to_path_buf();
     for _ in 0..RETRIES {
         let state = table
             .snapshot()

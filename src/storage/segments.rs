@@ -277,25 +277,30 @@ pub fn rename(seg: &Segment) -> Result<Segment> {
 
 /// Commits the ranges a checkpoint covers: renames their pending segments, then adds them to
 /// the Delta log in one commit with their partitions' offsets (`epoch`: the micro-batch id).
-pub fn commit(
-    layout: &Layout,
-    schema: &EventSchema,
-    ranges: Vec<delta::Range>,
-    epoch: u64,
-) -> Result<()> {
+pub fn commit_with(w: &mut delta::Writer, ranges: Vec<delta::Range>, epoch: u64) -> Result<()> {
     let mut ranges = ranges;
     for r in &mut ranges {
         if let Some(s) = &r.segment {
             r.segment = Some(rename(s)?);
         }
     }
-    delta::block(delta::commit(
-        layout.master_dir(),
-        schema.arrow_schema(),
-        ranges,
-        epoch,
-    ))?;
+    w.commit(ranges, epoch)?;
     Ok(())
+}
+
+/// [`commit_with`] a writer for this one commit.
+pub fn commit(
+    layout: &Layout,
+    schema: &EventSchema,
+    ranges: Vec<delta::Range>,
+    epoch: u64,
+) -> Result<()> {
+    commit_with(&mut writer(layout, schema), ranges, epoch)
+}
+
+/// A writer of the master dataset's Delta table.
+pub fn writer(layout: &Layout, schema: &EventSchema) -> delta::Writer {
+    delta::Writer::new(layout.master_dir(), schema.arrow_schema())
 }
 
 /// After a restart: commits the pending segments of `topic` that the checkpoint's offsets
@@ -340,12 +345,7 @@ pub fn catch_up(layout: &Layout, schema: &EventSchema) -> Result<()> {
             segments = missing.len(),
             "committing archived segments the Delta log lacks"
         );
-        delta::block(delta::commit(
-            layout.master_dir(),
-            schema.arrow_schema(),
-            missing,
-            0,
-        ))?;
+        writer(layout, schema).commit(missing, 0)?;
     }
     Ok(())
 }
@@ -523,18 +523,14 @@ mod tests {
     #[test]
     fn a_retried_commit_adds_nothing_and_an_overlapping_one_is_refused() {
         let (_dir, layout, schema) = fresh();
+        // One writer throughout: each commit reads only what the log gained since the last.
+        let mut w = writer(&layout, &schema);
         let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
-        commit(&layout, &schema, vec![range(&a)], 1).unwrap();
+        commit_with(&mut w, vec![range(&a)], 1).unwrap();
         let version = committed(&layout).unwrap().version;
         // The same range again (a retry after a crash): the table already holds it.
         let again = parse_path(&on_disk(&layout).unwrap()[0].path).unwrap();
-        delta::block(delta::commit(
-            layout.master_dir(),
-            schema.arrow_schema(),
-            vec![range(&again)],
-            2,
-        ))
-        .unwrap();
+        w.commit(vec![range(&again)], 2).unwrap();
         assert_eq!(
             committed(&layout).unwrap().version,
             version,
@@ -542,7 +538,7 @@ mod tests {
         );
         // A range overlapping what is archived (a second writer of the partition): refused.
         let b = write_pending(&layout, "t", 0, 5, 20, &[test_events(15)]).unwrap();
-        let err = commit(&layout, &schema, vec![range(&b)], 3)
+        let err = commit_with(&mut w, vec![range(&b)], 3)
             .unwrap_err()
             .to_string();
         assert!(
@@ -558,15 +554,9 @@ mod tests {
             to: 12,
             segment: None,
         };
-        delta::block(delta::commit(
-            layout.master_dir(),
-            schema.arrow_schema(),
-            vec![only_bad],
-            4,
-        ))
-        .unwrap();
+        w.commit(vec![only_bad], 4).unwrap();
         let c = write_pending(&layout, "t", 0, 12, 20, &[test_events(8)]).unwrap();
-        commit(&layout, &schema, vec![range(&c)], 5).unwrap();
+        commit_with(&mut w, vec![range(&c)], 5).unwrap();
         let snap = committed(&layout).unwrap();
         let ranges: Vec<_> = snap.segments.iter().map(|s| (s.from, s.to)).collect();
         assert_eq!(ranges, vec![(0, 10), (12, 20)]);

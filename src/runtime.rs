@@ -2,15 +2,25 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// Libraries whose `info` is a debug dump (delta-rs's kernel logs every snapshot it loads):
+/// held at `warn` unless the filter names them.
+const QUIET: [&str; 3] = ["buoyant_kernel", "buoyant_kernel_engine", "deltalake_core"];
+
 /// Logs to stderr; `LAMBDAFLOW_LOG` (or `RUST_LOG`) sets the filter, e.g. `debug` or
 /// `lambdaflow=debug,rdkafka=info`. Colours only on a terminal (and never with `NO_COLOR`), so
 /// a log written to a file or a pipe is plain text.
 pub fn init_tracing() {
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let filter = EnvFilter::try_from_env("LAMBDAFLOW_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,librdkafka=warn"));
+    let spec = std::env::var("LAMBDAFLOW_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,rdkafka=warn,librdkafka=warn".into());
+    let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in QUIET.iter().filter(|t| !spec.contains(*t)) {
+        if let Ok(d) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -201,6 +201,8 @@ fn walk(dir: &Path) -> Vec<String> {
 fn an_archive_written_before_the_delta_log_is_migrated() {
     let env = Env::new("delta-migrate", FAST);
     env.create_topic(1);
+    let err = env.fails(&["batch", "--as-of", "0"]);
+    assert!(err.contains("no Delta table there yet"), "{err}");
     let mut truth = seed_truth();
     let speed = env.spawn("speed", &["speed", "--quiet"]);
     send(&env, 0..1_200, 200, &mut truth);

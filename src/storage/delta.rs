@@ -182,6 +182,12 @@ pub fn snapshot(dir: &Path, as_of: AsOf) -> Result<Snapshot> {
     let d = dir.to_path_buf();
     block(async move {
         let Some(mut table) = load(d.clone()).await? else {
+            if as_of != AsOf::Latest {
+                return Err(Error::config(format!(
+                    "{}: no Delta table there yet, so nothing to read as of {as_of}",
+                    d.display()
+                )));
+            }
             return Ok(Snapshot::default());
         };
         let at = match as_of {

@@ -116,7 +116,7 @@ wait_ready() { # node
   local n=$1 dir pid; dir=$(node_dir "$n"); pid=$(cat "$(pidfile "$n")")
   for _ in $(seq 1 240); do
     if ! kill -0 "$pid" 2>/dev/null; then
-      log "node $n exited during start-up; last lines of $dir/server.log:"; tail -20 "$dir/server.log" "$dir/stdout.log" >&2
+      log "node $n exited during start-up; last lines of $dir/server.log:"; tail -n 20 "$dir/server.log" "$dir/stdout.log" >&2
       rm -f "$(pidfile "$n")"; return 1
     fi
     if answers "$n" && grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; then

@@ -373,7 +373,8 @@ impl Broker {
     /// A broker with a port and a log dir, not started yet.
     pub fn stopped() -> Broker {
         Broker {
-            port: free_port(),
+            // Its client port and its controller's (one above).
+            port: free_ports(2),
             data: tempfile::tempdir().unwrap(),
             running: false,
         }
@@ -471,13 +472,13 @@ impl Drop for Cluster {
     }
 }
 
-/// The first of `n` consecutive free TCP ports on loopback.
+/// The first of `n` consecutive free TCP ports on loopback, below Linux's ephemeral range
+/// (32768–60999): a port there could be taken by any client connection between this check and
+/// the broker's bind (seen: a broker's controller port, one above its client port).
 pub fn free_ports(n: u16) -> u16 {
+    use rand::Rng;
     loop {
-        let first = free_port();
-        if first.checked_add(n).is_none() {
-            continue;
-        }
+        let first: u16 = rand::rng().random_range(20_000..32_000);
         let all_free =
             (first..first + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {

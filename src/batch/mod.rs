@@ -453,11 +453,12 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
     let files = dataset_files(&cfg.batch.dataset)?;
     layout.check_writable()?;
     let latest = as_of == AsOf::Latest;
-    if latest {
+    let table = if latest {
         // An archive written before the Delta log existed (or a crash's leftovers) enters it.
-        master::catch_up(&layout, &p.schema)?;
-    }
-    let table = delta::snapshot(&layout.master_dir(), as_of)?;
+        master::catch_up(&layout, &p.schema)?
+    } else {
+        delta::snapshot(&layout.master_dir(), as_of)?
+    };
     let offsets = table.offsets();
     let segments: Vec<Segment> = table.segments;
     let total: u64 = files

@@ -61,11 +61,11 @@ fn covered_by_batch(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>>
 pub fn compact(p: &Pipeline, retention: Duration) -> Result<Compacted> {
     let layout = p.layout();
     layout.check_writable()?;
-    segments::catch_up(&layout, &p.schema)?;
+    let table = segments::catch_up(&layout, &p.schema)?;
     let below = covered_by_batch(p, &layout)?;
     let topic = &p.config.kafka.topic;
     let mut by_part: BTreeMap<i32, Vec<segments::Segment>> = BTreeMap::new();
-    for s in segments::committed(&layout)?.segments {
+    for s in table.segments {
         if s.topic == *topic && below.get(&s.partition).is_some_and(|&b| s.to <= b) {
             by_part.entry(s.partition).or_default().push(s);
         }

@@ -324,12 +324,14 @@ pub fn recover(
             fs::remove_file(&s.path).at(&s.path)?;
         }
     }
-    catch_up(layout, schema)
+    catch_up(layout, schema).map(drop)
 }
 
 /// Commits to the Delta log the renamed segments it does not list yet (see [`recover`]).
-pub fn catch_up(layout: &Layout, schema: &EventSchema) -> Result<()> {
-    let ends = committed(layout)?.offsets();
+/// Returns the latest version afterwards (read once when there was nothing to commit).
+pub fn catch_up(layout: &Layout, schema: &EventSchema) -> Result<delta::Snapshot> {
+    let table = committed(layout)?;
+    let ends = table.offsets();
     let missing: Vec<delta::Range> = on_disk(layout)?
         .iter()
         .filter(|s| s.committed)
@@ -340,14 +342,15 @@ pub fn catch_up(layout: &Layout, schema: &EventSchema) -> Result<()> {
         })
         .map(delta::Range::from)
         .collect();
-    if !missing.is_empty() {
-        tracing::info!(
-            segments = missing.len(),
-            "committing archived segments the Delta log lacks"
-        );
-        writer(layout, schema).commit(missing, 0)?;
+    if missing.is_empty() {
+        return Ok(table);
     }
-    Ok(())
+    tracing::info!(
+        segments = missing.len(),
+        "committing archived segments the Delta log lacks"
+    );
+    writer(layout, schema).commit(missing, 0)?;
+    committed(layout)
 }
 
 /// Per topic and partition, the end of the committed `segments`.

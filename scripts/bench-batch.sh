@@ -3,6 +3,11 @@
 # `lambdaflow batch` against DuckDB and DataFusion-python measured in the same run on the same
 # file. Prints seconds (best of RUNS) and ratios. Anchors are skipped when their Python package
 # is missing (pip install duckdb datafusion).
+#
+# SPARK=1 (default) also measures, on the same file: `lambdaflow batch --engine spark` on a
+# local Spark Connect server (scripts/spark.sh: its start-up is timed once, apart), the same on
+# the seed's 5-line dataset (what Spark Connect's round trips cost with nothing to read), and
+# the seed's own PySpark batch job (spark-submit, JVM start-up included, as the workshop runs it).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -54,4 +59,32 @@ fi
 if python3 -c "import datafusion" 2>/dev/null; then
   dfp=$(best python3 -c "import datafusion as d, pyarrow as pa; c=d.SessionContext(); c.register_json('events', '$data', schema=pa.schema([('customer', pa.string()), ('amount', pa.int64())]), file_extension='.json'); c.sql('SELECT customer, SUM(amount) AS total_amount FROM events GROUP BY customer').collect()")
   echo "DataFusion-python:  ${dfp} s   (lambdaflow is $(echo "scale=2; $dfp / $lf" | bc -l)x DataFusion-python's speed)"
+fi
+if [ "${SPARK:-1}" = 1 ]; then
+  export SPARK_PORT=${SPARK_PORT:-15002}
+  remote=sc://127.0.0.1:$SPARK_PORT
+  started_spark=0
+  if ! scripts/spark.sh status >/dev/null 2>&1; then
+    s=$(date +%s.%N); scripts/spark.sh start >/dev/null; e=$(date +%s.%N)
+    started_spark=1
+    printf 'Spark Connect server start-up (scripts/spark.sh start): %.1f s\n' "$(echo "$e - $s" | bc -l)"
+  fi
+  trap '[ "$started_spark" = 1 ] && scripts/spark.sh stop >/dev/null 2>&1' EXIT
+  sp=$(best "$bin" batch --engine spark --spark-remote "$remote" --dataset "$data" --output-dir "$dir/out-spark")
+  echo "lambdaflow batch --engine spark:  ${sp} s   (the embedded engine is $(echo "scale=2; $sp / $lf" | bc -l)x faster)"
+  rt=$(best "$bin" batch --engine spark --spark-remote "$remote" --dataset datasets/transactions.json --output-dir "$dir/out-spark-seed")
+  echo "  the same on the seed's 5 lines:  ${rt} s   (connect, 6 statements and the state query over Spark Connect)"
+  job=$dir/seed_batch_job.py
+  cat > "$job" <<'PY'
+import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName("BatchLayer").getOrCreate()
+df = spark.read.json(sys.argv[1])
+batch_view = df.groupBy("customer").sum("amount").withColumnRenamed("sum(amount)", "total_amount")
+batch_view.write.mode("overwrite").json(sys.argv[2])
+spark.stop()
+PY
+  home=$(scripts/spark.sh home)
+  seed=$(best env SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON="$repo/.cache/venv/bin/python" "$home/bin/spark-submit" --master 'local[*]' --conf spark.ui.enabled=false "$job" "$data" "$dir/out-pyspark")
+  echo "the seed's PySpark batch job:      ${seed} s   (lambdaflow is $(echo "scale=2; $seed / $lf" | bc -l)x faster; spark-submit, JVM start included)"
 fi

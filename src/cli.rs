@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Overrides, Pipeline};
+use crate::config::{BatchEngine, Config, Overrides, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::delta::AsOf;
 
@@ -38,6 +38,13 @@ pub struct Global {
     /// Root directory of all outputs (output.dir).
     #[arg(long, global = true)]
     pub output_dir: Option<PathBuf>,
+    /// The batch layer's engine (batch.engine): datafusion (embedded) or spark.
+    #[arg(long, global = true, value_enum)]
+    pub engine: Option<BatchEngine>,
+    /// Spark Connect server of the spark engine (batch.spark-remote), e.g.
+    /// sc://127.0.0.1:15002.
+    #[arg(long, global = true)]
+    pub spark_remote: Option<String>,
     /// A librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
     pub kafka_property: Vec<String>,
@@ -45,8 +52,8 @@ pub struct Global {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Batch layer: recompute every view from the whole master dataset with DataFusion, print
-    /// it, and publish output/batch_view/ atomically.
+    /// Batch layer: recompute every view from the whole master dataset (with DataFusion, or on
+    /// Spark with --engine spark), print it, and publish output/batch_view/ atomically.
     Batch {
         /// Dataset files or directories of JSON lines (batch.dataset); repeatable.
         #[arg(long)]
@@ -165,6 +172,16 @@ fn overrides(g: &Global, dataset: &[PathBuf], listen: Option<&str>) -> Result<Ov
     }
     if let Some(v) = &g.topic {
         o.push(("kafka.topic".into(), v.clone().into()));
+    }
+    if let Some(v) = g.engine {
+        let name = match v {
+            BatchEngine::Datafusion => "datafusion",
+            BatchEngine::Spark => "spark",
+        };
+        o.push(("batch.engine".into(), name.into()));
+    }
+    if let Some(v) = &g.spark_remote {
+        o.push(("batch.spark-remote".into(), v.clone().into()));
     }
     if let Some(v) = &g.output_dir {
         o.push(("output.dir".into(), v.display().to_string().into()));

@@ -124,6 +124,21 @@ pub struct BatchConfig {
     /// `POST /api/batch`). A run also happens at start-up.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Which engine computes the views' state.
+    pub engine: BatchEngine,
+    /// The Spark Connect server for `engine = "spark"`: `sc://host:port/;token=…;use_ssl=true`
+    /// (Spark Connect's own URL format).
+    pub spark_remote: String,
+}
+
+/// The batch layer's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchEngine {
+    /// Apache DataFusion, embedded: the batch layer runs in this process.
+    Datafusion,
+    /// Apache Spark, through Spark Connect: the batch layer runs on a Spark cluster.
+    Spark,
 }
 
 /// Where the speed layer starts on a partition it has no checkpoint for.
@@ -302,6 +317,14 @@ impl Config {
                 "serving.token is empty: remove it to serve without a token, or set a secret",
             ));
         }
+        if self.batch.engine == BatchEngine::Spark {
+            spark_connect_core::ChannelBuilder::parse(&self.batch.spark_remote).map_err(|e| {
+                Error::config(format!(
+                    "batch.spark-remote `{}`: {e} (expected sc://HOST:PORT, e.g. sc://127.0.0.1:15002)",
+                    self.batch.spark_remote
+                ))
+            })?;
+        }
         if self.kafka.topic.is_empty() {
             return Err(Error::config("kafka.topic is empty"));
         }
@@ -316,6 +339,9 @@ impl Config {
             views.push(Arc::new(
                 ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?,
             ));
+        }
+        if self.batch.engine == BatchEngine::Spark {
+            crate::batch::spark::check(&self.schema.table, &schema, &views).await?;
         }
         Ok(Pipeline {
             config: self,

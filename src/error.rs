@@ -86,6 +86,16 @@ pub enum Error {
         #[source]
         source: Option<rdkafka::error::KafkaError>,
     },
+    /// The Spark Connect server of the batch layer's Spark engine is unreachable or failed.
+    #[error("Spark Connect at {remote}: {what}")]
+    Spark {
+        /// `sc://host:port` (never the token).
+        remote: String,
+        /// What was attempted.
+        what: String,
+        /// The client's or Spark's error.
+        source: BoxError,
+    },
     /// The state needed moved under the request several times in a row; trying again works.
     #[error("{0}")]
     Busy(String),
@@ -112,6 +122,15 @@ impl Error {
     /// A configuration error.
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
+    }
+
+    /// A Spark Connect failure at `remote` while doing `what`.
+    pub fn spark(remote: &str, what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Spark {
+            remote: remote.to_string(),
+            what: what.into(),
+            source: source.into(),
+        }
     }
 
     /// Wraps an I/O error with the path it concerns.

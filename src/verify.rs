@@ -77,19 +77,14 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
         .filter(|s| s.topic != *topic)
         .collect();
     segs.extend(segments::covered(&layout, topic, &bound)?);
-    let (data, truth) = batch::compute(p, &files, &segs, &indicatif::ProgressBar::hidden()).await?;
+    let computed = batch::compute(p, &files, &segs, &indicatif::ProgressBar::hidden()).await?;
     let mut report = Report {
         keys: 0,
-        events: data
-            .partitions
-            .iter()
-            .flatten()
-            .map(|b| b.num_rows() as u64)
-            .sum(),
+        events: computed.rows,
         offsets: bound,
         differences: Vec::new(),
     };
-    for (v, t) in served.iter().zip(&truth) {
+    for (v, t) in served.iter().zip(&computed.states) {
         let a = keyed(&v.def, &v.merged())?;
         let b = keyed(&v.def, t)?;
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();

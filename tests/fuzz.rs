@@ -20,18 +20,25 @@ const VIEWS: &[&str] = &[
 ];
 
 fn rows(b: &RecordBatch) -> Vec<String> {
+    let mut out = cells(b);
+    out.sort();
+    out
+}
+
+/// A batch's rows in order, `|`-joined, floats to 6 decimals (sums differ in the last bits
+/// with summation order).
+pub fn cells(b: &RecordBatch) -> Vec<String> {
     let opts = FormatOptions::default().with_null("NULL");
     let fmts: Vec<_> = b
         .columns()
         .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
         .collect();
-    let mut out: Vec<String> = (0..b.num_rows())
+    (0..b.num_rows())
         .map(|r| {
             fmts.iter()
                 .map(|f| {
                     let s = f.value(r).to_string();
-                    // Float sums differ in the last bits with summation order.
                     match s.parse::<f64>() {
                         Ok(x) if s.contains('.') => format!("{x:.6}"),
                         _ => s,
@@ -40,9 +47,7 @@ fn rows(b: &RecordBatch) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join("|")
         })
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

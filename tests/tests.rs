@@ -10,6 +10,7 @@ mod browser;
 mod failover;
 mod lambda;
 mod master;
+mod spark;
 
 use std::time::{Duration, Instant};
 

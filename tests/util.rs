@@ -14,6 +14,12 @@ pub fn bootstrap() -> String {
     std::env::var("LAMBDAFLOW_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The Spark Connect server under test (`LAMBDAFLOW_TEST_SPARK`, default
+/// sc://127.0.0.1:15002; `scripts/test.sh` starts one with `scripts/spark.sh`).
+pub fn spark_remote() -> String {
+    std::env::var("LAMBDAFLOW_TEST_SPARK").unwrap_or_else(|_| "sc://127.0.0.1:15002".into())
+}
+
 /// One test's workspace.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -49,6 +55,21 @@ impl Env {
         );
         std::fs::write(dir.path().join("lambdaflow.toml"), cfg).unwrap();
         Env { dir, topic }
+    }
+
+    /// Sets the batch layer's engine to Spark (the server under test) in the config file.
+    pub fn with_spark(self) -> Env {
+        let path = self.path("lambdaflow.toml");
+        let cfg = std::fs::read_to_string(&path).unwrap().replacen(
+            "[batch]\n",
+            &format!(
+                "[batch]\nengine = \"spark\"\nspark-remote = \"{}\"\n",
+                spark_remote()
+            ),
+            1,
+        );
+        std::fs::write(path, cfg).unwrap();
+        self
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -222,6 +243,11 @@ impl Drop for Spawned {
 impl Spawned {
     fn take(mut self) -> Child {
         self.0.take().expect("a spawned process is taken once")
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(self) -> std::process::ExitStatus {
+        self.take().wait().unwrap()
     }
 }
 

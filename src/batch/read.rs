@@ -1,0 +1,426 @@
+//! Reading the master dataset for the embedded engine: the JSON-lines files decoded in parallel
+//! (one chunk per core, the next block read while one decodes; bad lines become dead-letter
+//! records naming file and line) and the archived Parquet segments, into in-memory record
+//! batches with a hidden column giving each event's position.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use tracing::warn;
+
+use super::ROW_COL;
+use crate::error::{Error, IoContext, Result};
+use crate::event::{EventDecoder, EventSchema};
+use crate::storage;
+use crate::storage::batch_view::FileReport;
+use crate::storage::segments::{self as master, Segment};
+
+/// Rows per decoded record batch.
+const BATCH_ROWS: usize = 65_536;
+
+/// The decoded master dataset.
+pub struct Dataset {
+    /// Record batches, one list per decoding thread (DataFusion partitions).
+    pub partitions: Vec<Vec<RecordBatch>>,
+    /// Per-file counts.
+    pub files: Vec<FileReport>,
+    /// Rejected lines as dead-letter records.
+    pub bad: Vec<serde_json::Value>,
+}
+
+/// Expands the configured dataset paths: files as given, directories to the files inside them
+/// (recursively, sorted, skipping names starting with `.` or `_` as Spark does).
+pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .at(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !n.starts_with('.') && !n.starts_with('_')
+            })
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?
+            } else {
+                out.push(p)
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::config(format!(
+                "batch.dataset: {} does not exist (set batch.dataset in the config or pass --dataset)",
+                p.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes the dataset files in parallel: each file is read in blocks of whole lines, each
+/// block cut into one chunk per core. Bad lines become dead-letter records naming file and
+/// line. Then reads the archived segments. `progress` counts the bytes read.
+pub fn read_dataset(
+    files: &[PathBuf],
+    segments: &[Segment],
+    schema: &EventSchema,
+    progress: &indicatif::ProgressBar,
+) -> Result<Dataset> {
+    read_dataset_in_blocks(files, segments, schema, progress, READ_BLOCK)
+}
+
+/// Bytes of a dataset file read at a time: the next block is read while the current one is
+/// decoded, into reused buffers.
+const READ_BLOCK: usize = 64 << 20;
+
+/// Logs a file's rejected lines as one line with counts per kind of reason — once per file
+/// and count in a process: a scheduler re-reading the same history every run says it once
+/// (the records, with their lines, are in each run's dead-letter file).
+pub(super) fn warn_rejected(path: &Path, records: &[serde_json::Value]) {
+    static WARNED: std::sync::Mutex<BTreeMap<PathBuf, usize>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    if records.is_empty() {
+        return;
+    }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in records {
+        let reason = r["reason"].as_str().unwrap_or_default();
+        *kinds.entry(crate::event::reason_kind(reason)).or_default() += 1;
+    }
+    let reasons = kinds
+        .iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.insert(path.to_path_buf(), records.len()) == Some(records.len()) {
+        tracing::debug!(file = %path.display(), bad = records.len(), reasons = %reasons, "rejected lines of the master dataset (as in the previous run)");
+    } else {
+        warn!(file = %path.display(), bad = records.len(), reasons = %reasons, "rejected lines of the master dataset (each with its line in the run's dead-letter file; said again only when the count changes)");
+    }
+}
+
+fn read_dataset_in_blocks(
+    files: &[PathBuf],
+    segments: &[Segment],
+    schema: &EventSchema,
+    progress: &indicatif::ProgressBar,
+    block: usize,
+) -> Result<Dataset> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let with_row = with_row_col(&schema.arrow_schema());
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
+    let mut reports = Vec::new();
+    let mut bad = Vec::new();
+    for (fi, path) in files.iter().enumerate() {
+        let mut file = std::fs::File::open(path).at(path)?;
+        let mut report = FileReport {
+            path: path.clone(),
+            bytes: 0,
+            lines: 0,
+            bad: 0,
+        };
+        let (mut cur, mut next, mut carry) = (Vec::new(), Vec::new(), Vec::new());
+        let mut eof = read_block(&mut file, block, &mut cur, &mut carry).at(path)?;
+        let mut line_base = 0u64;
+        let mut piece = 0usize;
+        while !cur.is_empty() {
+            let chunks = split_lines(&cur, threads);
+            let (results, next_eof) = std::thread::scope(|s| {
+                let handles: Vec<_> = chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(ci, range)| {
+                        let chunk = &cur[range.clone()];
+                        let with_row = Arc::clone(&with_row);
+                        let base = ((fi as i64) << 44) | (((piece + ci) as i64) << 32);
+                        s.spawn(move || decode_chunk(chunk, schema, &with_row, base, progress))
+                    })
+                    .collect();
+                // Read the next block while this one decodes.
+                let next_eof = if eof {
+                    next.clear();
+                    Ok(true)
+                } else {
+                    read_block(&mut file, block, &mut next, &mut carry)
+                };
+                let results: Vec<Result<ChunkOut>> = handles
+                    .into_iter()
+                    .map(|h| h.join().expect("decoder thread panicked"))
+                    .collect();
+                (results, next_eof)
+            });
+            report.bytes += cur.len() as u64;
+            for (ci, r) in results.into_iter().enumerate() {
+                let out = r?;
+                for (line, reason, raw) in out.bad {
+                    let (k, v) = storage::payload_fields(&raw);
+                    let mut rec = serde_json::json!({
+                        "file": path.display().to_string(),
+                        "line": line_base + line,
+                        "reason": reason,
+                    });
+                    rec[k] = v;
+                    bad.push(rec);
+                    report.bad += 1;
+                }
+                line_base += out.physical_lines;
+                report.lines += out.lines;
+                partitions[(piece + ci) % threads].extend(out.batches);
+            }
+            piece += chunks.len();
+            eof = next_eof.at(path)?;
+            std::mem::swap(&mut cur, &mut next);
+        }
+        warn_rejected(path, &bad[bad.len() - report.bad as usize..]);
+        reports.push(report);
+    }
+    for (si, seg) in segments.iter().enumerate() {
+        let base = ((files.len() + si) as i64) << 44;
+        let mut row = 0i64;
+        for b in master::read(seg, schema)? {
+            let n = b.num_rows() as i64;
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(Int64Array::from_iter_values(
+                (row..row + n).map(|r| base + r),
+            )));
+            row += n;
+            partitions[si % threads].push(RecordBatch::try_new(Arc::clone(&with_row), cols)?);
+        }
+        progress.inc(seg.path.metadata().map_or(0, |m| m.len()));
+    }
+    Ok(Dataset {
+        partitions,
+        files: reports,
+        bad,
+    })
+}
+
+/// The event schema plus the hidden row-position column.
+pub(super) fn with_row_col(events: &Schema) -> Arc<Schema> {
+    let mut f: Vec<Field> = events.fields().iter().map(|f| f.as_ref().clone()).collect();
+    f.push(Field::new(ROW_COL, DataType::Int64, false));
+    Arc::new(Schema::new(f))
+}
+
+struct ChunkOut {
+    batches: Vec<RecordBatch>,
+    lines: u64,
+    physical_lines: u64,
+    /// (1-based line number within the chunk, reason, raw line)
+    bad: Vec<(u64, String, Vec<u8>)>,
+}
+
+/// Reads the next block of whole lines into `buf`: `carry` (the unfinished line of the previous
+/// block) and then about `block` bytes, up to the last newline; what follows it becomes the new
+/// `carry`. Returns true at the end of the file (then `buf` holds everything left).
+fn read_block(
+    file: &mut std::fs::File,
+    block: usize,
+    buf: &mut Vec<u8>,
+    carry: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    use std::io::Read;
+    buf.clear();
+    buf.append(carry);
+    loop {
+        let want = block.max(1);
+        let got = (&mut *file).take(want as u64).read_to_end(buf)?;
+        if got < want {
+            return Ok(true);
+        }
+        if let Some(i) = memchr::memrchr(b'\n', buf) {
+            carry.extend_from_slice(&buf[i + 1..]);
+            buf.truncate(i + 1);
+            return Ok(false);
+        }
+        // A line longer than a block: read on.
+    }
+}
+
+/// Cuts `data` into about `n` ranges that each end after a newline.
+fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let step = data.len().div_ceil(n.max(1)).max(1);
+    while start < data.len() {
+        let mut end = (start + step).min(data.len());
+        if end < data.len() {
+            end = match memchr::memchr(b'\n', &data[end..]) {
+                Some(i) => end + i + 1,
+                None => data.len(),
+            };
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+fn decode_chunk(
+    chunk: &[u8],
+    schema: &EventSchema,
+    with_row: &Arc<Schema>,
+    base: i64,
+    progress: &indicatif::ProgressBar,
+) -> Result<ChunkOut> {
+    let mut dec = EventDecoder::with_capacity(schema, BATCH_ROWS);
+    let mut out = ChunkOut {
+        batches: Vec::new(),
+        lines: 0,
+        physical_lines: 0,
+        bad: Vec::new(),
+    };
+    let mut row = 0i64;
+    let mut reported = 0usize;
+    let finish =
+        |dec: &mut EventDecoder<'_>, row: i64, batches: &mut Vec<RecordBatch>| -> Result<()> {
+            let b = dec.finish();
+            let n = b.num_rows() as i64;
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(Int64Array::from_iter_values(
+                (row - n..row).map(|r| base + r),
+            )));
+            batches.push(RecordBatch::try_new(Arc::clone(with_row), cols)?);
+            Ok(())
+        };
+    let mut start = 0;
+    let ends =
+        memchr::memchr_iter(b'\n', chunk).chain((!chunk.ends_with(b"\n")).then_some(chunk.len()));
+    for end in ends {
+        let line = &chunk[start..end];
+        start = end + 1;
+        out.physical_lines += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.lines += 1;
+        match dec.push(line) {
+            Ok(()) => {
+                row += 1;
+                if dec.len() >= BATCH_ROWS {
+                    finish(&mut dec, row, &mut out.batches)?;
+                    let at = line.as_ptr() as usize - chunk.as_ptr() as usize + line.len();
+                    progress.inc((at - reported) as u64);
+                    reported = at;
+                }
+            }
+            Err(e) => out.bad.push((out.physical_lines, e.0, line.to_vec())),
+        }
+    }
+    if !dec.is_empty() {
+        finish(&mut dec, row, &mut out.batches)?;
+    }
+    progress.inc((chunk.len() - reported) as u64);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_lines_cuts_after_newlines_and_covers_everything() {
+        let data = b"a\nbb\nccc\ndddd\n";
+        for n in 1..6 {
+            let parts = split_lines(data, n);
+            let joined: Vec<u8> = parts
+                .iter()
+                .flat_map(|r| data[r.clone()].to_vec())
+                .collect();
+            assert_eq!(joined, data);
+            for r in &parts[..parts.len() - 1] {
+                assert_eq!(data[r.end - 1], b'\n');
+            }
+        }
+    }
+
+    #[test]
+    fn reading_in_small_blocks_gives_the_same_rows_and_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.json");
+        let mut text = String::new();
+        for i in 0..500 {
+            match i % 97 {
+                5 => text.push_str("{\"customer\": \"X\", \"amount\": \"bad\"}\n"),
+                9 => text.push_str("\r\n"),
+                _ => text.push_str(&format!(
+                    "{{\"customer\": \"c{}\", \"amount\": {i}}}\r\n",
+                    i % 5
+                )),
+            }
+        }
+        text.push_str("{\"customer\": \"last\", \"amount\": 1}"); // no final newline
+        std::fs::write(&f, &text).unwrap();
+        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        let hidden = indicatif::ProgressBar::hidden();
+        let whole =
+            read_dataset_in_blocks(std::slice::from_ref(&f), &[], &schema, &hidden, 1 << 30)
+                .unwrap();
+        for block in [7, 64, 1000] {
+            let d = read_dataset_in_blocks(std::slice::from_ref(&f), &[], &schema, &hidden, block)
+                .unwrap();
+            let lines = |d: &Dataset| {
+                d.bad
+                    .iter()
+                    .map(|b| b["line"].as_u64().unwrap())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(lines(&d), lines(&whole), "block {block}");
+            assert_eq!(lines(&d), [6, 103, 200, 297, 394, 491]);
+            let rows = |d: &Dataset| {
+                d.partitions
+                    .iter()
+                    .flatten()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>()
+            };
+            assert_eq!(rows(&d), rows(&whole));
+            assert_eq!(d.files[0].bytes, text.len() as u64);
+            assert_eq!(d.files[0].lines, whole.files[0].lines);
+        }
+        assert_eq!(whole.files[0].lines, 495);
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_their_file_line_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.json");
+        let mut text = String::new();
+        for i in 0..1000 {
+            if i == 500 {
+                text.push_str("{\"customer\": \"X\", \"amount\": \"abc\"}\n");
+            } else if i == 700 {
+                text.push('\n');
+            } else {
+                text.push_str(&format!(
+                    "{{\"customer\": \"c{}\", \"amount\": {i}}}\n",
+                    i % 7
+                ));
+            }
+        }
+        std::fs::write(&f, text).unwrap();
+        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
+        let d = read_dataset(&[f], &[], &schema, &indicatif::ProgressBar::hidden()).unwrap();
+        assert_eq!(d.bad.len(), 1);
+        assert_eq!(d.bad[0]["line"], 501);
+        assert!(d.bad[0]["reason"].as_str().unwrap().contains("amount"));
+        let rows: usize = d.partitions.iter().flatten().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 998);
+        assert_eq!(d.files[0].lines, 999);
+    }
+}

@@ -75,6 +75,13 @@ impl Spark {
         Ok(spark)
     }
 
+    /// Releases the session on the server (best effort: a session left behind expires).
+    pub async fn close(self) {
+        if let Err(e) = self.client.release_session().await {
+            tracing::debug!(remote = %self.remote, error = %e, "Spark Connect: releasing the session failed");
+        }
+    }
+
     /// The remote, `sc://host:port`.
     pub fn remote(&self) -> &str {
         &self.remote

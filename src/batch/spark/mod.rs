@@ -139,6 +139,8 @@ pub(super) async fn compute(
             super::read::warn_rejected(f, &bad[s..s + r.bad as usize]);
         }
     }
+    // The session's temporary views go with it (a failed run's session expires on its own).
+    spark.close().await;
     let lines: u64 = report.iter().map(|r| r.lines).sum();
     let rows = lines - bad.len() as u64 + segment_rows.iter().map(|(_, n)| n).sum::<u64>();
     Ok(Computed {
@@ -210,7 +212,10 @@ async fn read_lines(
     for r in &rows {
         let (p, b, m) = (strings(r, 0)?, ints(r, 1)?, ints(r, 2)?);
         let (n, nonblank) = (ints(r, 3)?, ints(r, 4)?);
-        let bad = r.column(5).as_list::<i32>();
+        let bad = r
+            .column(5)
+            .as_list_opt::<i32>()
+            .ok_or_else(|| Error::Internal("Spark sent the bad lines in another type".into()))?;
         for i in 0..r.num_rows() {
             let list = bad.value(i);
             let list = list.as_struct();

@@ -8,6 +8,7 @@
 # local Spark Connect server (scripts/spark.sh: its start-up is timed once, apart), the same on
 # the seed's 5-line dataset (what Spark Connect's round trips cost with nothing to read), and
 # the seed's own PySpark batch job (spark-submit, JVM start-up included, as the workshop runs it).
+# These take minutes at 10M events on 2 cores: best of SPARK_RUNS (default 1).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -70,6 +71,7 @@ if [ "${SPARK:-1}" = 1 ]; then
     printf 'Spark Connect server start-up (scripts/spark.sh start): %.1f s\n' "$(echo "$e - $s" | bc -l)"
   fi
   trap '[ "$started_spark" = 1 ] && scripts/spark.sh stop >/dev/null 2>&1' EXIT
+  runs=${SPARK_RUNS:-1}
   sp=$(best "$bin" batch --engine spark --spark-remote "$remote" --dataset "$data" --output-dir "$dir/out-spark")
   echo "lambdaflow batch --engine spark:  ${sp} s   (the embedded engine is $(echo "scale=2; $sp / $lf" | bc -l)x faster)"
   rt=$(best "$bin" batch --engine spark --spark-remote "$remote" --dataset datasets/transactions.json --output-dir "$dir/out-spark-seed")

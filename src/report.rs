@@ -29,14 +29,15 @@ pub fn batch_run(p: &Pipeline, run: &BatchRun) {
     }
     let (run_id, m) = (&run.run_id, &run.manifest);
     println!(
-        "batch run {run_id}: {} events from {} file(s) and {} segment(s) (master table version {}, offsets {:?}), {} rejected line(s), {} ms",
+        "batch run {run_id}: {} events from {} file(s) and {} segment(s) (master table version {}, offsets {:?}), {} rejected line(s), {} ms on {}",
         m.rows,
         m.files.len(),
         m.segments,
         m.table_version.map_or("none".into(), |v| v.to_string()),
         m.offsets_of(&p.config.kafka.topic),
         m.bad,
-        m.duration_ms
+        m.duration_ms,
+        m.engine
     );
     if !run.published {
         println!("a view of the past (--as-of): printed, not published");

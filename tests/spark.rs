@@ -98,7 +98,8 @@ fn batch_with(env: &Env, engine: BatchEngine) -> (Vec<Vec<String>>, serde_json::
         .map(|(_, _, rows)| crate::fuzz::cells(rows))
         .collect();
     let mut m = serde_json::to_value(&run.manifest).unwrap();
-    for k in ["run_id", "started_at", "duration_ms"] {
+    assert_eq!(m["engine"], format!("{engine:?}").to_lowercase());
+    for k in ["run_id", "started_at", "duration_ms", "engine"] {
         m.as_object_mut().unwrap().remove(k);
     }
     let dead = std::fs::read_to_string(env.path("output/batch_view/_dead_letter.jsonl"))
@@ -192,6 +193,7 @@ fn the_seed_and_the_workshop_queries_give_the_workshop_numbers_on_spark() {
             out.contains("1 segment(s) (master table version 1"),
             "{out}"
         );
+        assert!(out.trim_end().ends_with("ms on spark"), "{out}");
         env.ok(&["serve", "--once"]);
         assert_eq!(
             env.view("serving_view.json", "customer", "total_amount"),

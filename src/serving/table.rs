@@ -615,6 +615,7 @@ mod tests {
                 segments: 0,
                 table_version: None,
                 offsets: Default::default(),
+                engine: "datafusion".into(),
                 started_at: "2026-01-01T00:00:00Z".into(),
                 duration_ms: 0,
             },

@@ -148,6 +148,7 @@ mod tests {
             segments: 1,
             table_version: None,
             offsets: [(p.config.kafka.topic.clone(), BTreeMap::from([(0, upto)]))].into(),
+            engine: "datafusion".into(),
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_ms: 0,
         };

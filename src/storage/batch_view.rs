@@ -57,6 +57,9 @@ pub struct Manifest {
     /// layer's segments. Serving adds the speed layer's events from there on.
     #[serde(default)]
     pub offsets: segments::Offsets,
+    /// The engine that computed the state: `datafusion` (embedded) or `spark`.
+    #[serde(default)]
+    pub engine: String,
     /// When the run started (RFC 3339).
     pub started_at: String,
     /// How long it took.

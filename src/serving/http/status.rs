@@ -81,6 +81,7 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Value> {
             "run_id": b.manifest.run_id,
             "started_at": b.manifest.started_at,
             "duration_ms": b.manifest.duration_ms,
+            "engine": b.manifest.engine,
             "events": b.manifest.rows,
             "rejected_lines": b.manifest.bad,
             "segments": b.manifest.segments,

@@ -91,6 +91,52 @@ pub(super) async fn compute(
         segments = segments.len(),
         "batch layer: computing on Spark"
     );
+    let (index, splits, segment_rows) = register_inputs(&spark, p, files, segments).await?;
+    info!(
+        ms = started.elapsed().as_millis() as u64,
+        "batch layer: Spark has the events"
+    );
+    let bad = index.dead_letters(&p.schema, files, &splits)?;
+    let ctx = embedded::planning_session(&p.config.schema.table, &p.schema)?;
+    let mut states = Vec::new();
+    for def in &p.views {
+        let query = state_sql(&ctx, &p.config.schema.table, def).await?;
+        tracing::debug!(view = %def.name, sql = %query, "batch layer: the state query on Spark");
+        let t = Instant::now();
+        let batches = spark.sql(&query).await?;
+        states.push(state_from(def, &batches)?);
+        info!(view = %def.name, ms = t.elapsed().as_millis() as u64, "batch layer: state computed on Spark");
+    }
+    // The session's temporary views go with it (a failed run's session expires on its own).
+    spark.close().await;
+    let report = index.file_reports(files, &bad);
+    for (f, r) in files.iter().zip(&report) {
+        let start = bad
+            .iter()
+            .position(|b| b["file"] == f.display().to_string());
+        if let Some(s) = start {
+            super::read::warn_rejected(f, &bad[s..s + r.bad as usize]);
+        }
+    }
+    let lines: u64 = report.iter().map(|r| r.lines).sum();
+    let rows = lines - bad.len() as u64 + segment_rows.iter().map(|(_, n)| n).sum::<u64>();
+    Ok(Computed {
+        files: report,
+        bad,
+        rows,
+        states,
+    })
+}
+
+/// Makes the inputs views of the session — the checked lines of the dataset files, the
+/// segments, and over both the events view the state queries read — and returns where each
+/// input is, each split of the files with its bad lines, and each segment's row count.
+async fn register_inputs(
+    spark: &Spark,
+    p: &Pipeline,
+    files: &[PathBuf],
+    segments: &[Segment],
+) -> Result<(Index, Vec<SplitRow>, Vec<(String, u64)>)> {
     // lambdaflow's decoder keeps the last of two equal keys; so does Spark with this.
     spark
         .sql("SET spark.sql.variant.allowDuplicateKeys = true")
@@ -102,53 +148,20 @@ pub(super) async fn compute(
             .map(|s| absolute(&s.path))
             .collect::<Result<Vec<_>>>()?,
     );
-    let split_rows = if files.is_empty() {
+    let splits = if files.is_empty() {
         Vec::new()
     } else {
-        read_lines(&spark, &p.schema, &inputs[..files.len()]).await?
+        read_lines(spark, &p.schema, &inputs[..files.len()]).await?
     };
     let segment_rows = if segments.is_empty() {
         Vec::new()
     } else {
-        read_segments(&spark, &p.schema, &inputs[files.len()..]).await?
+        read_segments(spark, &p.schema, &inputs[files.len()..]).await?
     };
-    let index = Index::new(&inputs, &split_rows, &segment_rows)?;
-    index.register(&spark).await?;
-    events_view(&spark, p, !files.is_empty(), !segments.is_empty()).await?;
-    info!(
-        ms = started.elapsed().as_millis() as u64,
-        "batch layer: Spark has the events"
-    );
-    let bad = index.dead_letters(&p.schema, files, &split_rows)?;
-    let ctx = embedded::planning_session(&p.config.schema.table, &p.schema)?;
-    let mut states = Vec::new();
-    for def in &p.views {
-        let query = state_sql(&ctx, &p.config.schema.table, def).await?;
-        tracing::debug!(view = %def.name, sql = %query, "batch layer: the state query on Spark");
-        let t = Instant::now();
-        let batches = spark.sql(&query).await?;
-        states.push(state_from(def, &batches)?);
-        info!(view = %def.name, ms = t.elapsed().as_millis() as u64, "batch layer: state computed on Spark");
-    }
-    let report = index.file_reports(files, &bad);
-    for (f, r) in files.iter().zip(&report) {
-        let start = bad
-            .iter()
-            .position(|b| b["file"] == f.display().to_string());
-        if let Some(s) = start {
-            super::read::warn_rejected(f, &bad[s..s + r.bad as usize]);
-        }
-    }
-    // The session's temporary views go with it (a failed run's session expires on its own).
-    spark.close().await;
-    let lines: u64 = report.iter().map(|r| r.lines).sum();
-    let rows = lines - bad.len() as u64 + segment_rows.iter().map(|(_, n)| n).sum::<u64>();
-    Ok(Computed {
-        files: report,
-        bad,
-        rows,
-        states,
-    })
+    let index = Index::new(&inputs, &splits, &segment_rows)?;
+    index.register(spark).await?;
+    events_view(spark, p, !files.is_empty(), !segments.is_empty()).await?;
+    Ok((index, splits, segment_rows))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

@@ -248,3 +248,69 @@ fn a_stream_ordered_by_a_column_sends_its_first_page() {
     assert_eq!(names, ["Ali", "Mounir"]);
     assert_eq!(data["total_rows"], 3);
 }
+
+/// Requests hyper rejects before any handler runs (a 100 KB request line, oversized headers)
+/// get the same JSON error shape as every other error, on a fresh connection and on one that
+/// already served a request.
+#[test]
+fn requests_too_large_to_parse_get_json_errors() {
+    use std::io::{Read, Write};
+    let env = Env::new("api-too-large", "");
+    env.ok(&["batch"]);
+    let p = Arc::new(env.pipeline());
+    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let views = serving::from_files(&p, &layout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(ServingState {
+            version: 1,
+            views,
+            ..Default::default()
+        }));
+        std::mem::forget(tx);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = http::AppState::new(p, rx, None);
+        tokio::spawn(http::serve(listener, state, std::future::pending()));
+        addr
+    });
+    let answer = |requests: &[String]| -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        for r in requests {
+            s.write_all(r.as_bytes()).unwrap();
+        }
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let long = format!(
+        "GET /api/views/customer_totals?key={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let big_header = format!(
+        "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
+    let ok = "GET /health HTTP/1.1\r\nhost: x\r\n\r\n".to_string();
+    for (requests, status, code) in [
+        (vec![long.clone()], "414", "uri_too_long"),
+        (vec![ok.clone(), long], "414", "uri_too_long"),
+        (vec![big_header], "431", "headers_too_large"),
+        (vec!["NOT HTTP\r\n\r\n".to_string()], "400", "bad_request"),
+    ] {
+        let out = answer(&requests);
+        let at = out.find(&format!("HTTP/1.1 {status} "));
+        let at = at.unwrap_or_else(|| panic!("no {status}: {out:?}"));
+        let (head, body) = out[at..].split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("application/json"), "{head}");
+        assert_error(
+            StatusCode::from_bytes(status.as_bytes()).unwrap(),
+            body,
+            StatusCode::from_bytes(status.as_bytes()).unwrap(),
+            code,
+        );
+        if requests.len() == 2 {
+            assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        }
+    }
+}

@@ -6,13 +6,15 @@
 //!
 //! Files: `error.rs` (the JSON error shape), `auth.rs` (the bearer token), `views.rs` (rows,
 //! pages, keys, the stream), `status.rs` (health, status, batch trigger), `metrics.rs`
-//! (`/metrics` and request recording). Errors are JSON `{"error", "detail"}` with the
+//! (`/metrics` and request recording), `parse_errors.rs` (JSON for the requests hyper answers
+//! itself). Errors are JSON `{"error", "detail"}` with the
 //! right status; with `serving.token` set, every endpoint but `/health` requires
 //! `Authorization: Bearer <token>` (or `?access_token=` for the browser's EventSource).
 
 mod auth;
 mod error;
 mod metrics;
+mod parse_errors;
 mod status;
 mod views;
 
@@ -154,7 +156,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(parse_errors::Listener(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -12,22 +12,27 @@ use tower::ServiceExt;
 
 use crate::util::Env;
 
-/// A router over the seed's batch view (no speed layer yet).
-fn app(env: &Env) -> (tokio::runtime::Runtime, axum::Router) {
+/// The app state over the seed's batch view (no speed layer yet), on `rt`.
+fn app_state(env: &Env, rt: &tokio::runtime::Runtime) -> http::AppState {
     env.ok(&["batch"]);
     let p = Arc::new(env.pipeline());
     let layout = Layout::new(&p.config.output.dir, p.views.len());
     let views = serving::from_files(&p, &layout).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let router = rt.block_on(async {
-        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(ServingState {
+    rt.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(ServingState {
             version: 1,
             views,
             ..Default::default()
         }));
-        std::mem::forget(_tx); // the state never changes in these tests
-        http::router(http::AppState::new(p, rx, None))
-    });
+        std::mem::forget(tx); // the state never changes in these tests
+        http::AppState::new(p, rx, None)
+    })
+}
+
+/// A router over the seed's batch view.
+fn app(env: &Env) -> (tokio::runtime::Runtime, axum::Router) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let router = http::router(app_state(env, &rt));
     (rt, router)
 }
 
@@ -256,21 +261,11 @@ fn a_stream_ordered_by_a_column_sends_its_first_page() {
 fn requests_too_large_to_parse_get_json_errors() {
     use std::io::{Read, Write};
     let env = Env::new("api-too-large", "");
-    env.ok(&["batch"]);
-    let p = Arc::new(env.pipeline());
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
-    let views = serving::from_files(&p, &layout).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let state = app_state(&env, &rt);
     let addr = rt.block_on(async {
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(ServingState {
-            version: 1,
-            views,
-            ..Default::default()
-        }));
-        std::mem::forget(tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = http::AppState::new(p, rx, None);
         tokio::spawn(http::serve(listener, state, std::future::pending()));
         addr
     });

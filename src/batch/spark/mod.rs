@@ -96,7 +96,7 @@ pub(super) async fn compute(
         ms = started.elapsed().as_millis() as u64,
         "batch layer: Spark has the events"
     );
-    let bad = index.dead_letters(&p.schema, files, &splits)?;
+    let per_file = index.dead_letters(&p.schema, files, &splits)?;
     let ctx = embedded::planning_session(&p.config.schema.table, &p.schema)?;
     let mut states = Vec::new();
     for def in &p.views {
@@ -109,15 +109,11 @@ pub(super) async fn compute(
     }
     // The session's temporary views go with it (a failed run's session expires on its own).
     spark.close().await;
-    let report = index.file_reports(files, &bad);
-    for (f, r) in files.iter().zip(&report) {
-        let start = bad
-            .iter()
-            .position(|b| b["file"] == f.display().to_string());
-        if let Some(s) = start {
-            super::read::warn_rejected(f, &bad[s..s + r.bad as usize]);
-        }
+    let report = index.file_reports(files, &per_file);
+    for (f, records) in files.iter().zip(&per_file) {
+        super::read::warn_rejected(f, records);
     }
+    let bad: Vec<serde_json::Value> = per_file.into_iter().flatten().collect();
     let lines: u64 = report.iter().map(|r| r.lines).sum();
     let rows = lines - bad.len() as u64 + segment_rows.iter().map(|(_, n)| n).sum::<u64>();
     Ok(Computed {
@@ -409,14 +405,14 @@ impl Index {
             .map(drop)
     }
 
-    /// The dead-letter records of the lines Spark found bad, in file and line order, each
-    /// with lambdaflow's decoder's reason.
+    /// The dead-letter records of the lines Spark found bad, per dataset file in line order,
+    /// each with lambdaflow's decoder's reason.
     fn dead_letters(
         &self,
         schema: &EventSchema,
         files: &[PathBuf],
         splits: &[SplitRow],
-    ) -> Result<Vec<serde_json::Value>> {
+    ) -> Result<Vec<Vec<serde_json::Value>>> {
         let mut found = Vec::new();
         for s in splits {
             let (input, base, first) = self.splits[&(s.url.clone(), s.block)];
@@ -426,41 +422,38 @@ impl Index {
         }
         found.sort();
         let mut decoder = EventDecoder::new(schema);
-        Ok(found
-            .into_iter()
-            .map(|(input, line, raw)| {
-                let reason = match decoder.push(raw.as_bytes()) {
-                    Err(e) => e.0,
-                    Ok(()) => {
-                        warn!(file = %files[input].display(), line, "Spark rejected a line that lambdaflow's decoder accepts");
-                        "rejected by the spark engine's checks (lambdaflow's decoder accepts it)".into()
-                    }
-                };
-                let (k, v) = storage::payload_fields(raw.as_bytes());
-                let mut rec = serde_json::json!({
-                    "file": files[input].display().to_string(),
-                    "line": line,
-                    "reason": reason,
-                });
-                rec[k] = v;
-                rec
-            })
-            .collect())
+        let mut per_file = vec![Vec::new(); files.len()];
+        for (input, line, raw) in found {
+            let reason = match decoder.push(raw.as_bytes()) {
+                Err(e) => e.0,
+                Ok(()) => {
+                    warn!(file = %files[input].display(), line, "Spark rejected a line that lambdaflow's decoder accepts");
+                    "rejected by the spark engine's checks (lambdaflow's decoder accepts it)".into()
+                }
+            };
+            let (k, v) = storage::payload_fields(raw.as_bytes());
+            let mut rec = serde_json::json!({
+                "file": files[input].display().to_string(),
+                "line": line,
+                "reason": reason,
+            });
+            rec[k] = v;
+            per_file[input].push(rec);
+        }
+        Ok(per_file)
     }
 
     /// Per dataset file: bytes (from the file system), non-blank lines and rejected lines.
-    fn file_reports(&self, files: &[PathBuf], bad: &[serde_json::Value]) -> Vec<FileReport> {
+    fn file_reports(&self, files: &[PathBuf], bad: &[Vec<serde_json::Value>]) -> Vec<FileReport> {
         files
             .iter()
+            .zip(bad)
             .enumerate()
-            .map(|(i, f)| {
-                let name = f.display().to_string();
-                FileReport {
-                    path: f.clone(),
-                    bytes: f.metadata().map_or(0, |m| m.len()),
-                    lines: self.lines[i],
-                    bad: bad.iter().filter(|b| b["file"] == name.as_str()).count() as u64,
-                }
+            .map(|(i, (f, bad))| FileReport {
+                path: f.clone(),
+                bytes: f.metadata().map_or(0, |m| m.len()),
+                lines: self.lines[i],
+                bad: bad.len() as u64,
             })
             .collect()
     }

@@ -60,7 +60,7 @@ pub enum Command {
         dataset: Vec<PathBuf>,
         /// Read the archive as its Delta table was at this version (a number) or time (RFC
         /// 3339, e.g. 2026-11-26T10:00:00Z); the view is printed, not published.
-        #[arg(long, value_parser = parse_as_of)]
+        #[arg(long, value_parser = AsOf::parse)]
         as_of: Option<AsOf>,
     },
     /// Speed layer: consume the topic, keep incremental views, print each micro-batch's table
@@ -202,14 +202,4 @@ fn overrides(g: &Global, dataset: &[PathBuf], listen: Option<&str>) -> Result<Ov
         o.push(("batch.dataset".into(), toml::Value::Array(list)));
     }
     Ok(o)
-}
-
-/// `--as-of`: a table version or an RFC 3339 time.
-fn parse_as_of(s: &str) -> std::result::Result<AsOf, String> {
-    if let Ok(v) = s.parse::<u64>() {
-        return Ok(AsOf::Version(v));
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| AsOf::Time(t.with_timezone(&chrono::Utc)))
-        .map_err(|e| format!("neither a table version nor an RFC 3339 time ({e})"))
 }

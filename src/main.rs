@@ -2,6 +2,7 @@
 //! maps the result to an exit code (0 done, 1 a difference or a rejected line, 2 an error).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use lambdaflow::cli::{Cli, Command};
@@ -36,7 +37,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report::served(&p, &serving::serve_once(&p)?, explain)?;
             if !once {
                 let addr = p.config.serving.listen_addr()?;
-                serving::serve_files(p, addr, shutdown).await?;
+                let travel = lambdaflow::run::time_travel(Arc::clone(&p), None);
+                serving::serve_files(p, addr, travel, shutdown).await?;
             }
         }
         Command::Run { listen } => {

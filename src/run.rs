@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::serving::gate::CommitGate;
 use crate::serving::{self, BatchStatus, ServedView, ServingState, http};
 use crate::speed::{self, Snapshot, SpeedUpdate};
-use crate::storage::Layout;
+use crate::storage::delta::AsOf;
+use crate::storage::{Layout, Manifest, PublishedBatch};
 use crate::supervisor::{SHUTDOWN_LIMIT, Supervisor};
 use crate::{batch, kafka, runtime};
 
@@ -92,13 +93,10 @@ pub async fn run(
         "serving",
         materialize(Arc::clone(&p), layout, feeds, served_tx, tasks.stopping()),
     );
-    let app = http::router(http::AppState::new(
-        Arc::clone(&p),
-        served_rx,
-        Some(trigger),
-    ));
+    let app = http::AppState::new(Arc::clone(&p), served_rx, Some(trigger))
+        .with_time_travel(time_travel(Arc::clone(&p), Some(batch_rt.handle().clone())));
     info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
-    let server = axum::serve(listener, app).with_graceful_shutdown(tasks.stopping());
+    let server = http::serve(listener, app, tasks.stopping());
     tasks.spawn("HTTP server", async move {
         server
             .await
@@ -108,6 +106,40 @@ pub async fn run(
     let r = tasks.run_until(shutdown, SHUTDOWN_LIMIT).await;
     batch_rt.shutdown_background();
     r
+}
+
+/// `?as_of=` for the HTTP API: the batch layer computes the views over a past table version
+/// (on `rt`, the batch runtime, when given). Serving does not import the batch layer; this
+/// wiring hands it the computation.
+pub fn time_travel(p: Arc<Pipeline>, rt: Option<tokio::runtime::Handle>) -> http::TimeTravel {
+    Arc::new(move |version| {
+        let p = Arc::clone(&p);
+        let job = async move {
+            let run = batch::run_as_of(&p, false, AsOf::Version(version)).await?;
+            Ok(run
+                .views
+                .into_iter()
+                .map(|(def, state, _)| PublishedBatch {
+                    manifest: Manifest {
+                        view: def.name.clone(),
+                        sql: def.sql.clone(),
+                        ..run.manifest.clone()
+                    },
+                    state,
+                })
+                .collect())
+        };
+        let rt = rt.clone();
+        Box::pin(async move {
+            match rt {
+                Some(rt) => rt
+                    .spawn(job)
+                    .await
+                    .map_err(|e| Error::task("batch run as of a table version", e))?,
+                None => job.await,
+            }
+        })
+    })
 }
 
 /// Runs the batch layer at start-up, then every `batch.interval` and whenever `trigger` is

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{Env, eventually, map, terminate};
+use crate::util::{self, Env, eventually, get_json, map, rows_of, terminate};
 
 const FAST: &str =
     "[speed]\nmax-batch-rows = 500\nlinger = \"2ms\"\ncheckpoint-interval = \"50ms\"\n";
@@ -237,6 +237,60 @@ fn an_archive_written_before_the_delta_log_is_migrated() {
     }
     let err = env.fails(&["batch", "--as-of", "99"]);
     assert!(err.contains("as of version 99"), "{err}");
+    let err = env.fails(&["batch", "--as-of", "2001-01-01T00:00:00Z"]);
+    assert!(
+        err.contains("no version was committed at or before 2001"),
+        "{err}"
+    );
     let out = env.ok(&["verify"]);
     assert!(out.contains(": 0 difference(s)"), "{out}");
+    the_api_answers_as_of_a_table_version(&env, &then, &truth);
+}
+
+/// `GET /api/views/{view}?as_of=` on `serve`: the view as of version 1 (`then`), the live one
+/// (`now`) beside it; errors for a version or time the table does not have, a bad value, a
+/// stream; 410 once `compact` has vacuumed the files of version 1.
+fn the_api_answers_as_of_a_table_version(
+    env: &Env,
+    then: &BTreeMap<String, i64>,
+    now: &BTreeMap<String, i64>,
+) {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let listen = format!("--listen={addr}");
+    let serve = env.spawn("serve", &["serve", &listen]);
+    let live = get_json(&addr, "/api/views/customer_totals");
+    assert_eq!(&rows_of(&live, "customer", "total_amount"), now);
+    let past = get_json(&addr, "/api/views/customer_totals?as_of=1");
+    assert_eq!(&rows_of(&past, "customer", "total_amount"), then, "{past}");
+    assert_eq!(past["as_of"]["table_version"], 1, "{past}");
+    let key = get_json(&addr, "/api/views/customer_totals?as_of=1&key=Ali");
+    assert_eq!(key["rows"][0]["total_amount"], then["Ali"], "{key}");
+    // A time resolves to the version committed at or before it: now is the latest version.
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let latest = get_json(&addr, &format!("/api/views/customer_totals?as_of={t}"));
+    assert_eq!(&rows_of(&latest, "customer", "total_amount"), now);
+    for (path, status, detail) in [
+        ("?as_of=99", 404, "no version as of version 99"),
+        ("?as_of=2001-01-01T00:00:00Z", 404, "no version as of 2001"),
+        ("?as_of=yesterday", 400, "neither a table version nor"),
+        ("/stream?as_of=1", 400, "a stream follows the live view"),
+    ] {
+        let (s, body) = util::http(
+            &addr,
+            "GET",
+            &format!("/api/views/customer_totals{path}"),
+            &[],
+        );
+        assert_eq!(s, status, "{path}: {body}");
+        assert!(body.contains(detail), "{path}: {body}");
+    }
+    // Compact merges what the batch view covers and, with no retention, deletes the originals:
+    // version 1 can no longer be read, and says so.
+    env.ok(&["batch"]);
+    let out = env.ok(&["compact", "--retention", "0s"]);
+    assert!(!out.contains(" 0 file(s) deleted"), "{out}");
+    let (s, body) = util::http(&addr, "GET", "/api/views/customer_totals?as_of=1", &[]);
+    assert_eq!(s, 410, "{body}");
+    assert!(body.contains("removed by `lambdaflow compact`"), "{body}");
+    terminate(serve);
 }

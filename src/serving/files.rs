@@ -152,10 +152,11 @@ pub fn rewrite_interval(rows: usize) -> Duration {
 
 /// `lambdaflow serve`: the HTTP API over what the layers wrote, followed every second, until
 /// `shutdown` (or until either task fails). `serving_view.json/` is rewritten when the answer
-/// changes.
+/// changes. `time_travel` answers `?as_of=`.
 pub async fn serve_files(
     p: Arc<Pipeline>,
     listen: std::net::SocketAddr,
+    time_travel: http::TimeTravel,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let layout = p.layout();
@@ -186,7 +187,8 @@ pub async fn serve_files(
     let tasks = Supervisor::new();
     tasks.spawn("file follower", follower.follow(tx, tasks.stopping()));
     tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
-    let server = http::serve(listener, http::AppState::new(p, rx, None), tasks.stopping());
+    let app = http::AppState::new(p, rx, None).with_time_travel(time_travel);
+    let server = http::serve(listener, app, tasks.stopping());
     tasks.spawn("HTTP server", async move {
         server
             .await

@@ -42,6 +42,12 @@ pub fn document(views: &[&str]) -> Value {
             "Add each row's batch part and speed part under `_explain`."
         ),
     ]);
+    let mut get_params = view_params.clone();
+    get_params.as_array_mut().expect("a list").push(query(
+        "as_of",
+        json!({ "type": "string", "pattern": "^([0-9]+|[0-9]{4}-.+)$" }),
+        "The view as the master dataset was at this Delta table version (a number) or time (RFC 3339): the batch layer's answer over that version, computed on first request, no speed part. The answer's `as_of.table_version` says which version.",
+    ));
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -97,12 +103,13 @@ pub fn document(views: &[&str]) -> Value {
             }},
             "/api/views/{view}": { "get": {
                 "summary": "The view's final rows (batch ⊕ speed) and what they are made of.",
-                "parameters": view_params,
+                "parameters": get_params,
                 "responses": {
                     "200": { "description": "The view", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/View" } } } },
                     "400": err("A bad parameter"),
                     "401": err("Missing or wrong bearer token"),
-                    "404": err("No such view")
+                    "404": err("No such view, or no table version as of `as_of`"),
+                    "410": err("The files of the `as_of` version were removed by `lambdaflow compact` (VACUUM)")
                 }
             }},
             "/api/views/{view}/stream": { "get": {
@@ -121,7 +128,7 @@ pub fn document(views: &[&str]) -> Value {
                 "description": "Required on every endpoint but /health when `serving.token` is set." } },
             "schemas": {
                 "Error": { "type": "object", "required": ["error", "detail"], "properties": {
-                    "error": { "type": "string", "description": "A stable code: bad_request, unauthorized, not_found, method_not_allowed, conflict, not_ready, internal." },
+                    "error": { "type": "string", "description": "A stable code: bad_request, unauthorized, not_found, gone, method_not_allowed, conflict, not_ready, uri_too_long, headers_too_large, internal." },
                     "detail": { "type": "string", "description": "What is wrong, for a person." } } },
                 "Freshness": { "type": "object", "properties": {
                     "batch_run": { "type": "string", "nullable": true },
@@ -146,7 +153,9 @@ pub fn document(views: &[&str]) -> Value {
                     "offset": { "type": "integer" },
                     "next_offset": { "type": "integer", "nullable": true, "description": "The `offset` of the next page; null on the last." },
                     "freshness": { "$ref": "#/components/schemas/Freshness" },
-                    "version": { "type": "integer" } } }
+                    "version": { "type": "integer" },
+                    "as_of": { "type": "object", "description": "With `?as_of=`: the table version answered.",
+                        "properties": { "table_version": { "type": "integer" } } } } }
             }
         },
         "security": [ { "bearer": [] } ]

@@ -167,6 +167,18 @@ pub enum AsOf {
     Time(chrono::DateTime<chrono::Utc>),
 }
 
+impl AsOf {
+    /// A table version (a number) or an RFC 3339 time, as `--as-of` and `?as_of=` take it.
+    pub fn parse(s: &str) -> std::result::Result<AsOf, String> {
+        if let Ok(v) = s.parse::<u64>() {
+            return Ok(AsOf::Version(v));
+        }
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| AsOf::Time(t.with_timezone(&chrono::Utc)))
+            .map_err(|e| format!("neither a table version nor an RFC 3339 time ({e})"))
+    }
+}
+
 impl std::fmt::Display for AsOf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -196,8 +208,33 @@ pub fn snapshot(dir: &Path, as_of: AsOf) -> Result<Snapshot> {
             AsOf::Time(t) => table.load_with_datetime(t).await,
         };
         at.map_err(|e| table_error(&d, &format!("cannot read it as of {as_of}"), e))?;
+        if let AsOf::Time(t) = as_of {
+            before(&d, &table, t)?;
+        }
         snapshot_of(&d, &table)
     })
+}
+
+/// Checks that `table`, loaded as of `t`, was committed at or before `t`: delta-rs loads the
+/// first version for a time before it, where Delta (and `--as-of`'s promise) has none.
+fn before(dir: &Path, table: &DeltaTable, t: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    let Some(v) = table.version() else {
+        return Ok(());
+    };
+    let committed = table
+        .snapshot()
+        .ok()
+        .and_then(|s| s.version_timestamp(v))
+        .and_then(chrono::DateTime::from_timestamp_millis);
+    match committed {
+        Some(c) if c > t => Err(Error::config(format!(
+            "{}: no version was committed at or before {} (the first one readable, version {v}, was committed at {})",
+            dir.display(),
+            t.to_rfc3339(),
+            c.to_rfc3339()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// One range of a partition to archive: its events' segment, if any had a good event.

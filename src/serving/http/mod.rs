@@ -7,10 +7,11 @@
 //! Files: `error.rs` (the JSON error shape), `auth.rs` (the bearer token), `views.rs` (rows,
 //! pages, keys, the stream), `status.rs` (health, status, batch trigger), `metrics.rs`
 //! (`/metrics` and request recording), `parse_errors.rs` (JSON for the requests hyper answers
-//! itself). Errors are JSON `{"error", "detail"}` with the
+//! itself), `as_of.rs` (views of past table versions). Errors are JSON `{"error", "detail"}` with the
 //! right status; with `serving.token` set, every endpoint but `/health` requires
 //! `Authorization: Bearer <token>` (or `?access_token=` for the browser's EventSource).
 
+mod as_of;
 mod auth;
 mod error;
 mod metrics;
@@ -32,6 +33,7 @@ use axum::routing::{get, post};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
+pub use as_of::TimeTravel;
 pub use error::{ApiError, ApiResult};
 pub use views::DEFAULT_PAGE;
 
@@ -53,6 +55,7 @@ pub struct AppState {
     pipeline: Arc<Pipeline>,
     served: watch::Receiver<Arc<ServingState>>,
     batch_trigger: Option<Arc<Notify>>,
+    history: Option<Arc<as_of::History>>,
     metrics: Arc<metrics::Metrics>,
     throughput: Arc<Mutex<Throughput>>,
     started: Instant,
@@ -70,6 +73,7 @@ impl AppState {
             pipeline,
             served,
             batch_trigger,
+            history: None,
             metrics: Arc::new(metrics::Metrics::new()),
             throughput: Arc::default(),
             started: Instant::now(),
@@ -91,6 +95,13 @@ impl AppState {
             }
         });
         st
+    }
+
+    /// Enables `?as_of=` on `GET /api/views/{view}`: `travel` computes the views of a past
+    /// table version.
+    pub fn with_time_travel(mut self, travel: TimeTravel) -> Self {
+        self.history = Some(Arc::new(as_of::History::new(travel)));
+        self
     }
 
     fn state(&self) -> Arc<ServingState> {

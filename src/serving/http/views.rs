@@ -23,6 +23,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::serving::table::{Order, ServingTable};
 use crate::serving::{ServedView, ServingState, freshness};
+use crate::storage::delta::AsOf;
 
 /// Rows a full read returns when `limit` is not given.
 pub const DEFAULT_PAGE: usize = 1000;
@@ -35,6 +36,8 @@ pub(super) struct ViewParams {
     offset: usize,
     order_by: Option<(String, bool)>,
     explain: bool,
+    /// `as_of`: the view as the master dataset was at a table version or time.
+    as_of: Option<AsOf>,
 }
 
 impl ViewParams {
@@ -45,6 +48,7 @@ impl ViewParams {
             && self.offset == 0
             && self.order_by.is_none()
             && !self.explain
+            && self.as_of.is_none()
     }
 
     fn cache_key(&self) -> String {
@@ -92,10 +96,16 @@ pub(super) fn parse_params(q: &BTreeMap<String, String>) -> ApiResult<ViewParams
                     }
                 }
             }
+            "as_of" => {
+                p.as_of = Some(
+                    AsOf::parse(v)
+                        .map_err(|e| ApiError::bad_request(format!("as_of `{v}`: {e}")))?,
+                )
+            }
             "access_token" => {}
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown parameter `{other}`; expected key, limit, offset, order_by, explain"
+                    "unknown parameter `{other}`; expected key, limit, offset, order_by, explain, as_of"
                 )));
             }
         }
@@ -291,7 +301,21 @@ pub(super) async fn get_view(
     let params = parse_params(&q)?;
     let s = st.state();
     let v = view(&s, &name)?;
-    Ok(json_response(view_body(&st, v, &params, true)?))
+    let Some(as_of) = params.as_of else {
+        return Ok(json_response(view_body(&st, v, &params, true)?));
+    };
+    let history = st.history.as_ref().ok_or_else(|| {
+        ApiError::bad_request("as_of: this server does not compute views of the past")
+    })?;
+    let (version, views) = history.views(&st.pipeline, as_of).await?;
+    let past = views
+        .iter()
+        .find(|p| p.def.name == v.def.name)
+        .ok_or_else(|| ApiError::not_found(format!("view `{name}` as of {as_of}")))?;
+    let mut body = view_body(&st, past, &params, false)?;
+    body.pop(); // the closing brace
+    body.push_str(&format!(",\"as_of\":{{\"table_version\":{version}}}}}"));
+    Ok(json_response(body))
 }
 
 /// What a stream has sent last.
@@ -408,6 +432,11 @@ pub(super) async fn stream_view(
     let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let params = parse_params(&q)?;
+    if params.as_of.is_some() {
+        return Err(ApiError::bad_request(
+            "as_of: a stream follows the live view; ask GET /api/views/{view}?as_of= for the past",
+        ));
+    }
     view(&st.state(), &name)?;
     let cursor = StreamCursor {
         rx: st.served.clone(),

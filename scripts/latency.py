@@ -90,7 +90,7 @@ def main():
     if len(lat) < len(sent):
         print(f"only {len(lat)} of {len(sent)} probes were seen", file=sys.stderr)
         sys.exit(1)
-    q = statistics.quantiles(lat, n=100)
+    q = statistics.quantiles(lat, n=100, method="inclusive")
     print(f"probes={len(lat)} p50_ms={statistics.median(lat):.1f} p99_ms={q[98]:.1f} "
           f"max_ms={max(lat):.1f} events={i} rate={i / a.seconds:.0f}")
 

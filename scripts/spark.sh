@@ -11,6 +11,9 @@
 #                                 (also when CMD fails); exits with CMD's status
 #   scripts/spark.sh install      only install pyspark into the venv
 #   scripts/spark.sh home         print SPARK_HOME (the pyspark package directory)
+#   scripts/spark.sh kafka-jars   fetch Spark's Kafka connector (spark-sql-kafka-0-10 and what it
+#                                 needs beyond Spark's own jars) from Maven Central with mvn,
+#                                 once, into <cache>/spark/jars; print them for --jars
 #
 # The server is `local[*]` Spark (driver and executors in one JVM) listening for Spark Connect
 # clients on sc://127.0.0.1:SPARK_PORT; its web UI is off, and a shuffle has two partitions per
@@ -48,6 +51,30 @@ install() {
   log "pip install pyspark==$pyspark_version into $venv (about 450 MB, once)"
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "pyspark==$pyspark_version" >&2
+}
+
+# Spark 4.0.0's Kafka source and its dependencies that pyspark does not ship.
+kafka_jars() {
+  local dir=$cache/spark/jars
+  local artifacts=(
+    org.apache.spark:spark-sql-kafka-0-10_2.13:$pyspark_version
+    org.apache.spark:spark-token-provider-kafka-0-10_2.13:$pyspark_version
+    org.apache.kafka:kafka-clients:3.9.0
+    org.apache.commons:commons-pool2:2.12.0
+  )
+  mkdir -p "$dir"
+  local a jars=()
+  for a in "${artifacts[@]}"; do
+    IFS=: read -r _ name version <<<"$a"
+    local jar=$dir/$name-$version.jar
+    if [ ! -f "$jar" ]; then
+      command -v mvn >/dev/null || { log "Maven (mvn) is needed to fetch $a: apt-get install maven"; exit 1; }
+      log "fetching $a from Maven Central"
+      mvn -q -B dependency:copy -Dartifact="$a" -DoutputDirectory="$dir" >&2
+    fi
+    jars+=("$jar")
+  done
+  (IFS=,; echo "${jars[*]}")
 }
 
 spark_home() { "$venv/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'; }
@@ -127,5 +154,6 @@ case "${1:-}" in
   status) status ;;
   install) install ;;
   home) install; spark_home ;;
-  *) echo "usage: $0 start|stop|status|install|home|run CMD…" >&2; exit 2 ;;
+  kafka-jars) kafka_jars ;;
+  *) echo "usage: $0 start|stop|status|install|home|kafka-jars|run CMD…" >&2; exit 2 ;;
 esac

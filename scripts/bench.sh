@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every figure in BENCHMARKS.md, in one command: the benchmark scripts one after the other, on the
+# release build, each with its anchors measured in the same run (see each script's header).
+#
+#   bench-batch.sh     lambdaflow batch vs DuckDB, DataFusion-python, the workshop's PySpark job
+#                      and the Spark engine: 1M and 10M events, alternating rounds, medians
+#   bench-latency.sh   produce-to-visible latency vs the workshop's Spark Structured Streaming job
+#   bench-speed.sh     speed-layer throughput, Lambda vs Kappa recompute, latency, compact
+#   bench-serving.sh   serving at 10,000 and 1,000,000 keys (requests/s, memory)
+#   bench-isolation.sh what read-committed serving costs in latency
+#
+# ONLY="batch latency" runs a subset. Output goes to the terminal and to .cache/bench/bench.log.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+mkdir -p .cache/bench
+parts=${ONLY:-batch latency speed serving isolation}
+{
+  echo "# scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, commit $(git rev-parse --short HEAD)"
+  for part in $parts; do
+    echo; echo "## scripts/bench-$part.sh"
+    "scripts/bench-$part.sh"
+  done
+} 2>&1 | tee .cache/bench/bench.log

@@ -4,7 +4,7 @@
 # 10,000) into `lambdaflow produce` (stdin) on a fresh 2-partition topic, with a probe event
 # every 200 ms; the probe's total is polled over HTTP every 5 ms; a probe's latency runs from
 # the write of its line to the producer to the first poll that sees it. SECONDS_PER_RUN (40)
-# per run; the systems alternate (A B C, A B C, …) for ROUNDS rounds (2); medians are printed.
+# per run; the systems alternate (A B C, A B C, …) for ROUNDS rounds (3); medians are printed.
 #
 #   lambdaflow run                  its HTTP API (`?key=__probe`), read-uncommitted (default)
 #   Spark, default trigger          scripts/spark_speed_layer.py: the workshop's job, its probe
@@ -17,7 +17,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-export ROUNDS=${ROUNDS:-2} SECS=${SECONDS_PER_RUN:-40} RATE=${RATE:-10000}
+export ROUNDS=${ROUNDS:-3} SECS=${SECONDS_PER_RUN:-40} RATE=${RATE:-10000}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
 if [ -n "${LAMBDAFLOW_BIN:-}" ]; then

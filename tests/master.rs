@@ -284,11 +284,19 @@ fn the_api_answers_as_of_a_table_version(
         assert_eq!(s, status, "{path}: {body}");
         assert!(body.contains(detail), "{path}: {body}");
     }
-    // Compact merges what the batch view covers and, with no retention, deletes the originals:
-    // version 1 can no longer be read, and says so.
+    // Compact merges what the batch view covers and, with no retention, deletes the originals.
+    // A kept answer stays served (it is still that version's view); a server that does not
+    // keep it cannot compute version 1 again, and says so.
     env.ok(&["batch"]);
     let out = env.ok(&["compact", "--retention", "0s"]);
     assert!(!out.contains(" 0 file(s) deleted"), "{out}");
+    let kept = get_json(&addr, "/api/views/customer_totals?as_of=1");
+    assert_eq!(&rows_of(&kept, "customer", "total_amount"), then);
+    terminate(serve);
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let listen = format!("--listen={addr}");
+    let serve = env.spawn("serve", &["serve", &listen]);
+    get_json(&addr, "/health");
     let (s, body) = util::http(&addr, "GET", "/api/views/customer_totals?as_of=1", &[]);
     assert_eq!(s, 410, "{body}");
     assert!(body.contains("removed by `lambdaflow compact`"), "{body}");

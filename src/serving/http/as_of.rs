@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiResult};
 use crate::config::Pipeline;
 use crate::serving::ServedView;
 use crate::storage::PublishedBatch;
-use crate::storage::delta::{self, AsOf};
+use crate::storage::delta::{self, AsOf, Snapshot};
 
 /// Computes every view's batch state over table version `v` (in the pipeline's view order).
 pub type TimeTravel =
@@ -46,13 +46,14 @@ impl History {
 
     /// Every view as of `as_of`, and the table version that is.
     pub(super) async fn views(&self, p: &Pipeline, as_of: AsOf) -> ApiResult<(u64, PastViews)> {
-        let version = resolve(p, as_of).await?;
+        let (version, table) = resolve(p, as_of).await?;
         let mut kept = self.kept.lock().await;
         if let Some(i) = kept.iter().position(|(v, _)| *v == version) {
             let hit = kept.remove(i).expect("a kept version");
             kept.push_front(hit.clone());
             return Ok((version, hit.1));
         }
+        readable(version, &table)?;
         tracing::info!(
             table_version = version,
             "serving layer: computing the views as of a past table version"
@@ -79,37 +80,46 @@ impl History {
     }
 }
 
-/// The table version `as_of` names: 404 when the table has no such version, 410 when its
-/// files were removed by `lambdaflow compact` (VACUUM).
-async fn resolve(p: &Pipeline, as_of: AsOf) -> ApiResult<u64> {
+/// The table as of `as_of` and its version: 404 when the table has no such version (the
+/// latest one is read only then, to say what there is).
+async fn resolve(p: &Pipeline, as_of: AsOf) -> ApiResult<(u64, Snapshot)> {
     let dir = p.layout().master_dir();
-    let (latest, at) = tokio::task::spawn_blocking(move || {
-        let latest = delta::snapshot(&dir, AsOf::Latest);
-        (latest, delta::snapshot(&dir, as_of))
+    let (at, latest) = tokio::task::spawn_blocking(move || {
+        let at = delta::snapshot(&dir, as_of);
+        let latest = at.is_err().then(|| delta::snapshot(&dir, AsOf::Latest));
+        (at, latest)
     })
     .await
     .map_err(|e| ApiError::internal(crate::Error::task("reading the Delta log", e)))?;
-    let Some(latest) = latest?.version else {
-        return Err(ApiError::not_found(
-            "the master dataset has no Delta table yet (the speed layer creates it at its first checkpoint)",
-        ));
-    };
-    let at = at.map_err(|e| {
-        tracing::debug!(cause = %e.report(), %as_of, "serving layer: no table version as of");
-        ApiError::not_found(format!(
-            "the master dataset has no version as of {as_of} (versions 0 to {latest})"
-        ))
-    })?;
-    let version = at.version.unwrap_or(latest);
-    if let Some(gone) = at.segments.iter().find(|s| !s.path.exists()) {
-        return Err(ApiError::new(
+    match at {
+        Ok(table) => {
+            if let Some(v) = table.version {
+                return Ok((v, table));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(cause = %e.report(), %as_of, "serving layer: no table version as of")
+        }
+    }
+    Err(ApiError::not_found(
+        match latest.and_then(|l| l.ok()).and_then(|l| l.version) {
+            None => "the master dataset has no Delta table yet (the speed layer creates it at its first checkpoint)".to_string(),
+            Some(l) => format!("the master dataset has no version as of {as_of} (its latest is version {l})"),
+        },
+    ))
+}
+
+/// 410 when a data file of `table` was removed by `lambdaflow compact` (VACUUM).
+fn readable(version: u64, table: &Snapshot) -> ApiResult<()> {
+    match table.segments.iter().find(|s| !s.path.exists()) {
+        None => Ok(()),
+        Some(gone) => Err(ApiError::new(
             StatusCode::GONE,
             "gone",
             format!(
                 "version {version} of the master dataset can no longer be read: its file {} was removed by `lambdaflow compact` (VACUUM)",
                 gone.path.file_name().unwrap_or_default().to_string_lossy()
             ),
-        ));
+        )),
     }
-    Ok(version)
 }

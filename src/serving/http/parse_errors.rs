@@ -1,5 +1,6 @@
 //! Requests that are not HTTP enough to reach a handler — a request line over hyper's 64 KiB
-//! limit (414), headers over its buffer (431), a malformed head (400) — are answered by hyper
+//! limit (414), a head over its buffer or with more than 100 headers (431), a malformed head
+//! (400) — are answered by hyper
 //! itself with an empty body, before any route or middleware runs, and hyper offers no hook
 //! for that answer. [`JsonParseErrors`] wraps each accepted connection and gives those answers
 //! the API's JSON error shape: it recognizes hyper's automatic response (one of those three
@@ -72,7 +73,7 @@ fn replacement(head: &[u8]) -> Option<Vec<u8>> {
         "431" => ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
-            "the request's head does not fit in the server's buffer (about 400 KB)",
+            "the request's head is too large: over about 400 KB, or more than 100 headers",
         ),
         _ => return None,
     };

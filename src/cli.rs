@@ -174,11 +174,7 @@ fn overrides(g: &Global, dataset: &[PathBuf], listen: Option<&str>) -> Result<Ov
         o.push(("kafka.topic".into(), v.clone().into()));
     }
     if let Some(v) = g.engine {
-        let name = match v {
-            BatchEngine::Datafusion => "datafusion",
-            BatchEngine::Spark => "spark",
-        };
-        o.push(("batch.engine".into(), name.into()));
+        o.push(("batch.engine".into(), v.name().into()));
     }
     if let Some(v) = &g.spark_remote {
         o.push(("batch.spark-remote".into(), v.clone().into()));

@@ -141,6 +141,16 @@ pub enum BatchEngine {
     Spark,
 }
 
+impl BatchEngine {
+    /// Its name in the config, on the command line and in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchEngine::Datafusion => "datafusion",
+            BatchEngine::Spark => "spark",
+        }
+    }
+}
+
 /// Where the speed layer starts on a partition it has no checkpoint for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

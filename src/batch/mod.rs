@@ -194,10 +194,7 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
         segments: segments.len() as u64,
         table_version: table.version,
         offsets,
-        engine: match cfg.batch.engine {
-            BatchEngine::Datafusion => "datafusion".into(),
-            BatchEngine::Spark => "spark".into(),
-        },
+        engine: cfg.batch.engine.name().into(),
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
     };

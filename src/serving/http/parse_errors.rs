@@ -51,10 +51,32 @@ impl<S> JsonParseErrors<S> {
     }
 }
 
-/// The JSON response standing for hyper's automatic `head`, if `head` is one.
+/// hyper's automatic heads are a status line, `content-length` and `date`: well under this.
+const AUTOMATIC_HEAD_MAX: usize = 256;
+
+/// The JSON response standing for hyper's automatic `head`, if `head` is one. Every response
+/// the server writes passes here: the status and the length are checked first, so any other
+/// response costs a few byte comparisons.
 fn replacement(head: &[u8]) -> Option<Vec<u8>> {
+    let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    let error = match status {
+        b"400" => ApiError::bad_request("the request is not a valid HTTP/1.1 request head"),
+        b"414" => ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "the request line is longer than the server's 65,534-byte limit",
+        ),
+        b"431" => ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "the request's head is too large: over about 400 KB, or more than 100 headers",
+        ),
+        _ => return None,
+    };
+    if head.len() > AUTOMATIC_HEAD_MAX {
+        return None;
+    }
     let head = std::str::from_utf8(head).ok()?;
-    let status_line = head.strip_prefix("HTTP/1.1 ")?;
     let automatic = head.ends_with("\r\n\r\n")
         && head.matches("\r\n\r\n").count() == 1
         && head
@@ -63,20 +85,6 @@ fn replacement(head: &[u8]) -> Option<Vec<u8>> {
     if !automatic {
         return None;
     }
-    let error = match status_line.get(..3)? {
-        "400" => ApiError::bad_request("the request is not a valid HTTP/1.1 request head"),
-        "414" => ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            "the request line is longer than the server's 65,534-byte limit",
-        ),
-        "431" => ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            "the request's head is too large: over about 400 KB, or more than 100 headers",
-        ),
-        _ => return None,
-    };
     let body = error.body();
     let reason = error.status.canonical_reason().unwrap_or("");
     Some(

@@ -221,8 +221,19 @@ fn msg(e: &crate::Error) -> String {
     }
 }
 
+/// What a view's body says last, besides its rows and freshness.
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// Nothing (a stream's event: its version moves).
+    None,
+    /// The table's version (`GET`).
+    Version,
+    /// The master dataset's table version answered (`GET ?as_of=`).
+    AsOf(u64),
+}
+
 /// The body of a view: the rows selected, paging, freshness, and explanations.
-fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, version: bool) -> ApiResult<String> {
+fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> ApiResult<String> {
     if let Some((col, _)) = &p.order_by
         && let Ok(c) = v.def.output_schema().index_of(col)
     {
@@ -272,8 +283,10 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, version: bool) -> Ap
     body.push_str(",\"freshness\":");
     let f = freshness(&t, &st.pipeline.config.kafka.topic);
     body.push_str(&serde_json::to_string(&f).map_err(ApiError::internal)?);
-    if version {
-        body.push_str(&format!(",\"version\":{}", t.version()));
+    match stamp {
+        Stamp::None => {}
+        Stamp::Version => body.push_str(&format!(",\"version\":{}", t.version())),
+        Stamp::AsOf(v) => body.push_str(&format!(",\"as_of\":{{\"table_version\":{v}}}")),
     }
     body.push('}');
     Ok(body)
@@ -302,7 +315,7 @@ pub(super) async fn get_view(
     let s = st.state();
     let v = view(&s, &name)?;
     let Some(as_of) = params.as_of else {
-        return Ok(json_response(view_body(&st, v, &params, true)?));
+        return Ok(json_response(view_body(&st, v, &params, Stamp::Version)?));
     };
     let history = st.history.as_ref().ok_or_else(|| {
         ApiError::bad_request("as_of: this server does not compute views of the past")
@@ -312,10 +325,12 @@ pub(super) async fn get_view(
         .iter()
         .find(|p| p.def.name == v.def.name)
         .ok_or_else(|| ApiError::not_found(format!("view `{name}` as of {as_of}")))?;
-    let mut body = view_body(&st, past, &params, false)?;
-    body.pop(); // the closing brace
-    body.push_str(&format!(",\"as_of\":{{\"table_version\":{version}}}}}"));
-    Ok(json_response(body))
+    Ok(json_response(view_body(
+        &st,
+        past,
+        &params,
+        Stamp::AsOf(version),
+    )?))
 }
 
 /// What a stream has sent last.
@@ -393,10 +408,12 @@ impl StreamCursor {
 
     fn snapshot(&mut self, v: &ServedView, force: bool) -> Option<Event> {
         let body = if self.params.key.is_some() {
-            view_body(&self.st, v, &self.params, false).map(Arc::<str>::from)
+            view_body(&self.st, v, &self.params, Stamp::None).map(Arc::<str>::from)
         } else {
             let (st, params) = (&self.st, &self.params);
-            v.cached_page(&params.cache_key(), || view_body(st, v, params, false))
+            v.cached_page(&params.cache_key(), || {
+                view_body(st, v, params, Stamp::None)
+            })
         };
         let body = match body {
             Ok(b) => b,

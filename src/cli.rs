@@ -69,6 +69,10 @@ pub enum Command {
         /// Don't print the table after each micro-batch.
         #[arg(long)]
         quiet: bool,
+        /// Share the topic's partitions with the other instances of the consumer group
+        /// (speed.consumer-group; kafka.group-id names the group).
+        #[arg(long)]
+        consumer_group: bool,
     },
     /// Serving layer: merge the batch view and the speed layer's state (after the batch view's
     /// offsets) into the final view, print it, write output/serving_view.json/, then serve the
@@ -156,6 +160,16 @@ impl Global {
         listen: Option<&str>,
     ) -> Result<Arc<Pipeline>> {
         let cfg = Config::load(self.config.as_deref(), &overrides(self, dataset, listen)?)?;
+        Ok(Arc::new(cfg.compile().await?))
+    }
+
+    /// [`Global::pipeline`] of `lambdaflow speed` (`--consumer-group` on top).
+    pub async fn speed_pipeline(&self, consumer_group: bool) -> Result<Arc<Pipeline>> {
+        let mut o = overrides(self, &[], None)?;
+        if consumer_group {
+            o.push(("speed.consumer-group".into(), true.into()));
+        }
+        let cfg = Config::load(self.config.as_deref(), &o)?;
         Ok(Arc::new(cfg.compile().await?))
     }
 }

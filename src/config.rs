@@ -175,6 +175,10 @@ pub struct SpeedConfig {
     /// Least time between two checkpoints (`0s`: after every micro-batch).
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// Share the topic's partitions with the other instances of `kafka.group-id` (a Kafka
+    /// consumer group); `false`: this instance reads every partition.
+    #[serde(default)]
+    pub consumer_group: bool,
 }
 
 /// The serving layer's HTTP API.

@@ -20,8 +20,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let as_of = as_of.unwrap_or(AsOf::Latest);
             report::batch_run(&p, &batch::run_as_of(&p, true, as_of).await?);
         }
-        Command::Speed { quiet } => {
-            let p = g.pipeline(&[], None).await?;
+        Command::Speed {
+            quiet,
+            consumer_group,
+        } => {
+            let p = g.speed_pipeline(consumer_group).await?;
             let opts = speed::Options {
                 print_tables: !quiet,
                 ..Default::default()

@@ -39,6 +39,14 @@ pub async fn run(
     listen: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    if p.config.speed.consumer_group {
+        return Err(Error::config(
+            "speed.consumer-group = true: `lambdaflow run` serves its own speed state, which in a \
+             consumer group holds only its partitions; run `lambdaflow speed --consumer-group` \
+             instances, `lambdaflow batch` on a schedule and `lambdaflow serve` replicas (which \
+             serve every partition from the master dataset) instead",
+        ));
+    }
     let layout = p.layout();
     layout.check_writable()?;
     if p.config.kafka.fail_fast {

@@ -14,7 +14,7 @@ use crate::batch;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::serving;
-use crate::storage::{self, checkpoint, segments};
+use crate::storage::{self, segments};
 use crate::view::{ViewDef, ViewState};
 
 /// One key whose served value is not the recomputed one.
@@ -52,10 +52,7 @@ pub async fn verify(p: &Pipeline) -> Result<Report> {
     let mut attempt = 0;
     let (served, bound) = loop {
         let served = serving::from_files(p, &layout)?;
-        let bound = match checkpoint::load(&layout, topic)? {
-            Some(c) => c.offsets,
-            None => segments::archived_until(&segments::committed(&layout)?.segments, topic),
-        };
+        let bound = serving::files::speed_bound(p, &layout)?;
         if served
             .first()
             .is_none_or(|v| *v.read().speed_offsets() == bound)

@@ -8,6 +8,7 @@ mod fuzz;
 mod api;
 mod browser;
 mod failover;
+mod group;
 mod lambda;
 mod master;
 mod spark;

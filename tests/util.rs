@@ -241,6 +241,11 @@ impl Drop for Spawned {
 }
 
 impl Spawned {
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
     fn take(mut self) -> Child {
         self.0.take().expect("a spawned process is taken once")
     }

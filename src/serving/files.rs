@@ -15,18 +15,24 @@ use crate::error::{Error, Result};
 use crate::storage::{Layout, batch_view, checkpoint, segments};
 use crate::supervisor::{SHUTDOWN_LIMIT, Supervisor};
 
-/// Where the speed part stops: the speed checkpoint's offsets, else the end of the archive.
-fn bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> {
+/// Where the speed part stops, per partition: the end of the archive, or the speed checkpoint's
+/// offset where it is further (a speed layer between its checkpoint and the commit). Speed
+/// layers in a consumer group write no checkpoint: the archive is all there is.
+pub fn speed_bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> {
     let topic = &p.config.kafka.topic;
-    Ok(match checkpoint::load(layout, topic)? {
-        Some(c) => c.offsets,
-        None => segments::archived_until(&segments::committed(layout)?.segments, topic),
-    })
+    let mut out = segments::archived_until(&segments::committed(layout)?.segments, topic);
+    if let Some(c) = checkpoint::load(layout, topic)? {
+        for (part, o) in c.offsets {
+            let e = out.entry(part).or_insert(o);
+            *e = (*e).max(o);
+        }
+    }
+    Ok(out)
 }
 
 /// Every view as served from the files (see the module docs).
 pub fn from_files(p: &Pipeline, layout: &Layout) -> Result<Vec<Arc<ServedView>>> {
-    let bound = bound(p, layout)?;
+    let bound = speed_bound(p, layout)?;
     build(p, layout, &(0..p.views.len()).collect::<Vec<_>>(), &bound)
 }
 
@@ -94,7 +100,7 @@ impl Follower {
             .iter()
             .map(|d| batch_view::published_run(&self.layout, d))
             .collect();
-        let bound = bound(&self.p, &self.layout)?;
+        let bound = speed_bound(&self.p, &self.layout)?;
         if runs == self.runs && bound == self.bound {
             return Ok(None);
         }
@@ -171,7 +177,7 @@ pub async fn serve_files(
             .iter()
             .map(|d| batch_view::published_run(&layout, d))
             .collect(),
-        bound: bound(&p, &layout)?,
+        bound: speed_bound(&p, &layout)?,
     };
     let views = build(
         &p,

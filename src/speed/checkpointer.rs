@@ -12,6 +12,11 @@
 //!      each partition's archived offset): visible to the batch layer
 //!   4. streaming_view/ republished (when given rows)
 //! ```
+//!
+//! In a consumer group (see [`super::group`]) there is no checkpoint file: each partition's
+//! segment and dead letters are written, then committed with the owner's epoch; a range
+//! refused because another instance claimed the partition is deleted and reported
+//! ([`Checkpointer::take_fenced`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,9 +25,9 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::storage::checkpoint::{self, Checkpoint, CheckpointView};
-use crate::storage::{self, DeadLetterFile, Layout, delta, segments};
+use crate::storage::{self, DeadLetterFile, Layout, dead_letter_ranges, delta, segments};
 
 /// Above this many speed-state groups the streaming view is rewritten at most every
 /// [`LARGE_VIEW_INTERVAL`] instead of at every checkpoint: finalizing it costs the state's size.
@@ -34,10 +39,15 @@ pub const LARGE_VIEW_INTERVAL: Duration = Duration::from_secs(10);
 struct Pending {
     from: i64,
     batches: Vec<RecordBatch>,
+    /// Dead letters (in a consumer group; otherwise they go to the dead-letter file at once).
+    dead: Vec<serde_json::Value>,
 }
 
+/// Partitions whose ranges were refused: (partition, the epoch of its owner now).
+type Fenced = Vec<(i32, i64)>;
+
 /// A checkpoint being written on a blocking thread; it hands the table writer back.
-type Writing = tokio::task::JoinHandle<(Result<()>, delta::Writer)>;
+type Writing = tokio::task::JoinHandle<(Result<Fenced>, delta::Writer)>;
 
 /// What the speed layer has not archived yet, and the checkpoint being written.
 pub(super) struct Checkpointer {
@@ -54,11 +64,17 @@ pub(super) struct Checkpointer {
     last_view: Option<Instant>,
     /// The archive's table writer (with the checkpoint being written while one is).
     table: Option<delta::Writer>,
+    /// In a consumer group: the owner epoch of each partition this instance claimed.
+    owners: Option<BTreeMap<i32, i64>>,
+    /// Partitions fenced by the checkpoints written since the last [`Self::take_fenced`].
+    fenced: Fenced,
 }
 
 impl Checkpointer {
     pub fn new(p: Arc<Pipeline>, layout: Layout) -> Self {
         Self {
+            owners: p.config.speed.consumer_group.then(BTreeMap::new),
+            fenced: Vec::new(),
             pending: BTreeMap::new(),
             writing: None,
             committed: BTreeMap::new(),
@@ -76,7 +92,36 @@ impl Checkpointer {
         self.pending.entry(part).or_insert_with(|| Pending {
             from: from.unwrap_or(offset),
             batches: Vec::new(),
+            dead: Vec::new(),
         });
+    }
+
+    /// Adds a dead letter of `part` to its next range (consumer group).
+    pub fn dead_letter(&mut self, part: i32, record: serde_json::Value) {
+        if let Some(p) = self.pending.get_mut(&part) {
+            p.dead.push(record);
+        }
+    }
+
+    /// Notes that this instance claimed `part` with `epoch` (consumer group).
+    pub fn own(&mut self, part: i32, epoch: i64) {
+        if let Some(o) = &mut self.owners {
+            o.insert(part, epoch);
+        }
+    }
+
+    /// Forgets a partition this instance no longer owns, with its unarchived events.
+    pub fn forget(&mut self, part: i32) {
+        self.pending.remove(&part);
+        self.committed.remove(&part);
+        if let Some(o) = &mut self.owners {
+            o.remove(&part);
+        }
+    }
+
+    /// The partitions fenced since the last call (another instance claimed them).
+    pub fn take_fenced(&mut self) -> Fenced {
+        std::mem::take(&mut self.fenced)
     }
 
     /// Adds decoded events of `part` to its next segment.
@@ -110,8 +155,12 @@ impl Checkpointer {
         if let Some((h, offsets)) = self.writing.take() {
             let (done, table) = h.await.map_err(|e| Error::task("checkpoint", e))?;
             self.table = Some(table);
-            done?;
+            let fenced = done?;
             self.committed = offsets;
+            for &(part, _) in &fenced {
+                self.committed.remove(&part);
+            }
+            self.fenced.extend(fenced);
         }
         Ok(())
     }
@@ -135,11 +184,13 @@ impl Checkpointer {
     pub async fn start(
         &mut self,
         mut cp: Checkpoint,
-        dlq: &mut DeadLetterFile,
+        dlq: Option<&mut DeadLetterFile>,
         view: Option<Vec<RecordBatch>>,
     ) -> Result<()> {
         self.finish().await?;
-        cp.dead_letter_len = dlq.sync()?;
+        if let Some(dlq) = dlq {
+            cp.dead_letter_len = dlq.sync()?;
+        }
         if view.is_some() {
             self.last_view = Some(Instant::now());
         }
@@ -150,8 +201,9 @@ impl Checkpointer {
             .table
             .take()
             .unwrap_or_else(|| segments::writer(&layout, &p.schema));
+        let owners = self.owners.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let done = write(&p, &layout, &mut table, &cp, pending, view);
+            let done = write(&p, &layout, &mut table, &cp, pending, view, owners.as_ref());
             (done, table)
         });
         self.writing = Some((task, offsets));
@@ -163,7 +215,7 @@ impl Checkpointer {
     pub async fn now(
         &mut self,
         cp: Checkpoint,
-        dlq: &mut DeadLetterFile,
+        dlq: Option<&mut DeadLetterFile>,
         view: Option<Vec<RecordBatch>>,
     ) -> Result<()> {
         self.finish().await?;
@@ -202,7 +254,9 @@ pub(super) fn positions(
 }
 
 /// Archives the pending events as segments, writes the checkpoint that covers them, commits
-/// the segments, and republishes the streaming view when given.
+/// the segments, and republishes the streaming view when given. In a consumer group
+/// (`owners`): no checkpoint file; each range's dead letters are written beside it and the
+/// commit carries the owner's epoch. Returns the partitions fenced.
 fn write(
     p: &Pipeline,
     layout: &Layout,
@@ -210,29 +264,51 @@ fn write(
     cp: &Checkpoint,
     pending: BTreeMap<i32, Pending>,
     view: Option<Vec<RecordBatch>>,
-) -> Result<()> {
+    owners: Option<&BTreeMap<i32, i64>>,
+) -> Result<Fenced> {
     let topic = &p.config.kafka.topic;
     let mut ranges = Vec::new();
+    let mut dead_files = Vec::new();
     for (part, pd) in pending {
         let to = cp.offsets.get(&part).copied().unwrap_or(pd.from);
         if to <= pd.from {
             continue;
         }
+        let fence = match owners {
+            None => delta::Fence::None,
+            Some(o) => match o.get(&part) {
+                Some(&e) => delta::Fence::Owner(e),
+                None => continue, // no longer ours
+            },
+        };
         // Only bad messages: no segment, but the partition's archived offset moves on.
         let segment = (!pd.batches.is_empty())
             .then(|| segments::write_pending(layout, topic, part, pd.from, to, &pd.batches))
             .transpose()?;
+        if !pd.dead.is_empty() {
+            let f = dead_letter_ranges::write(layout, topic, part, (pd.from, to), &pd.dead)?;
+            dead_files.push((part, f));
+        }
         ranges.push(delta::Range {
             topic: topic.clone(),
             partition: part,
             from: pd.from,
             to,
             segment,
+            fence,
         });
     }
-    checkpoint::write(layout, cp)?;
+    if owners.is_none() {
+        checkpoint::write(layout, cp)?;
+    }
+    let mut fenced = Vec::new();
     if !ranges.is_empty() {
-        segments::commit_with(table, ranges, cp.batch_id)?;
+        fenced = segments::commit_with(table, ranges, cp.batch_id)?.fenced;
+    }
+    for (part, f) in dead_files {
+        if fenced.iter().any(|&(p, _)| p == part) {
+            std::fs::remove_file(&f).at(&f)?;
+        }
     }
     if let Some(rows) = view {
         let version = storage::new_version();
@@ -242,5 +318,5 @@ fn write(
             })?;
         }
     }
-    Ok(())
+    Ok(fenced)
 }

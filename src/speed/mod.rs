@@ -43,10 +43,14 @@
 //!   with [`replay()`]);
 //! - [`views`]: the state per view and partition, and the handoff to a new batch run;
 //! - `checkpointer.rs`: segments, checkpoint, commit, in the background;
+//! - `group.rs`: the consumer group's rebalance callback, which claims partitions in the table;
+//!   `ownership.rs`: what the layer does when partitions come, go, or are fenced;
 //! - [`stats`]: progress, histograms, the status snapshot.
 
 mod checkpointer;
 mod dead_letters;
+mod group;
+mod ownership;
 mod recovery;
 mod replay;
 mod source;
@@ -58,7 +62,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -67,13 +71,14 @@ use tracing::{info, warn};
 
 use crate::config::{Pipeline, StartingOffsets};
 use crate::error::Result;
-use crate::kafka::{BrokerHealth, QuietContext};
+use crate::kafka::BrokerHealth;
 use crate::storage::{DeadLetterFile, Layout, PublishedBatch};
 use crate::view::{ViewDef, ViewState};
 use checkpointer::Checkpointer;
 use dead_letters::DeadLetterLog;
+use group::Claims;
 pub use replay::{Replay, replay};
-use source::MicroBatch;
+use source::{MicroBatch, SpeedConsumer};
 pub use stats::{DurationHistogram, LatencyHistogram, Progress, Snapshot};
 use views::Handoff;
 pub use views::SpeedView;
@@ -157,7 +162,10 @@ struct SpeedLayer {
     views: Vec<SpeedView>,
     handoff: Handoff,
     checkpointer: Checkpointer,
-    dlq: DeadLetterFile,
+    /// The dead-letter file (`None` in a consumer group: dead letters go with their range).
+    dlq: Option<DeadLetterFile>,
+    /// In a consumer group: the rebalances' changes, and the owner epoch per partition owned.
+    group: Option<(Arc<Claims>, BTreeMap<i32, i64>)>,
     /// The log lines of rejected messages, summarized.
     rejected: DeadLetterLog,
     brokers: watch::Receiver<BrokerHealth>,
@@ -193,17 +201,23 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
+    // A message of a partition being handed over, kept for after the hand-over.
+    let mut carry = None;
     while !stopping {
         // Wait for the first message of a micro-batch (or shutdown, or something to do).
-        let first = tokio::select! {
-            biased;
-            _ = &mut shutdown => { stopping = true; None }
-            m = consumer.recv() => Some(m),
-            _ = tokio::time::sleep(Duration::from_millis(500)), if layer.checkpointer.has_pending() => None,
-            _ = notify.notified() => { layer.check_batches = true; None }
-            _ = tick.tick() => None,
+        let first = match carry.take() {
+            Some(m) => Some(m),
+            None => tokio::select! {
+                biased;
+                _ = &mut shutdown => { stopping = true; None }
+                m = consumer.recv() => Some(m),
+                _ = tokio::time::sleep(Duration::from_millis(500)), if layer.checkpointer.has_pending() => None,
+                _ = notify.notified() => { layer.check_batches = true; None }
+                _ = tick.tick() => None,
+            },
         };
-        layer.micro_batch(&consumer, first, stopping).await?;
+        carry = layer.micro_batch(&consumer, first, stopping).await?;
+        layer.apply_changes().await?;
     }
     layer.stop().await
 }
@@ -211,18 +225,27 @@ pub async fn run(
 impl SpeedLayer {
     /// Recovery: the checkpoint's positions, then the archive it governs, then the batch views
     /// in service (the state is rebuilt from the segments after their offsets); then the
-    /// consumer, assigned exactly those positions.
+    /// consumer, assigned exactly those positions. In a consumer group, none of this: the
+    /// consumer joins the group, and each partition assigned is recovered from the table when
+    /// it comes ([`group`]).
     async fn recover(
         p: Arc<Pipeline>,
         opts: Options,
         publish: Publish,
         parts: Vec<i32>,
-    ) -> Result<(Self, StreamConsumer<QuietContext>)> {
+    ) -> Result<(Self, SpeedConsumer)> {
         let cfg = &p.config;
         let topic = cfg.kafka.topic.clone();
         let layout = p.layout();
         layout.check_writable()?;
-        let (cp, offsets) = recovery::resume_positions(&layout, &p.schema, &topic)?;
+        let group = cfg
+            .speed
+            .consumer_group
+            .then(|| Claims::new(Arc::clone(&p)));
+        let (cp, offsets) = match group {
+            Some(_) => (None, BTreeMap::new()),
+            None => recovery::resume_positions(&layout, &p.schema, &topic)?,
+        };
         let mut snap = Snapshot {
             offsets,
             consumed: cp.as_ref().map_or(0, |c| c.consumed),
@@ -231,46 +254,30 @@ impl SpeedLayer {
         let mut views = vec![SpeedView::default(); p.views.len()];
         let mut handoff = Handoff::new(p.views.len());
         handoff.sync(&p, &layout, &mut views, &snap.offsets, true)?;
-        let mut dlq = DeadLetterFile::open(
-            &layout.dead_letter(),
-            Some(cp.as_ref().map_or(0, |c| c.dead_letter_len)),
-        )?;
-        snap.dead_letters = dlq.count();
-        let consumer = source::consumer(&p, &[("group.id", &cfg.kafka.group_id)])?;
-        let start = |part: i32| {
-            let from = snap.offsets.get(&part).copied().or_else(|| {
-                opts.starting_offsets
-                    .as_ref()
-                    .and_then(|m| m.get(&part).copied())
-            });
-            match from {
-                Some(o) => Offset::Offset(o),
-                None => match cfg.speed.starting_offsets {
-                    StartingOffsets::Earliest => Offset::Beginning,
-                    StartingOffsets::Latest => Offset::End,
-                },
-            }
+        let dlq = match group {
+            Some(_) => None,
+            None => Some(DeadLetterFile::open(
+                &layout.dead_letter(),
+                Some(cp.as_ref().map_or(0, |c| c.dead_letter_len)),
+            )?),
         };
-        source::assign(
-            &consumer,
-            &topic,
-            parts.iter().map(|&part| (part, start(part))),
-        )?;
+        snap.dead_letters = dlq.as_ref().map_or(0, DeadLetterFile::count);
+        let consumer = source::consumer(&p, &[("group.id", &cfg.kafka.group_id)], group.clone())?;
+        match group {
+            Some(_) => source::subscribe(&consumer, &topic)?,
+            None => source::assign(
+                &consumer,
+                &topic,
+                parts
+                    .iter()
+                    .map(|&part| (part, start(&p, &opts, &snap.offsets, part))),
+            )?,
+        }
         let brokers =
             crate::kafka::watch_brokers(&cfg.kafka, parts.clone(), Duration::from_secs(1))?;
-        info!(topic = %topic, partitions = parts.len(), offsets = ?snap.offsets, "speed layer: consuming");
-        let mut checkpointer = Checkpointer::new(Arc::clone(&p), layout.clone());
-        let rows = streaming_rows_all(&p, &views)?;
-        let cp = checkpointer::positions(
-            &p,
-            snap.batch_id,
-            &snap.offsets,
-            snap.consumed,
-            views.iter().map(|v| v.batch_run.clone()),
-        );
-        checkpointer.now(cp, &mut dlq, Some(rows)).await?;
-        snap.checkpointed = checkpointer.committed().clone();
-        let layer = SpeedLayer {
+        info!(topic = %topic, partitions = parts.len(), offsets = ?snap.offsets, consumer_group = group.is_some(), "speed layer: consuming");
+        let checkpointer = Checkpointer::new(Arc::clone(&p), layout.clone());
+        let mut layer = SpeedLayer {
             p,
             layout,
             opts,
@@ -280,6 +287,7 @@ impl SpeedLayer {
             handoff,
             checkpointer,
             dlq,
+            group: group.map(|g| (g, BTreeMap::new())),
             rejected: DeadLetterLog::new("sent to the dead-letter file"),
             brokers,
             last_batch_start: Instant::now(),
@@ -288,6 +296,11 @@ impl SpeedLayer {
             check_batches: false,
             last_check: Instant::now(),
         };
+        if layer.group.is_none() {
+            // The checkpoint of the recovered positions (and the streaming view rewritten).
+            layer.checkpoint(true).await?;
+            layer.snap.checkpointed = layer.checkpointer.committed().clone();
+        }
         layer.send_status(true);
         layer.send_reset().await;
         Ok((layer, consumer))
@@ -296,19 +309,29 @@ impl SpeedLayer {
     /// One micro-batch: gathers messages after `first` until the batch is full or `linger`
     /// has passed, folds them into the state, checkpoints when due, follows a new batch run,
     /// and publishes.
-    async fn micro_batch(
+    /// Returns the message that ended it early, if any: one of a partition whose hand-over
+    /// must be applied first (consumer group).
+    async fn micro_batch<'c>(
         &mut self,
-        consumer: &StreamConsumer<QuietContext>,
-        first: Option<KafkaResult<BorrowedMessage<'_>>>,
+        consumer: &'c SpeedConsumer,
+        first: Option<KafkaResult<BorrowedMessage<'c>>>,
         stopping: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<KafkaResult<BorrowedMessage<'c>>>> {
         let started = Instant::now();
         let p = Arc::clone(&self.p);
         let mut mb = MicroBatch::new(&p.schema);
         let mut msg = first;
+        let mut carry = None;
         let deadline = tokio::time::Instant::now() + p.config.speed.linger;
         while let Some(m) = msg.take() {
-            self.take(&mut mb, m)?;
+            match self.owns(&m) {
+                ownership::Owns::Yes => self.take(&mut mb, m)?,
+                ownership::Owns::AfterHandOver => {
+                    carry = Some(m);
+                    break;
+                }
+                ownership::Owns::No => {}
+            }
             if mb.messages as usize >= p.config.speed.max_batch_rows {
                 break;
             }
@@ -359,7 +382,7 @@ impl SpeedLayer {
             // Waits when serving is UPDATE_QUEUE updates behind; gone when serving stopped.
             let _ = tx.send(SpeedUpdate::Delta { views, offsets }).await;
         }
-        Ok(())
+        Ok(carry)
     }
 
     /// Decodes one message into the micro-batch; a bad one goes to the dead-letter file.
@@ -372,7 +395,10 @@ impl SpeedLayer {
                 if let Some(rec) = mb.push(&m) {
                     let reason = rec["reason"].as_str().unwrap_or_default();
                     self.rejected.rejected(m.topic(), part, m.offset(), reason);
-                    self.dlq.append(&rec)?;
+                    match &mut self.dlq {
+                        Some(dlq) => dlq.append(&rec)?,
+                        None => self.checkpointer.dead_letter(part, rec),
+                    }
                 }
                 self.snap.offsets.insert(part, m.offset() + 1);
                 self.consumer_errors = 0;
@@ -422,7 +448,8 @@ impl SpeedLayer {
     /// Starts a checkpoint of what is pending (waits for it too when `wait`).
     async fn checkpoint(&mut self, wait: bool) -> Result<()> {
         let groups = self.views.iter().map(SpeedView::groups).max().unwrap_or(0);
-        let rows = if self.checkpointer.view_due(groups, wait) {
+        // In a consumer group each instance holds some partitions: `serve` shows them all.
+        let rows = if self.group.is_none() && self.checkpointer.view_due(groups, wait) {
             Some(streaming_rows_all(&self.p, &self.views)?)
         } else {
             None
@@ -435,9 +462,11 @@ impl SpeedLayer {
             self.views.iter().map(|v| v.batch_run.clone()),
         );
         if wait {
-            self.checkpointer.now(cp, &mut self.dlq, rows).await
+            self.checkpointer.now(cp, self.dlq.as_mut(), rows).await?;
+            self.drop_fenced();
+            Ok(())
         } else {
-            self.checkpointer.start(cp, &mut self.dlq, rows).await
+            self.checkpointer.start(cp, self.dlq.as_mut(), rows).await
         }
     }
 
@@ -550,6 +579,23 @@ impl SpeedLayer {
             status: self.snap,
             views: self.views,
         })
+    }
+}
+
+/// Where a partition starts without a consumer group: the checkpoint's offset, else the
+/// command's starting offset, else `speed.starting-offsets`.
+fn start(p: &Pipeline, opts: &Options, offsets: &BTreeMap<i32, i64>, part: i32) -> Offset {
+    let from = offsets.get(&part).copied().or_else(|| {
+        opts.starting_offsets
+            .as_ref()
+            .and_then(|m| m.get(&part).copied())
+    });
+    match from {
+        Some(o) => Offset::Offset(o),
+        None => match p.config.speed.starting_offsets {
+            StartingOffsets::Earliest => Offset::Beginning,
+            StartingOffsets::Latest => Offset::End,
+        },
     }
 }
 

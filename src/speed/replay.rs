@@ -51,7 +51,7 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
         return Ok(out);
     }
     let group = format!("{}-replay-{}", k.group_id, std::process::id());
-    let consumer = consumer(p, &[("group.id", &group)])?;
+    let consumer = consumer(p, &[("group.id", &group)], None)?;
     source::assign(
         &consumer,
         &k.topic,

@@ -2,6 +2,7 @@
 //! decoding of one micro-batch of messages, shared by the speed layer and `replay`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -13,14 +14,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{Pipeline, StartingOffsets};
 use crate::error::{Error, Result};
 use crate::event::{EventDecoder, EventSchema};
-use crate::kafka::QuietContext;
 use crate::storage;
 
-/// The consumer both the speed layer and `replay` read with; `extra` properties last.
+use super::group::{Claims, SpeedContext};
+
+/// The consumer of the speed layer and `replay`.
+pub(super) type SpeedConsumer = StreamConsumer<SpeedContext>;
+
+/// The consumer both the speed layer and `replay` read with; `extra` properties last. `group`:
+/// a member of a consumer group whose rebalances claim partitions (else partitions are
+/// assigned by [`assign`]).
 pub(super) fn consumer(
     p: &Pipeline,
     extra: &[(&str, &str)],
-) -> Result<StreamConsumer<QuietContext>> {
+    group: Option<Arc<Claims>>,
+) -> Result<SpeedConsumer> {
     let cfg = &p.config;
     // librdkafka postpones the next fetch by `fetch.queue.backoff.ms` (1 s by default) once its
     // local queue holds `queued.min.messages`; at high rates that idles the layer for a second
@@ -46,15 +54,39 @@ pub(super) fn consumer(
     for (k, v) in extra {
         client.set(*k, *v);
     }
+    // Cooperative rebalancing moves only the partitions that change owner; not with the
+    // KIP-848 consumer protocol (`group.protocol=consumer`), where the broker assigns.
+    let kip848 = cfg
+        .kafka
+        .properties
+        .get("group.protocol")
+        .map(String::as_str)
+        == Some("consumer");
+    if group.is_some()
+        && !kip848
+        && !cfg
+            .kafka
+            .properties
+            .contains_key("partition.assignment.strategy")
+    {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     client
-        .create_with_context(QuietContext::default())
+        .create_with_context(SpeedContext::new(group))
         .map_err(Error::KafkaConfig)
+}
+
+/// Joins the consumer group on the topic: partitions come and go through rebalances.
+pub(super) fn subscribe(consumer: &SpeedConsumer, topic: &str) -> Result<()> {
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| Error::kafka(format!("subscribe to `{topic}`"), e))
 }
 
 /// Assigns the consumer the topic's partitions, each from its starting offset (no group
 /// rebalancing: the checkpoint, not the group, says where each partition resumes).
 pub(super) fn assign(
-    consumer: &StreamConsumer<QuietContext>,
+    consumer: &SpeedConsumer,
     topic: &str,
     starts: impl IntoIterator<Item = (i32, Offset)>,
 ) -> Result<()> {
@@ -130,7 +162,7 @@ impl<'s> MicroBatch<'s> {
 /// Takes the messages already fetched, without arming a timer (one per message would cost as
 /// much as the message), then waits up to `deadline` for one more when the queue is empty.
 pub(super) async fn next_message<'c>(
-    consumer: &'c StreamConsumer<QuietContext>,
+    consumer: &'c SpeedConsumer,
     deadline: tokio::time::Instant,
 ) -> Option<rdkafka::error::KafkaResult<BorrowedMessage<'c>>> {
     match consumer.recv().now_or_never() {

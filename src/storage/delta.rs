@@ -41,6 +41,12 @@ pub fn app_id(topic: &str, partition: i32) -> String {
     format!("lambdaflow/{topic}/{partition}")
 }
 
+/// The app id of a topic partition's owner epoch (speed layers in a consumer group): its
+/// `txn` version is the epoch of the last instance that claimed the partition.
+pub fn owner_id(topic: &str, partition: i32) -> String {
+    format!("lambdaflow/{topic}/{partition}/owner")
+}
+
 /// Runs a log operation to completion from synchronous code (see the module docs).
 pub fn block<T: Send + 'static>(
     fut: impl Future<Output = Result<T>> + Send + 'static,
@@ -250,6 +256,40 @@ pub struct Range {
     pub to: i64,
     /// The segment holding its good events (none when the range held only bad messages).
     pub segment: Option<Segment>,
+    /// Who may archive it.
+    pub fence: Fence,
+}
+
+/// Who may archive a range, besides the offset check every range gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// Anyone (the partition has a single writer: one speed layer over all partitions).
+    None,
+    /// Only the owner of this epoch (a speed layer in a consumer group): once another instance
+    /// claimed the partition, the range is refused (reported in [`Committed::fenced`]).
+    Owner(i64),
+    /// Only while no consumer-group instance owns the partition (catching up files found on
+    /// disk: in a group, each owner commits its own).
+    Unowned,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// The new table version (`None`: nothing to commit; the table held every range).
+    pub version: Option<u64>,
+    /// Partitions whose ranges were refused because another instance owns them now: (partition,
+    /// its owner's epoch).
+    pub fenced: Vec<(i32, i64)>,
+}
+
+/// A partition claimed by a consumer-group instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The owner epoch the instance now holds.
+    pub epoch: i64,
+    /// Where the archive of the partition ends (`None`: nothing archived yet).
+    pub archived: Option<i64>,
 }
 
 impl From<&Segment> for Range {
@@ -260,6 +300,7 @@ impl From<&Segment> for Range {
             from: s.from,
             to: s.to,
             segment: Some(s.clone()),
+            fence: Fence::None,
         }
     }
 }
@@ -300,8 +341,27 @@ impl Writer {
 
     /// Commits `ranges` (the segments must have their committed names) in one Delta commit
     /// with their partitions' `txn` versions; `epoch`: the speed layer's micro-batch id.
-    /// Returns the new table version, or `None` when the table already held every range.
-    pub fn commit(&mut self, ranges: Vec<Range>, epoch: u64) -> Result<Option<u64>> {
+    pub fn commit(&mut self, ranges: Vec<Range>, epoch: u64) -> Result<Committed> {
+        self.with_table(move |dir, table| Box::pin(commit(dir, table, ranges, epoch)))
+    }
+
+    /// Claims `partitions` of `topic` for a consumer-group instance: one commit raises each
+    /// one's owner epoch, which fences every earlier owner's later commits (see [`Fence`]).
+    pub fn claim(&mut self, topic: &str, partitions: Vec<i32>) -> Result<BTreeMap<i32, Claim>> {
+        let topic = topic.to_string();
+        self.with_table(move |dir, table| Box::pin(claim(dir, table, topic, partitions)))
+    }
+
+    /// Runs `op` on the table brought up to date (read incrementally since the last call).
+    fn with_table<T: Send + 'static>(
+        &mut self,
+        op: impl for<'a> FnOnce(
+            &'a Path,
+            &'a mut DeltaTable,
+        ) -> futures::future::BoxFuture<'a, Result<T>>
+        + Send
+        + 'static,
+    ) -> Result<T> {
         let (dir, schema, table) = (
             self.dir.clone(),
             std::sync::Arc::clone(&self.schema),
@@ -315,7 +375,7 @@ impl Writer {
                 },
                 None => open(dir.clone(), schema).await?,
             };
-            let done = commit(&dir, &mut table, ranges, epoch).await;
+            let done = op(&dir, &mut table).await;
             Ok((Some(table), done))
         })?;
         self.table = table;
@@ -323,26 +383,127 @@ impl Writer {
     }
 }
 
+/// A `txn` version of the table (`None`: never set).
+async fn txn_version(
+    dir: &Path,
+    table: &DeltaTable,
+    state: &deltalake_core::table::state::DeltaTableState,
+    id: &str,
+) -> Result<Option<i64>> {
+    state
+        .transaction_version(table.log_store().as_ref(), id)
+        .await
+        .map_err(|e| table_error(dir, "cannot read", e))
+}
+
+/// Commits `txns` (and `actions`) built on `state`; `Ok(None)` when another commit won the
+/// race in a way that conflicts (the caller re-reads and checks again).
+async fn try_commit(
+    dir: &Path,
+    table: &mut DeltaTable,
+    state: deltalake_core::table::state::DeltaTableState,
+    txns: BTreeMap<String, i64>,
+    actions: Vec<Action>,
+    epoch: u64,
+) -> Result<Option<u64>> {
+    let props = CommitProperties::default().with_application_transactions(
+        txns.into_iter()
+            .map(|(id, v)| Transaction::new(id, v))
+            .collect(),
+    );
+    let op = DeltaOperation::StreamingUpdate {
+        output_mode: OutputMode::Append,
+        query_id: "lambdaflow-speed".into(),
+        epoch_id: epoch as i64,
+    };
+    match CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(Some(&state), table.log_store(), op)
+        .await
+    {
+        Ok(done) => Ok(Some(done.version())),
+        Err(DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_)) => {
+            table
+                .update_state()
+                .await
+                .map_err(|e| table_error(dir, "cannot read", e))?;
+            Ok(None)
+        }
+        Err(e) => Err(table_error(dir, "cannot commit", e)),
+    }
+}
+
+fn busy(dir: &Path) -> Error {
+    Error::Busy(format!(
+        "{}: other writers kept committing to the master dataset; try again",
+        dir.display()
+    ))
+}
+
+async fn claim(
+    dir: &Path,
+    table: &mut DeltaTable,
+    topic: String,
+    partitions: Vec<i32>,
+) -> Result<BTreeMap<i32, Claim>> {
+    for _ in 0..RETRIES {
+        let state = table
+            .snapshot()
+            .map_err(|e| table_error(dir, "cannot read", e))?
+            .clone();
+        let mut out = BTreeMap::new();
+        let mut txns = BTreeMap::new();
+        for &p in &partitions {
+            let owner = owner_id(&topic, p);
+            let epoch = txn_version(dir, table, &state, &owner).await?.unwrap_or(0) + 1;
+            let archived = txn_version(dir, table, &state, &app_id(&topic, p)).await?;
+            txns.insert(owner, epoch);
+            out.insert(p, Claim { epoch, archived });
+        }
+        if txns.is_empty()
+            || try_commit(dir, table, state, txns, Vec::new(), 0)
+                .await?
+                .is_some()
+        {
+            return Ok(out);
+        }
+    }
+    Err(busy(dir))
+}
+
 async fn commit(
     dir: &Path,
     table: &mut DeltaTable,
     ranges: Vec<Range>,
     epoch: u64,
-) -> Result<Option<u64>> {
-    let dir = dir.to_path_buf();
+) -> Result<Committed> {
     for _ in 0..RETRIES {
         let state = table
             .snapshot()
-            .map_err(|e| table_error(&dir, "cannot read", e))?;
+            .map_err(|e| table_error(dir, "cannot read", e))?
+            .clone();
         let mut actions = Vec::new();
         let mut txns: BTreeMap<String, i64> = BTreeMap::new();
+        let mut fenced = Vec::new();
         for r in &ranges {
+            if fenced.iter().any(|&(p, _)| p == r.partition) {
+                continue;
+            }
+            let owner = txn_version(dir, table, &state, &owner_id(&r.topic, r.partition)).await?;
+            match (r.fence, owner) {
+                (Fence::Owner(e), o) if o != Some(e) => {
+                    fenced.push((r.partition, o.unwrap_or(0)));
+                    continue;
+                }
+                (Fence::Owner(e), _) => {
+                    // Read and written: a claim racing this commit makes it conflict.
+                    txns.insert(owner_id(&r.topic, r.partition), e);
+                }
+                (Fence::Unowned, Some(_)) => continue,
+                _ => {}
+            }
             let id = app_id(&r.topic, r.partition);
-            let at = state
-                .transaction_version(table.log_store().as_ref(), &id)
-                .await
-                .map_err(|e| table_error(&dir, "cannot read", e))?;
-            match at {
+            match txn_version(dir, table, &state, &id).await? {
                 Some(v) if v >= r.to => continue, // already archived
                 Some(v) if v > r.from => {
                     return Err(Error::Config(format!(
@@ -355,43 +516,25 @@ async fn commit(
                 _ => {}
             }
             if let Some(s) = &r.segment {
-                actions.push(add_action(&dir, s)?);
+                actions.push(add_action(dir, s)?);
             }
             let e = txns.entry(id).or_insert(r.to);
             *e = (*e).max(r.to);
         }
-        if txns.is_empty() {
-            return Ok(None);
+        if !txns.keys().any(|k| !k.ends_with("/owner")) {
+            return Ok(Committed {
+                version: None,
+                fenced,
+            });
         }
-        let props = CommitProperties::default().with_application_transactions(
-            txns.into_iter()
-                .map(|(id, v)| Transaction::new(id, v))
-                .collect(),
-        );
-        let op = DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
-            query_id: "lambdaflow-speed".into(),
-            epoch_id: epoch as i64,
-        };
-        match CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(Some(state), table.log_store(), op)
-            .await
-        {
-            Ok(done) => return Ok(Some(done.version())),
-            Err(DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_)) => {
-                table
-                    .update_state()
-                    .await
-                    .map_err(|e| table_error(&dir, "cannot read", e))?;
-            }
-            Err(e) => return Err(table_error(&dir, "cannot commit", e)),
+        if let Some(version) = try_commit(dir, table, state, txns, actions, epoch).await? {
+            return Ok(Committed {
+                version: Some(version),
+                fenced,
+            });
         }
     }
-    Err(Error::Busy(format!(
-        "{}: other writers kept committing to the master dataset; try again",
-        dir.display()
-    )))
+    Err(busy(dir))
 }
 
 /// Replaces `old` by `merged` (the same events, in one file) in one commit that changes no

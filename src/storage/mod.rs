@@ -12,6 +12,8 @@
 //! ├─ serving_view.json -> .serving_view.json.d/<n>/  the merged final view (a directory, as Spark's
 //! │                                               `.json("serving_view.json")` writes it)
 //! ├─ dead_letter.jsonl                            rejected Kafka messages
+//! ├─ dead_letters/topic=<t>/partition=<p>/offsets=<from>-<to>.jsonl
+//! │                                               the same, per range, with a consumer group
 //! ├─ master/                                      the master dataset's Delta table (see `delta`)
 //! │    _delta_log/   topic=<t>/partition=<p>/offsets=<from>-<to>.parquet
 //! │                                               consumed events, archived (see `segments`)
@@ -25,6 +27,7 @@
 pub mod batch_view;
 pub mod checkpoint;
 pub mod compact;
+pub mod dead_letter_ranges;
 pub mod delta;
 pub mod segments;
 
@@ -83,6 +86,11 @@ impl Layout {
     /// The speed layer's dead-letter file.
     pub fn dead_letter(&self) -> PathBuf {
         self.root.join("dead_letter.jsonl")
+    }
+
+    /// The dead letters of speed layers in a consumer group, per partition and range.
+    pub fn dead_letter_ranges(&self) -> PathBuf {
+        self.root.join("dead_letters")
     }
 
     /// The speed layer's archive of consumed events: part of the master dataset.

@@ -277,14 +277,45 @@ pub fn rename(seg: &Segment) -> Result<Segment> {
 
 /// Commits the ranges a checkpoint covers: renames their pending segments, then adds them to
 /// the Delta log in one commit with their partitions' offsets (`epoch`: the micro-batch id).
-pub fn commit_with(w: &mut delta::Writer, ranges: Vec<delta::Range>, epoch: u64) -> Result<()> {
+/// The segments of fenced ranges (another instance owns their partition now) are deleted.
+pub fn commit_with(
+    w: &mut delta::Writer,
+    ranges: Vec<delta::Range>,
+    epoch: u64,
+) -> Result<delta::Committed> {
     let mut ranges = ranges;
     for r in &mut ranges {
         if let Some(s) = &r.segment {
             r.segment = Some(rename(s)?);
         }
     }
-    w.commit(ranges, epoch)?;
+    let done = w.commit(ranges.clone(), epoch)?;
+    for r in &ranges {
+        if let Some(s) = &r.segment
+            && done.fenced.iter().any(|&(p, _)| p == r.partition)
+        {
+            fs::remove_file(&s.path).at(&s.path)?;
+        }
+    }
+    Ok(done)
+}
+
+/// Deletes the segment files of a partition from offset `from` on, which the Delta log does not
+/// list when its archive ends at `from`: what an earlier owner wrote and did not commit (a
+/// consumer-group instance claiming the partition; those events are consumed again).
+pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
+    let dir = partition_dir(layout, topic, partition);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for f in entries {
+        let path = f.at(&dir)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if parse_name(name).is_some_and(|(a, _, _)| a >= from) {
+            tracing::info!(segment = %path.display(), "removing a segment an earlier owner did not commit (it is consumed again)");
+            fs::remove_file(&path).at(&path)?;
+        }
+    }
     Ok(())
 }
 
@@ -295,7 +326,7 @@ pub fn commit(
     ranges: Vec<delta::Range>,
     epoch: u64,
 ) -> Result<()> {
-    commit_with(&mut writer(layout, schema), ranges, epoch)
+    commit_with(&mut writer(layout, schema), ranges, epoch).map(drop)
 }
 
 /// A writer of the master dataset's Delta table.
@@ -340,7 +371,10 @@ pub fn catch_up(layout: &Layout, schema: &EventSchema) -> Result<delta::Snapshot
                 .and_then(|t| t.get(&s.partition))
                 .is_none_or(|&e| s.from >= e)
         })
-        .map(delta::Range::from)
+        .map(|s| delta::Range {
+            fence: delta::Fence::Unowned,
+            ..delta::Range::from(s)
+        })
         .collect();
     if missing.is_empty() {
         return Ok(table);
@@ -556,6 +590,7 @@ mod tests {
             from: 10,
             to: 12,
             segment: None,
+            fence: delta::Fence::None,
         };
         w.commit(vec![only_bad], 4).unwrap();
         let c = write_pending(&layout, "t", 0, 12, 20, &[test_events(8)]).unwrap();

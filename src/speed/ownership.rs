@@ -1,0 +1,151 @@
+//! What the speed layer does, in a consumer group, when partitions come and go (see
+//! [`super::group`]): a claimed partition starts from the table, a revoked one is committed
+//! and dropped, a fenced one (claimed by another instance meanwhile) is dropped.
+
+use std::collections::BTreeMap;
+
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use tracing::{debug, info, warn};
+
+use super::SpeedLayer;
+use super::group::Change;
+use crate::error::Result;
+use crate::storage::delta::Claim;
+use crate::storage::{dead_letter_ranges, segments};
+
+/// Whether the layer takes a message now.
+pub(super) enum Owns {
+    /// Yes (or there is no consumer group).
+    Yes,
+    /// After the hand-over waiting to be applied.
+    AfterHandOver,
+    /// No: its partition is another instance's, or the offset is archived already.
+    No,
+}
+
+impl SpeedLayer {
+    /// Whether the message's partition is this instance's (see [`Owns`]).
+    pub(super) fn owns(&self, m: &KafkaResult<BorrowedMessage<'_>>) -> Owns {
+        let (Some((claims, owned)), Ok(m)) = (&self.group, m) else {
+            return Owns::Yes;
+        };
+        let part = m.partition();
+        if claims.pending() {
+            return Owns::AfterHandOver;
+        }
+        if !owned.contains_key(&part) {
+            debug!(
+                partition = part,
+                offset = m.offset(),
+                "skipping a message of a partition this instance does not own"
+            );
+            return Owns::No;
+        }
+        if self
+            .snap
+            .offsets
+            .get(&part)
+            .is_some_and(|&o| m.offset() < o)
+        {
+            return Owns::No; // fetched before the consumer was moved to the archived end
+        }
+        Owns::Yes
+    }
+
+    /// Applies the rebalances seen since the last call, and drops fenced partitions.
+    pub(super) async fn apply_changes(&mut self) -> Result<()> {
+        let Some((claims, _)) = &self.group else {
+            return Ok(());
+        };
+        let changes = claims.take();
+        let mut changed = self.drop_fenced();
+        for c in changes {
+            changed = true;
+            match c {
+                Change::Assigned(claims) => self.claimed(claims)?,
+                Change::Revoked(parts) => {
+                    // Commit what is pending (fenced already if the next owner claimed).
+                    self.checkpoint(true).await?;
+                    for p in parts {
+                        self.forget(p);
+                    }
+                }
+                Change::Failed(e) => return Err(e),
+            }
+        }
+        if changed {
+            self.snap.checkpointed = self.checkpointer.committed().clone();
+            self.send_status(true);
+            self.send_reset().await;
+        }
+        Ok(())
+    }
+
+    /// Partitions claimed: what earlier owners left uncommitted goes, and each one's state is
+    /// rebuilt from the table (the events after the batch view's offsets, up to the archived
+    /// end, where the consumer starts).
+    fn claimed(&mut self, claims: BTreeMap<i32, Claim>) -> Result<()> {
+        let topic = self.p.config.kafka.topic.clone();
+        let mut bound = BTreeMap::new();
+        for (&part, c) in &claims {
+            self.forget(part);
+            let end = c.archived.unwrap_or(0);
+            segments::remove_uncommitted(&self.layout, &topic, part, end)?;
+            dead_letter_ranges::remove_uncommitted(&self.layout, &topic, part, end)?;
+            if let Some(o) = c.archived {
+                self.snap.offsets.insert(part, o);
+                bound.insert(part, o);
+            }
+            self.checkpointer.own(part, c.epoch);
+            if let Some((_, owned)) = &mut self.group {
+                owned.insert(part, c.epoch);
+            }
+        }
+        let todo: Vec<(usize, BTreeMap<i32, i64>)> = self
+            .views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let after = v.batch.as_ref().map(|b| b.manifest.offsets_of(&topic));
+                (i, after.unwrap_or_default())
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let states = segments::rebuild(&self.p, &self.layout, &todo, &bound)?;
+        for ((i, _), parts) in todo.into_iter().zip(states) {
+            self.views[i].parts.extend(parts);
+        }
+        info!(partitions = ?claims.keys().collect::<Vec<_>>(), from = ?bound,
+              ms = started.elapsed().as_millis() as u64,
+              "speed layer: claimed partitions resume from the master dataset");
+        Ok(())
+    }
+
+    /// Drops the partitions another instance claimed while this one was archiving them (their
+    /// refused events are read again by the new owner). Returns whether there were any.
+    pub(super) fn drop_fenced(&mut self) -> bool {
+        let fenced = self.checkpointer.take_fenced();
+        for &(part, epoch) in &fenced {
+            warn!(
+                partition = part,
+                owner_epoch = epoch,
+                "speed layer: another instance owns this partition now; its events not yet archived here are dropped (the owner reads them again)"
+            );
+            self.forget(part);
+        }
+        !fenced.is_empty()
+    }
+
+    /// Forgets a partition: its state, position and unarchived events.
+    fn forget(&mut self, part: i32) {
+        for v in &mut self.views {
+            v.parts.remove(&part);
+        }
+        self.snap.offsets.remove(&part);
+        self.checkpointer.forget(part);
+        if let Some((_, owned)) = &mut self.group {
+            owned.remove(&part);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Dead letters of speed layers in a consumer group: per topic partition, one JSON-lines file
+//! per archived range, `output/dead_letters/topic=<t>/partition=<p>/offsets=<from>-<to>.jsonl`
+//! (no file shared by two writers, no length to cut back on restart).
+//!
+//! The owner writes a range's file (atomically) just before the range's Delta commit, and
+//! deletes it when the commit is fenced; an instance that claims the partition deletes the
+//! files from the partition's archived end on (an earlier owner's, never committed). A file
+//! whose range the table covers is therefore committed — except in one window: an owner killed
+//! between a fenced commit and the deletion leaves a file whose records the new owner writes
+//! too. Every record names its topic, partition and offset, so [`read`] keeps one per offset.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{Layout, json_lines_values, write_atomic};
+use crate::error::{Error, IoContext, Result};
+
+fn partition_dir(layout: &Layout, topic: &str, partition: i32) -> PathBuf {
+    layout
+        .dead_letter_ranges()
+        .join(format!("topic={topic}"))
+        .join(format!("partition={partition}"))
+}
+
+fn range_of(name: &str) -> Option<(i64, i64)> {
+    let r = name.strip_prefix("offsets=")?.strip_suffix(".jsonl")?;
+    let (a, b) = r.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Writes the dead letters of `[from, to)` of a partition; returns the file.
+pub fn write(
+    layout: &Layout,
+    topic: &str,
+    partition: i32,
+    (from, to): (i64, i64),
+    records: &[serde_json::Value],
+) -> Result<PathBuf> {
+    let dir = partition_dir(layout, topic, partition);
+    fs::create_dir_all(&dir).at(&dir)?;
+    let path = dir.join(format!("offsets={from:020}-{to:020}.jsonl"));
+    write_atomic(&path, &json_lines_values(records))?;
+    Ok(path)
+}
+
+/// Deletes a partition's files from offset `from` on (see the module docs).
+pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
+    let dir = partition_dir(layout, topic, partition);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for f in entries {
+        let path = f.at(&dir)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if range_of(name).is_some_and(|(a, _)| a >= from) {
+            fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every dead letter of `topic`, one per (partition, offset), in partition and offset order.
+pub fn read(layout: &Layout, topic: &str) -> Result<Vec<serde_json::Value>> {
+    let root = layout.dead_letter_ranges().join(format!("topic={topic}"));
+    let mut out: BTreeMap<(i64, i64), serde_json::Value> = BTreeMap::new();
+    let Ok(parts) = fs::read_dir(&root) else {
+        return Ok(Vec::new());
+    };
+    for d in parts {
+        let d = d.at(&root)?.path();
+        for f in fs::read_dir(&d).at(&d)? {
+            let path = f.at(&d)?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if range_of(name).is_none() {
+                continue;
+            }
+            read_file(&path, &mut out)?;
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+fn read_file(path: &Path, out: &mut BTreeMap<(i64, i64), serde_json::Value>) -> Result<()> {
+    let text = fs::read_to_string(path).at(path)?;
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::damaged(
+                path,
+                "dead-letter file",
+                "delete the file (its range's bad messages are then lost)",
+                format!("line {}: {e}", i + 1),
+            )
+        })?;
+        let key = (
+            v["partition"].as_i64().unwrap_or(-1),
+            v["offset"].as_i64().unwrap_or(-1),
+        );
+        out.insert(key, v);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_files_go_and_overlaps_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), 1);
+        let rec = |o: i64| serde_json::json!({"topic": "t", "partition": 1, "offset": o, "reason": "bad"});
+        write(&layout, "t", 1, (0, 10), &[rec(3)]).unwrap();
+        write(&layout, "t", 1, (10, 20), &[rec(12)]).unwrap();
+        // An earlier owner's range (overlapping what the new owner archived) and one past the end.
+        write(&layout, "t", 1, (10, 15), &[rec(12)]).unwrap();
+        write(&layout, "t", 1, (20, 30), &[rec(25)]).unwrap();
+        remove_uncommitted(&layout, "t", 1, 20).unwrap();
+        let offsets: Vec<i64> = read(&layout, "t")
+            .unwrap()
+            .iter()
+            .map(|v| v["offset"].as_i64().unwrap())
+            .collect();
+        assert_eq!(offsets, vec![3, 12]);
+    }
+}

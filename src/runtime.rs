@@ -21,6 +21,14 @@ pub fn init_tracing() {
             filter = filter.add_directive(d);
         }
     }
+    // Several writers of the master dataset (a consumer group, `compact`) race all the time:
+    // delta-rs warns at each commit that had to be checked against a newer version; a real
+    // conflict is an error of ours.
+    if !spec.contains("deltalake_core")
+        && let Ok(d) = "deltalake_core::kernel::transaction=error".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -259,6 +259,35 @@ fn a_consumer_group_of_speed_layers_survives_kills_restarts_and_late_joiners() {
                 assert_eq!(fresh["speed_offsets"][part.to_string()], *end, "{fresh}");
             }
         }
+        // The replicas show the group: the two instances left own every partition, and the
+        // master dataset reaches each partition's end.
+        let status = std::cell::RefCell::new(serde_json::Value::Null);
+        util::eventually(
+            60,
+            || {
+                *status.borrow_mut() = get_json(&replicas[0], "/api/status");
+                let g = &status.borrow()["consumer_group"];
+                let owners: std::collections::BTreeSet<&str> = ends
+                    .keys()
+                    .filter_map(|p| g["partitions"][p.to_string()]["owner"].as_str())
+                    .collect();
+                g["members"].as_array().is_some_and(|m| m.len() == 2)
+                    && owners.len() == 2
+                    && ends
+                        .iter()
+                        .all(|(p, e)| g["partitions"][p.to_string()]["archived"] == *e)
+                    && g["partitions"]["0"]["owner"].as_str().is_some()
+                    && ends
+                        .keys()
+                        .all(|p| !g["partitions"][p.to_string()]["owner"].is_null())
+            },
+            || {
+                format!(
+                    "the group in /api/status: {}",
+                    status.borrow()["consumer_group"]
+                )
+            },
+        );
         stop_instance(&env, "a2", a);
         stop_instance(&env, "d", d);
         assert_exactly_once(&env, &ends);

@@ -193,7 +193,15 @@ pub async fn serve_files(
     let tasks = Supervisor::new();
     tasks.spawn("file follower", follower.follow(tx, tasks.stopping()));
     tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
-    let app = http::AppState::new(p, rx, None).with_time_travel(time_travel);
+    let mut app = http::AppState::new(Arc::clone(&p), rx, None).with_time_travel(time_travel);
+    if p.config.speed.consumer_group {
+        let (gtx, grx) = watch::channel(None);
+        tasks.spawn(
+            "consumer group",
+            super::group::follow(p, gtx, tasks.stopping()),
+        );
+        app = app.with_group(grx);
+    }
     let server = http::serve(listener, app, tasks.stopping());
     tasks.spawn("HTTP server", async move {
         server

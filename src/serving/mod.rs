@@ -24,6 +24,7 @@
 
 pub mod files;
 pub mod gate;
+pub mod group;
 pub mod http;
 pub mod openapi;
 pub mod table;

@@ -49,8 +49,8 @@ pub(super) struct Claims {
     p: Arc<Pipeline>,
     writer: Mutex<delta::Writer>,
     changes: Mutex<Vec<Change>>,
-    /// Rebalances seen (for the status).
-    rebalances: std::sync::atomic::AtomicU64,
+    /// Woken when a change is pushed: the layer applies it without waiting for a message.
+    changed: tokio::sync::Notify,
 }
 
 impl Claims {
@@ -60,7 +60,7 @@ impl Claims {
             p,
             writer: Mutex::new(writer),
             changes: Mutex::new(Vec::new()),
-            rebalances: Default::default(),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -74,13 +74,14 @@ impl Claims {
         !lock(&self.changes).is_empty()
     }
 
-    /// Rebalances seen so far.
-    pub fn rebalances(&self) -> u64 {
-        self.rebalances.load(std::sync::atomic::Ordering::Relaxed)
+    /// Resolves when a change was pushed since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     fn push(&self, c: Change) {
         lock(&self.changes).push(c);
+        self.changed.notify_one();
     }
 
     /// Claims `parts` and returns the assignment that starts each at its archived end.
@@ -142,8 +143,6 @@ impl ConsumerContext for SpeedContext {
         let Some(g) = &self.group else {
             return;
         };
-        g.rebalances
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative

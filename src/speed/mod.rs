@@ -203,6 +203,13 @@ pub async fn run(
     let mut stopping = false;
     // A message of a partition being handed over, kept for after the hand-over.
     let mut carry = None;
+    let claims = layer.group.as_ref().map(|(c, _)| Arc::clone(c));
+    let handed_over = || async {
+        match &claims {
+            Some(c) => c.changed().await,
+            None => std::future::pending().await,
+        }
+    };
     while !stopping {
         // Wait for the first message of a micro-batch (or shutdown, or something to do).
         let first = match carry.take() {
@@ -213,6 +220,7 @@ pub async fn run(
                 m = consumer.recv() => Some(m),
                 _ = tokio::time::sleep(Duration::from_millis(500)), if layer.checkpointer.has_pending() => None,
                 _ = notify.notified() => { layer.check_batches = true; None }
+                _ = handed_over() => None,
                 _ = tick.tick() => None,
             },
         };
@@ -249,6 +257,7 @@ impl SpeedLayer {
         let mut snap = Snapshot {
             offsets,
             consumed: cp.as_ref().map_or(0, |c| c.consumed),
+            owned: group.as_ref().map(|_| Vec::new()),
             ..Snapshot::default()
         };
         let mut views = vec![SpeedView::default(); p.views.len()];

@@ -75,6 +75,9 @@ impl SpeedLayer {
             }
         }
         if changed {
+            if let Some((_, owned)) = &self.group {
+                self.snap.owned = Some(owned.keys().copied().collect());
+            }
             self.snap.checkpointed = self.checkpointer.committed().clone();
             self.send_status(true);
             self.send_reset().await;

@@ -54,26 +54,28 @@ pub(super) fn consumer(
     for (k, v) in extra {
         client.set(*k, *v);
     }
-    // Cooperative rebalancing moves only the partitions that change owner; not with the
-    // KIP-848 consumer protocol (`group.protocol=consumer`), where the broker assigns.
-    let kip848 = cfg
-        .kafka
-        .properties
-        .get("group.protocol")
-        .map(String::as_str)
-        == Some("consumer");
-    if group.is_some()
-        && !kip848
-        && !cfg
-            .kafka
-            .properties
-            .contains_key("partition.assignment.strategy")
-    {
-        client.set("partition.assignment.strategy", "cooperative-sticky");
+    if group.is_some() {
+        group_properties(&cfg.kafka.properties, &mut client);
     }
     client
         .create_with_context(SpeedContext::new(group))
         .map_err(Error::KafkaConfig)
+}
+
+/// A group member's defaults (a value in `kafka.properties` wins): cooperative rebalancing,
+/// which moves only the partitions that change owner (not with the KIP-848 consumer protocol,
+/// `group.protocol=consumer`, where the broker assigns), and a `client.id` naming the instance
+/// in the group's description (`/api/status`, `kafka-consumer-groups --describe`).
+fn group_properties(props: &BTreeMap<String, String>, client: &mut rdkafka::config::ClientConfig) {
+    let kip848 = props.get("group.protocol").map(String::as_str) == Some("consumer");
+    if !kip848 && !props.contains_key("partition.assignment.strategy") {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    if !props.contains_key("client.id") {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let id = format!("lambdaflow-speed-{}-{}", host.trim(), std::process::id());
+        client.set("client.id", id);
+    }
 }
 
 /// Joins the consumer group on the topic: partitions come and go through rebalances.

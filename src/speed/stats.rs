@@ -133,14 +133,17 @@ pub struct Snapshot {
     pub microbatch: DurationHistogram,
     /// Produce-to-visible latency of every message since start.
     pub latency: LatencyHistogram,
+    /// In a consumer group: the partitions this instance owns (`None`: every partition).
+    pub owned: Option<Vec<i32>>,
 }
 
 impl Snapshot {
-    /// Messages behind the high watermark, per partition.
+    /// Messages behind the high watermark, per partition (owned, in a consumer group).
     pub fn lag(&self) -> BTreeMap<i32, i64> {
         self.brokers
             .high
             .iter()
+            .filter(|(p, _)| self.owned.as_ref().is_none_or(|o| o.contains(p)))
             .map(|(p, hi)| (*p, (hi - self.offsets.get(p).copied().unwrap_or(0)).max(0)))
             .collect()
     }

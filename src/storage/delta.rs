@@ -162,6 +162,31 @@ pub fn snapshot_of(dir: &Path, table: &DeltaTable) -> Result<Snapshot> {
     })
 }
 
+/// Per partition of `topic`: where the archive ends and the owner epoch (consumer group), from
+/// the table's `txn` versions (`None`: never set).
+pub fn partition_txns(
+    dir: &Path,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, (Option<i64>, Option<i64>)>> {
+    let (d, topic, parts) = (dir.to_path_buf(), topic.to_string(), partitions.to_vec());
+    block(async move {
+        let mut out = BTreeMap::new();
+        let Some(table) = load(d.clone()).await? else {
+            return Ok(out);
+        };
+        let state = table
+            .snapshot()
+            .map_err(|e| table_error(&d, "cannot read", e))?;
+        for p in parts {
+            let archived = txn_version(&d, &table, state, &app_id(&topic, p)).await?;
+            let epoch = txn_version(&d, &table, state, &owner_id(&topic, p)).await?;
+            out.insert(p, (archived, epoch));
+        }
+        Ok(out)
+    })
+}
+
 /// Which version to read: the latest, a version number, or the latest at or before a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {

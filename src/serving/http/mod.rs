@@ -56,6 +56,8 @@ pub struct AppState {
     served: watch::Receiver<Arc<ServingState>>,
     batch_trigger: Option<Arc<Notify>>,
     history: Option<Arc<as_of::History>>,
+    /// The consumer group of speed layers (`lambdaflow serve` with `speed.consumer-group`).
+    group: Option<crate::serving::group::GroupWatch>,
     metrics: Arc<metrics::Metrics>,
     throughput: Arc<Mutex<Throughput>>,
     started: Instant,
@@ -74,6 +76,7 @@ impl AppState {
             served,
             batch_trigger,
             history: None,
+            group: None,
             metrics: Arc::new(metrics::Metrics::new()),
             throughput: Arc::default(),
             started: Instant::now(),
@@ -101,6 +104,12 @@ impl AppState {
     /// table version.
     pub fn with_time_travel(mut self, travel: TimeTravel) -> Self {
         self.history = Some(Arc::new(as_of::History::new(travel)));
+        self
+    }
+
+    /// Shows the consumer group of speed layers on `/api/status`.
+    pub fn with_group(mut self, group: crate::serving::group::GroupWatch) -> Self {
+        self.group = Some(group);
         self
     }
 

@@ -88,10 +88,12 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Value> {
             "offsets": b.manifest.offsets_of(topic),
         })
     });
+    let group = st.group.as_ref().and_then(|g| g.borrow().clone());
     Json(json!({
         "live": s.live,
         "topic": topic,
         "speed": speed,
+        "consumer_group": group,
         "batch": { "last_run": last_batch, "scheduler": s.batch },
         "events_per_second": rate,
     }))

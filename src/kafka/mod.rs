@@ -2,6 +2,8 @@
 //! makes every command fail fast (and say how to start a broker) instead of hanging, topic
 //! administration (`lambdaflow topic`), and the console producer (`lambdaflow produce`).
 
+pub mod group;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

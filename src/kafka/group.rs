@@ -165,12 +165,12 @@ mod tests {
     fn an_assignment_decodes_to_the_topics_partitions() {
         let mut b = vec![0, 1]; // version 1
         b.extend(2i32.to_be_bytes());
-        for (t, ps) in [("orders", vec![3, 1]), ("other", vec![0])] {
+        for (t, ps) in [("orders", vec![3i32, 1]), ("other", vec![0])] {
             b.extend((t.len() as i16).to_be_bytes());
             b.extend(t.as_bytes());
             b.extend((ps.len() as i32).to_be_bytes());
             for p in ps {
-                b.extend((p as i32).to_be_bytes());
+                b.extend(p.to_be_bytes());
             }
         }
         b.extend((-1i32).to_be_bytes()); // no user data

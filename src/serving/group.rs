@@ -59,14 +59,14 @@ async fn describe(p: &Pipeline) -> Result<Value> {
         .iter()
         .map(|(part, lag)| {
             let owner = g.members.iter().find(|m| m.partitions.contains(part));
-            let (archived, epoch) = table.get(part).copied().unwrap_or_default();
+            let t = table.get(part).copied().unwrap_or_default();
             let v = json!({
                 "owner": owner.map(|m| &m.client_id),
                 "committed": lag.committed,
                 "end": lag.end,
                 "lag": lag.lag,
-                "archived": archived,
-                "claims": epoch.unwrap_or(0),
+                "archived": t.archived,
+                "claims": t.owner_epoch.unwrap_or(0),
             });
             (part.to_string(), v)
         })

@@ -162,13 +162,21 @@ pub fn snapshot_of(dir: &Path, table: &DeltaTable) -> Result<Snapshot> {
     })
 }
 
-/// Per partition of `topic`: where the archive ends and the owner epoch (consumer group), from
-/// the table's `txn` versions (`None`: never set).
+/// What the table records of one partition, from its `txn` versions (`None`: never set).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartitionTxns {
+    /// Where its archive ends.
+    pub archived: Option<i64>,
+    /// Its owner epoch (consumer group): how many times an instance claimed it.
+    pub owner_epoch: Option<i64>,
+}
+
+/// [`PartitionTxns`] of each of `partitions` of `topic`.
 pub fn partition_txns(
     dir: &Path,
     topic: &str,
     partitions: &[i32],
-) -> Result<BTreeMap<i32, (Option<i64>, Option<i64>)>> {
+) -> Result<BTreeMap<i32, PartitionTxns>> {
     let (d, topic, parts) = (dir.to_path_buf(), topic.to_string(), partitions.to_vec());
     block(async move {
         let mut out = BTreeMap::new();
@@ -180,8 +188,14 @@ pub fn partition_txns(
             .map_err(|e| table_error(&d, "cannot read", e))?;
         for p in parts {
             let archived = txn_version(&d, &table, state, &app_id(&topic, p)).await?;
-            let epoch = txn_version(&d, &table, state, &owner_id(&topic, p)).await?;
-            out.insert(p, (archived, epoch));
+            let owner_epoch = txn_version(&d, &table, state, &owner_id(&topic, p)).await?;
+            out.insert(
+                p,
+                PartitionTxns {
+                    archived,
+                    owner_epoch,
+                },
+            );
         }
         Ok(out)
     })

@@ -13,6 +13,9 @@
 //!
 //! The serving view stays exact while the batch layer recomputes: a `Reset` carries the batch
 //! view the speed state continues, and every delta after it continues that pair.
+//!
+//! With `speed.consumer-group`, the speed layer is one member of a group and holds only its
+//! partitions: serving then follows the master dataset for every partition, as `serve` does.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,14 +42,6 @@ pub async fn run(
     listen: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    if p.config.speed.consumer_group {
-        return Err(Error::config(
-            "speed.consumer-group = true: `lambdaflow run` serves its own speed state, which in a \
-             consumer group holds only its partitions; run `lambdaflow speed --consumer-group` \
-             instances, `lambdaflow batch` on a schedule and `lambdaflow serve` replicas (which \
-             serve every partition from the master dataset) instead",
-        ));
-    }
     let layout = p.layout();
     layout.check_writable()?;
     if p.config.kafka.fail_fast {
@@ -65,7 +60,9 @@ pub async fn run(
     let published = Arc::new(Notify::new());
     let trigger = Arc::new(Notify::new());
     let (batch_tx, batch_rx) = watch::channel(BatchStatus::default());
-    let (served_tx, served_rx) = watch::channel(Arc::new(ServingState::default()));
+    // In a consumer group this instance's speed state holds only its partitions: it serves
+    // every partition from the master dataset, as `serve` replicas do.
+    let group = p.config.speed.consumer_group;
 
     let speed = speed::run(
         Arc::clone(&p),
@@ -76,7 +73,7 @@ pub async fn run(
         },
         speed::Publish {
             status: Some(snap_tx),
-            updates: Some(updates_tx),
+            updates: (!group).then_some(updates_tx),
         },
         tasks.stopping(),
     );
@@ -92,17 +89,24 @@ pub async fn run(
             tasks.stopping(),
         ),
     );
-    let feeds = Feeds {
-        status: snap_rx,
-        updates: updates_rx,
-        batch: batch_rx,
+    let served_rx = if group {
+        serving::files::follow_files(&p, &tasks)?
+    } else {
+        let (served_tx, served_rx) = watch::channel(Arc::new(ServingState::default()));
+        let feeds = Feeds {
+            status: snap_rx,
+            updates: updates_rx,
+            batch: batch_rx,
+        };
+        tasks.spawn(
+            "serving",
+            materialize(Arc::clone(&p), layout, feeds, served_tx, tasks.stopping()),
+        );
+        served_rx
     };
-    tasks.spawn(
-        "serving",
-        materialize(Arc::clone(&p), layout, feeds, served_tx, tasks.stopping()),
-    );
     let app = http::AppState::new(Arc::clone(&p), served_rx, Some(trigger))
-        .with_time_travel(time_travel(Arc::clone(&p), Some(batch_rt.handle().clone())));
+        .with_time_travel(time_travel(Arc::clone(&p), Some(batch_rt.handle().clone())))
+        .with_group(serving::files::follow_group(&p, &tasks));
     info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
     let server = http::serve(listener, app, tasks.stopping());
     tasks.spawn("HTTP server", async move {

@@ -150,17 +150,18 @@ fn stop_instance(env: &Env, name: &str, child: Spawned) {
 }
 
 /// 3 speed instances on a 6-partition topic while 300,000 events flow: one killed with
-/// `kill -9` and restarted, a batch run, a `compact`, another killed, a fourth joining late,
-/// one stopped for good; 2 `serve` replicas sampled throughout never answer more than was sent,
-/// and end at the truth; the table holds every event exactly once; `verify` agrees.
+/// `kill -9` and restarted, a batch run, a `compact`, another killed, a fourth joining late (a
+/// `lambdaflow run`, which then serves too), one stopped for good; 2 `serve` replicas sampled
+/// throughout never answer more than was sent, and end at the truth with the `run`; the table holds every event exactly once; `verify` agrees.
 #[test]
 fn a_consumer_group_of_speed_layers_survives_kills_restarts_and_late_joiners() {
     let env = group_env("group");
     env.create_topic(6);
-    let replicas: Vec<String> = (0..2)
+    // Two `serve` replicas, and the address of the late joiner, a `lambdaflow run`.
+    let replicas: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", util::free_port()))
         .collect();
-    let serves: Vec<Spawned> = replicas
+    let serves: Vec<Spawned> = replicas[..2]
         .iter()
         .enumerate()
         .map(|(i, a)| env.spawn(&format!("serve{i}"), &["serve", "--listen", a]))
@@ -218,7 +219,7 @@ fn a_consumer_group_of_speed_layers_survives_kills_restarts_and_late_joiners() {
         env.ok(&["compact"]);
         wait_acked(140_000);
         kill9(b);
-        let d = speed(&env, "d");
+        let d = env.spawn("d", &["run", "--listen", &replicas[2]]);
         wait_acked(200_000);
         stop_instance(&env, "c", c);
         producer.join().unwrap();

@@ -165,22 +165,45 @@ pub async fn serve_files(
     time_travel: http::TimeTravel,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let layout = p.layout();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;
+    let tasks = Supervisor::new();
+    let rx = follow_files(&p, &tasks)?;
+    let group = follow_group(&p, &tasks);
+    tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
+    let app = http::AppState::new(Arc::clone(&p), rx, None)
+        .with_time_travel(time_travel)
+        .with_group(group);
+    let server = http::serve(listener, app, tasks.stopping());
+    tasks.spawn("HTTP server", async move {
+        server
+            .await
+            .map_err(|e| Error::io(format!("HTTP server on {listen}"), e))
+    });
+    tasks.run_until(shutdown, SHUTDOWN_LIMIT).await
+}
+
+/// Serves what the layers wrote: the views built from the files, then followed every second by
+/// a task on `tasks` (what `serve` answers; `run` too when its speed layer is one of a consumer
+/// group, since its own state holds only its partitions).
+pub fn follow_files(
+    p: &Arc<Pipeline>,
+    tasks: &Supervisor,
+) -> Result<watch::Receiver<Arc<ServingState>>> {
+    let layout = p.layout();
     let follower = Follower {
-        p: Arc::clone(&p),
+        p: Arc::clone(p),
         layout: layout.clone(),
         runs: p
             .views
             .iter()
             .map(|d| batch_view::published_run(&layout, d))
             .collect(),
-        bound: speed_bound(&p, &layout)?,
+        bound: speed_bound(p, &layout)?,
     };
     let views = build(
-        &p,
+        p,
         &layout,
         &(0..p.views.len()).collect::<Vec<_>>(),
         &follower.bound,
@@ -190,25 +213,21 @@ pub async fn serve_files(
         views,
         ..Default::default()
     }));
-    let tasks = Supervisor::new();
     tasks.spawn("file follower", follower.follow(tx, tasks.stopping()));
-    tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
-    let mut app = http::AppState::new(Arc::clone(&p), rx, None).with_time_travel(time_travel);
-    if p.config.speed.consumer_group {
-        let (gtx, grx) = watch::channel(None);
+    Ok(rx)
+}
+
+/// The consumer group of speed layers, described every few seconds by a task on `tasks`
+/// (`None` without `speed.consumer-group`).
+pub fn follow_group(p: &Arc<Pipeline>, tasks: &Supervisor) -> Option<super::group::GroupWatch> {
+    p.config.speed.consumer_group.then(|| {
+        let (tx, rx) = watch::channel(None);
         tasks.spawn(
             "consumer group",
-            super::group::follow(p, gtx, tasks.stopping()),
+            super::group::follow(Arc::clone(p), tx, tasks.stopping()),
         );
-        app = app.with_group(grx);
-    }
-    let server = http::serve(listener, app, tasks.stopping());
-    tasks.spawn("HTTP server", async move {
-        server
-            .await
-            .map_err(|e| Error::io(format!("HTTP server on {listen}"), e))
-    });
-    tasks.run_until(shutdown, SHUTDOWN_LIMIT).await
+        rx
+    })
 }
 
 impl Follower {

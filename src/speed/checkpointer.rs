@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::config::Pipeline;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::storage::checkpoint::{self, Checkpoint, CheckpointView};
 use crate::storage::{self, DeadLetterFile, Layout, dead_letter_ranges, delta, segments};
 
@@ -307,7 +307,7 @@ fn write(
     }
     for (part, f) in dead_files {
         if fenced.iter().any(|&(p, _)| p == part) {
-            std::fs::remove_file(&f).at(&f)?;
+            segments::remove_if_there(&f)?;
         }
     }
     if let Some(rows) = view {

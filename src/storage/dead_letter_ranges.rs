@@ -54,7 +54,7 @@ pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i6
         let path = f.at(&dir)?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if range_of(name).is_some_and(|(a, _)| a >= from) {
-            fs::remove_file(&path).at(&path)?;
+            super::segments::remove_if_there(&path)?;
         }
     }
     Ok(())

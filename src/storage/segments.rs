@@ -284,20 +284,43 @@ pub fn commit_with(
     epoch: u64,
 ) -> Result<delta::Committed> {
     let mut ranges = ranges;
+    // An owner's pending segment deleted under it: another instance claimed the partition
+    // meanwhile and removed what was not committed (see [`remove_uncommitted`]).
+    let mut gone = Vec::new();
     for r in &mut ranges {
         if let Some(s) = &r.segment {
-            r.segment = Some(rename(s)?);
+            match rename(s) {
+                Ok(s) => r.segment = Some(s),
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && matches!(r.fence, delta::Fence::Owner(_)) =>
+                {
+                    gone.push(r.partition)
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    let done = w.commit(ranges.clone(), epoch)?;
+    ranges.retain(|r| !gone.contains(&r.partition));
+    let mut done = w.commit(ranges.clone(), epoch)?;
     for r in &ranges {
         if let Some(s) = &r.segment
             && done.fenced.iter().any(|&(p, _)| p == r.partition)
         {
-            fs::remove_file(&s.path).at(&s.path)?;
+            remove_if_there(&s.path)?;
         }
     }
+    gone.dedup();
+    done.fenced.extend(gone.into_iter().map(|p| (p, 0)));
     Ok(done)
+}
+
+/// Deletes a file another process may have deleted already.
+pub(crate) fn remove_if_there(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r.at(path),
+    }
 }
 
 /// Deletes the segment files of a partition from offset `from` on, which the Delta log does not
@@ -313,7 +336,7 @@ pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i6
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if parse_name(name).is_some_and(|(a, _, _)| a >= from) {
             tracing::info!(segment = %path.display(), "removing a segment an earlier owner did not commit (it is consumed again)");
-            fs::remove_file(&path).at(&path)?;
+            remove_if_there(&path)?;
         }
     }
     Ok(())
@@ -555,6 +578,50 @@ mod tests {
         );
         let back = read(&snap.segments[1], &schema).unwrap();
         assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
+    }
+
+    #[test]
+    fn a_claim_fences_the_previous_owner_and_catch_up_leaves_owned_partitions_alone() {
+        let (_dir, layout, schema) = fresh();
+        let mut w = writer(&layout, &schema);
+        let owned = |seg: &Segment, e: i64| delta::Range {
+            fence: delta::Fence::Owner(e),
+            ..range(seg)
+        };
+        let first = w.claim("t", vec![0]).unwrap()[&0];
+        assert_eq!((first.epoch, first.archived), (1, None));
+        let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
+        let done = commit_with(&mut w, vec![owned(&a, 1)], 1).unwrap();
+        assert!(done.version.is_some() && done.fenced.is_empty());
+        // Another instance claims the partition: it starts where the archive ends.
+        let second = writer(&layout, &schema).claim("t", vec![0]).unwrap()[&0];
+        assert_eq!((second.epoch, second.archived), (2, Some(10)));
+        // The first owner's next range is refused, its file deleted, the table unchanged.
+        let b = write_pending(&layout, "t", 0, 10, 20, &[test_events(10)]).unwrap();
+        let version = committed(&layout).unwrap().version;
+        let done = commit_with(&mut w, vec![owned(&b, 1)], 2).unwrap();
+        assert_eq!((done.version, done.fenced), (None, vec![(0, 2)]));
+        assert_eq!(committed(&layout).unwrap().version, version);
+        assert_eq!(
+            on_disk(&layout).unwrap().len(),
+            1,
+            "the refused segment is gone"
+        );
+        // A pending segment the new owner removed before the old one renamed it: refused too.
+        let c = write_pending(&layout, "t", 0, 10, 15, &[test_events(5)]).unwrap();
+        remove_uncommitted(&layout, "t", 0, 10).unwrap();
+        let done = commit_with(&mut w, vec![owned(&c, 1)], 3).unwrap();
+        assert_eq!(done.fenced, vec![(0, 0)]);
+        // The owner of epoch 2 archives; files found on disk are not caught up into a
+        // partition a group instance owns.
+        let d = write_pending(&layout, "t", 0, 10, 20, &[test_events(10)]).unwrap();
+        commit_with(&mut w, vec![owned(&d, 2)], 4).unwrap();
+        let stray =
+            rename(&write_pending(&layout, "t", 0, 20, 30, &[test_events(10)]).unwrap()).unwrap();
+        catch_up(&layout, &schema).unwrap();
+        let snap = committed(&layout).unwrap();
+        let ranges: Vec<_> = snap.segments.iter().map(|s| (s.from, s.to)).collect();
+        assert_eq!(ranges, vec![(0, 10), (10, 20)], "{stray:?} stays out");
     }
 
     #[test]

@@ -107,9 +107,9 @@ impl AppState {
         self
     }
 
-    /// Shows the consumer group of speed layers on `/api/status`.
-    pub fn with_group(mut self, group: crate::serving::group::GroupWatch) -> Self {
-        self.group = Some(group);
+    /// Shows the consumer group of speed layers on `/api/status` (when there is one).
+    pub fn with_group(mut self, group: Option<crate::serving::group::GroupWatch>) -> Self {
+        self.group = group;
         self
     }
 

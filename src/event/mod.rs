@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod scan;
+
 /// The type of one declared field, named as in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -237,23 +239,15 @@ impl<'s> EventDecoder<'s> {
             heap = vec![Value::Missing; n];
             &mut heap
         };
-        // serde_json validates UTF-8 inside strings as it parses (outside them, any non-ASCII
-        // byte is a syntax error), so the bytes are parsed as they are; only a failure is
-        // examined further, to say "not UTF-8" when that is the cause.
-        let mut de = serde_json::Deserializer::from_slice(record);
-        RowSeed {
-            schema: self.schema,
-            row: &mut *row,
+        if scan::scan(self.schema, record, row).is_none() {
+            row.fill(Value::Missing);
+            self.parse(record, row)?;
         }
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| match std::str::from_utf8(record) {
-            Err(u) => DecodeError(format!(
-                "not UTF-8 (invalid byte at position {})",
-                u.valid_up_to()
-            )),
-            Ok(_) => DecodeError(json_reason(&e)),
-        })?;
+        self.check_and_append(row)
+    }
+
+    /// Appends a decoded row, or rejects it when a non-nullable field is missing or null.
+    fn check_and_append(&mut self, row: &[Value<'_>]) -> Result<(), DecodeError> {
         for (f, v) in self.schema.fields.iter().zip(row.iter()) {
             if !f.nullable {
                 match v {
@@ -269,6 +263,36 @@ impl<'s> EventDecoder<'s> {
             b.append(v);
         }
         Ok(())
+    }
+
+    /// The serde path: any record, with the reason when it is bad.
+    fn parse<'a>(&self, record: &'a [u8], row: &mut [Value<'a>]) -> Result<(), DecodeError> {
+        // serde_json validates UTF-8 inside strings as it parses (outside them, any non-ASCII
+        // byte is a syntax error), so the bytes are parsed as they are; only a failure is
+        // examined further, to say "not UTF-8" when that is the cause.
+        let mut de = serde_json::Deserializer::from_slice(record);
+        RowSeed {
+            schema: self.schema,
+            row,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| match std::str::from_utf8(record) {
+            Err(u) => DecodeError(format!(
+                "not UTF-8 (invalid byte at position {})",
+                u.valid_up_to()
+            )),
+            Ok(_) => DecodeError(json_reason(&e)),
+        })?;
+        Ok(())
+    }
+
+    /// [`Self::push`] through the serde path alone (what the fast path is checked against).
+    #[cfg(test)]
+    fn push_serde(&mut self, record: &[u8]) -> Result<(), DecodeError> {
+        let mut row = vec![Value::Missing; self.schema.fields.len()];
+        self.parse(record, &mut row)?;
+        self.check_and_append(&row)
     }
 
     /// Takes the buffered rows as one record batch and empties the builders.

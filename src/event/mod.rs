@@ -15,7 +15,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder,
+    StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -25,6 +26,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod scan;
+
+use scan::Slot;
+
+/// Whether a decoded field has a value.
+enum Presence {
+    Missing,
+    Null,
+    Set,
+}
 
 /// The type of one declared field, named as in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +147,9 @@ enum Value<'a> {
 }
 
 enum ColumnBuilder {
-    Str(StringBuilder),
+    /// Strings as bytes, each checked to be UTF-8 when decoded; the column is checked once more,
+    /// whole, when it becomes an Arrow string array.
+    Str(BinaryBuilder),
     Int(Int64Builder),
     Float(Float64Builder),
     Bool(BooleanBuilder),
@@ -146,7 +158,7 @@ enum ColumnBuilder {
 impl ColumnBuilder {
     fn append(&mut self, v: &Value<'_>) {
         match (self, v) {
-            (ColumnBuilder::Str(b), Value::Str(s)) => b.append_value(s),
+            (ColumnBuilder::Str(b), Value::Str(s)) => b.append_value(s.as_bytes()),
             (ColumnBuilder::Int(b), Value::Int(i)) => b.append_value(*i),
             (ColumnBuilder::Float(b), Value::Float(x)) => b.append_value(*x),
             (ColumnBuilder::Float(b), Value::Int(i)) => b.append_value(*i as f64),
@@ -158,9 +170,28 @@ impl ColumnBuilder {
         }
     }
 
+    /// Appends a scanned field of `record`.
+    fn append_slot(&mut self, v: Slot, record: &[u8]) {
+        match (self, v) {
+            (ColumnBuilder::Str(b), Slot::Str(a, e)) => {
+                b.append_value(&record[a as usize..e as usize])
+            }
+            (ColumnBuilder::Int(b), Slot::Int(i)) => b.append_value(i),
+            (ColumnBuilder::Float(b), Slot::Float(x)) => b.append_value(x),
+            (ColumnBuilder::Bool(b), Slot::Bool(x)) => b.append_value(x),
+            (ColumnBuilder::Str(b), _) => b.append_null(),
+            (ColumnBuilder::Int(b), _) => b.append_null(),
+            (ColumnBuilder::Float(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+        }
+    }
+
     fn finish(&mut self) -> ArrayRef {
         match self {
-            ColumnBuilder::Str(b) => Arc::new(b.finish()),
+            ColumnBuilder::Str(b) => Arc::new(
+                StringArray::try_from_binary(b.finish())
+                    .expect("every string was checked to be UTF-8 as it was decoded"),
+            ),
             ColumnBuilder::Int(b) => Arc::new(b.finish()),
             ColumnBuilder::Float(b) => Arc::new(b.finish()),
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
@@ -205,7 +236,7 @@ impl<'s> EventDecoder<'s> {
             .iter()
             .map(|f| match f.ty {
                 FieldType::String => {
-                    ColumnBuilder::Str(StringBuilder::with_capacity(rows, rows * 8))
+                    ColumnBuilder::Str(BinaryBuilder::with_capacity(rows, rows * 8))
                 }
                 FieldType::Integer => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
                 FieldType::Double => ColumnBuilder::Float(Float64Builder::with_capacity(rows)),
@@ -227,39 +258,54 @@ impl<'s> EventDecoder<'s> {
 
     /// Decodes one record and appends it, or rejects it with the reason and appends nothing.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        // The row is scratch space on the stack for the usual few fields (no allocation per
-        // record on the hot path of both layers).
+        // The fast path fills plain slots on the stack (no allocation, no drop glue).
         const INLINE: usize = 16;
         let n = self.schema.fields.len();
-        let mut inline: [Value<'_>; INLINE] = Default::default();
-        let mut heap: Vec<Value<'_>>;
-        let row: &mut [Value<'_>] = if n <= INLINE {
-            &mut inline[..n]
-        } else {
-            heap = vec![Value::Missing; n];
-            &mut heap
-        };
-        if scan::scan(self.schema, record, row).is_none() {
-            row.fill(Value::Missing);
-            self.parse(record, row)?;
+        if n <= INLINE {
+            let mut slots = [Slot::Missing; INLINE];
+            if scan::scan(self.schema, record, &mut slots[..n]).is_some() {
+                self.check(slots[..n].iter().map(|s| match s {
+                    Slot::Missing => Presence::Missing,
+                    Slot::Null => Presence::Null,
+                    _ => Presence::Set,
+                }))?;
+                for (b, &v) in self.columns.iter_mut().zip(&slots[..n]) {
+                    b.append_slot(v, record);
+                }
+                return Ok(());
+            }
         }
-        self.check_and_append(row)
+        let mut row = vec![Value::Missing; n];
+        self.parse(record, &mut row)?;
+        self.check_and_append(&row)
     }
 
-    /// Appends a decoded row, or rejects it when a non-nullable field is missing or null.
-    fn check_and_append(&mut self, row: &[Value<'_>]) -> Result<(), DecodeError> {
-        for (f, v) in self.schema.fields.iter().zip(row.iter()) {
+    /// Rejects a row where a non-nullable field is missing or null.
+    fn check(&self, row: impl Iterator<Item = Presence>) -> Result<(), DecodeError> {
+        for (f, v) in self.schema.fields.iter().zip(row) {
             if !f.nullable {
                 match v {
-                    Value::Missing => {
+                    Presence::Missing => {
                         return Err(DecodeError(format!("missing field `{}`", f.name)));
                     }
-                    Value::Null => return Err(DecodeError(format!("field `{}` is null", f.name))),
-                    _ => {}
+                    Presence::Null => {
+                        return Err(DecodeError(format!("field `{}` is null", f.name)));
+                    }
+                    Presence::Set => {}
                 }
             }
         }
-        for (b, v) in self.columns.iter_mut().zip(row.iter()) {
+        Ok(())
+    }
+
+    /// Appends a row decoded by serde, or rejects it (see [`Self::check`]).
+    fn check_and_append(&mut self, row: &[Value<'_>]) -> Result<(), DecodeError> {
+        self.check(row.iter().map(|v| match v {
+            Value::Missing => Presence::Missing,
+            Value::Null => Presence::Null,
+            _ => Presence::Set,
+        }))?;
+        for (b, v) in self.columns.iter_mut().zip(row) {
             b.append(v);
         }
         Ok(())

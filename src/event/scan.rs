@@ -6,16 +6,23 @@
 //! record goes through serde_json, which decides and words the reason. So a bad record is
 //! rejected exactly as before, with the same reason.
 
-use std::borrow::Cow;
+use super::{EventSchema, FieldType};
 
-use super::{EventSchema, FieldType, Value};
+/// One field of a scanned record: plain data (no drop glue, no allocation); a string is a range
+/// of the record, checked to be UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(super) enum Slot {
+    #[default]
+    Missing,
+    Null,
+    Str(u32, u32),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
 
 /// Fills `row` from `record` when the record has the usual shape (see the module docs).
-pub(super) fn scan<'a>(
-    schema: &EventSchema,
-    record: &'a [u8],
-    row: &mut [Value<'a>],
-) -> Option<()> {
+pub(super) fn scan(schema: &EventSchema, record: &[u8], row: &mut [Slot]) -> Option<()> {
     let mut s = Scanner { b: record, i: 0 };
     s.ws();
     s.eat(b'{')?;
@@ -24,11 +31,12 @@ pub(super) fn scan<'a>(
         s.i += 1;
     } else {
         loop {
-            let key = s.string()?;
+            let (a, b) = s.string()?;
+            let key = &record[a..b];
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match schema.fields.iter().position(|f| f.name == key) {
+            match schema.fields.iter().position(|f| same(f.name.as_bytes(), key)) {
                 Some(k) => row[k] = s.value(schema.fields[k].ty)?,
                 None => s.skip_scalar()?,
             }
@@ -75,23 +83,31 @@ impl<'a> Scanner<'a> {
         (self.b.get(self.i..end)? == word).then(|| self.i = end)
     }
 
-    /// A string without escapes or control characters; its UTF-8 checked when not ASCII.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string without escapes or control characters, as a range of the record; its UTF-8
+    /// checked when it is not ASCII.
+    fn string(&mut self) -> Option<(usize, usize)> {
         self.eat(b'"')?;
         let start = self.i;
+        let mut high = 0u8;
         loop {
-            match self.next()? {
+            let c = self.next()?;
+            match c {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return None,
-                _ => {}
+                _ => high |= c,
             }
         }
-        std::str::from_utf8(&self.b[start..self.i - 1]).ok()
+        let end = self.i - 1;
+        if high >= 0x80 {
+            std::str::from_utf8(&self.b[start..end]).ok()?;
+        }
+        Some((start, end))
     }
 
-    /// A JSON number's text: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, and how many digits it has;
-    /// `None` for an exponent, a leading zero, or anything that is not this grammar.
-    fn number(&mut self) -> Option<(&'a str, usize, bool)> {
+    /// A JSON number `-?(0|[1-9][0-9]*)(\.[0-9]+)?`: its text, how many digits it has, and
+    /// whether it has a fraction; `None` for an exponent, a leading zero, or anything that is
+    /// not this grammar.
+    fn number(&mut self) -> Option<(&'a [u8], usize, bool)> {
         let start = self.i;
         if self.peek()? == b'-' {
             self.i += 1;
@@ -120,22 +136,24 @@ impl<'a> Scanner<'a> {
         if matches!(self.peek(), Some(b'e' | b'E')) {
             return None;
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        Some((text, int_digits + frac_digits, fraction))
+        Some((&self.b[start..self.i], int_digits + frac_digits, fraction))
     }
 
     /// A declared field's value: what the serde path gives for it, or `None` where that path
     /// must decide.
-    fn value(&mut self, ty: FieldType) -> Option<Value<'a>> {
+    fn value(&mut self, ty: FieldType) -> Option<Slot> {
         if self.peek()? == b'n' {
             self.literal(b"null")?;
-            return Some(Value::Null);
+            return Some(Slot::Null);
         }
         match ty {
-            FieldType::String => Some(Value::Str(Cow::Borrowed(self.string()?))),
+            FieldType::String => {
+                let (a, b) = self.string()?;
+                Some(Slot::Str(u32::try_from(a).ok()?, u32::try_from(b).ok()?))
+            }
             FieldType::Boolean => match self.peek()? {
-                b't' => self.literal(b"true").map(|()| Value::Bool(true)),
-                b'f' => self.literal(b"false").map(|()| Value::Bool(false)),
+                b't' => self.literal(b"true").map(|()| Slot::Bool(true)),
+                b'f' => self.literal(b"false").map(|()| Slot::Bool(false)),
                 _ => None,
             },
             FieldType::Integer => {
@@ -143,17 +161,24 @@ impl<'a> Scanner<'a> {
                 if fraction {
                     return None;
                 }
-                text.parse::<i64>().ok().map(Value::Int)
+                integer(text).map(Slot::Int)
             }
             FieldType::Double => {
                 let (text, digits, fraction) = self.number()?;
                 if !fraction {
                     // serde reads an integer as one and converts it.
-                    return text.parse::<i64>().ok().map(|v| Value::Float(v as f64));
+                    return integer(text).map(|v| Slot::Float(v as f64));
                 }
                 // Up to 15 digits both parsers round the same (exactly once); beyond, serde's
                 // own float parsing decides.
-                (digits <= 15).then(|| text.parse::<f64>().ok().map(Value::Float))?
+                if digits > 15 {
+                    return None;
+                }
+                std::str::from_utf8(text)
+                    .ok()?
+                    .parse::<f64>()
+                    .ok()
+                    .map(Slot::Float)
             }
         }
     }
@@ -168,6 +193,28 @@ impl<'a> Scanner<'a> {
             b'-' | b'0'..=b'9' => self.number().map(drop),
             _ => None,
         }
+    }
+}
+
+/// Byte equality of two short names, inline (a `memcmp` call costs more than the compare).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// The integer `text` (`-?[0-9]+`, checked by [`Scanner::number`]), when it fits in 64 bits.
+fn integer(text: &[u8]) -> Option<i64> {
+    let (neg, digits) = match text.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, text),
+    };
+    let mut v: u64 = 0;
+    for &d in digits {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if neg {
+        0i64.checked_sub_unsigned(v)
+    } else {
+        i64::try_from(v).ok()
     }
 }
 
@@ -224,7 +271,7 @@ mod tests {
             "{\"customer\":\"tab\there\",\"amount\":1}",
         ];
         for r in records {
-            let mut row = vec![Value::Missing; 4];
+            let mut row = vec![Slot::Missing; 4];
             if scan(&s, r.as_bytes(), &mut row).is_some() {
                 let mut d = EventDecoder::new(&s);
                 let fast = d
@@ -234,12 +281,12 @@ mod tests {
             }
         }
         // The usual shape takes the fast path.
-        let mut row = vec![Value::Missing; 4];
+        let mut row = vec![Slot::Missing; 4];
         assert!(scan(&s, records[1].as_bytes(), &mut row).is_some());
-        assert_eq!(row[2], Value::Float(1.25));
+        assert_eq!(row[2], Slot::Float(1.25));
         // Escapes, long numbers, nesting go to serde.
         for r in [records[4], records[10], records[2], records[9]] {
-            let mut row = vec![Value::Missing; 4];
+            let mut row = vec![Slot::Missing; 4];
             assert!(scan(&s, r.as_bytes(), &mut row).is_none(), "{r}");
         }
     }
@@ -272,7 +319,7 @@ mod tests {
                 }
             }
             total += 1;
-            let mut row = vec![Value::Missing; 4];
+            let mut row = vec![Slot::Missing; 4];
             if scan(&s, &r, &mut row).is_some() {
                 fast += 1;
                 let mut d = EventDecoder::new(&s);

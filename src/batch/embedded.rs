@@ -1,5 +1,6 @@
-//! The embedded engine: DataFusion computes each view's state over the decoded dataset, in
-//! this process.
+//! The embedded engine: each view's state folded over the master dataset as it is decoded
+//! (`read.rs`), in this process. DataFusion plans the view (the Spark engine runs that plan)
+//! and computes it over in-memory events for the batch/speed agreement test.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use super::Computed;
-use super::read::{Dataset, read_dataset, with_row_col};
+use super::read::{fold_dataset, with_row_col};
 use super::{FIRST_COL, ROW_COL};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -21,18 +22,22 @@ use crate::storage::segments::Segment;
 use crate::view::state::state_exprs;
 use crate::view::{ViewDef, ViewState};
 
-/// A DataFusion session sized for this machine, with the dataset registered as the events table.
-pub(super) fn session(table: &str, data: &Dataset, schema: &EventSchema) -> Result<SessionContext> {
+/// A DataFusion session sized for this machine, with `partitions` (events with the row column)
+/// registered as the events table.
+pub(super) fn session(
+    table: &str,
+    partitions: Vec<Vec<RecordBatch>>,
+    schema: &EventSchema,
+) -> Result<SessionContext> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
-    let arrow = data
-        .partitions
+    let arrow = partitions
         .iter()
         .flatten()
         .next()
         .map(|b| b.schema())
         .unwrap_or_else(|| with_row_col(&schema.arrow_schema()));
-    let mem = MemTable::try_new(arrow, data.partitions.clone())?;
+    let mem = MemTable::try_new(arrow, partitions)?;
     ctx.register_table(table, Arc::new(mem))?;
     Ok(ctx)
 }
@@ -69,12 +74,7 @@ pub async fn compute_state(ctx: &SessionContext, table: &str, def: &ViewDef) -> 
 
 /// A session whose events table is empty: for planning the state query.
 pub(super) fn planning_session(table: &str, schema: &EventSchema) -> Result<SessionContext> {
-    let empty = Dataset {
-        partitions: vec![Vec::new()],
-        files: Vec::new(),
-        bad: Vec::new(),
-    };
-    session(table, &empty, schema)
+    session(table, vec![Vec::new()], schema)
 }
 
 /// Computes one view's state with DataFusion over in-memory event batches (declared schema).
@@ -94,46 +94,29 @@ pub async fn compute_over(
         row += n;
         partitions[0].push(RecordBatch::try_new(with_row_col(&b.schema()), cols)?);
     }
-    let data = Dataset {
-        partitions,
-        files: Vec::new(),
-        bad: Vec::new(),
-    };
-    let ctx = session(&p.config.schema.table, &data, &p.schema)?;
+    let ctx = session(&p.config.schema.table, partitions, &p.schema)?;
     compute_state(&ctx, &p.config.schema.table, def).await
 }
 
-/// Decodes `files` and reads `segments` (on blocking threads, counting bytes on `bar`), then
-/// computes every view's state over them.
+/// Folds `files` and `segments` into every view's state (on blocking threads, counting bytes
+/// on `bar`).
 pub(super) async fn compute(
     p: &Pipeline,
     files: &[PathBuf],
     segments: &[Segment],
     bar: &indicatif::ProgressBar,
 ) -> Result<Computed> {
-    let schema = p.schema.clone();
+    let p2 = Arc::new(p.clone());
     let (files2, segs2, bar2) = (files.to_vec(), segments.to_vec(), bar.clone());
-    let data = tokio::task::spawn_blocking(move || read_dataset(&files2, &segs2, &schema, &bar2))
+    let folded = tokio::task::spawn_blocking(move || fold_dataset(&p2, &files2, &segs2, &bar2))
         .await
         .map_err(|e| Error::task("batch decoder", e))?;
     bar.finish_and_clear();
-    let data = data?;
-    let table = &p.config.schema.table;
-    let ctx = session(table, &data, &p.schema)?;
-    let mut states = Vec::new();
-    for def in &p.views {
-        states.push(compute_state(&ctx, table, def).await?);
-    }
-    let rows = data
-        .partitions
-        .iter()
-        .flatten()
-        .map(|b| b.num_rows() as u64)
-        .sum();
+    let f = folded?;
     Ok(Computed {
-        files: data.files,
-        bad: data.bad,
-        rows,
-        states,
+        files: f.files,
+        bad: f.bad,
+        rows: f.rows,
+        states: f.states,
     })
 }

@@ -1,11 +1,10 @@
 //! The batch layer: exact views recomputed from the whole master dataset.
 //!
 //! ```text
-//!  dataset files ──► parallel decode (view::event, one chunk per core) ──┐
-//!        │ bad lines: file + line + reason ─► <run>/_dead_letter.jsonl   ├─► MemTable "events"
-//!  master segments (the speed layer's archive, Parquet) ─────────────────┘
-//!        ▼
-//!  DataFusion: SELECT keys, <state columns> FROM events WHERE .. GROUP BY keys
+//!  dataset files ──► parallel decode (event, one chunk per core) ──┐
+//!        │ bad lines: file + line + reason ─► <run>/_dead_letter.jsonl   ├─► each decoded batch
+//!  master segments (the speed layer's archive, Parquet) ──────────┘   folded into the views'
+//!                                                                     state (WHERE, GROUP BY)
 //!        ▼
 //!  ViewState ──finalize──► batch view rows ──► output/batch_view/ (published atomically)
 //! ```
@@ -15,11 +14,12 @@
 //! what the run covered, down to the offset per partition up to which it read the speed layer's
 //! segments. Serving adds to it only the speed layer's events after those offsets.
 
-//! Two engines compute the state, chosen by `batch.engine`: the embedded one (`embedded.rs`,
-//! DataFusion in this process, over the dataset `read.rs` decodes) and Apache Spark ([`spark`],
-//! through Spark Connect, which reads the same files itself). Both run the same state query,
-//! planned once from the view's SQL; everything else — the table version pinned, the manifest,
-//! the publish — is the same whichever ran.
+//! Two engines compute the state, chosen by `batch.engine`: the embedded one (`embedded.rs`:
+//! `read.rs` folds each decoded batch into the state with the view's compiled DataFusion
+//! expressions — the speed layer's fold — in this process, holding no more than two blocks of
+//! input) and Apache Spark ([`spark`], through Spark Connect, which reads the same files itself
+//! and runs the state query DataFusion plans from the view's SQL). Everything else — the table
+//! version pinned, the manifest, the publish — is the same whichever ran.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -43,7 +43,7 @@ mod read;
 pub mod spark;
 
 pub use embedded::{compute_over, compute_state};
-pub use read::{Dataset, dataset_files, read_dataset};
+pub use read::{Folded, dataset_files, fold_dataset};
 
 /// Hidden column giving each event's position in the dataset, so that groups keep the order in
 /// which they first appear (as the seed's output lists them) rather than hash order.

@@ -1,34 +1,40 @@
-//! Reading the master dataset for the embedded engine: the JSON-lines files decoded in parallel
+//! The embedded engine's pass over the master dataset: the JSON-lines files decoded in parallel
 //! (one chunk per core, the next block read while one decodes; bad lines become dead-letter
-//! records naming file and line) and the archived Parquet segments, into in-memory record
-//! batches with a hidden column giving each event's position.
+//! records naming file and line) and the archived Parquet segments, each decoded batch folded
+//! at once into every view's state — the same fold the speed layer runs, with the view's
+//! compiled expressions. Nothing is collected first: memory holds two blocks of input and the
+//! states. Each chunk's states are merged into the run's in input order, so groups keep the
+//! order in which they first appear (as the seed's output lists them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use tracing::warn;
 
 use super::ROW_COL;
+use crate::config::Pipeline;
 use crate::error::{Error, IoContext, Result};
-use crate::event::{EventDecoder, EventSchema};
+use crate::event::EventDecoder;
 use crate::storage;
 use crate::storage::batch_view::FileReport;
 use crate::storage::segments::{self as master, Segment};
+use crate::view::ViewState;
 
-/// Rows per decoded record batch.
-const BATCH_ROWS: usize = 65_536;
+/// Rows per decoded record batch (folded while it is in the cache).
+const BATCH_ROWS: usize = 16_384;
 
-/// The decoded master dataset.
-pub struct Dataset {
-    /// Record batches, one list per decoding thread (DataFusion partitions).
-    pub partitions: Vec<Vec<RecordBatch>>,
+/// The master dataset folded into every view's state.
+pub struct Folded {
+    /// Per view (config order), its state over every event.
+    pub states: Vec<ViewState>,
     /// Per-file counts.
     pub files: Vec<FileReport>,
     /// Rejected lines as dead-letter records.
     pub bad: Vec<serde_json::Value>,
+    /// Events folded (files and segments).
+    pub rows: u64,
 }
 
 /// Expands the configured dataset paths: files as given, directories to the files inside them
@@ -70,21 +76,21 @@ pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Decodes the dataset files in parallel: each file is read in blocks of whole lines, each
-/// block cut into one chunk per core. Bad lines become dead-letter records naming file and
-/// line. Then reads the archived segments. `progress` counts the bytes read.
-pub fn read_dataset(
+/// Folds the dataset files, decoded in parallel (each file read in blocks of whole lines, each
+/// block cut into one chunk per core; bad lines become dead-letter records naming file and
+/// line), then the archived segments, into every view's state. `progress` counts the bytes.
+pub fn fold_dataset(
+    p: &Pipeline,
     files: &[PathBuf],
     segments: &[Segment],
-    schema: &EventSchema,
     progress: &indicatif::ProgressBar,
-) -> Result<Dataset> {
-    read_dataset_in_blocks(files, segments, schema, progress, READ_BLOCK)
+) -> Result<Folded> {
+    fold_dataset_in_blocks(p, files, segments, progress, READ_BLOCK)
 }
 
 /// Bytes of a dataset file read at a time: the next block is read while the current one is
 /// decoded, into reused buffers.
-const READ_BLOCK: usize = 64 << 20;
+const READ_BLOCK: usize = 16 << 20;
 
 /// Logs a file's rejected lines as one line with counts per kind of reason — once per file
 /// and count in a process: a scheduler re-reading the same history every run says it once
@@ -113,19 +119,21 @@ pub(super) fn warn_rejected(path: &Path, records: &[serde_json::Value]) {
     }
 }
 
-fn read_dataset_in_blocks(
+fn fold_dataset_in_blocks(
+    p: &Pipeline,
     files: &[PathBuf],
     segments: &[Segment],
-    schema: &EventSchema,
     progress: &indicatif::ProgressBar,
     block: usize,
-) -> Result<Dataset> {
+) -> Result<Folded> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let with_row = with_row_col(&schema.arrow_schema());
-    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
-    let mut reports = Vec::new();
-    let mut bad = Vec::new();
-    for (fi, path) in files.iter().enumerate() {
+    let mut out = Folded {
+        states: p.views.iter().map(|d| d.new_state()).collect(),
+        files: Vec::new(),
+        bad: Vec::new(),
+        rows: 0,
+    };
+    for path in files {
         let mut file = std::fs::File::open(path).at(path)?;
         let mut report = FileReport {
             path: path.clone(),
@@ -136,18 +144,14 @@ fn read_dataset_in_blocks(
         let (mut cur, mut next, mut carry) = (Vec::new(), Vec::new(), Vec::new());
         let mut eof = read_block(&mut file, block, &mut cur, &mut carry).at(path)?;
         let mut line_base = 0u64;
-        let mut piece = 0usize;
         while !cur.is_empty() {
             let chunks = split_lines(&cur, threads);
             let (results, next_eof) = std::thread::scope(|s| {
                 let handles: Vec<_> = chunks
                     .iter()
-                    .enumerate()
-                    .map(|(ci, range)| {
+                    .map(|range| {
                         let chunk = &cur[range.clone()];
-                        let with_row = Arc::clone(&with_row);
-                        let base = ((fi as i64) << 44) | (((piece + ci) as i64) << 32);
-                        s.spawn(move || decode_chunk(chunk, schema, &with_row, base, progress))
+                        s.spawn(move || fold_chunk(chunk, p, progress))
                     })
                     .collect();
                 // Read the next block while this one decodes.
@@ -164,9 +168,9 @@ fn read_dataset_in_blocks(
                 (results, next_eof)
             });
             report.bytes += cur.len() as u64;
-            for (ci, r) in results.into_iter().enumerate() {
-                let out = r?;
-                for (line, reason, raw) in out.bad {
+            for r in results {
+                let chunk = r?;
+                for (line, reason, raw) in chunk.bad {
                     let (k, v) = storage::payload_fields(&raw);
                     let mut rec = serde_json::json!({
                         "file": path.display().to_string(),
@@ -174,39 +178,62 @@ fn read_dataset_in_blocks(
                         "reason": reason,
                     });
                     rec[k] = v;
-                    bad.push(rec);
+                    out.bad.push(rec);
                     report.bad += 1;
                 }
-                line_base += out.physical_lines;
-                report.lines += out.lines;
-                partitions[(piece + ci) % threads].extend(out.batches);
+                line_base += chunk.physical_lines;
+                report.lines += chunk.lines;
+                out.rows += chunk.rows;
+                // In input order: groups keep the order of their first appearance.
+                for (st, c) in out.states.iter_mut().zip(&chunk.states) {
+                    st.merge(c);
+                }
             }
-            piece += chunks.len();
             eof = next_eof.at(path)?;
             std::mem::swap(&mut cur, &mut next);
         }
-        warn_rejected(path, &bad[bad.len() - report.bad as usize..]);
-        reports.push(report);
+        warn_rejected(path, &out.bad[out.bad.len() - report.bad as usize..]);
+        out.files.push(report);
     }
-    for (si, seg) in segments.iter().enumerate() {
-        let base = ((files.len() + si) as i64) << 44;
-        let mut row = 0i64;
-        for b in master::read(seg, schema)? {
-            let n = b.num_rows() as i64;
-            let mut cols = b.columns().to_vec();
-            cols.push(Arc::new(Int64Array::from_iter_values(
-                (row..row + n).map(|r| base + r),
-            )));
-            row += n;
-            partitions[si % threads].push(RecordBatch::try_new(Arc::clone(&with_row), cols)?);
+    // The segments, one per core at a time, merged in the table's order.
+    for group in segments.chunks(threads) {
+        let results: Vec<Result<(Vec<ViewState>, u64)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|seg| s.spawn(move || fold_segment(seg, p, progress)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("segment reader panicked"))
+                .collect()
+        });
+        for r in results {
+            let (states, rows) = r?;
+            out.rows += rows;
+            for (st, c) in out.states.iter_mut().zip(&states) {
+                st.merge(c);
+            }
         }
-        progress.inc(seg.path.metadata().map_or(0, |m| m.len()));
     }
-    Ok(Dataset {
-        partitions,
-        files: reports,
-        bad,
-    })
+    Ok(out)
+}
+
+/// Reads one archived segment and folds it into a fresh state per view.
+fn fold_segment(
+    seg: &Segment,
+    p: &Pipeline,
+    progress: &indicatif::ProgressBar,
+) -> Result<(Vec<ViewState>, u64)> {
+    let mut states: Vec<ViewState> = p.views.iter().map(|d| d.new_state()).collect();
+    let mut rows = 0;
+    for b in master::read(seg, &p.schema)? {
+        rows += b.num_rows() as u64;
+        for (def, st) in p.views.iter().zip(&mut states) {
+            st.update(def, &b)?;
+        }
+    }
+    progress.inc(seg.path.metadata().map_or(0, |m| m.len()));
+    Ok((states, rows))
 }
 
 /// The event schema plus the hidden row-position column.
@@ -217,7 +244,9 @@ pub(super) fn with_row_col(events: &Schema) -> Arc<Schema> {
 }
 
 struct ChunkOut {
-    batches: Vec<RecordBatch>,
+    /// Per view, the state of this chunk's events.
+    states: Vec<ViewState>,
+    rows: u64,
     lines: u64,
     physical_lines: u64,
     /// (1-based line number within the chunk, reason, raw line)
@@ -270,33 +299,25 @@ fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-fn decode_chunk(
-    chunk: &[u8],
-    schema: &EventSchema,
-    with_row: &Arc<Schema>,
-    base: i64,
-    progress: &indicatif::ProgressBar,
-) -> Result<ChunkOut> {
-    let mut dec = EventDecoder::with_capacity(schema, BATCH_ROWS);
+/// Decodes one chunk of whole lines and folds it into a fresh state per view.
+fn fold_chunk(chunk: &[u8], p: &Pipeline, progress: &indicatif::ProgressBar) -> Result<ChunkOut> {
+    let mut dec = EventDecoder::with_capacity(&p.schema, BATCH_ROWS);
     let mut out = ChunkOut {
-        batches: Vec::new(),
+        states: p.views.iter().map(|d| d.new_state()).collect(),
+        rows: 0,
         lines: 0,
         physical_lines: 0,
         bad: Vec::new(),
     };
-    let mut row = 0i64;
+    let fold = |dec: &mut EventDecoder<'_>, out: &mut ChunkOut| -> Result<()> {
+        let b = dec.finish();
+        out.rows += b.num_rows() as u64;
+        for (def, st) in p.views.iter().zip(&mut out.states) {
+            st.update(def, &b)?;
+        }
+        Ok(())
+    };
     let mut reported = 0usize;
-    let finish =
-        |dec: &mut EventDecoder<'_>, row: i64, batches: &mut Vec<RecordBatch>| -> Result<()> {
-            let b = dec.finish();
-            let n = b.num_rows() as i64;
-            let mut cols = b.columns().to_vec();
-            cols.push(Arc::new(Int64Array::from_iter_values(
-                (row - n..row).map(|r| base + r),
-            )));
-            batches.push(RecordBatch::try_new(Arc::clone(with_row), cols)?);
-            Ok(())
-        };
     let mut start = 0;
     let ends =
         memchr::memchr_iter(b'\n', chunk).chain((!chunk.ends_with(b"\n")).then_some(chunk.len()));
@@ -311,9 +332,8 @@ fn decode_chunk(
         out.lines += 1;
         match dec.push(line) {
             Ok(()) => {
-                row += 1;
                 if dec.len() >= BATCH_ROWS {
-                    finish(&mut dec, row, &mut out.batches)?;
+                    fold(&mut dec, &mut out)?;
                     let at = line.as_ptr() as usize - chunk.as_ptr() as usize + line.len();
                     progress.inc((at - reported) as u64);
                     reported = at;
@@ -323,7 +343,7 @@ fn decode_chunk(
         }
     }
     if !dec.is_empty() {
-        finish(&mut dec, row, &mut out.batches)?;
+        fold(&mut dec, &mut out)?;
     }
     progress.inc((chunk.len() - reported) as u64);
     Ok(out)
@@ -349,8 +369,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reading_in_small_blocks_gives_the_same_rows_and_line_numbers() {
+    async fn pipeline() -> Pipeline {
+        crate::config::Config::load(None, &vec![])
+            .unwrap()
+            .compile()
+            .await
+            .unwrap()
+    }
+
+    fn table(p: &Pipeline, f: &Folded) -> String {
+        let def = &p.views[0];
+        crate::show::show(&def.finalize(&f.states[0]).unwrap(), 100)
+    }
+
+    #[tokio::test]
+    async fn reading_in_small_blocks_gives_the_same_view_and_line_numbers() {
+        let p = pipeline().await;
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.json");
         let mut text = String::new();
@@ -360,21 +394,18 @@ mod tests {
                 9 => text.push_str("\r\n"),
                 _ => text.push_str(&format!(
                     "{{\"customer\": \"c{}\", \"amount\": {i}}}\r\n",
-                    i % 5
+                    (i * 7) % 11
                 )),
             }
         }
         text.push_str("{\"customer\": \"last\", \"amount\": 1}"); // no final newline
         std::fs::write(&f, &text).unwrap();
-        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
         let hidden = indicatif::ProgressBar::hidden();
-        let whole =
-            read_dataset_in_blocks(std::slice::from_ref(&f), &[], &schema, &hidden, 1 << 30)
-                .unwrap();
+        let one = std::slice::from_ref(&f);
+        let whole = fold_dataset_in_blocks(&p, one, &[], &hidden, 1 << 30).unwrap();
         for block in [7, 64, 1000] {
-            let d = read_dataset_in_blocks(std::slice::from_ref(&f), &[], &schema, &hidden, block)
-                .unwrap();
-            let lines = |d: &Dataset| {
+            let d = fold_dataset_in_blocks(&p, one, &[], &hidden, block).unwrap();
+            let lines = |d: &Folded| {
                 d.bad
                     .iter()
                     .map(|b| b["line"].as_u64().unwrap())
@@ -382,22 +413,25 @@ mod tests {
             };
             assert_eq!(lines(&d), lines(&whole), "block {block}");
             assert_eq!(lines(&d), [6, 103, 200, 297, 394, 491]);
-            let rows = |d: &Dataset| {
-                d.partitions
-                    .iter()
-                    .flatten()
-                    .map(|b| b.num_rows())
-                    .sum::<usize>()
-            };
-            assert_eq!(rows(&d), rows(&whole));
+            assert_eq!(d.rows, whole.rows);
+            // The same groups, in the same order (of first appearance), with the same totals.
+            assert_eq!(table(&p, &d), table(&p, &whole), "block {block}");
             assert_eq!(d.files[0].bytes, text.len() as u64);
             assert_eq!(d.files[0].lines, whole.files[0].lines);
         }
         assert_eq!(whole.files[0].lines, 495);
+        assert_eq!(whole.rows, 489);
+        let t = table(&p, &whole);
+        let first: Vec<&str> = t.lines().skip(3).take(3).collect();
+        assert!(
+            first[0].contains("|c0 ") && first[1].contains("|c7 ") && first[2].contains("|c3 "),
+            "{t}"
+        );
     }
 
-    #[test]
-    fn bad_lines_are_reported_with_their_file_line_number() {
+    #[tokio::test]
+    async fn bad_lines_are_reported_with_their_file_line_number() {
+        let p = pipeline().await;
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.json");
         let mut text = String::new();
@@ -414,13 +448,11 @@ mod tests {
             }
         }
         std::fs::write(&f, text).unwrap();
-        let schema = EventSchema::new(crate::config::default_fields()).unwrap();
-        let d = read_dataset(&[f], &[], &schema, &indicatif::ProgressBar::hidden()).unwrap();
+        let d = fold_dataset(&p, &[f], &[], &indicatif::ProgressBar::hidden()).unwrap();
         assert_eq!(d.bad.len(), 1);
         assert_eq!(d.bad[0]["line"], 501);
         assert!(d.bad[0]["reason"].as_str().unwrap().contains("amount"));
-        let rows: usize = d.partitions.iter().flatten().map(|b| b.num_rows()).sum();
-        assert_eq!(rows, 998);
+        assert_eq!(d.rows, 998);
         assert_eq!(d.files[0].lines, 999);
     }
 }

@@ -36,7 +36,11 @@ pub(super) fn scan(schema: &EventSchema, record: &[u8], row: &mut [Slot]) -> Opt
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match schema.fields.iter().position(|f| same(f.name.as_bytes(), key)) {
+            match schema
+                .fields
+                .iter()
+                .position(|f| same(f.name.as_bytes(), key))
+            {
                 Some(k) => row[k] = s.value(schema.fields[k].ty)?,
                 None => s.skip_scalar()?,
             }

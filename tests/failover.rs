@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::util::{self, Cluster, Env, get_json, rows_of, terminate};
-use rdkafka::producer::FutureRecord;
 
 const VIEW: &str = "/api/views/customer_totals?limit=all";
 
@@ -36,18 +35,8 @@ fn produce(env: &Env, watched: i32, stop: &AtomicBool, acked: &Mutex<Acked>) {
                 .map(|i| (format!("c{}", i % 50), (i % 13) as i64 + 1))
                 .collect();
             i += 100;
-            let payloads: Vec<String> = events
-                .iter()
-                .map(|(c, a)| format!("{{\"customer\":\"{c}\",\"amount\":{a}}}"))
-                .collect();
             let sent = Instant::now();
-            let sends = payloads.iter().map(|pl| {
-                prod.send(
-                    FutureRecord::<(), str>::to(&topic).payload(pl.as_str()),
-                    Duration::from_secs(60),
-                )
-            });
-            let results = futures::future::join_all(sends).await;
+            let results = util::send_events(&prod, &topic, &events).await;
             {
                 let mut a = acked.lock().unwrap();
                 for ((c, amount), r) in events.into_iter().zip(results) {

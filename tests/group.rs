@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lambdaflow::storage::{Layout, segments};
-use rdkafka::producer::FutureRecord;
 
 use crate::util::{self, Env, Spawned, get_json, kill9, rows_of};
 
@@ -50,17 +49,7 @@ fn produce(env: &Env, n: usize, pace: Duration, sent: &Mutex<Sent>, stop: &Atomi
                 .collect();
             i += events.len();
             sent.lock().unwrap().total += events.iter().map(|e| e.1).sum::<i64>();
-            let payloads: Vec<String> = events
-                .iter()
-                .map(|(c, a)| format!("{{\"customer\":\"{c}\",\"amount\":{a}}}"))
-                .collect();
-            let sends = payloads.iter().map(|pl| {
-                prod.send(
-                    FutureRecord::<(), str>::to(&topic).payload(pl.as_str()),
-                    Duration::from_secs(60),
-                )
-            });
-            let results = futures::future::join_all(sends).await;
+            let results = util::send_events(&prod, &topic, &events).await;
             {
                 let mut s = sent.lock().unwrap();
                 for ((c, a), r) in events.into_iter().zip(results) {

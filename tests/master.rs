@@ -266,6 +266,8 @@ fn the_api_answers_as_of_a_table_version(
     let key = get_json(&addr, "/api/views/customer_totals?as_of=1&key=Ali");
     assert_eq!(key["rows"][0]["total_amount"], then["Ali"], "{key}");
     // A time resolves to the version committed at or before it: now is the latest version.
+    // (Whole seconds: wait one, so that the last commit is not in the second `t` rounds down to.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let latest = get_json(&addr, &format!("/api/views/customer_totals?as_of={t}"));
     assert_eq!(&rows_of(&latest, "customer", "total_amount"), now);

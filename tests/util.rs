@@ -191,6 +191,26 @@ impl Env {
     }
 }
 
+/// Sends `events` (customer, amount) as seed-shaped JSON lines, all at once, and waits for each
+/// one's delivery (acknowledged with its partition and offset, or failed).
+pub async fn send_events(
+    prod: &lambdaflow::kafka::Producer,
+    topic: &str,
+    events: &[(String, i64)],
+) -> Vec<rdkafka::producer::future_producer::OwnedDeliveryResult> {
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|(c, a)| format!("{{\"customer\":\"{c}\",\"amount\":{a}}}"))
+        .collect();
+    let sends = payloads.iter().map(|pl| {
+        prod.send(
+            rdkafka::producer::FutureRecord::<(), str>::to(topic).payload(pl.as_str()),
+            Duration::from_secs(60),
+        )
+    });
+    futures::future::join_all(sends).await
+}
+
 pub fn read_view(dir: &Path, key: &str, value: &str) -> BTreeMap<String, i64> {
     assert!(
         dir.join("_SUCCESS").exists(),

@@ -47,17 +47,7 @@ pub fn write(
 /// Deletes a partition's files from offset `from` on (see the module docs).
 pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
     let dir = partition_dir(layout, topic, partition);
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(());
-    };
-    for f in entries {
-        let path = f.at(&dir)?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if range_of(name).is_some_and(|(a, _)| a >= from) {
-            super::segments::remove_if_there(&path)?;
-        }
-    }
-    Ok(())
+    super::segments::remove_ranges_from(&dir, from, |name| range_of(name).map(|(a, _)| a))
 }
 
 /// Every dead letter of `topic`, one per (partition, offset), in partition and offset order.

@@ -328,14 +328,23 @@ pub(crate) fn remove_if_there(path: &Path) -> Result<()> {
 /// consumer-group instance claiming the partition; those events are consumed again).
 pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
     let dir = partition_dir(layout, topic, partition);
-    let Ok(entries) = fs::read_dir(&dir) else {
+    remove_ranges_from(&dir, from, |name| parse_name(name).map(|(a, _, _)| a))
+}
+
+/// Deletes the files in `dir` whose range (`start_of` their name) starts at `from` or later.
+pub(crate) fn remove_ranges_from(
+    dir: &Path,
+    from: i64,
+    start_of: impl Fn(&str) -> Option<i64>,
+) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
     };
     for f in entries {
-        let path = f.at(&dir)?.path();
+        let path = f.at(dir)?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if parse_name(name).is_some_and(|(a, _, _)| a >= from) {
-            tracing::info!(segment = %path.display(), "removing a segment an earlier owner did not commit (it is consumed again)");
+        if start_of(name).is_some_and(|a| a >= from) {
+            tracing::info!(file = %path.display(), "removing what an earlier owner of the partition did not commit (it is consumed again)");
             remove_if_there(&path)?;
         }
     }

@@ -20,7 +20,7 @@ const EVERY: Duration = Duration::from_secs(2);
 /// The last description (`None` until the first one).
 pub type GroupWatch = watch::Receiver<Option<Arc<Value>>>;
 
-/// Describes the group every [`EVERY`] until `stop`; a failure keeps the last description with
+/// Describes the group every 2 s until `stop`; a failure keeps the last description with
 /// the error beside it.
 pub async fn follow(
     p: Arc<Pipeline>,

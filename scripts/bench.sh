@@ -5,6 +5,7 @@
 #   bench-batch.sh     lambdaflow batch vs DuckDB, DataFusion-python, the workshop's PySpark job
 #                      and the Spark engine: 1M and 10M events, alternating rounds, medians
 #   bench-latency.sh   produce-to-visible latency vs the workshop's Spark Structured Streaming job
+#   bench-throughput.sh speed-layer events/s from a pre-loaded topic vs the same Spark job
 #   bench-speed.sh     speed-layer throughput, Lambda vs Kappa recompute, latency, compact
 #   bench-group.sh     the speed layer as a consumer group: 1-3 instances, partition moves
 #   bench-serving.sh   serving at 10,000 and 1,000,000 keys (requests/s, memory)
@@ -15,7 +16,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 mkdir -p .cache/bench
-parts=${ONLY:-batch latency speed group serving isolation}
+parts=${ONLY:-batch latency throughput speed group serving isolation}
 {
   echo "# scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, commit $(git rev-parse --short HEAD)"
   for part in $parts; do

@@ -33,8 +33,6 @@ use crate::kafka::QuietContext;
 use crate::storage::delta::{self, Claim};
 use crate::storage::segments;
 
-use super::source::SpeedConsumer;
-
 /// A change of the partitions this instance owns, as the rebalance callback saw it.
 #[derive(Debug)]
 pub(super) enum Change {
@@ -53,9 +51,6 @@ pub(super) struct Claims {
     changes: Mutex<Vec<Change>>,
     /// Woken when a change is pushed: the layer applies it without waiting for a message.
     changed: tokio::sync::Notify,
-    /// Set when the consumer closes: revoked partitions are given up at once (no layer left to
-    /// commit them).
-    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Claims {
@@ -66,7 +61,6 @@ impl Claims {
             writer: Mutex::new(writer),
             changes: Mutex::new(Vec::new()),
             changed: tokio::sync::Notify::new(),
-            closing: Default::default(),
         })
     }
 
@@ -78,12 +72,6 @@ impl Claims {
     /// True when changes wait to be applied.
     pub fn pending(&self) -> bool {
         !lock(&self.changes).is_empty()
-    }
-
-    /// Marks the consumer as closing (see [`Closing`]).
-    fn close(&self) {
-        self.closing
-            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Resolves when a change was pushed since the last call.
@@ -179,14 +167,11 @@ impl ConsumerContext for SpeedContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();
                 info!(partitions = ?parts, lost, "speed layer: partitions revoked");
-                if g.closing.load(std::sync::atomic::Ordering::SeqCst) {
-                    unassign(consumer, tpl, cooperative)
+                g.push(Change::Revoked(parts));
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
                 } else {
-                    // Given up by the layer once their events are committed ([`hand_over`]):
-                    // librdkafka lets the application unassign after the callback, and the
-                    // group gives them to another member only then.
-                    g.push(Change::Revoked(parts));
-                    Ok(())
+                    consumer.unassign()
                 }
             }
             other => {
@@ -196,45 +181,6 @@ impl ConsumerContext for SpeedContext {
         };
         if let Err(e) = done {
             g.push(Change::Failed(Error::kafka("apply a rebalance", e)));
-        }
-    }
-}
-
-fn unassign<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    tpl: &TopicPartitionList,
-    cooperative: bool,
-) -> KafkaResult<()> {
-    if cooperative {
-        consumer.incremental_unassign(tpl)
-    } else {
-        consumer.unassign()
-    }
-}
-
-/// Gives up revoked partitions, after the layer committed their events: only now can the group
-/// assign them to another member, which resumes them from the table.
-pub(super) fn hand_over(consumer: &SpeedConsumer, topic: &str, parts: &[i32]) -> Result<()> {
-    let mut tpl = TopicPartitionList::new();
-    for &p in parts {
-        tpl.add_partition(topic, p);
-    }
-    let cooperative = matches!(
-        consumer.rebalance_protocol(),
-        RebalanceProtocol::Cooperative
-    );
-    unassign(consumer, &tpl, cooperative)
-        .map_err(|e| Error::kafka(format!("give up partitions {parts:?} of `{topic}`"), e))
-}
-
-/// Marks the consumer as closing when dropped: declared after the consumer, it is dropped
-/// first, so the revocations of the consumer's close are given up at once.
-pub(super) struct Closing(pub Option<Arc<Claims>>);
-
-impl Drop for Closing {
-    fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            c.close();
         }
     }
 }

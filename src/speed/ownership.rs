@@ -9,8 +9,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use tracing::{debug, info, warn};
 
 use super::SpeedLayer;
-use super::group::{self, Change};
-use super::source::SpeedConsumer;
+use super::group::Change;
 use crate::error::Result;
 use crate::storage::delta::Claim;
 use crate::storage::{dead_letter_ranges, segments};
@@ -55,7 +54,7 @@ impl SpeedLayer {
     }
 
     /// Applies the rebalances seen since the last call, and drops fenced partitions.
-    pub(super) async fn apply_changes(&mut self, consumer: &SpeedConsumer) -> Result<()> {
+    pub(super) async fn apply_changes(&mut self) -> Result<()> {
         let Some((claims, _)) = &self.group else {
             return Ok(());
         };
@@ -66,13 +65,11 @@ impl SpeedLayer {
             match c {
                 Change::Assigned(claims) => self.claimed(claims)?,
                 Change::Revoked(parts) => {
-                    // Commit what is pending, then give the partitions up: the next owner
-                    // claims them after (or, when they were lost, has already: then refused).
+                    // Commit what is pending (fenced already if the next owner claimed).
                     self.checkpoint(true).await?;
-                    for &p in &parts {
+                    for p in parts {
                         self.forget(p);
                     }
-                    group::hand_over(consumer, &self.p.config.kafka.topic, &parts)?;
                 }
                 Change::Failed(e) => return Err(e),
             }

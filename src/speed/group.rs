@@ -33,6 +33,8 @@ use crate::kafka::QuietContext;
 use crate::storage::delta::{self, Claim};
 use crate::storage::segments;
 
+use super::source::SpeedConsumer;
+
 /// A change of the partitions this instance owns, as the rebalance callback saw it.
 #[derive(Debug)]
 pub(super) enum Change {
@@ -51,6 +53,11 @@ pub(super) struct Claims {
     changes: Mutex<Vec<Change>>,
     /// Woken when a change is pushed: the layer applies it without waiting for a message.
     changed: tokio::sync::Notify,
+    /// Set when the consumer closes: revoked partitions are given up at once (no layer left to
+    /// commit them).
+    closing: std::sync::atomic::AtomicBool,
+    /// Revoked partitions not given up yet (the layer commits them first).
+    held: Mutex<Vec<i32>>,
 }
 
 impl Claims {
@@ -61,6 +68,8 @@ impl Claims {
             writer: Mutex::new(writer),
             changes: Mutex::new(Vec::new()),
             changed: tokio::sync::Notify::new(),
+            closing: Default::default(),
+            held: Mutex::new(Vec::new()),
         })
     }
 
@@ -72,6 +81,12 @@ impl Claims {
     /// True when changes wait to be applied.
     pub fn pending(&self) -> bool {
         !lock(&self.changes).is_empty()
+    }
+
+    /// Marks the consumer as closing (see [`Closing`]).
+    fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Resolves when a change was pushed since the last call.
@@ -167,11 +182,18 @@ impl ConsumerContext for SpeedContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();
                 info!(partitions = ?parts, lost, "speed layer: partitions revoked");
-                g.push(Change::Revoked(parts));
-                if cooperative {
-                    consumer.incremental_unassign(tpl)
+                if lost || g.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Lost (another instance may own them already: nothing of theirs can
+                    // commit), or closing (no layer left): given up at once.
+                    g.push(Change::Revoked(parts));
+                    unassign(consumer, tpl, cooperative)
                 } else {
-                    consumer.unassign()
+                    // Given up by the layer once their events are committed ([`hand_over`]):
+                    // librdkafka lets the application unassign after the callback, and the
+                    // group gives them to another member only then.
+                    lock(&g.held).extend(parts.iter().copied());
+                    g.push(Change::Revoked(parts));
+                    Ok(())
                 }
             }
             other => {
@@ -181,6 +203,53 @@ impl ConsumerContext for SpeedContext {
         };
         if let Err(e) = done {
             g.push(Change::Failed(Error::kafka("apply a rebalance", e)));
+        }
+    }
+}
+
+fn unassign<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    tpl: &TopicPartitionList,
+    cooperative: bool,
+) -> KafkaResult<()> {
+    if cooperative {
+        consumer.incremental_unassign(tpl)
+    } else {
+        consumer.unassign()
+    }
+}
+
+/// Gives up the revoked partitions the layer holds, after it committed their events: only now
+/// can the group assign them to another member, which resumes them from the table. A failure
+/// is logged (the group then moves them when this member's session ends).
+pub(super) fn hand_over(consumer: &SpeedConsumer, claims: &Claims, topic: &str) {
+    let parts = std::mem::take(&mut *lock(&claims.held));
+    if parts.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in &parts {
+        tpl.add_partition(topic, p);
+    }
+    let cooperative = matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    );
+    if let Err(e) = unassign(consumer, &tpl, cooperative) {
+        warn!(partitions = ?parts, cause = %e, "speed layer: could not give revoked partitions up");
+    }
+}
+
+/// Marks the consumer as closing when dropped, and gives up what the layer still held:
+/// declared after the consumer, it is dropped first, on every way out of the layer, so the
+/// consumer's close never waits for a rebalance nobody answers.
+pub(super) struct Closing<'c>(pub Option<Arc<Claims>>, pub &'c SpeedConsumer, pub &'c str);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.close();
+            hand_over(self.1, c, self.2);
         }
     }
 }

@@ -204,6 +204,9 @@ pub async fn run(
     // A message of a partition being handed over, kept for after the hand-over.
     let mut carry = None;
     let claims = layer.group.as_ref().map(|(c, _)| Arc::clone(c));
+    // Dropped before the consumer (declared after it), on every way out.
+    let topic = layer.p.config.kafka.topic.clone();
+    let _closing = group::Closing(claims.clone(), &consumer, &topic);
     let handed_over = || async {
         match &claims {
             Some(c) => c.changed().await,
@@ -225,7 +228,7 @@ pub async fn run(
             },
         };
         carry = layer.micro_batch(&consumer, first, stopping).await?;
-        layer.apply_changes().await?;
+        layer.apply_changes(&consumer).await?;
     }
     layer.stop().await
 }

@@ -9,7 +9,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use tracing::{debug, info, warn};
 
 use super::SpeedLayer;
-use super::group::Change;
+use super::group::{self, Change};
+use super::source::SpeedConsumer;
 use crate::error::Result;
 use crate::storage::delta::Claim;
 use crate::storage::{dead_letter_ranges, segments};
@@ -54,7 +55,7 @@ impl SpeedLayer {
     }
 
     /// Applies the rebalances seen since the last call, and drops fenced partitions.
-    pub(super) async fn apply_changes(&mut self) -> Result<()> {
+    pub(super) async fn apply_changes(&mut self, consumer: &SpeedConsumer) -> Result<()> {
         let Some((claims, _)) = &self.group else {
             return Ok(());
         };
@@ -65,10 +66,14 @@ impl SpeedLayer {
             match c {
                 Change::Assigned(claims) => self.claimed(claims)?,
                 Change::Revoked(parts) => {
-                    // Commit what is pending (fenced already if the next owner claimed).
+                    // Commit what is pending, then give the partitions up: the next owner
+                    // claims them after (or, when they were lost, has already: then refused).
                     self.checkpoint(true).await?;
-                    for p in parts {
+                    for &p in &parts {
                         self.forget(p);
+                    }
+                    if let Some((claims, _)) = &self.group {
+                        group::hand_over(consumer, claims, &self.p.config.kafka.topic);
                     }
                 }
                 Change::Failed(e) => return Err(e),

@@ -110,6 +110,16 @@ impl Checkpointer {
         }
     }
 
+    /// In a consumer group, whether this instance owns `part` (always true outside one).
+    pub fn owns(&self, part: i32) -> bool {
+        self.owners.as_ref().is_none_or(|o| o.contains_key(&part))
+    }
+
+    /// In a consumer group, the partitions this instance owns.
+    pub fn owned(&self) -> Option<Vec<i32>> {
+        self.owners.as_ref().map(|o| o.keys().copied().collect())
+    }
+
     /// Forgets a partition this instance no longer owns, with its unarchived events.
     pub fn forget(&mut self, part: i32) {
         self.pending.remove(&part);

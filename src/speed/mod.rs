@@ -164,8 +164,9 @@ struct SpeedLayer {
     checkpointer: Checkpointer,
     /// The dead-letter file (`None` in a consumer group: dead letters go with their range).
     dlq: Option<DeadLetterFile>,
-    /// In a consumer group: the rebalances' changes, and the owner epoch per partition owned.
-    group: Option<(Arc<Claims>, BTreeMap<i32, i64>)>,
+    /// In a consumer group: the rebalances' changes (the partitions owned, with their owner
+    /// epochs, are the checkpointer's: it fences every commit with them).
+    group: Option<Arc<Claims>>,
     /// The log lines of rejected messages, summarized.
     rejected: DeadLetterLog,
     brokers: watch::Receiver<BrokerHealth>,
@@ -203,7 +204,7 @@ pub async fn run(
     let mut stopping = false;
     // A message of a partition being handed over, kept for after the hand-over.
     let mut carry = None;
-    let claims = layer.group.as_ref().map(|(c, _)| Arc::clone(c));
+    let claims = layer.group.clone();
     // Dropped before the consumer (declared after it), on every way out.
     let topic = layer.p.config.kafka.topic.clone();
     let _closing = group::Closing(claims.clone(), &consumer, &topic);
@@ -299,7 +300,7 @@ impl SpeedLayer {
             handoff,
             checkpointer,
             dlq,
-            group: group.map(|g| (g, BTreeMap::new())),
+            group,
             rejected: DeadLetterLog::new("sent to the dead-letter file"),
             brokers,
             last_batch_start: Instant::now(),

@@ -28,14 +28,16 @@ pub(super) enum Owns {
 impl SpeedLayer {
     /// Whether the message's partition is this instance's (see [`Owns`]).
     pub(super) fn owns(&self, m: &KafkaResult<BorrowedMessage<'_>>) -> Owns {
-        let (Some((claims, owned)), Ok(m)) = (&self.group, m) else {
+        let (Some(claims), Ok(m)) = (&self.group, m) else {
             return Owns::Yes;
         };
         let part = m.partition();
-        if claims.pending() {
-            return Owns::AfterHandOver;
-        }
-        if !owned.contains_key(&part) {
+        // An owned partition's message is taken even with a change pending: applying it later
+        // commits (revoked) or resets (claimed again) the partition, events and state alike.
+        if !self.checkpointer.owns(part) {
+            if claims.pending() {
+                return Owns::AfterHandOver;
+            }
             debug!(
                 partition = part,
                 offset = m.offset(),
@@ -56,7 +58,7 @@ impl SpeedLayer {
 
     /// Applies the rebalances seen since the last call, and drops fenced partitions.
     pub(super) async fn apply_changes(&mut self, consumer: &SpeedConsumer) -> Result<()> {
-        let Some((claims, _)) = &self.group else {
+        let Some(claims) = self.group.clone() else {
             return Ok(());
         };
         let changes = claims.take();
@@ -72,17 +74,13 @@ impl SpeedLayer {
                     for &p in &parts {
                         self.forget(p);
                     }
-                    if let Some((claims, _)) = &self.group {
-                        group::hand_over(consumer, claims, &self.p.config.kafka.topic);
-                    }
+                    group::hand_over(consumer, &claims, &self.p.config.kafka.topic);
                 }
                 Change::Failed(e) => return Err(e),
             }
         }
         if changed {
-            if let Some((_, owned)) = &self.group {
-                self.snap.owned = Some(owned.keys().copied().collect());
-            }
+            self.snap.owned = self.checkpointer.owned();
             self.snap.checkpointed = self.checkpointer.committed().clone();
             self.send_status(true);
             self.send_reset().await;
@@ -106,9 +104,6 @@ impl SpeedLayer {
                 bound.insert(part, o);
             }
             self.checkpointer.own(part, c.epoch);
-            if let Some((_, owned)) = &mut self.group {
-                owned.insert(part, c.epoch);
-            }
         }
         let todo: Vec<(usize, BTreeMap<i32, i64>)> = self
             .views
@@ -152,8 +147,5 @@ impl SpeedLayer {
         }
         self.snap.offsets.remove(&part);
         self.checkpointer.forget(part);
-        if let Some((_, owned)) = &mut self.group {
-            owned.remove(&part);
-        }
     }
 }

@@ -7,14 +7,13 @@
 //! files from the partition's archived end on (an earlier owner's, never committed). A file
 //! whose range the table covers is therefore committed — except in one window: an owner killed
 //! between a fenced commit and the deletion leaves a file whose records the new owner writes
-//! too. Every record names its topic, partition and offset, so [`read`] keeps one per offset.
+//! too. Every record names its topic, partition and offset, so a reader can keep one per offset.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{Layout, json_lines_values, write_atomic};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 
 fn partition_dir(layout: &Layout, topic: &str, partition: i32) -> PathBuf {
     layout
@@ -50,52 +49,56 @@ pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i6
     super::segments::remove_ranges_from(&dir, from, |name| range_of(name).map(|(a, _)| a))
 }
 
-/// Every dead letter of `topic`, one per (partition, offset), in partition and offset order.
-pub fn read(layout: &Layout, topic: &str) -> Result<Vec<serde_json::Value>> {
-    let root = layout.dead_letter_ranges().join(format!("topic={topic}"));
-    let mut out: BTreeMap<(i64, i64), serde_json::Value> = BTreeMap::new();
-    let Ok(parts) = fs::read_dir(&root) else {
-        return Ok(Vec::new());
-    };
-    for d in parts {
-        let d = d.at(&root)?.path();
-        for f in fs::read_dir(&d).at(&d)? {
-            let path = f.at(&d)?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if range_of(name).is_none() {
-                continue;
-            }
-            read_file(&path, &mut out)?;
-        }
-    }
-    Ok(out.into_values().collect())
-}
-
-fn read_file(path: &Path, out: &mut BTreeMap<(i64, i64), serde_json::Value>) -> Result<()> {
-    let text = fs::read_to_string(path).at(path)?;
-    for (i, line) in text.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            Error::damaged(
-                path,
-                "dead-letter file",
-                "delete the file (its range's bad messages are then lost)",
-                format!("line {}: {e}", i + 1),
-            )
-        })?;
-        let key = (
-            v["partition"].as_i64().unwrap_or(-1),
-            v["offset"].as_i64().unwrap_or(-1),
-        );
-        out.insert(key, v);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
     use super::*;
+    use crate::error::Error;
+
+    /// Every dead letter of `topic`, one per (partition, offset), in partition and offset order.
+    pub fn read(layout: &Layout, topic: &str) -> Result<Vec<serde_json::Value>> {
+        let root = layout.dead_letter_ranges().join(format!("topic={topic}"));
+        let mut out: BTreeMap<(i64, i64), serde_json::Value> = BTreeMap::new();
+        let Ok(parts) = fs::read_dir(&root) else {
+            return Ok(Vec::new());
+        };
+        for d in parts {
+            let d = d.at(&root)?.path();
+            for f in fs::read_dir(&d).at(&d)? {
+                let path = f.at(&d)?.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if range_of(name).is_none() {
+                    continue;
+                }
+                read_file(&path, &mut out)?;
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    fn read_file(path: &Path, out: &mut BTreeMap<(i64, i64), serde_json::Value>) -> Result<()> {
+        let text = fs::read_to_string(path).at(path)?;
+        for (i, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                Error::damaged(
+                    path,
+                    "dead-letter file",
+                    "delete the file (its range's bad messages are then lost)",
+                    format!("line {}: {e}", i + 1),
+                )
+            })?;
+            let key = (
+                v["partition"].as_i64().unwrap_or(-1),
+                v["offset"].as_i64().unwrap_or(-1),
+            );
+            out.insert(key, v);
+        }
+        Ok(())
+    }
 
     #[test]
     fn uncommitted_files_go_and_overlaps_read_once() {

@@ -524,6 +524,8 @@ async fn commit(
         let mut actions = Vec::new();
         let mut txns: BTreeMap<String, i64> = BTreeMap::new();
         let mut fenced = Vec::new();
+        // Whether any range moves an archived offset (owner epochs alone are not a commit).
+        let mut archives = false;
         for r in &ranges {
             if fenced.iter().any(|&(p, _)| p == r.partition) {
                 continue;
@@ -555,12 +557,26 @@ async fn commit(
                 _ => {}
             }
             if let Some(s) = &r.segment {
-                actions.push(add_action(dir, s)?);
+                match add_action(dir, s) {
+                    Ok(a) => actions.push(a),
+                    // An owner's segment deleted under it: another instance claimed the
+                    // partition since this commit read the table and removed what was not
+                    // committed. Refused like any range of a superseded owner.
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && matches!(r.fence, Fence::Owner(_)) =>
+                    {
+                        fenced.push((r.partition, 0));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let e = txns.entry(id).or_insert(r.to);
             *e = (*e).max(r.to);
+            archives = true;
         }
-        if !txns.keys().any(|k| !k.ends_with("/owner")) {
+        if !archives {
             return Ok(Committed {
                 version: None,
                 fenced,

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod bytes;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -1,30 +1,62 @@
-//! Group keys, stored once: each key in Arrow's row format (comparable bytes) in one flat
-//! buffer, and one hash table from key to group id.
+//! Group keys, stored once: each key's bytes in one flat buffer, and one hash table from key to
+//! group id.
 //!
 //! ```text
-//!   bytes:   [Ali·····][Sara·····][Mounir·····] …      every key once, back to back
-//!   ends:    [    8    ,   17     ,    28      ] …      group g = bytes[ends[g-1]..ends[g]]
-//!   table:   HashTable<u32>  hash(key bytes) → g       equality checks the bytes at g
+//!   bytes:   [·Ali][·Sara][·Mounir] …      every key once, back to back
+//!   ends:    [  4 ,   9  ,   16   ] …      group g = bytes[ends[g-1]..ends[g]]
+//!   table:   HashTable<u32>  hash(key) → g       equality checks the bytes at g
 //! ```
 //!
-//! No per-key allocation and no `ScalarValue`: a million keys of a dozen bytes cost about
-//! 30 MB (bytes + 8-byte end + table slot). Group ids are dense and never change, so every other
+//! A key's bytes depend on the GROUP BY types: a single string key (per customer, per product:
+//! the usual view) is a validity byte and the string's own UTF-8 bytes, hashed and compared as
+//! they are — no encoding per row; any other key is Arrow's row format of its values. No
+//! per-key allocation and no `ScalarValue`: a million keys of a dozen bytes cost about 30 MB
+//! (bytes + 8-byte end + table slot). Group ids are dense and never change, so every other
 //! per-group structure is a plain vector indexed by them. Keys turn back into Arrow columns only
 //! for the groups asked for ([`KeyIndex::columns`]).
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{RowConverter, RowParser, SortField};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use crate::bytes::same;
 use crate::error::Result;
+
+/// How keys are turned into bytes.
+enum Encoding {
+    /// No GROUP BY: one empty key.
+    Global,
+    /// One `Utf8` key: `[1] ++ UTF-8 bytes`, or `[0]` for NULL.
+    Str,
+    /// Anything else: Arrow's row format.
+    Rows(RowConverter, RowParser),
+}
+
+impl Encoding {
+    fn new(types: &[DataType]) -> Self {
+        match types {
+            [] => Encoding::Global,
+            [DataType::Utf8] => Encoding::Str,
+            _ => {
+                let c = RowConverter::new(types.iter().cloned().map(SortField::new).collect())
+                    .expect("GROUP BY types are plain Arrow types");
+                let p = c.parser();
+                Encoding::Rows(c, p)
+            }
+        }
+    }
+}
+
+/// The validity byte of a string key.
+const VALID: u8 = 1;
 
 /// Dense group ids for group keys (see the module docs).
 pub struct KeyIndex {
-    /// Encodes GROUP BY values as comparable bytes; `None` without GROUP BY (one empty key).
-    converter: Option<(RowConverter, RowParser)>,
+    encoding: Encoding,
     types: Vec<DataType>,
     bytes: Vec<u8>,
     ends: Vec<usize>,
@@ -44,7 +76,7 @@ impl std::fmt::Debug for KeyIndex {
 impl Clone for KeyIndex {
     fn clone(&self) -> Self {
         Self {
-            converter: self.converter.as_ref().map(|_| converter(&self.types)),
+            encoding: Encoding::new(&self.types),
             types: self.types.clone(),
             bytes: self.bytes.clone(),
             ends: self.ends.clone(),
@@ -54,18 +86,11 @@ impl Clone for KeyIndex {
     }
 }
 
-fn converter(types: &[DataType]) -> (RowConverter, RowParser) {
-    let c = RowConverter::new(types.iter().cloned().map(SortField::new).collect())
-        .expect("GROUP BY types are plain Arrow types");
-    let p = c.parser();
-    (c, p)
-}
-
 impl KeyIndex {
     /// An empty index for keys of `types` (none: a global aggregate's single group).
     pub fn new(types: Vec<DataType>) -> Self {
         Self {
-            converter: (!types.is_empty()).then(|| converter(&types)),
+            encoding: Encoding::new(&types),
             types,
             bytes: Vec::new(),
             ends: Vec::new(),
@@ -90,34 +115,71 @@ impl KeyIndex {
         &self.bytes[start..self.ends[g]]
     }
 
+    /// The hash of key bytes. A string key hashes as its UTF-8 bytes alone, so a string found
+    /// in the input is looked up without building its key bytes.
+    fn hash(&self, key: &[u8]) -> u64 {
+        hash_key(&self.encoding, &self.hasher, key)
+    }
+
     /// The group of `key`, if it exists.
     pub fn find(&self, key: &[u8]) -> Option<usize> {
-        let h = self.hasher.hash_one(key);
         self.table
-            .find(h, |&g| self.key(g as usize) == key)
+            .find(self.hash(key), |&g| same(self.key(g as usize), key))
             .map(|&g| g as usize)
     }
 
     /// The group of `key`, created when new; the flag says whether it was created.
     pub fn find_or_insert(&mut self, key: &[u8]) -> (usize, bool) {
-        let h = self.hasher.hash_one(key);
+        let h = self.hash(key);
+        self.find_or_insert_with(h, |k| same(k, key), |bytes| bytes.extend_from_slice(key))
+    }
+
+    /// The group of the string key `s` (`None`: NULL) of a single-string-key index.
+    pub fn find_or_insert_str(&mut self, s: Option<&[u8]>) -> (usize, bool) {
+        debug_assert!(matches!(self.encoding, Encoding::Str));
+        match s {
+            Some(s) => {
+                let h = self.hasher.hash_one(s);
+                self.find_or_insert_with(
+                    h,
+                    |k| k.first() == Some(&VALID) && same(&k[1..], s),
+                    |bytes| {
+                        bytes.push(VALID);
+                        bytes.extend_from_slice(s);
+                    },
+                )
+            }
+            None => self.find_or_insert(&[0]),
+        }
+    }
+
+    /// The group whose key bytes satisfy `eq` (hash `h`), or a new one whose bytes `write`
+    /// appends.
+    #[inline]
+    fn find_or_insert_with(
+        &mut self,
+        h: u64,
+        eq: impl Fn(&[u8]) -> bool,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> (usize, bool) {
         let (bytes, ends) = (&self.bytes, &self.ends);
         let at = |g: u32| {
             let g = g as usize;
             let start = if g == 0 { 0 } else { ends[g - 1] };
             &bytes[start..ends[g]]
         };
-        if let Some(&g) = self.table.find(h, |&g| at(g) == key) {
+        if let Some(&g) = self.table.find(h, |&g| eq(at(g))) {
             return (g as usize, false);
         }
         let g = self.ends.len();
-        self.bytes.extend_from_slice(key);
+        write(&mut self.bytes);
         self.ends.push(self.bytes.len());
-        let (bytes, ends, hasher) = (&self.bytes, &self.ends, &self.hasher);
+        let (bytes, ends, encoding, hasher) =
+            (&self.bytes, &self.ends, &self.encoding, &self.hasher);
         self.table.insert_unique(h, g as u32, |&g| {
             let g = g as usize;
             let start = if g == 0 { 0 } else { ends[g - 1] };
-            hasher.hash_one(&bytes[start..ends[g]])
+            hash_key(encoding, hasher, &bytes[start..ends[g]])
         });
         (g, true)
     }
@@ -130,48 +192,85 @@ impl KeyIndex {
         rows: usize,
         mut created: impl FnMut(usize),
     ) -> Result<Vec<usize>> {
-        let Some((conv, _)) = &self.converter else {
-            let (g, new) = self.find_or_insert(&[]);
-            if new {
-                created(g);
-            }
-            return Ok(vec![g; rows]);
-        };
-        let encoded = conv.convert_columns(cols)?;
         let mut ids = Vec::with_capacity(rows);
-        for row in encoded.iter() {
-            let (g, new) = self.find_or_insert(row.as_ref());
+        let mut add = |(g, new): (usize, bool)| {
             if new {
                 created(g);
             }
             ids.push(g);
+        };
+        match &self.encoding {
+            Encoding::Global => {
+                let g = self.find_or_insert(&[]);
+                add(g);
+                ids.resize(rows, ids[0]);
+            }
+            Encoding::Str => {
+                let s = cols[0].as_string::<i32>();
+                for i in 0..rows {
+                    add(self.find_or_insert_str(s.is_valid(i).then(|| s.value(i).as_bytes())));
+                }
+            }
+            Encoding::Rows(conv, _) => {
+                let encoded = conv.convert_columns(cols)?;
+                for row in encoded.iter() {
+                    add(self.find_or_insert(row.as_ref()));
+                }
+            }
         }
         Ok(ids)
     }
 
     /// Encodes key values (one row per key) as key bytes, e.g. to look a key up.
     pub fn encode(&self, cols: &[ArrayRef]) -> Result<Vec<Vec<u8>>> {
-        match &self.converter {
-            None => Ok(vec![Vec::new()]),
-            Some((conv, _)) => Ok(conv
+        Ok(match &self.encoding {
+            Encoding::Global => vec![Vec::new()],
+            Encoding::Str => cols[0]
+                .as_string::<i32>()
+                .iter()
+                .map(|v| match v {
+                    Some(s) => [&[VALID], s.as_bytes()].concat(),
+                    None => vec![0],
+                })
+                .collect(),
+            Encoding::Rows(conv, _) => conv
                 .convert_columns(cols)?
                 .iter()
                 .map(|r| r.as_ref().to_vec())
-                .collect()),
-        }
+                .collect(),
+        })
     }
 
     /// The GROUP BY columns of the groups `gids`, in that order.
     pub fn columns(&self, gids: &[usize]) -> Result<Vec<ArrayRef>> {
-        let Some((conv, parser)) = &self.converter else {
-            return Ok(Vec::new());
-        };
-        Ok(conv.convert_rows(gids.iter().map(|&g| parser.parse(self.key(g))))?)
+        Ok(match &self.encoding {
+            Encoding::Global => Vec::new(),
+            Encoding::Str => {
+                let values = gids.iter().map(|&g| match self.key(g).split_first() {
+                    Some((&VALID, s)) => {
+                        Some(std::str::from_utf8(s).expect("string keys are stored as UTF-8"))
+                    }
+                    _ => None,
+                });
+                vec![Arc::new(values.collect::<StringArray>()) as ArrayRef]
+            }
+            Encoding::Rows(conv, parser) => {
+                conv.convert_rows(gids.iter().map(|&g| parser.parse(self.key(g))))?
+            }
+        })
     }
 
     /// The key types.
     pub fn types(&self) -> &[DataType] {
         &self.types
+    }
+}
+
+/// See [`KeyIndex::hash`].
+fn hash_key(encoding: &Encoding, hasher: &DefaultHashBuilder, key: &[u8]) -> u64 {
+    match (encoding, key.split_first()) {
+        (Encoding::Str, Some((&VALID, s))) => hasher.hash_one(s),
+        _ => hasher.hash_one(key),
     }
 }
 
@@ -213,6 +312,57 @@ mod tests {
         assert_eq!(k.len(), 10_003);
         let again = k.intern(&many, 10_000, |_| panic!("no new group")).unwrap();
         assert_eq!(ids, again);
+    }
+
+    #[test]
+    fn a_single_string_key_is_stored_as_its_bytes() {
+        let mut k = KeyIndex::new(vec![DataType::Utf8]);
+        let cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![
+            Some("Ali"),
+            None,
+            Some("Éloïse-0001"),
+            Some("Ali"),
+            Some(""),
+            None,
+            Some("a customer with a long name, longer than sixteen bytes"),
+        ]))];
+        let ids = k.intern(&cols, 7, |_| {}).unwrap();
+        assert_eq!(ids, [0, 1, 2, 0, 3, 1, 4]);
+        assert_eq!(k.key(0), b"\x01Ali");
+        assert_eq!(k.key(1), b"\x00");
+        // A string found in the input finds the group its column made, and the other way round.
+        assert_eq!(
+            k.find_or_insert_str(Some("Éloïse-0001".as_bytes())),
+            (2, false)
+        );
+        assert_eq!(k.find_or_insert_str(None), (1, false));
+        assert_eq!(k.find_or_insert_str(Some(b"Sara")), (5, true));
+        let probe = k.encode(&cols).unwrap();
+        for (i, p) in probe.iter().enumerate() {
+            assert_eq!(k.find(p), Some(ids[i]));
+        }
+        let back = k.columns(&[4, 1, 2, 5, 3]).unwrap();
+        let back = back[0].as_any().downcast_ref::<StringArray>().unwrap();
+        let back: Vec<Option<&str>> = back.iter().collect();
+        assert_eq!(
+            back,
+            [
+                Some("a customer with a long name, longer than sixteen bytes"),
+                None,
+                Some("Éloïse-0001"),
+                Some("Sara"),
+                Some("")
+            ]
+        );
+        // The table grows and rehashes string keys as they were hashed when found.
+        let many: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            (0..20_000).map(|i| format!("customer-{i}")),
+        ))];
+        let first = k.intern(&many, 20_000, |_| {}).unwrap();
+        for (i, g) in first.iter().enumerate().step_by(997) {
+            let s = format!("customer-{i}");
+            assert_eq!(k.find_or_insert_str(Some(s.as_bytes())), (*g, false));
+        }
     }
 
     #[test]

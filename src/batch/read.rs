@@ -16,11 +16,11 @@ use tracing::warn;
 use super::ROW_COL;
 use crate::config::Pipeline;
 use crate::error::{Error, IoContext, Result};
-use crate::event::EventDecoder;
+use crate::event::{EventDecoder, RowDecoder};
 use crate::storage;
 use crate::storage::batch_view::FileReport;
 use crate::storage::segments::{self as master, Segment};
-use crate::view::ViewState;
+use crate::view::{RowPlan, ViewState};
 
 /// Rows per decoded record batch (folded while it is in the cache).
 const BATCH_ROWS: usize = 16_384;
@@ -299,9 +299,12 @@ fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Decodes one chunk of whole lines and folds it into a fresh state per view.
+/// Decodes one chunk of whole lines and folds it into a fresh state per view: record by record
+/// when every view has a row plan (the usual view), else a block of decoded events at a time.
 fn fold_chunk(chunk: &[u8], p: &Pipeline, progress: &indicatif::ProgressBar) -> Result<ChunkOut> {
+    let plans: Option<Vec<&RowPlan>> = p.views.iter().map(|d| d.row_plan()).collect();
     let mut dec = EventDecoder::with_capacity(&p.schema, BATCH_ROWS);
+    let mut rows = RowDecoder::new(&p.schema);
     let mut out = ChunkOut {
         states: p.views.iter().map(|d| d.new_state()).collect(),
         rows: 0,
@@ -330,16 +333,23 @@ fn fold_chunk(chunk: &[u8], p: &Pipeline, progress: &indicatif::ProgressBar) -> 
             continue;
         }
         out.lines += 1;
-        match dec.push(line) {
-            Ok(()) => {
-                if dec.len() >= BATCH_ROWS {
-                    fold(&mut dec, &mut out)?;
-                    let at = line.as_ptr() as usize - chunk.as_ptr() as usize + line.len();
-                    progress.inc((at - reported) as u64);
-                    reported = at;
+        let decoded = match &plans {
+            Some(plans) => rows.decode(line, |row| {
+                for (plan, st) in plans.iter().zip(&mut out.states) {
+                    st.fold_row(plan, row);
                 }
-            }
+                out.rows += 1;
+            }),
+            None => dec.push(line),
+        };
+        match decoded {
             Err(e) => out.bad.push((out.physical_lines, e.0, line.to_vec())),
+            Ok(()) if dec.len() >= BATCH_ROWS => fold(&mut dec, &mut out)?,
+            Ok(()) => {}
+        }
+        if out.lines.is_multiple_of(BATCH_ROWS as u64) {
+            progress.inc((end - reported) as u64);
+            reported = end;
         }
     }
     if !dec.is_empty() {

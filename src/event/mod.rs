@@ -6,9 +6,10 @@
 //! it to the dead-letter file. The batch layer decodes dataset lines with this code and the speed
 //! layer decodes Kafka messages with it, so the two layers cannot disagree on what an event is.
 //!
-//! Decoding goes straight from bytes into Arrow column builders (no intermediate
-//! `serde_json::Value`), one row at a time: a row is first decoded into a small scratch buffer and
-//! appended only when all of it is valid, so a bad record never leaves half a row behind.
+//! Decoding goes straight from bytes to a row of plain values on the stack ([`FieldValue`]; no
+//! intermediate `serde_json::Value`), handed on only when all of it is valid, so a bad record
+//! never leaves half a row behind: [`EventDecoder`] appends rows to Arrow column builders,
+//! [`RowDecoder`] hands each row to its caller (the batch layer folds it into the views at once).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,15 +27,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod scan;
-
-use scan::Slot;
-
-/// Whether a decoded field has a value.
-enum Presence {
-    Missing,
-    Null,
-    Set,
-}
 
 /// The type of one declared field, named as in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +114,43 @@ impl EventSchema {
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::clone(&self.arrow)
     }
+
+    /// Rejects a row where a non-nullable field is missing or null.
+    fn check(&self, row: &[FieldValue<'_>]) -> Result<(), DecodeError> {
+        for (f, v) in self.fields.iter().zip(row) {
+            if !f.nullable {
+                match v {
+                    FieldValue::Missing => {
+                        return Err(DecodeError(format!("missing field `{}`", f.name)));
+                    }
+                    FieldValue::Null => {
+                        return Err(DecodeError(format!("field `{}` is null", f.name)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The serde path: any record, with the reason when it is bad.
+    fn parse<'a>(&self, record: &'a [u8], row: &mut [Value<'a>]) -> Result<(), DecodeError> {
+        // serde_json validates UTF-8 inside strings as it parses (outside them, any non-ASCII
+        // byte is a syntax error), so the bytes are parsed as they are; only a failure is
+        // examined further, to say "not UTF-8" when that is the cause.
+        let mut de = serde_json::Deserializer::from_slice(record);
+        RowSeed { schema: self, row }
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| match std::str::from_utf8(record) {
+                Err(u) => DecodeError(format!(
+                    "not UTF-8 (invalid byte at position {})",
+                    u.valid_up_to()
+                )),
+                Ok(_) => DecodeError(json_reason(&e)),
+            })?;
+        Ok(())
+    }
 }
 
 /// Why a record was rejected. The message names the field and what was wrong with it.
@@ -146,6 +175,39 @@ enum Value<'a> {
     Bool(bool),
 }
 
+impl<'a> Value<'a> {
+    /// The value as the decoder hands it on (a string as its bytes).
+    fn field(&self) -> FieldValue<'_> {
+        match self {
+            Value::Missing => FieldValue::Missing,
+            Value::Null => FieldValue::Null,
+            Value::Str(s) => FieldValue::Str(s.as_bytes()),
+            Value::Int(i) => FieldValue::Int(*i),
+            Value::Float(x) => FieldValue::Float(*x),
+            Value::Bool(b) => FieldValue::Bool(*b),
+        }
+    }
+}
+
+/// One field of a decoded record, of the declared type: plain data (no drop glue, no
+/// allocation), a string borrowed from the record where it has no escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum FieldValue<'a> {
+    /// The record has no such key.
+    #[default]
+    Missing,
+    /// The record's value is `null`.
+    Null,
+    /// A string field's value, as UTF-8 bytes (checked).
+    Str(&'a [u8]),
+    /// An integer field's value.
+    Int(i64),
+    /// A double field's value (an integer in the record is converted).
+    Float(f64),
+    /// A boolean field's value.
+    Bool(bool),
+}
+
 enum ColumnBuilder {
     /// Strings as bytes, each checked to be UTF-8 when decoded; the column is checked once more,
     /// whole, when it becomes an Arrow string array.
@@ -156,29 +218,12 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn append(&mut self, v: &Value<'_>) {
+    fn append(&mut self, v: FieldValue<'_>) {
         match (self, v) {
-            (ColumnBuilder::Str(b), Value::Str(s)) => b.append_value(s.as_bytes()),
-            (ColumnBuilder::Int(b), Value::Int(i)) => b.append_value(*i),
-            (ColumnBuilder::Float(b), Value::Float(x)) => b.append_value(*x),
-            (ColumnBuilder::Float(b), Value::Int(i)) => b.append_value(*i as f64),
-            (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
-            (ColumnBuilder::Str(b), _) => b.append_null(),
-            (ColumnBuilder::Int(b), _) => b.append_null(),
-            (ColumnBuilder::Float(b), _) => b.append_null(),
-            (ColumnBuilder::Bool(b), _) => b.append_null(),
-        }
-    }
-
-    /// Appends a scanned field of `record`.
-    fn append_slot(&mut self, v: Slot, record: &[u8]) {
-        match (self, v) {
-            (ColumnBuilder::Str(b), Slot::Str(a, e)) => {
-                b.append_value(&record[a as usize..e as usize])
-            }
-            (ColumnBuilder::Int(b), Slot::Int(i)) => b.append_value(i),
-            (ColumnBuilder::Float(b), Slot::Float(x)) => b.append_value(x),
-            (ColumnBuilder::Bool(b), Slot::Bool(x)) => b.append_value(x),
+            (ColumnBuilder::Str(b), FieldValue::Str(s)) => b.append_value(s),
+            (ColumnBuilder::Int(b), FieldValue::Int(i)) => b.append_value(i),
+            (ColumnBuilder::Float(b), FieldValue::Float(x)) => b.append_value(x),
+            (ColumnBuilder::Bool(b), FieldValue::Bool(x)) => b.append_value(x),
             (ColumnBuilder::Str(b), _) => b.append_null(),
             (ColumnBuilder::Int(b), _) => b.append_null(),
             (ColumnBuilder::Float(b), _) => b.append_null(),
@@ -208,6 +253,50 @@ impl ColumnBuilder {
     }
 }
 
+/// Decodes records one at a time into rows of the declared fields, for a caller that folds
+/// them itself (the batch layer's usual view); [`EventDecoder`] builds Arrow batches with it.
+/// The fast path remembers the last record's layout (see `scan`), so keep one per stream.
+#[derive(Debug)]
+pub struct RowDecoder<'s> {
+    schema: &'s EventSchema,
+    shape: scan::Shape,
+}
+
+impl<'s> RowDecoder<'s> {
+    /// A decoder for records of `schema`.
+    pub fn new(schema: &'s EventSchema) -> Self {
+        Self {
+            schema,
+            shape: scan::Shape::default(),
+        }
+    }
+
+    /// Decodes one record and hands its row (one value per declared field, in order) to `f`,
+    /// or rejects it with the reason and calls nothing.
+    pub fn decode<R>(
+        &mut self,
+        record: &[u8],
+        f: impl FnOnce(&[FieldValue<'_>]) -> R,
+    ) -> Result<R, DecodeError> {
+        let schema = self.schema;
+        // The fast path fills plain values on the stack (no allocation, no drop glue).
+        const INLINE: usize = 16;
+        let n = schema.fields.len();
+        if n <= INLINE {
+            let mut row = [FieldValue::Missing; INLINE];
+            if scan::scan(schema, record, &mut row[..n], &mut self.shape).is_some() {
+                schema.check(&row[..n])?;
+                return Ok(f(&row[..n]));
+            }
+        }
+        let mut values = vec![Value::Missing; n];
+        schema.parse(record, &mut values)?;
+        let row: Vec<FieldValue<'_>> = values.iter().map(Value::field).collect();
+        schema.check(&row)?;
+        Ok(f(&row))
+    }
+}
+
 /// Decodes JSON records into Arrow record batches of the declared schema.
 ///
 /// ```
@@ -219,7 +308,7 @@ impl ColumnBuilder {
 /// assert_eq!(dec.finish().num_rows(), 1);
 /// ```
 pub struct EventDecoder<'s> {
-    schema: &'s EventSchema,
+    rows: RowDecoder<'s>,
     columns: Vec<ColumnBuilder>,
 }
 
@@ -243,7 +332,10 @@ impl<'s> EventDecoder<'s> {
                 FieldType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
             })
             .collect();
-        Self { schema, columns }
+        Self {
+            rows: RowDecoder::new(schema),
+            columns,
+        }
     }
 
     /// Rows decoded since the last [`finish`](Self::finish).
@@ -258,93 +350,32 @@ impl<'s> EventDecoder<'s> {
 
     /// Decodes one record and appends it, or rejects it with the reason and appends nothing.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        // The fast path fills plain slots on the stack (no allocation, no drop glue).
-        const INLINE: usize = 16;
-        let n = self.schema.fields.len();
-        if n <= INLINE {
-            let mut slots = [Slot::Missing; INLINE];
-            if scan::scan(self.schema, record, &mut slots[..n]).is_some() {
-                self.check(slots[..n].iter().map(|s| match s {
-                    Slot::Missing => Presence::Missing,
-                    Slot::Null => Presence::Null,
-                    _ => Presence::Set,
-                }))?;
-                for (b, &v) in self.columns.iter_mut().zip(&slots[..n]) {
-                    b.append_slot(v, record);
-                }
-                return Ok(());
+        let columns = &mut self.columns;
+        self.rows.decode(record, |row| {
+            for (b, &v) in columns.iter_mut().zip(row) {
+                b.append(v);
             }
-        }
-        let mut row = vec![Value::Missing; n];
-        self.parse(record, &mut row)?;
-        self.check_and_append(&row)
-    }
-
-    /// Rejects a row where a non-nullable field is missing or null.
-    fn check(&self, row: impl Iterator<Item = Presence>) -> Result<(), DecodeError> {
-        for (f, v) in self.schema.fields.iter().zip(row) {
-            if !f.nullable {
-                match v {
-                    Presence::Missing => {
-                        return Err(DecodeError(format!("missing field `{}`", f.name)));
-                    }
-                    Presence::Null => {
-                        return Err(DecodeError(format!("field `{}` is null", f.name)));
-                    }
-                    Presence::Set => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends a row decoded by serde, or rejects it (see [`Self::check`]).
-    fn check_and_append(&mut self, row: &[Value<'_>]) -> Result<(), DecodeError> {
-        self.check(row.iter().map(|v| match v {
-            Value::Missing => Presence::Missing,
-            Value::Null => Presence::Null,
-            _ => Presence::Set,
-        }))?;
-        for (b, v) in self.columns.iter_mut().zip(row) {
-            b.append(v);
-        }
-        Ok(())
-    }
-
-    /// The serde path: any record, with the reason when it is bad.
-    fn parse<'a>(&self, record: &'a [u8], row: &mut [Value<'a>]) -> Result<(), DecodeError> {
-        // serde_json validates UTF-8 inside strings as it parses (outside them, any non-ASCII
-        // byte is a syntax error), so the bytes are parsed as they are; only a failure is
-        // examined further, to say "not UTF-8" when that is the cause.
-        let mut de = serde_json::Deserializer::from_slice(record);
-        RowSeed {
-            schema: self.schema,
-            row,
-        }
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| match std::str::from_utf8(record) {
-            Err(u) => DecodeError(format!(
-                "not UTF-8 (invalid byte at position {})",
-                u.valid_up_to()
-            )),
-            Ok(_) => DecodeError(json_reason(&e)),
-        })?;
-        Ok(())
+        })
     }
 
     /// [`Self::push`] through the serde path alone (what the fast path is checked against).
     #[cfg(test)]
     fn push_serde(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        let mut row = vec![Value::Missing; self.schema.fields.len()];
-        self.parse(record, &mut row)?;
-        self.check_and_append(&row)
+        let schema = self.rows.schema;
+        let mut row = vec![Value::Missing; schema.fields.len()];
+        schema.parse(record, &mut row)?;
+        let row: Vec<FieldValue<'_>> = row.iter().map(Value::field).collect();
+        schema.check(&row)?;
+        for (b, &v) in self.columns.iter_mut().zip(&row) {
+            b.append(v);
+        }
+        Ok(())
     }
 
     /// Takes the buffered rows as one record batch and empties the builders.
     pub fn finish(&mut self) -> RecordBatch {
         let columns = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
-        RecordBatch::try_new(self.schema.arrow_schema(), columns)
+        RecordBatch::try_new(self.rows.schema.arrow_schema(), columns)
             .expect("decoder columns always match the declared schema")
     }
 }

@@ -5,25 +5,91 @@
 //! (escapes, nested values, long or exponent numbers, any error at all) returns `None`, and the
 //! record goes through serde_json, which decides and words the reason. So a bad record is
 //! rejected exactly as before, with the same reason.
+//!
+//! Records of a stream mostly share one layout: the same keys, in the same order, with the same
+//! spacing. The scanner keeps the [`Shape`] of the last record it read — the bytes between its
+//! values, and the field each value fills — and reads the next one by checking those bytes
+//! (one comparison each) and parsing only the values:
+//!
+//! ```text
+//!   {"customer": "Hajar-3285", "amount": 343}
+//!   └────┬─────┘└─────┬─────┘└─────┬────┘└┬┘└┘
+//!     literal    value → 0      literal  value literal (then only whitespace)
+//! ```
+//!
+//! A record whose literals match byte for byte has the keys, order and separators of the one
+//! learnt, and each value is parsed by the same code at the same place, so it is read exactly
+//! as the full scan reads it. Any difference sends the record through the full scan, which
+//! learns its shape.
 
-use super::{EventSchema, FieldType};
+use super::{EventSchema, FieldType, FieldValue};
+use crate::bytes::same;
 
-/// One field of a scanned record: plain data (no drop glue, no allocation); a string is a range
-/// of the record, checked to be UTF-8.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub(super) enum Slot {
-    #[default]
-    Missing,
-    Null,
-    Str(u32, u32),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
+/// The layout of the last record the full scan read (see the module docs).
+#[derive(Debug, Default)]
+pub(super) struct Shape {
+    /// The record's bytes outside its values, back to back.
+    text: Vec<u8>,
+    /// Per value, in order: where the literal before it ends in `text`, and the declared field
+    /// it fills (`None`: an undeclared field, skipped).
+    values: Vec<(usize, Option<usize>)>,
+    /// Whether `text` and `values` describe a record.
+    known: bool,
 }
 
-/// Fills `row` from `record` when the record has the usual shape (see the module docs).
-pub(super) fn scan(schema: &EventSchema, record: &[u8], row: &mut [Slot]) -> Option<()> {
+/// Fills `row` (all [`FieldValue::Missing`]) from `record` when the record has the usual shape
+/// (see the module docs); `shape` is the last record's, and becomes this one's.
+pub(super) fn scan<'a>(
+    schema: &EventSchema,
+    record: &'a [u8],
+    row: &mut [FieldValue<'a>],
+    shape: &mut Shape,
+) -> Option<()> {
+    if shape.known {
+        if replay(schema, record, row, shape).is_some() {
+            return Some(());
+        }
+        row.fill(FieldValue::Missing);
+    }
+    let read = learn(schema, record, row, shape);
+    shape.known = read.is_some();
+    read
+}
+
+/// Reads `record` along `shape`, or `None` where it differs.
+fn replay<'a>(
+    schema: &EventSchema,
+    record: &'a [u8],
+    row: &mut [FieldValue<'a>],
+    shape: &Shape,
+) -> Option<()> {
     let mut s = Scanner { b: record, i: 0 };
+    let mut lit = 0;
+    for &(end, field) in &shape.values {
+        s.literal(&shape.text[lit..end])?;
+        lit = end;
+        match field {
+            Some(k) => row[k] = s.value(schema.fields[k].ty)?,
+            None => s.skip_scalar()?,
+        }
+    }
+    s.literal(&shape.text[lit..])?;
+    s.ws();
+    (s.i == record.len()).then_some(())
+}
+
+/// The full scan: reads `record` and writes its shape into `shape`.
+fn learn<'a>(
+    schema: &EventSchema,
+    record: &'a [u8],
+    row: &mut [FieldValue<'a>],
+    shape: &mut Shape,
+) -> Option<()> {
+    shape.text.clear();
+    shape.values.clear();
+    let mut s = Scanner { b: record, i: 0 };
+    // Where the literal being read started.
+    let mut lit = 0;
     s.ws();
     s.eat(b'{')?;
     s.ws();
@@ -36,14 +102,17 @@ pub(super) fn scan(schema: &EventSchema, record: &[u8], row: &mut [Slot]) -> Opt
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match schema
+            shape.text.extend_from_slice(&record[lit..s.i]);
+            let field = schema
                 .fields
                 .iter()
-                .position(|f| same(f.name.as_bytes(), key))
-            {
+                .position(|f| same(f.name.as_bytes(), key));
+            match field {
                 Some(k) => row[k] = s.value(schema.fields[k].ty)?,
                 None => s.skip_scalar()?,
             }
+            shape.values.push((shape.text.len(), field));
+            lit = s.i;
             s.ws();
             match s.next()? {
                 b',' => s.ws(),
@@ -52,6 +121,7 @@ pub(super) fn scan(schema: &EventSchema, record: &[u8], row: &mut [Slot]) -> Opt
             }
         }
     }
+    shape.text.extend_from_slice(&record[lit..s.i]);
     s.ws();
     (s.i == record.len()).then_some(())
 }
@@ -84,15 +154,31 @@ impl<'a> Scanner<'a> {
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.i + word.len();
-        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+        same(self.b.get(self.i..end)?, word).then(|| self.i = end)
     }
 
     /// A string without escapes or control characters, as a range of the record; its UTF-8
-    /// checked when it is not ASCII.
+    /// checked when it is not ASCII. Eight bytes at a time while none of them ends the string
+    /// or needs a look.
     fn string(&mut self) -> Option<(usize, usize)> {
+        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+        const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+        // A high bit per byte of `w` below `n` (exact for "is there one"; `n` ≤ 0x80).
+        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
         self.eat(b'"')?;
         let start = self.i;
         let mut high = 0u8;
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let stops = below(w ^ (ONES * u64::from(b'"')), 1)
+                | below(w ^ (ONES * u64::from(b'\\')), 1)
+                | below(w, 0x20);
+            if stops != 0 {
+                break;
+            }
+            high |= u8::from(w & HIGHS != 0) << 7;
+            self.i += 8;
+        }
         loop {
             let c = self.next()?;
             match c {
@@ -145,19 +231,19 @@ impl<'a> Scanner<'a> {
 
     /// A declared field's value: what the serde path gives for it, or `None` where that path
     /// must decide.
-    fn value(&mut self, ty: FieldType) -> Option<Slot> {
+    fn value(&mut self, ty: FieldType) -> Option<FieldValue<'a>> {
         if self.peek()? == b'n' {
             self.literal(b"null")?;
-            return Some(Slot::Null);
+            return Some(FieldValue::Null);
         }
         match ty {
             FieldType::String => {
                 let (a, b) = self.string()?;
-                Some(Slot::Str(u32::try_from(a).ok()?, u32::try_from(b).ok()?))
+                Some(FieldValue::Str(&self.b[a..b]))
             }
             FieldType::Boolean => match self.peek()? {
-                b't' => self.literal(b"true").map(|()| Slot::Bool(true)),
-                b'f' => self.literal(b"false").map(|()| Slot::Bool(false)),
+                b't' => self.literal(b"true").map(|()| FieldValue::Bool(true)),
+                b'f' => self.literal(b"false").map(|()| FieldValue::Bool(false)),
                 _ => None,
             },
             FieldType::Integer => {
@@ -165,13 +251,13 @@ impl<'a> Scanner<'a> {
                 if fraction {
                     return None;
                 }
-                integer(text).map(Slot::Int)
+                integer(text).map(FieldValue::Int)
             }
             FieldType::Double => {
                 let (text, digits, fraction) = self.number()?;
                 if !fraction {
                     // serde reads an integer as one and converts it.
-                    return integer(text).map(|v| Slot::Float(v as f64));
+                    return integer(text).map(|v| FieldValue::Float(v as f64));
                 }
                 // Up to 15 digits both parsers round the same (exactly once); beyond, serde's
                 // own float parsing decides.
@@ -182,7 +268,7 @@ impl<'a> Scanner<'a> {
                     .ok()?
                     .parse::<f64>()
                     .ok()
-                    .map(Slot::Float)
+                    .map(FieldValue::Float)
             }
         }
     }
@@ -200,11 +286,6 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Byte equality of two short names, inline (a `memcmp` call costs more than the compare).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
-}
-
 /// The integer `text` (`-?[0-9]+`, checked by [`Scanner::number`]), when it fits in 64 bits.
 fn integer(text: &[u8]) -> Option<i64> {
     let (neg, digits) = match text.split_first()? {
@@ -216,6 +297,10 @@ fn integer(text: &[u8]) -> Option<i64> {
         v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
     }
     if neg {
+        // serde_json reads `-0` as the double -0.0: it decides what that is.
+        if v == 0 {
+            return None;
+        }
         0i64.checked_sub_unsigned(v)
     } else {
         i64::try_from(v).ok()
@@ -275,8 +360,8 @@ mod tests {
             "{\"customer\":\"tab\there\",\"amount\":1}",
         ];
         for r in records {
-            let mut row = vec![Slot::Missing; 4];
-            if scan(&s, r.as_bytes(), &mut row).is_some() {
+            let mut row = vec![FieldValue::Missing; 4];
+            if scan(&s, r.as_bytes(), &mut row, &mut Shape::default()).is_some() {
                 let mut d = EventDecoder::new(&s);
                 let fast = d
                     .push(r.as_bytes())
@@ -285,18 +370,66 @@ mod tests {
             }
         }
         // The usual shape takes the fast path.
-        let mut row = vec![Slot::Missing; 4];
-        assert!(scan(&s, records[1].as_bytes(), &mut row).is_some());
-        assert_eq!(row[2], Slot::Float(1.25));
+        let mut row = vec![FieldValue::Missing; 4];
+        assert!(scan(&s, records[1].as_bytes(), &mut row, &mut Shape::default()).is_some());
+        assert_eq!(row[2], FieldValue::Float(1.25));
         // Escapes, long numbers, nesting go to serde.
         for r in [records[4], records[10], records[2], records[9]] {
-            let mut row = vec![Slot::Missing; 4];
-            assert!(scan(&s, r.as_bytes(), &mut row).is_none(), "{r}");
+            let mut row = vec![FieldValue::Missing; 4];
+            assert!(
+                scan(&s, r.as_bytes(), &mut row, &mut Shape::default()).is_none(),
+                "{r}"
+            );
         }
     }
 
-    /// Records mutated at random (bytes inserted, deleted, replaced from a JSON-ish alphabet):
-    /// wherever the fast path answers, the decoder answers as serde alone does.
+    #[test]
+    fn a_record_of_the_last_layout_is_read_along_its_shape() {
+        let s = schema();
+        let mut shape = Shape::default();
+        let mut row = vec![FieldValue::Missing; 4];
+        let first = br#" {"customer": "Ali", "x": 1, "amount": 120, "vip": null} "#;
+        assert!(scan(&s, first, &mut row, &mut shape).is_some());
+        assert_eq!(
+            shape.text,
+            br#" {"customer": , "x": , "amount": , "vip": }"#
+        );
+        assert_eq!(
+            shape.values,
+            [(14, Some(0)), (21, None), (33, Some(1)), (42, Some(3))]
+        );
+        let next = br#" {"customer": "Sara-0042", "x": -7.5, "amount": -3, "vip": true}"#;
+        let mut row = vec![FieldValue::Missing; 4];
+        assert!(replay(&s, next, &mut row, &shape).is_some());
+        assert_eq!(
+            row,
+            [
+                FieldValue::Str(b"Sara-0042"),
+                FieldValue::Int(-3),
+                FieldValue::Missing,
+                FieldValue::Bool(true)
+            ]
+        );
+        // Another layout (spacing, order, a key) is not: the full scan reads and learns it.
+        for other in [
+            &br#"{"customer":"Sara", "x": 1, "amount": 1, "vip": true}"#[..],
+            br#" {"amount": 1, "x": 1, "customer": "Sara", "vip": true}"#,
+            br#" {"customer": "Sara", "y": 1, "amount": 1, "vip": true}"#,
+            br#" {"customer": "Sara", "x": 1, "amount": 1, "vip": true} x"#,
+        ] {
+            let mut row = vec![FieldValue::Missing; 4];
+            assert!(replay(&s, other, &mut row, &shape).is_none());
+        }
+        let mut row = vec![FieldValue::Missing; 4];
+        assert!(scan(&s, br#"{"amount":5,"customer":"B"}"#, &mut row, &mut shape).is_some());
+        assert_eq!(shape.text, br#"{"amount":,"customer":}"#);
+        assert_eq!(row[..2], [FieldValue::Str(b"B"), FieldValue::Int(5)]);
+    }
+
+    /// Records mutated at random (bytes inserted, deleted, replaced from a JSON-ish alphabet),
+    /// and records of one layout with random values, decoded one after the other as a stream
+    /// (the scanner replays the last record's shape): every record decodes as serde alone
+    /// decodes it.
     #[test]
     fn mutated_records_decode_as_serde_decodes_them() {
         use rand::{Rng, SeedableRng};
@@ -306,11 +439,49 @@ mod tests {
             br#"{"customer": "Ali", "amount": 120, "price": 2.5, "vip": false}"#,
             br#"{"amount":-7,"customer":"S\u00e9","x":[1,{"y":2}],"price":null}"#,
         ];
+        let names = [
+            "Ali",
+            "Éloïse-0001",
+            "a\\\"b",
+            "tab\there",
+            "",
+            "Hajar-3285-long-name",
+        ];
+        let amounts = [
+            "0",
+            "-5",
+            "012",
+            "1.0",
+            "99999999999999999999",
+            "null",
+            "\"3\"",
+            "7",
+        ];
+        let prices = [
+            "2.5",
+            "1e3",
+            "null",
+            "-0.125",
+            "3",
+            "0.1000000000000000055511",
+            "true",
+        ];
         let alphabet = b"{}[]\":,. -+0123456789eEtrufalsn\\\t\xc3\xa9\x80";
+        let mut shape = Shape::default();
+        let mut stream = EventDecoder::new(&s);
         let (mut fast, mut total) = (0, 0);
         for _ in 0..200_000 {
-            let mut r = seeds[rng.random_range(0..seeds.len())].to_vec();
-            for _ in 0..rng.random_range(1..4) {
+            let mut r = match rng.random_range(0..3) {
+                0 => format!(
+                    r#"{{"customer": "{}", "amount": {}, "price": {}, "vip": false}}"#,
+                    names[rng.random_range(0..names.len())],
+                    amounts[rng.random_range(0..amounts.len())],
+                    prices[rng.random_range(0..prices.len())],
+                )
+                .into_bytes(),
+                k => seeds[k - 1].to_vec(),
+            };
+            for _ in 0..rng.random_range(0..4) {
                 let at = rng.random_range(0..=r.len());
                 let c = alphabet[rng.random_range(0..alphabet.len())];
                 match rng.random_range(0..3) {
@@ -323,18 +494,19 @@ mod tests {
                 }
             }
             total += 1;
-            let mut row = vec![Slot::Missing; 4];
-            if scan(&s, &r, &mut row).is_some() {
+            let mut row = vec![FieldValue::Missing; 4];
+            if scan(&s, &r, &mut row, &mut shape).is_some() {
                 fast += 1;
-                let mut d = EventDecoder::new(&s);
-                let got = d.push(&r).map(|()| format!("{:?}", d.finish().columns()));
-                assert_eq!(
-                    got.map_err(|e| e.0),
-                    serde_row(&s, &r),
-                    "{}",
-                    String::from_utf8_lossy(&r)
-                );
             }
+            let got = stream
+                .push(&r)
+                .map(|()| format!("{:?}", stream.finish().columns()));
+            assert_eq!(
+                got.map_err(|e| e.0),
+                serde_row(&s, &r),
+                "{}",
+                String::from_utf8_lossy(&r)
+            );
         }
         assert!(
             fast > total / 10,

@@ -68,7 +68,7 @@ impl ViewDef {
             state: &state,
         };
         let phys = compiler.physical(agg, filter.as_ref(), &aggs, post)?;
-        Ok(ViewDef {
+        let mut def = ViewDef {
             name: name.to_string(),
             sql: sql.to_string(),
             filter,
@@ -79,7 +79,10 @@ impl ViewDef {
             state_schema,
             output_schema,
             phys,
-        })
+            row_plan: None,
+        };
+        def.row_plan = state::RowPlan::new(&def, schema);
+        Ok(def)
     }
 }
 

@@ -38,7 +38,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 
 pub use compile::planning_context;
-pub use state::{AggKind, ViewState};
+pub use state::{AggKind, RowPlan, ViewState};
 
 /// A view, compiled: the SQL split into the parts both layers run.
 #[derive(Debug)]
@@ -58,6 +58,8 @@ pub struct ViewDef {
     pub(crate) state_schema: SchemaRef,
     output_schema: SchemaRef,
     phys: Physical,
+    /// How one decoded record folds straight into the state, for the usual shape of view.
+    row_plan: Option<RowPlan>,
 }
 
 /// One aggregate of the view, e.g. `sum(events.amount)`.
@@ -122,6 +124,13 @@ impl ViewDef {
 
     pub(crate) fn physical(&self) -> &Physical {
         &self.phys
+    }
+
+    /// How one decoded record folds straight into the state ([`ViewState::fold_row`]), when
+    /// the view has the usual shape: no WHERE, GROUP BY one string field or nothing, each
+    /// aggregate over a field or `COUNT(*)`.
+    pub fn row_plan(&self) -> Option<&RowPlan> {
+        self.row_plan.as_ref()
     }
 
     /// An empty state for this view.

@@ -362,7 +362,7 @@ impl std::fmt::Debug for AccCol {
 }
 
 /// Keeps `x` in `slot` when it is the first value or beats the current one.
-fn keep<T: PartialOrd + Copy>(slot: &mut T, seen: &mut bool, x: T, max: bool) {
+pub(super) fn keep<T: PartialOrd + Copy>(slot: &mut T, seen: &mut bool, x: T, max: bool) {
     if !*seen || (max && x > *slot) || (!max && x < *slot) {
         *slot = x;
         *seen = true;

@@ -27,6 +27,7 @@
 
 mod accs;
 pub mod keys;
+mod rows;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ use super::{AggSpec, ViewDef};
 use crate::error::{Error, Result};
 use accs::AccCol;
 pub use keys::KeyIndex;
+pub use rows::RowPlan;
 
 /// What an aggregate computes, and so what state it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,12 +98,13 @@ impl AggKind {
         }
     }
 
-    /// The type the argument is cast to before it is accumulated.
-    fn input_type(self, arg: &DataType) -> DataType {
+    /// The type the argument is cast to before it is accumulated (`out`: the aggregate's
+    /// output type; COUNT's argument is not cast).
+    fn input_type(self, out: &DataType) -> DataType {
         match self {
             AggKind::SumInt => DataType::Int64,
             AggKind::SumFloat | AggKind::Avg => DataType::Float64,
-            AggKind::Count | AggKind::Min | AggKind::Max => arg.clone(),
+            AggKind::Count | AggKind::Min | AggKind::Max => out.clone(),
         }
     }
 }
@@ -261,9 +264,11 @@ impl ViewState {
             .map(|p| p.evaluate(batch)?.into_array(n))
             .collect::<Result<Vec<_>, _>>()?;
         let gids = self.intern(&group_cols, n)?;
-        for ((p, ty), acc) in phys.args.iter().zip(&self.arg_types).zip(&mut self.accs) {
+        let args = phys.args.iter().zip(&self.kinds).zip(&self.arg_types);
+        for (((p, kind), ty), acc) in args.zip(&mut self.accs) {
             let a = p.evaluate(batch)?.into_array(n)?;
-            let a = if a.data_type() == ty {
+            // COUNT counts values of any type as they are (a cast could make them NULL).
+            let a = if a.data_type() == ty || *kind == AggKind::Count {
                 a
             } else {
                 cast(&a, ty)?

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use tracing::warn;
@@ -20,10 +21,14 @@ use crate::event::{EventDecoder, RowDecoder};
 use crate::storage;
 use crate::storage::batch_view::FileReport;
 use crate::storage::segments::{self as master, Segment};
-use crate::view::{RowPlan, ViewState};
+use crate::view::{PendingRows, RowPlan, ViewState};
 
 /// Rows per decoded record batch (folded while it is in the cache).
 const BATCH_ROWS: usize = 16_384;
+
+/// Records decoded before they are folded, for views folded record by record: enough for
+/// their key lookups to overlap, few enough to stay in the cache.
+const PENDING_ROWS: usize = 256;
 
 /// The master dataset folded into every view's state.
 pub struct Folded {
@@ -195,27 +200,53 @@ fn fold_dataset_in_blocks(
         warn_rejected(path, &out.bad[out.bad.len() - report.bad as usize..]);
         out.files.push(report);
     }
-    // The segments, one per core at a time, merged in the table's order.
-    for group in segments.chunks(threads) {
-        let results: Vec<Result<(Vec<ViewState>, u64)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = group
-                .iter()
-                .map(|seg| s.spawn(move || fold_segment(seg, p, progress)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("segment reader panicked"))
-                .collect()
-        });
-        for r in results {
-            let (states, rows) = r?;
-            out.rows += rows;
-            for (st, c) in out.states.iter_mut().zip(&states) {
-                st.merge(c);
+    fold_segments(p, segments, progress, threads, &mut out)?;
+    Ok(out)
+}
+
+/// Folds the archived segments on `threads` cores — each takes the next segment when it has
+/// folded one — and merges their states into `out` in the table's order.
+fn fold_segments(
+    p: &Pipeline,
+    segments: &[Segment],
+    progress: &indicatif::ProgressBar,
+    threads: usize,
+    out: &mut Folded,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(segments.len()) {
+            let (tx, next) = (tx.clone(), &next);
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(seg) = segments.get(i) else { break };
+                    let folded = fold_segment(seg, p, progress);
+                    let failed = folded.is_err();
+                    // A closed channel: the run stopped at an earlier segment's error.
+                    if tx.send((i, folded)).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done = BTreeMap::new();
+        let mut merged = 0;
+        for (i, folded) in rx {
+            done.insert(i, folded);
+            while let Some(folded) = done.remove(&merged) {
+                let (states, rows) = folded?;
+                out.rows += rows;
+                for (st, c) in out.states.iter_mut().zip(&states) {
+                    st.merge(c);
+                }
+                merged += 1;
             }
         }
-    }
-    Ok(out)
+        Ok(())
+    })
 }
 
 /// Reads one archived segment and folds it into a fresh state per view.
@@ -226,10 +257,21 @@ fn fold_segment(
 ) -> Result<(Vec<ViewState>, u64)> {
     let mut states: Vec<ViewState> = p.views.iter().map(|d| d.new_state()).collect();
     let mut rows = 0;
-    for b in master::read(seg, &p.schema)? {
+    // With row plans only, strings stay dictionaries: each distinct one is looked up once.
+    let plans: Option<Vec<&RowPlan>> = p.views.iter().map(|d| d.row_plan()).collect();
+    let batches = match plans {
+        Some(_) => master::read_dictionary_strings(seg, &p.schema)?,
+        None => master::read(seg, &p.schema)?,
+    };
+    for b in batches {
         rows += b.num_rows() as u64;
-        for (def, st) in p.views.iter().zip(&mut states) {
-            st.update(def, &b)?;
+        for (k, (def, st)) in p.views.iter().zip(&mut states).enumerate() {
+            match &plans {
+                Some(plans) => st.fold_columns(plans[k], &b)?,
+                None => {
+                    st.update(def, &b)?;
+                }
+            }
         }
     }
     progress.inc(seg.path.metadata().map_or(0, |m| m.len()));
@@ -312,6 +354,14 @@ fn fold_chunk(chunk: &[u8], p: &Pipeline, progress: &indicatif::ProgressBar) -> 
         physical_lines: 0,
         bad: Vec::new(),
     };
+    let mut pending: Vec<PendingRows> = p.views.iter().map(|_| PendingRows::default()).collect();
+    let fold_pending = |pending: &mut [PendingRows], out: &mut ChunkOut| {
+        out.rows += pending.first().map_or(0, |p| p.len() as u64);
+        for ((def, st), rows) in p.views.iter().zip(&mut out.states).zip(pending) {
+            let plan = def.row_plan().expect("folded by rows only with a row plan");
+            st.fold_rows(plan, rows);
+        }
+    };
     let fold = |dec: &mut EventDecoder<'_>, out: &mut ChunkOut| -> Result<()> {
         let b = dec.finish();
         out.rows += b.num_rows() as u64;
@@ -335,16 +385,18 @@ fn fold_chunk(chunk: &[u8], p: &Pipeline, progress: &indicatif::ProgressBar) -> 
         out.lines += 1;
         let decoded = match &plans {
             Some(plans) => rows.decode(line, |row| {
-                for (plan, st) in plans.iter().zip(&mut out.states) {
-                    st.fold_row(plan, row);
+                for (plan, p) in plans.iter().zip(&mut pending) {
+                    p.push(plan, row);
                 }
-                out.rows += 1;
             }),
             None => dec.push(line),
         };
         match decoded {
             Err(e) => out.bad.push((out.physical_lines, e.0, line.to_vec())),
             Ok(()) if dec.len() >= BATCH_ROWS => fold(&mut dec, &mut out)?,
+            Ok(()) if pending.first().is_some_and(|p| p.len() >= PENDING_ROWS) => {
+                fold_pending(&mut pending, &mut out)
+            }
             Ok(()) => {}
         }
         if out.lines.is_multiple_of(BATCH_ROWS as u64) {
@@ -355,6 +407,7 @@ fn fold_chunk(chunk: &[u8], p: &Pipeline, progress: &indicatif::ProgressBar) -> 
     if !dec.is_empty() {
         fold(&mut dec, &mut out)?;
     }
+    fold_pending(&mut pending, &mut out);
     progress.inc((chunk.len() - reported) as u64);
     Ok(out)
 }

@@ -26,9 +26,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -441,6 +444,26 @@ pub fn archived_until(segments: &[Segment], topic: &str) -> BTreeMap<i32, i64> {
 /// Reads a segment's events in the declared schema. Fields the segment lacks are null when
 /// nullable; otherwise the error names the segment and the field.
 pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
+    read_columns(seg, schema, false)
+}
+
+/// [`read`], with string fields dictionary-encoded as they are stored (each distinct string of
+/// a row group decoded once, not once per row): for folding into views
+/// ([`ViewState::fold_columns`]), which look each distinct string up once.
+pub fn read_dictionary_strings(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
+    read_columns(seg, schema, true)
+}
+
+/// A string type read as dictionaries.
+fn dictionary_strings() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+fn read_columns(
+    seg: &Segment,
+    schema: &EventSchema,
+    dictionaries: bool,
+) -> Result<Vec<RecordBatch>> {
     let file = match File::open(&seg.path) {
         // A pending segment listed a moment ago may have been renamed since.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !seg.committed => {
@@ -459,9 +482,26 @@ pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
             e,
         )
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| bad(e.into()))?
-        .with_batch_size(65_536)
+    let mut meta =
+        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| bad(e.into()))?;
+    if dictionaries {
+        let hint: Vec<Field> = meta
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => f.as_ref().clone().with_data_type(dictionary_strings()),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hint)));
+        meta = ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options)
+            .map_err(|e| bad(e.into()))?;
+    }
+    // Dictionaries are per row group: a batch of a whole one looks each string up once.
+    let rows = if dictionaries { 1 << 20 } else { 65_536 };
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+        .with_batch_size(rows)
         .build()
         .map_err(|e| bad(e.into()))?;
     let target = schema.arrow_schema();
@@ -470,8 +510,14 @@ pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
         let b = b.map_err(|e| bad(e.into()))?;
         let mut cols: Vec<ArrayRef> = Vec::new();
         for f in target.fields() {
+            let keep = |c: &ArrayRef| {
+                c.data_type() == f.data_type()
+                    || (dictionaries
+                        && f.data_type() == &DataType::Utf8
+                        && c.data_type() == &dictionary_strings())
+            };
             match b.column_by_name(f.name()) {
-                Some(c) if c.data_type() == f.data_type() => cols.push(Arc::clone(c)),
+                Some(c) if keep(c) => cols.push(Arc::clone(c)),
                 Some(c) => cols.push(cast(c, f.data_type())?),
                 None if f.is_nullable() => cols.push(new_null_array(f.data_type(), b.num_rows())),
                 None => {
@@ -484,7 +530,13 @@ pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
                 }
             }
         }
-        out.push(RecordBatch::try_new(Arc::clone(&target), cols)?);
+        let fields: Vec<Field> = target
+            .fields()
+            .iter()
+            .zip(&cols)
+            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+            .collect();
+        out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?);
     }
     Ok(out)
 }

@@ -38,7 +38,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 
 pub use compile::planning_context;
-pub use state::{AggKind, RowPlan, ViewState};
+pub use state::{AggKind, PendingRows, RowPlan, ViewState};
 
 /// A view, compiled: the SQL split into the parts both layers run.
 #[derive(Debug)]
@@ -126,7 +126,7 @@ impl ViewDef {
         &self.phys
     }
 
-    /// How one decoded record folds straight into the state ([`ViewState::fold_row`]), when
+    /// How one decoded record folds straight into the state ([`ViewState::fold_rows`]), when
     /// the view has the usual shape: no WHERE, GROUP BY one string field or nothing, each
     /// aggregate over a field or `COUNT(*)`.
     pub fn row_plan(&self) -> Option<&RowPlan> {

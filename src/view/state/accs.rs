@@ -129,26 +129,35 @@ impl AccCol {
 
     /// Folds `arg` (already cast to the aggregate's input type) row by row into the groups
     /// `gids` (one per row).
+    /// Adds a constant that is never NULL once per row (`COUNT(*)`) to the groups `gids`.
+    pub fn count_rows(&mut self, gids: &[usize]) {
+        match self {
+            AccCol::Count(c) => gids.iter().for_each(|&g| c[g] += 1),
+            _ => unreachable!("only COUNT takes a constant without its column"),
+        }
+    }
+
     pub fn update(&mut self, arg: &ArrayRef, gids: &[usize]) -> Result<()> {
         match self {
             AccCol::SumInt { sum, count } => {
                 let a = arg.as_primitive::<Int64Type>();
-                for (row, &g) in gids.iter().enumerate() {
+                for (row, (&v, &g)) in a.values().iter().zip(gids).enumerate() {
                     if a.is_valid(row) {
-                        sum[g] = sum[g].wrapping_add(a.value(row));
+                        sum[g] = sum[g].wrapping_add(v);
                         count[g] += 1;
                     }
                 }
             }
             AccCol::SumFloat { sum, count } => {
                 let a = arg.as_primitive::<Float64Type>();
-                for (row, &g) in gids.iter().enumerate() {
+                for (row, (&v, &g)) in a.values().iter().zip(gids).enumerate() {
                     if a.is_valid(row) {
-                        sum[g] += a.value(row);
+                        sum[g] += v;
                         count[g] += 1;
                     }
                 }
             }
+            AccCol::Count(c) if arg.null_count() == 0 => gids.iter().for_each(|&g| c[g] += 1),
             AccCol::Count(c) => {
                 for (row, &g) in gids.iter().enumerate() {
                     if arg.is_valid(row) {

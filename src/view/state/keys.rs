@@ -19,7 +19,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int32Type};
 use datafusion::arrow::row::{RowConverter, RowParser, SortField};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -134,21 +134,28 @@ impl KeyIndex {
         self.find_or_insert_with(h, |k| same(k, key), |bytes| bytes.extend_from_slice(key))
     }
 
-    /// The group of the string key `s` (`None`: NULL) of a single-string-key index.
-    pub fn find_or_insert_str(&mut self, s: Option<&[u8]>) -> (usize, bool) {
+    /// The hash of the string key `s` (`None`: NULL) of a single-string-key index, for
+    /// [`KeyIndex::find_or_insert_str`].
+    pub fn hash_str(&self, s: Option<&[u8]>) -> u64 {
         debug_assert!(matches!(self.encoding, Encoding::Str));
         match s {
-            Some(s) => {
-                let h = self.hasher.hash_one(s);
-                self.find_or_insert_with(
-                    h,
-                    |k| k.first() == Some(&VALID) && same(&k[1..], s),
-                    |bytes| {
-                        bytes.push(VALID);
-                        bytes.extend_from_slice(s);
-                    },
-                )
-            }
+            Some(s) => self.hasher.hash_one(s),
+            None => self.hash(&[0]),
+        }
+    }
+
+    /// The group of the string key `s` (`None`: NULL) whose hash is `h`, created when new.
+    #[inline]
+    pub fn find_or_insert_str(&mut self, h: u64, s: Option<&[u8]>) -> (usize, bool) {
+        match s {
+            Some(s) => self.find_or_insert_with(
+                h,
+                |k| k.first() == Some(&VALID) && same(&k[1..], s),
+                |bytes| {
+                    bytes.push(VALID);
+                    bytes.extend_from_slice(s);
+                },
+            ),
             None => self.find_or_insert(&[0]),
         }
     }
@@ -185,7 +192,8 @@ impl KeyIndex {
     }
 
     /// Group ids for each row of `cols` (the GROUP BY values), creating groups as needed.
-    /// `created` is called with each new group id, in order.
+    /// `created` is called with each new group id, in order. A single string key may come
+    /// dictionary-encoded (`Int32` keys).
     pub fn intern(
         &mut self,
         cols: &[ArrayRef],
@@ -205,12 +213,38 @@ impl KeyIndex {
                 add(g);
                 ids.resize(rows, ids[0]);
             }
-            Encoding::Str => {
-                let s = cols[0].as_string::<i32>();
-                for i in 0..rows {
-                    add(self.find_or_insert_str(s.is_valid(i).then(|| s.value(i).as_bytes())));
+            Encoding::Str => match cols[0].as_dictionary_opt::<Int32Type>() {
+                // Dictionary-encoded strings (archived segments): each value looked up once,
+                // when a row first refers to it, so groups keep their first appearance.
+                Some(d) => {
+                    let (keys, values) = (d.keys(), d.values().as_string::<i32>());
+                    let mut group_of = vec![u32::MAX; values.len()];
+                    let nulls = keys.null_count() > 0;
+                    for (i, &k) in keys.values().iter().enumerate().take(rows) {
+                        let k = (!nulls || keys.is_valid(i)).then_some(k as usize);
+                        match k.map(|k| group_of[k]) {
+                            Some(g) if g != u32::MAX => add((g as usize, false)),
+                            _ => {
+                                let v = k
+                                    .filter(|&k| values.is_valid(k))
+                                    .map(|k| values.value(k).as_bytes());
+                                let (g, new) = self.find_or_insert_str(self.hash_str(v), v);
+                                if let Some(k) = k {
+                                    group_of[k] = g as u32;
+                                }
+                                add((g, new));
+                            }
+                        }
+                    }
                 }
-            }
+                None => {
+                    let s = cols[0].as_string::<i32>();
+                    for i in 0..rows {
+                        let v = s.is_valid(i).then(|| s.value(i).as_bytes());
+                        add(self.find_or_insert_str(self.hash_str(v), v));
+                    }
+                }
+            },
             Encoding::Rows(conv, _) => {
                 let encoded = conv.convert_columns(cols)?;
                 for row in encoded.iter() {
@@ -331,12 +365,10 @@ mod tests {
         assert_eq!(k.key(0), b"\x01Ali");
         assert_eq!(k.key(1), b"\x00");
         // A string found in the input finds the group its column made, and the other way round.
-        assert_eq!(
-            k.find_or_insert_str(Some("Éloïse-0001".as_bytes())),
-            (2, false)
-        );
-        assert_eq!(k.find_or_insert_str(None), (1, false));
-        assert_eq!(k.find_or_insert_str(Some(b"Sara")), (5, true));
+        let mut str_group = |s: Option<&[u8]>| k.find_or_insert_str(k.hash_str(s), s);
+        assert_eq!(str_group(Some("Éloïse-0001".as_bytes())), (2, false));
+        assert_eq!(str_group(None), (1, false));
+        assert_eq!(str_group(Some(b"Sara")), (5, true));
         let probe = k.encode(&cols).unwrap();
         for (i, p) in probe.iter().enumerate() {
             assert_eq!(k.find(p), Some(ids[i]));
@@ -361,8 +393,40 @@ mod tests {
         let first = k.intern(&many, 20_000, |_| {}).unwrap();
         for (i, g) in first.iter().enumerate().step_by(997) {
             let s = format!("customer-{i}");
-            assert_eq!(k.find_or_insert_str(Some(s.as_bytes())), (*g, false));
+            let h = k.hash_str(Some(s.as_bytes()));
+            assert_eq!(k.find_or_insert_str(h, Some(s.as_bytes())), (*g, false));
         }
+    }
+
+    #[test]
+    fn dictionary_encoded_strings_find_the_groups_their_values_make() {
+        use datafusion::arrow::array::{DictionaryArray, Int32Array};
+        let values = StringArray::from(vec![Some("unused"), Some("Sara"), Some("Ali"), None]);
+        let keys = Int32Array::from(vec![Some(2), Some(1), None, Some(2), Some(3), Some(1)]);
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
+        let plain = StringArray::from(vec![
+            Some("Ali"),
+            Some("Sara"),
+            None,
+            Some("Ali"),
+            None,
+            Some("Sara"),
+        ]);
+        let (mut a, mut b) = (
+            KeyIndex::new(vec![DataType::Utf8]),
+            KeyIndex::new(vec![DataType::Utf8]),
+        );
+        let (mut new_a, mut new_b) = (Vec::new(), Vec::new());
+        let ids = a.intern(&[Arc::new(dict) as ArrayRef], 6, |g| new_a.push(g));
+        let want = b.intern(&[Arc::new(plain) as ArrayRef], 6, |g| new_b.push(g));
+        // Groups in order of first appearance; a value no row refers to makes none.
+        assert_eq!(ids.unwrap(), [0, 1, 2, 0, 2, 1]);
+        assert_eq!(want.unwrap(), [0, 1, 2, 0, 2, 1]);
+        assert_eq!((new_a, new_b), (vec![0, 1, 2], vec![0, 1, 2]));
+        assert_eq!(
+            (0..3).map(|g| a.key(g)).collect::<Vec<_>>(),
+            [&b"\x01Ali"[..], b"\x01Sara", b"\x00"]
+        );
     }
 
     #[test]

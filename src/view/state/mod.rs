@@ -42,7 +42,7 @@ use super::{AggSpec, ViewDef};
 use crate::error::{Error, Result};
 use accs::AccCol;
 pub use keys::KeyIndex;
-pub use rows::RowPlan;
+pub use rows::{PendingRows, RowPlan};
 
 /// What an aggregate computes, and so what state it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,18 +264,30 @@ impl ViewState {
             .map(|p| p.evaluate(batch)?.into_array(n))
             .collect::<Result<Vec<_>, _>>()?;
         let gids = self.intern(&group_cols, n)?;
-        let args = phys.args.iter().zip(&self.kinds).zip(&self.arg_types);
-        for (((p, kind), ty), acc) in args.zip(&mut self.accs) {
-            let a = p.evaluate(batch)?.into_array(n)?;
-            // COUNT counts values of any type as they are (a cast could make them NULL).
-            let a = if a.data_type() == ty || *kind == AggKind::Count {
-                a
-            } else {
-                cast(&a, ty)?
-            };
-            acc.update(&a, &gids)?;
-        }
+        let args = phys
+            .args
+            .iter()
+            .map(|p| Ok(Some(p.evaluate(batch)?.into_array(n)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.accumulate(args, &gids)?;
         Ok(n)
+    }
+
+    /// Folds each aggregate's argument (`None`: a constant, counted on every row) into the
+    /// groups `gids` of its rows.
+    fn accumulate(&mut self, args: Vec<Option<ArrayRef>>, gids: &[usize]) -> Result<()> {
+        let accs = self.accs.iter_mut().zip(&self.kinds).zip(&self.arg_types);
+        for (((acc, kind), ty), a) in accs.zip(args) {
+            match a {
+                // COUNT counts values of any type as they are (a cast could make them NULL).
+                Some(a) if a.data_type() == ty || *kind == AggKind::Count => {
+                    acc.update(&a, gids)?
+                }
+                Some(a) => acc.update(&cast(&a, ty)?, gids)?,
+                None => acc.count_rows(gids),
+            }
+        }
+        Ok(())
     }
 
     /// Merges group `og` of `other` (a state of the same view) into group `g` of this one.

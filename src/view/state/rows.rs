@@ -1,18 +1,23 @@
-//! The fold of one decoded record, straight into the state: for the usual view — no WHERE, GROUP
+//! The fold of decoded records, straight into the state: for the usual view — no WHERE, GROUP
 //! BY one string field (or nothing), each aggregate over a field or `COUNT(*)` — a record's
-//! values go from the decoder to the accumulators without becoming Arrow arrays first.
+//! values go from the decoder to the accumulators without becoming Arrow arrays first (a few
+//! hundred records at a time: [`PendingRows`]).
 //!
 //! It computes exactly what [`ViewState::update`] computes for a batch of those records, in the
 //! same order (groups keep their first appearance): the same key, the same casts (an integer
 //! averaged as a double), the same NULL rules. Any other view has no [`RowPlan`] and goes
 //! through the compiled expressions.
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 
 use super::accs::AccCol;
 use super::{AggKind, ViewState};
+use crate::error::Result;
 use crate::event::{EventSchema, FieldType, FieldValue};
 use crate::view::ViewDef;
 
@@ -87,26 +92,133 @@ impl RowPlan {
     }
 }
 
+/// Decoded records of one view waiting to be folded ([`ViewState::fold_rows`]): each one's key
+/// (copied) and aggregate arguments. Folding many at once runs their key lookups back to back,
+/// where the processor overlaps their memory accesses; a lookup right after each decode waits
+/// for each of its cache misses in turn.
+#[derive(Debug, Default)]
+pub struct PendingRows {
+    /// The keys' bytes, back to back.
+    keys: Vec<u8>,
+    /// Per record, its key's end in `keys`, or `None` for a NULL (or no) key.
+    ends: Vec<Option<u32>>,
+    /// Per record, each aggregate's argument (a string, only ever counted, as `true`).
+    args: Vec<FieldValue<'static>>,
+    /// Scratch: the records' key hashes and groups.
+    hashes: Vec<u64>,
+    groups: Vec<usize>,
+}
+
+impl PendingRows {
+    /// Records waiting.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when no record waits.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Adds one decoded record (`row`: one value per declared field) of the view of `plan`.
+    #[inline]
+    pub fn push(&mut self, plan: &RowPlan, row: &[FieldValue<'_>]) {
+        match plan.key.map(|k| row[k]) {
+            Some(FieldValue::Str(s)) => {
+                self.keys.extend_from_slice(s);
+                self.ends.push(Some(self.keys.len() as u32));
+            }
+            _ => self.ends.push(None),
+        }
+        for arg in &plan.args {
+            self.args.push(match *arg {
+                Arg::Row => FieldValue::Bool(true),
+                Arg::Field(i) => match row[i] {
+                    FieldValue::Str(_) => FieldValue::Bool(true),
+                    FieldValue::Missing => FieldValue::Missing,
+                    FieldValue::Null => FieldValue::Null,
+                    FieldValue::Int(x) => FieldValue::Int(x),
+                    FieldValue::Float(x) => FieldValue::Float(x),
+                    FieldValue::Bool(x) => FieldValue::Bool(x),
+                },
+            });
+        }
+    }
+
+    /// Each waiting record's key: `None` for NULL.
+    fn keys(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        let mut start = 0;
+        self.ends.iter().map(move |end| {
+            let end = (*end)?;
+            let k = &self.keys[start as usize..end as usize];
+            start = end;
+            Some(k)
+        })
+    }
+}
+
 impl ViewState {
-    /// Folds one decoded record (`row`: one value per declared field) into the state, as
-    /// [`ViewState::update`] would fold it; `plan` is the view's [`ViewDef::row_plan`].
-    pub fn fold_row(&mut self, plan: &RowPlan, row: &[FieldValue<'_>]) {
-        let (g, new) = match plan.key {
-            None => self.keys.find_or_insert(&[]),
-            Some(k) => self.keys.find_or_insert_str(match row[k] {
-                FieldValue::Str(s) => Some(s),
-                _ => None,
-            }),
+    /// Folds the records waiting in `rows` into the state, in their order, as
+    /// [`ViewState::update`] would fold them, and empties `rows`; `plan` is the view's
+    /// [`ViewDef::row_plan`].
+    pub fn fold_rows(&mut self, plan: &RowPlan, rows: &mut PendingRows) {
+        let mut hashes = std::mem::take(&mut rows.hashes);
+        let mut groups = std::mem::take(&mut rows.groups);
+        groups.clear();
+        match plan.key {
+            None => {
+                let (g, new) = self.keys.find_or_insert(&[]);
+                self.groups_created(new);
+                groups.resize(rows.len(), g);
+            }
+            Some(_) => {
+                hashes.clear();
+                hashes.extend(rows.keys().map(|k| self.keys.hash_str(k)));
+                for (k, &h) in rows.keys().zip(&hashes) {
+                    let (g, new) = self.keys.find_or_insert_str(h, k);
+                    self.groups_created(new);
+                    groups.push(g);
+                }
+            }
+        }
+        let n = plan.args.len();
+        for (j, acc) in self.accs.iter_mut().enumerate() {
+            for (r, &g) in groups.iter().enumerate() {
+                acc.add(g, rows.args[r * n + j]);
+            }
+        }
+        rows.keys.clear();
+        rows.ends.clear();
+        rows.args.clear();
+        rows.hashes = hashes;
+        rows.groups = groups;
+    }
+
+    /// Folds a batch of events (the declared fields, in order) into the state, as
+    /// [`ViewState::update`] would; a string key may be dictionary-encoded, as archived
+    /// segments are read. `plan` is the view's [`ViewDef::row_plan`].
+    pub fn fold_columns(&mut self, plan: &RowPlan, events: &RecordBatch) -> Result<()> {
+        let n = events.num_rows();
+        let gids = match plan.key {
+            None => vec![self.group_of(&[]); n],
+            Some(k) => self.intern(&[Arc::clone(events.column(k))], n)?,
         };
+        let args = plan
+            .args
+            .iter()
+            .map(|a| match *a {
+                Arg::Field(i) => Some(Arc::clone(events.column(i))),
+                Arg::Row => None,
+            })
+            .collect();
+        self.accumulate(args, &gids)
+    }
+
+    /// Gives every aggregate its new (empty) group when `new`.
+    fn groups_created(&mut self, new: bool) {
         if new {
             for a in &mut self.accs {
                 a.push_group();
-            }
-        }
-        for (acc, arg) in self.accs.iter_mut().zip(&plan.args) {
-            match *arg {
-                Arg::Field(i) => acc.add(g, row[i]),
-                Arg::Row => acc.add(g, FieldValue::Bool(true)),
             }
         }
     }
@@ -224,15 +336,21 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row plan: {sql}"));
             let (mut by_row, mut by_batch) = (def.new_state(), def.new_state());
             let (mut dec, mut rows) = (EventDecoder::new(&s), RowDecoder::new(&s));
-            for r in records() {
-                rows.decode(r.as_bytes(), |row| by_row.fold_row(plan, row))
+            let mut pending = PendingRows::default();
+            for (i, r) in records().iter().enumerate() {
+                rows.decode(r.as_bytes(), |row| pending.push(plan, row))
                     .unwrap();
+                if i % 100 == 0 {
+                    by_row.fold_rows(plan, &mut pending);
+                }
                 dec.push(r.as_bytes()).unwrap();
                 if dec.len() == 333 {
                     by_batch.update(&def, &dec.finish()).unwrap();
                 }
             }
             by_batch.update(&def, &dec.finish()).unwrap();
+            by_row.fold_rows(plan, &mut pending);
+            assert!(pending.is_empty());
             assert_eq!(by_row.len(), by_batch.len(), "{sql}");
             if sql.contains("COUNT(customer)") {
                 // Strings are counted, not cast to the count's type (which made them NULL).
@@ -254,6 +372,42 @@ mod tests {
                 format!("{:?}", by_batch.to_state_batch(&def).unwrap())
             );
         }
+    }
+
+    #[tokio::test]
+    async fn folding_dictionary_columns_equals_updating_with_strings() {
+        use datafusion::arrow::compute::cast;
+        let s = schema();
+        let def = view(
+            "SELECT customer, SUM(amount) AS t, COUNT(*) AS n, AVG(amount) AS a, \
+             COUNT(customer) AS k, MAX(price) AS hi FROM events GROUP BY customer",
+        )
+        .await;
+        let plan = def.row_plan().unwrap();
+        let mut dec = EventDecoder::new(&s);
+        for r in records() {
+            dec.push(r.as_bytes()).unwrap();
+        }
+        let plain = dec.finish();
+        let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let mut cols = plain.columns().to_vec();
+        cols[0] = cast(&cols[0], &dict_type).unwrap();
+        let dict = RecordBatch::try_new(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new("customer", dict_type, true),
+                plain.schema().field(1).clone(),
+                plain.schema().field(2).clone(),
+            ])),
+            cols,
+        )
+        .unwrap();
+        let (mut by_columns, mut by_update) = (def.new_state(), def.new_state());
+        by_columns.fold_columns(plan, &dict).unwrap();
+        by_update.update(&def, &plain).unwrap();
+        assert_eq!(
+            format!("{:?}", by_columns.to_state_batch(&def).unwrap()),
+            format!("{:?}", by_update.to_state_batch(&def).unwrap())
+        );
     }
 
     #[tokio::test]

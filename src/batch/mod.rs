@@ -39,6 +39,7 @@ use crate::storage::segments::{self as master, Segment};
 use crate::view::{ViewDef, ViewState};
 
 mod embedded;
+mod lines;
 mod read;
 pub mod spark;
 

@@ -1,10 +1,9 @@
-//! The embedded engine's pass over the master dataset: the JSON-lines files decoded in parallel
-//! (one chunk per core, the next block read while one decodes; bad lines become dead-letter
-//! records naming file and line) and the archived Parquet segments, each decoded batch folded
-//! at once into every view's state — the same fold the speed layer runs, with the view's
-//! compiled expressions. Nothing is collected first: memory holds two blocks of input and the
-//! states. Each chunk's states are merged into the run's in input order, so groups keep the
-//! order in which they first appear (as the seed's output lists them).
+//! The embedded engine's pass over the master dataset, folded straight into every view's
+//! state — nothing is collected first: the JSON-lines files, each cut into one range per core
+//! (`lines`; bad lines become dead-letter records naming file and line), then the archived
+//! Parquet segments, one per core at a time. Each part's states are merged into the run's in
+//! input order, so groups keep the order in which they first appear (as the seed's output
+//! lists them). Memory holds a block of input per core and the states.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,21 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use tracing::warn;
 
-use super::ROW_COL;
+use super::{ROW_COL, lines};
 use crate::config::Pipeline;
 use crate::error::{Error, IoContext, Result};
-use crate::event::{EventDecoder, RowDecoder};
 use crate::storage;
 use crate::storage::batch_view::FileReport;
 use crate::storage::segments::{self as master, Segment};
-use crate::view::{PendingRows, RowPlan, ViewState};
-
-/// Rows per decoded record batch (folded while it is in the cache).
-const BATCH_ROWS: usize = 16_384;
-
-/// Records decoded before they are folded, for views folded record by record: enough for
-/// their key lookups to overlap, few enough to stay in the cache.
-const PENDING_ROWS: usize = 256;
+use crate::view::{RowPlan, ViewState};
 
 /// The master dataset folded into every view's state.
 pub struct Folded {
@@ -90,12 +81,12 @@ pub fn fold_dataset(
     segments: &[Segment],
     progress: &indicatif::ProgressBar,
 ) -> Result<Folded> {
-    fold_dataset_in_blocks(p, files, segments, progress, READ_BLOCK)
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    fold_dataset_in_blocks(p, files, segments, progress, READ_BLOCK, threads)
 }
 
-/// Bytes of a dataset file read at a time: the next block is read while the current one is
-/// decoded, into reused buffers.
-const READ_BLOCK: usize = 16 << 20;
+/// Bytes of a dataset file each core reads at a time, into reused buffers.
+const READ_BLOCK: usize = 8 << 20;
 
 /// Logs a file's rejected lines as one line with counts per kind of reason — once per file
 /// and count in a process: a scheduler re-reading the same history every run says it once
@@ -130,8 +121,8 @@ fn fold_dataset_in_blocks(
     segments: &[Segment],
     progress: &indicatif::ProgressBar,
     block: usize,
+    threads: usize,
 ) -> Result<Folded> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut out = Folded {
         states: p.views.iter().map(|d| d.new_state()).collect(),
         files: Vec::new(),
@@ -139,66 +130,30 @@ fn fold_dataset_in_blocks(
         rows: 0,
     };
     for path in files {
-        let mut file = std::fs::File::open(path).at(path)?;
-        let mut report = FileReport {
-            path: path.clone(),
-            bytes: 0,
-            lines: 0,
-            bad: 0,
-        };
-        let (mut cur, mut next, mut carry) = (Vec::new(), Vec::new(), Vec::new());
-        let mut eof = read_block(&mut file, block, &mut cur, &mut carry).at(path)?;
-        let mut line_base = 0u64;
-        while !cur.is_empty() {
-            let chunks = split_lines(&cur, threads);
-            let (results, next_eof) = std::thread::scope(|s| {
-                let handles: Vec<_> = chunks
-                    .iter()
-                    .map(|range| {
-                        let chunk = &cur[range.clone()];
-                        s.spawn(move || fold_chunk(chunk, p, progress))
-                    })
-                    .collect();
-                // Read the next block while this one decodes.
-                let next_eof = if eof {
-                    next.clear();
-                    Ok(true)
-                } else {
-                    read_block(&mut file, block, &mut next, &mut carry)
-                };
-                let results: Vec<Result<ChunkOut>> = handles
-                    .into_iter()
-                    .map(|h| h.join().expect("decoder thread panicked"))
-                    .collect();
-                (results, next_eof)
+        let folded = lines::fold_file(p, path, threads, block, progress)?;
+        let first_bad = out.bad.len();
+        for (line, reason, raw) in folded.bad {
+            let (k, v) = storage::payload_fields(&raw);
+            let mut rec = serde_json::json!({
+                "file": path.display().to_string(),
+                "line": line,
+                "reason": reason,
             });
-            report.bytes += cur.len() as u64;
-            for r in results {
-                let chunk = r?;
-                for (line, reason, raw) in chunk.bad {
-                    let (k, v) = storage::payload_fields(&raw);
-                    let mut rec = serde_json::json!({
-                        "file": path.display().to_string(),
-                        "line": line_base + line,
-                        "reason": reason,
-                    });
-                    rec[k] = v;
-                    out.bad.push(rec);
-                    report.bad += 1;
-                }
-                line_base += chunk.physical_lines;
-                report.lines += chunk.lines;
-                out.rows += chunk.rows;
-                // In input order: groups keep the order of their first appearance.
-                for (st, c) in out.states.iter_mut().zip(&chunk.states) {
-                    st.merge(c);
-                }
-            }
-            eof = next_eof.at(path)?;
-            std::mem::swap(&mut cur, &mut next);
+            rec[k] = v;
+            out.bad.push(rec);
         }
-        warn_rejected(path, &out.bad[out.bad.len() - report.bad as usize..]);
-        out.files.push(report);
+        warn_rejected(path, &out.bad[first_bad..]);
+        out.files.push(FileReport {
+            path: path.clone(),
+            bytes: folded.bytes,
+            lines: folded.lines,
+            bad: (out.bad.len() - first_bad) as u64,
+        });
+        out.rows += folded.rows;
+        // In input order: groups keep the order of their first appearance.
+        for (st, f) in out.states.iter_mut().zip(&folded.states) {
+            st.merge(f);
+        }
     }
     fold_segments(p, segments, progress, threads, &mut out)?;
     Ok(out)
@@ -285,152 +240,9 @@ pub(super) fn with_row_col(events: &Schema) -> Arc<Schema> {
     Arc::new(Schema::new(f))
 }
 
-struct ChunkOut {
-    /// Per view, the state of this chunk's events.
-    states: Vec<ViewState>,
-    rows: u64,
-    lines: u64,
-    physical_lines: u64,
-    /// (1-based line number within the chunk, reason, raw line)
-    bad: Vec<(u64, String, Vec<u8>)>,
-}
-
-/// Reads the next block of whole lines into `buf`: `carry` (the unfinished line of the previous
-/// block) and then about `block` bytes, up to the last newline; what follows it becomes the new
-/// `carry`. Returns true at the end of the file (then `buf` holds everything left).
-fn read_block(
-    file: &mut std::fs::File,
-    block: usize,
-    buf: &mut Vec<u8>,
-    carry: &mut Vec<u8>,
-) -> std::io::Result<bool> {
-    use std::io::Read;
-    buf.clear();
-    buf.append(carry);
-    loop {
-        let want = block.max(1);
-        let got = (&mut *file).take(want as u64).read_to_end(buf)?;
-        if got < want {
-            return Ok(true);
-        }
-        if let Some(i) = memchr::memrchr(b'\n', buf) {
-            carry.extend_from_slice(&buf[i + 1..]);
-            buf.truncate(i + 1);
-            return Ok(false);
-        }
-        // A line longer than a block: read on.
-    }
-}
-
-/// Cuts `data` into about `n` ranges that each end after a newline.
-fn split_lines(data: &[u8], n: usize) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let step = data.len().div_ceil(n.max(1)).max(1);
-    while start < data.len() {
-        let mut end = (start + step).min(data.len());
-        if end < data.len() {
-            end = match memchr::memchr(b'\n', &data[end..]) {
-                Some(i) => end + i + 1,
-                None => data.len(),
-            };
-        }
-        out.push(start..end);
-        start = end;
-    }
-    out
-}
-
-/// Decodes one chunk of whole lines and folds it into a fresh state per view: record by record
-/// when every view has a row plan (the usual view), else a block of decoded events at a time.
-fn fold_chunk(chunk: &[u8], p: &Pipeline, progress: &indicatif::ProgressBar) -> Result<ChunkOut> {
-    let plans: Option<Vec<&RowPlan>> = p.views.iter().map(|d| d.row_plan()).collect();
-    let mut dec = EventDecoder::with_capacity(&p.schema, BATCH_ROWS);
-    let mut rows = RowDecoder::new(&p.schema);
-    let mut out = ChunkOut {
-        states: p.views.iter().map(|d| d.new_state()).collect(),
-        rows: 0,
-        lines: 0,
-        physical_lines: 0,
-        bad: Vec::new(),
-    };
-    let mut pending: Vec<PendingRows> = p.views.iter().map(|_| PendingRows::default()).collect();
-    let fold_pending = |pending: &mut [PendingRows], out: &mut ChunkOut| {
-        out.rows += pending.first().map_or(0, |p| p.len() as u64);
-        for ((def, st), rows) in p.views.iter().zip(&mut out.states).zip(pending) {
-            let plan = def.row_plan().expect("folded by rows only with a row plan");
-            st.fold_rows(plan, rows);
-        }
-    };
-    let fold = |dec: &mut EventDecoder<'_>, out: &mut ChunkOut| -> Result<()> {
-        let b = dec.finish();
-        out.rows += b.num_rows() as u64;
-        for (def, st) in p.views.iter().zip(&mut out.states) {
-            st.update(def, &b)?;
-        }
-        Ok(())
-    };
-    let mut reported = 0usize;
-    let mut start = 0;
-    let ends =
-        memchr::memchr_iter(b'\n', chunk).chain((!chunk.ends_with(b"\n")).then_some(chunk.len()));
-    for end in ends {
-        let line = &chunk[start..end];
-        start = end + 1;
-        out.physical_lines += 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        out.lines += 1;
-        let decoded = match &plans {
-            Some(plans) => rows.decode(line, |row| {
-                for (plan, p) in plans.iter().zip(&mut pending) {
-                    p.push(plan, row);
-                }
-            }),
-            None => dec.push(line),
-        };
-        match decoded {
-            Err(e) => out.bad.push((out.physical_lines, e.0, line.to_vec())),
-            Ok(()) if dec.len() >= BATCH_ROWS => fold(&mut dec, &mut out)?,
-            Ok(()) if pending.first().is_some_and(|p| p.len() >= PENDING_ROWS) => {
-                fold_pending(&mut pending, &mut out)
-            }
-            Ok(()) => {}
-        }
-        if out.lines.is_multiple_of(BATCH_ROWS as u64) {
-            progress.inc((end - reported) as u64);
-            reported = end;
-        }
-    }
-    if !dec.is_empty() {
-        fold(&mut dec, &mut out)?;
-    }
-    fold_pending(&mut pending, &mut out);
-    progress.inc((chunk.len() - reported) as u64);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_lines_cuts_after_newlines_and_covers_everything() {
-        let data = b"a\nbb\nccc\ndddd\n";
-        for n in 1..6 {
-            let parts = split_lines(data, n);
-            let joined: Vec<u8> = parts
-                .iter()
-                .flat_map(|r| data[r.clone()].to_vec())
-                .collect();
-            assert_eq!(joined, data);
-            for r in &parts[..parts.len() - 1] {
-                assert_eq!(data[r.end - 1], b'\n');
-            }
-        }
-    }
 
     async fn pipeline() -> Pipeline {
         crate::config::Config::load(None, &vec![])
@@ -465,20 +277,24 @@ mod tests {
         std::fs::write(&f, &text).unwrap();
         let hidden = indicatif::ProgressBar::hidden();
         let one = std::slice::from_ref(&f);
-        let whole = fold_dataset_in_blocks(&p, one, &[], &hidden, 1 << 30).unwrap();
-        for block in [7, 64, 1000] {
-            let d = fold_dataset_in_blocks(&p, one, &[], &hidden, block).unwrap();
+        let whole = fold_dataset_in_blocks(&p, one, &[], &hidden, 1 << 30, 1).unwrap();
+        for (block, threads) in [(7, 1), (64, 2), (1000, 3), (1 << 30, 4), (13, 5)] {
+            let d = fold_dataset_in_blocks(&p, one, &[], &hidden, block, threads).unwrap();
             let lines = |d: &Folded| {
                 d.bad
                     .iter()
                     .map(|b| b["line"].as_u64().unwrap())
                     .collect::<Vec<_>>()
             };
-            assert_eq!(lines(&d), lines(&whole), "block {block}");
+            assert_eq!(lines(&d), lines(&whole), "block {block}, {threads} threads");
             assert_eq!(lines(&d), [6, 103, 200, 297, 394, 491]);
             assert_eq!(d.rows, whole.rows);
             // The same groups, in the same order (of first appearance), with the same totals.
-            assert_eq!(table(&p, &d), table(&p, &whole), "block {block}");
+            assert_eq!(
+                table(&p, &d),
+                table(&p, &whole),
+                "block {block}, {threads} threads"
+            );
             assert_eq!(d.files[0].bytes, text.len() as u64);
             assert_eq!(d.files[0].lines, whole.files[0].lines);
         }

@@ -57,6 +57,7 @@ pub(super) fn scan<'a>(
 }
 
 /// Reads `record` along `shape`, or `None` where it differs.
+#[inline(always)]
 fn replay<'a>(
     schema: &EventSchema,
     record: &'a [u8],
@@ -152,6 +153,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.i + word.len();
         same(self.b.get(self.i..end)?, word).then(|| self.i = end)
@@ -160,6 +162,7 @@ impl<'a> Scanner<'a> {
     /// A string without escapes or control characters, as a range of the record; its UTF-8
     /// checked when it is not ASCII. Eight bytes at a time while none of them ends the string
     /// or needs a look.
+    #[inline(always)]
     fn string(&mut self) -> Option<(usize, usize)> {
         const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
         const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -197,6 +200,7 @@ impl<'a> Scanner<'a> {
     /// A JSON number `-?(0|[1-9][0-9]*)(\.[0-9]+)?`: its text, how many digits it has, and
     /// whether it has a fraction; `None` for an exponent, a leading zero, or anything that is
     /// not this grammar.
+    #[inline(always)]
     fn number(&mut self) -> Option<(&'a [u8], usize, bool)> {
         let start = self.i;
         if self.peek()? == b'-' {
@@ -231,6 +235,7 @@ impl<'a> Scanner<'a> {
 
     /// A declared field's value: what the serde path gives for it, or `None` where that path
     /// must decide.
+    #[inline(always)]
     fn value(&mut self, ty: FieldType) -> Option<FieldValue<'a>> {
         if self.peek()? == b'n' {
             self.literal(b"null")?;
@@ -287,6 +292,7 @@ impl<'a> Scanner<'a> {
 }
 
 /// The integer `text` (`-?[0-9]+`, checked by [`Scanner::number`]), when it fits in 64 bits.
+#[inline(always)]
 fn integer(text: &[u8]) -> Option<i64> {
     let (neg, digits) = match text.split_first()? {
         (b'-', rest) => (true, rest),

@@ -21,6 +21,19 @@ use crate::error::Result;
 use crate::event::{EventSchema, FieldType, FieldValue};
 use crate::view::ViewDef;
 
+/// An aggregate argument's value, as the accumulators take it (plain: two words).
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    /// NULL or missing: not accumulated.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A double.
+    Float(f64),
+    /// Any other non-NULL value (a string or boolean, only ever counted).
+    Present,
+}
+
 /// Where an aggregate's argument comes from.
 #[derive(Debug, Clone, Copy)]
 enum Arg {
@@ -102,8 +115,8 @@ pub struct PendingRows {
     keys: Vec<u8>,
     /// Per record, its key's end in `keys`, or `None` for a NULL (or no) key.
     ends: Vec<Option<u32>>,
-    /// Per record, each aggregate's argument (a string, only ever counted, as `true`).
-    args: Vec<FieldValue<'static>>,
+    /// Per record, each aggregate's argument.
+    args: Vec<Value>,
     /// Scratch: the records' key hashes and groups.
     hashes: Vec<u64>,
     groups: Vec<usize>,
@@ -132,14 +145,12 @@ impl PendingRows {
         }
         for arg in &plan.args {
             self.args.push(match *arg {
-                Arg::Row => FieldValue::Bool(true),
+                Arg::Row => Value::Present,
                 Arg::Field(i) => match row[i] {
-                    FieldValue::Str(_) => FieldValue::Bool(true),
-                    FieldValue::Missing => FieldValue::Missing,
-                    FieldValue::Null => FieldValue::Null,
-                    FieldValue::Int(x) => FieldValue::Int(x),
-                    FieldValue::Float(x) => FieldValue::Float(x),
-                    FieldValue::Bool(x) => FieldValue::Bool(x),
+                    FieldValue::Missing | FieldValue::Null => Value::Null,
+                    FieldValue::Int(x) => Value::Int(x),
+                    FieldValue::Float(x) => Value::Float(x),
+                    FieldValue::Str(_) | FieldValue::Bool(_) => Value::Present,
                 },
             });
         }
@@ -227,28 +238,28 @@ impl ViewState {
 impl AccCol {
     /// Adds one value to group `g` (a type the plan checked against the aggregate).
     #[inline]
-    fn add(&mut self, g: usize, v: FieldValue<'_>) {
+    fn add(&mut self, g: usize, v: Value) {
         use super::accs::Extremes;
         match (self, v) {
-            (_, FieldValue::Missing | FieldValue::Null) => {}
-            (AccCol::SumInt { sum, count }, FieldValue::Int(x)) => {
+            (_, Value::Null) => {}
+            (AccCol::SumInt { sum, count }, Value::Int(x)) => {
                 sum[g] = sum[g].wrapping_add(x);
                 count[g] += 1;
             }
-            (AccCol::SumFloat { sum, count }, FieldValue::Float(x)) => {
+            (AccCol::SumFloat { sum, count }, Value::Float(x)) => {
                 sum[g] += x;
                 count[g] += 1;
             }
-            (AccCol::SumFloat { sum, count }, FieldValue::Int(x)) => {
+            (AccCol::SumFloat { sum, count }, Value::Int(x)) => {
                 sum[g] += x as f64;
                 count[g] += 1;
             }
             (AccCol::Count(c), _) => c[g] += 1,
             (AccCol::Extreme { max, vals }, v) => match (vals, v) {
-                (Extremes::Int { v, seen, .. }, FieldValue::Int(x)) => {
+                (Extremes::Int { v, seen, .. }, Value::Int(x)) => {
                     super::accs::keep(&mut v[g], &mut seen[g], x, *max)
                 }
-                (Extremes::Float { v, seen, .. }, FieldValue::Float(x)) => {
+                (Extremes::Float { v, seen, .. }, Value::Float(x)) => {
                     super::accs::keep(&mut v[g], &mut seen[g], x, *max)
                 }
                 _ => unreachable!("the row plan checked the argument's type"),

@@ -4,6 +4,7 @@
 #
 #   bench-batch.sh     lambdaflow batch vs DuckDB, DataFusion-python, the workshop's PySpark job
 #                      and the Spark engine: 1M and 10M events, alternating rounds, medians
+#   bench-archive.sh   lambdaflow batch over 10M events in the Delta table vs DuckDB on its files
 #   bench-latency.sh   produce-to-visible latency vs the workshop's Spark Structured Streaming job
 #   bench-throughput.sh speed-layer events/s from a pre-loaded topic vs the same Spark job
 #   bench-speed.sh     speed-layer throughput, Lambda vs Kappa recompute, latency, compact
@@ -16,7 +17,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 mkdir -p .cache/bench
-parts=${ONLY:-batch latency throughput speed group serving isolation}
+parts=${ONLY:-batch archive latency throughput speed group serving isolation}
 {
   echo "# scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, commit $(git rev-parse --short HEAD)"
   for part in $parts; do

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use tracing::warn;
@@ -159,8 +158,9 @@ fn fold_dataset_in_blocks(
     Ok(out)
 }
 
-/// Folds the archived segments on `threads` cores — each takes the next segment when it has
-/// folded one — and merges their states into `out` in the table's order.
+/// Folds the archived segments on `threads` cores: each core folds one contiguous run of them
+/// (about the same bytes each) into its own states, and the runs' states are merged into `out`
+/// in the table's order — one merge per core, not per segment.
 fn fold_segments(
     p: &Pipeline,
     segments: &[Segment],
@@ -168,49 +168,64 @@ fn fold_segments(
     threads: usize,
     out: &mut Folded,
 ) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(segments.len()) {
-            let (tx, next) = (tx.clone(), &next);
-            s.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(seg) = segments.get(i) else { break };
-                    let folded = fold_segment(seg, p, progress);
-                    let failed = folded.is_err();
-                    // A closed channel: the run stopped at an earlier segment's error.
-                    if tx.send((i, folded)).is_err() || failed {
-                        break;
+    let runs = contiguous_runs(segments, threads);
+    let folded: Vec<Result<(Vec<ViewState>, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|run| {
+                s.spawn(move || {
+                    let mut states: Vec<ViewState> =
+                        p.views.iter().map(|d| d.new_state()).collect();
+                    let mut rows = 0;
+                    for seg in run.iter() {
+                        rows += fold_segment(seg, p, &mut states, progress)?;
                     }
-                }
-            });
+                    Ok((states, rows))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("segment reader panicked"))
+            .collect()
+    });
+    for run in folded {
+        let (states, rows) = run?;
+        out.rows += rows;
+        for (st, c) in out.states.iter_mut().zip(&states) {
+            st.merge(c);
         }
-        drop(tx);
-        let mut done = BTreeMap::new();
-        let mut merged = 0;
-        for (i, folded) in rx {
-            done.insert(i, folded);
-            while let Some(folded) = done.remove(&merged) {
-                let (states, rows) = folded?;
-                out.rows += rows;
-                for (st, c) in out.states.iter_mut().zip(&states) {
-                    st.merge(c);
-                }
-                merged += 1;
-            }
-        }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
-/// Reads one archived segment and folds it into a fresh state per view.
+/// `segments` cut into at most `n` contiguous runs of about the same size on disk.
+fn contiguous_runs(segments: &[Segment], n: usize) -> Vec<&[Segment]> {
+    let size = |s: &Segment| s.path.metadata().map_or(1, |m| m.len().max(1));
+    let total: u64 = segments.iter().map(size).sum();
+    let mut runs = Vec::new();
+    let (mut start, mut acc) = (0, 0);
+    for (i, seg) in segments.iter().enumerate() {
+        acc += size(seg);
+        // Close a run once it holds its share of the bytes.
+        if acc * n as u64 >= total * (runs.len() as u64 + 1) && runs.len() + 1 < n {
+            runs.push(&segments[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < segments.len() {
+        runs.push(&segments[start..]);
+    }
+    runs
+}
+
+/// Reads one archived segment and folds it into `states` (one per view); returns its rows.
 fn fold_segment(
     seg: &Segment,
     p: &Pipeline,
+    states: &mut [ViewState],
     progress: &indicatif::ProgressBar,
-) -> Result<(Vec<ViewState>, u64)> {
-    let mut states: Vec<ViewState> = p.views.iter().map(|d| d.new_state()).collect();
+) -> Result<u64> {
     let mut rows = 0;
     // With row plans only, strings stay dictionaries: each distinct one is looked up once.
     let plans: Option<Vec<&RowPlan>> = p.views.iter().map(|d| d.row_plan()).collect();
@@ -220,7 +235,7 @@ fn fold_segment(
     };
     for b in batches {
         rows += b.num_rows() as u64;
-        for (k, (def, st)) in p.views.iter().zip(&mut states).enumerate() {
+        for (k, (def, st)) in p.views.iter().zip(states.iter_mut()).enumerate() {
             match &plans {
                 Some(plans) => st.fold_columns(plans[k], &b)?,
                 None => {
@@ -230,7 +245,7 @@ fn fold_segment(
         }
     }
     progress.inc(seg.path.metadata().map_or(0, |m| m.len()));
-    Ok((states, rows))
+    Ok(rows)
 }
 
 /// The event schema plus the hidden row-position column.
@@ -243,6 +258,34 @@ pub(super) fn with_row_col(events: &Schema) -> Arc<Schema> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_are_cut_into_contiguous_runs_covering_them_all() {
+        let segs: Vec<Segment> = (0..7)
+            .map(|i| Segment {
+                topic: "t".into(),
+                partition: 0,
+                from: i * 10,
+                to: i * 10 + 10,
+                path: PathBuf::from(format!("/nonexistent/{i}")),
+                committed: true,
+            })
+            .collect();
+        for n in 1..10 {
+            let runs = contiguous_runs(&segs, n);
+            assert!(runs.len() <= n && !runs.is_empty(), "{n}");
+            assert!(runs.iter().all(|r| !r.is_empty()), "{n}");
+            let flat: Vec<i64> = runs.iter().flat_map(|r| r.iter().map(|s| s.from)).collect();
+            assert_eq!(flat, (0..7).map(|i| i * 10).collect::<Vec<_>>(), "{n}");
+        }
+        // Equal sizes: runs differ by at most one segment.
+        let lens: Vec<usize> = contiguous_runs(&segs, 3).iter().map(|r| r.len()).collect();
+        assert!(
+            lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1,
+            "{lens:?}"
+        );
+        assert!(contiguous_runs(&[], 2).is_empty());
+    }
 
     async fn pipeline() -> Pipeline {
         crate::config::Config::load(None, &vec![])

@@ -611,6 +611,41 @@ mod tests {
     }
 
     #[test]
+    fn strings_read_as_dictionaries_equal_the_plain_read_past_the_dictionary_limit() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        use datafusion::arrow::compute::concat_batches;
+        let (_dir, layout, schema) = fresh();
+        // More distinct strings than a Parquet dictionary page holds: the writer falls back to
+        // plain pages part of the way, and the dictionary read still gives every string.
+        let n = 300_000;
+        let events = RecordBatch::try_new(
+            schema.arrow_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("a customer with a long name {}", i % 250_000)),
+                )),
+                Arc::new(Int64Array::from_iter_values(0..n)),
+            ],
+        )
+        .unwrap();
+        let seg = write_pending(&layout, "t", 0, 0, n, &[events]).unwrap();
+        let plain = read(&seg, &schema).unwrap();
+        let dict = read_dictionary_strings(&seg, &schema).unwrap();
+        assert!(matches!(
+            dict[0].column(0).data_type(),
+            DataType::Dictionary(..)
+        ));
+        let plain = concat_batches(&schema.arrow_schema(), &plain).unwrap();
+        let dict = concat_batches(&dict[0].schema(), &dict).unwrap();
+        assert_eq!(dict.num_rows(), n as usize);
+        assert_eq!(
+            &cast(dict.column(0), &DataType::Utf8).unwrap(),
+            plain.column(0)
+        );
+        assert_eq!(dict.column(1), plain.column(1));
+    }
+
+    #[test]
     fn pending_segments_commit_only_when_a_checkpoint_covers_them() {
         let (_dir, layout, schema) = fresh();
         let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();

@@ -176,9 +176,9 @@ fn fold_segments(
                 s.spawn(move || {
                     let mut states: Vec<ViewState> =
                         p.views.iter().map(|d| d.new_state()).collect();
-                    let mut rows = 0;
+                    let (mut rows, mut gids) = (0, Vec::new());
                     for seg in run.iter() {
-                        rows += fold_segment(seg, p, &mut states, progress)?;
+                        rows += fold_segment(seg, p, &mut states, &mut gids, progress)?;
                     }
                     Ok((states, rows))
                 })
@@ -220,10 +220,12 @@ fn contiguous_runs(segments: &[Segment], n: usize) -> Vec<&[Segment]> {
 }
 
 /// Reads one archived segment and folds it into `states` (one per view); returns its rows.
+/// `gids` is the fold's scratch buffer of group ids.
 fn fold_segment(
     seg: &Segment,
     p: &Pipeline,
     states: &mut [ViewState],
+    gids: &mut Vec<usize>,
     progress: &indicatif::ProgressBar,
 ) -> Result<u64> {
     let mut rows = 0;
@@ -237,7 +239,7 @@ fn fold_segment(
         rows += b.num_rows() as u64;
         for (k, (def, st)) in p.views.iter().zip(states.iter_mut()).enumerate() {
             match &plans {
-                Some(plans) => st.fold_columns(plans[k], &b)?,
+                Some(plans) => st.fold_columns(plans[k], &b, gids)?,
                 None => {
                     st.update(def, &b)?;
                 }

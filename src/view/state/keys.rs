@@ -198,9 +198,22 @@ impl KeyIndex {
         &mut self,
         cols: &[ArrayRef],
         rows: usize,
-        mut created: impl FnMut(usize),
+        created: impl FnMut(usize),
     ) -> Result<Vec<usize>> {
         let mut ids = Vec::with_capacity(rows);
+        self.intern_into(cols, rows, &mut ids, created)?;
+        Ok(ids)
+    }
+
+    /// [`KeyIndex::intern`] into `ids` (emptied first): a buffer reused from batch to batch.
+    pub fn intern_into(
+        &mut self,
+        cols: &[ArrayRef],
+        rows: usize,
+        ids: &mut Vec<usize>,
+        mut created: impl FnMut(usize),
+    ) -> Result<()> {
+        ids.clear();
         let mut add = |(g, new): (usize, bool)| {
             if new {
                 created(g);
@@ -252,7 +265,7 @@ impl KeyIndex {
                 }
             }
         }
-        Ok(ids)
+        Ok(())
     }
 
     /// Encodes key values (one row per key) as key bytes, e.g. to look a key up.

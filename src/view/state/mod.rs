@@ -216,8 +216,15 @@ impl ViewState {
     }
 
     fn intern(&mut self, cols: &[ArrayRef], n: usize) -> Result<Vec<usize>> {
+        let mut ids = Vec::with_capacity(n);
+        self.intern_into(cols, n, &mut ids)?;
+        Ok(ids)
+    }
+
+    /// [`ViewState::intern`] into `ids`, a buffer reused from batch to batch.
+    fn intern_into(&mut self, cols: &[ArrayRef], n: usize, ids: &mut Vec<usize>) -> Result<()> {
         let accs = &mut self.accs;
-        self.keys.intern(cols, n, |_| {
+        self.keys.intern_into(cols, n, ids, |_| {
             for a in accs.iter_mut() {
                 a.push_group();
             }

@@ -207,13 +207,23 @@ impl ViewState {
 
     /// Folds a batch of events (the declared fields, in order) into the state, as
     /// [`ViewState::update`] would; a string key may be dictionary-encoded, as archived
-    /// segments are read. `plan` is the view's [`ViewDef::row_plan`].
-    pub fn fold_columns(&mut self, plan: &RowPlan, events: &RecordBatch) -> Result<()> {
+    /// segments are read. `plan` is the view's [`ViewDef::row_plan`]; `gids` a scratch buffer
+    /// the caller keeps from batch to batch (a fresh one per batch costs its pages again).
+    pub fn fold_columns(
+        &mut self,
+        plan: &RowPlan,
+        events: &RecordBatch,
+        gids: &mut Vec<usize>,
+    ) -> Result<()> {
         let n = events.num_rows();
-        let gids = match plan.key {
-            None => vec![self.group_of(&[]); n],
-            Some(k) => self.intern(&[Arc::clone(events.column(k))], n)?,
-        };
+        match plan.key {
+            None => {
+                let g = self.group_of(&[]);
+                gids.clear();
+                gids.resize(n, g);
+            }
+            Some(k) => self.intern_into(&[Arc::clone(events.column(k))], n, gids)?,
+        }
         let args = plan
             .args
             .iter()
@@ -222,7 +232,7 @@ impl ViewState {
                 Arg::Row => None,
             })
             .collect();
-        self.accumulate(args, &gids)
+        self.accumulate(args, gids)
     }
 
     /// Gives every aggregate its new (empty) group when `new`.
@@ -413,7 +423,9 @@ mod tests {
         )
         .unwrap();
         let (mut by_columns, mut by_update) = (def.new_state(), def.new_state());
-        by_columns.fold_columns(plan, &dict).unwrap();
+        by_columns
+            .fold_columns(plan, &dict, &mut Vec::new())
+            .unwrap();
         by_update.update(&def, &plain).unwrap();
         assert_eq!(
             format!("{:?}", by_columns.to_state_batch(&def).unwrap()),

@@ -354,6 +354,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ranges_ending_on_a_block_boundary_count_no_extra_line() {
+        let p = pipeline().await;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.json");
+        // Lines of one length, read one per block: every range ends exactly with a block.
+        let line = |i: usize| format!("{{\"customer\": \"c{i}\", \"amount\": {i}}}\n");
+        let mut text: String = (0..9).map(line).collect();
+        text.push_str("{\"customer\": \"X\", \"amount\": \"b\"}\n");
+        std::fs::write(&f, &text).unwrap();
+        let hidden = indicatif::ProgressBar::hidden();
+        for threads in 1..5 {
+            let d = fold_dataset_in_blocks(&p, &[f.clone()], &[], &hidden, line(0).len(), threads)
+                .unwrap();
+            assert_eq!(d.bad.len(), 1);
+            assert_eq!(d.bad[0]["line"], 10, "{threads} threads");
+            assert_eq!((d.rows, d.files[0].lines), (9, 10));
+        }
+    }
+
+    #[tokio::test]
     async fn bad_lines_are_reported_with_their_file_line_number() {
         let p = pipeline().await;
         let dir = tempfile::tempdir().unwrap();

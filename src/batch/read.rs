@@ -365,8 +365,8 @@ mod tests {
         std::fs::write(&f, &text).unwrap();
         let hidden = indicatif::ProgressBar::hidden();
         for threads in 1..5 {
-            let d = fold_dataset_in_blocks(&p, &[f.clone()], &[], &hidden, line(0).len(), threads)
-                .unwrap();
+            let one = std::slice::from_ref(&f);
+            let d = fold_dataset_in_blocks(&p, one, &[], &hidden, line(0).len(), threads).unwrap();
             assert_eq!(d.bad.len(), 1);
             assert_eq!(d.bad[0]["line"], 10, "{threads} threads");
             assert_eq!((d.rows, d.files[0].lines), (9, 10));

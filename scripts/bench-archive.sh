@@ -13,18 +13,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 n=${EVENTS:-10000000}
 rounds=${ROUNDS:-5}
-export KAFKA_PORT=${KAFKA_PORT:-9092}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
-src=${BENCH_DIR:-$repo/.cache/bench}/events-10000000.json
 py=$repo/.cache/venv/bin/python
-[ -f "$src" ] || { echo "run scripts/bench-batch.sh first (it generates $src)" >&2; exit 1; }
 "$py" -c 'import duckdb' 2>/dev/null || { echo "run scripts/bench-batch.sh first (it installs duckdb into .cache/venv)" >&2; exit 1; }
-if [ -n "${LAMBDAFLOW_BIN:-}" ]; then
-  bin=$LAMBDAFLOW_BIN
-else
-  cargo build --release --quiet
-  bin=$CARGO_TARGET_DIR/release/lambdaflow
-fi
+source scripts/bench-env.sh
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 topic="archive-$$-$(date +%s)"
 run() {

@@ -9,16 +9,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 n=${EVENTS:-3000000}
-export KAFKA_PORT=${KAFKA_PORT:-9092}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
-src=${BENCH_DIR:-$repo/.cache/bench}/events-10000000.json
-[ -f "$src" ] || { echo "run scripts/bench-batch.sh first (it generates $src)" >&2; exit 1; }
-if [ -n "${LAMBDAFLOW_BIN:-}" ]; then
-  bin=$LAMBDAFLOW_BIN
-else
-  cargo build --release --quiet
-  bin=$CARGO_TARGET_DIR/release/lambdaflow
-fi
+source scripts/bench-env.sh
 data=$(mktemp); trap 'rm -f "$data"' EXIT
 head -n "$n" "$src" > "$data"
 scripts/kafka.sh run python3 scripts/bench_group.py --bin "$bin" --bootstrap "127.0.0.1:$KAFKA_PORT" \

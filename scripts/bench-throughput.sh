@@ -14,16 +14,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 n=${EVENTS:-1000000}
 rounds=${ROUNDS:-3}
-export KAFKA_PORT=${KAFKA_PORT:-9092}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
-src=${BENCH_DIR:-$repo/.cache/bench}/events-10000000.json
-[ -f "$src" ] || { echo "run scripts/bench-batch.sh first (it generates $src)" >&2; exit 1; }
-if [ -n "${LAMBDAFLOW_BIN:-}" ]; then
-  bin=$LAMBDAFLOW_BIN
-else
-  cargo build --release --quiet
-  bin=$CARGO_TARGET_DIR/release/lambdaflow
-fi
+source scripts/bench-env.sh
 spark_home=$(scripts/spark.sh home)
 jars=$(scripts/spark.sh kafka-jars)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT

@@ -1,10 +1,10 @@
 //! The batch layer: exact views recomputed from the whole master dataset.
 //!
 //! ```text
-//!  dataset files ──► parallel decode (event, one chunk per core) ──┐
-//!        │ bad lines: file + line + reason ─► <run>/_dead_letter.jsonl   ├─► each decoded batch
-//!  master segments (the speed layer's archive, Parquet) ──────────┘   folded into the views'
-//!                                                                     state (WHERE, GROUP BY)
+//!  dataset files ──► one range per core (lines.rs), each record decoded (event) ──┐
+//!        │ bad lines: file + line + reason ─► <run>/_dead_letter.jsonl              ├─► folded into
+//!  master segments (the speed layer's archive, Parquet) ─ one run per core ────────┘   the views'
+//!                                                                              state (WHERE, GROUP BY)
 //!        ▼
 //!  ViewState ──finalize──► batch view rows ──► output/batch_view/ (published atomically)
 //! ```
@@ -15,9 +15,9 @@
 //! segments. Serving adds to it only the speed layer's events after those offsets.
 
 //! Two engines compute the state, chosen by `batch.engine`: the embedded one (`embedded.rs`:
-//! `read.rs` folds each decoded batch into the state with the view's compiled DataFusion
-//! expressions — the speed layer's fold — in this process, holding no more than two blocks of
-//! input) and Apache Spark ([`spark`], through Spark Connect, which reads the same files itself
+//! `read.rs` folds each decoded record into the state — the usual view straight from the
+//! decoded values, any other with its compiled DataFusion expressions, the speed layer's fold —
+//! in this process, holding a block of input per core) and Apache Spark ([`spark`], through Spark Connect, which reads the same files itself
 //! and runs the state query DataFusion plans from the view's SQL). Everything else — the table
 //! version pinned, the manifest, the publish — is the same whichever ran.
 

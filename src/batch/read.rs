@@ -1,7 +1,7 @@
 //! The embedded engine's pass over the master dataset, folded straight into every view's
 //! state — nothing is collected first: the JSON-lines files, each cut into one range per core
 //! (`lines`; bad lines become dead-letter records naming file and line), then the archived
-//! Parquet segments, one per core at a time. Each part's states are merged into the run's in
+//! Parquet segments, one contiguous run of them per core. Each part's states are merged into the run's in
 //! input order, so groups keep the order in which they first appear (as the seed's output
 //! lists them). Memory holds a block of input per core and the states.
 
@@ -71,9 +71,10 @@ pub fn dataset_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Folds the dataset files, decoded in parallel (each file read in blocks of whole lines, each
-/// block cut into one chunk per core; bad lines become dead-letter records naming file and
-/// line), then the archived segments, into every view's state. `progress` counts the bytes.
+/// Folds the dataset files, decoded in parallel (each file cut into one range per core, read in
+/// blocks of whole lines; bad lines become dead-letter records naming file and line), then the
+/// archived segments (one contiguous run per core), into every view's state. `progress` counts
+/// the bytes.
 pub fn fold_dataset(
     p: &Pipeline,
     files: &[PathBuf],
@@ -201,12 +202,15 @@ fn fold_segments(
 
 /// `segments` cut into at most `n` contiguous runs of about the same size on disk.
 fn contiguous_runs(segments: &[Segment], n: usize) -> Vec<&[Segment]> {
-    let size = |s: &Segment| s.path.metadata().map_or(1, |m| m.len().max(1));
-    let total: u64 = segments.iter().map(size).sum();
+    let sizes: Vec<u64> = segments
+        .iter()
+        .map(|s| s.path.metadata().map_or(1, |m| m.len().max(1)))
+        .collect();
+    let total: u64 = sizes.iter().sum();
     let mut runs = Vec::new();
     let (mut start, mut acc) = (0, 0);
-    for (i, seg) in segments.iter().enumerate() {
-        acc += size(seg);
+    for (i, size) in sizes.iter().enumerate() {
+        acc += size;
         // Close a run once it holds its share of the bytes.
         if acc * n as u64 >= total * (runs.len() as u64 + 1) && runs.len() + 1 < n {
             runs.push(&segments[start..=i]);

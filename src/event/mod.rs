@@ -253,6 +253,13 @@ impl ColumnBuilder {
     }
 }
 
+/// Appends one decoded row to the column builders.
+fn append_row(columns: &mut [ColumnBuilder], row: &[FieldValue<'_>]) {
+    for (b, &v) in columns.iter_mut().zip(row) {
+        b.append(v);
+    }
+}
+
 /// Decodes records one at a time into rows of the declared fields, for a caller that folds
 /// them itself (the batch layer's usual view); [`EventDecoder`] builds Arrow batches with it.
 /// The fast path remembers the last record's layout (see `scan`), so keep one per stream.
@@ -289,10 +296,19 @@ impl<'s> RowDecoder<'s> {
                 return Ok(f(&row[..n]));
             }
         }
-        let mut values = vec![Value::Missing; n];
-        schema.parse(record, &mut values)?;
+        self.decode_serde(record, f)
+    }
+
+    /// [`Self::decode`] through the serde path: any record, with the reason when it is bad.
+    fn decode_serde<R>(
+        &self,
+        record: &[u8],
+        f: impl FnOnce(&[FieldValue<'_>]) -> R,
+    ) -> Result<R, DecodeError> {
+        let mut values = vec![Value::Missing; self.schema.fields.len()];
+        self.schema.parse(record, &mut values)?;
         let row: Vec<FieldValue<'_>> = values.iter().map(Value::field).collect();
-        schema.check(&row)?;
+        self.schema.check(&row)?;
         Ok(f(&row))
     }
 }
@@ -351,25 +367,15 @@ impl<'s> EventDecoder<'s> {
     /// Decodes one record and appends it, or rejects it with the reason and appends nothing.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
         let columns = &mut self.columns;
-        self.rows.decode(record, |row| {
-            for (b, &v) in columns.iter_mut().zip(row) {
-                b.append(v);
-            }
-        })
+        self.rows.decode(record, |row| append_row(columns, row))
     }
 
     /// [`Self::push`] through the serde path alone (what the fast path is checked against).
     #[cfg(test)]
     fn push_serde(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        let schema = self.rows.schema;
-        let mut row = vec![Value::Missing; schema.fields.len()];
-        schema.parse(record, &mut row)?;
-        let row: Vec<FieldValue<'_>> = row.iter().map(Value::field).collect();
-        schema.check(&row)?;
-        for (b, &v) in self.columns.iter_mut().zip(&row) {
-            b.append(v);
-        }
-        Ok(())
+        let columns = &mut self.columns;
+        self.rows
+            .decode_serde(record, |row| append_row(columns, row))
     }
 
     /// Takes the buffered rows as one record batch and empties the builders.

@@ -530,13 +530,19 @@ fn read_columns(
                 }
             }
         }
-        let fields: Vec<Field> = target
-            .fields()
-            .iter()
-            .zip(&cols)
-            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-            .collect();
-        out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?);
+        let schema = if dictionaries {
+            // The declared schema, with the types the columns kept.
+            let fields: Vec<Field> = target
+                .fields()
+                .iter()
+                .zip(&cols)
+                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+                .collect();
+            Arc::new(Schema::new(fields))
+        } else {
+            Arc::clone(&target)
+        };
+        out.push(RecordBatch::try_new(schema, cols)?);
     }
     Ok(out)
 }

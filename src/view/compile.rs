@@ -223,6 +223,7 @@ fn aggregate(name: &str, e: &Expr, input: &DFSchemaRef) -> Result<AggSpec> {
     Ok(AggSpec {
         kind,
         arg: arg.clone(),
+        arg_type,
     })
 }
 

@@ -68,6 +68,8 @@ pub(crate) struct AggSpec {
     pub kind: AggKind,
     /// The argument (`Int64(1)` for `COUNT(*)`).
     pub arg: Expr,
+    /// The argument's type.
+    pub arg_type: DataType,
 }
 
 #[derive(Debug)]

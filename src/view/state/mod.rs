@@ -98,13 +98,13 @@ impl AggKind {
         }
     }
 
-    /// The type the argument is cast to before it is accumulated (`out`: the aggregate's
-    /// output type; COUNT's argument is not cast).
-    fn input_type(self, out: &DataType) -> DataType {
+    /// The type an argument of type `arg` is cast to before it is accumulated (COUNT, MIN and
+    /// MAX take it as it is: a cast could make values NULL).
+    fn input_type(self, arg: &DataType) -> DataType {
         match self {
             AggKind::SumInt => DataType::Int64,
             AggKind::SumFloat | AggKind::Avg => DataType::Float64,
-            AggKind::Count | AggKind::Min | AggKind::Max => out.clone(),
+            AggKind::Count | AggKind::Min | AggKind::Max => arg.clone(),
         }
     }
 }
@@ -175,15 +175,10 @@ pub struct ViewState {
 
 impl ViewState {
     pub(crate) fn new(def: &ViewDef) -> Self {
-        let glen = def.group_len();
         let arg_types: Vec<DataType> = def
             .aggs
             .iter()
-            .enumerate()
-            .map(|(j, a)| {
-                a.kind
-                    .input_type(def.agg_schema.field(glen + j).data_type())
-            })
+            .map(|a| a.kind.input_type(&a.arg_type))
             .collect();
         let accs = def
             .aggs
@@ -283,13 +278,9 @@ impl ViewState {
     /// Folds each aggregate's argument (`None`: a constant, counted on every row) into the
     /// groups `gids` of its rows.
     fn accumulate(&mut self, args: Vec<Option<ArrayRef>>, gids: &[usize]) -> Result<()> {
-        let accs = self.accs.iter_mut().zip(&self.kinds).zip(&self.arg_types);
-        for (((acc, kind), ty), a) in accs.zip(args) {
+        for ((acc, ty), a) in self.accs.iter_mut().zip(&self.arg_types).zip(args) {
             match a {
-                // COUNT counts values of any type as they are (a cast could make them NULL).
-                Some(a) if a.data_type() == ty || *kind == AggKind::Count => {
-                    acc.update(&a, gids)?
-                }
+                Some(a) if a.data_type() == ty => acc.update(&a, gids)?,
                 Some(a) => acc.update(&cast(&a, ty)?, gids)?,
                 None => acc.count_rows(gids),
             }

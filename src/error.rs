@@ -96,6 +96,22 @@ pub enum Error {
         /// The client's or Spark's error.
         source: BoxError,
     },
+    /// A value given to a request does not parse as the type it stands for (a `?key=` that is
+    /// not a number for an integer key column, say): the caller's input.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// Another writer got there first: another process archived part of the range being
+    /// archived, or owns the partition now. Nothing of this write was kept.
+    #[error("{0}")]
+    Conflict(String),
+    /// The HTTP server cannot listen on its address (in use, not local, not permitted).
+    #[error("serving.listen {addr}: cannot listen")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The state needed moved under the request several times in a row; trying again works.
     #[error("{0}")]
     Busy(String),
@@ -190,7 +206,12 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Error::Config(_) | Error::View { .. } | Error::Damaged { .. } | Error::KafkaConfig(_)
+            Error::Config(_)
+                | Error::View { .. }
+                | Error::Damaged { .. }
+                | Error::KafkaConfig(_)
+                | Error::InvalidValue(_)
+                | Error::Bind { .. }
         )
     }
 }

@@ -47,9 +47,7 @@ pub async fn run(
     if p.config.kafka.fail_fast {
         kafka::partitions(&p.config.kafka).await?;
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;
+    let listener = crate::serving::bind(listen).await?;
     // Batch runs are CPU-bound DataFusion plans: on a runtime of their own they cannot delay
     // the consumer's polls or the HTTP answers (DataFusion's `thread_pools` example).
     let batch_rt = runtime::batch_runtime()?;

@@ -165,9 +165,7 @@ pub async fn serve_files(
     time_travel: http::TimeTravel,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::config(format!("serving.listen {listen}: cannot listen: {e}")))?;
+    let listener = crate::serving::bind(listen).await?;
     let tasks = Supervisor::new();
     let rx = follow_files(&p, &tasks)?;
     let group = follow_group(&p, &tasks);

@@ -398,3 +398,11 @@ pub fn write_served(layout: &Layout, v: &ServedView) -> Result<()> {
     })?;
     Ok(())
 }
+
+/// The HTTP API's listener on `addr` (`serving.listen`), or an error that names the address and
+/// keeps the OS's reason as its source.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::Error::Bind { addr, source })
+}

@@ -517,7 +517,7 @@ impl ServingTable {
                     ..Default::default()
                 },
             )
-            .map_err(|_| Error::Config(format!("`{v}` is not a {ty}")))?;
+            .map_err(|_| Error::InvalidValue(format!("`{v}` is not a {ty}")))?;
             cols.push(c);
         }
         Ok(self.speed.keys().encode(&cols)?.remove(0))

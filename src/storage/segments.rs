@@ -12,12 +12,12 @@
 //!
 //! A segment holds the good events of offsets `[from, to)` of one partition, in the declared
 //! event schema (Parquet). The speed layer writes it under the pending name, then writes its
-//! checkpoint (offsets and state), then renames it and commits it to the Delta log: a segment
-//! is committed exactly when a checkpoint covers its range. After a crash, pending segments the
-//! checkpoint covers are renamed and the others deleted, and renamed segments the log lacks are
-//! committed (the same step migrates an `output/` written before the Delta log existed), so a
-//! restart never archives an event twice, and the batch layer never reads an event the speed
-//! layer could consume again.
+//! checkpoint (positions only: see [`super::checkpoint`]), then renames it and commits it to the
+//! Delta log: a segment is committed exactly when a checkpoint covers its range. After a crash,
+//! pending segments the checkpoint covers are renamed and the others deleted, and renamed
+//! segments the log lacks are committed (the same step migrates an `output/` written before the
+//! Delta log existed), so a restart never archives an event twice, and the batch layer never
+//! reads an event the speed layer could consume again.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -744,9 +744,9 @@ mod tests {
         );
         // A range overlapping what is archived (a second writer of the partition): refused.
         let b = write_pending(&layout, "t", 0, 5, 20, &[test_events(15)]).unwrap();
-        let err = commit_with(&mut w, vec![range(&b)], 3)
-            .unwrap_err()
-            .to_string();
+        let err = commit_with(&mut w, vec![range(&b)], 3).unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        let err = err.to_string();
         assert!(
             err.contains("partition 0") && err.contains("archived up to offset 10"),
             "{err}"

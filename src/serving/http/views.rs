@@ -216,7 +216,7 @@ fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<us
 
 fn msg(e: &crate::Error) -> String {
     match e {
-        crate::Error::Config(m) => m.clone(),
+        crate::Error::Config(m) | crate::Error::InvalidValue(m) => m.clone(),
         other => other.to_string(),
     }
 }

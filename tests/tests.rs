@@ -86,7 +86,13 @@ fn seed_scenario_end_to_end_through_kafka() {
 #[test]
 fn demo_prints_the_three_seed_views() {
     let env = Env::new("demo", "");
-    let out = env.ok(&["demo"]);
+    let out = env.cmd(&["demo"]).output().unwrap();
+    let (log, out, ok) = (util::stderr(&out), util::stdout(&out), out.status.success());
+    assert!(ok, "lambdaflow demo failed: {log}\n{out}");
+    assert!(
+        !log.lines().any(|l| l.contains(" ERROR ")),
+        "an ERROR line in the happy path:\n{log}"
+    );
     let tables: Vec<&str> = out.split("== ").collect();
     assert!(
         tables[1].contains("|Ali     |320         |")

@@ -27,7 +27,7 @@ use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, Remove, StructType, Transaction};
 use deltalake_core::protocol::{DeltaOperation, OutputMode, SaveMode};
-use deltalake_core::{DeltaTable, DeltaTableError};
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
 use super::segments::{self, Offsets, Segment};
@@ -81,13 +81,27 @@ fn url_of(dir: &Path) -> Result<Url> {
 
 /// The table at `dir` as of its latest version, or `None` when there is no table there yet.
 pub async fn load(dir: PathBuf) -> Result<Option<DeltaTable>> {
-    if !dir.join("_delta_log").is_dir() {
+    if !has_commits(&dir.join("_delta_log")) {
         return Ok(None);
     }
     let table = DeltaTable::try_from_url(url_of(&dir)?)
         .await
         .map_err(|e| table_error(&dir, "cannot open", e))?;
     Ok(table.version().is_some().then_some(table))
+}
+
+/// Whether a Delta log directory holds a commit or a checkpoint. Asked before loading, because
+/// delta-rs logs an error for a log with no commit (a table another process is creating), and
+/// that is no error here: there is no table yet.
+fn has_commits(log: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(log) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".json") || name.ends_with(".parquet")
+    })
 }
 
 /// The table at `dir`, created (empty, with the event schema's columns) when there is none.
@@ -99,8 +113,9 @@ pub async fn open(dir: PathBuf, schema: SchemaRef) -> Result<DeltaTable> {
         .as_ref()
         .try_into_kernel()
         .map_err(|e| table_error(&dir, "the event schema has no Delta equivalent", e.into()))?;
-    let table = DeltaTable::try_from_url(url_of(&dir)?)
-        .await
+    // Not loaded: there is nothing to load yet.
+    let table = DeltaTableBuilder::from_url(url_of(&dir)?)
+        .and_then(|b| b.build())
         .map_err(|e| table_error(&dir, "cannot open", e))?;
     let created = table
         .create()
@@ -111,11 +126,12 @@ pub async fn open(dir: PathBuf, schema: SchemaRef) -> Result<DeltaTable> {
         .await;
     match created {
         Ok(t) => Ok(t),
-        // Another process created it at the same moment.
-        Err(DeltaTableError::VersionAlreadyExists(_)) => load(dir.clone())
-            .await?
-            .ok_or_else(|| Error::Internal(format!("{}: table vanished", dir.display()))),
-        Err(e) => Err(table_error(&dir, "cannot create", e)),
+        // Another process created it at the same moment (its commit won: the version exists, or
+        // Delta's conflict check saw its metadata).
+        Err(e) => match load(dir.clone()).await? {
+            Some(t) => Ok(t),
+            None => Err(table_error(&dir, "cannot create", e)),
+        },
     }
 }
 
@@ -547,7 +563,7 @@ async fn commit(
             match txn_version(dir, table, &state, &id).await? {
                 Some(v) if v >= r.to => continue, // already archived
                 Some(v) if v > r.from => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Conflict(format!(
                         "topic {} partition {}: the master dataset is archived up to offset {v}, \
                          inside the range {}..{} this process is archiving (another process \
                          archived part of it); nothing of the range was added",
@@ -649,4 +665,39 @@ pub async fn replace(dir: PathBuf, old: Vec<Segment>, merged: Segment) -> Result
         .await
         .map_err(|e| table_error(&dir, "cannot commit the compaction", e))?;
     Ok(done.version())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// Speed instances of a consumer group start together on a fresh `output.dir`: each one
+    /// creates the table, one of them wins, and every one gets the same table.
+    #[test]
+    fn instances_creating_the_table_together_all_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = dir.path().join("master");
+        assert!(
+            block(load(master.clone())).unwrap().is_none(),
+            "no table yet"
+        );
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "amount",
+            DataType::Int64,
+            true,
+        )]));
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let (m, s) = (master.clone(), Arc::clone(&schema));
+                std::thread::spawn(move || block(async move { Ok(open(m, s).await?.version()) }))
+            })
+            .collect();
+        for r in racers {
+            assert_eq!(r.join().unwrap().unwrap(), Some(0), "each gets version 0");
+        }
+        let t = block(load(master)).unwrap().expect("the table");
+        assert_eq!(t.version(), Some(0));
+    }
 }

@@ -16,7 +16,13 @@ use crate::storage::delta::AsOf;
 /// A Lambda-architecture data system: one SQL view, a DataFusion batch layer, a Kafka speed
 /// layer, and an exact serving merge.
 #[derive(Parser)]
-#[command(name = "lambdaflow", version, propagate_version = true)]
+#[command(
+    name = "lambdaflow",
+    version,
+    propagate_version = true,
+    after_help = "Each command's options: lambdaflow <COMMAND> --help. In the repository: \
+                  docs/commands.md (every command), docs/config.md (every key)."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -52,8 +58,11 @@ pub struct Global {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Batch layer: recompute every view from the whole master dataset (with DataFusion, or on
-    /// Spark with --engine spark), print it, and publish output/batch_view/ atomically.
+    /// Batch layer: recompute every view over the master dataset and publish it.
+    ///
+    /// Reads the files of batch.dataset and one version of the archive's Delta table, computes
+    /// every view (embedded, or on Spark with --engine spark), prints it, and publishes
+    /// output/batch_view/ atomically; a failed run leaves the previous view in service.
     Batch {
         /// Dataset files or directories of JSON lines (batch.dataset); repeatable.
         #[arg(long)]
@@ -63,8 +72,12 @@ pub enum Command {
         #[arg(long, value_parser = AsOf::parse)]
         as_of: Option<AsOf>,
     },
-    /// Speed layer: consume the topic, keep incremental views, print each micro-batch's table
-    /// and keep output/streaming_view/ current. Ctrl-C/SIGTERM saves state and offsets.
+    /// Speed layer: consume the topic in micro-batches, archive every event.
+    ///
+    /// Keeps incremental views of the events after the batch view's offsets, prints each
+    /// micro-batch's table and progress, archives the events into the master dataset and keeps
+    /// output/streaming_view/ current. Ctrl-C/SIGTERM finishes the micro-batch and checkpoints;
+    /// started again, it continues where it stopped.
     Speed {
         /// Don't print the table after each micro-batch.
         #[arg(long)]
@@ -74,9 +87,11 @@ pub enum Command {
         #[arg(long)]
         consumer_group: bool,
     },
-    /// Serving layer: merge the batch view and the speed layer's state (after the batch view's
-    /// offsets) into the final view, print it, write output/serving_view.json/, then serve the
-    /// HTTP API and dashboard (refreshed from the files every second) until Ctrl-C.
+    /// Serving layer: merge batch and speed from the files and serve the API.
+    ///
+    /// Merges each batch view with the archived events after its offsets, prints the final view,
+    /// writes output/serving_view.json/, then serves the HTTP API and dashboard, following the
+    /// files every second, until Ctrl-C.
     Serve {
         /// Print and write the view, then exit (the seed's serving script).
         #[arg(long)]
@@ -89,22 +104,29 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Batch, speed and serving in one process: the speed layer consumes, the batch layer
-    /// recomputes every batch.interval (and on POST /api/batch), the HTTP API and dashboard
-    /// serve the exact merged views.
+    /// The three layers in one process, with the HTTP API and dashboard.
+    ///
+    /// The speed layer consumes, the batch layer recomputes every batch.interval (and on POST
+    /// /api/batch), and the HTTP API and dashboard serve the exact merged views.
     Run {
         /// Address of the HTTP API (serving.listen).
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Recompute every view from all the data and compare it key by key with the serving
-    /// view; exit 1 when they differ.
+    /// Recompute from all the data and compare key by key with serving.
+    ///
+    /// Prints each difference and exits 1 when there is one.
     Verify,
-    /// Kappa mode: rebuild every view from the Kafka topic alone (earliest offset to now), with
-    /// the same definitions; nothing on disk changes.
+    /// Kappa mode: rebuild every view from the topic alone.
+    ///
+    /// Reads the topic from its earliest offset to now, with the same view definitions; nothing
+    /// on disk changes.
     Replay,
-    /// Console producer: send JSON lines from stdin (or --file) to the topic. Lines that do not
-    /// match the schema are reported with their line number and not sent.
+    /// Send JSON lines to the topic, checked against the schema.
+    ///
+    /// Reads stdin (or --file) and sends each line as it is read, like kafka-console-producer.
+    /// A line that does not match the schema is reported as FILE:LINE with its reason and not
+    /// sent; exit 1 when any was.
     Produce {
         /// Read lines from this file instead of stdin.
         #[arg(long)]
@@ -113,21 +135,26 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Compact the master dataset's Delta table: merge the small archive segments every batch
-    /// view covers (Delta OPTIMIZE), then delete the files no version within --retention needs
-    /// (VACUUM). Safe while the speed layer appends and a batch reads.
+    /// Merge the archive's small files and vacuum old ones.
+    ///
+    /// Merges the archive segments every batch view covers (Delta OPTIMIZE), then deletes the
+    /// files no version within --retention needs (VACUUM). Safe while the speed layer appends
+    /// and a batch reads.
     Compact {
         /// Keep files the table stopped using less than this long ago (readers of older
         /// versions, time travel).
         #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
         retention: std::time::Duration,
     },
-    /// Manage topics, like kafka-topics.
+    /// Create, list or describe topics, like kafka-topics.
     Topic {
         #[command(subcommand)]
         action: TopicAction,
     },
-    /// Run the seed workshop end to end: batch, speed (3 messages through Kafka), serving.
+    /// The seed workshop end to end.
+    ///
+    /// Batch over datasets/transactions.json, the speed layer on three messages sent through
+    /// Kafka, serving, then a batch recompute over the archive that serves the same totals.
     Demo,
 }
 
@@ -160,7 +187,7 @@ impl Global {
         listen: Option<&str>,
     ) -> Result<Arc<Pipeline>> {
         let cfg = Config::load(self.config.as_deref(), &overrides(self, dataset, listen)?)?;
-        Ok(Arc::new(cfg.compile().await?))
+        compile(cfg).await
     }
 
     /// [`Global::pipeline`] of `lambdaflow speed` (`--consumer-group` on top).
@@ -170,8 +197,18 @@ impl Global {
             o.push(("speed.consumer-group".into(), true.into()));
         }
         let cfg = Config::load(self.config.as_deref(), &o)?;
-        Ok(Arc::new(cfg.compile().await?))
+        compile(cfg).await
     }
+}
+
+/// Compiles the configuration, then checks it against the batch engine it names: a view the
+/// Spark engine would compute differently is refused before any work.
+async fn compile(cfg: Config) -> Result<Arc<Pipeline>> {
+    let p = cfg.compile().await?;
+    if p.config.batch.engine == BatchEngine::Spark {
+        crate::batch::spark::check(&p).await?;
+    }
+    Ok(Arc::new(p))
 }
 
 /// The command line's options as configuration keys (they win over the files and the
@@ -200,16 +237,15 @@ fn overrides(g: &Global, dataset: &[PathBuf], listen: Option<&str>) -> Result<Ov
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| Error::config(format!("-X {kv}: expected KEY=VALUE")))?;
-        let mut t = toml::map::Map::new();
-        t.insert(k.to_string(), v.into());
-        o.push(("kafka.properties".into(), toml::Value::Table(t)));
+        let t = std::collections::BTreeMap::from([(k.to_string(), v)]);
+        o.push(("kafka.properties".into(), t.into()));
     }
     if !dataset.is_empty() {
         let list = dataset
             .iter()
-            .map(|d| toml::Value::from(d.display().to_string()))
-            .collect();
-        o.push(("batch.dataset".into(), toml::Value::Array(list)));
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>();
+        o.push(("batch.dataset".into(), list.into()));
     }
     Ok(o)
 }

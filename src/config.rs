@@ -255,7 +255,7 @@ pub fn default_fields() -> Vec<FieldDef> {
 }
 
 /// Values from command-line flags, each a dotted key (`kafka.topic`) and its value.
-pub type Overrides = Vec<(String, toml::Value)>;
+pub type Overrides = Vec<(String, figment::value::Value)>;
 
 impl Config {
     /// Loads the layers described in the module docs.
@@ -331,14 +331,6 @@ impl Config {
                 "serving.token is empty: remove it to serve without a token, or set a secret",
             ));
         }
-        if self.batch.engine == BatchEngine::Spark {
-            spark_connect_core::ChannelBuilder::parse(&self.batch.spark_remote).map_err(|e| {
-                Error::config(format!(
-                    "batch.spark-remote `{}`: {e} (expected sc://HOST:PORT, e.g. sc://127.0.0.1:15002)",
-                    self.batch.spark_remote
-                ))
-            })?;
-        }
         if self.kafka.topic.is_empty() {
             return Err(Error::config("kafka.topic is empty"));
         }
@@ -346,6 +338,8 @@ impl Config {
     }
 
     /// Builds the event schema and plans every view: the checks that must pass before any work.
+    /// What the batch engine adds (`batch.engine = "spark"`) the command checks with the engine
+    /// (`batch::spark::check`): the configuration knows no layer.
     pub async fn compile(self) -> Result<Pipeline> {
         let schema = EventSchema::new(self.schema.fields.clone())?;
         let mut views = Vec::new();
@@ -353,9 +347,6 @@ impl Config {
             views.push(Arc::new(
                 ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?,
             ));
-        }
-        if self.batch.engine == BatchEngine::Spark {
-            crate::batch::spark::check(&self.schema.table, &schema, &views).await?;
         }
         Ok(Pipeline {
             config: self,

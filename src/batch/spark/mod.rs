@@ -47,17 +47,21 @@ const CHECKED: &str = "__lambdaflow_checked";
 const SEGMENTS: &str = "__lambdaflow_segments";
 const INPUTS: &str = "__lambdaflow_inputs";
 
-/// Checks at start-up that the schema and every view can run on Spark: refuses, naming it, a
-/// construct Spark would compute differently, and plans the state query's Spark SQL.
-pub async fn check(
-    table: &str,
-    schema: &EventSchema,
-    views: &[std::sync::Arc<ViewDef>],
-) -> Result<()> {
-    sql::check_schema(schema)?;
-    let input = DFSchema::try_from_qualified_schema(table, &schema.arrow_schema())?;
-    let ctx = embedded::planning_session(table, schema)?;
-    for def in views {
+/// Checks at start-up that `batch.spark-remote` is a Spark Connect URL and that the schema and
+/// every view can run on Spark: refuses, naming it, a construct Spark would compute differently,
+/// and plans the state query's Spark SQL.
+pub async fn check(p: &Pipeline) -> Result<()> {
+    let remote = &p.config.batch.spark_remote;
+    spark_connect_core::ChannelBuilder::parse(remote).map_err(|e| {
+        Error::config(format!(
+            "batch.spark-remote `{remote}`: {e} (expected sc://HOST:PORT, e.g. sc://127.0.0.1:15002)"
+        ))
+    })?;
+    let table = &p.config.schema.table;
+    sql::check_schema(&p.schema)?;
+    let input = DFSchema::try_from_qualified_schema(table, &p.schema.arrow_schema())?;
+    let ctx = embedded::planning_session(table, &p.schema)?;
+    for def in &p.views {
         sql::check(def, &input)?;
         state_sql(&ctx, table, def).await?;
     }

@@ -59,8 +59,11 @@ fetch() {
   command -v mvn >/dev/null || { log "Maven (mvn) is needed to fetch the Kafka jars: apt-get install maven"; exit 1; }
   log "fetching Apache Kafka $kafka_version jars from Maven Central into $libs"
   rm -rf "$libs"; mkdir -p "$libs"
-  mvn -q -B -f "$repo/scripts/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$libs" >&2
+  # Maven's output (even -q -B prints colour codes) is shown only when it fails.
+  if ! mvn -q -B -f "$repo/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs" > "$cache/kafka/mvn.log" 2>&1; then
+    cat "$cache/kafka/mvn.log" >&2; log "could not fetch the Kafka jars (Maven's output above)"; exit 1
+  fi
   touch "$libs/.complete-$kafka_version"
 }
 

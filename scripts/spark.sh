@@ -70,7 +70,9 @@ kafka_jars() {
     if [ ! -f "$jar" ]; then
       command -v mvn >/dev/null || { log "Maven (mvn) is needed to fetch $a: apt-get install maven"; exit 1; }
       log "fetching $a from Maven Central"
-      mvn -q -B dependency:copy -Dartifact="$a" -DoutputDirectory="$dir" >&2
+      if ! mvn -q -B dependency:copy -Dartifact="$a" -DoutputDirectory="$dir" > "$dir/mvn.log" 2>&1; then
+        cat "$dir/mvn.log" >&2; log "could not fetch $a (Maven's output above)"; exit 1
+      fi
     fi
     jars+=("$jar")
   done

@@ -23,7 +23,7 @@ sizes=${SIZES:-${EVENTS:-1000000 10000000}}
 runs=${RUNS:-3}
 spark_runs=${SPARK_RUNS:-1}
 dir=${BENCH_DIR:-$repo/.cache/bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 mkdir -p "$dir"
 py=$repo/.cache/venv/bin/python
 

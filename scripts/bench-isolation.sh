@@ -12,7 +12,7 @@ rounds=${ROUNDS:-3}
 interval=${CHECKPOINT_INTERVAL:-1s}  # speed.checkpoint-interval (the default is 1s)
 secs=${SECONDS_PER_RUN:-20}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 cargo build --release --quiet
 bin=$CARGO_TARGET_DIR/release/lambdaflow
 

@@ -19,7 +19,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export ROUNDS=${ROUNDS:-3} SECS=${SECONDS_PER_RUN:-40} RATE=${RATE:-10000}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 if [ -n "${LAMBDAFLOW_BIN:-}" ]; then
   bin=$LAMBDAFLOW_BIN
 else

@@ -14,7 +14,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export KAFKA_PORT=${KAFKA_PORT:-9092}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 sizes=${KEYS:-"10000 1000000"}
 duration=${DURATION:-10s}
 subscribers=${SUBSCRIBERS:-1000}

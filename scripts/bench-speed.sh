@@ -15,7 +15,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 n=${EVENTS:-1000000}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 src=${BENCH_DIR:-$repo/.cache/bench}/events-10000000.json
 [ -f "$src" ] || { echo "run scripts/bench-batch.sh first (it generates $src)" >&2; exit 1; }
 cargo build --release --quiet

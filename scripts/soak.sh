@@ -8,7 +8,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lambdaflow-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 export KAFKA_NODES=3 KAFKA_PORT=${SOAK_KAFKA_PORT:-29092}
 cargo build --release --quiet
 bin=$CARGO_TARGET_DIR/release/lambdaflow

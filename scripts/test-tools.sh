@@ -3,7 +3,7 @@
 #   tests/browser/node_modules   playwright-core (npm), which drives Debian's /usr/bin/chromium
 #   .cache/venv                  schemathesis (PyPI), the property-based OpenAPI fuzzer, and
 #                                duckdb (PyPI), which reads the master dataset's Delta table
-# Chromium itself comes from the system (`apt-get install chromium`; .ci/run installs it).
+# Chromium itself comes from the system: `scripts/setup.sh test` installs Debian's package.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
@@ -21,4 +21,4 @@ if ! .cache/venv/bin/python -c 'import duckdb; assert duckdb.__version__ == "2.0
   .cache/venv/bin/pip install -q --disable-pip-version-check "duckdb==2.0.1" >&2
 fi
 command -v chromium >/dev/null || [ -x "${CHROMIUM:-/usr/bin/chromium}" ] ||
-  echo "test-tools: Chromium is missing; the browser test will fail until you run: apt-get install chromium" >&2
+  { echo "test-tools: Chromium is missing (scripts/setup.sh test installs it; or set CHROMIUM)" >&2; exit 1; }

@@ -12,7 +12,7 @@
 //!                      view: SQL ─► ViewDef (WHERE · keys · aggregate state · HAVING/SELECT)
 //!                     ┌─────────────┴──────────────┐
 //!  datasets/*.json ─► batch (DataFusion)      speed (Kafka, micro-batches) ◄─ real-time-orders
-//!                     │ state + rows              │ state + offsets (checkpoint)
+//!                     │ state + rows              │ archived segments + positions (checkpoint)
 //!                     └──────────► serving: merge(batch ⊕ speed) ─► final view
 //! ```
 //!

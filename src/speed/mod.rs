@@ -16,11 +16,8 @@
 //!  output/streaming_view/ (published atomically), console table "Batch: N", progress line
 //! ```
 //!
-//! **The handoff.** Each view's speed state holds exactly the events *after* the offsets of
-//! the batch view in service (per partition; all events when there is none). When a batch run
-//! publishes a view that covers more segments, the layer rebuilds that view's state from the
-//! segments after the new offsets: the realtime view "expires" by offsets, never by time, so
-//! `serving = batch ⊕ speed` neither counts an event twice nor misses one.
+//! **The handoff** to each new batch run: see [`views`]. The whole design, with the other
+//! layers: `docs/architecture.md`.
 //!
 //! **Exactly once.** Kafka auto-commit is off. The offsets that count are those in the
 //! checkpoint; a segment is committed only once a checkpoint covers it (see

@@ -17,7 +17,8 @@
 //! ├─ master/                                      the master dataset's Delta table (see `delta`)
 //! │    _delta_log/   topic=<t>/partition=<p>/offsets=<from>-<to>.parquet
 //! │                                               consumed events, archived (see `segments`)
-//! └─ _speed/checkpoint.json                       speed-layer state + offsets, one atomic file
+//! └─ _speed/checkpoint.json                       speed-layer positions, one atomic file (see
+//!                                                 `checkpoint`: offsets, not state)
 //! ```
 //!
 //! A reader that opens `batch_view/` sees either the previous complete run or the new complete

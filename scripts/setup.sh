@@ -56,6 +56,13 @@ if [ "$(id -u)" != 0 ]; then
 fi
 for w in "${why[@]}"; do log "installing $w"; done
 start=$(date +%s)
-"${sudo_cmd[@]}" apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+# apt's own output only when it fails (it chatters on stderr even when all goes well).
+apt_log=$(mktemp)
+trap 'rm -f "$apt_log"' EXIT
+if ! { "${sudo_cmd[@]}" apt-get update -qq &&
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}"; } > "$apt_log" 2>&1; then
+  cat "$apt_log" >&2
+  log "apt-get could not install ${need[*]} (its output above)"
+  exit 1
+fi
 log "installed ${need[*]} in $(($(date +%s) - start)) s"

@@ -123,6 +123,10 @@ pub async fn open(dir: PathBuf, schema: SchemaRef) -> Result<DeltaTable> {
         .with_comment("lambdaflow master dataset: the events the speed layer archived")
         .with_columns(columns.fields().cloned())
         .with_save_mode(SaveMode::Ignore)
+        // No retry: delta-rs retries a create that lost version 0 as version 1, a second
+        // CREATE of the same table. Losing the race is an error here, and the winner's table
+        // is loaded below.
+        .with_commit_properties(CommitProperties::default().with_max_retries(0))
         .await;
     match created {
         Ok(t) => Ok(t),

@@ -3,8 +3,9 @@
 #
 # clippy lints lambdaflow's own crate while the tests build: clippy-driver is the compiler of the
 # workspace's crates (RUSTC_WORKSPACE_WRAPPER), not `cargo clippy`, whose check-only build of
-# every dependency the tests cannot reuse (BENCHMARKS.md, "Build and set-up"). `cargo doc` then
-# reuses the same artifacts. With LAMBDAFLOW_DENY_WARNINGS=1 (scripts/lint.sh, and CI) a warning
+# every dependency the tests cannot reuse (BENCHMARKS.md, "Build and set-up"). (`cargo doc` still
+# checks the dependencies on its own: rustdoc wants check-only artifacts, which a build does not
+# make.) With LAMBDAFLOW_DENY_WARNINGS=1 (scripts/lint.sh, and CI) a warning
 # is an error: clippy-driver records CLIPPY_ARGS, so switching rebuilds this crate alone.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 if clippy=$(command -v clippy-driver); then

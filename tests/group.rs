@@ -399,3 +399,47 @@ fn a_suspended_instance_that_comes_back_cannot_write_what_counts() {
     let verified = env.ok(&["verify"]);
     assert!(verified.contains(": 0 difference(s)"), "{verified}");
 }
+
+/// A partition whose last messages are all malformed: the group's owner archives their dead
+/// letters as a range with no segment, and a `serve` replica's speed offsets still reach the
+/// partition's end (it counts every consumed offset, not the last good one).
+#[test]
+fn dead_letters_at_a_partitions_end_count_as_progress() {
+    let env = group_env("dead-end");
+    env.create_topic(1);
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let serve = env.spawn("serve", &["serve", "--listen", &addr]);
+    let speed = speed(&env, "speed");
+    let good: Vec<Vec<u8>> = (0..15)
+        .map(|i| format!(r#"{{"customer": "c{i}", "amount": 1}}"#).into_bytes())
+        .collect();
+    env.send_raw(&good);
+    let bad: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("not json {i}").into_bytes())
+        .collect();
+    env.send_raw(&bad);
+    let fresh = std::cell::RefCell::new(serde_json::Value::Null);
+    util::eventually(
+        60,
+        || {
+            if let Ok((200, body)) = util::try_http(&addr, "GET", VIEW, &[]) {
+                *fresh.borrow_mut() =
+                    serde_json::from_str::<serde_json::Value>(&body).unwrap()["freshness"].clone();
+            }
+            fresh.borrow()["speed_offsets"]["0"] == 20
+        },
+        || {
+            format!(
+                "the replica's speed offsets reach 20: {}\n{}",
+                fresh.borrow(),
+                env.log("speed")
+            )
+        },
+    );
+    let served = get_json(&addr, VIEW);
+    let rows = rows_of(&served, "customer", "total_amount");
+    let streamed = rows.iter().filter(|(k, _)| k.starts_with('c')).count();
+    assert_eq!(streamed, 15, "{served}");
+    stop_instance(&env, "speed", speed);
+    drop(serve);
+}

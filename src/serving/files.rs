@@ -12,19 +12,32 @@ use tokio::sync::watch;
 use super::{ServedView, ServingState, http, write_served};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::storage::{Layout, batch_view, checkpoint, segments};
+use crate::storage::{Layout, batch_view, checkpoint, dead_letter_ranges, delta, segments};
 use crate::supervisor::{SHUTDOWN_LIMIT, Supervisor};
 
 /// Where the speed part stops, per partition: the end of the archive, or the speed checkpoint's
 /// offset where it is further (a speed layer between its checkpoint and the commit). Speed
-/// layers in a consumer group write no checkpoint: the archive is all there is.
+/// layers in a consumer group write no checkpoint: the archive is all there is — its segments,
+/// and for a partition with dead letters, the table's `txn` version, which also counts the
+/// ranges that held only bad messages (they have no segment).
 pub fn speed_bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> {
     let topic = &p.config.kafka.topic;
     let mut out = segments::archived_until(&segments::committed(layout)?.segments, topic);
+    let mut raise = |part: i32, o: i64| {
+        let e = out.entry(part).or_insert(o);
+        *e = (*e).max(o);
+    };
+    let with_dead_letters = dead_letter_ranges::partitions(layout, topic)?;
+    if !with_dead_letters.is_empty() {
+        for (part, t) in delta::partition_txns(&layout.master_dir(), topic, &with_dead_letters)? {
+            if let Some(o) = t.archived {
+                raise(part, o);
+            }
+        }
+    }
     if let Some(c) = checkpoint::load(layout, topic)? {
         for (part, o) in c.offsets {
-            let e = out.entry(part).or_insert(o);
-            *e = (*e).max(o);
+            raise(part, o);
         }
     }
     Ok(out)

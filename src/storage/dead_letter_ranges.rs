@@ -49,6 +49,23 @@ pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i6
     super::segments::remove_ranges_from(&dir, from, |name| range_of(name).map(|(a, _)| a))
 }
 
+/// The partitions of `topic` that have dead-letter files (committed or not).
+pub fn partitions(layout: &Layout, topic: &str) -> Result<Vec<i32>> {
+    let root = layout.dead_letter_ranges().join(format!("topic={topic}"));
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let name = e.at(&root)?.file_name();
+        if let Some(p) = name.to_str().and_then(|n| n.strip_prefix("partition=")) {
+            out.extend(p.parse::<i32>().ok());
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -3,8 +3,8 @@
 # lambdaflow, starts a local Apache Kafka broker if none answers on 127.0.0.1:${KAFKA_PORT:-9092},
 # runs `lambdaflow demo`, and stops what it started. Arguments go to `lambdaflow demo`.
 #
-# It builds the `dev` profile, the build `scripts/test.sh` and `cargo run` use too (dependencies
-# optimised, see Cargo.toml), into $CARGO_TARGET_DIR (default: target/).
+# It builds the `dev` profile, the build `scripts/test.sh` and `cargo run` use too (unoptimised,
+# see Cargo.toml), into $CARGO_TARGET_DIR (default: target/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export KAFKA_PORT=${KAFKA_PORT:-9092}

@@ -245,11 +245,13 @@ pub fn default_fields() -> Vec<FieldDef> {
             name: "customer".into(),
             ty: FieldType::String,
             nullable: false,
+            unit: None,
         },
         FieldDef {
             name: "amount".into(),
             ty: FieldType::Integer,
             nullable: false,
+            unit: None,
         },
     ]
 }

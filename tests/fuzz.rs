@@ -59,11 +59,13 @@ async fn speed_equals_batch_and_merge_at_any_cut_equals_full_batch() {
             name: "price".into(),
             ty: FieldType::Double,
             nullable: true,
+            unit: None,
         },
         FieldDef {
             name: "region".into(),
             ty: FieldType::String,
             nullable: true,
+            unit: None,
         },
     ]);
     cfg.views = VIEWS

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder,
-    StringArray,
+    StringArray, TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,10 @@ pub enum FieldType {
     Double,
     /// A JSON boolean.
     Boolean,
+    /// An instant: an RFC 3339 string (`2026-12-01T10:00:00Z`, `2026-12-01 11:00:00.25+01:00`),
+    /// or, where the field declares a `unit`, an integer count of that unit since the Unix
+    /// epoch. Arrow `Timestamp(µs, UTC)`; Spark's `TimestampType`.
+    Timestamp,
 }
 
 impl FieldType {
@@ -51,8 +55,108 @@ impl FieldType {
             FieldType::Integer => DataType::Int64,
             FieldType::Double => DataType::Float64,
             FieldType::Boolean => DataType::Boolean,
+            FieldType::Timestamp => timestamp_type(),
         }
     }
+}
+
+/// The Arrow type of every timestamp: microseconds since the epoch, in UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+}
+
+/// The time zone of every timestamp.
+pub const UTC: &str = "UTC";
+
+/// The unit of a timestamp field's epoch numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpochUnit {
+    /// Seconds.
+    #[serde(rename = "s")]
+    Seconds,
+    /// Milliseconds (Kafka's and Java's `currentTimeMillis`).
+    #[serde(rename = "ms")]
+    Millis,
+    /// Microseconds.
+    #[serde(rename = "us")]
+    Micros,
+}
+
+impl EpochUnit {
+    /// Microseconds per unit.
+    fn micros(self) -> i64 {
+        match self {
+            EpochUnit::Seconds => 1_000_000,
+            EpochUnit::Millis => 1_000,
+            EpochUnit::Micros => 1,
+        }
+    }
+
+    /// The config's name of the unit.
+    pub fn name(self) -> &'static str {
+        match self {
+            EpochUnit::Seconds => "s",
+            EpochUnit::Millis => "ms",
+            EpochUnit::Micros => "us",
+        }
+    }
+}
+
+/// An epoch number of `unit` as microseconds (`None`: beyond the range of timestamps).
+fn epoch_micros(v: i64, unit: EpochUnit) -> Option<i64> {
+    v.checked_mul(unit.micros())
+}
+
+/// An RFC 3339 timestamp as microseconds since the epoch, or why it is not one. Stricter than
+/// RFC 3339 where Spark is (a `T` or a space between date and time; at most 6 fractional
+/// digits; an offset of `Z` or `±HH:MM`), so both batch engines accept the same strings.
+pub fn parse_timestamp(s: &[u8]) -> Result<i64, &'static str> {
+    let digits =
+        |r: std::ops::Range<usize>| s.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| s.get(i) == Some(&c);
+    if !(digits(0..4) && at(4, b'-') && digits(5..7) && at(7, b'-') && digits(8..10)) {
+        return Err("expected an RFC 3339 timestamp such as 2026-12-01T10:00:00Z");
+    }
+    if !(matches!(s.get(10), Some(b'T' | b' '))
+        && digits(11..13)
+        && at(13, b':')
+        && digits(14..16)
+        && at(16, b':')
+        && digits(17..19))
+    {
+        return Err("expected an RFC 3339 timestamp such as 2026-12-01T10:00:00Z");
+    }
+    if s[14] > b'5' || s[17] > b'5' {
+        return Err("a timestamp's minutes or seconds are beyond 59 (no leap seconds)");
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        let f = i + 1;
+        i = f;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == f {
+            return Err("a timestamp's fraction of a second has no digits");
+        }
+        if i - f > 6 {
+            return Err("a timestamp has more than 6 fractional digits (microseconds)");
+        }
+    }
+    let zone = &s[i..];
+    let ok_zone = zone == b"Z"
+        || (zone.len() == 6
+            && matches!(zone[0], b'+' | b'-')
+            && zone[1..3].iter().all(u8::is_ascii_digit)
+            && zone[3] == b':'
+            && zone[4..6].iter().all(u8::is_ascii_digit));
+    if !ok_zone {
+        return Err("a timestamp needs its offset from UTC: `Z` or `+HH:MM`");
+    }
+    let text = std::str::from_utf8(s).map_err(|_| "a timestamp is not UTF-8")?;
+    let t = chrono::DateTime::parse_from_rfc3339(&text.replacen(' ', "T", 1))
+        .map_err(|_| "not a valid date and time (day, hour or offset out of range)")?;
+    Ok(t.timestamp_micros())
 }
 
 /// One declared field of the events.
@@ -68,6 +172,10 @@ pub struct FieldDef {
     /// record, not a zero.
     #[serde(default)]
     pub nullable: bool,
+    /// For a `timestamp`: the unit of its epoch numbers (`s`, `ms`, `us`). Without it, only
+    /// RFC 3339 strings are timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<EpochUnit>,
 }
 
 /// The schema every event must match, and its Arrow form.
@@ -87,6 +195,12 @@ impl EventSchema {
             if f.name.is_empty() {
                 return Err(Error::config(format!(
                     "schema.fields[{i}]: empty field name"
+                )));
+            }
+            if f.unit.is_some() && f.ty != FieldType::Timestamp {
+                return Err(Error::config(format!(
+                    "schema.fields[{i}] (`{}`): `unit` is for timestamp fields; this one is {:?}",
+                    f.name, f.ty
                 )));
             }
             if fields[..i].iter().any(|g| g.name == f.name) {
@@ -173,6 +287,7 @@ enum Value<'a> {
     Int(i64),
     Float(f64),
     Bool(bool),
+    Time(i64),
 }
 
 impl<'a> Value<'a> {
@@ -185,6 +300,7 @@ impl<'a> Value<'a> {
             Value::Int(i) => FieldValue::Int(*i),
             Value::Float(x) => FieldValue::Float(*x),
             Value::Bool(b) => FieldValue::Bool(*b),
+            Value::Time(t) => FieldValue::Time(*t),
         }
     }
 }
@@ -206,6 +322,8 @@ pub enum FieldValue<'a> {
     Float(f64),
     /// A boolean field's value.
     Bool(bool),
+    /// A timestamp field's value: microseconds since the epoch.
+    Time(i64),
 }
 
 enum ColumnBuilder {
@@ -215,6 +333,7 @@ enum ColumnBuilder {
     Int(Int64Builder),
     Float(Float64Builder),
     Bool(BooleanBuilder),
+    Time(TimestampMicrosecondBuilder),
 }
 
 impl ColumnBuilder {
@@ -224,10 +343,12 @@ impl ColumnBuilder {
             (ColumnBuilder::Int(b), FieldValue::Int(i)) => b.append_value(i),
             (ColumnBuilder::Float(b), FieldValue::Float(x)) => b.append_value(x),
             (ColumnBuilder::Bool(b), FieldValue::Bool(x)) => b.append_value(x),
+            (ColumnBuilder::Time(b), FieldValue::Time(x)) => b.append_value(x),
             (ColumnBuilder::Str(b), _) => b.append_null(),
             (ColumnBuilder::Int(b), _) => b.append_null(),
             (ColumnBuilder::Float(b), _) => b.append_null(),
             (ColumnBuilder::Bool(b), _) => b.append_null(),
+            (ColumnBuilder::Time(b), _) => b.append_null(),
         }
     }
 
@@ -240,6 +361,7 @@ impl ColumnBuilder {
             ColumnBuilder::Int(b) => Arc::new(b.finish()),
             ColumnBuilder::Float(b) => Arc::new(b.finish()),
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Time(b) => Arc::new(b.finish().with_timezone(UTC)),
         }
     }
 
@@ -249,6 +371,7 @@ impl ColumnBuilder {
             ColumnBuilder::Int(b) => b.len(),
             ColumnBuilder::Float(b) => b.len(),
             ColumnBuilder::Bool(b) => b.len(),
+            ColumnBuilder::Time(b) => b.len(),
         }
     }
 }
@@ -346,6 +469,9 @@ impl<'s> EventDecoder<'s> {
                 FieldType::Integer => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
                 FieldType::Double => ColumnBuilder::Float(Float64Builder::with_capacity(rows)),
                 FieldType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+                FieldType::Timestamp => {
+                    ColumnBuilder::Time(TimestampMicrosecondBuilder::with_capacity(rows))
+                }
             })
             .collect();
         Self {
@@ -509,6 +635,10 @@ impl FieldSeed<'_> {
             FieldType::Integer => "an integer",
             FieldType::Double => "a number",
             FieldType::Boolean => "a boolean",
+            FieldType::Timestamp if self.field.unit.is_some() => {
+                "an RFC 3339 timestamp string or an integer epoch"
+            }
+            FieldType::Timestamp => "an RFC 3339 timestamp string",
         };
         E::custom(format_args!(
             "field `{}`: expected {want}, found {found}",
@@ -527,13 +657,21 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Value<'de>, E> {
         match self.field.ty {
             FieldType::String => Ok(Value::Str(Cow::Borrowed(v))),
-            _ => Err(self.wrong(de::Unexpected::Str(v))),
+            _ => self.visit_str(v),
         }
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value<'de>, E> {
         match self.field.ty {
             FieldType::String => Ok(Value::Str(Cow::Owned(v.to_owned()))),
+            FieldType::Timestamp => parse_timestamp(v.as_bytes())
+                .map(Value::Time)
+                .map_err(|why| {
+                    E::custom(format_args!(
+                        "field `{}`: {why}, found {v:?}",
+                        self.field.name
+                    ))
+                }),
             _ => Err(self.wrong(de::Unexpected::Str(v))),
         }
     }
@@ -541,6 +679,20 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value<'de>, E> {
         match self.field.ty {
             FieldType::Integer => Ok(Value::Int(v)),
+            FieldType::Timestamp => match self.field.unit {
+                Some(unit) => epoch_micros(v, unit).map(Value::Time).ok_or_else(|| {
+                    E::custom(format_args!(
+                        "field `{}`: {v} {} since the epoch is beyond the range of timestamps",
+                        self.field.name,
+                        unit.name()
+                    ))
+                }),
+                None => Err(E::custom(format_args!(
+                    "field `{}`: expected an RFC 3339 timestamp string, found integer {v} \
+                     (declare the field's `unit` to read epoch numbers)",
+                    self.field.name
+                ))),
+            },
             FieldType::Double => Ok(Value::Float(v as f64)),
             _ => Err(self.wrong(de::Unexpected::Signed(v))),
         }
@@ -548,6 +700,13 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value<'de>, E> {
         match self.field.ty {
+            FieldType::Timestamp => match i64::try_from(v) {
+                Ok(v) => self.visit_i64(v),
+                Err(_) => Err(E::custom(format_args!(
+                    "field `{}`: {v} is beyond the range of timestamps",
+                    self.field.name
+                ))),
+            },
             FieldType::Integer => i64::try_from(v).map(Value::Int).map_err(|_| {
                 E::custom(format_args!(
                     "field `{}`: {v} does not fit in a 64-bit integer",
@@ -675,6 +834,92 @@ mod tests {
         assert_eq!(d.len(), 1);
         let b = d.finish();
         assert_eq!(b.column(0).len(), b.column(1).len());
+    }
+
+    fn with_ts(unit: Option<EpochUnit>) -> EventSchema {
+        let mut fields = crate::config::default_fields();
+        fields.push(FieldDef {
+            name: "ts".into(),
+            ty: FieldType::Timestamp,
+            nullable: false,
+            unit,
+        });
+        EventSchema::new(fields).unwrap()
+    }
+
+    /// Each line's time in µs, through the fast path and the serde path (which must agree), or
+    /// the reason it was rejected.
+    fn times(schema: &EventSchema, ts: &str) -> Result<i64, String> {
+        let line = format!(r#"{{"customer": "Ali", "amount": 1, "ts": {ts}}}"#);
+        let mut fast = EventDecoder::new(schema);
+        let mut slow = EventDecoder::new(schema);
+        let a = fast.push(line.as_bytes()).map_err(|e| e.0);
+        let b = slow.push_serde(line.as_bytes()).map_err(|e| e.0);
+        assert_eq!(a.is_ok(), b.is_ok(), "{ts}: {a:?} {b:?}");
+        a?;
+        let (fa, fb) = (fast.finish(), slow.finish());
+        assert_eq!(fa.schema().field(2).data_type(), &timestamp_type());
+        let t = |b: &RecordBatch| {
+            b.column(2)
+                .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                .value(0)
+        };
+        assert_eq!(t(&fa), t(&fb), "{ts}");
+        Ok(t(&fa))
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_strings_or_epoch_numbers_of_the_declared_unit() {
+        let s = with_ts(None);
+        let at_10 = 1_796_119_200_000_000; // 2026-12-01T10:00:00Z
+        assert_eq!(times(&s, r#""2026-12-01T10:00:00Z""#), Ok(at_10));
+        assert_eq!(times(&s, r#""2026-12-01 11:00:00+01:00""#), Ok(at_10));
+        assert_eq!(
+            times(&s, r#""2026-12-01T10:00:00.25Z""#),
+            Ok(at_10 + 250_000)
+        );
+        assert_eq!(times(&s, r#""1969-12-31T23:59:59.999999Z""#), Ok(-1));
+        for (bad, why) in [
+            (r#""2026-12-01T10:00:00""#, "offset from UTC"),
+            (r#""2026-12-01""#, "RFC 3339"),
+            (
+                r#""2026-12-01T10:00:00.1234567Z""#,
+                "more than 6 fractional digits",
+            ),
+            (r#""2026-02-30T10:00:00Z""#, "not a valid date"),
+            (r#""2026-12-01T10:00:60Z""#, "beyond 59"),
+            (r#""yesterday""#, "RFC 3339"),
+            ("1796119200", "declare the field's `unit`"),
+            ("true", "expected an RFC 3339 timestamp string"),
+        ] {
+            let e = times(&s, bad).unwrap_err();
+            assert!(e.contains("field `ts`") && e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(
+            times(&with_ts(Some(EpochUnit::Seconds)), "1796119200"),
+            Ok(at_10)
+        );
+        assert_eq!(
+            times(&with_ts(Some(EpochUnit::Millis)), "1796119200000"),
+            Ok(at_10)
+        );
+        assert_eq!(
+            times(&with_ts(Some(EpochUnit::Micros)), "1796119200000000"),
+            Ok(at_10)
+        );
+        let ms = with_ts(Some(EpochUnit::Millis));
+        assert_eq!(times(&ms, r#""2026-12-01T10:00:00Z""#), Ok(at_10));
+        assert!(times(&ms, "1.5").unwrap_err().contains("integer epoch"));
+        assert!(
+            times(&ms, "9223372036854775807")
+                .unwrap_err()
+                .contains("beyond the range")
+        );
+        // `unit` is for timestamps only.
+        let mut fields = crate::config::default_fields();
+        fields[1].unit = Some(EpochUnit::Millis);
+        let e = EventSchema::new(fields).unwrap_err().to_string();
+        assert!(e.contains("`unit` is for timestamp fields"), "{e}");
     }
 
     #[test]

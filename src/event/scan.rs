@@ -22,7 +22,7 @@
 //! as the full scan reads it. Any difference sends the record through the full scan, which
 //! learns its shape.
 
-use super::{EventSchema, FieldType, FieldValue};
+use super::{EventSchema, FieldDef, FieldType, FieldValue};
 use crate::bytes::same;
 
 /// The layout of the last record the full scan read (see the module docs).
@@ -70,7 +70,7 @@ fn replay<'a>(
         s.literal(&shape.text[lit..end])?;
         lit = end;
         match field {
-            Some(k) => row[k] = s.value(schema.fields[k].ty)?,
+            Some(k) => row[k] = s.value(&schema.fields[k])?,
             None => s.skip_scalar()?,
         }
     }
@@ -109,7 +109,7 @@ fn learn<'a>(
                 .iter()
                 .position(|f| same(f.name.as_bytes(), key));
             match field {
-                Some(k) => row[k] = s.value(schema.fields[k].ty)?,
+                Some(k) => row[k] = s.value(&schema.fields[k])?,
                 None => s.skip_scalar()?,
             }
             shape.values.push((shape.text.len(), field));
@@ -236,12 +236,12 @@ impl<'a> Scanner<'a> {
     /// A declared field's value: what the serde path gives for it, or `None` where that path
     /// must decide.
     #[inline(always)]
-    fn value(&mut self, ty: FieldType) -> Option<FieldValue<'a>> {
+    fn value(&mut self, field: &FieldDef) -> Option<FieldValue<'a>> {
         if self.peek()? == b'n' {
             self.literal(b"null")?;
             return Some(FieldValue::Null);
         }
-        match ty {
+        match field.ty {
             FieldType::String => {
                 let (a, b) = self.string()?;
                 Some(FieldValue::Str(&self.b[a..b]))
@@ -274,6 +274,19 @@ impl<'a> Scanner<'a> {
                     .parse::<f64>()
                     .ok()
                     .map(FieldValue::Float)
+            }
+            FieldType::Timestamp if self.peek()? == b'"' => {
+                let (a, b) = self.string()?;
+                super::parse_timestamp(&self.b[a..b])
+                    .ok()
+                    .map(FieldValue::Time)
+            }
+            FieldType::Timestamp => {
+                let (text, _, fraction) = self.number()?;
+                if fraction {
+                    return None;
+                }
+                super::epoch_micros(integer(text)?, field.unit?).map(FieldValue::Time)
             }
         }
     }
@@ -323,6 +336,7 @@ mod tests {
             name: name.into(),
             ty,
             nullable,
+            unit: None,
         };
         EventSchema::new(vec![
             f("customer", FieldType::String, false),

@@ -89,6 +89,9 @@ pub(super) async fn compute(
 ) -> Result<Computed> {
     let started = Instant::now();
     let spark = Spark::connect(&p.config.batch.spark_remote).await?;
+    // Timestamps are instants in UTC, as lambdaflow keeps them (`date_trunc('day', ts)` is a
+    // UTC day on both engines).
+    spark.sql("SET spark.sql.session.timeZone = UTC").await?;
     info!(
         remote = spark.remote(),
         files = files.len(),

@@ -12,7 +12,7 @@ use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::{CustomDialect, CustomDialectBuilder};
 
 use crate::error::{Error, Result};
-use crate::event::{EventSchema, FieldType};
+use crate::event::{EpochUnit, EventSchema, FieldType};
 use crate::view::ViewDef;
 
 /// Spark SQL as the unparser writes it: backquoted identifiers, Spark's type names.
@@ -167,6 +167,7 @@ pub fn spark_type(ty: FieldType) -> &'static str {
         FieldType::Integer => "BIGINT",
         FieldType::Double => "DOUBLE",
         FieldType::Boolean => "BOOLEAN",
+        FieldType::Timestamp => "TIMESTAMP",
     }
 }
 
@@ -183,6 +184,10 @@ pub fn ddl(schema: &EventSchema) -> String {
 /// A line that is only ASCII whitespace (skipped, as lambdaflow's reader skips it), as a Java
 /// regular expression in a Spark literal.
 const BLANK: &str = r"'^[ \\t\\n\\r\\f]*$'";
+
+/// The shape of an RFC 3339 timestamp as the decoder takes it, as a Java regular expression in
+/// a Spark literal.
+const TIMESTAMP_SHAPE: &str = "'^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-5][0-9]:[0-5][0-9]([.][0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$'";
 
 /// The view `name` over the lines `lines` (`p`: file, `b`: split, `line`): each line with its
 /// row id `m`, `blank`, `ok` — whether it is an event by the decoder's rules: a JSON object
@@ -218,6 +223,19 @@ pub fn checked_view(name: &str, lines: &str, schema: &EventSchema) -> String {
                 x(i)
             ),
             FieldType::Boolean => format!("{t} = 'BOOLEAN'"),
+            // The decoder's RFC 3339 shape (`event::parse_timestamp`), then Spark's own check
+            // of the date and time; an integer in the declared unit.
+            FieldType::Timestamp => {
+                let text = format!(
+                    "({t} = 'STRING' AND regexp_like(variant_get({x}, '$', 'string'), {TIMESTAMP_SHAPE}) \
+                     AND try_cast(variant_get({x}, '$', 'string') AS TIMESTAMP) IS NOT NULL)",
+                    x = x(i)
+                );
+                match f.unit {
+                    Some(_) => format!("({text} OR {t} = 'BIGINT')"),
+                    None => text,
+                }
+            }
         };
         let absent = if f.nullable { "TRUE" } else { "FALSE" };
         conds.push(format!(
@@ -229,12 +247,31 @@ pub fn checked_view(name: &str, lines: &str, schema: &EventSchema) -> String {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            format!(
-                "IF(ok, try_variant_get({}, '$', '{}'), NULL) AS {}",
-                x(i),
-                spark_type(f.ty).to_lowercase(),
-                ident(&f.name)
-            )
+            let value = match (f.ty, f.unit) {
+                (FieldType::Timestamp, unit) => format!(
+                    "CASE WHEN schema_of_variant({x}) = 'STRING' \
+                     THEN try_cast(variant_get({x}, '$', 'string') AS TIMESTAMP) ELSE {epoch} END",
+                    x = x(i),
+                    epoch = match unit {
+                        Some(u) => format!(
+                            "timestamp_{}(try_variant_get({}, '$', 'bigint'))",
+                            match u {
+                                EpochUnit::Seconds => "seconds",
+                                EpochUnit::Millis => "millis",
+                                EpochUnit::Micros => "micros",
+                            },
+                            x(i)
+                        ),
+                        None => "NULL".into(),
+                    }
+                ),
+                (ty, _) => format!(
+                    "try_variant_get({}, '$', '{}')",
+                    x(i),
+                    spark_type(ty).to_lowercase()
+                ),
+            };
+            format!("IF(ok, {value}, NULL) AS {}", ident(&f.name))
         })
         .collect();
     let xs: Vec<String> = (0..fields.len()).map(x).collect();

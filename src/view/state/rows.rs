@@ -150,7 +150,9 @@ impl PendingRows {
                     FieldValue::Missing | FieldValue::Null => Value::Null,
                     FieldValue::Int(x) => Value::Int(x),
                     FieldValue::Float(x) => Value::Float(x),
-                    FieldValue::Str(_) | FieldValue::Bool(_) => Value::Present,
+                    FieldValue::Str(_) | FieldValue::Bool(_) | FieldValue::Time(_) => {
+                        Value::Present
+                    }
                 },
             });
         }
@@ -290,6 +292,7 @@ mod tests {
             name: name.into(),
             ty,
             nullable: true,
+            unit: None,
         };
         EventSchema::new(vec![
             f("customer", FieldType::String),

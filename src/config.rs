@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{EventSchema, FieldDef, FieldType};
 use crate::view::ViewDef;
+use crate::view::window::WatermarkPolicy;
 
 /// The embedded defaults.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -110,6 +111,46 @@ pub struct ViewConfig {
     pub name: String,
     /// The query over the events table.
     pub sql: String,
+    /// The event-time watermark of a view with a `window()`: how long after an event time the
+    /// speed layer still expects events before it (Spark's `withWatermark(ts, "10 minutes")`).
+    /// Per partition, the latest event time seen minus this delay; the view's watermark is the
+    /// lowest over the partitions. Without it the view has none.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub watermark: Option<Duration>,
+    /// A partition that has had no event for this long no longer holds the watermark back
+    /// (Flink's `withIdleness`).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// An event time further than this ahead of the speed layer's clock (clock skew, a
+    /// mistyped year) does not move the watermark; it is counted as `ahead`, and folded into its
+    /// window like any other.
+    #[serde(default = "default_max_ahead", with = "humantime_serde")]
+    pub max_ahead: Duration,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_ahead() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl ViewConfig {
+    /// A view of `sql`, without a watermark.
+    pub fn new(name: impl Into<String>, sql: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            sql: sql.into(),
+            watermark: None,
+            idle_timeout: default_idle_timeout(),
+            max_ahead: default_max_ahead(),
+        }
+    }
 }
 
 /// The batch layer.
@@ -346,9 +387,15 @@ impl Config {
         let schema = EventSchema::new(self.schema.fields.clone())?;
         let mut views = Vec::new();
         for v in &self.views {
-            views.push(Arc::new(
-                ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?,
-            ));
+            let mut def = ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?;
+            if let Some(delay) = v.watermark {
+                def.set_watermark(WatermarkPolicy {
+                    delay,
+                    idle_timeout: v.idle_timeout,
+                    max_ahead: v.max_ahead,
+                })?;
+            }
+            views.push(Arc::new(def));
         }
         Ok(Pipeline {
             config: self,

@@ -71,10 +71,7 @@ async fn speed_equals_batch_and_merge_at_any_cut_equals_full_batch() {
     cfg.views = VIEWS
         .iter()
         .enumerate()
-        .map(|(i, sql)| ViewConfig {
-            name: format!("v{i}"),
-            sql: sql.to_string(),
-        })
+        .map(|(i, sql)| ViewConfig::new(format!("v{i}"), *sql))
         .collect();
     let p = cfg.compile().await.unwrap();
     let mut rng = StdRng::seed_from_u64(0x001a_3bda);

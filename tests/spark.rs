@@ -18,6 +18,7 @@ fields = [
   { name = "amount", type = "double" },
   { name = "qty", type = "integer", nullable = true },
   { name = "vip", type = "boolean", nullable = true },
+  { name = "ts", type = "timestamp", unit = "ms", nullable = true },
 ]
 
 [[views]]
@@ -35,6 +36,18 @@ sql = "SELECT vip, COUNT(*) AS n, SUM(amount * 2) AS s, AVG(qty) AS mq FROM orde
 [[views]]
 name = "top"
 sql = "SELECT customer, SUM(amount) AS t FROM orders WHERE customer LIKE 'c%' GROUP BY customer HAVING t > 500 ORDER BY t DESC LIMIT 5"
+
+[[views]]
+name = "hourly"
+sql = "SELECT window.start, window.end, customer, SUM(amount) AS total, COUNT(*) AS n FROM orders GROUP BY window(ts, '1 hour'), customer ORDER BY start, customer"
+
+[[views]]
+name = "hopping"
+sql = "SELECT window, COUNT(*) AS n, MAX(amount) AS hi, MIN(ts) AS first FROM orders GROUP BY window(ts, '2 hours', '30 minutes', '10 minutes') ORDER BY window.start"
+
+[[views]]
+name = "daily"
+sql = "SELECT date_trunc('day', ts) AS day, SUM(qty) AS q, COUNT(ts) AS timed FROM orders GROUP BY date_trunc('day', ts)"
 
 [[views]]
 name = "overall"
@@ -59,6 +72,22 @@ fn line(rng: &mut StdRng, bad_every: u32) -> String {
         1 => ", \"vip\": true".into(),
         _ => ", \"vip\": false".into(),
     };
+    // Around 2026-12-01T00:00Z, over three days: RFC 3339 in UTC or with an offset, epoch
+    // milliseconds, null or missing.
+    let ms = 1_796_083_200_000i64 + rng.random_range(0..3 * 86_400_000i64);
+    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let ts = match rng.random_range(0..6) {
+        0 => String::new(),
+        1 => ", \"ts\": null".into(),
+        2 => format!(", \"ts\": {ms}"),
+        3 => format!(", \"ts\": \"{}\"", at.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+        4 => format!(
+            ", \"ts\": \"{}\"",
+            at.with_timezone(&chrono::FixedOffset::west_opt(5 * 3600).unwrap())
+                .format("%Y-%m-%d %H:%M:%S%:z")
+        ),
+        _ => format!(", \"ts\": \"{}\"", at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00")),
+    };
     let c = serde_json::to_string(customer).unwrap();
     if rng.random_range(0..bad_every) == 0 {
         let bad = [
@@ -73,6 +102,13 @@ fn line(rng: &mut StdRng, bad_every: u32) -> String {
             format!("{{\"customer\": {c}, \"amount\": 1, \"vip\": \"yes\"}}"),
             "[1, 2]".to_string(),
             format!("{{\"customer\": {c}, \"amount\": 2"),
+            format!("{{\"customer\": {c}, \"amount\": 1, \"ts\": \"2026-12-01T10:00:00\"}}"),
+            format!("{{\"customer\": {c}, \"amount\": 1, \"ts\": \"2026-02-30T10:00:00Z\"}}"),
+            format!(
+                "{{\"customer\": {c}, \"amount\": 1, \"ts\": \"2026-12-01T10:00:00.1234567Z\"}}"
+            ),
+            format!("{{\"customer\": {c}, \"amount\": 1, \"ts\": 1.5}}"),
+            format!("{{\"customer\": {c}, \"amount\": 1, \"ts\": \"tomorrow\"}}"),
             // Not bad: skipped, or read as lambdaflow reads them.
             String::new(),
             "   ".to_string(),
@@ -81,7 +117,7 @@ fn line(rng: &mut StdRng, bad_every: u32) -> String {
         ];
         return bad[rng.random_range(0..bad.len())].clone();
     }
-    format!("{{\"customer\": {c}, \"amount\": {amount}{qty}{vip}}}")
+    format!("{{\"customer\": {c}, \"amount\": {amount}{qty}{vip}{ts}}}")
 }
 
 /// Runs a batch with `engine` (library API) and returns, per view, its rows in order; the
@@ -89,6 +125,7 @@ fn line(rng: &mut StdRng, bad_every: u32) -> String {
 fn batch_with(env: &Env, engine: BatchEngine) -> (Vec<Vec<String>>, serde_json::Value, String) {
     let mut cfg = Config::load(Some(&env.path("lambdaflow.toml")), &vec![]).unwrap();
     cfg.batch.engine = engine;
+    cfg.batch.spark_remote = util::spark_remote();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let p = rt.block_on(cfg.compile()).unwrap();
     let run = rt.block_on(lambdaflow::batch::run(&p, false)).unwrap();

@@ -12,6 +12,7 @@ mod group;
 mod lambda;
 mod master;
 mod spark;
+mod time;
 
 use std::time::{Duration, Instant};
 

@@ -112,6 +112,9 @@ pub struct Freshness {
     pub speed_offsets: BTreeMap<i32, i64>,
     /// Events the speed part holds, over all partitions (offsets covered after the batch).
     pub speed_events_after_batch: i64,
+    /// A view with a watermark: the watermark (RFC 3339) as the live speed layer has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
 }
 
 /// What one change did, serialized once for every subscriber of the view's stream.
@@ -336,6 +339,21 @@ pub fn freshness(t: &ServingTable, topic: &str) -> Freshness {
         batch_offsets,
         speed_offsets: t.speed_offsets().clone(),
         speed_events_after_batch: after,
+        watermark: None,
+    }
+}
+
+impl ServingState {
+    /// [`freshness`] of view `v`, with its watermark when the live speed layer has one.
+    pub fn freshness_of(&self, v: &ServedView, t: &ServingTable, topic: &str) -> Freshness {
+        let mut f = freshness(t, topic);
+        f.watermark = self
+            .speed
+            .as_ref()
+            .and_then(|s| s.event_time.get(&v.def.name))
+            .and_then(|e| e.watermark)
+            .and_then(crate::speed::rfc3339);
+        f
     }
 }
 

@@ -76,7 +76,7 @@ use dead_letters::DeadLetterLog;
 use group::Claims;
 pub use replay::{Replay, replay};
 use source::{MicroBatch, SpeedConsumer};
-pub use stats::{DurationHistogram, LatencyHistogram, Progress, Snapshot};
+pub use stats::{DurationHistogram, EventTime, LatencyHistogram, Progress, Snapshot, rfc3339};
 use views::Handoff;
 pub use views::SpeedView;
 
@@ -351,6 +351,9 @@ impl SpeedLayer {
         self.rejected.tick();
         let stamps = std::mem::take(&mut mb.stamps);
         let delta = if n > 0 { Some(self.fold(mb)?) } else { None };
+        // After the fold: the events of this micro-batch were counted late or not against the
+        // watermark as it stood before them (as in Spark).
+        let watermarks_moved = self.advance_watermarks();
         if self.checkpointer.has_pending() && (self.checkpointer.due() || stopping || n == 0) {
             self.checkpoint(false).await?;
             let mut tpl = TopicPartitionList::new();
@@ -384,7 +387,7 @@ impl SpeedLayer {
             .status
             .as_ref()
             .is_some_and(|tx| tx.borrow().brokers.up != self.snap.brokers.up);
-        self.send_status(n > 0 || handed_off || health_changed || checkpointed);
+        self.send_status(n > 0 || handed_off || health_changed || checkpointed || watermarks_moved);
         if handed_off {
             self.send_reset().await;
         } else if let (Some(views), Some(tx)) = (delta, &self.publish.updates) {
@@ -393,6 +396,21 @@ impl SpeedLayer {
             let _ = tx.send(SpeedUpdate::Delta { views, offsets }).await;
         }
         Ok(carry)
+    }
+
+    /// Moves each view's watermark where its partitions put it now (an idle partition stops
+    /// holding it back with time alone); returns whether one moved.
+    fn advance_watermarks(&mut self) -> bool {
+        let now = Instant::now();
+        let mut moved = false;
+        for def in &self.p.views {
+            if let (Some(policy), Some(et)) =
+                (def.watermark(), self.snap.event_time.get_mut(&def.name))
+            {
+                moved |= et.advance(policy, now);
+            }
+        }
+        moved
     }
 
     /// Decodes one message into the micro-batch; a bad one goes to the dead-letter file.
@@ -429,10 +447,20 @@ impl SpeedLayer {
     fn fold(&mut self, mb: MicroBatch<'_>) -> Result<Vec<ViewState>> {
         let (n, bad) = (mb.messages, mb.bad);
         let mut deltas: Vec<ViewState> = self.p.views.iter().map(|d| d.new_state()).collect();
+        let (now, clock) = (Instant::now(), chrono::Utc::now().timestamp_micros());
         for (part, batch, count) in mb.finish() {
             *self.snap.consumed_by_partition.entry(part).or_default() += count;
             if batch.num_rows() == 0 {
                 continue;
+            }
+            for def in self.p.views.iter() {
+                if let (Some(w), Some(policy)) = (def.window(), def.watermark()) {
+                    self.snap
+                        .event_time
+                        .entry(def.name.clone())
+                        .or_default()
+                        .observe(w, policy, part, &batch, now, clock)?;
+                }
             }
             for ((def, v), delta) in self.p.views.iter().zip(&mut self.views).zip(&mut deltas) {
                 let mut d = def.new_state();

@@ -3,10 +3,14 @@
 //! handed to serving and `/metrics` after every micro-batch.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
+use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
+use crate::error::Result;
 use crate::kafka::BrokerHealth;
+use crate::view::window::{WatermarkPolicy, Window};
 
 /// One micro-batch, as Spark reports a streaming query's progress.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -107,6 +111,109 @@ impl LatencyHistogram {
     }
 }
 
+/// Event-time progress of one view with a watermark, as the speed layer has seen it since it
+/// started.
+#[derive(Debug, Clone, Default)]
+pub struct EventTime {
+    /// The view's watermark, µs since the epoch: the lowest over the partitions (idle ones
+    /// left out) of their latest event time minus the view's delay. It never goes back; `None`
+    /// until an event time is seen.
+    pub watermark: Option<i64>,
+    /// Per partition: its latest event time that counts (µs).
+    pub latest: BTreeMap<i32, i64>,
+    /// Events that arrived after the watermark had passed the end of one of their windows.
+    /// Kept: folded into their window like any other (Spark drops these and counts them as
+    /// `numRowsDroppedByWatermark`).
+    pub late: u64,
+    /// Events whose time was further ahead of the speed layer's clock than `max-ahead`: kept,
+    /// but they did not move the watermark.
+    pub ahead: u64,
+    /// Per partition: when it last had an event time.
+    heard: BTreeMap<i32, Instant>,
+}
+
+impl EventTime {
+    /// Counts the events of `batch` (of `part`) against the watermark as it stands, and takes
+    /// their times (`clock`: the present, µs).
+    pub(crate) fn observe(
+        &mut self,
+        w: &Window,
+        policy: &WatermarkPolicy,
+        part: i32,
+        batch: &RecordBatch,
+        now: Instant,
+        clock: i64,
+    ) -> Result<()> {
+        let limit = clock.saturating_add(micros(policy.max_ahead));
+        let mut latest = None;
+        for t in w.times(batch)?.iter().flatten() {
+            if self.watermark.is_some_and(|wm| w.is_late(t, wm)) {
+                self.late += 1;
+            }
+            if t > limit {
+                self.ahead += 1;
+                continue;
+            }
+            latest = latest.max(Some(t));
+        }
+        if let Some(t) = latest {
+            let e = self.latest.entry(part).or_insert(t);
+            *e = (*e).max(t);
+            self.heard.insert(part, now);
+        }
+        Ok(())
+    }
+
+    /// Moves the watermark to where the partitions' latest times put it; returns whether it
+    /// moved. When every partition is idle, the most advanced one sets it.
+    pub(crate) fn advance(&mut self, policy: &WatermarkPolicy, now: Instant) -> bool {
+        let active = self
+            .latest
+            .iter()
+            .filter(|(p, _)| {
+                self.heard
+                    .get(p)
+                    .is_some_and(|h| now.duration_since(*h) < policy.idle_timeout)
+            })
+            .map(|(_, t)| *t)
+            .min();
+        let Some(t) = active.or_else(|| self.latest.values().copied().max()) else {
+            return false;
+        };
+        let wm = t.saturating_sub(micros(policy.delay));
+        let moved = self.watermark.is_none_or(|w| wm > w);
+        if moved {
+            self.watermark = Some(wm);
+        }
+        moved
+    }
+}
+
+impl Serialize for EventTime {
+    /// `{"watermark", "latest": {partition: time}, "late", "ahead"}`, times in RFC 3339.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let latest: BTreeMap<i32, Option<String>> =
+            self.latest.iter().map(|(p, t)| (*p, rfc3339(*t))).collect();
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("watermark", &self.watermark.and_then(rfc3339))?;
+        m.serialize_entry("latest", &latest)?;
+        m.serialize_entry("late", &self.late)?;
+        m.serialize_entry("ahead", &self.ahead)?;
+        m.end()
+    }
+}
+
+/// A time in µs since the epoch as RFC 3339, in UTC.
+pub fn rfc3339(us: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// The speed layer's status at the end of a micro-batch: positions, counters and health. It
 /// holds no view state (serving gets that as deltas), so handing it over costs the same at any
 /// number of keys.
@@ -135,6 +242,8 @@ pub struct Snapshot {
     pub latency: LatencyHistogram,
     /// In a consumer group: the partitions this instance owns (`None`: every partition).
     pub owned: Option<Vec<i32>>,
+    /// Per view with a watermark (by name): its event-time progress.
+    pub event_time: BTreeMap<String, EventTime>,
 }
 
 impl Snapshot {
@@ -146,5 +255,82 @@ impl Snapshot {
             .filter(|(p, _)| self.owned.as_ref().is_none_or(|o| o.contains(p)))
             .map(|(p, hi)| (*p, (hi - self.offsets.get(p).copied().unwrap_or(0)).max(0)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::event::{EpochUnit, EventDecoder, EventSchema, FieldDef, FieldType};
+    use crate::view::ViewDef;
+
+    const MIN: i64 = 60_000_000;
+
+    async fn view() -> (ViewDef, EventSchema) {
+        let mut fields = crate::config::default_fields();
+        fields.push(FieldDef {
+            name: "ts".into(),
+            ty: FieldType::Timestamp,
+            nullable: true,
+            unit: Some(EpochUnit::Micros),
+        });
+        let schema = EventSchema::new(fields).unwrap();
+        let sql = "SELECT window, COUNT(*) AS n FROM events GROUP BY window(ts, '10 minutes')";
+        let mut def = ViewDef::compile("v", sql, "events", &schema).await.unwrap();
+        def.set_watermark(WatermarkPolicy {
+            delay: Duration::from_secs(5 * 60),
+            idle_timeout: Duration::from_secs(60),
+            max_ahead: Duration::from_secs(3600),
+        })
+        .unwrap();
+        (def, schema)
+    }
+
+    fn batch(schema: &EventSchema, times: &[i64]) -> RecordBatch {
+        let mut d = EventDecoder::new(schema);
+        for t in times {
+            d.push(format!(r#"{{"customer": "a", "amount": 1, "ts": {t}}}"#).as_bytes())
+                .unwrap();
+        }
+        d.finish()
+    }
+
+    #[tokio::test]
+    async fn the_watermark_is_the_slowest_partition_less_the_delay_and_late_events_are_counted() {
+        let (def, schema) = view().await;
+        let (w, policy) = (def.window().unwrap(), *def.watermark().unwrap());
+        let clock = 1_000 * MIN;
+        let t0 = Instant::now();
+        let mut et = EventTime::default();
+        let obs = |et: &mut EventTime, part: i32, times: &[i64], secs: u64| {
+            let at = t0 + Duration::from_secs(secs);
+            et.observe(w, &policy, part, &batch(&schema, times), at, clock)
+                .unwrap();
+        };
+        obs(&mut et, 0, &[30 * MIN, 31 * MIN], 0);
+        obs(&mut et, 1, &[20 * MIN], 0);
+        assert!(et.advance(&policy, t0));
+        assert_eq!(et.watermark, Some(15 * MIN), "partition 1 holds it back");
+        // [0, 10) has closed; an event in it is late, one in [10, 20) is not. Both are kept
+        // (the caller folds them), and neither moves partition 1 back.
+        obs(&mut et, 1, &[5 * MIN, 12 * MIN], 0);
+        assert_eq!((et.late, et.latest[&1]), (1, 20 * MIN));
+        assert!(!et.advance(&policy, t0), "nothing moved");
+        // A time far ahead of the clock is counted and does not move the watermark.
+        obs(&mut et, 1, &[clock + 2 * 60 * MIN], 0);
+        assert_eq!((et.ahead, et.latest[&1]), (1, 20 * MIN));
+        // Partition 1 idle past the timeout: partition 0 alone sets it.
+        obs(&mut et, 0, &[40 * MIN], 90);
+        assert!(et.advance(&policy, t0 + Duration::from_secs(90)));
+        assert_eq!(et.watermark, Some(35 * MIN));
+        // It never goes back, even when the slow partition wakes up.
+        obs(&mut et, 1, &[21 * MIN], 91);
+        assert!(!et.advance(&policy, t0 + Duration::from_secs(91)));
+        assert_eq!(et.watermark, Some(35 * MIN));
+        let json = serde_json::to_value(&et).unwrap();
+        assert_eq!(json["watermark"], "1970-01-01T00:35:00Z", "{json}");
+        assert_eq!(json["late"], 2, "{json}");
     }
 }

@@ -17,6 +17,12 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::window::{self, Window};
 use super::{AggKind, AggSpec, PhysStep, Physical, ViewDef, state};
 use crate::error::{Error, Result};
 use crate::event::EventSchema;
@@ -33,6 +39,7 @@ enum PostStep {
 /// configured table name. Used to plan views; the batch layer registers real data the same way.
 pub fn planning_context(table: &str, schema: &EventSchema) -> Result<SessionContext> {
     let ctx = SessionContext::new();
+    ctx.register_udf(window::udf());
     let empty = MemTable::try_new(schema.arrow_schema(), vec![vec![]])?;
     ctx.register_table(table, Arc::new(empty))?;
     Ok(ctx)
@@ -44,8 +51,13 @@ impl ViewDef {
     pub async fn compile(name: &str, sql: &str, table: &str, schema: &EventSchema) -> Result<Self> {
         let ctx = planning_context(table, schema)?;
         let state = ctx.state();
+        let dialect = state.config_options().sql_parser.dialect;
+        let mut statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(view_err(name))?;
+        window_references(name, &mut statement)?;
         let plan = state
-            .create_logical_plan(sql)
+            .statement_to_plan(statement)
             .await
             .map_err(view_err(name))?;
         let plan = state
@@ -68,6 +80,7 @@ impl ViewDef {
             state: &state,
         };
         let phys = compiler.physical(agg, filter.as_ref(), &aggs, post)?;
+        let window = compiler.window(agg)?;
         let mut def = ViewDef {
             name: name.to_string(),
             sql: sql.to_string(),
@@ -79,6 +92,8 @@ impl ViewDef {
             state_schema,
             output_schema,
             phys,
+            window,
+            watermark: None,
             row_plan: None,
         };
         def.row_plan = state::RowPlan::new(&def, schema);
@@ -265,6 +280,33 @@ impl Compiler<'_> {
             .map_err(view_err(self.name))
     }
 
+    /// The view's event-time window, if a GROUP BY key is one (at most one may be).
+    fn window(&self, agg: &Aggregate) -> Result<Option<Window>> {
+        let mut found = None;
+        for (key, e) in agg.group_expr.iter().enumerate() {
+            let Some((time, shape)) = Window::shape_of(e).map_err(|e| Error::View {
+                view: self.name.to_string(),
+                msg: e.to_string(),
+            })?
+            else {
+                continue;
+            };
+            if found.is_some() {
+                return Err(Error::View {
+                    view: self.name.to_string(),
+                    msg: "GROUP BY has more than one window(); a view has one event-time window"
+                        .into(),
+                });
+            }
+            found = Some(Window {
+                key,
+                time: self.expr(&time, agg.input.schema())?,
+                shape,
+            });
+        }
+        Ok(found)
+    }
+
     /// Every part of the view as physical expressions, built once at start-up.
     fn physical(
         &self,
@@ -332,6 +374,95 @@ impl Compiler<'_> {
             .map_err(view_err(self.name))?;
         Ok(PhysStep::Project(exprs, Arc::new(Schema::new(fields))))
     }
+}
+
+/// Spark's names for a GROUP BY `window(..)`: `window`, `window.start` and `window.end` in
+/// SELECT, HAVING and ORDER BY stand for the window key (its struct, or one of its bounds), as
+/// the group key Spark names `window`. A bare `window.start` in SELECT is named `start`, as
+/// in Spark.
+fn window_references(name: &str, statement: &mut DFStatement) -> Result<()> {
+    let DFStatement::Statement(st) = statement else {
+        return Ok(());
+    };
+    let ast::Statement::Query(query) = st.as_mut() else {
+        return Ok(());
+    };
+    let ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(());
+    };
+    let ast::GroupByExpr::Expressions(keys, _) = &select.group_by else {
+        return Ok(());
+    };
+    let is_window = |e: &ast::Expr| matches!(e, ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case(window::NAME));
+    let Some(call) = keys.iter().find(|e| is_window(e)).cloned() else {
+        return Ok(());
+    };
+    let field = |f: &str| -> Result<ast::Expr> {
+        let text = format!("get_field({call}, '{f}')");
+        Parser::new(&GenericDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| Error::View {
+                view: name.to_string(),
+                msg: format!("window(): {e}"),
+            })
+    };
+    let (start, end) = (field("start")?, field("end")?);
+    let replace = |e: &mut ast::Expr| {
+        let new = match e {
+            ast::Expr::Identifier(i) if i.value.eq_ignore_ascii_case(window::NAME) => {
+                Some(call.clone())
+            }
+            ast::Expr::CompoundIdentifier(parts)
+                if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case(window::NAME) =>
+            {
+                match parts[1].value.to_ascii_lowercase().as_str() {
+                    "start" => Some(start.clone()),
+                    "end" => Some(end.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(new) = new {
+            *e = new;
+        }
+    };
+    for item in &mut select.projection {
+        // Unnamed, the column keeps Spark's name: `window`, `start`, `end`.
+        if let ast::SelectItem::UnnamedExpr(e) = item {
+            let alias = match &*e {
+                ast::Expr::Identifier(i) if i.value.eq_ignore_ascii_case(window::NAME) => {
+                    Some(window::NAME.to_string())
+                }
+                ast::Expr::CompoundIdentifier(p)
+                    if p.len() == 2 && p[0].value.eq_ignore_ascii_case(window::NAME) =>
+                {
+                    Some(p[1].value.to_ascii_lowercase())
+                }
+                _ => None,
+            };
+            if let Some(alias) = alias {
+                *item = ast::SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: ast::Ident::new(alias),
+                };
+            }
+        }
+    }
+    let _ = ast::visit_expressions_mut(&mut select.projection, |e| {
+        replace(e);
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    let _ = ast::visit_expressions_mut(&mut select.having, |e| {
+        replace(e);
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    let _ = ast::visit_expressions_mut(&mut query.order_by, |e| {
+        replace(e);
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    Ok(())
 }
 
 /// A plan node the speed layer cannot maintain, in the user's words.

@@ -28,6 +28,7 @@
 mod compile;
 mod finalize;
 pub mod state;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -58,6 +59,10 @@ pub struct ViewDef {
     pub(crate) state_schema: SchemaRef,
     output_schema: SchemaRef,
     phys: Physical,
+    /// The event-time window among the GROUP BY keys, if there is one.
+    pub(crate) window: Option<window::Window>,
+    /// How its watermark follows the event times, when the view has one.
+    watermark: Option<window::WatermarkPolicy>,
     /// How one decoded record folds straight into the state, for the usual shape of view.
     row_plan: Option<RowPlan>,
 }
@@ -133,6 +138,29 @@ impl ViewDef {
     /// aggregate over a field or `COUNT(*)`.
     pub fn row_plan(&self) -> Option<&RowPlan> {
         self.row_plan.as_ref()
+    }
+
+    /// The view's event-time window, if a GROUP BY key is one.
+    pub fn window(&self) -> Option<&window::Window> {
+        self.window.as_ref()
+    }
+
+    /// The view's watermark policy, if it has one.
+    pub fn watermark(&self) -> Option<&window::WatermarkPolicy> {
+        self.watermark.as_ref()
+    }
+
+    /// Gives the view a watermark; only a view with a `window()` can have one.
+    pub fn set_watermark(&mut self, policy: window::WatermarkPolicy) -> crate::error::Result<()> {
+        if self.window.is_none() {
+            return Err(crate::error::Error::config(format!(
+                "views `{}`: `watermark` needs an event-time window in GROUP BY, such as \
+                 window(ts, '1 hour')",
+                self.name
+            )));
+        }
+        self.watermark = Some(policy);
+        Ok(())
     }
 
     /// An empty state for this view.

@@ -50,6 +50,10 @@ const SAME_ON_SPARK: &[&str] = &[
     "length",
     "substr",
     "substring",
+    // Event time: Spark's own `window()` (the reference), and `date_trunc(unit, ts)` in the
+    // session's time zone, UTC.
+    "window",
+    "date_trunc",
 ];
 
 /// Refuses, naming it, any construct of `def`'s filter, group keys or aggregate arguments that

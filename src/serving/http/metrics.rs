@@ -25,6 +25,11 @@ struct PartitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViewLabels {
+    view: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     path: String,
@@ -49,6 +54,9 @@ pub(super) struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     offset: Family<PartitionLabels, Gauge>,
     dead_letters: Counter,
+    watermark: Family<ViewLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    late: Family<ViewLabels, Counter>,
+    ahead: Family<ViewLabels, Counter>,
     microbatch: SnapshotHistogram,
     kafka_up: Gauge,
     kafka_outages: Counter,
@@ -70,6 +78,9 @@ impl Metrics {
             lag: Family::default(),
             offset: Family::default(),
             dead_letters: Counter::default(),
+            watermark: Family::default(),
+            late: Family::default(),
+            ahead: Family::default(),
             microbatch: SnapshotHistogram::default(),
             kafka_up: Gauge::default(),
             kafka_outages: Counter::default(),
@@ -102,6 +113,21 @@ impl Metrics {
             "speed_dead_letters",
             "Messages sent to the dead-letter file",
             m.dead_letters.clone(),
+        );
+        registry.register(
+            "speed_watermark_seconds",
+            "A view's event-time watermark, in seconds since the epoch",
+            m.watermark.clone(),
+        );
+        registry.register(
+            "speed_late_events",
+            "Events that arrived after the watermark passed one of their windows (kept)",
+            m.late.clone(),
+        );
+        registry.register(
+            "speed_ahead_events",
+            "Events further ahead of the clock than max-ahead (kept; they did not move the watermark)",
+            m.ahead.clone(),
         );
         registry.register(
             "speed_microbatch_duration_seconds",
@@ -188,6 +214,14 @@ impl Metrics {
                     .set(*o);
             }
             catch_up(&self.dead_letters, s.dead_letters);
+            for (view, et) in &s.event_time {
+                let l = ViewLabels { view: view.clone() };
+                if let Some(wm) = et.watermark {
+                    self.watermark.get_or_create(&l).set(wm as f64 / 1e6);
+                }
+                catch_up(&self.late.get_or_create(&l), et.late);
+                catch_up(&self.ahead.get_or_create(&l), et.ahead);
+            }
             *self.microbatch.0.lock().unwrap_or_else(|e| e.into_inner()) = s.microbatch.clone();
             for q in ["0.5", "0.99", "1"] {
                 if let Some(ms) = s.latency.quantile(q.parse().unwrap_or(1.0)) {

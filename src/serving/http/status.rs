@@ -57,6 +57,7 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Value> {
             "lag": sp.lag(),
             "consumed": sp.consumed,
             "dead_letters": sp.dead_letters,
+            "event_time": sp.event_time,
             "kafka_up": sp.brokers.up,
             "kafka_outages": sp.brokers.outages,
             "visible_latency_ms": {

@@ -22,7 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::serving::table::{Order, ServingTable};
-use crate::serving::{ServedView, ServingState, freshness};
+use crate::serving::{ServedView, ServingState};
 use crate::storage::delta::AsOf;
 
 /// Rows a full read returns when `limit` is not given.
@@ -149,7 +149,7 @@ pub(super) async fn list_views(State(st): State<AppState>) -> Json<Value> {
                     "sql": v.def.sql,
                     "columns": columns(v),
                     "rows": t.total(),
-                    "freshness": freshness(&t, topic),
+                    "freshness": s.freshness_of(v, &t, topic),
                 })
             })
             .collect(),
@@ -281,7 +281,9 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> Api
         }
     ));
     body.push_str(",\"freshness\":");
-    let f = freshness(&t, &st.pipeline.config.kafka.topic);
+    let f = st
+        .state()
+        .freshness_of(v, &t, &st.pipeline.config.kafka.topic);
     body.push_str(&serde_json::to_string(&f).map_err(ApiError::internal)?);
     match stamp {
         Stamp::None => {}

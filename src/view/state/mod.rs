@@ -256,14 +256,29 @@ impl ViewState {
             }
             None => events,
         };
-        let n = batch.num_rows();
-        if n == 0 {
+        let passed = batch.num_rows();
+        if passed == 0 {
             return Ok(0);
         }
+        // A windowed view folds each event once per window that holds it.
+        let expanded;
+        let (batch, window) = match &def.window {
+            Some(w) => {
+                let (rows, col) = w.expand(batch)?;
+                expanded = rows;
+                (&expanded, Some((w.key, col)))
+            }
+            None => (batch, None),
+        };
+        let n = batch.num_rows();
         let group_cols = phys
             .groups
             .iter()
-            .map(|p| p.evaluate(batch)?.into_array(n))
+            .enumerate()
+            .map(|(k, p)| match &window {
+                Some((key, col)) if *key == k => Ok(Arc::clone(col)),
+                _ => p.evaluate(batch)?.into_array(n),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let gids = self.intern(&group_cols, n)?;
         let args = phys
@@ -272,7 +287,7 @@ impl ViewState {
             .map(|p| Ok(Some(p.evaluate(batch)?.into_array(n)?)))
             .collect::<Result<Vec<_>>>()?;
         self.accumulate(args, &gids)?;
-        Ok(n)
+        Ok(passed)
     }
 
     /// Folds each aggregate's argument (`None`: a constant, counted on every row) into the

@@ -1,0 +1,212 @@
+//! Event time through every layer, against the real broker: a view grouped by Spark's
+//! `window()` over a timestamp field, computed by the batch layer from the historical files,
+//! kept up by the speed layer from Kafka (events out of order and hours late), served as JSON
+//! with the window bounds as RFC 3339 strings, and unchanged by a `kill -9` and a batch run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::util::{self, Env, get_json, kill9};
+
+const CONFIG: &str = r#"
+[speed]
+linger = "2ms"
+checkpoint-interval = "100ms"
+
+[schema]
+fields = [
+  { name = "customer", type = "string" },
+  { name = "amount", type = "integer" },
+  { name = "ts", type = "timestamp", unit = "ms", nullable = true },
+]
+
+[[views]]
+name = "hourly"
+sql = "SELECT window.start, window.end, customer, SUM(amount) AS total FROM events GROUP BY window(ts, '1 hour'), customer"
+watermark = "30 minutes"
+
+[[views]]
+name = "hopping"
+sql = "SELECT window, COUNT(*) AS n FROM events GROUP BY window(ts, '1 hour', '30 minutes')"
+"#;
+
+/// 2026-12-01T00:00:00Z in milliseconds.
+const DAY: i64 = 1_796_083_200_000;
+const HOUR: i64 = 3_600_000;
+
+/// The event of `i`: a customer, an amount and a time within the day, as JSON, with its time
+/// written one of three ways.
+fn event(i: i64) -> (String, i64, i64, String) {
+    let customer = format!("c{}", i % 7);
+    let amount = i % 11 + 1;
+    // Out of order: times jump around the day; event 1000 is ten years ahead (a mistyped
+    // year), event 1400 from the day's first minute (late by then).
+    let ms = match i {
+        1000 => DAY + 3_653 * 24 * HOUR,
+        1400 => DAY + 60_000,
+        _ => DAY + (i * 7_919_000) % (24 * HOUR),
+    };
+    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let ts = match i % 3 {
+        0 => ms.to_string(),
+        1 => format!("\"{}\"", at.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+        _ => format!(
+            "\"{}\"",
+            at.with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+                .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        ),
+    };
+    let line = format!(r#"{{"customer": "{customer}", "amount": {amount}, "ts": {ts}}}"#);
+    (customer, amount, ms, line)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The hourly view of events `0..n`: (window start, customer) → total.
+fn hourly_truth(n: i64) -> BTreeMap<(String, String), i64> {
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let (c, a, ms, _) = event(i);
+        let start = ms - ms.rem_euclid(HOUR);
+        *out.entry((rfc3339(start), c)).or_default() += a;
+    }
+    out
+}
+
+/// The hopping view of events `0..n`: window start → count (each event in two windows).
+fn hopping_truth(n: i64) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let (_, _, ms, _) = event(i);
+        let last = ms - ms.rem_euclid(HOUR / 2);
+        for start in [last, last - HOUR / 2] {
+            *out.entry(rfc3339(start)).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn served_hourly(addr: &str) -> BTreeMap<(String, String), i64> {
+    let body = get_json(addr, "/api/views/hourly?limit=all");
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let start = r["start"].as_str().unwrap().to_string();
+            let end = r["end"].as_str().unwrap();
+            assert_eq!(
+                chrono::DateTime::parse_from_rfc3339(end).unwrap()
+                    - chrono::DateTime::parse_from_rfc3339(&start).unwrap(),
+                chrono::Duration::hours(1),
+                "{r}"
+            );
+            (
+                (start, r["customer"].as_str().unwrap().to_string()),
+                r["total"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn served_hopping(addr: &str) -> BTreeMap<String, i64> {
+    let body = get_json(addr, "/api/views/hopping?limit=all");
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["window"]["start"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until both views serve the truth of events `0..n`.
+fn wait_for_truth(env: &Env, addr: &str, n: i64, run: &str) {
+    let (hourly, hopping) = (hourly_truth(n), hopping_truth(n));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (h, p) = (served_hourly(addr), served_hopping(addr));
+        if h == hourly && p == hopping {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the windowed views never reached the truth of {n} events: {} of {} hourly rows \
+             and {} of {} hopping rows equal\n{}",
+            h.iter().filter(|(k, v)| hourly.get(*k) == Some(v)).count(),
+            hourly.len(),
+            p.iter().filter(|(k, v)| hopping.get(*k) == Some(v)).count(),
+            hopping.len(),
+            env.log(run)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let env = Env::new(
+        "time-windows",
+        &format!("{CONFIG}\n[serving]\nlisten = \"{addr}\"\n"),
+    );
+    // The historical files: events 0..400, and the seed's lines (no time: in no window).
+    let mut history: Vec<String> = (0..400).map(|i| event(i).3).collect();
+    history.push(r#"{"customer": "Ali", "amount": 120}"#.into());
+    std::fs::write(env.path("transactions.json"), history.join("\n") + "\n").unwrap();
+    let out = env.ok(&["batch"]);
+    assert!(out.contains("hourly"), "{out}");
+    env.create_topic(2);
+    let run = env.spawn("run", &["run"]);
+    wait_for_truth(&env, &addr, 400, "run");
+    // Events 400..1400 from Kafka, their times all over the day (hours late for the
+    // windows already seen).
+    let send = |r: std::ops::Range<i64>| {
+        let msgs: Vec<Vec<u8>> = r.map(|i| event(i).3.into_bytes()).collect();
+        env.send_raw(&msgs);
+    };
+    send(400..900);
+    wait_for_truth(&env, &addr, 900, "run");
+    kill9(run);
+    send(900..1400);
+    let run = env.spawn("run2", &["run"]);
+    wait_for_truth(&env, &addr, 1400, "run2");
+    // A batch run takes the archived events into the batch views; the answer stays.
+    let out = env.ok(&["batch"]);
+    assert!(out.contains("hourly"), "{out}");
+    wait_for_truth(&env, &addr, 1400, "run2");
+    let body = get_json(&addr, "/api/views/hourly?limit=all");
+    assert!(body["freshness"]["batch_run"].is_string(), "{body}");
+    // The watermark: within the day (the event ten years ahead did not move it, and was
+    // counted); an event from the day's first minute is late, counted, and in its window.
+    send(1400..1401);
+    wait_for_truth(&env, &addr, 1401, "run2");
+    let status = get_json(&addr, "/api/status");
+    let et = &status["speed"]["event_time"]["hourly"];
+    let wm = et["watermark"].as_str().unwrap_or_default();
+    assert!(wm.starts_with("2026-12-01T2"), "{et}");
+    assert_eq!(et["ahead"], 1, "{et}");
+    assert!(et["late"].as_u64().unwrap() >= 1, "{et}");
+    assert!(
+        status["speed"]["event_time"]["hopping"].is_null(),
+        "no watermark declared"
+    );
+    let body = get_json(&addr, "/api/views/hourly?limit=1");
+    assert_eq!(body["freshness"]["watermark"], wm, "{}", body["freshness"]);
+    let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
+    assert!(
+        metrics.contains("lambdaflow_speed_watermark_seconds{view=\"hourly\"}")
+            && metrics.contains("lambdaflow_speed_ahead_events_total{view=\"hourly\"} 1"),
+        "{metrics}"
+    );
+    util::terminate(run);
+}

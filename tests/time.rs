@@ -202,6 +202,35 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     );
     let body = get_json(&addr, "/api/views/hourly?limit=1");
     assert_eq!(body["freshness"]["watermark"], wm, "{}", body["freshness"]);
+    // Each row says how far it can be trusted: the late event's window is closed (the speed
+    // layer has a part of it), the other windows the watermark has passed are exact (the batch
+    // run holds them whole), the later ones open.
+    let body = get_json(&addr, "/api/views/hourly?limit=all&explain=true");
+    let wm_at = chrono::DateTime::parse_from_rfc3339(wm).unwrap();
+    let (late_start, late_customer) = (rfc3339(DAY), event(1400).0);
+    let mut seen = BTreeMap::new();
+    for r in body["rows"].as_array().unwrap() {
+        let end = chrono::DateTime::parse_from_rfc3339(r["end"].as_str().unwrap()).unwrap();
+        let state = r["_window"].as_str().unwrap_or_default();
+        let speed_part = r["_explain"]["speed"]["total"].as_i64().is_some();
+        let want = if end > wm_at {
+            "open"
+        } else if speed_part {
+            "closed"
+        } else {
+            "exact"
+        };
+        assert_eq!(state, want, "{r} (watermark {wm})");
+        if r["start"] == late_start.as_str() && r["customer"] == late_customer.as_str() {
+            assert_eq!(state, "closed", "the late event's window: {r}");
+        }
+        *seen.entry(want).or_insert(0) += 1;
+    }
+    assert!(seen.len() == 3, "rows of every state: {seen:?}");
+    assert!(
+        get_json(&addr, "/api/views/hopping?limit=1")["rows"][0]["_window"].is_null(),
+        "a view without a watermark has no window state"
+    );
     let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
     assert!(
         metrics.contains("lambdaflow_speed_watermark_seconds{view=\"hourly\"}")

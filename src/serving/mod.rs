@@ -347,13 +347,16 @@ impl ServingState {
     /// [`freshness`] of view `v`, with its watermark when the live speed layer has one.
     pub fn freshness_of(&self, v: &ServedView, t: &ServingTable, topic: &str) -> Freshness {
         let mut f = freshness(t, topic);
-        f.watermark = self
-            .speed
+        f.watermark = self.watermark_of(v).and_then(crate::speed::rfc3339);
+        f
+    }
+
+    /// View `v`'s watermark (µs), when it has one and the live speed layer has seen events.
+    pub fn watermark_of(&self, v: &ServedView) -> Option<i64> {
+        self.speed
             .as_ref()
             .and_then(|s| s.event_time.get(&v.def.name))
             .and_then(|e| e.watermark)
-            .and_then(crate::speed::rfc3339);
-        f
     }
 }
 

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::json::WriterBuilder;
 use datafusion::arrow::json::writer::LineDelimited;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -194,6 +194,31 @@ pub struct ServingTable {
     columns: HashMap<usize, ColumnIndex>,
     in_view: usize,
     version: u64,
+    /// A windowed view: per sid, the end of the row's window (µs; `None`: a NULL window).
+    window_ends: Vec<Option<i64>>,
+}
+
+/// How far a windowed row can be trusted, against the view's watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowState {
+    /// The watermark has not passed the window's end: events for it are still expected.
+    Open,
+    /// The watermark has passed it: complete unless late events come.
+    Closed,
+    /// Closed, and the batch view holds every event of it (none has arrived since the batch
+    /// run's offsets): exact.
+    Exact,
+}
+
+impl WindowState {
+    /// The name answers use.
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowState::Open => "open",
+            WindowState::Closed => "closed",
+            WindowState::Exact => "exact",
+        }
+    }
 }
 
 impl std::fmt::Debug for ServingTable {
@@ -224,6 +249,7 @@ impl ServingTable {
             columns: HashMap::new(),
             in_view: 0,
             version: 1,
+            window_ends: Vec::new(),
         };
         let nb = t.nb();
         let mut sids: Vec<usize> = (0..nb).collect();
@@ -289,9 +315,49 @@ impl ServingTable {
         m
     }
 
+    /// The state of row `sid`'s window against the watermark `wm` (`None`: not a windowed
+    /// row, or no watermark).
+    pub fn window_state(&self, sid: usize, wm: Option<i64>) -> Option<WindowState> {
+        let wm = wm?;
+        let end = (*self.window_ends.get(sid)?)?;
+        if end > wm {
+            return Some(WindowState::Open);
+        }
+        Some(match self.parts(sid) {
+            (Some(_), None) => WindowState::Exact,
+            _ => WindowState::Closed,
+        })
+    }
+
+    /// Notes the window ends of the rows `sids` (groups `0..` of `merged`).
+    fn note_window_ends(&mut self, merged: &ViewState, sids: &[usize]) -> Result<()> {
+        let Some(w) = self.def.window() else {
+            return Ok(());
+        };
+        let gids: Vec<usize> = (0..sids.len()).collect();
+        let cols = merged.keys().columns(&gids)?;
+        let Some(starts) = cols.get(w.key).and_then(|c| c.as_struct_opt()) else {
+            return Ok(());
+        };
+        let starts = starts
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let need = sids.iter().max().map_or(0, |m| m + 1);
+        if self.window_ends.len() < need {
+            self.window_ends.resize(need, None);
+        }
+        for (pos, &sid) in sids.iter().enumerate() {
+            self.window_ends[sid] = starts
+                .is_valid(pos)
+                .then(|| starts.value(pos).saturating_add(w.shape.size));
+        }
+        Ok(())
+    }
+
     /// Evaluates the rows `sids` again and updates the store and the orders.
     fn recompute(&mut self, sids: &[usize]) -> Result<Change> {
         let merged = self.merged_groups(sids);
+        self.note_window_ends(&merged, sids)?;
         let gids: Vec<usize> = (0..sids.len()).collect();
         let m = self.def.materialize(&merged, &gids)?;
         let text = json_lines_explicit(&m.rows)?;

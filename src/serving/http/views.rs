@@ -239,6 +239,8 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> Api
     {
         v.ensure_column_order(c)?;
     }
+    let state = st.state();
+    let watermark = state.watermark_of(v);
     let t = v.read();
     let (sids, total) = select(v, &t, p)?;
     let explained = if p.explain {
@@ -262,13 +264,20 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> Api
             body.push(',');
         }
         let row = String::from_utf8_lossy(t.row_json(sid).unwrap_or(b"{}"));
-        match parts.as_mut().and_then(|it| it.next()) {
-            Some((b, s)) => {
-                body.push_str(row.trim_end_matches('}'));
-                body.push_str(&format!(",\"_explain\":{{\"batch\":{b},\"speed\":{s}}}}}"));
-            }
-            None => body.push_str(&row),
+        let window = t.window_state(sid, watermark);
+        let explain = parts.as_mut().and_then(|it| it.next());
+        if window.is_none() && explain.is_none() {
+            body.push_str(&row);
+            continue;
         }
+        body.push_str(row.trim_end_matches('}'));
+        if let Some(w) = window {
+            body.push_str(&format!(",\"_window\":\"{}\"", w.name()));
+        }
+        if let Some((b, s)) = explain {
+            body.push_str(&format!(",\"_explain\":{{\"batch\":{b},\"speed\":{s}}}"));
+        }
+        body.push('}');
     }
     let next = p.offset + sids.len();
     body.push_str(&format!(
@@ -281,9 +290,7 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> Api
         }
     ));
     body.push_str(",\"freshness\":");
-    let f = st
-        .state()
-        .freshness_of(v, &t, &st.pipeline.config.kafka.topic);
+    let f = state.freshness_of(v, &t, &st.pipeline.config.kafka.topic);
     body.push_str(&serde_json::to_string(&f).map_err(ApiError::internal)?);
     match stamp {
         Stamp::None => {}

@@ -176,14 +176,58 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     };
     send(400..900);
     wait_for_truth(&env, &addr, 900, "run");
+    // The checkpoint keeps the watermark: a restart goes on from it, not from nothing.
+    let watermark = |addr: &str| {
+        get_json(addr, "/api/status")["speed"]["event_time"]["hourly"]["watermark"].clone()
+    };
+    util::eventually(
+        30,
+        || watermark(&addr).is_string(),
+        || format!("a watermark in the status: {}", watermark(&addr)),
+    );
+    let before = watermark(&addr);
+    std::thread::sleep(Duration::from_millis(500));
     kill9(run);
-    send(900..1400);
     let run = env.spawn("run2", &["run"]);
+    // Once the restarted speed layer reports (no event has come since the kill).
+    util::eventually(
+        60,
+        || {
+            util::try_http(&addr, "GET", "/api/status", &[]).is_ok_and(|(c, body)| {
+                c == 200
+                    && serde_json::from_str::<serde_json::Value>(&body).unwrap()["speed"]
+                        .is_object()
+            })
+        },
+        || env.log("run2"),
+    );
+    assert_eq!(
+        watermark(&addr),
+        before,
+        "the watermark after a kill -9; the checkpoint: {}",
+        std::fs::read_to_string(env.path("output/_speed/checkpoint.json")).unwrap_or_default()
+    );
+    send(900..1400);
     wait_for_truth(&env, &addr, 1400, "run2");
-    // A batch run takes the archived events into the batch views; the answer stays.
+    // A batch run takes the archived events into the batch views (once all are archived);
+    // the answer stays, and the speed part is empty once the run takes the batch view up.
+    env.wait_checkpointed(1000);
     let out = env.ok(&["batch"]);
     assert!(out.contains("hourly"), "{out}");
     wait_for_truth(&env, &addr, 1400, "run2");
+    util::eventually(
+        60,
+        || {
+            get_json(&addr, "/api/views/hourly?limit=1")["freshness"]["speed_events_after_batch"]
+                == 0
+        },
+        || {
+            format!(
+                "the batch view taken up: {}",
+                get_json(&addr, "/api/views/hourly?limit=1")["freshness"]
+            )
+        },
+    );
     let body = get_json(&addr, "/api/views/hourly?limit=all");
     assert!(body["freshness"]["batch_run"].is_string(), "{body}");
     // The watermark: within the day (the event ten years ahead did not move it, and was

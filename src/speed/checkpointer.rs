@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::stats::EventTime;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::storage::checkpoint::{self, Checkpoint, CheckpointView};
@@ -239,13 +240,15 @@ impl Checkpointer {
     }
 }
 
-/// The checkpoint of `offsets` and the batch runs the views continue.
+/// The checkpoint of `offsets`, the batch runs the views continue and their event-time
+/// progress (by view name).
 pub(super) fn positions(
     p: &Pipeline,
     batch_id: u64,
     offsets: &BTreeMap<i32, i64>,
     consumed: u64,
     batch_runs: impl Iterator<Item = Option<String>>,
+    event_time: &BTreeMap<String, EventTime>,
 ) -> Checkpoint {
     Checkpoint {
         version: 3,
@@ -258,7 +261,13 @@ pub(super) fn positions(
             .views
             .iter()
             .zip(batch_runs)
-            .map(|(d, r)| (d.name.clone(), CheckpointView { batch_run: r }))
+            .map(|(d, r)| {
+                let view = CheckpointView {
+                    batch_run: r,
+                    event_time: event_time.get(&d.name).map(EventTime::mark),
+                };
+                (d.name.clone(), view)
+            })
             .collect(),
     }
 }

@@ -255,10 +255,16 @@ impl SpeedLayer {
             Some(_) => (None, BTreeMap::new()),
             None => recovery::resume_positions(&layout, &p.schema, &topic)?,
         };
+        let event_time = cp
+            .iter()
+            .flat_map(|c| &c.views)
+            .filter_map(|(name, v)| Some((name.clone(), EventTime::resume(v.event_time.as_ref()?))))
+            .collect();
         let mut snap = Snapshot {
             offsets,
             consumed: cp.as_ref().map_or(0, |c| c.consumed),
             owned: group.as_ref().map(|_| Vec::new()),
+            event_time,
             ..Snapshot::default()
         };
         let mut views = vec![SpeedView::default(); p.views.len()];
@@ -498,6 +504,7 @@ impl SpeedLayer {
             &self.snap.offsets,
             self.snap.consumed,
             self.views.iter().map(|v| v.batch_run.clone()),
+            &self.snap.event_time,
         );
         if wait {
             self.checkpointer.now(cp, self.dlq.as_mut(), rows).await?;

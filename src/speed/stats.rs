@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::kafka::BrokerHealth;
+use crate::storage::checkpoint::EventTimeMark;
 use crate::view::window::{WatermarkPolicy, Window};
 
 /// One micro-batch, as Spark reports a streaming query's progress.
@@ -162,6 +163,29 @@ impl EventTime {
             self.heard.insert(part, now);
         }
         Ok(())
+    }
+
+    /// The progress as a checkpoint keeps it.
+    pub(crate) fn mark(&self) -> EventTimeMark {
+        EventTimeMark {
+            watermark: self.watermark,
+            latest: self.latest.clone(),
+            late: self.late,
+            ahead: self.ahead,
+        }
+    }
+
+    /// Progress resumed from a checkpoint: every partition counts as just heard from (it holds
+    /// the watermark back until its idle timeout, as at the first start).
+    pub(crate) fn resume(m: &EventTimeMark) -> Self {
+        let now = Instant::now();
+        Self {
+            watermark: m.watermark,
+            latest: m.latest.clone(),
+            late: m.late,
+            ahead: m.ahead,
+            heard: m.latest.keys().map(|p| (*p, now)).collect(),
+        }
     }
 
     /// Moves the watermark to where the partitions' latest times put it; returns whether it

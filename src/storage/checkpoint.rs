@@ -39,6 +39,24 @@ pub struct Checkpoint {
 pub struct CheckpointView {
     /// The batch run the state continued (`None`: none was in service).
     pub batch_run: Option<String>,
+    /// A view with a watermark: its event-time progress at the checkpoint's offsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<EventTimeMark>,
+}
+
+/// A view's event-time progress at a checkpoint's offsets (times in µs since the epoch), so
+/// that a restarted speed layer goes on from the same watermark and counts each event late or
+/// ahead once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTimeMark {
+    /// The watermark.
+    pub watermark: Option<i64>,
+    /// Per partition, the latest event time that counts.
+    pub latest: BTreeMap<i32, i64>,
+    /// Late events so far.
+    pub late: u64,
+    /// Events ahead of the clock so far.
+    pub ahead: u64,
 }
 
 /// Writes the checkpoint atomically (temporary file, fsync, rename).
@@ -92,6 +110,7 @@ mod tests {
             views: BTreeMap::from([(
                 "v".into(),
                 CheckpointView {
+                    event_time: None,
                     batch_run: Some("r1".into()),
                 },
             )]),

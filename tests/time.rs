@@ -234,6 +234,59 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     // counted); an event from the day's first minute is late, counted, and in its window.
     send(1400..1401);
     wait_for_truth(&env, &addr, 1401, "run2");
+    // Time-range reads: a key's windows in time order, within a range or all; all keys' in a
+    // range; bad times named.
+    let truth = hourly_truth(1401);
+    let windows = |path: &str| -> Vec<(String, String, i64)> {
+        get_json(&addr, path)["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["start"].as_str().unwrap().to_string(),
+                    r["customer"].as_str().unwrap().to_string(),
+                    r["total"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let want = |c: Option<&str>, from: &str, to: &str| -> Vec<(String, String, i64)> {
+        let mut rows: Vec<_> = truth
+            .iter()
+            .filter(|((s, k), _)| c.is_none_or(|c| c == k) && s.as_str() >= from && s.as_str() < to)
+            .map(|((s, k), v)| (s.clone(), k.clone(), *v))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let c3 = windows("/api/views/hourly?key=c3&limit=all");
+    assert_eq!(c3, want(Some("c3"), "", "~"), "c3's windows in time order");
+    assert!(c3.len() > 10, "{c3:?}");
+    let (from, to) = ("2026-12-01T10:00:00Z", "2026-12-01T14:00:00Z");
+    assert_eq!(
+        windows(&format!("/api/views/hourly?key=c3&from={from}&to={to}")),
+        want(Some("c3"), from, to)
+    );
+    let mut all = windows(&format!("/api/views/hourly?from={from}&to={to}&limit=all"));
+    // All keys: in time order (keys within a window in any order).
+    assert!(all.windows(2).all(|w| w[0].0 <= w[1].0), "{all:?}");
+    all.sort();
+    assert_eq!(all, want(None, from, to));
+    for (path, word) in [
+        ("/api/views/hourly?from=yesterday", "from `yesterday`"),
+        (
+            "/api/views/hourly?to=2026-12-01T10:00:00",
+            "to `2026-12-01T10:00:00`",
+        ),
+        (
+            "/api/views/hopping?key=c3",
+            "no group key besides its window",
+        ),
+    ] {
+        let (code, body) = util::http(&addr, "GET", path, &[]);
+        assert!(code == 400 && body.contains(word), "{path}: {code} {body}");
+    }
     let status = get_json(&addr, "/api/status");
     let et = &status["speed"]["event_time"]["hourly"];
     let wm = et["watermark"].as_str().unwrap_or_default();

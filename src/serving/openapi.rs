@@ -19,7 +19,17 @@ pub fn document(views: &[&str]) -> Value {
         query(
             "key",
             json!({ "type": "string" }),
-            "Only the row of this group key (several key columns: values separated by `,`)."
+            "Only the row of this group key (several key columns: values separated by `,`). In a view with a window(): the group keys besides the window, and the answer is that key's windows in time order."
+        ),
+        query(
+            "from",
+            json!({ "type": "string", "format": "date-time" }),
+            "A view with a window(): only the windows starting at or after this time (RFC 3339), in time order."
+        ),
+        query(
+            "to",
+            json!({ "type": "string", "format": "date-time" }),
+            "A view with a window(): only the windows starting before this time (RFC 3339), in time order."
         ),
         query(
             "limit",

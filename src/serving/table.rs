@@ -21,7 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::json::WriterBuilder;
 use datafusion::arrow::json::writer::LineDelimited;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -183,6 +184,27 @@ pub struct Change {
     pub removed: Vec<Vec<u8>>,
 }
 
+/// Request values (text; `null` for NULL) as one-row columns of `types`, or which one is not.
+fn cast_values(values: &[&str], types: &[DataType]) -> Result<Vec<ArrayRef>> {
+    use datafusion::arrow::array::StringArray;
+    values
+        .iter()
+        .zip(types)
+        .map(|(v, ty)| {
+            let text: ArrayRef = Arc::new(StringArray::from(vec![(*v != "null").then_some(*v)]));
+            datafusion::arrow::compute::cast_with_options(
+                &text,
+                ty,
+                &datafusion::arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                },
+            )
+            .map_err(|_| Error::InvalidValue(format!("`{v}` is not a {ty}")))
+        })
+        .collect()
+}
+
 /// One view's final rows, maintained (see the module docs).
 pub struct ServingTable {
     def: Arc<ViewDef>,
@@ -196,6 +218,81 @@ pub struct ServingTable {
     version: u64,
     /// A windowed view: per sid, the end of the row's window (µs; `None`: a NULL window).
     window_ends: Vec<Option<i64>>,
+    /// A windowed view: its rows by key and window start, for time-range reads.
+    times: Option<TimeIndex>,
+}
+
+/// A windowed view's rows ordered by their other group keys, then their window's start; and by
+/// window start alone. A time range of one key (or of all) is a range scan of one of them.
+struct TimeIndex {
+    /// Encodes the group keys other than the window (`None`: the window is the only key).
+    others: Option<RowConverter>,
+    by_key: std::collections::BTreeSet<(Vec<u8>, i64, u32)>,
+    by_time: std::collections::BTreeSet<(i64, u32)>,
+    /// Per sid: its entry (other keys, window start).
+    at: Vec<Option<(Vec<u8>, i64)>>,
+}
+
+impl TimeIndex {
+    fn new(def: &ViewDef) -> Result<Option<Self>> {
+        let Some(w) = def.window() else {
+            return Ok(None);
+        };
+        let others: Vec<SortField> = def
+            .group_types()
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| *k != w.key)
+            .map(|(_, t)| SortField::new(t))
+            .collect();
+        Ok(Some(Self {
+            others: if others.is_empty() {
+                None
+            } else {
+                Some(RowConverter::new(others)?)
+            },
+            by_key: Default::default(),
+            by_time: Default::default(),
+            at: Vec::new(),
+        }))
+    }
+
+    /// Sets row `sid`'s entry (`None`: a NULL window, in no time range).
+    fn set(&mut self, sid: usize, entry: Option<(Vec<u8>, i64)>) {
+        if self.at.len() <= sid {
+            self.at.resize(sid + 1, None);
+        }
+        let s = sid as u32;
+        if let Some((k, start)) = self.at[sid].take() {
+            self.by_time.remove(&(start, s));
+            self.by_key.remove(&(k, start, s));
+        }
+        if let Some((k, start)) = entry {
+            self.by_time.insert((start, s));
+            self.by_key.insert((k.clone(), start, s));
+            self.at[sid] = Some((k, start));
+        }
+    }
+
+    /// The rows whose window starts in `[from, to)`, in time order: of the other keys `key`,
+    /// or of all keys.
+    fn range(&self, key: Option<&[u8]>, from: i64, to: i64) -> Vec<usize> {
+        if from >= to {
+            return Vec::new();
+        }
+        match key {
+            Some(k) => self
+                .by_key
+                .range((k.to_vec(), from, 0)..(k.to_vec(), to, 0))
+                .map(|e| e.2 as usize)
+                .collect(),
+            None => self
+                .by_time
+                .range((from, 0)..(to, 0))
+                .map(|e| e.1 as usize)
+                .collect(),
+        }
+    }
 }
 
 /// How far a windowed row can be trusted, against the view's watermark.
@@ -250,6 +347,7 @@ impl ServingTable {
             in_view: 0,
             version: 1,
             window_ends: Vec::new(),
+            times: TimeIndex::new(def)?,
         };
         let nb = t.nb();
         let mut sids: Vec<usize> = (0..nb).collect();
@@ -351,7 +449,77 @@ impl ServingTable {
                 .is_valid(pos)
                 .then(|| starts.value(pos).saturating_add(w.shape.size));
         }
+        if let Some(ix) = &mut self.times {
+            let others: Vec<ArrayRef> = cols
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != w.key)
+                .map(|(_, c)| Arc::clone(c))
+                .collect();
+            let rows = match &ix.others {
+                Some(conv) => Some(conv.convert_columns(&others)?),
+                None => None,
+            };
+            for (pos, &sid) in sids.iter().enumerate() {
+                let key = rows
+                    .as_ref()
+                    .map_or(Vec::new(), |r| r.row(pos).as_ref().to_vec());
+                ix.set(sid, starts.is_valid(pos).then(|| (key, starts.value(pos))));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the view has a window (and so time-range reads).
+    pub fn has_times(&self) -> bool {
+        self.times.is_some()
+    }
+
+    /// The rows of a windowed view whose window starts in `[from, to)`, in time order, of the
+    /// other group keys `key` (values as text, one per key column but the window) or of all:
+    /// a range scan of the time index. Rows HAVING leaves out are not among them.
+    pub fn time_range(
+        &self,
+        key: Option<&[&str]>,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<Vec<usize>> {
+        let (Some(ix), Some(w)) = (&self.times, self.def.window()) else {
+            return Err(Error::InvalidValue(format!(
+                "view `{}` has no window() in GROUP BY, so no time ranges",
+                self.def.name
+            )));
+        };
+        let bytes = match (key, &ix.others) {
+            (Some(values), Some(conv)) => {
+                let types: Vec<DataType> = self
+                    .def
+                    .group_types()
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k != w.key)
+                    .map(|(_, t)| t)
+                    .collect();
+                let cols = cast_values(values, &types)?;
+                Some(conv.convert_columns(&cols)?.row(0).as_ref().to_vec())
+            }
+            (Some(_), None) => {
+                return Err(Error::InvalidValue(format!(
+                    "view `{}` has no group key besides its window",
+                    self.def.name
+                )));
+            }
+            (None, _) => None,
+        };
+        let rows = ix.range(
+            bytes.as_deref(),
+            from.unwrap_or(i64::MIN),
+            to.unwrap_or(i64::MAX),
+        );
+        Ok(rows
+            .into_iter()
+            .filter(|&s| self.rows.get(s).is_some())
+            .collect())
     }
 
     /// Evaluates the rows `sids` again and updates the store and the orders.
@@ -570,22 +738,7 @@ impl ServingTable {
 
     /// The view's key bytes of request values (one per GROUP BY column, as text), or why not.
     pub fn encode_key(&self, values: &[&str]) -> Result<Vec<u8>> {
-        use datafusion::arrow::array::{ArrayRef, StringArray};
-        let types = self.speed.keys().types();
-        let mut cols: Vec<ArrayRef> = Vec::new();
-        for (v, ty) in values.iter().zip(types) {
-            let text: ArrayRef = Arc::new(StringArray::from(vec![(*v != "null").then_some(*v)]));
-            let c = datafusion::arrow::compute::cast_with_options(
-                &text,
-                ty,
-                &datafusion::arrow::compute::CastOptions {
-                    safe: false,
-                    ..Default::default()
-                },
-            )
-            .map_err(|_| Error::InvalidValue(format!("`{v}` is not a {ty}")))?;
-            cols.push(c);
-        }
+        let cols = cast_values(values, self.speed.keys().types())?;
         Ok(self.speed.keys().encode(&cols)?.remove(0))
     }
 

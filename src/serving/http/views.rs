@@ -38,6 +38,9 @@ pub(super) struct ViewParams {
     explain: bool,
     /// `as_of`: the view as the master dataset was at a table version or time.
     as_of: Option<AsOf>,
+    /// `from` / `to`: a windowed view's rows whose window starts in `[from, to)` (µs).
+    from: Option<i64>,
+    to: Option<i64>,
 }
 
 impl ViewParams {
@@ -49,6 +52,8 @@ impl ViewParams {
             && self.order_by.is_none()
             && !self.explain
             && self.as_of.is_none()
+            && self.from.is_none()
+            && self.to.is_none()
     }
 
     fn cache_key(&self) -> String {
@@ -69,6 +74,19 @@ pub(super) fn parse_params(q: &BTreeMap<String, String>) -> ApiResult<ViewParams
             "limit" if v == "all" => p.limit = Some(usize::MAX),
             "limit" => p.limit = Some(number("limit", v)?),
             "offset" => p.offset = number("offset", v)?,
+            "from" | "to" => {
+                let t = crate::event::parse_timestamp(v.as_bytes()).map_err(|why| {
+                    ApiError::bad_request(format!(
+                        "{k} `{v}`: {why} (an RFC 3339 time with its offset, such as \
+                         2026-12-01T10:00:00Z)"
+                    ))
+                })?;
+                if k == "from" {
+                    p.from = Some(t);
+                } else {
+                    p.to = Some(t);
+                }
+            }
             "order_by" => {
                 let (col, desc) = match v.split_once(':') {
                     Some((c, "desc")) => (c, true),
@@ -160,6 +178,43 @@ pub(super) async fn list_views(State(st): State<AppState>) -> Json<Value> {
 fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<usize>, usize)> {
     let name = &v.def.name;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    // A windowed view: a key's windows (`key` names the other group keys), or a time range,
+    // in time order, from the time index.
+    if t.has_times() && (p.key.is_some() || p.from.is_some() || p.to.is_some()) {
+        let parts: Option<Vec<&str>> = p.key.as_deref().map(|k| {
+            if v.def.group_len() == 2 {
+                vec![k]
+            } else {
+                k.split(',').collect()
+            }
+        });
+        if parts.is_some() && v.def.group_len() == 1 {
+            return Err(ApiError::bad_request(format!(
+                "key: view `{name}` has no group key besides its window; select its windows \
+                 with from and to"
+            )));
+        }
+        if let Some(parts) = &parts
+            && parts.len() + 1 != v.def.group_len()
+        {
+            return Err(ApiError::bad_request(format!(
+                "key `{}`: view `{name}` has {} group keys besides its window; separate their \
+                 values with `,`",
+                p.key.as_deref().unwrap_or_default(),
+                v.def.group_len() - 1
+            )));
+        }
+        let rows = t
+            .time_range(parts.as_deref(), p.from, p.to)
+            .map_err(|e| ApiError::bad_request(msg(&e)))?;
+        let n = rows.len();
+        return Ok((rows.into_iter().skip(p.offset).take(limit).collect(), n));
+    }
+    if p.from.is_some() || p.to.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "from/to: view `{name}` has no window() in GROUP BY, so no time ranges"
+        )));
+    }
     if let Some(key) = &p.key {
         let glen = v.def.group_len();
         if glen == 0 {

@@ -130,6 +130,16 @@ pub struct ViewConfig {
     /// window like any other.
     #[serde(default = "default_max_ahead", with = "humantime_serde")]
     pub max_ahead: Duration,
+    /// A view with a watermark: windows that end before the watermark minus this leave the
+    /// speed state and the served view, and the batch layer does not publish them, so the view's
+    /// memory is bounded by its retention (events for them are still archived). Without it,
+    /// every window stays.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention: Option<Duration>,
 }
 
 fn default_idle_timeout() -> Duration {
@@ -149,6 +159,7 @@ impl ViewConfig {
             watermark: None,
             idle_timeout: default_idle_timeout(),
             max_ahead: default_max_ahead(),
+            retention: None,
         }
     }
 }
@@ -388,12 +399,21 @@ impl Config {
         let mut views = Vec::new();
         for v in &self.views {
             let mut def = ViewDef::compile(&v.name, &v.sql, &self.schema.table, &schema).await?;
-            if let Some(delay) = v.watermark {
-                def.set_watermark(WatermarkPolicy {
+            match (v.watermark, v.retention) {
+                (Some(delay), retention) => def.set_watermark(WatermarkPolicy {
                     delay,
                     idle_timeout: v.idle_timeout,
                     max_ahead: v.max_ahead,
-                })?;
+                    retention,
+                })?,
+                (None, Some(_)) => {
+                    return Err(Error::config(format!(
+                        "views `{}`: `retention` counts back from the watermark; declare \
+                         `watermark` too",
+                        v.name
+                    )));
+                }
+                (None, None) => {}
             }
             views.push(Arc::new(def));
         }

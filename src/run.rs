@@ -308,6 +308,12 @@ async fn materialize(
             }
             unwritten = true;
         }
+        // Windows beyond retention leave as the watermark moves (a new table too).
+        for v in &state.views {
+            if let Some(h) = state.horizon_of(v) {
+                v.expire(h, &p.config.kafka.topic);
+            }
+        }
         state.version += 1;
         served.send_replace(Arc::new(state.clone()));
         let rows = state

@@ -26,6 +26,12 @@ sql = "SELECT window.start, window.end, customer, SUM(amount) AS total FROM even
 watermark = "30 minutes"
 
 [[views]]
+name = "recent"
+sql = "SELECT window.start, window.end, customer, SUM(amount) AS total FROM events GROUP BY window(ts, '1 hour'), customer"
+watermark = "30 minutes"
+retention = "6 hours"
+
+[[views]]
 name = "hopping"
 sql = "SELECT window, COUNT(*) AS n FROM events GROUP BY window(ts, '1 hour', '30 minutes')"
 "#;
@@ -92,7 +98,11 @@ fn hopping_truth(n: i64) -> BTreeMap<String, i64> {
 }
 
 fn served_hourly(addr: &str) -> BTreeMap<(String, String), i64> {
-    let body = get_json(addr, "/api/views/hourly?limit=all");
+    served_windows(addr, "hourly")
+}
+
+fn served_windows(addr: &str, view: &str) -> BTreeMap<(String, String), i64> {
+    let body = get_json(addr, &format!("/api/views/{view}?limit=all"));
     body["rows"]
         .as_array()
         .unwrap()
@@ -327,6 +337,27 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     assert!(
         get_json(&addr, "/api/views/hopping?limit=1")["rows"][0]["_window"].is_null(),
         "a view without a watermark has no window state"
+    );
+    // Retention: the windows that end before the watermark less 6 hours are gone from
+    // `recent`; the others are exact.
+    let horizon = (wm_at - chrono::Duration::hours(6)).to_utc();
+    let kept: BTreeMap<(String, String), i64> = hourly_truth(1401)
+        .into_iter()
+        .filter(|((start, _), _)| {
+            let end =
+                chrono::DateTime::parse_from_rfc3339(start).unwrap() + chrono::Duration::hours(1);
+            end >= horizon
+        })
+        .collect();
+    assert!(
+        kept.len() < hourly_truth(1401).len() / 2,
+        "retention cuts: {}",
+        kept.len()
+    );
+    assert_eq!(
+        served_windows(&addr, "recent"),
+        kept,
+        "retention at {horizon}"
     );
     let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
     assert!(

@@ -46,7 +46,30 @@ pub fn speed_bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> 
 /// Every view as served from the files (see the module docs).
 pub fn from_files(p: &Pipeline, layout: &Layout) -> Result<Vec<Arc<ServedView>>> {
     let bound = speed_bound(p, layout)?;
-    build(p, layout, &(0..p.views.len()).collect::<Vec<_>>(), &bound)
+    let views = build(p, layout, &(0..p.views.len()).collect::<Vec<_>>(), &bound)?;
+    expire(p, layout, &views)?;
+    Ok(views)
+}
+
+/// Drops the windows beyond each view's retention, cut where the speed checkpoint's watermark
+/// puts it (what the batch layer cuts at too; a consumer group writes no checkpoint, and then
+/// nothing is cut here).
+fn expire(p: &Pipeline, layout: &Layout, views: &[Arc<ServedView>]) -> Result<()> {
+    let topic = &p.config.kafka.topic;
+    let Some(cp) = checkpoint::load(layout, topic)? else {
+        return Ok(());
+    };
+    for v in views {
+        let horizon = cp
+            .views
+            .get(&v.def.name)
+            .and_then(|c| c.event_time.as_ref()?.watermark)
+            .and_then(|wm| v.def.watermark()?.horizon(wm));
+        if let Some(h) = horizon {
+            v.expire(h, topic);
+        }
+    }
+    Ok(())
 }
 
 fn build(
@@ -159,6 +182,7 @@ impl Follower {
         }
         self.runs = runs;
         self.bound = bound;
+        expire(&self.p, &self.layout, &out)?;
         Ok(Some(out))
     }
 }

@@ -250,6 +250,23 @@ impl ServedView {
         Ok(())
     }
 
+    /// Drops the rows beyond the view's retention (`horizon`: where it cuts now), then tells
+    /// the view's subscribers which left.
+    pub fn expire(&self, horizon: i64, topic: &str) {
+        if self.read().horizon().is_some_and(|h| h >= horizon) {
+            return;
+        }
+        let mut t = self.write();
+        let change = t.expire(horizon);
+        let event = change_event(&t, &change, topic);
+        drop(t);
+        if self.changes.receiver_count() > 0
+            && let Some(e) = event
+        {
+            let _ = self.changes.send(Arc::new(e));
+        }
+    }
+
     /// The final rows, whole, in the view's order (DataFusion's `finalize` over the merged
     /// state: for the console and files, not for requests).
     pub fn rows(&self) -> Result<RecordBatch> {
@@ -349,6 +366,11 @@ impl ServingState {
         let mut f = freshness(t, topic);
         f.watermark = self.watermark_of(v).and_then(crate::speed::rfc3339);
         f
+    }
+
+    /// Where view `v`'s retention cuts now, under `run` (`None`: no retention or no watermark).
+    pub fn horizon_of(&self, v: &ServedView) -> Option<i64> {
+        v.def.watermark()?.horizon(self.watermark_of(v)?)
     }
 
     /// View `v`'s watermark (µs), when it has one and the live speed layer has seen events.

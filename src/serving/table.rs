@@ -220,6 +220,8 @@ pub struct ServingTable {
     window_ends: Vec<Option<i64>>,
     /// A windowed view: its rows by key and window start, for time-range reads.
     times: Option<TimeIndex>,
+    /// A view with a retention: windows that end before this are not served.
+    horizon: Option<i64>,
 }
 
 /// A windowed view's rows ordered by their other group keys, then their window's start; and by
@@ -348,6 +350,7 @@ impl ServingTable {
             version: 1,
             window_ends: Vec::new(),
             times: TimeIndex::new(def)?,
+            horizon: None,
         };
         let nb = t.nb();
         let mut sids: Vec<usize> = (0..nb).collect();
@@ -470,6 +473,47 @@ impl ServingTable {
         Ok(())
     }
 
+    /// Moves the retention horizon to `horizon` and drops the rows whose window ends before
+    /// it: a range scan of the time index, so it costs the rows it drops.
+    pub fn expire(&mut self, horizon: i64) -> Change {
+        let mut change = Change::default();
+        let (Some(w), Some(ix)) = (self.def.window(), &self.times) else {
+            return change;
+        };
+        if self.horizon.is_some_and(|h| h >= horizon) {
+            return change;
+        }
+        self.horizon = Some(horizon);
+        let cut = horizon.saturating_sub(w.shape.size);
+        let gone: Vec<usize> = ix.by_time.range(..(cut, 0)).map(|e| e.1 as usize).collect();
+        for sid in gone {
+            let s = sid as u32;
+            if let Some(o) = &mut self.order {
+                o.remove(s);
+            }
+            for c in self.columns.values_mut() {
+                c.index.remove(s);
+            }
+            if let Some(row) = self.rows.get(sid) {
+                change.removed.push(row.to_vec());
+                self.in_view -= 1;
+                self.rows.set(sid, None);
+            }
+            if let Some(ix) = &mut self.times {
+                ix.set(sid, None);
+            }
+        }
+        if !change.removed.is_empty() {
+            self.version += 1;
+        }
+        change
+    }
+
+    /// Where the view's retention cuts (`None`: it does not, yet).
+    pub fn horizon(&self) -> Option<i64> {
+        self.horizon
+    }
+
     /// Whether the view has a window (and so time-range reads).
     pub fn has_times(&self) -> bool {
         self.times.is_some()
@@ -532,6 +576,14 @@ impl ServingTable {
         let mut new: Vec<Option<usize>> = vec![None; sids.len()];
         for (row, &pos) in m.picked.iter().enumerate() {
             new[pos as usize] = Some(row);
+        }
+        // A window beyond retention is not served, whatever part of it is still here.
+        if let Some(h) = self.horizon {
+            for (pos, &sid) in sids.iter().enumerate() {
+                if self.window_ends[sid].is_some_and(|end| end < h) {
+                    new[pos] = None;
+                }
+            }
         }
         let rows: Vec<&[u8]> = lines(&text).collect();
         let col_keys: HashMap<usize, Vec<Option<Vec<u8>>>> = self

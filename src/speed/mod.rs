@@ -176,6 +176,8 @@ struct SpeedLayer {
     /// A batch run was announced: look for it now.
     check_batches: bool,
     last_check: Instant,
+    /// Per view with a retention: the horizon its state was last cut at.
+    cut_at: BTreeMap<String, i64>,
 }
 
 /// Runs the speed layer until `shutdown` resolves; then finishes the current micro-batch,
@@ -311,6 +313,7 @@ impl SpeedLayer {
             heard_at: None,
             check_batches: false,
             last_check: Instant::now(),
+            cut_at: BTreeMap::new(),
         };
         if layer.group.is_none() {
             // The checkpoint of the recovered positions (and the streaming view rewritten).
@@ -372,6 +375,7 @@ impl SpeedLayer {
         }
         self.checkpointer.reap().await?;
         let handed_off = !stopping && self.follow_batches().await?;
+        let cut = self.cut_to_retention(handed_off)?;
         let checkpointed = self.checkpointer.committed() != &self.snap.checkpointed;
         if checkpointed {
             self.snap.checkpointed = self.checkpointer.committed().clone();
@@ -394,7 +398,7 @@ impl SpeedLayer {
             .as_ref()
             .is_some_and(|tx| tx.borrow().brokers.up != self.snap.brokers.up);
         self.send_status(n > 0 || handed_off || health_changed || checkpointed || watermarks_moved);
-        if handed_off {
+        if handed_off || cut {
             self.send_reset().await;
         } else if let (Some(views), Some(tx)) = (delta, &self.publish.updates) {
             let offsets = self.snap.offsets.clone();
@@ -402,6 +406,42 @@ impl SpeedLayer {
             let _ = tx.send(SpeedUpdate::Delta { views, offsets }).await;
         }
         Ok(carry)
+    }
+
+    /// Where view `def`'s retention cuts now (`None`: no retention, or no watermark yet).
+    fn horizon(&self, def: &ViewDef) -> Option<i64> {
+        let wm = self.snap.event_time.get(&def.name)?.watermark?;
+        def.watermark()?.horizon(wm)
+    }
+
+    /// Drops the windows beyond each view's retention from its state: after a handoff (which
+    /// rebuilt the state from the archive), and whenever the horizon has moved half the
+    /// retention since the last cut — each cut costs a pass over the state, so this is a fixed
+    /// share of the work per window of event time. Returns whether a state was cut.
+    fn cut_to_retention(&mut self, handed_off: bool) -> Result<bool> {
+        let mut cut = false;
+        let horizons: Vec<Option<i64>> = self.p.views.iter().map(|d| self.horizon(d)).collect();
+        for ((def, v), h) in self.p.views.iter().zip(&mut self.views).zip(horizons) {
+            let (Some(policy), Some(h)) = (def.watermark(), h) else {
+                continue;
+            };
+            let half = policy
+                .retention
+                .map_or(0, |r| i64::try_from(r.as_micros() / 2).unwrap_or(i64::MAX));
+            let due = self
+                .cut_at
+                .get(&def.name)
+                .is_none_or(|&last| h.saturating_sub(last) >= half);
+            if !(due || handed_off) {
+                continue;
+            }
+            for state in v.parts.values_mut() {
+                *state = state.retain_windows(def, h)?;
+            }
+            self.cut_at.insert(def.name.clone(), h);
+            cut = true;
+        }
+        Ok(cut)
     }
 
     /// Moves each view's watermark where its partitions put it now (an idle partition stops
@@ -454,6 +494,7 @@ impl SpeedLayer {
         let (n, bad) = (mb.messages, mb.bad);
         let mut deltas: Vec<ViewState> = self.p.views.iter().map(|d| d.new_state()).collect();
         let (now, clock) = (Instant::now(), chrono::Utc::now().timestamp_micros());
+        let horizons: Vec<Option<i64>> = self.p.views.iter().map(|d| self.horizon(d)).collect();
         for (part, batch, count) in mb.finish() {
             *self.snap.consumed_by_partition.entry(part).or_default() += count;
             if batch.num_rows() == 0 {
@@ -468,9 +509,17 @@ impl SpeedLayer {
                         .observe(w, policy, part, &batch, now, clock)?;
                 }
             }
-            for ((def, v), delta) in self.p.views.iter().zip(&mut self.views).zip(&mut deltas) {
+            for (((def, v), delta), h) in self
+                .p
+                .views
+                .iter()
+                .zip(&mut self.views)
+                .zip(&mut deltas)
+                .zip(&horizons)
+            {
+                // Windows beyond retention are not kept (their events are archived).
                 let mut d = def.new_state();
-                d.update(def, &batch)?;
+                d.update_within(def, &batch, *h)?;
                 v.parts
                     .entry(part)
                     .or_insert_with(|| def.new_state())

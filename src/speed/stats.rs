@@ -307,6 +307,7 @@ mod tests {
             delay: Duration::from_secs(5 * 60),
             idle_timeout: Duration::from_secs(60),
             max_ahead: Duration::from_secs(3600),
+            retention: None,
         })
         .unwrap();
         (def, schema)

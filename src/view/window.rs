@@ -219,6 +219,16 @@ pub struct WatermarkPolicy {
     pub idle_timeout: std::time::Duration,
     /// Event times further ahead of the clock than this do not move the watermark.
     pub max_ahead: std::time::Duration,
+    /// Windows that end before the watermark minus this are dropped.
+    pub retention: Option<std::time::Duration>,
+}
+
+impl WatermarkPolicy {
+    /// Where retention cuts at watermark `wm`: windows that end before it are gone.
+    pub fn horizon(&self, wm: i64) -> Option<i64> {
+        let r = i64::try_from(self.retention?.as_micros()).unwrap_or(i64::MAX);
+        Some(wm.saturating_sub(r))
+    }
 }
 
 /// A view's window: which group key it is, the time it is computed from, and its shape.
@@ -282,15 +292,21 @@ impl Window {
     }
 
     /// Each row of `batch` once per window that holds its time (rows with a NULL time in
-    /// none), and the window column for those rows.
-    pub fn expand(&self, batch: &RecordBatch) -> Result<(RecordBatch, ArrayRef)> {
+    /// none; windows ending before `horizon` left out: beyond retention), and the window
+    /// column for those rows.
+    pub fn expand(
+        &self,
+        batch: &RecordBatch,
+        horizon: Option<i64>,
+    ) -> Result<(RecordBatch, ArrayRef)> {
         let n = batch.num_rows();
         let ts = self.times(batch)?;
         let mut rows = Vec::with_capacity(n);
         let mut starts = Vec::with_capacity(n);
+        let min_start = horizon.map_or(i64::MIN, |h| h.saturating_sub(self.shape.size));
         for (i, t) in ts.iter().enumerate() {
             let Some(t) = t else { continue };
-            for s in self.shape.starts(t) {
+            for s in self.shape.starts(t).take_while(|&s| s >= min_start) {
                 rows.push(i as u32);
                 starts.push(s);
             }
@@ -389,6 +405,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retention_leaves_out_windows_that_end_before_the_horizon() {
+        let schema = schema();
+        let sql =
+            "SELECT window, COUNT(*) AS n FROM events GROUP BY window(ts, '1 hour', '30 minutes')";
+        let def = ViewDef::compile("v", sql, "events", &schema).await.unwrap();
+        let mut d = EventDecoder::new(&schema);
+        for l in EVENTS {
+            d.push(l.as_bytes()).unwrap();
+        }
+        let events = d.finish();
+        // 2026-12-01T11:00:00Z: windows ending before it are beyond retention.
+        let h = 1_796_122_800_000_000;
+        let mut cut = def.new_state();
+        cut.update_within(&def, &events, Some(h)).unwrap();
+        let mut all = def.new_state();
+        all.update(&def, &events).unwrap();
+        assert_eq!((all.len(), cut.len()), (4, 3), "[09:30, 10:30) is out");
+        let retained = all.retain_windows(&def, h).unwrap();
+        assert_eq!(
+            show(&def.finalize(&retained).unwrap(), 10),
+            show(&def.finalize(&cut).unwrap(), 10)
+        );
+    }
+
+    #[tokio::test]
     async fn date_bin_and_date_trunc_are_group_keys_too() {
         let out = fold(
             "SELECT date_trunc('day', ts) AS day, SUM(amount) AS total FROM events \
@@ -449,6 +490,7 @@ mod tests {
             delay: std::time::Duration::from_secs(60),
             idle_timeout: std::time::Duration::from_secs(60),
             max_ahead: std::time::Duration::from_secs(60),
+            retention: None,
         };
         let e = plain.set_watermark(policy).unwrap_err().to_string();
         assert!(e.contains("needs an event-time window"), "{e}");

@@ -31,7 +31,7 @@ mod rows;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
@@ -242,6 +242,17 @@ impl ViewState {
     /// aggregate arguments, all evaluated by the view's compiled DataFusion expressions.
     /// Returns the number of events that passed WHERE.
     pub fn update(&mut self, def: &ViewDef, events: &RecordBatch) -> Result<usize> {
+        self.update_within(def, events, None)
+    }
+
+    /// [`ViewState::update`], leaving out the windows that end before `horizon` (a windowed
+    /// view's retention).
+    pub fn update_within(
+        &mut self,
+        def: &ViewDef,
+        events: &RecordBatch,
+        horizon: Option<i64>,
+    ) -> Result<usize> {
         let phys = def.physical();
         let filtered;
         let batch = match &phys.filter {
@@ -264,7 +275,7 @@ impl ViewState {
         let expanded;
         let (batch, window) = match &def.window {
             Some(w) => {
-                let (rows, col) = w.expand(batch)?;
+                let (rows, col) = w.expand(batch, horizon)?;
                 expanded = rows;
                 (&expanded, Some((w.key, col)))
             }
@@ -301,6 +312,33 @@ impl ViewState {
             }
         }
         Ok(())
+    }
+
+    /// A windowed view's state without the groups whose window ends before `horizon`; the
+    /// state as it is when none does. Costs one pass over the groups.
+    pub fn retain_windows(&self, def: &ViewDef, horizon: i64) -> Result<ViewState> {
+        let Some(w) = def.window() else {
+            return Ok(self.clone());
+        };
+        let gids: Vec<usize> = (0..self.len()).collect();
+        let cols = self.keys.columns(&gids)?;
+        let Some(starts) = cols.get(w.key).and_then(|c| c.as_struct_opt()) else {
+            return Ok(self.clone());
+        };
+        let starts = starts
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let keep =
+            |g: usize| starts.is_null(g) || starts.value(g).saturating_add(w.shape.size) >= horizon;
+        if (0..self.len()).all(keep) {
+            return Ok(self.clone());
+        }
+        let mut out = self.empty_like();
+        for g in (0..self.len()).filter(|&g| keep(g)) {
+            let ng = out.group_of(self.keys.key(g));
+            out.merge_group(ng, self, g);
+        }
+        Ok(out)
     }
 
     /// Merges group `og` of `other` (a state of the same view) into group `g` of this one.

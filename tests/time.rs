@@ -66,6 +66,33 @@ fn event(i: i64) -> (String, i64, i64, String) {
     (customer, amount, ms, line)
 }
 
+/// The events of a Server-Sent Events stream, as (event, data) on a channel, read by a thread.
+fn sse(addr: &str, path: &str) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut event = String::new();
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { return };
+            if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ")
+                && let Ok(v) = serde_json::from_str(d)
+                && tx.send((event.clone(), v)).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap()
@@ -242,7 +269,35 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     assert!(body["freshness"]["batch_run"].is_string(), "{body}");
     // The watermark: within the day (the event ten years ahead did not move it, and was
     // counted); an event from the day's first minute is late, counted, and in its window.
+    // `emit=final`: a window's row when it closes, and again when a late event changes it.
+    let finals = sse(&addr, "/api/views/hourly/stream?emit=final");
+    std::thread::sleep(Duration::from_millis(300));
     send(1400..1401);
+    let late_row = (rfc3339(DAY), event(1400).0);
+    let late_total = hourly_truth(1401)[&late_row];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (event, data) = finals
+            .recv_timeout(left)
+            .expect("a `final` event for the late event's window within 30 s");
+        assert_eq!(event, "final", "{data}");
+        if data["late"] == true {
+            let rows = data["rows"].as_array().unwrap();
+            let r = rows
+                .iter()
+                .find(|r| r["start"] == late_row.0.as_str() && r["customer"] == late_row.1.as_str())
+                .unwrap_or_else(|| panic!("the late window in {data}"));
+            assert_eq!(r["total"], late_total, "{r}");
+            assert_eq!(r["_window"], "closed", "{r}");
+            break;
+        }
+    }
+    let (code, body) = util::http(&addr, "GET", "/api/views/hopping/stream?emit=final", &[]);
+    assert!(
+        code == 400 && body.contains("no watermark"),
+        "{code} {body}"
+    );
     wait_for_truth(&env, &addr, 1401, "run2");
     // Time-range reads: a key's windows in time order, within a range or all; all keys' in a
     // range; bad times named.

@@ -509,6 +509,26 @@ impl ServingTable {
         change
     }
 
+    /// The rows (in the view) whose window ends in `(after, upto]`: those that close when the
+    /// watermark moves from `after` to `upto`, in time order. A range scan of the time index.
+    pub fn closing(&self, after: i64, upto: i64) -> Vec<usize> {
+        let (Some(w), Some(ix)) = (self.def.window(), &self.times) else {
+            return Vec::new();
+        };
+        let size = w.shape.size;
+        let from = after.saturating_sub(size).saturating_add(1);
+        let to = upto.saturating_sub(size).saturating_add(1);
+        ix.range(None, from, to)
+            .into_iter()
+            .filter(|&s| self.rows.get(s).is_some())
+            .collect()
+    }
+
+    /// The end of row `sid`'s window (µs), in a windowed view.
+    pub fn window_end(&self, sid: usize) -> Option<i64> {
+        *self.window_ends.get(sid)?
+    }
+
     /// Where the view's retention cuts (`None`: it does not, yet).
     pub fn horizon(&self) -> Option<i64> {
         self.horizon

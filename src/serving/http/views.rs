@@ -41,6 +41,9 @@ pub(super) struct ViewParams {
     /// `from` / `to`: a windowed view's rows whose window starts in `[from, to)` (µs).
     from: Option<i64>,
     to: Option<i64>,
+    /// `emit=final` (a stream of a view with a watermark): each window's row once, when it
+    /// closes, and again when a late event changes it.
+    emit_final: bool,
 }
 
 impl ViewParams {
@@ -74,6 +77,18 @@ pub(super) fn parse_params(q: &BTreeMap<String, String>) -> ApiResult<ViewParams
             "limit" if v == "all" => p.limit = Some(usize::MAX),
             "limit" => p.limit = Some(number("limit", v)?),
             "offset" => p.offset = number("offset", v)?,
+            "emit" => {
+                p.emit_final = match v.as_str() {
+                    "final" => true,
+                    "changes" => false,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "emit `{v}`: expected `final` (each window once, when it closes) or \
+                             `changes`"
+                        )));
+                    }
+                }
+            }
             "from" | "to" => {
                 let t = crate::event::parse_timestamp(v.as_bytes()).map_err(|why| {
                     ApiError::bad_request(format!(
@@ -408,6 +423,8 @@ struct StreamCursor {
     /// The last `view` body sent (without the batch view's age): a body equal to it is not
     /// sent again.
     last: String,
+    /// `emit=final`: the watermark up to which closed windows have been sent.
+    emitted: Option<i64>,
 }
 
 impl StreamCursor {
@@ -415,6 +432,9 @@ impl StreamCursor {
     /// fallen behind), then per change either the change itself (a plain stream: the same
     /// bytes for every subscriber) or this stream's page when the change touches it.
     async fn next(&mut self) -> Option<Event> {
+        if self.params.emit_final {
+            return self.next_final().await;
+        }
         loop {
             let s = self.rx.borrow_and_update().clone();
             let current = match view(&s, &self.name) {
@@ -453,7 +473,91 @@ impl StreamCursor {
         }
     }
 
+    /// The next `final` event: the rows whose windows the watermark has closed since the last
+    /// one, or closed rows a late event changed. From the watermark at connection on (the
+    /// windows closed before are in `GET /api/views/{view}`).
+    async fn next_final(&mut self) -> Option<Event> {
+        loop {
+            let s = self.rx.borrow_and_update().clone();
+            let current = match view(&s, &self.name) {
+                Ok(v) => Arc::clone(v),
+                Err(e) => return Some(Event::default().event("error").data(e.body())),
+            };
+            if self.view.as_ref().is_none_or(|v| !Arc::ptr_eq(v, &current)) {
+                // A new table (a batch swap) holds the same closed windows: nothing to send.
+                self.changes = Some(current.subscribe());
+                self.view = Some(Arc::clone(&current));
+            }
+            let wm = s.watermark_of(&current);
+            match (self.emitted, wm) {
+                (Some(prev), Some(wm)) if wm > prev => {
+                    self.emitted = Some(wm);
+                    let rows = current.read().closing(prev, wm);
+                    if !rows.is_empty() {
+                        return Some(self.final_event(&s, &current, &rows, false));
+                    }
+                }
+                (None, Some(wm)) => self.emitted = Some(wm),
+                _ => {}
+            }
+            let changes = self.changes.as_mut()?;
+            tokio::select! {
+                ev = changes.recv() => match ev {
+                    Ok(change) => {
+                        let Some(done) = self.emitted else { continue };
+                        let late: Vec<usize> = {
+                            let t = current.read();
+                            change
+                                .upserts
+                                .iter()
+                                .copied()
+                                .filter(|&sid| t.window_end(sid).is_some_and(|e| e <= done))
+                                .collect()
+                        };
+                        if !late.is_empty() {
+                            return Some(self.final_event(&s, &current, &late, true));
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => self.view = None,
+                },
+                r = self.rx.changed() => if r.is_err() { return None },
+            }
+        }
+    }
+
+    /// `{"view", "watermark", "late", "rows"}`: rows of closed windows (`late`: changed by
+    /// late events after they closed), each with its `_window` state.
+    fn final_event(&self, s: &ServingState, v: &ServedView, sids: &[usize], late: bool) -> Event {
+        let t = v.read();
+        let wm = s.watermark_of(v);
+        let mut body = format!(
+            "{{\"view\":{},\"watermark\":{},\"late\":{late},\"rows\":[",
+            Value::from(v.def.name.as_str()),
+            Value::from(wm.and_then(crate::speed::rfc3339))
+        );
+        for (i, &sid) in sids.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            let row = String::from_utf8_lossy(t.row_json(sid).unwrap_or(b"{}"));
+            match t.window_state(sid, wm) {
+                Some(w) => {
+                    body.push_str(row.trim_end_matches('}'));
+                    body.push_str(&format!(",\"_window\":\"{}\"}}", w.name()));
+                }
+                None => body.push_str(&row),
+            }
+        }
+        body.push_str("]}");
+        Event::default().event("final").data(body)
+    }
+
     fn relevant(&mut self, v: &ServedView, change: &crate::serving::ChangeEvent) -> Option<Event> {
+        if v.read().has_times() {
+            // A windowed view's `key` names several rows (its windows): the page decides.
+            return self.snapshot(v, false);
+        }
         if let Some(key) = &self.params.key {
             let t = v.read();
             let parts: Vec<&str> = if v.def.group_len() == 1 {
@@ -518,7 +622,13 @@ pub(super) async fn stream_view(
             "as_of: a stream follows the live view; ask GET /api/views/{view}?as_of= for the past",
         ));
     }
-    view(&st.state(), &name)?;
+    let v = Arc::clone(view(&st.state(), &name)?);
+    if params.emit_final && v.def.watermark().is_none() {
+        return Err(ApiError::bad_request(format!(
+            "emit=final: view `{name}` has no watermark, so its windows never close; declare \
+             `watermark` in its [[views]] entry"
+        )));
+    }
     let cursor = StreamCursor {
         rx: st.served.clone(),
         st,
@@ -527,6 +637,7 @@ pub(super) async fn stream_view(
         view: None,
         changes: None,
         last: String::new(),
+        emitted: None,
     };
     let stream = futures::stream::unfold(cursor, |mut c| async move {
         let ev = c.next().await?;

@@ -50,6 +50,10 @@ name = "daily"
 sql = "SELECT date_trunc('day', ts) AS day, SUM(qty) AS q, COUNT(ts) AS timed FROM orders GROUP BY date_trunc('day', ts)"
 
 [[views]]
+name = "kafka"
+sql = "SELECT _kafka_partition AS p, COUNT(*) AS n, MAX(_kafka_offset) AS last, COUNT(_kafka_timestamp) AS stamped, MIN(_kafka_key) AS key FROM orders GROUP BY _kafka_partition"
+
+[[views]]
 name = "overall"
 sql = "SELECT COUNT(*) AS n, SUM(qty) AS q, MIN(customer) AS first, MAX(amount) AS hi FROM orders"
 "#;

@@ -32,6 +32,14 @@ watermark = "30 minutes"
 retention = "6 hours"
 
 [[views]]
+name = "per_partition"
+sql = "SELECT _kafka_partition AS p, COUNT(*) AS n, MAX(_kafka_offset) AS last FROM events GROUP BY _kafka_partition"
+
+[[views]]
+name = "by_arrival"
+sql = "SELECT window.start, COUNT(*) AS n FROM events GROUP BY window(_kafka_timestamp, '1 minute')"
+
+[[views]]
 name = "hopping"
 sql = "SELECT window, COUNT(*) AS n FROM events GROUP BY window(ts, '1 hour', '30 minutes')"
 "#;
@@ -413,6 +421,36 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
         served_windows(&addr, "recent"),
         kept,
         "retention at {horizon}"
+    );
+    // The Kafka record's own columns, archived with each event: the same after the batch run
+    // took the events in (NULL for the file's events, which are in no arrival window).
+    let body = get_json(&addr, "/api/views/per_partition?limit=all");
+    let offsets = &body["freshness"]["speed_offsets"];
+    let mut kafka_events = 0;
+    for r in body["rows"].as_array().unwrap() {
+        match r["p"].as_i64() {
+            None => assert_eq!(r["n"], 401, "the file's events: {r}"),
+            Some(p) => {
+                let end = offsets[p.to_string()].as_i64().unwrap();
+                assert_eq!(
+                    (r["n"].as_i64(), r["last"].as_i64()),
+                    (Some(end), Some(end - 1)),
+                    "{r}"
+                );
+                kafka_events += end;
+            }
+        }
+    }
+    assert_eq!(kafka_events, 1001, "{body}");
+    let arrivals: i64 = get_json(&addr, "/api/views/by_arrival?limit=all")["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        arrivals, 1001,
+        "every Kafka event in a window of its record's timestamp"
     );
     let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
     assert!(

@@ -16,8 +16,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder,
-    StringArray, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder,
+    Int64Builder, StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -178,6 +178,90 @@ pub struct FieldDef {
     pub unit: Option<EpochUnit>,
 }
 
+/// The columns every event has besides its declared fields: the Kafka record it came in, as
+/// Spark's Kafka source gives them (NULL for the events of the historical files). The prefix
+/// is reserved: no declared field may start with it.
+pub const KAFKA_COLUMNS: [&str; 4] = [
+    "_kafka_timestamp",
+    "_kafka_partition",
+    "_kafka_offset",
+    "_kafka_key",
+];
+
+/// The reserved prefix of [`KAFKA_COLUMNS`].
+pub const KAFKA_PREFIX: &str = "_kafka_";
+
+/// The Arrow fields of [`KAFKA_COLUMNS`]: the record's timestamp (Kafka's CreateTime or
+/// LogAppendTime), partition, offset, and key as text (not UTF-8: replaced characters).
+fn kafka_fields() -> Vec<Field> {
+    vec![
+        Field::new(KAFKA_COLUMNS[0], timestamp_type(), true),
+        Field::new(KAFKA_COLUMNS[1], DataType::Int32, true),
+        Field::new(KAFKA_COLUMNS[2], DataType::Int64, true),
+        Field::new(KAFKA_COLUMNS[3], DataType::Utf8, true),
+    ]
+}
+
+/// The Kafka record an event came in (see [`KAFKA_COLUMNS`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaRecord<'a> {
+    /// Its timestamp, ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+}
+
+/// The builders of the [`KAFKA_COLUMNS`].
+struct KafkaBuilders {
+    timestamp: TimestampMicrosecondBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    key: StringBuilder,
+}
+
+impl KafkaBuilders {
+    fn new(rows: usize) -> Self {
+        Self {
+            timestamp: TimestampMicrosecondBuilder::with_capacity(rows),
+            partition: Int32Builder::with_capacity(rows),
+            offset: Int64Builder::with_capacity(rows),
+            key: StringBuilder::new(),
+        }
+    }
+
+    fn append(&mut self, r: Option<&KafkaRecord<'_>>) {
+        match r {
+            Some(r) => {
+                self.timestamp
+                    .append_option(r.timestamp_ms.and_then(|t| t.checked_mul(1000)));
+                self.partition.append_value(r.partition);
+                self.offset.append_value(r.offset);
+                self.key
+                    .append_option(r.key.map(|k| String::from_utf8_lossy(k).into_owned()));
+            }
+            None => {
+                self.timestamp.append_null();
+                self.partition.append_null();
+                self.offset.append_null();
+                self.key.append_null();
+            }
+        }
+    }
+
+    fn finish(&mut self) -> [ArrayRef; 4] {
+        [
+            Arc::new(self.timestamp.finish().with_timezone(UTC)),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.key.finish()),
+        ]
+    }
+}
+
 /// The schema every event must match, and its Arrow form.
 #[derive(Debug, Clone)]
 pub struct EventSchema {
@@ -203,6 +287,14 @@ impl EventSchema {
                     f.name, f.ty
                 )));
             }
+            if f.name.starts_with(KAFKA_PREFIX) {
+                return Err(Error::config(format!(
+                    "schema.fields[{i}]: `{}` starts with `{KAFKA_PREFIX}`, which names the Kafka \
+                     record's own columns ({}); rename the field",
+                    f.name,
+                    KAFKA_COLUMNS.join(", ")
+                )));
+            }
             if fields[..i].iter().any(|g| g.name == f.name) {
                 return Err(Error::config(format!(
                     "schema.fields: field `{}` is declared twice",
@@ -214,6 +306,7 @@ impl EventSchema {
             fields
                 .iter()
                 .map(|f| Field::new(&f.name, f.ty.data_type(), f.nullable))
+                .chain(kafka_fields())
                 .collect::<Vec<_>>(),
         ));
         Ok(Self { fields, arrow })
@@ -224,7 +317,7 @@ impl EventSchema {
         &self.fields
     }
 
-    /// The Arrow schema of decoded events.
+    /// The Arrow schema of decoded events: the declared fields, then the [`KAFKA_COLUMNS`].
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::clone(&self.arrow)
     }
@@ -449,6 +542,7 @@ impl<'s> RowDecoder<'s> {
 pub struct EventDecoder<'s> {
     rows: RowDecoder<'s>,
     columns: Vec<ColumnBuilder>,
+    kafka: KafkaBuilders,
 }
 
 impl<'s> EventDecoder<'s> {
@@ -477,6 +571,7 @@ impl<'s> EventDecoder<'s> {
         Self {
             rows: RowDecoder::new(schema),
             columns,
+            kafka: KafkaBuilders::new(rows),
         }
     }
 
@@ -492,21 +587,37 @@ impl<'s> EventDecoder<'s> {
 
     /// Decodes one record and appends it, or rejects it with the reason and appends nothing.
     pub fn push(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        let columns = &mut self.columns;
-        self.rows.decode(record, |row| append_row(columns, row))
+        self.push_from(record, None)
+    }
+
+    /// [`Self::push`] of the value of a Kafka record, with the record's own columns.
+    pub fn push_from(
+        &mut self,
+        record: &[u8],
+        kafka: Option<&KafkaRecord<'_>>,
+    ) -> Result<(), DecodeError> {
+        let (columns, meta) = (&mut self.columns, &mut self.kafka);
+        self.rows.decode(record, |row| {
+            append_row(columns, row);
+            meta.append(kafka);
+        })
     }
 
     /// [`Self::push`] through the serde path alone (what the fast path is checked against).
     #[cfg(test)]
     fn push_serde(&mut self, record: &[u8]) -> Result<(), DecodeError> {
-        let columns = &mut self.columns;
-        self.rows
-            .decode_serde(record, |row| append_row(columns, row))
+        let (columns, meta) = (&mut self.columns, &mut self.kafka);
+        self.rows.decode_serde(record, |row| {
+            append_row(columns, row);
+            meta.append(None);
+        })
     }
 
     /// Takes the buffered rows as one record batch and empties the builders.
     pub fn finish(&mut self) -> RecordBatch {
-        let columns = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
+        let mut columns: Vec<ArrayRef> =
+            self.columns.iter_mut().map(ColumnBuilder::finish).collect();
+        columns.extend(self.kafka.finish());
         RecordBatch::try_new(self.rows.schema.arrow_schema(), columns)
             .expect("decoder columns always match the declared schema")
     }

@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{Pipeline, StartingOffsets};
 use crate::error::{Error, Result};
-use crate::event::{EventDecoder, EventSchema};
+use crate::event::{EventDecoder, EventSchema, KafkaRecord};
 use crate::storage;
 
 use super::group::{Claims, SpeedContext};
@@ -139,8 +139,16 @@ impl<'s> MicroBatch<'s> {
             .entry(m.partition())
             .or_insert_with(|| (EventDecoder::new(schema), 0));
         *n += 1;
+        let record = KafkaRecord {
+            timestamp_ms: m.timestamp().to_millis(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+        };
         let res = match m.payload() {
-            Some(bytes) => dec.push(bytes).map_err(|e| (e.0, bytes)),
+            Some(bytes) => dec
+                .push_from(bytes, Some(&record))
+                .map_err(|e| (e.0, bytes)),
             None => Err(("empty message (no value)".to_string(), &b""[..])),
         };
         let (reason, raw) = res.err()?;

@@ -584,17 +584,25 @@ pub fn rebuild(
 #[cfg(test)]
 pub(crate) fn test_events(n: i64) -> RecordBatch {
     use datafusion::arrow::array::{Int64Array, StringArray};
+    test_batch(vec![
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("c{i}")),
+        )),
+        Arc::new(Int64Array::from_iter_values(0..n)),
+    ])
+}
+
+/// Events of the default schema from its two columns, the Kafka record's columns NULL (as
+/// for events that came from a file), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_batch(mut cols: Vec<ArrayRef>) -> RecordBatch {
     let schema = EventSchema::new(crate::config::default_fields()).unwrap();
-    RecordBatch::try_new(
-        schema.arrow_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                (0..n).map(|i| format!("c{i}")),
-            )),
-            Arc::new(Int64Array::from_iter_values(0..n)),
-        ],
-    )
-    .unwrap()
+    let arrow = schema.arrow_schema();
+    let n = cols[0].len();
+    for f in &arrow.fields()[cols.len()..] {
+        cols.push(new_null_array(f.data_type(), n));
+    }
+    RecordBatch::try_new(arrow, cols).unwrap()
 }
 
 #[cfg(test)]
@@ -624,16 +632,12 @@ mod tests {
         // More distinct strings than a Parquet dictionary page holds: the writer falls back to
         // plain pages part of the way, and the dictionary read still gives every string.
         let n = 300_000;
-        let events = RecordBatch::try_new(
-            schema.arrow_schema(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    (0..n).map(|i| format!("a customer with a long name {}", i % 250_000)),
-                )),
-                Arc::new(Int64Array::from_iter_values(0..n)),
-            ],
-        )
-        .unwrap();
+        let events = test_batch(vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("a customer with a long name {}", i % 250_000)),
+            )),
+            Arc::new(Int64Array::from_iter_values(0..n)),
+        ]);
         let seg = write_pending(&layout, "t", 0, 0, n, &[events]).unwrap();
         let plain = read(&seg, &schema).unwrap();
         let dict = read_dictionary_strings(&seg, &schema).unwrap();

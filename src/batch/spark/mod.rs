@@ -260,6 +260,7 @@ async fn read_segments(
         .fields()
         .iter()
         .map(|f| sql::ident(&f.name))
+        .chain(sql::kafka_columns().iter().map(|(c, _)| sql::ident(c)))
         .collect();
     columns.extend([
         "_metadata.file_path AS p".into(),
@@ -300,6 +301,12 @@ async fn events_view(spark: &Spark, p: &Pipeline, lines: bool, segments: bool) -
         .map(|f| sql::ident(&f.name))
         .collect();
     let fields = fields.join(", ");
+    let kafka: Vec<String> = sql::kafka_columns()
+        .iter()
+        .map(|(c, _)| sql::ident(c))
+        .collect();
+    let kafka = kafka.join(", ");
+    let nulls = sql::kafka_nulls();
     let order = format!(
         "named_struct('i', i.i, 'b', e.b, 'm', e.m) AS {}",
         sql::ident(ROW_COL)
@@ -307,12 +314,12 @@ async fn events_view(spark: &Spark, p: &Pipeline, lines: bool, segments: bool) -
     let mut parts = Vec::new();
     if lines {
         parts.push(format!(
-            "SELECT {fields}, {order} FROM {CHECKED} e JOIN {INPUTS} i ON e.p = i.p WHERE e.ok"
+            "SELECT {fields}, {nulls}, {order} FROM {CHECKED} e JOIN {INPUTS} i ON e.p = i.p WHERE e.ok"
         ));
     }
     if segments {
         parts.push(format!(
-            "SELECT {fields}, {order} FROM {SEGMENTS} e JOIN {INPUTS} i ON e.p = i.p"
+            "SELECT {fields}, {kafka}, {order} FROM {SEGMENTS} e JOIN {INPUTS} i ON e.p = i.p"
         ));
     }
     if parts.is_empty() {
@@ -328,8 +335,9 @@ async fn events_view(spark: &Spark, p: &Pipeline, lines: bool, segments: bool) -
             })
             .collect();
         parts.push(format!(
-            "SELECT {}, named_struct('i', 0L, 'b', 0L, 'm', 0L) AS {} WHERE FALSE",
+            "SELECT {}, {}, named_struct('i', 0L, 'b', 0L, 'm', 0L) AS {} WHERE FALSE",
             nulls.join(", "),
+            sql::kafka_nulls(),
             sql::ident(ROW_COL)
         ));
     }

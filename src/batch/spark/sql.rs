@@ -12,7 +12,7 @@ use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::{CustomDialect, CustomDialectBuilder};
 
 use crate::error::{Error, Result};
-use crate::event::{EpochUnit, EventSchema, FieldType};
+use crate::event::{EpochUnit, EventSchema, FieldType, KAFKA_COLUMNS};
 use crate::view::ViewDef;
 
 /// Spark SQL as the unparser writes it: backquoted identifiers, Spark's type names.
@@ -175,12 +175,34 @@ pub fn spark_type(ty: FieldType) -> &'static str {
     }
 }
 
-/// The declared schema as a Spark DDL string (for reading the Parquet segments).
+/// The Kafka record's columns ([`KAFKA_COLUMNS`]) with their Spark types.
+pub fn kafka_columns() -> [(&'static str, &'static str); 4] {
+    let t = ["TIMESTAMP", "INT", "BIGINT", "STRING"];
+    [0, 1, 2, 3].map(|i| (KAFKA_COLUMNS[i], t[i]))
+}
+
+/// The Kafka record's columns as NULLs of their types (for the events of the files).
+pub fn kafka_nulls() -> String {
+    kafka_columns()
+        .iter()
+        .map(|(c, t)| format!("CAST(NULL AS {t}) AS {}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The event schema — the declared fields, then the Kafka record's columns — as a Spark DDL
+/// string (for reading the Parquet segments; a segment archived before the Kafka columns
+/// existed reads them as NULL).
 pub fn ddl(schema: &EventSchema) -> String {
     schema
         .fields()
         .iter()
         .map(|f| format!("{} {}", ident(&f.name), spark_type(f.ty)))
+        .chain(
+            kafka_columns()
+                .iter()
+                .map(|(c, t)| format!("{} {t}", ident(c))),
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }

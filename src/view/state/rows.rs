@@ -416,12 +416,15 @@ mod tests {
         let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let mut cols = plain.columns().to_vec();
         cols[0] = cast(&cols[0], &dict_type).unwrap();
+        let mut fields: Vec<_> = plain
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[0] = datafusion::arrow::datatypes::Field::new("customer", dict_type, true);
         let dict = RecordBatch::try_new(
-            Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-                datafusion::arrow::datatypes::Field::new("customer", dict_type, true),
-                plain.schema().field(1).clone(),
-                plain.schema().field(2).clone(),
-            ])),
+            Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
             cols,
         )
         .unwrap();

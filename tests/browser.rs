@@ -140,3 +140,62 @@ fn the_stream_sends_one_event_per_change() {
     assert_eq!(second["freshness"]["speed_offsets"]["0"], 1, "{second}");
     terminate(run);
 }
+
+/// A windowed view with a watermark on the dashboard: the time series of a key's windows, each
+/// bar in its window's state — exact for the windows the batch view holds whole, open for the
+/// one the watermark has not passed.
+#[test]
+fn the_dashboard_draws_a_windowed_view_as_a_time_series() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    tool(PathBuf::from(&chromium), "apt-get install chromium");
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let env = Env::new(
+        "browser-series",
+        &format!(
+            "[serving]\nlisten = \"{addr}\"\n\n[schema]\nfields = [\n  {{ name = \"customer\", type = \"string\" }},\n  {{ name = \"amount\", type = \"integer\" }},\n  {{ name = \"ts\", type = \"timestamp\" }},\n]\n\n[[views]]\nname = \"hourly\"\nsql = \"SELECT window.start, window.end, customer, SUM(amount) AS total FROM events GROUP BY window(ts, '1 hour'), customer\"\nwatermark = \"30 minutes\"\n"
+        ),
+    );
+    // Ali in five hours of the historical files; then one event from Kafka five hours later,
+    // which moves the watermark past them.
+    let history: Vec<String> = (0..5)
+        .map(|h| {
+            format!(
+                r#"{{"customer": "Ali", "amount": {}, "ts": "2026-12-01T{:02}:10:00Z"}}"#,
+                10 + h,
+                8 + h
+            )
+        })
+        .collect();
+    std::fs::write(env.path("transactions.json"), history.join("\n") + "\n").unwrap();
+    env.create_topic(1);
+    let run = env.spawn("run", &["run"]);
+    get_json(&addr, "/health");
+    env.send_raw(&[br#"{"customer": "Ali", "amount": 7, "ts": "2026-12-01T18:05:00Z"}"#.to_vec()]);
+    util::eventually(
+        30,
+        || get_json(&addr, "/api/views/hourly?key=Ali")["freshness"]["watermark"].is_string(),
+        || env.log("run"),
+    );
+    let out = Command::new("node")
+        .arg(repo().join("tests/browser/series.mjs"))
+        .arg(format!("http://{addr}/?view=hourly&key=Ali"))
+        .arg("6")
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}",
+        util::stdout(&out),
+        util::stderr(&out)
+    );
+    let bars: Vec<serde_json::Value> = serde_json::from_str(util::stdout(&out).trim()).unwrap();
+    let states: Vec<&str> = bars.iter().map(|b| b["state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        ["exact", "exact", "exact", "exact", "exact", "open"],
+        "{bars:?}"
+    );
+    assert_eq!(bars[0]["start"], "2026-12-01T08:00:00Z", "{bars:?}");
+    terminate(run);
+}

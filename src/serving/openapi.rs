@@ -155,6 +155,10 @@ pub fn document(views: &[&str]) -> Value {
                     "name": { "type": "string" }, "sql": { "type": "string" },
                     "columns": { "type": "array", "items": { "type": "object" } },
                     "rows": { "type": "integer" },
+                    "window": { "type": "object", "nullable": true,
+                        "description": "A view with a window() in GROUP BY: its size and slide, and whether it has a watermark.",
+                        "properties": { "size_seconds": { "type": "number" }, "slide_seconds": { "type": "number" },
+                            "watermark": { "type": "boolean" } } },
                     "freshness": { "$ref": "#/components/schemas/Freshness" } } },
                 "View": { "type": "object", "required": ["view", "rows", "freshness"], "properties": {
                     "view": { "type": "string" },

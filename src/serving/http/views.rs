@@ -182,6 +182,11 @@ pub(super) async fn list_views(State(st): State<AppState>) -> Json<Value> {
                     "sql": v.def.sql,
                     "columns": columns(v),
                     "rows": t.total(),
+                    "window": v.def.window().map(|w| json!({
+                        "size_seconds": w.shape.size as f64 / 1e6,
+                        "slide_seconds": w.shape.slide as f64 / 1e6,
+                        "watermark": v.def.watermark().is_some(),
+                    })),
                     "freshness": s.freshness_of(v, &t, topic),
                 })
             })

@@ -460,3 +460,67 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     );
     util::terminate(run);
 }
+
+/// `emit=final` as the watermark moves: a window's row comes once, when the watermark passes
+/// its end, with its final total; a window still open does not come.
+#[test]
+fn emit_final_sends_a_window_when_the_watermark_closes_it() {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let env = Env::new(
+        "time-final",
+        &format!("{CONFIG}\n[serving]\nlisten = \"{addr}\"\n"),
+    );
+    std::fs::write(env.path("transactions.json"), "").unwrap();
+    env.create_topic(1);
+    let run = env.spawn("run", &["run"]);
+    get_json(&addr, "/health");
+    let at = |h: i64, m: i64| DAY + h * HOUR + m * 60_000;
+    let line = |c: &str, a: i64, ms: i64| {
+        format!(r#"{{"customer": "{c}", "amount": {a}, "ts": {ms}}}"#).into_bytes()
+    };
+    env.send_raw(&[line("Ali", 1, at(10, 5))]);
+    util::eventually(
+        30,
+        || get_json(&addr, "/api/views/hourly?limit=1")["freshness"]["watermark"].is_string(),
+        || env.log("run"),
+    );
+    let finals = sse(&addr, "/api/views/hourly/stream?emit=final");
+    std::thread::sleep(Duration::from_millis(300));
+    // Two more events in [10:00, 11:00) while it is open; then one at 11:45 moves the
+    // watermark (30 minutes behind) past 11:00.
+    env.send_raw(&[line("Ali", 2, at(10, 20)), line("Sara", 4, at(10, 59))]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.send_raw(&[line("Ali", 8, at(11, 45))]);
+    let (event, data) = finals
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a `final` event when the watermark passes 11:00");
+    assert_eq!(
+        (event.as_str(), &data["late"]),
+        ("final", &serde_json::json!(false)),
+        "{data}"
+    );
+    let mut rows: Vec<(String, String, i64, String)> = data["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["start"].as_str().unwrap().to_string(),
+                r["customer"].as_str().unwrap().to_string(),
+                r["total"].as_i64().unwrap(),
+                r["_window"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let ten = rfc3339(at(10, 0));
+    assert_eq!(
+        rows,
+        [
+            (ten.clone(), "Ali".into(), 3, "closed".into()),
+            (ten, "Sara".into(), 4, "closed".into())
+        ],
+        "the [10:00, 11:00) window, whole, and not the open [11:00, 12:00): {data}"
+    );
+    util::terminate(run);
+}

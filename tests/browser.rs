@@ -20,14 +20,20 @@ fn tool(path: PathBuf, install: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn the_dashboard_updates_live_when_a_message_is_produced() {
+/// Headless Chromium (`$CHROMIUM`, else Debian's) and the test's Playwright client, checked.
+fn chromium() -> String {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     tool(PathBuf::from(&chromium), "apt-get install chromium");
     tool(
         repo().join("tests/browser/node_modules/playwright-core"),
         "scripts/test-tools.sh",
     );
+    chromium
+}
+
+#[test]
+fn the_dashboard_updates_live_when_a_message_is_produced() {
+    let chromium = chromium();
     let addr = format!("127.0.0.1:{}", util::free_port());
     let env = Env::new("browser", &format!("[serving]\nlisten = \"{addr}\"\n"));
     env.create_topic(1);
@@ -146,8 +152,7 @@ fn the_stream_sends_one_event_per_change() {
 /// one the watermark has not passed.
 #[test]
 fn the_dashboard_draws_a_windowed_view_as_a_time_series() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    tool(PathBuf::from(&chromium), "apt-get install chromium");
+    let chromium = chromium();
     let addr = format!("127.0.0.1:{}", util::free_port());
     let env = Env::new(
         "browser-series",

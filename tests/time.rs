@@ -101,6 +101,15 @@ fn sse(addr: &str, path: &str) -> std::sync::mpsc::Receiver<(String, serde_json:
     rx
 }
 
+/// A row of the hourly views: (window start, customer, total).
+fn window_row(r: &serde_json::Value) -> (String, String, i64) {
+    (
+        r["start"].as_str().unwrap().to_string(),
+        r["customer"].as_str().unwrap().to_string(),
+        r["total"].as_i64().unwrap(),
+    )
+}
+
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap()
@@ -143,7 +152,7 @@ fn served_windows(addr: &str, view: &str) -> BTreeMap<(String, String), i64> {
         .unwrap()
         .iter()
         .map(|r| {
-            let start = r["start"].as_str().unwrap().to_string();
+            let (start, customer, total) = window_row(r);
             let end = r["end"].as_str().unwrap();
             assert_eq!(
                 chrono::DateTime::parse_from_rfc3339(end).unwrap()
@@ -151,10 +160,7 @@ fn served_windows(addr: &str, view: &str) -> BTreeMap<(String, String), i64> {
                 chrono::Duration::hours(1),
                 "{r}"
             );
-            (
-                (start, r["customer"].as_str().unwrap().to_string()),
-                r["total"].as_i64().unwrap(),
-            )
+            ((start, customer), total)
         })
         .collect()
 }
@@ -315,13 +321,7 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| {
-                (
-                    r["start"].as_str().unwrap().to_string(),
-                    r["customer"].as_str().unwrap().to_string(),
-                    r["total"].as_i64().unwrap(),
-                )
-            })
+            .map(window_row)
             .collect()
     };
     let want = |c: Option<&str>, from: &str, to: &str| -> Vec<(String, String, i64)> {
@@ -499,26 +499,19 @@ fn emit_final_sends_a_window_when_the_watermark_closes_it() {
         ("final", &serde_json::json!(false)),
         "{data}"
     );
-    let mut rows: Vec<(String, String, i64, String)> = data["rows"]
+    let mut rows: Vec<((String, String, i64), String)> = data["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r["start"].as_str().unwrap().to_string(),
-                r["customer"].as_str().unwrap().to_string(),
-                r["total"].as_i64().unwrap(),
-                r["_window"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|r| (window_row(r), r["_window"].as_str().unwrap().to_string()))
         .collect();
     rows.sort();
     let ten = rfc3339(at(10, 0));
     assert_eq!(
         rows,
         [
-            (ten.clone(), "Ali".into(), 3, "closed".into()),
-            (ten, "Sara".into(), 4, "closed".into())
+            ((ten.clone(), "Ali".into(), 3), "closed".into()),
+            ((ten, "Sara".into(), 4), "closed".into())
         ],
         "the [10:00, 11:00) window, whole, and not the open [11:00, 12:00): {data}"
     );

@@ -181,20 +181,22 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
     } = computed?;
     let run_id = storage::new_version();
     let mut views = Vec::new();
-    let event_time = match checkpoint::load(&layout, &cfg.kafka.topic)? {
-        Some(cp) if latest => cp.views,
-        _ => Default::default(),
+    // Windows beyond retention are not published. The horizon comes from the watermark in the
+    // speed checkpoint, which is never ahead of the speed layer's: serving, which cuts at the
+    // speed layer's own, never keeps a window the batch view has dropped.
+    let cut = latest && p.views.iter().any(|d| d.has_retention());
+    let cp = if cut {
+        checkpoint::load(&layout, &cfg.kafka.topic)?
+    } else {
+        None
     };
     for (def, state) in p.views.iter().zip(states) {
-        // Windows beyond retention are not published. The horizon comes from the watermark in
-        // the speed checkpoint, which is never ahead of the speed layer's: serving, which cuts
-        // at the speed layer's own, never keeps a window the batch view has dropped.
-        let horizon = event_time
-            .get(&def.name)
-            .and_then(|v| v.event_time.as_ref()?.watermark)
-            .and_then(|wm| def.watermark()?.horizon(wm));
+        let horizon = cp
+            .as_ref()
+            .and_then(|c| c.watermark(&def.name))
+            .and_then(|wm| def.horizon(wm));
         let state = match horizon {
-            Some(h) => state.retain_windows(def, h)?,
+            Some(h) => state.retain_windows(def, h)?.unwrap_or(state),
             None => state,
         };
         let rows_out = def.finalize(&state)?;

@@ -55,17 +55,15 @@ pub fn from_files(p: &Pipeline, layout: &Layout) -> Result<Vec<Arc<ServedView>>>
 /// puts it (what the batch layer cuts at too; a consumer group writes no checkpoint, and then
 /// nothing is cut here).
 fn expire(p: &Pipeline, layout: &Layout, views: &[Arc<ServedView>]) -> Result<()> {
+    if !views.iter().any(|v| v.def.has_retention()) {
+        return Ok(());
+    }
     let topic = &p.config.kafka.topic;
     let Some(cp) = checkpoint::load(layout, topic)? else {
         return Ok(());
     };
     for v in views {
-        let horizon = cp
-            .views
-            .get(&v.def.name)
-            .and_then(|c| c.event_time.as_ref()?.watermark)
-            .and_then(|wm| v.def.watermark()?.horizon(wm));
-        if let Some(h) = horizon {
+        if let Some(h) = cp.watermark(&v.def.name).and_then(|wm| v.def.horizon(wm)) {
             v.expire(h, topic);
         }
     }

@@ -370,7 +370,7 @@ impl ServingState {
 
     /// Where view `v`'s retention cuts now, under `run` (`None`: no retention or no watermark).
     pub fn horizon_of(&self, v: &ServedView) -> Option<i64> {
-        v.def.watermark()?.horizon(self.watermark_of(v)?)
+        v.def.horizon(self.watermark_of(v)?)
     }
 
     /// View `v`'s watermark (µs), when it has one and the live speed layer has seen events.

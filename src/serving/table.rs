@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::json::WriterBuilder;
 use datafusion::arrow::json::writer::LineDelimited;
@@ -216,8 +216,6 @@ pub struct ServingTable {
     columns: HashMap<usize, ColumnIndex>,
     in_view: usize,
     version: u64,
-    /// A windowed view: per sid, the end of the row's window (µs; `None`: a NULL window).
-    window_ends: Vec<Option<i64>>,
     /// A windowed view: its rows by key and window start, for time-range reads.
     times: Option<TimeIndex>,
     /// A view with a retention: windows that end before this are not served.
@@ -348,7 +346,6 @@ impl ServingTable {
             columns: HashMap::new(),
             in_view: 0,
             version: 1,
-            window_ends: Vec::new(),
             times: TimeIndex::new(def)?,
             horizon: None,
         };
@@ -420,7 +417,7 @@ impl ServingTable {
     /// row, or no watermark).
     pub fn window_state(&self, sid: usize, wm: Option<i64>) -> Option<WindowState> {
         let wm = wm?;
-        let end = (*self.window_ends.get(sid)?)?;
+        let end = self.window_end(sid)?;
         if end > wm {
             return Some(WindowState::Open);
         }
@@ -430,45 +427,32 @@ impl ServingTable {
         })
     }
 
-    /// Notes the window ends of the rows `sids` (groups `0..` of `merged`).
-    fn note_window_ends(&mut self, merged: &ViewState, sids: &[usize]) -> Result<()> {
-        let Some(w) = self.def.window() else {
+    /// Enters the rows `sids` (groups `0..` of `merged`) in the time index: their other keys
+    /// and window start.
+    fn note_windows(&mut self, merged: &ViewState, sids: &[usize]) -> Result<()> {
+        let (Some(w), Some(ix)) = (self.def.window(), &mut self.times) else {
             return Ok(());
         };
         let gids: Vec<usize> = (0..sids.len()).collect();
         let cols = merged.keys().columns(&gids)?;
-        let Some(starts) = cols.get(w.key).and_then(|c| c.as_struct_opt()) else {
+        let Some(starts) = w.starts_of(&cols) else {
             return Ok(());
         };
-        let starts = starts
-            .column(0)
-            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-        let need = sids.iter().max().map_or(0, |m| m + 1);
-        if self.window_ends.len() < need {
-            self.window_ends.resize(need, None);
-        }
+        let others: Vec<ArrayRef> = cols
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != w.key)
+            .map(|(_, c)| Arc::clone(c))
+            .collect();
+        let rows = match &ix.others {
+            Some(conv) => Some(conv.convert_columns(&others)?),
+            None => None,
+        };
         for (pos, &sid) in sids.iter().enumerate() {
-            self.window_ends[sid] = starts
-                .is_valid(pos)
-                .then(|| starts.value(pos).saturating_add(w.shape.size));
-        }
-        if let Some(ix) = &mut self.times {
-            let others: Vec<ArrayRef> = cols
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| *k != w.key)
-                .map(|(_, c)| Arc::clone(c))
-                .collect();
-            let rows = match &ix.others {
-                Some(conv) => Some(conv.convert_columns(&others)?),
-                None => None,
-            };
-            for (pos, &sid) in sids.iter().enumerate() {
-                let key = rows
-                    .as_ref()
-                    .map_or(Vec::new(), |r| r.row(pos).as_ref().to_vec());
-                ix.set(sid, starts.is_valid(pos).then(|| (key, starts.value(pos))));
-            }
+            let key = rows
+                .as_ref()
+                .map_or(Vec::new(), |r| r.row(pos).as_ref().to_vec());
+            ix.set(sid, starts.is_valid(pos).then(|| (key, starts.value(pos))));
         }
         Ok(())
     }
@@ -524,9 +508,11 @@ impl ServingTable {
             .collect()
     }
 
-    /// The end of row `sid`'s window (µs), in a windowed view.
+    /// The end of row `sid`'s window (µs), in a windowed view (`None`: a NULL window, or a
+    /// row retention dropped).
     pub fn window_end(&self, sid: usize) -> Option<i64> {
-        *self.window_ends.get(sid)?
+        let start = self.times.as_ref()?.at.get(sid)?.as_ref()?.1;
+        Some(start.saturating_add(self.def.window()?.shape.size))
     }
 
     /// Where the view's retention cuts (`None`: it does not, yet).
@@ -589,7 +575,7 @@ impl ServingTable {
     /// Evaluates the rows `sids` again and updates the store and the orders.
     fn recompute(&mut self, sids: &[usize]) -> Result<Change> {
         let merged = self.merged_groups(sids);
-        self.note_window_ends(&merged, sids)?;
+        self.note_windows(&merged, sids)?;
         let gids: Vec<usize> = (0..sids.len()).collect();
         let m = self.def.materialize(&merged, &gids)?;
         let text = json_lines_explicit(&m.rows)?;
@@ -600,7 +586,7 @@ impl ServingTable {
         // A window beyond retention is not served, whatever part of it is still here.
         if let Some(h) = self.horizon {
             for (pos, &sid) in sids.iter().enumerate() {
-                if self.window_ends[sid].is_some_and(|end| end < h) {
+                if self.window_end(sid).is_some_and(|end| end < h) {
                     new[pos] = None;
                 }
             }

@@ -410,8 +410,7 @@ impl SpeedLayer {
 
     /// Where view `def`'s retention cuts now (`None`: no retention, or no watermark yet).
     fn horizon(&self, def: &ViewDef) -> Option<i64> {
-        let wm = self.snap.event_time.get(&def.name)?.watermark?;
-        def.watermark()?.horizon(wm)
+        def.horizon(self.snap.event_time.get(&def.name)?.watermark?)
     }
 
     /// Drops the windows beyond each view's retention from its state: after a handoff (which
@@ -436,10 +435,12 @@ impl SpeedLayer {
                 continue;
             }
             for state in v.parts.values_mut() {
-                *state = state.retain_windows(def, h)?;
+                if let Some(kept) = state.retain_windows(def, h)? {
+                    *state = kept;
+                    cut = true;
+                }
             }
             self.cut_at.insert(def.name.clone(), h);
-            cut = true;
         }
         Ok(cut)
     }

@@ -59,6 +59,13 @@ pub struct EventTimeMark {
     pub ahead: u64,
 }
 
+impl Checkpoint {
+    /// View `view`'s watermark at the checkpoint's offsets, if it has one.
+    pub fn watermark(&self, view: &str) -> Option<i64> {
+        self.views.get(view)?.event_time.as_ref()?.watermark
+    }
+}
+
 /// Writes the checkpoint atomically (temporary file, fsync, rename).
 pub fn write(layout: &Layout, cp: &Checkpoint) -> Result<()> {
     let bytes = serde_json::to_vec(cp).map_err(|e| Error::Internal(e.to_string()))?;

@@ -150,6 +150,16 @@ impl ViewDef {
         self.watermark.as_ref()
     }
 
+    /// Whether the view has a retention.
+    pub fn has_retention(&self) -> bool {
+        self.watermark.is_some_and(|w| w.retention.is_some())
+    }
+
+    /// Where the view's retention cuts at watermark `wm` (`None`: it has no retention).
+    pub fn horizon(&self, wm: i64) -> Option<i64> {
+        self.watermark.as_ref()?.horizon(wm)
+    }
+
     /// Gives the view a watermark; only a view with a `window()` can have one.
     pub fn set_watermark(&mut self, policy: window::WatermarkPolicy) -> crate::error::Result<()> {
         if self.window.is_none() {

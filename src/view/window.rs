@@ -275,6 +275,17 @@ impl Window {
         Ok(Some((f.args[0].clone(), shape)))
     }
 
+    /// The window starts of groups, from their key columns (as [`KeyIndex::columns`] gives
+    /// them; `None` when the window column is not among them).
+    ///
+    /// [`KeyIndex::columns`]: crate::view::state::KeyIndex::columns
+    pub fn starts_of<'a>(&self, keys: &'a [ArrayRef]) -> Option<&'a TimestampMicrosecondArray> {
+        keys.get(self.key)?
+            .as_struct_opt()?
+            .column(0)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+    }
+
     /// The event time of each row of `batch`, in µs.
     pub fn times(&self, batch: &RecordBatch) -> Result<TimestampMicrosecondArray> {
         let ts = self.time.evaluate(batch)?.into_array(batch.num_rows())?;
@@ -422,7 +433,10 @@ mod tests {
         let mut all = def.new_state();
         all.update(&def, &events).unwrap();
         assert_eq!((all.len(), cut.len()), (4, 3), "[09:30, 10:30) is out");
-        let retained = all.retain_windows(&def, h).unwrap();
+        let retained = all
+            .retain_windows(&def, h)
+            .unwrap()
+            .expect("a window is cut");
         assert_eq!(
             show(&def.finalize(&retained).unwrap(), 10),
             show(&def.finalize(&cut).unwrap(), 10)

@@ -201,13 +201,10 @@ fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<us
     // A windowed view: a key's windows (`key` names the other group keys), or a time range,
     // in time order, from the time index.
     if t.has_times() && (p.key.is_some() || p.from.is_some() || p.to.is_some()) {
-        let parts: Option<Vec<&str>> = p.key.as_deref().map(|k| {
-            if v.def.group_len() == 2 {
-                vec![k]
-            } else {
-                k.split(',').collect()
-            }
-        });
+        let parts = p
+            .key
+            .as_deref()
+            .map(|k| key_values(k, v.def.group_len() - 1));
         if parts.is_some() && v.def.group_len() == 1 {
             return Err(ApiError::bad_request(format!(
                 "key: view `{name}` has no group key besides its window; select its windows \
@@ -242,11 +239,7 @@ fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<us
                 "view `{name}` has no GROUP BY key to select with `key`"
             )));
         }
-        let parts: Vec<&str> = if glen == 1 {
-            vec![key.as_str()]
-        } else {
-            key.split(',').collect()
-        };
+        let parts = key_values(key, glen);
         if parts.len() != glen {
             let schema = v.def.output_schema();
             let names: Vec<&str> = schema.fields()[..glen]
@@ -287,6 +280,41 @@ fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<us
         }
     };
     Ok((t.page(order, p.offset, limit)?, t.total()))
+}
+
+/// Row `sid` as JSON, with its window's state against the watermark `wm` (`_window`, in a
+/// view with one) and its parts (`_explain`, when asked).
+fn push_row(
+    body: &mut String,
+    t: &ServingTable,
+    sid: usize,
+    wm: Option<i64>,
+    explain: Option<(&str, &str)>,
+) {
+    let row = String::from_utf8_lossy(t.row_json(sid).unwrap_or(b"{}"));
+    let window = t.window_state(sid, wm);
+    if window.is_none() && explain.is_none() {
+        body.push_str(&row);
+        return;
+    }
+    body.push_str(row.trim_end_matches('}'));
+    if let Some(w) = window {
+        body.push_str(&format!(",\"_window\":\"{}\"", w.name()));
+    }
+    if let Some((b, s)) = explain {
+        body.push_str(&format!(",\"_explain\":{{\"batch\":{b},\"speed\":{s}}}"));
+    }
+    body.push('}');
+}
+
+/// The values of `?key=` for `columns` key columns: the text whole for one (a key may hold a
+/// comma), else split at `,`.
+fn key_values(key: &str, columns: usize) -> Vec<&str> {
+    if columns == 1 {
+        vec![key]
+    } else {
+        key.split(',').collect()
+    }
 }
 
 fn msg(e: &crate::Error) -> String {
@@ -338,21 +366,9 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> Api
         if i > 0 {
             body.push(',');
         }
-        let row = String::from_utf8_lossy(t.row_json(sid).unwrap_or(b"{}"));
-        let window = t.window_state(sid, watermark);
         let explain = parts.as_mut().and_then(|it| it.next());
-        if window.is_none() && explain.is_none() {
-            body.push_str(&row);
-            continue;
-        }
-        body.push_str(row.trim_end_matches('}'));
-        if let Some(w) = window {
-            body.push_str(&format!(",\"_window\":\"{}\"", w.name()));
-        }
-        if let Some((b, s)) = explain {
-            body.push_str(&format!(",\"_explain\":{{\"batch\":{b},\"speed\":{s}}}"));
-        }
-        body.push('}');
+        let explain = explain.as_ref().map(|(b, s)| (b.as_ref(), s.as_ref()));
+        push_row(&mut body, &t, sid, watermark, explain);
     }
     let next = p.offset + sids.len();
     body.push_str(&format!(
@@ -545,14 +561,7 @@ impl StreamCursor {
             if i > 0 {
                 body.push(',');
             }
-            let row = String::from_utf8_lossy(t.row_json(sid).unwrap_or(b"{}"));
-            match t.window_state(sid, wm) {
-                Some(w) => {
-                    body.push_str(row.trim_end_matches('}'));
-                    body.push_str(&format!(",\"_window\":\"{}\"}}", w.name()));
-                }
-                None => body.push_str(&row),
-            }
+            push_row(&mut body, &t, sid, wm, None);
         }
         body.push_str("]}");
         Event::default().event("final").data(body)
@@ -565,11 +574,7 @@ impl StreamCursor {
         }
         if let Some(key) = &self.params.key {
             let t = v.read();
-            let parts: Vec<&str> = if v.def.group_len() == 1 {
-                vec![key.as_str()]
-            } else {
-                key.split(',').collect()
-            };
+            let parts = key_values(key, v.def.group_len());
             let sid = t.encode_key(&parts).ok().and_then(|b| t.sid(&b));
             let touched = sid.is_some_and(|s| change.upserts.binary_search(&s).is_ok());
             if !touched && !change.removals {

@@ -314,31 +314,29 @@ impl ViewState {
         Ok(())
     }
 
-    /// A windowed view's state without the groups whose window ends before `horizon`; the
-    /// state as it is when none does. Costs one pass over the groups.
-    pub fn retain_windows(&self, def: &ViewDef, horizon: i64) -> Result<ViewState> {
+    /// A windowed view's state without the groups whose window ends before `horizon`;
+    /// `None` when no group does (nothing to drop, nothing copied). Costs one pass over the
+    /// groups.
+    pub fn retain_windows(&self, def: &ViewDef, horizon: i64) -> Result<Option<ViewState>> {
         let Some(w) = def.window() else {
-            return Ok(self.clone());
+            return Ok(None);
         };
         let gids: Vec<usize> = (0..self.len()).collect();
         let cols = self.keys.columns(&gids)?;
-        let Some(starts) = cols.get(w.key).and_then(|c| c.as_struct_opt()) else {
-            return Ok(self.clone());
+        let Some(starts) = w.starts_of(&cols) else {
+            return Ok(None);
         };
-        let starts = starts
-            .column(0)
-            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
         let keep =
             |g: usize| starts.is_null(g) || starts.value(g).saturating_add(w.shape.size) >= horizon;
         if (0..self.len()).all(keep) {
-            return Ok(self.clone());
+            return Ok(None);
         }
         let mut out = self.empty_like();
         for g in (0..self.len()).filter(|&g| keep(g)) {
             let ng = out.group_of(self.keys.key(g));
             out.merge_group(ng, self, g);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Merges group `og` of `other` (a state of the same view) into group `g` of this one.

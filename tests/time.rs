@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use lambdaflow::storage::{Layout, delta};
+
 use crate::util::{self, Env, get_json, kill9};
 
 const CONFIG: &str = r#"
@@ -119,9 +121,15 @@ fn rfc3339(ms: i64) -> String {
 
 /// The hourly view of events `0..n`: (window start, customer) → total.
 fn hourly_truth(n: i64) -> BTreeMap<(String, String), i64> {
+    hourly_of((0..n).map(event))
+}
+
+/// The hourly view of `events`.
+fn hourly_of(
+    events: impl Iterator<Item = (String, i64, i64, String)>,
+) -> BTreeMap<(String, String), i64> {
     let mut out = BTreeMap::new();
-    for i in 0..n {
-        let (c, a, ms, _) = event(i);
+    for (c, a, ms, _) in events {
         let start = ms - ms.rem_euclid(HOUR);
         *out.entry((rfc3339(start), c)).or_default() += a;
     }
@@ -203,6 +211,40 @@ fn wait_for_truth(env: &Env, addr: &str, n: i64, run: &str) {
     }
 }
 
+/// Waits until the server at `addr` serves `hourly` with its batch view taken up (nothing in the
+/// speed part).
+fn wait_for_batch(addr: &str) {
+    let freshness = || get_json(addr, "/api/views/hourly?limit=1")["freshness"].clone();
+    util::eventually(
+        60,
+        || freshness()["speed_events_after_batch"] == 0,
+        || format!("the batch view taken up: {}", freshness()),
+    );
+}
+
+/// Checks each row's `_window` in an `explain=true` answer against the watermark `wm`: `open`
+/// before its end passed, then `closed` with a speed part or `exact` without. Returns how many
+/// rows are in each state.
+fn window_states(body: &serde_json::Value, wm: &str) -> BTreeMap<&'static str, usize> {
+    let wm_at = chrono::DateTime::parse_from_rfc3339(wm).unwrap();
+    let mut seen = BTreeMap::new();
+    for r in body["rows"].as_array().unwrap() {
+        let end = chrono::DateTime::parse_from_rfc3339(r["end"].as_str().unwrap()).unwrap();
+        let state = r["_window"].as_str().unwrap_or_default();
+        let speed_part = r["_explain"]["speed"]["total"].as_i64().is_some();
+        let want = if end > wm_at {
+            "open"
+        } else if speed_part {
+            "closed"
+        } else {
+            "exact"
+        };
+        assert_eq!(state, want, "{r} (watermark {wm})");
+        *seen.entry(want).or_insert(0) += 1;
+    }
+    seen
+}
+
 #[test]
 fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     let addr = format!("127.0.0.1:{}", util::free_port());
@@ -266,19 +308,7 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     let out = env.ok(&["batch"]);
     assert!(out.contains("hourly"), "{out}");
     wait_for_truth(&env, &addr, 1400, "run2");
-    util::eventually(
-        60,
-        || {
-            get_json(&addr, "/api/views/hourly?limit=1")["freshness"]["speed_events_after_batch"]
-                == 0
-        },
-        || {
-            format!(
-                "the batch view taken up: {}",
-                get_json(&addr, "/api/views/hourly?limit=1")["freshness"]
-            )
-        },
-    );
+    wait_for_batch(&addr);
     let body = get_json(&addr, "/api/views/hourly?limit=all");
     assert!(body["freshness"]["batch_run"].is_string(), "{body}");
     // The watermark: within the day (the event ten years ahead did not move it, and was
@@ -378,23 +408,11 @@ fn windowed_views_are_exact_through_batch_speed_restarts_and_batch_runs() {
     let body = get_json(&addr, "/api/views/hourly?limit=all&explain=true");
     let wm_at = chrono::DateTime::parse_from_rfc3339(wm).unwrap();
     let (late_start, late_customer) = (rfc3339(DAY), event(1400).0);
-    let mut seen = BTreeMap::new();
+    let seen = window_states(&body, wm);
     for r in body["rows"].as_array().unwrap() {
-        let end = chrono::DateTime::parse_from_rfc3339(r["end"].as_str().unwrap()).unwrap();
-        let state = r["_window"].as_str().unwrap_or_default();
-        let speed_part = r["_explain"]["speed"]["total"].as_i64().is_some();
-        let want = if end > wm_at {
-            "open"
-        } else if speed_part {
-            "closed"
-        } else {
-            "exact"
-        };
-        assert_eq!(state, want, "{r} (watermark {wm})");
         if r["start"] == late_start.as_str() && r["customer"] == late_customer.as_str() {
-            assert_eq!(state, "closed", "the late event's window: {r}");
+            assert_eq!(r["_window"], "closed", "the late event's window: {r}");
         }
-        *seen.entry(want).or_insert(0) += 1;
     }
     assert!(seen.len() == 3, "rows of every state: {seen:?}");
     assert!(
@@ -516,4 +534,156 @@ fn emit_final_sends_a_window_when_the_watermark_closes_it() {
         "the [10:00, 11:00) window, whole, and not the open [11:00, 12:00): {data}"
     );
     util::terminate(run);
+}
+
+/// Speed layers in a consumer group, and a `serve` replica, on windowed views: each archive
+/// commit records the partitions' latest event times in the master dataset, so the replica
+/// serves the watermark, the window states and the retention cut; an instance killed with
+/// `kill -9` is replaced by one that goes on from those times (events hours late after the
+/// takeover stay behind the watermark); a batch run cuts retention at the same watermark.
+#[test]
+fn a_consumer_groups_watermark_is_in_the_table_for_replicas_and_the_next_owner() {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let start = CONFIG.find("[schema]").unwrap();
+    let end = CONFIG.find("[[views]]\nname = \"per_partition\"").unwrap();
+    let env = Env::new(
+        "time-group",
+        &format!(
+            "[speed]\nconsumer-group = true\nlinger = \"5ms\"\ncheckpoint-interval = \"200ms\"\n\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\n\
+             [serving]\nlisten = \"{addr}\"\n\n{}",
+            &CONFIG[start..end]
+        ),
+    );
+    env.create_topic(2);
+    let serve = env.spawn("serve", &["serve"]);
+    let a = env.spawn("a", &["speed", "--quiet"]);
+    // Events 0..600 from all over the day, then 600..900 from its first hour (late, once the
+    // watermark is near the day's end).
+    let early = |i: i64| {
+        let (c, a, _, _) = event(i);
+        let ms = DAY + (i % 60) * 60_000;
+        let line = format!(r#"{{"customer": "{c}", "amount": {a}, "ts": {ms}}}"#);
+        (c, a, ms, line)
+    };
+    let one = |i: i64| if i < 600 { event(i) } else { early(i) };
+    let all = |n: i64| (0..n).map(one);
+    let send = |r: std::ops::Range<i64>| {
+        let msgs: Vec<Vec<u8>> = r.map(|i| one(i).3.into_bytes()).collect();
+        env.send_raw(&msgs);
+    };
+    let wait = |n: i64, who: &str| {
+        let truth = hourly_of(all(n));
+        util::eventually(
+            90,
+            || served_hourly(&addr) == truth,
+            || {
+                format!(
+                    "the replica at the truth of {n} events\n{}\n{}",
+                    env.log(who),
+                    env.log("serve")
+                )
+            },
+        );
+    };
+    let watermark = || {
+        let f = &get_json(&addr, "/api/views/hourly?limit=1")["freshness"];
+        f["watermark"].as_str().map(String::from)
+    };
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    send(0..600);
+    wait(600, "a");
+    util::eventually(
+        30,
+        || watermark().is_some(),
+        || "a watermark on the replica".into(),
+    );
+    let before = watermark().unwrap();
+    assert!(before.starts_with("2026-12-01T2"), "{before}");
+    let seen = window_states(
+        &get_json(&addr, "/api/views/hourly?limit=all&explain=true"),
+        &before,
+    );
+    assert!(
+        seen.contains_key("open") && seen.contains_key("closed"),
+        "{seen:?}"
+    );
+    let status = get_json(&addr, "/api/status");
+    assert!(
+        status["event_time"]["hourly"]["watermark"].is_string(),
+        "{status}"
+    );
+    let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
+    assert!(
+        metrics.contains("lambdaflow_speed_watermark_seconds{view=\"hourly\"}"),
+        "{metrics}"
+    );
+    let p = env.pipeline();
+    let master = Layout::new(&p.config.output.dir, p.views.len()).master_dir();
+    let times = || {
+        let t = delta::partition_txns(&master, &p.config.kafka.topic, &[0, 1], &["hourly".into()]);
+        let t = t.unwrap();
+        [0, 1].map(|p| t.get(&p).and_then(|t| t.event_times.get("hourly").copied()))
+    };
+    let recorded = times();
+    assert!(recorded.iter().all(Option::is_some), "{recorded:?}");
+    // The owner killed; the next one takes both partitions over from the table.
+    kill9(a);
+    let b = env.spawn("b", &["speed", "--quiet"]);
+    send(600..900);
+    wait(900, "b");
+    let after = watermark().unwrap();
+    assert!(parse(&after) >= parse(&before), "{after} < {before}");
+    let now = times();
+    for (r, n) in recorded.iter().zip(&now) {
+        assert!(
+            n >= r,
+            "the next owner went on from the recorded times: {recorded:?} → {now:?}"
+        );
+    }
+    // The first hour's windows have a late part: closed, the watermark well past them.
+    let body = get_json(&addr, "/api/views/hourly?limit=all&explain=true");
+    window_states(&body, &after);
+    // A batch run: the windows it holds whole are exact; `recent` keeps the windows that end
+    // within 6 hours of the watermark, on the replica and in the batch view alike.
+    let out = env.ok(&["batch"]);
+    assert!(out.contains("hourly"), "{out}");
+    wait_for_batch(&addr);
+    wait(900, "b");
+    let wm = watermark().unwrap();
+    let seen = window_states(
+        &get_json(&addr, "/api/views/hourly?limit=all&explain=true"),
+        &wm,
+    );
+    assert!(seen.contains_key("exact"), "{seen:?}");
+    let horizon = (parse(&wm) - chrono::Duration::hours(6)).to_utc();
+    let kept: BTreeMap<(String, String), i64> = hourly_of(all(900))
+        .into_iter()
+        .filter(|((start, _), _)| parse(start) + chrono::Duration::hours(1) >= horizon)
+        .collect();
+    assert!(kept.len() < hourly_of(all(900)).len() / 2, "{}", kept.len());
+    assert_eq!(
+        served_windows(&addr, "recent"),
+        kept,
+        "retention at {horizon}"
+    );
+    let batch_rows = std::fs::read_dir(env.path("output/recent/batch_view"))
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            (name.starts_with("part-") && name.ends_with(".json"))
+                .then(|| std::fs::read_to_string(&path).unwrap())
+        })
+        .collect::<String>();
+    for line in batch_rows.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let start = parse(r["start"].as_str().unwrap());
+        assert!(
+            start + chrono::Duration::hours(1) >= horizon,
+            "beyond retention in the batch view: {r}"
+        );
+    }
+    util::terminate(b);
+    util::terminate(serve);
 }

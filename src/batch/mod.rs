@@ -32,10 +32,10 @@ use tracing::info;
 
 use crate::config::{BatchEngine, Pipeline};
 use crate::error::{Error, Result};
+use crate::storage;
 use crate::storage::batch_view::{self, FileReport, Manifest};
 use crate::storage::delta::{self, AsOf};
 use crate::storage::segments::{self as master, Segment};
-use crate::storage::{self, checkpoint};
 use crate::view::{ViewDef, ViewState};
 
 mod embedded;
@@ -181,19 +181,23 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
     } = computed?;
     let run_id = storage::new_version();
     let mut views = Vec::new();
-    // Windows beyond retention are not published. The horizon comes from the watermark in the
-    // speed checkpoint, which is never ahead of the speed layer's: serving, which cuts at the
-    // speed layer's own, never keeps a window the batch view has dropped.
+    // Windows beyond retention are not published. The horizon comes from the watermark the
+    // files record (the speed checkpoint's, or a consumer group's lowest partition), never ahead
+    // of the one serving cuts at: serving never keeps a window the batch view has dropped.
     let cut = latest && p.views.iter().any(|d| d.has_retention());
-    let cp = if cut {
-        checkpoint::load(&layout, &cfg.kafka.topic)?
+    let marks = if cut {
+        let parts: Vec<i32> = offsets
+            .get(&cfg.kafka.topic)
+            .map(|o| o.keys().copied().collect())
+            .unwrap_or_default();
+        storage::event_time::marks(p, &layout, &parts)?
     } else {
-        None
+        Default::default()
     };
     for (def, state) in p.views.iter().zip(states) {
-        let horizon = cp
-            .as_ref()
-            .and_then(|c| c.watermark(&def.name))
+        let horizon = marks
+            .get(&def.name)
+            .and_then(|m| m.watermark)
             .and_then(|wm| def.horizon(wm));
         let state = match horizon {
             Some(h) => state.retain_windows(def, h)?.unwrap_or(state),

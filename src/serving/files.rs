@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use super::{ServedView, ServingState, http, write_served};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::storage::{Layout, batch_view, checkpoint, dead_letter_ranges, delta, segments};
+use crate::speed::EventTime;
+use crate::storage::checkpoint::{self, EventTimeMark};
+use crate::storage::{Layout, batch_view, dead_letter_ranges, delta, event_time, segments};
 use crate::supervisor::{SHUTDOWN_LIMIT, Supervisor};
 
 /// Where the speed part stops, per partition: the end of the archive, or the speed checkpoint's
@@ -29,7 +31,9 @@ pub fn speed_bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> 
     };
     let with_dead_letters = dead_letter_ranges::partitions(layout, topic)?;
     if !with_dead_letters.is_empty() {
-        for (part, t) in delta::partition_txns(&layout.master_dir(), topic, &with_dead_letters)? {
+        for (part, t) in
+            delta::partition_txns(&layout.master_dir(), topic, &with_dead_letters, &[])?
+        {
             if let Some(o) = t.archived {
                 raise(part, o);
             }
@@ -47,27 +51,61 @@ pub fn speed_bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> 
 pub fn from_files(p: &Pipeline, layout: &Layout) -> Result<Vec<Arc<ServedView>>> {
     let bound = speed_bound(p, layout)?;
     let views = build(p, layout, &(0..p.views.len()).collect::<Vec<_>>(), &bound)?;
-    expire(p, layout, &views)?;
+    let mut times = EventTimes::default();
+    times.read(p, layout, &bound)?;
+    times.advance(p);
+    expire(p, &views, &times.now);
     Ok(views)
 }
 
-/// Drops the windows beyond each view's retention, cut where the speed checkpoint's watermark
-/// puts it (what the batch layer cuts at too; a consumer group writes no checkpoint, and then
-/// nothing is cut here).
-fn expire(p: &Pipeline, layout: &Layout, views: &[Arc<ServedView>]) -> Result<()> {
-    if !views.iter().any(|v| v.def.has_retention()) {
-        return Ok(());
+/// Each view's event-time progress as the files record it ([`event_time::marks`]), followed.
+#[derive(Default)]
+struct EventTimes {
+    /// What the files recorded at the last read.
+    marks: BTreeMap<String, EventTimeMark>,
+    /// The progress served.
+    now: BTreeMap<String, EventTime>,
+}
+
+impl EventTimes {
+    /// Reads what the files record now (the partitions: those of `bound`).
+    fn read(&mut self, p: &Pipeline, layout: &Layout, bound: &BTreeMap<i32, i64>) -> Result<()> {
+        let parts: Vec<i32> = bound.keys().copied().collect();
+        self.marks = event_time::marks(p, layout, &parts)?;
+        Ok(())
     }
-    let topic = &p.config.kafka.topic;
-    let Some(cp) = checkpoint::load(layout, topic)? else {
-        return Ok(());
-    };
+
+    /// Moves each view's watermark where the marks put it; returns whether one moved. One speed
+    /// layer's checkpoint says its watermark; a consumer group's partitions are followed, an
+    /// idle one left out after its `idle-timeout` (see [`EventTime::follow`]).
+    fn advance(&mut self, p: &Pipeline) -> bool {
+        let now = Instant::now();
+        let mut moved = false;
+        for def in &p.views {
+            let (Some(policy), Some(m)) = (def.watermark(), self.marks.get(&def.name)) else {
+                continue;
+            };
+            let et = self.now.entry(def.name.clone()).or_default();
+            if p.config.speed.consumer_group {
+                moved |= et.follow(m, policy, now);
+            } else if m.watermark != et.watermark {
+                *et = EventTime::resume(m);
+                moved = true;
+            }
+        }
+        moved
+    }
+}
+
+/// Drops the windows beyond each view's retention, cut where its watermark puts it (the batch
+/// layer cuts at the files' watermark too, never ahead of this one).
+fn expire(p: &Pipeline, views: &[Arc<ServedView>], times: &BTreeMap<String, EventTime>) {
     for v in views {
-        if let Some(h) = cp.watermark(&v.def.name).and_then(|wm| v.def.horizon(wm)) {
-            v.expire(h, topic);
+        let wm = times.get(&v.def.name).and_then(|e| e.watermark);
+        if let Some(h) = wm.and_then(|wm| v.def.horizon(wm)) {
+            v.expire(h, &p.config.kafka.topic);
         }
     }
-    Ok(())
 }
 
 fn build(
@@ -123,6 +161,8 @@ struct Follower {
     runs: Vec<Option<String>>,
     /// Where the speed part of every table stops.
     bound: BTreeMap<i32, i64>,
+    /// The views' event-time progress.
+    times: EventTimes,
 }
 
 impl Follower {
@@ -136,8 +176,17 @@ impl Follower {
             .collect();
         let bound = speed_bound(&self.p, &self.layout)?;
         if runs == self.runs && bound == self.bound {
-            return Ok(None);
+            // Nothing new; a watermark may still move (a partition gone idle).
+            let moved = self.times.advance(&self.p);
+            if moved {
+                expire(&self.p, views, &self.times.now);
+            }
+            return Ok(moved.then(|| views.to_vec()));
         }
+        if bound != self.bound {
+            self.times.read(&self.p, &self.layout, &bound)?;
+        }
+        self.times.advance(&self.p);
         // A new batch view: rebuild that view's table. The others take the new segments.
         let swap: Vec<usize> = (0..runs.len())
             .filter(|&i| runs[i] != self.runs[i])
@@ -180,7 +229,7 @@ impl Follower {
         }
         self.runs = runs;
         self.bound = bound;
-        expire(&self.p, &self.layout, &out)?;
+        expire(&self.p, &out, &self.times.now);
         Ok(Some(out))
     }
 }
@@ -225,7 +274,7 @@ pub fn follow_files(
     tasks: &Supervisor,
 ) -> Result<watch::Receiver<Arc<ServingState>>> {
     let layout = p.layout();
-    let follower = Follower {
+    let mut follower = Follower {
         p: Arc::clone(p),
         layout: layout.clone(),
         runs: p
@@ -234,6 +283,7 @@ pub fn follow_files(
             .map(|d| batch_view::published_run(&layout, d))
             .collect(),
         bound: speed_bound(p, &layout)?,
+        times: EventTimes::default(),
     };
     let views = build(
         p,
@@ -241,9 +291,13 @@ pub fn follow_files(
         &(0..p.views.len()).collect::<Vec<_>>(),
         &follower.bound,
     )?;
+    follower.times.read(p, &layout, &follower.bound)?;
+    follower.times.advance(p);
+    expire(p, &views, &follower.times.now);
     let (tx, rx) = watch::channel(Arc::new(ServingState {
         version: 1,
         views,
+        event_time: follower.times.now.clone(),
         ..Default::default()
     }));
     tasks.spawn("file follower", follower.follow(tx, tasks.stopping()));
@@ -295,6 +349,7 @@ impl Follower {
                     let st = ServingState {
                         version,
                         views,
+                        event_time: self.times.now.clone(),
                         ..Default::default()
                     };
                     tx.send_replace(Arc::new(st));

@@ -51,15 +51,16 @@ async fn describe(p: &Pipeline) -> Result<Value> {
     let parts: Vec<i32> = g.partitions.keys().copied().collect();
     let dir = p.layout().master_dir();
     let topic = k.topic.clone();
-    let table = tokio::task::spawn_blocking(move || delta::partition_txns(&dir, &topic, &parts))
-        .await
-        .map_err(|e| crate::error::Error::task("read the master dataset", e))??;
+    let table =
+        tokio::task::spawn_blocking(move || delta::partition_txns(&dir, &topic, &parts, &[]))
+            .await
+            .map_err(|e| crate::error::Error::task("read the master dataset", e))??;
     let partitions: serde_json::Map<String, Value> = g
         .partitions
         .iter()
         .map(|(part, lag)| {
             let owner = g.members.iter().find(|m| m.partitions.contains(part));
-            let t = table.get(part).copied().unwrap_or_default();
+            let t = table.get(part).cloned().unwrap_or_default();
             let v = json!({
                 "owner": owner.map(|m| &m.client_id),
                 "committed": lag.committed,

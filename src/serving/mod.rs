@@ -37,7 +37,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::error::Result;
-use crate::speed::Snapshot;
+use crate::speed::{EventTime, Snapshot};
 use crate::storage::{self, Layout};
 use crate::view::{ViewDef, ViewState};
 pub use files::{from_files, serve_files, serve_once};
@@ -76,6 +76,9 @@ pub struct ServingState {
     pub batch: BatchStatus,
     /// True in `lambdaflow run` (live speed state); false when serving from the files.
     pub live: bool,
+    /// Serving from the files (`serve`, and `run` in a consumer group): each view's event-time
+    /// progress as they record it (`run` alone has the live speed layer's, in `speed`).
+    pub event_time: BTreeMap<String, EventTime>,
 }
 
 /// Merges the layers' states of one view: `batch ⊕ speed`.
@@ -112,7 +115,8 @@ pub struct Freshness {
     pub speed_offsets: BTreeMap<i32, i64>,
     /// Events the speed part holds, over all partitions (offsets covered after the batch).
     pub speed_events_after_batch: i64,
-    /// A view with a watermark: the watermark (RFC 3339) as the live speed layer has it.
+    /// A view with a watermark: the watermark (RFC 3339) as the live speed layer has it, or
+    /// as the files record it when serving from them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<String>,
 }
@@ -361,7 +365,7 @@ pub fn freshness(t: &ServingTable, topic: &str) -> Freshness {
 }
 
 impl ServingState {
-    /// [`freshness`] of view `v`, with its watermark when the live speed layer has one.
+    /// [`freshness`] of view `v`, with its watermark when it has one.
     pub fn freshness_of(&self, v: &ServedView, t: &ServingTable, topic: &str) -> Freshness {
         let mut f = freshness(t, topic);
         f.watermark = self.watermark_of(v).and_then(crate::speed::rfc3339);
@@ -373,11 +377,19 @@ impl ServingState {
         v.def.horizon(self.watermark_of(v)?)
     }
 
-    /// View `v`'s watermark (µs), when it has one and the live speed layer has seen events.
+    /// Each view's event-time progress: the live speed layer's, or the files' (see
+    /// [`Self::event_time`]).
+    pub fn event_times(&self) -> &BTreeMap<String, EventTime> {
+        match &self.speed {
+            Some(s) => &s.event_time,
+            None => &self.event_time,
+        }
+    }
+
+    /// View `v`'s watermark (µs), when it has one and its events have been seen.
     pub fn watermark_of(&self, v: &ServedView) -> Option<i64> {
-        self.speed
-            .as_ref()
-            .and_then(|s| s.event_time.get(&v.def.name))
+        self.event_times()
+            .get(&v.def.name)
             .and_then(|e| e.watermark)
     }
 }

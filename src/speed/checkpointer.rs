@@ -315,6 +315,11 @@ fn write(
             to,
             segment,
             fence,
+            event_times: cp
+                .views
+                .iter()
+                .filter_map(|(v, c)| Some((v.clone(), *c.event_time.as_ref()?.latest.get(&part)?)))
+                .collect(),
         });
     }
     if owners.is_none() {

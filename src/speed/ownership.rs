@@ -104,6 +104,12 @@ impl SpeedLayer {
                 bound.insert(part, o);
             }
             self.checkpointer.own(part, c.epoch);
+            // The watermark goes on from the latest event time the earlier owners archived.
+            let now = std::time::Instant::now();
+            for def in self.p.views.iter().filter(|d| d.watermark().is_some()) {
+                let et = self.snap.event_time.entry(def.name.clone()).or_default();
+                et.claim(part, c.event_times.get(&def.name).copied(), now);
+            }
         }
         let todo: Vec<(usize, BTreeMap<i32, i64>)> = self
             .views
@@ -146,6 +152,9 @@ impl SpeedLayer {
             v.parts.remove(&part);
         }
         self.snap.offsets.remove(&part);
+        for et in self.snap.event_time.values_mut() {
+            et.forget(part);
+        }
         self.checkpointer.forget(part);
     }
 }

@@ -188,6 +188,43 @@ impl EventTime {
         }
     }
 
+    /// A partition claimed in a consumer group, going on from `latest`, the latest event time
+    /// its earlier owners archived (it counts as just heard from, as after a restart).
+    pub(crate) fn claim(&mut self, part: i32, latest: Option<i64>, now: Instant) {
+        match latest {
+            Some(t) => {
+                self.latest.insert(part, t);
+                self.heard.insert(part, now);
+            }
+            None => self.forget(part),
+        }
+    }
+
+    /// A partition this instance no longer owns: it stops holding the watermark back here.
+    pub(crate) fn forget(&mut self, part: i32) {
+        self.latest.remove(&part);
+        self.heard.remove(&part);
+    }
+
+    /// Follows what the files record of the partitions' latest times (`serve` replicas): a
+    /// partition counts as heard from when its time moves on, so one that stops moving for
+    /// `idle_timeout` no longer holds the watermark back. Returns whether it moved.
+    pub fn follow(&mut self, m: &EventTimeMark, policy: &WatermarkPolicy, now: Instant) -> bool {
+        for (&p, &t) in &m.latest {
+            if self.latest.get(&p).is_none_or(|&l| t > l) {
+                self.latest.insert(p, t);
+                self.heard.insert(p, now);
+            }
+        }
+        (self.late, self.ahead) = (self.late.max(m.late), self.ahead.max(m.ahead));
+        let mut moved = self.advance(policy, now);
+        if m.watermark > self.watermark {
+            self.watermark = m.watermark;
+            moved = true;
+        }
+        moved
+    }
+
     /// Moves the watermark to where the partitions' latest times put it; returns whether it
     /// moved. When every partition is idle, the most advanced one sets it.
     pub(crate) fn advance(&mut self, policy: &WatermarkPolicy, now: Instant) -> bool {

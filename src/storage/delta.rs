@@ -14,6 +14,12 @@
 //! - otherwise added. A commit racing another that set the same partitions' versions fails
 //!   Delta's conflict check, is re-read, and goes through these checks again.
 //!
+//! For each view with a watermark the same commit sets `lambdaflow/<topic>/<partition>/
+//! event-time/<view>`: the latest event time (µs) of the partition that counts for the view's
+//! watermark, up to the range's end. It is how the watermark outlives the instance that had it:
+//! a consumer-group instance claiming the partition goes on from it, and `serve` replicas
+//! compute the view's watermark from it ([`super::event_time`]).
+//!
 //! delta-rs is async; the archive's callers are synchronous code on blocking threads, so
 //! [`block`] runs a log operation on a small runtime of its own.
 
@@ -45,6 +51,11 @@ pub fn app_id(topic: &str, partition: i32) -> String {
 /// `txn` version is the epoch of the last instance that claimed the partition.
 pub fn owner_id(topic: &str, partition: i32) -> String {
     format!("lambdaflow/{topic}/{partition}/owner")
+}
+
+/// The app id of a topic partition's latest event time for view `view` (see the module docs).
+pub fn event_time_id(topic: &str, partition: i32, view: &str) -> String {
+    format!("lambdaflow/{topic}/{partition}/event-time/{view}")
 }
 
 /// Runs a log operation to completion from synchronous code (see the module docs).
@@ -183,21 +194,25 @@ pub fn snapshot_of(dir: &Path, table: &DeltaTable) -> Result<Snapshot> {
 }
 
 /// What the table records of one partition, from its `txn` versions (`None`: never set).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PartitionTxns {
     /// Where its archive ends.
     pub archived: Option<i64>,
     /// Its owner epoch (consumer group): how many times an instance claimed it.
     pub owner_epoch: Option<i64>,
+    /// Per view asked for, the partition's latest event time (µs; views without one left out).
+    pub event_times: BTreeMap<String, i64>,
 }
 
-/// [`PartitionTxns`] of each of `partitions` of `topic`.
+/// [`PartitionTxns`] of each of `partitions` of `topic`, with the event times of `views`.
 pub fn partition_txns(
     dir: &Path,
     topic: &str,
     partitions: &[i32],
+    views: &[String],
 ) -> Result<BTreeMap<i32, PartitionTxns>> {
     let (d, topic, parts) = (dir.to_path_buf(), topic.to_string(), partitions.to_vec());
+    let views = views.to_vec();
     block(async move {
         let mut out = BTreeMap::new();
         let Some(table) = load(d.clone()).await? else {
@@ -207,17 +222,32 @@ pub fn partition_txns(
             .snapshot()
             .map_err(|e| table_error(&d, "cannot read", e))?;
         for p in parts {
-            let archived = txn_version(&d, &table, state, &app_id(&topic, p)).await?;
-            let owner_epoch = txn_version(&d, &table, state, &owner_id(&topic, p)).await?;
-            out.insert(
-                p,
-                PartitionTxns {
-                    archived,
-                    owner_epoch,
-                },
-            );
+            let t = read_txns(&d, &table, state, &topic, p, &views).await?;
+            out.insert(p, t);
         }
         Ok(out)
+    })
+}
+
+/// [`PartitionTxns`] of partition `p` in `state`.
+async fn read_txns(
+    dir: &Path,
+    table: &DeltaTable,
+    state: &deltalake_core::table::state::DeltaTableState,
+    topic: &str,
+    p: i32,
+    views: &[String],
+) -> Result<PartitionTxns> {
+    let mut event_times = BTreeMap::new();
+    for v in views {
+        if let Some(t) = txn_version(dir, table, state, &event_time_id(topic, p, v)).await? {
+            event_times.insert(v.clone(), t);
+        }
+    }
+    Ok(PartitionTxns {
+        archived: txn_version(dir, table, state, &app_id(topic, p)).await?,
+        owner_epoch: txn_version(dir, table, state, &owner_id(topic, p)).await?,
+        event_times,
     })
 }
 
@@ -317,6 +347,8 @@ pub struct Range {
     pub segment: Option<Segment>,
     /// Who may archive it.
     pub fence: Fence,
+    /// Per view with a watermark, the partition's latest event time (µs) up to `to`.
+    pub event_times: BTreeMap<String, i64>,
 }
 
 /// Who may archive a range, besides the offset check every range gets.
@@ -343,12 +375,14 @@ pub struct Committed {
 }
 
 /// A partition claimed by a consumer-group instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The owner epoch the instance now holds.
     pub epoch: i64,
     /// Where the archive of the partition ends (`None`: nothing archived yet).
     pub archived: Option<i64>,
+    /// Per view with a watermark, the partition's latest event time archived (µs).
+    pub event_times: BTreeMap<String, i64>,
 }
 
 impl From<&Segment> for Range {
@@ -360,6 +394,7 @@ impl From<&Segment> for Range {
             to: s.to,
             segment: Some(s.clone()),
             fence: Fence::None,
+            event_times: BTreeMap::new(),
         }
     }
 }
@@ -406,9 +441,15 @@ impl Writer {
 
     /// Claims `partitions` of `topic` for a consumer-group instance: one commit raises each
     /// one's owner epoch, which fences every earlier owner's later commits (see [`Fence`]).
-    pub fn claim(&mut self, topic: &str, partitions: Vec<i32>) -> Result<BTreeMap<i32, Claim>> {
+    /// `views`: the views whose event times the claims carry.
+    pub fn claim(
+        &mut self,
+        topic: &str,
+        partitions: Vec<i32>,
+        views: Vec<String>,
+    ) -> Result<BTreeMap<i32, Claim>> {
         let topic = topic.to_string();
-        self.with_table(move |dir, table| Box::pin(claim(dir, table, topic, partitions)))
+        self.with_table(move |dir, table| Box::pin(claim(dir, table, topic, partitions, views)))
     }
 
     /// Runs `op` on the table brought up to date (read incrementally since the last call).
@@ -504,6 +545,7 @@ async fn claim(
     table: &mut DeltaTable,
     topic: String,
     partitions: Vec<i32>,
+    views: Vec<String>,
 ) -> Result<BTreeMap<i32, Claim>> {
     for _ in 0..RETRIES {
         let state = table
@@ -513,11 +555,18 @@ async fn claim(
         let mut out = BTreeMap::new();
         let mut txns = BTreeMap::new();
         for &p in &partitions {
-            let owner = owner_id(&topic, p);
-            let epoch = txn_version(dir, table, &state, &owner).await?.unwrap_or(0) + 1;
-            let archived = txn_version(dir, table, &state, &app_id(&topic, p)).await?;
-            txns.insert(owner, epoch);
-            out.insert(p, Claim { epoch, archived });
+            let t = read_txns(dir, table, &state, &topic, p, &views).await?;
+            let epoch = t.owner_epoch.unwrap_or(0) + 1;
+            txns.insert(owner_id(&topic, p), epoch);
+            let (archived, event_times) = (t.archived, t.event_times);
+            out.insert(
+                p,
+                Claim {
+                    epoch,
+                    archived,
+                    event_times,
+                },
+            );
         }
         if txns.is_empty()
             || try_commit(dir, table, state, txns, Vec::new(), 0)
@@ -594,6 +643,12 @@ async fn commit(
             }
             let e = txns.entry(id).or_insert(r.to);
             *e = (*e).max(r.to);
+            for (view, &t) in &r.event_times {
+                let e = txns
+                    .entry(event_time_id(&r.topic, r.partition, view))
+                    .or_insert(t);
+                *e = (*e).max(t);
+            }
             archives = true;
         }
         if !archives {

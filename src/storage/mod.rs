@@ -30,6 +30,7 @@ pub mod checkpoint;
 pub mod compact;
 pub mod dead_letter_ranges;
 pub mod delta;
+pub mod event_time;
 pub mod segments;
 
 pub use batch_view::{Manifest, PublishedBatch};

@@ -694,14 +694,28 @@ mod tests {
             fence: delta::Fence::Owner(e),
             ..range(seg)
         };
-        let first = w.claim("t", vec![0]).unwrap()[&0];
+        let views = || vec!["hourly".to_string()];
+        let first = w.claim("t", vec![0], views()).unwrap()[&0].clone();
         assert_eq!((first.epoch, first.archived), (1, None));
+        assert!(first.event_times.is_empty());
         let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
-        let done = commit_with(&mut w, vec![owned(&a, 1)], 1).unwrap();
+        let with_time = delta::Range {
+            event_times: [("hourly".to_string(), 7_000_000)].into(),
+            ..owned(&a, 1)
+        };
+        let done = commit_with(&mut w, vec![with_time], 1).unwrap();
         assert!(done.version.is_some() && done.fenced.is_empty());
-        // Another instance claims the partition: it starts where the archive ends.
-        let second = writer(&layout, &schema).claim("t", vec![0]).unwrap()[&0];
+        // Another instance claims the partition: it starts where the archive ends, with the
+        // latest event time archived.
+        let second = writer(&layout, &schema)
+            .claim("t", vec![0], views())
+            .unwrap()[&0]
+            .clone();
         assert_eq!((second.epoch, second.archived), (2, Some(10)));
+        assert_eq!(
+            second.event_times,
+            [("hourly".to_string(), 7_000_000)].into()
+        );
         // The first owner's next range is refused, its file deleted, the table unchanged.
         let b = write_pending(&layout, "t", 0, 10, 20, &[test_events(10)]).unwrap();
         let version = committed(&layout).unwrap().version;
@@ -764,6 +778,7 @@ mod tests {
             to: 12,
             segment: None,
             fence: delta::Fence::None,
+            event_times: BTreeMap::new(),
         };
         w.commit(vec![only_bad], 4).unwrap();
         let c = write_pending(&layout, "t", 0, 12, 20, &[test_events(8)]).unwrap();

@@ -214,14 +214,6 @@ impl Metrics {
                     .set(*o);
             }
             catch_up(&self.dead_letters, s.dead_letters);
-            for (view, et) in &s.event_time {
-                let l = ViewLabels { view: view.clone() };
-                if let Some(wm) = et.watermark {
-                    self.watermark.get_or_create(&l).set(wm as f64 / 1e6);
-                }
-                catch_up(&self.late.get_or_create(&l), et.late);
-                catch_up(&self.ahead.get_or_create(&l), et.ahead);
-            }
             *self.microbatch.0.lock().unwrap_or_else(|e| e.into_inner()) = s.microbatch.clone();
             for q in ["0.5", "0.99", "1"] {
                 if let Some(ms) = s.latency.quantile(q.parse().unwrap_or(1.0)) {
@@ -232,6 +224,14 @@ impl Metrics {
             }
             self.kafka_up.set(i64::from(s.brokers.up));
             catch_up(&self.kafka_outages, s.brokers.outages);
+        }
+        for (view, et) in st.event_times() {
+            let l = ViewLabels { view: view.clone() };
+            if let Some(wm) = et.watermark {
+                self.watermark.get_or_create(&l).set(wm as f64 / 1e6);
+            }
+            catch_up(&self.late.get_or_create(&l), et.late);
+            catch_up(&self.ahead.get_or_create(&l), et.ahead);
         }
         catch_up(&self.batch_runs, st.batch.runs);
         catch_up(&self.batch_failures, st.batch.failures);

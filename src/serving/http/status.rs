@@ -95,6 +95,8 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Value> {
         "topic": topic,
         "speed": speed,
         "consumer_group": group,
+        // Serving from the files: the views' event time as they record it.
+        "event_time": (s.speed.is_none() && !s.event_time.is_empty()).then_some(&s.event_time),
         "batch": { "last_run": last_batch, "scheduler": s.batch },
         "events_per_second": rate,
     }))

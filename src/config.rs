@@ -308,6 +308,39 @@ pub fn default_fields() -> Vec<FieldDef> {
     ]
 }
 
+/// `output.dir` as a local directory: a path, or a `file://` URL. Any other URL (`s3://…`) is
+/// refused by name rather than taken for a relative path such as `s3:/bucket`.
+fn local_root(dir: &Path) -> Result<PathBuf> {
+    let Some(text) = dir.to_str() else {
+        return Ok(dir.to_path_buf());
+    };
+    let Some((scheme, _)) = text.split_once("://") else {
+        return Ok(dir.to_path_buf());
+    };
+    let is_scheme = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !is_scheme {
+        return Ok(dir.to_path_buf());
+    }
+    if scheme.eq_ignore_ascii_case("file") {
+        return url::Url::parse(text)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "output.dir `{text}`: not a file URL of an absolute path (file:///var/lib/lambdaflow)"
+                ))
+            });
+    }
+    Err(Error::config(format!(
+        "output.dir `{text}`: `{scheme}://` storage is not supported yet; give a local \
+         directory or a file:// URL"
+    )))
+}
+
 /// Values from command-line flags, each a dotted key (`kafka.topic`) and its value.
 pub type Overrides = Vec<(String, figment::value::Value)>;
 
@@ -337,9 +370,10 @@ impl Config {
         for (k, v) in overrides {
             fig = fig.merge(Serialized::default(k, v));
         }
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .extract()
             .map_err(|e| Error::config(figment_message(e)))?;
+        cfg.output.dir = local_root(&cfg.output.dir)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -480,6 +514,20 @@ mod tests {
         let err = Config::load(Some(&f), &vec![]).unwrap_err().to_string();
         assert!(err.contains("bootstrap-server"), "{err}");
         assert!(err.contains("lf.toml"), "{err}");
+    }
+
+    #[test]
+    fn output_dir_is_a_path_or_a_file_url_and_other_urls_are_refused_by_name() {
+        let dir = |d: &str| Config::load(None, &vec![("output.dir".into(), d.into())]);
+        assert_eq!(dir("out/x").unwrap().output.dir, PathBuf::from("out/x"));
+        assert_eq!(
+            dir("file:///var/lib/lambdaflow").unwrap().output.dir,
+            PathBuf::from("/var/lib/lambdaflow")
+        );
+        let err = dir("s3://bucket/prefix").unwrap_err().to_string();
+        assert!(err.contains("output.dir `s3://bucket/prefix`"), "{err}");
+        assert!(err.contains("`s3://` storage is not supported"), "{err}");
+        assert!(dir("file://relative").is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ duration=${DURATION:-10s}
 subscribers=${SUBSCRIBERS:-1000}
 dir=${BENCH_DIR:-$repo/.cache/bench}
 mkdir -p "$dir"
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+scripts/setup.sh bench
 cargo build --release --quiet
 bin=$CARGO_TARGET_DIR/release/lambdaflow
 

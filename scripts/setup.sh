@@ -8,6 +8,7 @@
 #   scripts/setup.sh test   the same, plus what `scripts/test.sh` drives: Python 3 with venv (Spark
 #                           Connect from the pyspark wheel, schemathesis, duckdb), Node.js with npm
 #                           (playwright-core) and Debian's Chromium (the browser test)
+#   scripts/setup.sh bench  the same as test, plus wrk (the HTTP load of the benchmark scripts)
 #
 # Debian packages come from apt-get (as root, or through sudo); nothing else is downloaded here.
 # On a machine without apt-get it names what is missing and exits 1. Quiet when nothing is
@@ -15,7 +16,7 @@
 set -euo pipefail
 
 what=${1:-demo}
-case "$what" in demo|test) ;; *) echo "usage: scripts/setup.sh demo|test" >&2; exit 2 ;; esac
+case "$what" in demo|test|bench) ;; *) echo "usage: scripts/setup.sh demo|test|bench" >&2; exit 2 ;; esac
 
 log() { echo "setup: $*" >&2; }
 
@@ -36,10 +37,13 @@ command -v protoc >/dev/null || want protobuf-compiler "protoc, for the Spark Co
 command -v java >/dev/null || want openjdk-17-jre-headless "Java, to run Apache Kafka"
 command -v mvn >/dev/null || want maven "Maven, to fetch the Kafka jars from Maven Central"
 command -v curl >/dev/null || want curl "the scripts' readiness checks"
-if [ "$what" = test ]; then
+if [ "$what" != demo ]; then
   python3 -c 'import venv, ensurepip' 2>/dev/null || want python3-venv "venvs for pyspark, schemathesis, duckdb"
   command -v npm >/dev/null || want npm "playwright-core for the browser test"
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || want chromium "the browser test's headless Chromium"
+fi
+if [ "$what" = bench ]; then
+  command -v wrk >/dev/null || want wrk "the HTTP load of the serving benchmarks"
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

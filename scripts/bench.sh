@@ -11,13 +11,15 @@
 #   bench-group.sh     the speed layer as a consumer group: 1-3 instances, partition moves
 #   bench-serving.sh   serving at 10,000 and 1,000,000 keys (requests/s, memory)
 #   bench-isolation.sh what read-committed serving costs in latency
+#   bench-time.sh      windowed views: throughput against the plain view and Spark's window(),
+#                      latency, emit=final, time-range reads, memory under retention
 #
 # ONLY="batch latency" runs a subset. Output goes to the terminal and to .cache/bench/bench.log.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 mkdir -p .cache/bench
-parts=${ONLY:-batch archive latency throughput speed group serving isolation}
+parts=${ONLY:-batch archive latency throughput speed group serving isolation time}
 {
   echo "# scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, commit $(git rev-parse --short HEAD)"
   for part in $parts; do

@@ -6,6 +6,8 @@ events at --rate events/s, plus a probe event (customer `__probe`, amount 1) eve
 --probe-every seconds; polls GET /api/views/<view>?key=__probe every --poll seconds. A probe's
 latency is from the moment its line was written to the producer to the first poll whose
 total includes it: what a client of the API sees. Prints one line of figures (ms).
+With --event-time, every event carries `"ts"`, the moment it is written (RFC 3339), and the
+probe's total is summed over its rows: a windowed view answers one row per window.
 Only the standard library: runs with any python3.
 """
 import argparse
@@ -29,6 +31,7 @@ def main():
     ap.add_argument("--probe-every", type=float, default=0.2)
     ap.add_argument("--poll", type=float, default=0.005)
     ap.add_argument("--keys", type=int, default=10000)
+    ap.add_argument("--event-time", action="store_true", help='give each event a "ts" of now')
     a = ap.parse_args()
 
     url = f"{a.url}/api/views/{a.view}?key=__probe"
@@ -36,7 +39,7 @@ def main():
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 rows = json.load(r).get("rows", [])
-            return int(rows[0][a.value]) if rows else 0
+            return sum(int(r[a.value]) for r in rows)
         except Exception:
             return None
 
@@ -71,11 +74,14 @@ def main():
     i = 0
     while time.monotonic() - start < a.seconds:
         t0 = time.monotonic()
-        lines = [f'{{"customer":"c{(i + j) % a.keys}","amount":1}}\n' for j in range(per_tick)]
+        now = time.time()
+        ts = (',"ts":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+              + f'.{int(now * 1000) % 1000:03d}Z"') if a.event_time else ""
+        lines = [f'{{"customer":"c{(i + j) % a.keys}","amount":1{ts}}}\n' for j in range(per_tick)]
         i += per_tick
         proc.stdin.write("".join(lines).encode())
         if t0 >= next_probe:
-            proc.stdin.write(b'{"customer":"__probe","amount":1}\n')
+            proc.stdin.write(f'{{"customer":"__probe","amount":1{ts}}}\n'.encode())
             proc.stdin.flush()
             sent.append(time.monotonic())
             next_probe += a.probe_every

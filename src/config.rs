@@ -483,6 +483,12 @@ impl Pipeline {
         crate::storage::Layout::new(&self.config.output.dir, self.views.len())
     }
 
+    /// The names of the views with a watermark: those whose event time is followed.
+    pub fn watermarked_views(&self) -> Vec<String> {
+        let views = self.views.iter().filter(|d| d.watermark().is_some());
+        views.map(|d| d.name.clone()).collect()
+    }
+
     /// Finds a view by name.
     pub fn view(&self, name: &str) -> Option<&Arc<ViewDef>> {
         self.views.iter().find(|v| v.name == name)

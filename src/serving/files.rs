@@ -51,9 +51,7 @@ pub fn speed_bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> 
 pub fn from_files(p: &Pipeline, layout: &Layout) -> Result<Vec<Arc<ServedView>>> {
     let bound = speed_bound(p, layout)?;
     let views = build(p, layout, &(0..p.views.len()).collect::<Vec<_>>(), &bound)?;
-    let mut times = EventTimes::default();
-    times.read(p, layout, &bound)?;
-    times.advance(p);
+    let times = EventTimes::load(p, layout, &bound)?;
     expire(p, &views, &times.now);
     Ok(views)
 }
@@ -68,6 +66,14 @@ struct EventTimes {
 }
 
 impl EventTimes {
+    /// What the files record now, followed once.
+    fn load(p: &Pipeline, layout: &Layout, bound: &BTreeMap<i32, i64>) -> Result<Self> {
+        let mut times = EventTimes::default();
+        times.read(p, layout, bound)?;
+        times.advance(p);
+        Ok(times)
+    }
+
     /// Reads what the files record now (the partitions: those of `bound`).
     fn read(&mut self, p: &Pipeline, layout: &Layout, bound: &BTreeMap<i32, i64>) -> Result<()> {
         let parts: Vec<i32> = bound.keys().copied().collect();
@@ -274,7 +280,8 @@ pub fn follow_files(
     tasks: &Supervisor,
 ) -> Result<watch::Receiver<Arc<ServingState>>> {
     let layout = p.layout();
-    let mut follower = Follower {
+    let bound = speed_bound(p, &layout)?;
+    let follower = Follower {
         p: Arc::clone(p),
         layout: layout.clone(),
         runs: p
@@ -282,8 +289,8 @@ pub fn follow_files(
             .iter()
             .map(|d| batch_view::published_run(&layout, d))
             .collect(),
-        bound: speed_bound(p, &layout)?,
-        times: EventTimes::default(),
+        times: EventTimes::load(p, &layout, &bound)?,
+        bound,
     };
     let views = build(
         p,
@@ -291,8 +298,6 @@ pub fn follow_files(
         &(0..p.views.len()).collect::<Vec<_>>(),
         &follower.bound,
     )?;
-    follower.times.read(p, &layout, &follower.bound)?;
-    follower.times.advance(p);
     expire(p, &views, &follower.times.now);
     let (tx, rx) = watch::channel(Arc::new(ServingState {
         version: 1,

@@ -102,8 +102,7 @@ impl Claims {
     /// Claims `parts` and returns the assignment that starts each at its archived end.
     fn claim(&self, parts: Vec<i32>) -> Result<(TopicPartitionList, BTreeMap<i32, Claim>)> {
         let topic = &self.p.config.kafka.topic;
-        let views = self.p.views.iter().filter(|d| d.watermark().is_some());
-        let views = views.map(|d| d.name.clone()).collect();
+        let views = self.p.watermarked_views();
         let claims = lock(&self.writer).claim(topic, parts, views)?;
         let mut tpl = TopicPartitionList::new();
         for (&part, c) in &claims {

@@ -241,7 +241,7 @@ impl EventTime {
         let Some(t) = active.or_else(|| self.latest.values().copied().max()) else {
             return false;
         };
-        let wm = t.saturating_sub(micros(policy.delay));
+        let wm = policy.watermark_at(t);
         let moved = self.watermark.is_none_or(|w| wm > w);
         if moved {
             self.watermark = Some(wm);

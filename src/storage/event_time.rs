@@ -23,12 +23,7 @@ pub fn marks(
     layout: &Layout,
     partitions: &[i32],
 ) -> Result<BTreeMap<String, EventTimeMark>> {
-    let views: Vec<String> = p
-        .views
-        .iter()
-        .filter(|d| d.watermark().is_some())
-        .map(|d| d.name.clone())
-        .collect();
+    let views = p.watermarked_views();
     let topic = &p.config.kafka.topic;
     if views.is_empty() {
         return Ok(BTreeMap::new());
@@ -51,8 +46,7 @@ pub fn marks(
             .iter()
             .filter_map(|(&part, t)| Some((part, *t.event_times.get(&def.name)?)))
             .collect();
-        let delay = i64::try_from(policy.delay.as_micros()).unwrap_or(i64::MAX);
-        let watermark = latest.values().min().map(|t| t.saturating_sub(delay));
+        let watermark = latest.values().min().map(|&t| policy.watermark_at(t));
         let mark = EventTimeMark {
             watermark,
             latest,

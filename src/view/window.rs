@@ -224,6 +224,11 @@ pub struct WatermarkPolicy {
 }
 
 impl WatermarkPolicy {
+    /// The watermark that event time `latest` (µs) puts: `latest` less the delay.
+    pub fn watermark_at(&self, latest: i64) -> i64 {
+        latest.saturating_sub(i64::try_from(self.delay.as_micros()).unwrap_or(i64::MAX))
+    }
+
     /// Where retention cuts at watermark `wm`: windows that end before it are gone.
     pub fn horizon(&self, wm: i64) -> Option<i64> {
         let r = i64::try_from(self.retention?.as_micros()).unwrap_or(i64::MAX);

@@ -13,6 +13,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+. scripts/bench-lib.sh
 n=${EVENTS:-1000000}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
@@ -20,21 +21,6 @@ src=${BENCH_DIR:-$repo/.cache/bench}/events-10000000.json
 [ -f "$src" ] || { echo "run scripts/bench-batch.sh first (it generates $src)" >&2; exit 1; }
 cargo build --release --quiet
 bin=$CARGO_TARGET_DIR/release/lambdaflow
-
-checkpointed() { # FILE N: the checkpoint covers N messages
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-try:
-    cp = json.load(open(sys.argv[1]))
-except Exception:
-    sys.exit(1)
-sys.exit(0 if sum(cp["offsets"].values()) >= int(sys.argv[2]) else 1)
-PY
-}
-
-now() { date +%s.%N; }
-rate() { echo "scale=0; $1 / ($3 - $2)" | bc -l; }
-secs() { echo "scale=2; $2 - $1" | bc -l; }
 
 bench() {
   local work; work=$(mktemp -d)

@@ -288,6 +288,26 @@ impl fmt::Debug for ServingConfig {
 pub struct OutputConfig {
     /// Root of every file lambdaflow writes.
     pub dir: PathBuf,
+    /// The S3 endpoint's settings, over the AWS environment's (an S3-compatible server).
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// `[output.s3]`: what differs from AWS's own S3 for an S3-compatible server. Each one unset
+/// is taken from the AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+/// Credentials are not set here: they come from the environment or the instance's role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct S3Config {
+    /// The endpoint URL (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1`).
+    pub region: Option<String>,
+    /// Whether a plain-HTTP endpoint is allowed (a server on loopback).
+    pub allow_http: Option<bool>,
+    /// Path-style requests (`endpoint/bucket/key`, what most S3-compatible servers want)
+    /// rather than virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: Option<bool>,
 }
 
 /// The seed's schema: `customer` string, `amount` integer.
@@ -308,9 +328,10 @@ pub fn default_fields() -> Vec<FieldDef> {
     ]
 }
 
-/// `output.dir` as a local directory: a path, or a `file://` URL. Any other URL (`s3://…`) is
-/// refused by name rather than taken for a relative path such as `s3:/bucket`.
-fn local_root(dir: &Path) -> Result<PathBuf> {
+/// `output.dir` as lambdaflow keeps it: a local path (a `file://` URL becomes one), or an
+/// `s3://` / `s3a://` URL as given. Any other URL is refused by name rather than taken for a
+/// relative path such as `gs:/bucket`.
+fn output_root(dir: &Path) -> Result<PathBuf> {
     let Some(text) = dir.to_str() else {
         return Ok(dir.to_path_buf());
     };
@@ -335,9 +356,12 @@ fn local_root(dir: &Path) -> Result<PathBuf> {
                 ))
             });
     }
+    if ["s3", "s3a"].iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+        return Ok(dir.to_path_buf());
+    }
     Err(Error::config(format!(
-        "output.dir `{text}`: `{scheme}://` storage is not supported yet; give a local \
-         directory or a file:// URL"
+        "output.dir `{text}`: `{scheme}://` storage is not supported; give a local directory, \
+         a file:// URL or s3://bucket/prefix"
     )))
 }
 
@@ -373,7 +397,7 @@ impl Config {
         let mut cfg: Config = fig
             .extract()
             .map_err(|e| Error::config(figment_message(e)))?;
-        cfg.output.dir = local_root(&cfg.output.dir)?;
+        cfg.output.dir = output_root(&cfg.output.dir)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -451,10 +475,12 @@ impl Config {
             }
             views.push(Arc::new(def));
         }
+        let layout = crate::storage::Layout::open(&self.output, views.len())?;
         Ok(Pipeline {
             config: self,
             schema,
             views,
+            layout,
         })
     }
 }
@@ -475,12 +501,14 @@ pub struct Pipeline {
     pub schema: EventSchema,
     /// The compiled views, in config order.
     pub views: Vec<Arc<ViewDef>>,
+    /// Where its outputs are.
+    layout: crate::storage::Layout,
 }
 
 impl Pipeline {
     /// Where this pipeline's files are: `output.dir`, laid out for its views.
     pub fn layout(&self) -> crate::storage::Layout {
-        crate::storage::Layout::new(&self.config.output.dir, self.views.len())
+        self.layout.clone()
     }
 
     /// The names of the views with a watermark: those whose event time is followed.
@@ -523,16 +551,18 @@ mod tests {
     }
 
     #[test]
-    fn output_dir_is_a_path_or_a_file_url_and_other_urls_are_refused_by_name() {
+    fn output_dir_is_a_path_a_file_url_or_a_bucket_and_other_urls_are_refused_by_name() {
         let dir = |d: &str| Config::load(None, &vec![("output.dir".into(), d.into())]);
         assert_eq!(dir("out/x").unwrap().output.dir, PathBuf::from("out/x"));
         assert_eq!(
             dir("file:///var/lib/lambdaflow").unwrap().output.dir,
             PathBuf::from("/var/lib/lambdaflow")
         );
-        let err = dir("s3://bucket/prefix").unwrap_err().to_string();
-        assert!(err.contains("output.dir `s3://bucket/prefix`"), "{err}");
-        assert!(err.contains("`s3://` storage is not supported"), "{err}");
+        let s3 = dir("s3a://bucket/prefix").unwrap();
+        assert_eq!(s3.output.dir, PathBuf::from("s3a://bucket/prefix"));
+        let err = dir("gs://bucket/prefix").unwrap_err().to_string();
+        assert!(err.contains("output.dir `gs://bucket/prefix`"), "{err}");
+        assert!(err.contains("`gs://` storage is not supported"), "{err}");
         assert!(dir("file://relative").is_err());
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::{oneshot, watch};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::show::{DEFAULT_ROWS, show};
+use crate::storage::Output;
 use crate::{batch, kafka, serving, speed};
 
 /// The seed's three real-time orders.
@@ -40,20 +41,14 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
             .join(", ")
     );
     // The demo starts from a clean slate: no checkpoint, no archive (the whole Delta table).
-    let cp = layout.speed_checkpoint();
-    if cp.exists() {
-        std::fs::remove_file(&cp).map_err(|e| Error::io(&cp, e))?;
-    }
-    let archive = layout.master_dir();
-    if archive.exists() {
-        std::fs::remove_dir_all(&archive).map_err(|e| Error::io(&archive, e))?;
-    }
+    crate::storage::checkpoint::remove(&layout)?;
+    layout.master()?.remove_all()?;
     let run = batch::run(&p, false).await?;
     for (def, _, rows) in &run.views {
         print!("{}", show(rows, DEFAULT_ROWS));
         println!(
             "batch view written to {}",
-            layout.batch_view(&def.name).display()
+            layout.output(Output::BatchView, &def.name)?.shown()
         );
     }
 
@@ -122,7 +117,7 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
         );
         println!(
             "streaming view written to {}",
-            layout.streaming_view(&def.name).display()
+            layout.output(Output::StreamingView, &def.name)?.shown()
         );
     }
 
@@ -134,7 +129,7 @@ pub async fn run(p: Arc<Pipeline>, messages: &[Vec<u8>]) -> Result<()> {
         print!("{}", show(&rows, DEFAULT_ROWS));
         println!(
             "serving view written to {}",
-            layout.serving_view(&def.name).display()
+            layout.output(Output::ServingView, &def.name)?.shown()
         );
     }
 

@@ -12,6 +12,7 @@ use crate::produce::Produced;
 use crate::serving::ServedView;
 use crate::show::{DEFAULT_ROWS, show};
 use crate::speed::Replay;
+use crate::storage::Output;
 use crate::verify::Report;
 
 /// Prints a view's table, headed by its name when the pipeline has several views.
@@ -40,11 +41,17 @@ pub fn batch_run(p: &Pipeline, run: &BatchRun) {
         m.engine
     );
     if !run.published {
-        println!("a view of the past (--as-of): printed, not published");
-    } else if m.bad > 0 {
         println!(
-            "rejected lines: {}/_dead_letter.jsonl",
-            p.config.output.dir.join("batch_view").display()
+            "printed, not published: a view of the past (--as-of), or a later batch run was \
+             published meanwhile"
+        );
+    } else if m.bad > 0
+        && let Some((def, _, _)) = run.views.first()
+        && let Ok(target) = p.layout().output(Output::BatchView, &def.name)
+    {
+        println!(
+            "rejected lines: {}",
+            target.shown_file(run_id, "_dead_letter.jsonl")
         );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lambdaflow::storage::{Layout, segments};
+use lambdaflow::storage::segments;
 
 use crate::util::{self, Env, Spawned, get_json, kill9, rows_of};
 
@@ -80,7 +80,7 @@ fn seed_truth() -> Sent {
 /// per offset of its range (every event sent is good).
 fn assert_exactly_once(env: &Env, ends: &BTreeMap<i32, i64>) {
     let p = env.pipeline();
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let layout = p.layout();
     let segs = segments::committed(&layout).unwrap().segments;
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     for s in &segs {
@@ -95,7 +95,7 @@ fn assert_exactly_once(env: &Env, ends: &BTreeMap<i32, i64>) {
             .iter()
             .map(|b| b.num_rows())
             .sum();
-        assert_eq!(rows as i64, s.to - s.from, "{}: rows", s.path.display());
+        assert_eq!(rows as i64, s.to - s.from, "{}: rows", s.shown().display());
         *at = s.to;
     }
     assert_eq!(&next, ends, "the table ends where the partitions end");
@@ -299,7 +299,15 @@ fn a_consumer_group_of_speed_layers_survives_kills_restarts_and_late_joiners() {
 /// which the other claims and advances; resumed (SIGCONT), nothing it writes counts.
 #[test]
 fn a_suspended_instance_that_comes_back_cannot_write_what_counts() {
-    let env = group_env("zombie");
+    zombie_cannot_write_what_counts(false);
+}
+
+/// The zombie test, with `output.dir` on the test bucket when `on_bucket`.
+pub(crate) fn zombie_cannot_write_what_counts(on_bucket: bool) {
+    let mut env = group_env("zombie");
+    if on_bucket {
+        env = env.on_bucket();
+    }
     env.create_topic(4);
     let z = speed(&env, "zombie");
     let o = speed(&env, "other");
@@ -364,8 +372,7 @@ fn a_suspended_instance_that_comes_back_cannot_write_what_counts() {
         },
         || env.log("zombie"),
     );
-    let p = env.pipeline();
-    let layout = Layout::new(&p.config.output.dir, p.views.len());
+    let layout = env.pipeline().layout();
     util::eventually(
         120,
         || {

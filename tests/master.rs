@@ -10,15 +10,20 @@ use std::time::Duration;
 
 use crate::util::{self, Env, eventually, get_json, map, rows_of, terminate};
 
-const FAST: &str =
+pub(crate) const FAST: &str =
     "[speed]\nmax-batch-rows = 500\nlinger = \"2ms\"\ncheckpoint-interval = \"50ms\"\n";
 
-fn seed_truth() -> BTreeMap<String, i64> {
+pub(crate) fn seed_truth() -> BTreeMap<String, i64> {
     map(&[("Ali", 320), ("Sara", 140), ("Mounir", 150)])
 }
 
 /// Sends events `range` (6 customers) in chunks of `chunk`, adding them to `truth`.
-fn send(env: &Env, range: std::ops::Range<usize>, chunk: usize, truth: &mut BTreeMap<String, i64>) {
+pub(crate) fn send(
+    env: &Env,
+    range: std::ops::Range<usize>,
+    chunk: usize,
+    truth: &mut BTreeMap<String, i64>,
+) {
     let payloads: Vec<Vec<u8>> = range
         .map(|i| {
             let c = ["Ali", "Sara", "Mounir", "d3", "d4", "d5"][i % 6];
@@ -167,13 +172,7 @@ fn the_archive_is_a_delta_table_that_compacts_while_the_speed_layer_appends() {
     );
 
     // Serving and verify are exact over the compacted table; a new batch run too.
-    env.ok(&["serve", "--once"]);
-    assert_eq!(
-        env.view("serving_view.json", "customer", "total_amount"),
-        truth
-    );
-    let out = env.ok(&["verify"]);
-    assert!(out.contains(": 0 difference(s)"), "{out}");
+    env.assert_served_and_verified(&truth);
     env.ok(&["batch"]);
     env.ok(&["serve", "--once"]);
     assert_eq!(

@@ -1,5 +1,5 @@
-//! Integration tests: the `lambdaflow` binary against a real Apache Kafka broker
-//! (`scripts/test.sh` starts one), plus the seeded batch-vs-speed agreement fuzzer.
+//! Integration tests: the `lambdaflow` binary against a real Apache Kafka broker, Spark and S3
+//! server (`scripts/test.sh` starts them), plus the seeded batch-vs-speed agreement fuzzer.
 
 mod util;
 
@@ -11,6 +11,7 @@ mod failover;
 mod group;
 mod lambda;
 mod master;
+mod s3;
 mod spark;
 mod time;
 
@@ -44,10 +45,8 @@ fn seed_flow(env: &Env) -> [std::collections::BTreeMap<String, i64>; 3] {
     ]
 }
 
-#[test]
-fn seed_scenario_end_to_end_through_kafka() {
-    let env = Env::new("seed", "");
-    let [batch, streaming, serving] = seed_flow(&env);
+/// The seed's batch, streaming and serving views, as the workshop prints them.
+fn assert_seed_views([batch, streaming, serving]: [std::collections::BTreeMap<String, i64>; 3]) {
     assert_eq!(batch, map(&[("Ali", 320), ("Sara", 140), ("Mounir", 150)]));
     assert_eq!(
         streaming,
@@ -57,6 +56,12 @@ fn seed_scenario_end_to_end_through_kafka() {
         serving,
         map(&[("Ali", 400), ("Sara", 180), ("Mounir", 350)])
     );
+}
+
+#[test]
+fn seed_scenario_end_to_end_through_kafka() {
+    let env = Env::new("seed", "");
+    assert_seed_views(seed_flow(&env));
     let explained = env.ok(&["serve", "--once", "--explain"]);
     assert!(
         explained.contains("Ali: total_amount = 400 (320 from batch + 80 from speed)"),
@@ -233,11 +238,14 @@ fn produce_events(
     env.send_raw(&msgs);
 }
 
-fn restart_keeps_every_event_once(kill: fn(util::Spawned)) {
-    let env = Env::new(
+fn restart_keeps_every_event_once(kill: fn(util::Spawned), on_bucket: bool) {
+    let mut env = Env::new(
         "restart",
         "[speed]\nmax-batch-rows = 50\nlinger = \"1ms\"\ncheckpoint-interval = \"0s\"\n",
     );
+    if on_bucket {
+        env = env.on_bucket();
+    }
     env.create_topic(3);
     let mut truth = Default::default();
     produce_events(&env, 0, 3000, &mut truth);
@@ -268,12 +276,12 @@ fn restart_keeps_every_event_once(kill: fn(util::Spawned)) {
 
 #[test]
 fn sigterm_and_restart_lose_nothing_and_count_nothing_twice() {
-    restart_keeps_every_event_once(terminate);
+    restart_keeps_every_event_once(terminate, false);
 }
 
 #[test]
 fn kill_9_and_restart_lose_nothing_and_count_nothing_twice() {
-    restart_keeps_every_event_once(util::kill9);
+    restart_keeps_every_event_once(util::kill9, false);
 }
 
 #[test]

@@ -619,7 +619,9 @@ fn a_consumer_groups_watermark_is_in_the_table_for_replicas_and_the_next_owner()
         "{metrics}"
     );
     let p = env.pipeline();
-    let master = Layout::new(&p.config.output.dir, p.views.len()).master_dir();
+    let master = Layout::new(&p.config.output.dir, p.views.len())
+        .master()
+        .unwrap();
     let times = || {
         let t = delta::partition_txns(&master, &p.config.kafka.topic, &[0, 1], &["hourly".into()]);
         let t = t.unwrap();

@@ -7,7 +7,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lambdaflow::config::{Config, Pipeline};
-use lambdaflow::storage::Layout;
 
 /// The broker under test (`LAMBDAFLOW_TEST_BOOTSTRAP`, default 127.0.0.1:9092).
 pub fn bootstrap() -> String {
@@ -66,6 +65,23 @@ impl Env {
                 "[batch]\nengine = \"spark\"\nspark-remote = \"{}\"\n",
                 spark_remote()
             ),
+            1,
+        );
+        std::fs::write(path, cfg).unwrap();
+        self
+    }
+
+    /// Moves `output.dir` onto the test S3 server's bucket (`scripts/s3.sh`, which
+    /// `scripts/test.sh` starts): a prefix of its own.
+    pub fn on_bucket(self) -> Env {
+        let bucket = std::env::var("S3_BUCKET").expect(
+            "no S3 server: run the tests with scripts/test.sh (it starts one with scripts/s3.sh)",
+        );
+        let path = self.path("lambdaflow.toml");
+        let output = format!("dir = \"{}\"\n", self.path("output").display());
+        let cfg = std::fs::read_to_string(&path).unwrap().replacen(
+            &output,
+            &format!("dir = \"s3://{bucket}/tests/{}\"\n", self.topic),
             1,
         );
         std::fs::write(path, cfg).unwrap();
@@ -153,8 +169,7 @@ impl Env {
     /// Total messages the speed layer's checkpoint covers (sum of next offsets).
     pub fn checkpointed(&self) -> i64 {
         let p = self.pipeline();
-        let layout = Layout::new(&p.config.output.dir, p.views.len());
-        match lambdaflow::storage::checkpoint::load(&layout, &p.config.kafka.topic) {
+        match lambdaflow::storage::checkpoint::load(&p.layout(), &p.config.kafka.topic) {
             Ok(Some(c)) => c.offsets.values().sum(),
             _ => 0,
         }
@@ -173,9 +188,35 @@ impl Env {
         }
     }
 
-    /// The rows of a published Spark-style JSON view directory, keyed by `key`.
+    /// The rows of a published Spark-style JSON view directory (`batch_view`,
+    /// `streaming_view`, `serving_view.json`), keyed by `key`, wherever `output.dir` is.
     pub fn view(&self, rel: &str, key: &str, value: &str) -> BTreeMap<String, i64> {
-        read_view(&self.path("output").join(rel), key, value)
+        use lambdaflow::storage::{Output, part_name};
+        let p = self.pipeline();
+        let Some(local) = p.layout().local_dir() else {
+            let o = match rel {
+                "batch_view" => Output::BatchView,
+                "streaming_view" => Output::StreamingView,
+                "serving_view.json" => Output::ServingView,
+                other => panic!("{other}: not a view directory"),
+            };
+            let target = p.layout().output(o, &p.views[0].name).unwrap();
+            let v = target.current().unwrap().expect("a published version");
+            let (_, bytes) = v.read(&part_name(&v.id().unwrap())).unwrap();
+            return rows(std::str::from_utf8(&bytes).unwrap(), key, value);
+        };
+        read_view(&local.join(rel), key, value)
+    }
+
+    /// `serve --once` writes `truth` as the serving view, and `verify` finds no difference.
+    pub fn assert_served_and_verified(&self, truth: &BTreeMap<String, i64>) {
+        self.ok(&["serve", "--once"]);
+        assert_eq!(
+            &self.view("serving_view.json", "customer", "total_amount"),
+            truth
+        );
+        let out = self.ok(&["verify"]);
+        assert!(out.contains(": 0 difference(s)"), "{out}");
     }
 
     /// Sends raw payloads to the topic.
@@ -224,15 +265,22 @@ pub fn read_view(dir: &Path, key: &str, value: &str) -> BTreeMap<String, i64> {
         if !name.starts_with("part-") {
             continue;
         }
-        for line in std::fs::read_to_string(&p).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            out.insert(
-                v[key].as_str().unwrap().to_string(),
-                v[value].as_i64().unwrap(),
-            );
-        }
+        out.extend(rows(&std::fs::read_to_string(&p).unwrap(), key, value));
     }
     out
+}
+
+/// JSON lines as `key` → `value`.
+fn rows(text: &str, key: &str, value: &str) -> BTreeMap<String, i64> {
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                v[key].as_str().unwrap().to_string(),
+                v[value].as_i64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 pub fn stdout(o: &Output) -> String {

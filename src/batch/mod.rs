@@ -118,15 +118,15 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
         // An archive written before the Delta log existed (or a crash's leftovers) enters it.
         master::catch_up(&layout, &p.schema)?
     } else {
-        delta::snapshot(&layout.master_dir(), as_of)?
+        delta::snapshot(&layout.master()?, as_of)?
     };
     let offsets = table.offsets();
     let segments: Vec<Segment> = table.segments;
     let total: u64 = files
         .iter()
-        .chain(segments.iter().map(|s| &s.path))
         .filter_map(|f| f.metadata().ok())
         .map(|m| m.len())
+        .chain(segments.iter().map(|s| s.size))
         .sum();
     info!(
         files = files.len(),
@@ -221,13 +221,14 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
         duration_ms: started.elapsed().as_millis() as u64,
     };
     let bad_lines = storage::json_lines_values(&bad);
+    let mut published = latest;
     for (def, state, out) in views.iter().filter(|_| latest) {
         let m = Manifest {
             view: def.name.clone(),
             sql: def.sql.clone(),
             ..manifest.clone()
         };
-        batch_view::publish(
+        let current = batch_view::publish(
             &layout,
             def,
             &run_id,
@@ -237,13 +238,17 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
             &m,
             &bad_lines,
         )?;
+        if !current {
+            tracing::warn!(view = %def.name, run_id = %run_id, "batch layer: a later batch run published this view meanwhile; it stays in service");
+            published = false;
+        }
     }
-    info!(run_id = %run_id, rows, bad = manifest.bad, segments = manifest.segments, offsets = ?manifest.offsets, ms = manifest.duration_ms, published = latest, "batch layer: views computed");
+    info!(run_id = %run_id, rows, bad = manifest.bad, segments = manifest.segments, offsets = ?manifest.offsets, ms = manifest.duration_ms, published, "batch layer: views computed");
     Ok(BatchRun {
         run_id,
         views,
         manifest,
-        published: latest,
+        published,
     })
 }
 

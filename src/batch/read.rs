@@ -202,10 +202,7 @@ fn fold_segments(
 
 /// `segments` cut into at most `n` contiguous runs of about the same size on disk.
 fn contiguous_runs(segments: &[Segment], n: usize) -> Vec<&[Segment]> {
-    let sizes: Vec<u64> = segments
-        .iter()
-        .map(|s| s.path.metadata().map_or(1, |m| m.len().max(1)))
-        .collect();
+    let sizes: Vec<u64> = segments.iter().map(|s| s.size.max(1)).collect();
     let total: u64 = sizes.iter().sum();
     let mut runs = Vec::new();
     let (mut start, mut acc) = (0, 0);
@@ -250,7 +247,7 @@ fn fold_segment(
             }
         }
     }
-    progress.inc(seg.path.metadata().map_or(0, |m| m.len()));
+    progress.inc(seg.size);
     Ok(rows)
 }
 
@@ -267,13 +264,17 @@ mod tests {
 
     #[test]
     fn segments_are_cut_into_contiguous_runs_covering_them_all() {
+        let table = crate::storage::Store::local("/nonexistent").unwrap();
         let segs: Vec<Segment> = (0..7)
             .map(|i| Segment {
                 topic: "t".into(),
                 partition: 0,
                 from: i * 10,
                 to: i * 10 + 10,
-                path: PathBuf::from(format!("/nonexistent/{i}")),
+                table: table.clone(),
+                key: format!("topic=t/partition=0/offsets={i}"),
+                size: 100,
+                modified_ms: 0,
                 committed: true,
             })
             .collect();

@@ -31,9 +31,7 @@ pub fn speed_bound(p: &Pipeline, layout: &Layout) -> Result<BTreeMap<i32, i64>> 
     };
     let with_dead_letters = dead_letter_ranges::partitions(layout, topic)?;
     if !with_dead_letters.is_empty() {
-        for (part, t) in
-            delta::partition_txns(&layout.master_dir(), topic, &with_dead_letters, &[])?
-        {
+        for (part, t) in delta::partition_txns(&layout.master()?, topic, &with_dead_letters, &[])? {
             if let Some(o) = t.archived {
                 raise(part, o);
             }
@@ -179,7 +177,7 @@ impl Follower {
             .views
             .iter()
             .map(|d| batch_view::published_run(&self.layout, d))
-            .collect();
+            .collect::<Result<_>>()?;
         let bound = speed_bound(&self.p, &self.layout)?;
         if runs == self.runs && bound == self.bound {
             // Nothing new; a watermark may still move (a partition gone idle).
@@ -288,7 +286,7 @@ pub fn follow_files(
             .views
             .iter()
             .map(|d| batch_view::published_run(&layout, d))
-            .collect(),
+            .collect::<Result<_>>()?,
         times: EventTimes::load(p, &layout, &bound)?,
         bound,
     };

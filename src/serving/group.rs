@@ -49,7 +49,7 @@ async fn describe(p: &Pipeline) -> Result<Value> {
     let k = &p.config.kafka;
     let g = group::describe(k, &k.group_id).await?;
     let parts: Vec<i32> = g.partitions.keys().copied().collect();
-    let dir = p.layout().master_dir();
+    let dir = p.layout().master()?;
     let topic = k.topic.clone();
     let table =
         tokio::task::spawn_blocking(move || delta::partition_txns(&dir, &topic, &parts, &[]))

@@ -436,22 +436,22 @@ fn change_event(t: &ServingTable, change: &Change, topic: &str) -> Option<Change
 
 /// Publishes the final view the way the seed's `serving_view.write.json(..)` does.
 pub fn write_serving_view(layout: &Layout, def: &ViewDef, rows: &RecordBatch) -> Result<()> {
-    let version = storage::new_version();
-    storage::publish_dir(&layout.serving_view(&def.name), &version, 2, |dir| {
-        storage::write_part(dir, &version, rows)
-    })?;
-    Ok(())
+    let part = storage::json_lines(std::slice::from_ref(rows))?;
+    publish_serving(layout, &def.name, part)
 }
 
 /// Publishes a served view's rows (already JSON) as `serving_view.json/`.
 pub fn write_served(layout: &Layout, v: &ServedView) -> Result<()> {
-    let version = storage::new_version();
     let text = v.read().all_rows_json();
-    storage::publish_dir(&layout.serving_view(&v.def.name), &version, 2, |dir| {
-        let path = dir.join(format!("part-00000-{version}.json"));
-        std::fs::write(&path, &text).map_err(|e| crate::Error::io(&path, e))
-    })?;
-    Ok(())
+    publish_serving(layout, &v.def.name, text)
+}
+
+fn publish_serving(layout: &Layout, view: &str, part: Vec<u8>) -> Result<()> {
+    let version = storage::new_version();
+    layout
+        .output(storage::Output::ServingView, view)?
+        .publish(&version, 2, vec![(storage::part_name(&version), part)])
+        .map(drop)
 }
 
 /// The HTTP API's listener on `addr` (`serving.listen`), or an error that names the address and

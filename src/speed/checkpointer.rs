@@ -28,7 +28,7 @@ use super::stats::EventTime;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::storage::checkpoint::{self, Checkpoint, CheckpointView};
-use crate::storage::{self, DeadLetterFile, Layout, dead_letter_ranges, delta, segments};
+use crate::storage::{self, DeadLetterFile, Layout, Output, dead_letter_ranges, delta, segments};
 
 /// Above this many speed-state groups the streaming view is rewritten at most every
 /// [`LARGE_VIEW_INTERVAL`] instead of at every checkpoint: finalizing it costs the state's size.
@@ -81,7 +81,7 @@ impl Checkpointer {
             committed: BTreeMap::new(),
             last: Instant::now(),
             last_view: None,
-            table: Some(segments::writer(&layout, &p.schema)),
+            table: None,
             p,
             layout,
         }
@@ -208,13 +208,20 @@ impl Checkpointer {
         let (p, layout) = (Arc::clone(&self.p), self.layout.clone());
         let pending = std::mem::take(&mut self.pending);
         let offsets = cp.offsets.clone();
-        let mut table = self
-            .table
-            .take()
-            .unwrap_or_else(|| segments::writer(&layout, &p.schema));
+        let mut table = match self.table.take() {
+            Some(t) => t,
+            None => segments::writer(&layout, &p.schema)?,
+        };
         let owners = self.owners.clone();
         let task = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let done = write(&p, &layout, &mut table, &cp, pending, view, owners.as_ref());
+            // What a checkpoint costs where the outputs are (a disk, a bucket).
+            tracing::debug!(
+                batch_id = cp.batch_id,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "speed layer: checkpoint written"
+            );
             (done, table)
         });
         self.writing = Some((task, offsets));
@@ -329,17 +336,20 @@ fn write(
     if !ranges.is_empty() {
         fenced = segments::commit_with(table, ranges, cp.batch_id)?.fenced;
     }
-    for (part, f) in dead_files {
+    for (part, key) in dead_files {
         if fenced.iter().any(|&(p, _)| p == part) {
-            segments::remove_if_there(&f)?;
+            layout.dead_letter_ranges()?.delete(&key)?;
         }
     }
     if let Some(rows) = view {
         let version = storage::new_version();
         for (def, rows) in p.views.iter().zip(rows) {
-            storage::publish_dir(&layout.streaming_view(&def.name), &version, 2, |dir| {
-                storage::write_part(dir, &version, &rows)
-            })?;
+            let part = storage::json_lines(std::slice::from_ref(&rows))?;
+            layout.output(Output::StreamingView, &def.name)?.publish(
+                &version,
+                2,
+                vec![(storage::part_name(&version), part)],
+            )?;
         }
     }
     Ok(fenced)

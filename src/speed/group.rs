@@ -61,16 +61,16 @@ pub(super) struct Claims {
 }
 
 impl Claims {
-    pub fn new(p: Arc<Pipeline>) -> Arc<Self> {
-        let writer = segments::writer(&p.layout(), &p.schema);
-        Arc::new(Claims {
+    pub fn new(p: Arc<Pipeline>) -> Result<Arc<Self>> {
+        let writer = segments::writer(&p.layout(), &p.schema)?;
+        Ok(Arc::new(Claims {
             p,
             writer: Mutex::new(writer),
             changes: Mutex::new(Vec::new()),
             changed: tokio::sync::Notify::new(),
             closing: Default::default(),
             held: Mutex::new(Vec::new()),
-        })
+        }))
     }
 
     /// The changes since the last call, in order.

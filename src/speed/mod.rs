@@ -252,7 +252,8 @@ impl SpeedLayer {
         let group = cfg
             .speed
             .consumer_group
-            .then(|| Claims::new(Arc::clone(&p)));
+            .then(|| Claims::new(Arc::clone(&p)))
+            .transpose()?;
         let (cp, offsets) = match group {
             Some(_) => (None, BTreeMap::new()),
             None => recovery::resume_positions(&layout, &p.schema, &topic)?,
@@ -272,12 +273,14 @@ impl SpeedLayer {
         let mut views = vec![SpeedView::default(); p.views.len()];
         let mut handoff = Handoff::new(p.views.len());
         handoff.sync(&p, &layout, &mut views, &snap.offsets, true)?;
-        let dlq = match group {
-            Some(_) => None,
-            None => Some(DeadLetterFile::open(
-                &layout.dead_letter(),
+        // In a consumer group, and on an object store (no appends), dead letters are kept per
+        // archived range instead (see `storage::dead_letter_ranges`).
+        let dlq = match (&group, layout.dead_letter()) {
+            (None, Some(path)) => Some(DeadLetterFile::open(
+                &path,
                 Some(cp.as_ref().map_or(0, |c| c.dead_letter_len)),
             )?),
+            _ => None,
         };
         snap.dead_letters = dlq.as_ref().map_or(0, DeadLetterFile::count);
         let consumer = source::consumer(&p, &[("group.id", &cfg.kafka.group_id)], group.clone())?;

@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::error::Result;
 use crate::event::EventSchema;
 use crate::storage::checkpoint::{self, Checkpoint};
-use crate::storage::{Layout, segments};
+use crate::storage::{Layout, dead_letter_ranges, segments};
 
 /// The checkpoint (if any) and the next offset to read per partition.
 pub(super) fn resume_positions(
@@ -30,6 +30,14 @@ pub(super) fn resume_positions(
                 "the checkpoint is behind the archived segments (lost or restored?): resuming after the archive"
             );
             offsets.insert(part, end);
+        }
+    }
+    // Dead letters kept per range (on an object store): those past the resume point are about
+    // to be consumed, and kept, again.
+    if layout.dead_letter().is_none() {
+        for part in dead_letter_ranges::partitions(layout, topic)? {
+            let from = offsets.get(&part).copied().unwrap_or(0);
+            dead_letter_ranges::remove_uncommitted(layout, topic, part, from)?;
         }
     }
     Ok((cp, offsets))
@@ -107,7 +115,7 @@ mod tests {
         let (_, offsets) = resume_positions(&layout, &schema(), "t").unwrap();
         assert_eq!(offsets, BTreeMap::from([(0, 25), (1, 7)]));
         // No checkpoint at all: the archive alone says where to go on.
-        std::fs::remove_file(layout.speed_checkpoint()).unwrap();
+        crate::storage::checkpoint::remove(&layout).unwrap();
         let (cp, offsets) = resume_positions(&layout, &schema(), "t").unwrap();
         assert!(cp.is_none());
         assert_eq!(offsets, BTreeMap::from([(0, 25), (1, 7)]));

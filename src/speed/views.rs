@@ -67,7 +67,7 @@ impl Handoff {
         p.views
             .iter()
             .zip(&self.seen)
-            .any(|(d, s)| batch_view::published_run(layout, d) != *s)
+            .any(|(d, s)| batch_view::published_run(layout, d).ok().as_ref() != Some(s))
     }
 
     /// Aligns each view with the batch view in service: when another run was published since
@@ -85,7 +85,7 @@ impl Handoff {
         let mut todo = Vec::new();
         let mut changed = false;
         for (i, def) in p.views.iter().enumerate() {
-            let current = batch_view::published_run(layout, def);
+            let current = batch_view::published_run(layout, def)?;
             if current == self.seen[i] && !force {
                 continue;
             }

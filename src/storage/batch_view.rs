@@ -1,7 +1,8 @@
-//! The batch view on disk: what a batch run publishes and every other layer reads.
+//! The batch view: what a batch run publishes and every other layer reads.
 //!
 //! ```text
-//! output/batch_view -> .batch_view.d/<run>/      swapped atomically per run (see `publish_dir`)
+//! output/batch_view -> .batch_view.d/<run>/      made current at once per run (see `publication`;
+//!                                                on an object store, `.batch_view.d/_published/`)
 //!     part-00000-<run>.json  _SUCCESS            the final rows, as Spark writes JSON
 //!     _state.json                                the view's mergeable state (state schema)
 //!     _manifest.json                             what the run read, down to the offsets
@@ -14,8 +15,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{Layout, segments};
-use crate::error::{Error, IoContext, Result};
+use super::{Layout, Output, segments};
+use crate::error::{Error, Result};
 use crate::view::{ViewDef, ViewState};
 
 /// One dataset file, as read by a batch run.
@@ -82,40 +83,41 @@ pub struct PublishedBatch {
     pub state: ViewState,
 }
 
-/// The id of the batch run in service for `def` (cheap: reads a symlink).
-pub fn published_run(layout: &Layout, def: &ViewDef) -> Option<String> {
-    super::published(&layout.batch_view(&def.name))
-        .and_then(|d| d.file_name()?.to_str().map(String::from))
+/// The id of the batch run in service for `def` (cheap: a readlink, or on an object store one
+/// short listing and one read).
+pub fn published_run(layout: &Layout, def: &ViewDef) -> Result<Option<String>> {
+    let current = layout.output(Output::BatchView, &def.name)?.current()?;
+    Ok(current.and_then(|v| v.id()))
 }
 
 /// Loads the batch view in service for `def`, if any run was published.
 pub fn load_published(layout: &Layout, def: &ViewDef) -> Result<Option<PublishedBatch>> {
-    let Some(dir) = super::published(&layout.batch_view(&def.name)) else {
+    let Some(version) = layout.output(Output::BatchView, &def.name)?.current()? else {
         return Ok(None);
     };
-    let mpath = dir.join("_manifest.json");
-    let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(&mpath).at(&mpath)?).map_err(|e| {
-            Error::damaged(
-                &mpath,
-                "batch view manifest",
-                "run `lambdaflow batch` again to publish a new batch view",
-                e,
-            )
-        })?;
+    let read = |name: &str| version.read(name);
+    let (mpath, mbytes) = read("_manifest.json")?;
+    let manifest: Manifest = serde_json::from_slice(&mbytes).map_err(|e| {
+        Error::damaged(
+            &mpath,
+            "batch view manifest",
+            "run `lambdaflow batch` again to publish a new batch view",
+            e,
+        )
+    })?;
     if manifest.sql != def.sql {
         warn!(view = %def.name, "the batch view in service was computed with other SQL; run `lambdaflow batch` again");
         return Ok(None);
     }
-    let spath = dir.join("_state.json");
-    let bytes = std::fs::read(&spath).at(&spath)?;
+    let (_, bytes) = read("_state.json")?;
     let mut state = def.new_state();
     state.merge_state_batch(def, &super::read_json_lines(&bytes, def.state_schema())?)?;
     Ok(Some(PublishedBatch { manifest, state }))
 }
 
 /// Publishes one view of a batch run atomically: rows, state, manifest and rejected lines in
-/// a fresh directory swapped in by renaming the `batch_view` link; keeps `keep` runs.
+/// a fresh directory made current at once (see [`super::publication`]); keeps `keep` runs. Returns
+/// false when, on an object store, a later run was published meanwhile and stays current.
 #[allow(clippy::too_many_arguments)]
 pub fn publish(
     layout: &Layout,
@@ -126,14 +128,21 @@ pub fn publish(
     state: &ViewState,
     manifest: &Manifest,
     bad_lines: &[u8],
-) -> Result<()> {
-    super::publish_dir(&layout.batch_view(&def.name), run_id, keep, |dir| {
-        super::write_part(dir, run_id, rows)?;
-        let st = state.to_state_batch(def)?;
-        std::fs::write(dir.join("_state.json"), super::json_lines(&[st])?).at(dir)?;
-        std::fs::write(dir.join("_dead_letter.jsonl"), bad_lines).at(dir)?;
-        let mj = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        std::fs::write(dir.join("_manifest.json"), mj).at(dir)
-    })?;
-    Ok(())
+) -> Result<bool> {
+    let st = state.to_state_batch(def)?;
+    let files = vec![
+        (
+            super::part_name(run_id),
+            super::json_lines(std::slice::from_ref(rows))?,
+        ),
+        ("_state.json".to_string(), super::json_lines(&[st])?),
+        ("_dead_letter.jsonl".to_string(), bad_lines.to_vec()),
+        (
+            "_manifest.json".to_string(),
+            serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?,
+        ),
+    ];
+    layout
+        .output(Output::BatchView, &def.name)?
+        .publish(run_id, keep, files)
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Layout;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// The checkpoint as written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -66,19 +66,29 @@ impl Checkpoint {
     }
 }
 
-/// Writes the checkpoint atomically (temporary file, fsync, rename).
+/// Writes the checkpoint atomically (on a disk: temporary file, fsync, rename; on S3: a PUT).
 pub fn write(layout: &Layout, cp: &Checkpoint) -> Result<()> {
     let bytes = serde_json::to_vec(cp).map_err(|e| Error::Internal(e.to_string()))?;
-    super::write_atomic(&layout.speed_checkpoint(), &bytes)
+    let (store, key) = layout.speed_checkpoint()?;
+    store.put(key, bytes)
+}
+
+/// Deletes the checkpoint (the speed layer then starts over from the archive's end).
+pub fn remove(layout: &Layout) -> Result<()> {
+    let (store, key) = layout.speed_checkpoint()?;
+    store.delete(key)
 }
 
 /// Reads the checkpoint for `topic` (`None` when the speed layer never checkpointed).
 pub fn load(layout: &Layout, topic: &str) -> Result<Option<Checkpoint>> {
-    let path = layout.speed_checkpoint();
-    if !path.exists() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(&path).at(&path)?;
+    let (store, key) = layout.speed_checkpoint()?;
+    let path = store.path_of(key);
+    let bytes = match store.get(key) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        r => r?,
+    };
     let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
         Error::damaged(
             &path,
@@ -136,11 +146,11 @@ mod tests {
         let layout = Layout::new(dir.path(), 1);
         let v2 = r#"{"version":2,"topic":"t","batch_id":3,"offsets":{"0":3},"consumed":3,
             "dead_letter_len":0,"views":{"v":{"batch_run":null,"parts":{"0":"{\"customer\":\"Ali\"}\n"}}}}"#;
-        std::fs::create_dir_all(layout.speed_checkpoint().parent().unwrap()).unwrap();
-        std::fs::write(layout.speed_checkpoint(), v2).unwrap();
+        let (store, key) = layout.speed_checkpoint().unwrap();
+        store.put(key, v2.as_bytes().to_vec()).unwrap();
         let cp = load(&layout, "t").unwrap().unwrap();
         assert_eq!(cp.offsets, BTreeMap::from([(0, 3)]));
-        std::fs::write(layout.speed_checkpoint(), "{not json").unwrap();
+        store.put(key, b"{not json".to_vec()).unwrap();
         let err = load(&layout, "t").unwrap_err();
         assert!(err.is_user_error(), "{err:?}");
         let err = err.report().to_string();

@@ -78,7 +78,7 @@ pub fn compact(p: &Pipeline, retention: Duration) -> Result<Compacted> {
             done.written += 1;
         }
     }
-    let dir = layout.master_dir();
+    let dir = layout.master()?;
     let retention = chrono::Duration::from_std(retention)
         .map_err(|_| Error::config("compact --retention: too long"))?;
     let (deleted, version) = delta::block(async move {
@@ -101,7 +101,7 @@ pub fn compact(p: &Pipeline, retention: Duration) -> Result<Compacted> {
 
 /// Consecutive runs of at least two segments whose files together stay under the target size.
 fn runs(segs: &[segments::Segment]) -> Vec<&[segments::Segment]> {
-    let size = |s: &segments::Segment| std::fs::metadata(&s.path).map_or(u64::MAX, |m| m.len());
+    let size = |s: &segments::Segment| s.size;
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, s) in segs.iter().enumerate() {
@@ -129,7 +129,7 @@ fn merge(p: &Pipeline, layout: &Layout, part: i32, run: &[segments::Segment]) ->
     let topic = &p.config.kafka.topic;
     let pending = segments::write_pending(layout, topic, part, from, to, &batches)?;
     let merged = segments::rename(&pending)?;
-    let version = delta::block(delta::replace(layout.master_dir(), run.to_vec(), merged))?;
+    let version = delta::block(delta::replace(layout.master()?, run.to_vec(), merged))?;
     tracing::info!(
         partition = part,
         from,

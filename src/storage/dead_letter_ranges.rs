@@ -9,17 +9,11 @@
 //! between a fenced commit and the deletion leaves a file whose records the new owner writes
 //! too. Every record names its topic, partition and offset, so a reader can keep one per offset.
 
-use std::fs;
-use std::path::PathBuf;
+use super::{Layout, json_lines_values};
+use crate::error::Result;
 
-use super::{Layout, json_lines_values, write_atomic};
-use crate::error::{IoContext, Result};
-
-fn partition_dir(layout: &Layout, topic: &str, partition: i32) -> PathBuf {
-    layout
-        .dead_letter_ranges()
-        .join(format!("topic={topic}"))
-        .join(format!("partition={partition}"))
+fn partition_dir(topic: &str, partition: i32) -> String {
+    format!("topic={topic}/partition={partition}")
 }
 
 fn range_of(name: &str) -> Option<(i64, i64)> {
@@ -28,93 +22,89 @@ fn range_of(name: &str) -> Option<(i64, i64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// Writes the dead letters of `[from, to)` of a partition; returns the file.
+/// Writes the dead letters of `[from, to)` of a partition; returns the file's key in
+/// [`Layout::dead_letter_ranges`].
 pub fn write(
     layout: &Layout,
     topic: &str,
     partition: i32,
     (from, to): (i64, i64),
     records: &[serde_json::Value],
-) -> Result<PathBuf> {
-    let dir = partition_dir(layout, topic, partition);
-    fs::create_dir_all(&dir).at(&dir)?;
-    let path = dir.join(format!("offsets={from:020}-{to:020}.jsonl"));
-    write_atomic(&path, &json_lines_values(records))?;
-    Ok(path)
+) -> Result<String> {
+    let key = format!(
+        "{}/offsets={from:020}-{to:020}.jsonl",
+        partition_dir(topic, partition)
+    );
+    layout
+        .dead_letter_ranges()?
+        .put(&key, json_lines_values(records))?;
+    Ok(key)
 }
 
 /// Deletes a partition's files from offset `from` on (see the module docs).
 pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
-    let dir = partition_dir(layout, topic, partition);
-    super::segments::remove_ranges_from(&dir, from, |name| range_of(name).map(|(a, _)| a))
+    super::segments::remove_ranges_from(
+        &layout.dead_letter_ranges()?,
+        &partition_dir(topic, partition),
+        from,
+        |name| range_of(name).map(|(a, _)| a),
+    )
 }
 
 /// The partitions of `topic` that have dead-letter files (committed or not).
 pub fn partitions(layout: &Layout, topic: &str) -> Result<Vec<i32>> {
-    let root = layout.dead_letter_ranges().join(format!("topic={topic}"));
-    let Ok(entries) = fs::read_dir(&root) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let name = e.at(&root)?.file_name();
-        if let Some(p) = name.to_str().and_then(|n| n.strip_prefix("partition=")) {
-            out.extend(p.parse::<i32>().ok());
-        }
-    }
+    let mut out: Vec<i32> = layout
+        .dead_letter_ranges()?
+        .list(&format!("topic={topic}"))?
+        .iter()
+        .filter_map(|e| {
+            e.key
+                .split('/')
+                .nth(1)?
+                .strip_prefix("partition=")?
+                .parse()
+                .ok()
+        })
+        .collect();
     out.sort_unstable();
+    out.dedup();
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::Path;
 
     use super::*;
     use crate::error::Error;
 
     /// Every dead letter of `topic`, one per (partition, offset), in partition and offset order.
     pub fn read(layout: &Layout, topic: &str) -> Result<Vec<serde_json::Value>> {
-        let root = layout.dead_letter_ranges().join(format!("topic={topic}"));
+        let store = layout.dead_letter_ranges()?;
         let mut out: BTreeMap<(i64, i64), serde_json::Value> = BTreeMap::new();
-        let Ok(parts) = fs::read_dir(&root) else {
-            return Ok(Vec::new());
-        };
-        for d in parts {
-            let d = d.at(&root)?.path();
-            for f in fs::read_dir(&d).at(&d)? {
-                let path = f.at(&d)?.path();
-                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                    continue;
-                };
-                if range_of(name).is_none() {
-                    continue;
-                }
-                read_file(&path, &mut out)?;
+        for e in store.list(&format!("topic={topic}"))? {
+            if range_of(e.key.rsplit('/').next().unwrap_or("")).is_none() {
+                continue;
+            }
+            let bytes = store.get(&e.key)?;
+            let text = String::from_utf8_lossy(&bytes);
+            for (i, line) in text.lines().enumerate() {
+                let v: serde_json::Value = serde_json::from_str(line).map_err(|err| {
+                    Error::damaged(
+                        store.path_of(&e.key),
+                        "dead-letter file",
+                        "delete the file (its range's bad messages are then lost)",
+                        format!("line {}: {err}", i + 1),
+                    )
+                })?;
+                let key = (
+                    v["partition"].as_i64().unwrap_or(-1),
+                    v["offset"].as_i64().unwrap_or(-1),
+                );
+                out.insert(key, v);
             }
         }
         Ok(out.into_values().collect())
-    }
-
-    fn read_file(path: &Path, out: &mut BTreeMap<(i64, i64), serde_json::Value>) -> Result<()> {
-        let text = fs::read_to_string(path).at(path)?;
-        for (i, line) in text.lines().enumerate() {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                Error::damaged(
-                    path,
-                    "dead-letter file",
-                    "delete the file (its range's bad messages are then lost)",
-                    format!("line {}: {e}", i + 1),
-                )
-            })?;
-            let key = (
-                v["partition"].as_i64().unwrap_or(-1),
-                v["offset"].as_i64().unwrap_or(-1),
-            );
-            out.insert(key, v);
-        }
-        Ok(())
     }
 
     #[test]

@@ -24,9 +24,6 @@
 //! [`block`] runs a log operation on a small runtime of its own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
@@ -37,6 +34,7 @@ use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
 use super::segments::{self, Offsets, Segment};
+use super::store::Store;
 use crate::error::{Error, IoContext, Result};
 
 /// How many times a commit that lost a race is re-read and tried again.
@@ -58,65 +56,90 @@ pub fn event_time_id(topic: &str, partition: i32, view: &str) -> String {
     format!("lambdaflow/{topic}/{partition}/event-time/{view}")
 }
 
-/// Runs a log operation to completion from synchronous code (see the module docs).
-pub fn block<T: Send + 'static>(
-    fut: impl Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lambdaflow-delta")
-            .enable_all()
-            .build()
-            .expect("a runtime for the Delta log")
-    });
-    futures::executor::block_on(rt.spawn(fut)).map_err(|e| Error::task("delta log", e))?
-}
+pub use super::store::block;
 
 /// An error of delta-rs on the table at `dir`, saying what failed.
-pub(crate) fn table_error(dir: &Path, what: &str, e: DeltaTableError) -> Error {
+pub(crate) fn table_error(dir: &Store, what: &str, e: DeltaTableError) -> Error {
     Error::Table {
-        path: dir.to_path_buf(),
+        path: dir.path_of(""),
         what: what.to_string(),
         source: Box::new(e),
     }
 }
 
-fn url_of(dir: &Path) -> Result<Url> {
-    std::fs::create_dir_all(dir).at(dir)?;
-    let abs = dir.canonicalize().at(dir)?;
-    Url::from_directory_path(&abs)
-        .map_err(|()| Error::config(format!("{}: not a usable table path", abs.display())))
+/// A builder of the table at `dir`: delta-rs's own store for a local table; for S3, the
+/// bucket's store with delta-rs's default log store, whose commits are create-only puts.
+fn builder(dir: &Store) -> Result<DeltaTableBuilder> {
+    let url = dir.url().clone();
+    if let Some(d) = dir.local_dir() {
+        std::fs::create_dir_all(d).at(d)?;
+    }
+    let b =
+        DeltaTableBuilder::from_url(url.clone()).map_err(|e| table_error(dir, "cannot open", e))?;
+    Ok(match dir.bucket() {
+        None => b,
+        Some(bucket) => {
+            register_log_store(&url);
+            b.with_storage_backend(bucket, url)
+        }
+    })
+}
+
+/// delta-rs registers a log store for `file://` and `memory://` only: the S3 one, in its
+/// `deltalake-aws` crate, brings the AWS SDK and a DynamoDB lock, which S3's create-only puts
+/// made unneeded. Its default log store commits with a create-only put on any store.
+fn register_log_store(url: &Url) {
+    use deltalake_core::logstore::{
+        LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+        logstore_factories,
+    };
+    struct CreateOnlyPuts;
+    impl LogStoreFactory for CreateOnlyPuts {
+        fn with_options(
+            &self,
+            prefixed: ObjectStoreRef,
+            root: ObjectStoreRef,
+            location: &Url,
+            options: &StorageConfig,
+        ) -> deltalake_core::DeltaResult<std::sync::Arc<dyn LogStore>> {
+            Ok(default_logstore(prefixed, root, location, options))
+        }
+    }
+    let scheme = Url::parse(&format!("{}://", url.scheme())).expect("a scheme as a URL");
+    let registry = logstore_factories();
+    if !registry.contains_key(&scheme) {
+        registry.insert(scheme, std::sync::Arc::new(CreateOnlyPuts));
+    }
 }
 
 /// The table at `dir` as of its latest version, or `None` when there is no table there yet.
-pub async fn load(dir: PathBuf) -> Result<Option<DeltaTable>> {
-    if !has_commits(&dir.join("_delta_log")) {
+pub async fn load(dir: Store) -> Result<Option<DeltaTable>> {
+    if !has_commits(&dir).await? {
         return Ok(None);
     }
-    let table = DeltaTable::try_from_url(url_of(&dir)?)
+    let mut table = builder(&dir)?
+        .build()
+        .map_err(|e| table_error(&dir, "cannot open", e))?;
+    table
+        .load()
         .await
         .map_err(|e| table_error(&dir, "cannot open", e))?;
     Ok(table.version().is_some().then_some(table))
 }
 
-/// Whether a Delta log directory holds a commit or a checkpoint. Asked before loading, because
+/// Whether the Delta log holds a commit or a checkpoint. Asked before loading, because
 /// delta-rs logs an error for a log with no commit (a table another process is creating), and
 /// that is no error here: there is no table yet.
-fn has_commits(log: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(log) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        name.ends_with(".json") || name.ends_with(".parquet")
-    })
+async fn has_commits(dir: &Store) -> Result<bool> {
+    Ok(dir
+        .list_async("_delta_log")
+        .await?
+        .iter()
+        .any(|e| e.key.ends_with(".json") || e.key.ends_with(".parquet")))
 }
 
 /// The table at `dir`, created (empty, with the event schema's columns) when there is none.
-pub async fn open(dir: PathBuf, schema: SchemaRef) -> Result<DeltaTable> {
+pub async fn open(dir: Store, schema: SchemaRef) -> Result<DeltaTable> {
     if let Some(t) = load(dir.clone()).await? {
         return Ok(t);
     }
@@ -125,8 +148,8 @@ pub async fn open(dir: PathBuf, schema: SchemaRef) -> Result<DeltaTable> {
         .try_into_kernel()
         .map_err(|e| table_error(&dir, "the event schema has no Delta equivalent", e.into()))?;
     // Not loaded: there is nothing to load yet.
-    let table = DeltaTableBuilder::from_url(url_of(&dir)?)
-        .and_then(|b| b.build())
+    let table = builder(&dir)?
+        .build()
         .map_err(|e| table_error(&dir, "cannot open", e))?;
     let created = table
         .create()
@@ -168,22 +191,23 @@ impl Snapshot {
 
 /// What a table version holds. Files that are not segments (not named by offsets) are an error
 /// naming them: the offset handoff needs every file's range.
-pub fn snapshot_of(dir: &Path, table: &DeltaTable) -> Result<Snapshot> {
+pub fn snapshot_of(dir: &Store, table: &DeltaTable) -> Result<Snapshot> {
     let state = table
         .snapshot()
         .map_err(|e| table_error(dir, "cannot read", e))?;
     let mut out = Vec::new();
     for f in state.log_data().iter() {
         let rel = f.path();
-        let path = dir.join(rel.as_ref());
-        let seg = segments::parse_path(&path).ok_or_else(|| {
-            Error::config(format!(
-                "{}: the Delta log of the master dataset lists `{rel}`, which is not an archive \
-                 segment (topic=<t>/partition=<p>/offsets=<from>-<to>.parquet); only lambdaflow \
-                 writes this table",
-                dir.display()
-            ))
-        })?;
+        let (size, modified) = (f.size().max(0) as u64, f.modification_time());
+        let seg = segments::parse_key(dir, &rel, size, modified)
+            .filter(|s| s.committed)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "{dir}: the Delta log of the master dataset lists `{rel}`, which is not an \
+                     archive segment (topic=<t>/partition=<p>/offsets=<from>-<to>.parquet); \
+                     only lambdaflow writes this table"
+                ))
+            })?;
         out.push(seg);
     }
     segments::sort(&mut out);
@@ -206,12 +230,12 @@ pub struct PartitionTxns {
 
 /// [`PartitionTxns`] of each of `partitions` of `topic`, with the event times of `views`.
 pub fn partition_txns(
-    dir: &Path,
+    dir: &Store,
     topic: &str,
     partitions: &[i32],
     views: &[String],
 ) -> Result<BTreeMap<i32, PartitionTxns>> {
-    let (d, topic, parts) = (dir.to_path_buf(), topic.to_string(), partitions.to_vec());
+    let (d, topic, parts) = (dir.clone(), topic.to_string(), partitions.to_vec());
     let views = views.to_vec();
     block(async move {
         let mut out = BTreeMap::new();
@@ -231,7 +255,7 @@ pub fn partition_txns(
 
 /// [`PartitionTxns`] of partition `p` in `state`.
 async fn read_txns(
-    dir: &Path,
+    dir: &Store,
     table: &DeltaTable,
     state: &deltalake_core::table::state::DeltaTableState,
     topic: &str,
@@ -285,14 +309,13 @@ impl std::fmt::Display for AsOf {
 }
 
 /// What the table at `dir` holds as of `as_of` (empty when there is no table yet).
-pub fn snapshot(dir: &Path, as_of: AsOf) -> Result<Snapshot> {
-    let d = dir.to_path_buf();
+pub fn snapshot(dir: &Store, as_of: AsOf) -> Result<Snapshot> {
+    let d = dir.clone();
     block(async move {
         let Some(mut table) = load(d.clone()).await? else {
             if as_of != AsOf::Latest {
                 return Err(Error::config(format!(
-                    "{}: no Delta table there yet, so nothing to read as of {as_of}",
-                    d.display()
+                    "{d}: no Delta table there yet, so nothing to read as of {as_of}"
                 )));
             }
             return Ok(Snapshot::default());
@@ -312,7 +335,7 @@ pub fn snapshot(dir: &Path, as_of: AsOf) -> Result<Snapshot> {
 
 /// Checks that `table`, loaded as of `t`, was committed at or before `t`: delta-rs loads the
 /// first version for a time before it, where Delta (and `--as-of`'s promise) has none.
-fn before(dir: &Path, table: &DeltaTable, t: chrono::DateTime<chrono::Utc>) -> Result<()> {
+fn before(dir: &Store, table: &DeltaTable, t: chrono::DateTime<chrono::Utc>) -> Result<()> {
     let Some(v) = table.version() else {
         return Ok(());
     };
@@ -323,8 +346,7 @@ fn before(dir: &Path, table: &DeltaTable, t: chrono::DateTime<chrono::Utc>) -> R
         .and_then(chrono::DateTime::from_timestamp_millis);
     match committed {
         Some(c) if c > t => Err(Error::config(format!(
-            "{}: no version was committed at or before {} (the first one readable, version {v}, was committed at {})",
-            dir.display(),
+            "{dir}: no version was committed at or before {} (the first one readable, version {v}, was committed at {})",
             t.to_rfc3339(),
             c.to_rfc3339()
         ))),
@@ -399,33 +421,27 @@ impl From<&Segment> for Range {
     }
 }
 
-fn add_action(dir: &Path, seg: &Segment) -> Result<Action> {
-    let meta = std::fs::metadata(&seg.path).at(&seg.path)?;
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
-    Ok(Action::Add(Add {
-        path: segments::relative(dir, seg)?,
-        size: meta.len() as i64,
-        modification_time: modified,
+fn add_action(seg: &Segment) -> Action {
+    Action::Add(Add {
+        path: seg.key.clone(),
+        size: seg.size as i64,
+        modification_time: seg.modified_ms,
         data_change: true,
         ..Default::default()
-    }))
+    })
 }
 
 /// A writer of the table that keeps the table's state between commits, so that each commit
 /// reads only the log entries written since the previous one (not the whole table again).
 pub struct Writer {
-    dir: PathBuf,
+    dir: Store,
     schema: SchemaRef,
     table: Option<DeltaTable>,
 }
 
 impl Writer {
     /// A writer of the table at `dir` (created with `schema`'s columns when there is none).
-    pub fn new(dir: PathBuf, schema: SchemaRef) -> Self {
+    pub fn new(dir: Store, schema: SchemaRef) -> Self {
         Writer {
             dir,
             schema,
@@ -456,7 +472,7 @@ impl Writer {
     fn with_table<T: Send + 'static>(
         &mut self,
         op: impl for<'a> FnOnce(
-            &'a Path,
+            &'a Store,
             &'a mut DeltaTable,
         ) -> futures::future::BoxFuture<'a, Result<T>>
         + Send
@@ -485,7 +501,7 @@ impl Writer {
 
 /// A `txn` version of the table (`None`: never set).
 async fn txn_version(
-    dir: &Path,
+    dir: &Store,
     table: &DeltaTable,
     state: &deltalake_core::table::state::DeltaTableState,
     id: &str,
@@ -499,7 +515,7 @@ async fn txn_version(
 /// Commits `txns` (and `actions`) built on `state`; `Ok(None)` when another commit won the
 /// race in a way that conflicts (the caller re-reads and checks again).
 async fn try_commit(
-    dir: &Path,
+    dir: &Store,
     table: &mut DeltaTable,
     state: deltalake_core::table::state::DeltaTableState,
     txns: BTreeMap<String, i64>,
@@ -533,15 +549,14 @@ async fn try_commit(
     }
 }
 
-fn busy(dir: &Path) -> Error {
+fn busy(dir: &Store) -> Error {
     Error::Busy(format!(
-        "{}: other writers kept committing to the master dataset; try again",
-        dir.display()
+        "{dir}: other writers kept committing to the master dataset; try again"
     ))
 }
 
 async fn claim(
-    dir: &Path,
+    dir: &Store,
     table: &mut DeltaTable,
     topic: String,
     partitions: Vec<i32>,
@@ -580,7 +595,7 @@ async fn claim(
 }
 
 async fn commit(
-    dir: &Path,
+    dir: &Store,
     table: &mut DeltaTable,
     ranges: Vec<Range>,
     epoch: u64,
@@ -625,21 +640,11 @@ async fn commit(
                 }
                 _ => {}
             }
+            // A segment an instance that claimed the partition since deleted: that claim
+            // raised the owner epoch, so this commit is fenced above, or conflicts with the
+            // claim and is fenced when re-checked.
             if let Some(s) = &r.segment {
-                match add_action(dir, s) {
-                    Ok(a) => actions.push(a),
-                    // An owner's segment deleted under it: another instance claimed the
-                    // partition since this commit read the table and removed what was not
-                    // committed. Refused like any range of a superseded owner.
-                    Err(Error::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound
-                            && matches!(r.fence, Fence::Owner(_)) =>
-                    {
-                        fenced.push((r.partition, 0));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
+                actions.push(add_action(s));
             }
             let e = txns.entry(id).or_insert(r.to);
             *e = (*e).max(r.to);
@@ -669,10 +674,10 @@ async fn commit(
 
 /// Replaces `old` by `merged` (the same events, in one file) in one commit that changes no
 /// data (`dataChange = false`, Delta's OPTIMIZE): readers of any version see the same events.
-pub async fn replace(dir: PathBuf, old: Vec<Segment>, merged: Segment) -> Result<u64> {
+pub async fn replace(dir: Store, old: Vec<Segment>, merged: Segment) -> Result<u64> {
     let table = load(dir.clone())
         .await?
-        .ok_or_else(|| Error::Internal(format!("{}: no table to compact", dir.display())))?;
+        .ok_or_else(|| Error::Internal(format!("{dir}: no table to compact")))?;
     let state = table
         .snapshot()
         .map_err(|e| table_error(&dir, "cannot read", e))?;
@@ -684,16 +689,15 @@ pub async fn replace(dir: PathBuf, old: Vec<Segment>, merged: Segment) -> Result
         .map(|f| f.path().into_owned())
         .collect();
     for s in &old {
-        if !active.contains(&segments::relative(&dir, s)?) {
+        if !active.contains(&s.key) {
             return Err(Error::Busy(format!(
-                "{}: another compaction replaced {} meanwhile; run compact again",
-                dir.display(),
-                s.path.display()
+                "{dir}: another compaction replaced {} meanwhile; run compact again",
+                s.shown().display()
             )));
         }
     }
     let now = chrono::Utc::now().timestamp_millis();
-    let mut actions = vec![match add_action(&dir, &merged)? {
+    let mut actions = vec![match add_action(&merged) {
         Action::Add(a) => Action::Add(Add {
             data_change: false,
             ..a
@@ -702,12 +706,12 @@ pub async fn replace(dir: PathBuf, old: Vec<Segment>, merged: Segment) -> Result
     }];
     for s in &old {
         actions.push(Action::Remove(Remove {
-            path: segments::relative(&dir, s)?,
+            path: s.key.clone(),
             data_change: false,
             deletion_timestamp: Some(now),
             extended_file_metadata: Some(false),
             partition_values: Some(HashMap::new()),
-            size: std::fs::metadata(&s.path).ok().map(|m| m.len() as i64),
+            size: Some(s.size as i64),
             ..Default::default()
         }));
     }
@@ -737,7 +741,7 @@ mod tests {
     #[test]
     fn instances_creating_the_table_together_all_get_it() {
         let dir = tempfile::tempdir().unwrap();
-        let master = dir.path().join("master");
+        let master = Store::local(dir.path().join("master")).unwrap();
         assert!(
             block(load(master.clone())).unwrap().is_none(),
             "no table yet"

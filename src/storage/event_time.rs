@@ -36,7 +36,7 @@ pub fn marks(
             .filter_map(|(name, v)| Some((name, v.event_time?)))
             .collect());
     }
-    let txns = delta::partition_txns(&layout.master_dir(), topic, partitions, &views)?;
+    let txns = delta::partition_txns(&layout.master()?, topic, partitions, &views)?;
     let mut out = BTreeMap::new();
     for def in &p.views {
         let Some(policy) = def.watermark() else {

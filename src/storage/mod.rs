@@ -1,4 +1,8 @@
-//! Files on disk: where each layer writes, and how writes are made atomic.
+//! Where each layer writes, and how writes are made atomic.
+//!
+//! `output.dir` is a local directory or a bucket prefix (`s3://bucket/prefix`): a [`Store`]
+//! (see [`store`]), under which every output has the same key on either. Instances on several
+//! machines (a consumer group, `serve` replicas, `batch`) share the bucket and nothing else.
 //!
 //! Layout under `output.dir` (the seed's paths when there is one view; with several views each
 //! gets its own `<dir>/<view>/` holding the same three outputs):
@@ -11,9 +15,10 @@
 //! ├─ streaming_view    -> .streaming_view.d/<n>/ the speed layer's view, rewritten per micro-batch
 //! ├─ serving_view.json -> .serving_view.json.d/<n>/  the merged final view (a directory, as Spark's
 //! │                                               `.json("serving_view.json")` writes it)
-//! ├─ dead_letter.jsonl                            rejected Kafka messages
+//! ├─ dead_letter.jsonl                            rejected Kafka messages (local disk only)
 //! ├─ dead_letters/topic=<t>/partition=<p>/offsets=<from>-<to>.jsonl
-//! │                                               the same, per range, with a consumer group
+//! │                                               the same, per range: with a consumer group, and
+//! │                                               on an object store, which cannot append
 //! ├─ master/                                      the master dataset's Delta table (see `delta`)
 //! │    _delta_log/   topic=<t>/partition=<p>/offsets=<from>-<to>.parquet
 //! │                                               consumed events, archived (see `segments`)
@@ -21,9 +26,13 @@
 //!                                                 `checkpoint`: offsets, not state)
 //! ```
 //!
+//! On an object store there are no symlinks: `.batch_view.d/_published/<n>.json` says which
+//! run is current (and the same for the two other views).
+//!
 //! A reader that opens `batch_view/` sees either the previous complete run or the new complete
 //! run, never a half-written one: each version is written into its own directory, synced, and
-//! only then does a `rename(2)` of a symlink make it current.
+//! only then made current — by a `rename(2)` of a symlink on a local disk, by a create-only
+//! pointer on an object store (see [`publication`]).
 
 pub mod batch_view;
 pub mod checkpoint;
@@ -31,9 +40,13 @@ pub mod compact;
 pub mod dead_letter_ranges;
 pub mod delta;
 pub mod event_time;
+pub mod publication;
 pub mod segments;
+pub mod store;
 
 pub use batch_view::{Manifest, PublishedBatch};
+pub use publication::{Target, publish_dir, published};
+pub use store::Store;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -46,73 +59,143 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, IoContext, Result};
 
-/// Paths of one pipeline's outputs.
+/// Where one pipeline's outputs are: a local directory, or a [`Store`] (a bucket).
 #[derive(Debug, Clone)]
 pub struct Layout {
-    root: PathBuf,
+    root: Root,
     per_view_dirs: bool,
 }
 
+#[derive(Debug, Clone)]
+enum Root {
+    Dir(PathBuf),
+    Store(Store),
+}
+
+/// A view's Spark-style output directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// `batch_view/`: the batch run in service.
+    BatchView,
+    /// `streaming_view/`: the speed layer's view, per micro-batch.
+    StreamingView,
+    /// `serving_view.json/`: the merged view.
+    ServingView,
+}
+
+impl Output {
+    fn name(self) -> &'static str {
+        match self {
+            Output::BatchView => "batch_view",
+            Output::StreamingView => "streaming_view",
+            Output::ServingView => "serving_view.json",
+        }
+    }
+}
+
+/// The key of the speed layer's checkpoint in the store.
+const CHECKPOINT: &str = "_speed/checkpoint.json";
+
 impl Layout {
-    /// The layout under `root` for `views` views.
+    /// The layout under the local directory `root` for `views` views.
     pub fn new(root: impl Into<PathBuf>, views: usize) -> Self {
         Self {
-            root: root.into(),
+            root: Root::Dir(root.into()),
             per_view_dirs: views > 1,
         }
     }
 
-    fn view_dir(&self, view: &str) -> PathBuf {
-        if self.per_view_dirs {
-            self.root.join(view)
-        } else {
-            self.root.clone()
+    /// The layout at `output.dir` (a path, or an `s3://` URL) with `[output.s3]`'s settings.
+    pub fn open(output: &crate::config::OutputConfig, views: usize) -> Result<Self> {
+        match output.dir.to_str() {
+            Some(url) if url.contains("://") => {
+                Ok(Layout::on(Store::open(url, &output.s3)?, views))
+            }
+            _ => Ok(Layout::new(&output.dir, views)),
         }
     }
 
-    /// The batch view directory (a symlink to the run in service).
-    pub fn batch_view(&self, view: &str) -> PathBuf {
-        self.view_dir(view).join("batch_view")
+    /// The layout on `store` (a bucket, or a local directory) for `views` views.
+    pub fn on(store: Store, views: usize) -> Self {
+        Self {
+            root: Root::Store(store),
+            per_view_dirs: views > 1,
+        }
     }
 
-    /// The streaming (speed-layer) view directory.
-    pub fn streaming_view(&self, view: &str) -> PathBuf {
-        self.view_dir(view).join("streaming_view")
+    /// The root of every output.
+    pub fn store(&self) -> Result<Store> {
+        match &self.root {
+            Root::Dir(d) => Store::local(d),
+            Root::Store(s) => Ok(s.clone()),
+        }
     }
 
-    /// The final serving view directory.
-    pub fn serving_view(&self, view: &str) -> PathBuf {
-        self.view_dir(view).join("serving_view.json")
+    /// The root's directory when it is on a local disk.
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        match &self.root {
+            Root::Dir(d) => Some(d.clone()),
+            Root::Store(s) => s.local_dir().map(Path::to_path_buf),
+        }
     }
 
-    /// The speed layer's dead-letter file.
-    pub fn dead_letter(&self) -> PathBuf {
-        self.root.join("dead_letter.jsonl")
+    /// The master dataset's Delta table.
+    pub fn master(&self) -> Result<Store> {
+        Ok(self.store()?.child("master"))
     }
 
-    /// The dead letters of speed layers in a consumer group, per partition and range.
-    pub fn dead_letter_ranges(&self) -> PathBuf {
-        self.root.join("dead_letters")
+    fn view_prefix(&self, view: &str) -> String {
+        if self.per_view_dirs {
+            format!("{view}/")
+        } else {
+            String::new()
+        }
     }
 
-    /// The speed layer's archive of consumed events: part of the master dataset.
-    pub fn master_dir(&self) -> PathBuf {
-        self.root.join("master")
+    /// Where view `view`'s output `o` is published (see [`publication`]).
+    pub fn output(&self, o: Output, view: &str) -> Result<Target> {
+        let prefix = self.view_prefix(view);
+        Ok(match self.local_dir() {
+            Some(d) => Target::Link(d.join(format!("{prefix}{}", o.name()))),
+            None => Target::Objects {
+                store: self.store()?,
+                versions: format!("{prefix}.{}.d", o.name()),
+            },
+        })
     }
 
-    /// The speed layer's checkpoint.
-    pub fn speed_checkpoint(&self) -> PathBuf {
-        self.root.join("_speed").join("checkpoint.json")
+    /// The single speed layer's dead-letter file, on a local disk (on an object store, which
+    /// cannot append, its dead letters are kept per range as a consumer group's are).
+    pub fn dead_letter(&self) -> Option<PathBuf> {
+        self.local_dir().map(|d| d.join("dead_letter.jsonl"))
     }
 
-    /// Fails early, naming the directory, when the output root cannot be written.
+    /// The dead letters kept per partition and range (speed layers in a consumer group, and
+    /// the single speed layer on an object store).
+    pub fn dead_letter_ranges(&self) -> Result<Store> {
+        Ok(self.store()?.child("dead_letters"))
+    }
+
+    /// The speed layer's checkpoint: the store and its key there.
+    pub fn speed_checkpoint(&self) -> Result<(Store, &'static str)> {
+        Ok((self.store()?, CHECKPOINT))
+    }
+
+    /// Fails early, naming the place, when the output root cannot be written.
     pub fn check_writable(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).at(&self.root)?;
+        let Some(root) = self.local_dir() else {
+            // One create-only put and a delete: credentials, bucket and conditional puts.
+            let store = self.store()?;
+            let probe = format!(".write-probe-{}", new_version());
+            store.put_new(&probe, Vec::new())?;
+            return store.delete(&probe);
+        };
+        fs::create_dir_all(&root).at(&root)?;
         // A uniquely named probe: the layers of `lambdaflow run` check concurrently.
         tempfile::Builder::new()
             .prefix(".write-probe-")
-            .tempfile_in(&self.root)
-            .at(&self.root)?;
+            .tempfile_in(&root)
+            .at(&root)?;
         Ok(())
     }
 }
@@ -126,78 +209,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    sync_dir(dir);
+    publication::sync_dir(dir);
     Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    // Makes the rename durable; not all file systems allow opening a directory, so best effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Publishes a new version of the directory `link`: `fill` writes the files into a fresh
-/// directory, which is synced, marked with `_SUCCESS`, and swapped in atomically. Keeps the
-/// `keep` newest versions. Returns the version's directory.
-pub fn publish_dir(
-    link: &Path,
-    version: &str,
-    keep: usize,
-    fill: impl FnOnce(&Path) -> Result<()>,
-) -> Result<PathBuf> {
-    let parent = link.parent().unwrap_or(Path::new("."));
-    let name = link.file_name().and_then(|n| n.to_str()).unwrap_or("view");
-    let versions = parent.join(format!(".{name}.d"));
-    let dir = versions.join(version);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).at(&dir)?;
-    }
-    fs::create_dir_all(&dir).at(&dir)?;
-    fill(&dir)?;
-    File::create(dir.join("_SUCCESS")).at(&dir)?;
-    for entry in fs::read_dir(&dir).at(&dir)? {
-        let p = entry.at(&dir)?.path();
-        File::open(&p).and_then(|f| f.sync_all()).at(&p)?;
-    }
-    sync_dir(&dir);
-    // A plain directory left by an older tool or by hand is moved aside once.
-    if let Ok(meta) = fs::symlink_metadata(link)
-        && !meta.file_type().is_symlink()
-    {
-        let aside = versions.join(format!("replaced-{version}"));
-        fs::rename(link, &aside).at(link)?;
-    }
-    let tmp_link = parent.join(format!(".{name}.link-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp_link);
-    let target = PathBuf::from(format!(".{name}.d")).join(version);
-    std::os::unix::fs::symlink(&target, &tmp_link).at(&tmp_link)?;
-    fs::rename(&tmp_link, link).at(link)?;
-    sync_dir(parent);
-    prune_versions(&versions, version, keep);
-    Ok(dir)
-}
-
-fn prune_versions(versions: &Path, current: &str, keep: usize) {
-    let Ok(entries) = fs::read_dir(versions) else {
-        return;
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n != current)
-        .collect();
-    names.sort();
-    let drop = names.len().saturating_sub(keep.saturating_sub(1));
-    for n in &names[..drop] {
-        let _ = fs::remove_dir_all(versions.join(n));
-    }
-}
-
-/// The directory a published `link` points at, if one was published.
-pub fn published(link: &Path) -> Option<PathBuf> {
-    let dir = fs::canonicalize(link).ok()?;
-    dir.join("_SUCCESS").exists().then_some(dir)
 }
 
 /// Rows as JSON lines, the way Spark's `write.json` writes them (null fields left out).
@@ -235,9 +248,14 @@ pub fn read_json_lines(bytes: &[u8], schema: SchemaRef) -> Result<RecordBatch> {
     )?)
 }
 
+/// The name of a Spark-style view's one part file.
+pub fn part_name(version: &str) -> String {
+    format!("part-00000-{version}.json")
+}
+
 /// Writes a Spark-style JSON view: `part-00000-<version>.json` with one row a line.
 pub fn write_part(dir: &Path, version: &str, batch: &RecordBatch) -> Result<()> {
-    let path = dir.join(format!("part-00000-{version}.json"));
+    let path = dir.join(part_name(version));
     fs::write(&path, json_lines(std::slice::from_ref(batch))?).at(path)
 }
 

@@ -18,10 +18,14 @@
 //! segments the log lacks are committed (the same step migrates an `output/` written before the
 //! Delta log existed), so a restart never archives an event twice, and the batch layer never
 //! reads an event the speed layer could consume again.
+//!
+//! The table is on a [`Store`]: a local directory, or a bucket. Each segment is encoded in
+//! memory and written in one put; a rename on S3 is a copy and a delete, and a crash between
+//! them leaves both names, the pending one deleted by the next [`recover`]. Nothing here asks
+//! the store for more than one listing per restart or per recovery step, and commits read only
+//! the Delta log entries written since the writer's last one.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
@@ -34,18 +38,18 @@ use datafusion::parquet::arrow::arrow_reader::{
 };
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use serde::{Deserialize, Serialize};
 
+use super::store::Store;
 use super::{Layout, delta};
 use crate::config::Pipeline;
-use crate::error::{BoxError, Error, IoContext, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::event::EventSchema;
 use crate::view::ViewState;
 
 const PENDING: &str = ".pending.";
 
 /// One archived segment of a topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     /// Topic.
     pub topic: String,
@@ -55,21 +59,45 @@ pub struct Segment {
     pub from: i64,
     /// One past the last offset of the range.
     pub to: i64,
-    /// The file.
-    pub path: PathBuf,
+    /// The table it belongs to.
+    pub table: Store,
+    /// Its key in the table (`topic=<t>/partition=<p>/[.pending.]offsets=<from>-<to>.parquet`),
+    /// as the Delta log records it.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub modified_ms: i64,
     /// False while the segment still has its pending name.
-    #[serde(skip)]
     pub committed: bool,
+}
+
+impl Segment {
+    /// Where the segment is, for messages: a path, or an `s3://` URL.
+    pub fn shown(&self) -> std::path::PathBuf {
+        self.table.path_of(&self.key)
+    }
+
+    /// The key it has once committed.
+    fn committed_key(&self) -> String {
+        format!(
+            "{}/{}",
+            partition_dir(&self.topic, self.partition),
+            file_name(self.from, self.to)
+        )
+    }
+
+    /// Deletes the segment's file (deleted already by another process: no error).
+    pub fn remove(&self) -> Result<()> {
+        self.table.delete(&self.key)
+    }
 }
 
 /// Per topic, per partition: the offset up to which (exclusive) events are covered.
 pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;
 
-fn partition_dir(layout: &Layout, topic: &str, partition: i32) -> PathBuf {
-    layout
-        .master_dir()
-        .join(format!("topic={topic}"))
-        .join(format!("partition={partition}"))
+fn partition_dir(topic: &str, partition: i32) -> String {
+    format!("topic={topic}/partition={partition}")
 }
 
 fn file_name(from: i64, to: i64) -> String {
@@ -86,44 +114,45 @@ fn parse_name(name: &str) -> Option<(i64, i64, bool)> {
     Some((a.parse().ok()?, b.parse().ok()?, committed))
 }
 
-/// Every segment file under the master dataset's directory (all topics, pending ones and ones
-/// the Delta log no longer lists included), ordered by topic, partition and offset. What is
+/// The segment a key of `table` names (`topic=<t>/partition=<p>/[.pending.]offsets=<a>-<b>.parquet`).
+pub fn parse_key(table: &Store, key: &str, size: u64, modified_ms: i64) -> Option<Segment> {
+    let mut parts = key.split('/');
+    let topic = parts.next()?.strip_prefix("topic=")?;
+    let partition = parts.next()?.strip_prefix("partition=")?.parse().ok()?;
+    let (from, to, committed) = parse_name(parts.next()?)?;
+    parts.next().is_none().then(|| Segment {
+        topic: topic.to_string(),
+        partition,
+        from,
+        to,
+        table: table.clone(),
+        key: key.to_string(),
+        size,
+        modified_ms,
+        committed,
+    })
+}
+
+/// Every segment file in the master dataset's table (all topics, pending ones and ones the
+/// Delta log no longer lists included), ordered by topic, partition and offset. What is
 /// committed is what the log lists: [`committed`].
 pub fn on_disk(layout: &Layout) -> Result<Vec<Segment>> {
-    let root = layout.master_dir();
-    let mut out = Vec::new();
-    let Ok(topics) = fs::read_dir(&root) else {
-        return Ok(out);
-    };
-    for t in topics {
-        let t = t.at(&root)?.path();
-        let Some(topic) = dir_value(&t, "topic=") else {
-            continue;
-        };
-        for pd in fs::read_dir(&t).at(&t)? {
-            let pd = pd.at(&t)?.path();
-            let Some(partition) = dir_value(&pd, "partition=").and_then(|v| v.parse().ok()) else {
-                continue;
-            };
-            for f in fs::read_dir(&pd).at(&pd)? {
-                let path = f.at(&pd)?.path();
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if let Some((from, to, committed)) = parse_name(name) {
-                    out.push(Segment {
-                        topic: topic.clone(),
-                        partition,
-                        from,
-                        to,
-                        path,
-                        committed,
-                    });
-                }
-            }
-        }
-    }
-    sort(&mut out);
-    // A segment seen under both names (renamed while listing) counts once.
+    let mut out = listed(layout)?;
+    // A segment seen under both names (renamed while listing, or on S3 copied and not yet
+    // deleted: see [`recover`]) counts once, under its committed name.
     out.dedup_by(|b, a| a.topic == b.topic && a.partition == b.partition && a.from == b.from);
+    Ok(out)
+}
+
+/// Every segment file, sorted, a segment seen under both names listed twice.
+fn listed(layout: &Layout) -> Result<Vec<Segment>> {
+    let table = layout.master()?;
+    let mut out: Vec<Segment> = table
+        .list("")?
+        .into_iter()
+        .filter_map(|e| parse_key(&table, &e.key, e.size, e.modified_ms))
+        .collect();
+    sort(&mut out);
     Ok(out)
 }
 
@@ -139,58 +168,9 @@ pub fn sort(segs: &mut [Segment]) {
     });
 }
 
-/// The committed segment a path names (`.../topic=<t>/partition=<p>/offsets=<a>-<b>.parquet`).
-pub fn parse_path(path: &Path) -> Option<Segment> {
-    let (from, to, committed) = parse_name(path.file_name()?.to_str()?)?;
-    let pd = path.parent()?;
-    let partition = pd
-        .file_name()?
-        .to_str()?
-        .strip_prefix("partition=")?
-        .parse()
-        .ok()?;
-    let topic = pd.parent()?.file_name()?.to_str()?.strip_prefix("topic=")?;
-    committed.then(|| Segment {
-        topic: topic.to_string(),
-        partition,
-        from,
-        to,
-        path: path.to_path_buf(),
-        committed: true,
-    })
-}
-
-/// A segment's path relative to the table directory `dir`, with `/` separators (as the Delta
-/// log records it).
-pub fn relative(dir: &Path, seg: &Segment) -> Result<String> {
-    let rel = seg.path.strip_prefix(dir).map_err(|_| {
-        Error::Internal(format!(
-            "segment {} is outside the table {}",
-            seg.path.display(),
-            dir.display()
-        ))
-    })?;
-    Ok(rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/"))
-}
-
 /// The latest version of the master dataset's Delta log: its committed segments.
 pub fn committed(layout: &Layout) -> Result<delta::Snapshot> {
-    delta::snapshot(&layout.master_dir(), delta::AsOf::Latest)
-}
-
-fn dir_value(p: &Path, prefix: &str) -> Option<String> {
-    p.is_dir()
-        .then(|| {
-            p.file_name()?
-                .to_str()?
-                .strip_prefix(prefix)
-                .map(String::from)
-        })
-        .flatten()
+    delta::snapshot(&layout.master()?, delta::AsOf::Latest)
 }
 
 /// The segments of `topic` whose range lies within `bound` (per partition, an exclusive upper
@@ -222,10 +202,13 @@ pub fn write_pending(
     to: i64,
     batches: &[RecordBatch],
 ) -> Result<Segment> {
-    let dir = partition_dir(layout, topic, partition);
-    fs::create_dir_all(&dir).at(&dir)?;
-    let path = dir.join(format!("{PENDING}{}", file_name(from, to)));
-    let file = File::create(&path).at(&path)?;
+    let table = layout.master()?;
+    let key = format!(
+        "{}/{PENDING}{}",
+        partition_dir(topic, partition),
+        file_name(from, to)
+    );
+    let shown = table.path_of(&key);
     let schema = batches
         .first()
         .map(|b| b.schema())
@@ -239,19 +222,25 @@ pub fn write_pending(
             kv("lambdaflow.to-offset", &to.to_string()),
         ]))
         .build();
-    let mut w =
-        ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| Error::write(&path, e))?;
+    // Encoded in memory, then written in one put: a segment is one partition's events of
+    // one checkpoint interval.
+    let mut w = ArrowWriter::try_new(Vec::new(), schema, Some(props))
+        .map_err(|e| Error::write(&shown, e))?;
     for b in batches {
-        w.write(b).map_err(|e| Error::write(&path, e))?;
+        w.write(b).map_err(|e| Error::write(&shown, e))?;
     }
-    let file = w.into_inner().map_err(|e| Error::write(&path, e))?;
-    file.sync_all().at(&path)?;
+    let bytes = w.into_inner().map_err(|e| Error::write(&shown, e))?;
+    let size = bytes.len() as u64;
+    table.put(&key, bytes)?;
     Ok(Segment {
         topic: topic.into(),
         partition,
         from,
         to,
-        path,
+        table,
+        key,
+        size,
+        modified_ms: chrono::Utc::now().timestamp_millis(),
         committed: false,
     })
 }
@@ -265,14 +254,10 @@ pub fn rename(seg: &Segment) -> Result<Segment> {
     if seg.committed {
         return Ok(seg.clone());
     }
-    let dir = seg.path.parent().unwrap_or(Path::new("."));
-    let path = dir.join(file_name(seg.from, seg.to));
-    fs::rename(&seg.path, &path).at(&seg.path)?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    let key = seg.committed_key();
+    seg.table.rename(&seg.key, &key)?;
     Ok(Segment {
-        path,
+        key,
         committed: true,
         ..seg.clone()
     })
@@ -310,7 +295,7 @@ pub fn commit_with(
         if let Some(s) = &r.segment
             && done.fenced.iter().any(|&(p, _)| p == r.partition)
         {
-            remove_if_there(&s.path)?;
+            s.remove()?;
         }
     }
     gone.dedup();
@@ -318,37 +303,31 @@ pub fn commit_with(
     Ok(done)
 }
 
-/// Deletes a file another process may have deleted already.
-pub(crate) fn remove_if_there(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        r => r.at(path),
-    }
-}
-
 /// Deletes the segment files of a partition from offset `from` on, which the Delta log does not
 /// list when its archive ends at `from`: what an earlier owner wrote and did not commit (a
 /// consumer-group instance claiming the partition; those events are consumed again).
 pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
-    let dir = partition_dir(layout, topic, partition);
-    remove_ranges_from(&dir, from, |name| parse_name(name).map(|(a, _, _)| a))
+    remove_ranges_from(
+        &layout.master()?,
+        &partition_dir(topic, partition),
+        from,
+        |name| parse_name(name).map(|(a, _, _)| a),
+    )
 }
 
-/// Deletes the files in `dir` whose range (`start_of` their name) starts at `from` or later.
+/// Deletes the objects in `dir` of `store` whose range (`start_of` their name) starts at
+/// `from` or later.
 pub(crate) fn remove_ranges_from(
-    dir: &Path,
+    store: &Store,
+    dir: &str,
     from: i64,
     start_of: impl Fn(&str) -> Option<i64>,
 ) -> Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for f in entries {
-        let path = f.at(dir)?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    for e in store.list(dir)? {
+        let name = e.key.rsplit('/').next().unwrap_or("");
         if start_of(name).is_some_and(|a| a >= from) {
-            tracing::info!(file = %path.display(), "removing what an earlier owner of the partition did not commit (it is consumed again)");
-            remove_if_there(&path)?;
+            tracing::info!(file = %store.path_of(&e.key).display(), "removing what an earlier owner of the partition did not commit (it is consumed again)");
+            store.delete(&e.key)?;
         }
     }
     Ok(())
@@ -361,12 +340,12 @@ pub fn commit(
     ranges: Vec<delta::Range>,
     epoch: u64,
 ) -> Result<()> {
-    commit_with(&mut writer(layout, schema), ranges, epoch).map(drop)
+    commit_with(&mut writer(layout, schema)?, ranges, epoch).map(drop)
 }
 
 /// A writer of the master dataset's Delta table.
-pub fn writer(layout: &Layout, schema: &EventSchema) -> delta::Writer {
-    delta::Writer::new(layout.master_dir(), schema.arrow_schema())
+pub fn writer(layout: &Layout, schema: &EventSchema) -> Result<delta::Writer> {
+    Ok(delta::Writer::new(layout.master()?, schema.arrow_schema()))
 }
 
 /// After a restart: commits the pending segments of `topic` that the checkpoint's offsets
@@ -379,15 +358,23 @@ pub fn recover(
     topic: &str,
     checkpoint: &BTreeMap<i32, i64>,
 ) -> Result<()> {
-    for s in on_disk(layout)? {
+    let all = listed(layout)?;
+    for (i, s) in all.iter().enumerate() {
         if s.topic != topic || s.committed {
             continue;
         }
-        if checkpoint.get(&s.partition).is_some_and(|&c| s.to <= c) {
-            rename(&s)?;
+        // On S3 a rename is a copy then a delete: a crash between them leaves both names.
+        let renamed = i > 0 && {
+            let c = &all[i - 1];
+            c.committed && (&c.topic, c.partition, c.from) == (&s.topic, s.partition, s.from)
+        };
+        if renamed {
+            s.remove()?;
+        } else if checkpoint.get(&s.partition).is_some_and(|&c| s.to <= c) {
+            rename(s)?;
         } else {
-            tracing::info!(segment = %s.path.display(), "removing a segment no checkpoint covers (it is consumed again)");
-            fs::remove_file(&s.path).at(&s.path)?;
+            tracing::info!(segment = %s.shown().display(), "removing a segment no checkpoint covers (it is consumed again)");
+            s.remove()?;
         }
     }
     catch_up(layout, schema).map(drop)
@@ -418,7 +405,7 @@ pub fn catch_up(layout: &Layout, schema: &EventSchema) -> Result<delta::Snapshot
         segments = missing.len(),
         "committing archived segments the Delta log lacks"
     );
-    writer(layout, schema).commit(missing, 0)?;
+    writer(layout, schema)?.commit(missing, 0)?;
     committed(layout)
 }
 
@@ -464,18 +451,18 @@ fn read_columns(
     schema: &EventSchema,
     dictionaries: bool,
 ) -> Result<Vec<RecordBatch>> {
-    let file = match File::open(&seg.path) {
+    let bytes = match seg.table.get(&seg.key) {
         // A pending segment listed a moment ago may have been renamed since.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !seg.committed => {
-            let dir = seg.path.parent().unwrap_or(Path::new("."));
-            let path = dir.join(file_name(seg.from, seg.to));
-            File::open(&path).at(&path)?
+        Err(Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && !seg.committed =>
+        {
+            seg.table.get(&seg.committed_key())?
         }
-        r => r.at(&seg.path)?,
+        r => r?,
     };
     let bad = |e: BoxError| {
         Error::damaged(
-            &seg.path,
+            seg.shown(),
             "archive segment",
             "restore it from a backup (while the topic still holds its offsets, `lambdaflow \
              replay` recomputes the views from Kafka)",
@@ -483,7 +470,7 @@ fn read_columns(
         )
     };
     let mut meta =
-        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| bad(e.into()))?;
+        ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(|e| bad(e.into()))?;
     if dictionaries {
         let hint: Vec<Field> = meta
             .schema()
@@ -500,7 +487,7 @@ fn read_columns(
     }
     // Dictionaries are per row group: a batch of a whole one looks each string up once.
     let rows = if dictionaries { 1 << 20 } else { 65_536 };
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, meta)
         .with_batch_size(rows)
         .build()
         .map_err(|e| bad(e.into()))?;
@@ -524,7 +511,7 @@ fn read_columns(
                     return Err(Error::config(format!(
                         "segment {} has no field `{}`, which the schema declares non-nullable; \
                          declare it `nullable = true` or move the segment out of the master dataset",
-                        seg.path.display(),
+                        seg.shown().display(),
                         f.name()
                     )));
                 }
@@ -689,7 +676,7 @@ mod tests {
     #[test]
     fn a_claim_fences_the_previous_owner_and_catch_up_leaves_owned_partitions_alone() {
         let (_dir, layout, schema) = fresh();
-        let mut w = writer(&layout, &schema);
+        let mut w = writer(&layout, &schema).unwrap();
         let owned = |seg: &Segment, e: i64| delta::Range {
             fence: delta::Fence::Owner(e),
             ..range(seg)
@@ -708,6 +695,7 @@ mod tests {
         // Another instance claims the partition: it starts where the archive ends, with the
         // latest event time archived.
         let second = writer(&layout, &schema)
+            .unwrap()
             .claim("t", vec![0], views())
             .unwrap()[&0]
             .clone();
@@ -748,12 +736,12 @@ mod tests {
     fn a_retried_commit_adds_nothing_and_an_overlapping_one_is_refused() {
         let (_dir, layout, schema) = fresh();
         // One writer throughout: each commit reads only what the log gained since the last.
-        let mut w = writer(&layout, &schema);
+        let mut w = writer(&layout, &schema).unwrap();
         let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
         commit_with(&mut w, vec![range(&a)], 1).unwrap();
         let version = committed(&layout).unwrap().version;
         // The same range again (a retry after a crash): the table already holds it.
-        let again = parse_path(&on_disk(&layout).unwrap()[0].path).unwrap();
+        let again = on_disk(&layout).unwrap()[0].clone();
         w.commit(vec![range(&again)], 2).unwrap();
         assert_eq!(
             committed(&layout).unwrap().version,

@@ -148,7 +148,14 @@ async fn register_inputs(
     inputs.extend(
         segments
             .iter()
-            .map(|s| absolute(&s.path))
+            .map(|s| match s.table.local_dir() {
+                Some(d) => absolute(&d.join(&s.key)),
+                None => Err(Error::config(format!(
+                    "{}: the Spark engine reads the master dataset from a local output.dir \
+                     only (s3a:// is not wired into it yet); use the embedded engine",
+                    s.table
+                ))),
+            })
             .collect::<Result<Vec<_>>>()?,
     );
     let splits = if files.is_empty() {

@@ -53,7 +53,7 @@ impl History {
             kept.push_front(hit.clone());
             return Ok((version, hit.1));
         }
-        readable(version, &table)?;
+        readable(version, &table).await?;
         tracing::info!(
             table_version = version,
             "serving layer: computing the views as of a past table version"
@@ -83,7 +83,7 @@ impl History {
 /// The table as of `as_of` and its version: 404 when the table has no such version (the
 /// latest one is read only then, to say what there is).
 async fn resolve(p: &Pipeline, as_of: AsOf) -> ApiResult<(u64, Snapshot)> {
-    let dir = p.layout().master_dir();
+    let dir = p.layout().master().map_err(ApiError::internal)?;
     let (at, latest) = tokio::task::spawn_blocking(move || {
         let at = delta::snapshot(&dir, as_of);
         let latest = at.is_err().then(|| delta::snapshot(&dir, AsOf::Latest));
@@ -110,15 +110,28 @@ async fn resolve(p: &Pipeline, as_of: AsOf) -> ApiResult<(u64, Snapshot)> {
 }
 
 /// 410 when a data file of `table` was removed by `lambdaflow compact` (VACUUM).
-fn readable(version: u64, table: &Snapshot) -> ApiResult<()> {
-    match table.segments.iter().find(|s| !s.path.exists()) {
+async fn readable(version: u64, table: &Snapshot) -> ApiResult<()> {
+    let Some(first) = table.segments.first() else {
+        return Ok(());
+    };
+    // One listing of the table, not one request per file.
+    let store = first.table.clone();
+    let present: std::collections::HashSet<String> =
+        tokio::task::spawn_blocking(move || store.list(""))
+            .await
+            .map_err(|e| ApiError::internal(crate::Error::task("listing the master dataset", e)))?
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+    match table.segments.iter().find(|s| !present.contains(&s.key)) {
         None => Ok(()),
         Some(gone) => Err(ApiError::new(
             StatusCode::GONE,
             "gone",
             format!(
                 "version {version} of the master dataset can no longer be read: its file {} was removed by `lambdaflow compact` (VACUUM)",
-                gone.path.file_name().unwrap_or_default().to_string_lossy()
+                gone.key.rsplit('/').next().unwrap_or_default()
             ),
         )),
     }

@@ -1,0 +1,375 @@
+//! The outputs instances on several machines share — the master dataset's Delta table and the
+//! consumer group's dead letters — on a real S3 server (s3proxy, started by `scripts/s3.sh`,
+//! whose `AWS_*` variables `scripts/test.sh` passes on): the Delta log's rules hold there as on
+//! a local disk, and writers that race are decided by the server's create-only put.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, new_null_array};
+use datafusion::arrow::record_batch::RecordBatch;
+use lambdaflow::config::{S3Config, default_fields};
+use lambdaflow::event::EventSchema;
+use lambdaflow::storage::delta::{self, AsOf, Fence, Range};
+use lambdaflow::storage::{Layout, Manifest, Store, batch_view, dead_letter_ranges, segments};
+
+/// A fresh prefix of the test bucket (`S3_BUCKET`, on the server of `AWS_ENDPOINT_URL`).
+fn bucket(test: &str) -> Store {
+    let (Ok(bucket), Ok(_)) = (
+        std::env::var("S3_BUCKET"),
+        std::env::var("AWS_ENDPOINT_URL"),
+    ) else {
+        panic!(
+            "no S3 server: run the tests with scripts/test.sh (it starts one with scripts/s3.sh)"
+        );
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!("s3://{bucket}/tests/{test}-{}-{nanos}", std::process::id());
+    Store::open(&url, &S3Config::default()).unwrap()
+}
+
+/// A layout on the bucket.
+fn layout(test: &str) -> (Layout, EventSchema) {
+    let layout = Layout::on(bucket(test), 1);
+    (layout, EventSchema::new(default_fields()).unwrap())
+}
+
+/// `n` events of the default schema, the Kafka record's columns null.
+fn events(schema: &EventSchema, n: i64) -> RecordBatch {
+    let arrow = schema.arrow_schema();
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("c{}", i % 3)),
+        )),
+        Arc::new(Int64Array::from_iter_values(0..n)),
+    ];
+    for f in &arrow.fields()[2..] {
+        cols.push(new_null_array(f.data_type(), n as usize));
+    }
+    RecordBatch::try_new(arrow, cols).unwrap()
+}
+
+fn ranges(snap: &delta::Snapshot) -> Vec<(i32, i64, i64)> {
+    snap.segments
+        .iter()
+        .map(|s| (s.partition, s.from, s.to))
+        .collect()
+}
+
+fn owned(seg: &segments::Segment, epoch: i64) -> Range {
+    Range {
+        fence: Fence::Owner(epoch),
+        ..Range::from(seg)
+    }
+}
+
+#[test]
+fn a_store_on_s3_creates_a_key_once_whoever_races_for_it() {
+    let store = bucket("put-new");
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let s = store.clone();
+            std::thread::spawn(move || s.put_new("_delta_log/x.json", vec![b'0' + i]).unwrap())
+        })
+        .collect();
+    let won: Vec<u8> = racers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.join().unwrap().then_some(b'0' + i as u8))
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one create-only put wins: {won:?}");
+    assert_eq!(&store.get("_delta_log/x.json").unwrap()[..], &won[..]);
+    let listed: Vec<String> = store.list("").unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(listed, ["_delta_log/x.json"]);
+    store.remove_all().unwrap();
+    assert!(store.list("").unwrap().is_empty());
+}
+
+#[test]
+fn the_master_dataset_on_s3_archives_recovers_fences_and_travels_in_time() {
+    let (layout, schema) = layout("master");
+    let a = segments::write_pending(&layout, "t", 0, 0, 10, &[events(&schema, 10)]).unwrap();
+    segments::commit(&layout, &schema, vec![Range::from(&a)], 1).unwrap();
+    segments::write_pending(&layout, "t", 0, 10, 25, &[events(&schema, 15)]).unwrap();
+    segments::write_pending(&layout, "t", 0, 25, 30, &[events(&schema, 5)]).unwrap();
+    segments::write_pending(&layout, "t", 1, 0, 4, &[events(&schema, 4)]).unwrap();
+    // A restart whose checkpoint covers partition 0 up to 25 and nothing of partition 1.
+    segments::recover(&layout, &schema, "t", &BTreeMap::from([(0, 25)])).unwrap();
+    let snap = segments::committed(&layout).unwrap();
+    assert_eq!(ranges(&snap), [(0, 0, 10), (0, 10, 25)]);
+    assert_eq!(snap.version, Some(2), "created, then one commit per step");
+    assert_eq!(
+        segments::on_disk(&layout).unwrap().len(),
+        2,
+        "the uncovered segments are deleted from the bucket"
+    );
+    assert!(
+        snap.segments[1]
+            .shown()
+            .to_string_lossy()
+            .starts_with("s3://")
+    );
+    let rows: usize = segments::read(&snap.segments[1], &schema)
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 15);
+    // The version before is still readable (time travel on the bucket).
+    let before = delta::snapshot(&layout.master().unwrap(), AsOf::Version(1)).unwrap();
+    assert_eq!(ranges(&before), [(0, 0, 10)]);
+
+    // Two consumer-group instances: the second claim fences the first owner.
+    let mut first = segments::writer(&layout, &schema).unwrap();
+    let views = vec!["hourly".to_string()];
+    assert_eq!(
+        first.claim("t", vec![0], views.clone()).unwrap()[&0].epoch,
+        1
+    );
+    let b = segments::write_pending(&layout, "t", 0, 25, 30, &[events(&schema, 5)]).unwrap();
+    let timed = Range {
+        event_times: [("hourly".to_string(), 7_000_000)].into(),
+        ..owned(&b, 1)
+    };
+    let done = segments::commit_with(&mut first, vec![timed], 2).unwrap();
+    assert!(done.version.is_some() && done.fenced.is_empty(), "{done:?}");
+    let second = segments::writer(&layout, &schema)
+        .unwrap()
+        .claim("t", vec![0], views)
+        .unwrap()[&0]
+        .clone();
+    assert_eq!((second.epoch, second.archived), (2, Some(30)));
+    assert_eq!(second.event_times["hourly"], 7_000_000);
+    let c = segments::write_pending(&layout, "t", 0, 30, 40, &[events(&schema, 10)]).unwrap();
+    let dead = dead_letter_ranges::write(
+        &layout,
+        "t",
+        0,
+        (30, 40),
+        &[serde_json::json!({"topic": "t", "partition": 0, "offset": 33})],
+    )
+    .unwrap();
+    let version = segments::committed(&layout).unwrap().version;
+    let done = segments::commit_with(&mut first, vec![owned(&c, 1)], 3).unwrap();
+    assert_eq!((done.version, done.fenced), (None, vec![(0, 2)]));
+    assert_eq!(segments::committed(&layout).unwrap().version, version);
+    assert!(
+        !segments::on_disk(&layout)
+            .unwrap()
+            .iter()
+            .any(|s| s.from == 30),
+        "the fenced segment is deleted"
+    );
+    // The new owner removes what the old one left uncommitted from the archive's end on.
+    assert_eq!(dead_letter_ranges::partitions(&layout, "t").unwrap(), [0]);
+    dead_letter_ranges::remove_uncommitted(&layout, "t", 0, 30).unwrap();
+    let left = layout.dead_letter_ranges().unwrap().list("").unwrap();
+    assert!(left.iter().all(|e| e.key != dead), "{left:?}");
+}
+
+#[test]
+fn writers_racing_on_s3_each_commit_once_in_their_own_version() {
+    let (layout, schema) = layout("race");
+    let master = layout.master().unwrap();
+    // Four instances start together on an empty prefix: one creates the table, all get it.
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let (m, s) = (master.clone(), schema.arrow_schema());
+            std::thread::spawn(move || {
+                delta::block(async move { Ok(delta::open(m, s).await?.version()) })
+            })
+        })
+        .collect();
+    for o in opened {
+        assert_eq!(o.join().unwrap().unwrap(), Some(0), "each gets version 0");
+    }
+    // Four writers commit a partition each at the same moment, and claim partition 9 too:
+    // every commit lands in a version of its own, every claim gets an epoch of its own.
+    let writers: Vec<_> = (0..4)
+        .map(|p| {
+            let (l, s) = (layout.clone(), EventSchema::new(default_fields()).unwrap());
+            std::thread::spawn(move || {
+                let seg = segments::write_pending(&l, "t", p, 0, 10, &[events(&s, 10)]).unwrap();
+                let mut w = segments::writer(&l, &s).unwrap();
+                segments::commit_with(&mut w, vec![Range::from(&seg)], 1).unwrap();
+                w.claim("t", vec![9], Vec::new()).unwrap()[&9].epoch
+            })
+        })
+        .collect();
+    let mut epochs: Vec<i64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    epochs.sort_unstable();
+    assert_eq!(epochs, [1, 2, 3, 4]);
+    let snap = segments::committed(&layout).unwrap();
+    assert_eq!(
+        ranges(&snap),
+        [(0, 0, 10), (1, 0, 10), (2, 0, 10), (3, 0, 10)]
+    );
+    assert_eq!(
+        snap.version,
+        Some(8),
+        "one version per commit and per claim"
+    );
+    let txns = delta::partition_txns(&master, "t", &[0, 9], &[]).unwrap();
+    assert_eq!(txns[&0].archived, Some(10));
+    assert_eq!(txns[&9].owner_epoch, Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_views_on_s3_become_current_at_once_and_the_later_of_two_racing_runs_wins() {
+    let p = lambdaflow::config::Config::load(None, &vec![])
+        .unwrap()
+        .compile()
+        .await
+        .unwrap();
+    let (layout, _) = layout("batch-view");
+    let def = Arc::clone(&p.views[0]);
+    let manifest = |run: &str| -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "run_id": run, "view": def.name, "sql": def.sql, "files": [], "rows": 0,
+            "bad": 0, "started_at": "2026-12-03T00:00:00Z", "duration_ms": 0,
+        }))
+        .unwrap()
+    };
+    let publish = |run: &str, n: i64| {
+        let mut state = def.new_state();
+        state.update(&def, &events(&p.schema, n)).unwrap();
+        let rows = def.finalize(&state).unwrap();
+        batch_view::publish(&layout, &def, run, 2, &rows, &state, &manifest(run), b"").unwrap()
+    };
+    assert_eq!(batch_view::published_run(&layout, &def).unwrap(), None);
+    assert!(publish("20261203T000001.000Z-1-000001", 3));
+    let b = batch_view::load_published(&layout, &def).unwrap().unwrap();
+    assert_eq!(b.manifest.run_id, "20261203T000001.000Z-1-000001");
+    // Two runs publish at the same moment: whatever the timing, the later run is current.
+    let (early, late) = (
+        "20261203T000002.000Z-2-000002",
+        "20261203T000003.000Z-3-000003",
+    );
+    std::thread::scope(|s| {
+        let a = s.spawn(|| publish(early, 4));
+        let b = s.spawn(|| publish(late, 5));
+        assert!(b.join().unwrap(), "the later run is never refused");
+        a.join().unwrap();
+    });
+    assert_eq!(
+        batch_view::published_run(&layout, &def).unwrap().as_deref(),
+        Some(late)
+    );
+    // A run that died before its pointer leaves files and nothing visible.
+    let store = layout.store().unwrap();
+    let versions = ".batch_view.d";
+    store
+        .put(
+            &format!("{versions}/20261203T000009.000Z-9-000009/_manifest.json"),
+            b"{".to_vec(),
+        )
+        .unwrap();
+    let b = batch_view::load_published(&layout, &def).unwrap().unwrap();
+    assert_eq!(b.manifest.run_id, late);
+    // Later runs prune: two pointers and the versions they name are kept (and the dead
+    // run's files, which sort after them and might still be being written).
+    for i in 4..7 {
+        assert!(publish(&format!("20261203T00000{i}.000Z-{i}-00000{i}"), i));
+    }
+    let keys: Vec<String> = store
+        .list(versions)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    let pointers = keys.iter().filter(|k| k.contains("/_published/")).count();
+    assert_eq!(pointers, 2, "{keys:?}");
+    for i in 1..5 {
+        let gone = format!("Z-{i}-00000{i}/");
+        assert!(!keys.iter().any(|k| k.contains(&gone)), "{gone}: {keys:?}");
+    }
+    assert!(keys.iter().any(|k| k.contains("Z-9-000009/")), "{keys:?}");
+}
+
+/// The seed scenario with `output.dir = "s3://…"`: nothing of it on the local disk.
+#[test]
+fn the_seed_scenario_runs_end_to_end_on_a_bucket() {
+    let env = crate::util::Env::new("seed-s3", "").on_bucket();
+    crate::assert_seed_views(crate::seed_flow(&env));
+    // The next batch run reads the three archived events from the bucket's Delta table.
+    let out = env.ok(&["batch"]);
+    assert!(out.contains("|Ali     |400         |"), "{out}");
+    assert!(
+        out.contains("1 segment(s) (master table version 1, offsets {0: 3})"),
+        "{out}"
+    );
+    assert!(!env.path("output").exists(), "nothing written locally");
+}
+
+#[test]
+fn kill_9_and_restart_on_a_bucket_lose_nothing_and_count_nothing_twice() {
+    crate::restart_keeps_every_event_once(crate::util::kill9, true);
+}
+
+/// Two instances of a consumer group on a bucket, one suspended past its session timeout and
+/// resumed: its late commits are refused by the table on S3, every event is in it once.
+#[test]
+fn a_consumer_group_on_a_bucket_fences_its_zombie() {
+    crate::group::zombie_cannot_write_what_counts(true);
+}
+
+/// `compact` and time travel on a bucket: merged while the speed layer appends, vacuumed, and
+/// the view of an earlier table version read back, by `batch --as-of` and by `?as_of=`.
+#[test]
+fn compact_and_time_travel_work_on_a_bucket() {
+    use crate::master::{FAST, seed_truth, send};
+    let env = crate::util::Env::new("delta-s3", FAST).on_bucket();
+    env.create_topic(2);
+    let mut truth = seed_truth();
+    let speed = env.spawn("speed", &["speed", "--quiet"]);
+    send(&env, 0..3_000, 300, &mut truth);
+    env.wait_checkpointed(3_000);
+    let out = env.ok(&["batch"]);
+    let version: u64 = out
+        .split("master table version ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a table version: {out}"));
+    let then = truth.clone();
+    send(&env, 3_000..4_000, 250, &mut truth);
+    env.wait_checkpointed(4_000);
+    let out = env.ok(&["compact", "--retention", "1h"]);
+    assert!(
+        out.contains("compact:") && !out.contains("compact: 0 segment"),
+        "{out}"
+    );
+    crate::util::terminate(speed);
+    env.assert_served_and_verified(&truth);
+    let out = env.ok(&["batch", "--as-of", &version.to_string()]);
+    assert!(out.contains("printed, not published"), "{out}");
+    for (k, v) in &then {
+        assert!(
+            out.contains(&format!("|{k:<8}|{v:<12}|")),
+            "{k} {v} missing:\n{out}"
+        );
+    }
+    let addr = format!("127.0.0.1:{}", crate::util::free_port());
+    let serve = env.spawn("serve", &["serve", &format!("--listen={addr}")]);
+    let past = crate::util::get_json(
+        &addr,
+        &format!("/api/views/customer_totals?as_of={version}"),
+    );
+    assert_eq!(
+        crate::util::rows_of(&past, "customer", "total_amount"),
+        then,
+        "{past}"
+    );
+    crate::util::terminate(serve);
+    // VACUUM with no retention deletes the replaced files from the bucket.
+    let out = env.ok(&["compact", "--retention", "0s"]);
+    assert!(!out.contains(" 0 file(s) deleted"), "{out}");
+    env.ok(&["serve", "--once"]);
+    assert_eq!(
+        env.view("serving_view.json", "customer", "total_amount"),
+        truth
+    );
+}

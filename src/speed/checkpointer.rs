@@ -215,7 +215,22 @@ impl Checkpointer {
         let owners = self.owners.clone();
         let task = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let done = write(&p, &layout, &mut table, &cp, pending, view, owners.as_ref());
+            // Every step can be done again (see `storage::segments`): while the storage is
+            // unreachable or full, the checkpoint is retried, and consumption waits for it.
+            let done = layout.store().and_then(|root| {
+                storage::store::patiently("speed layer: checkpoint", &root, || {
+                    let view = view.as_ref();
+                    write(
+                        &p,
+                        &layout,
+                        &mut table,
+                        &cp,
+                        &pending,
+                        view,
+                        owners.as_ref(),
+                    )
+                })
+            });
             // What a checkpoint costs where the outputs are (a disk, a bucket).
             tracing::debug!(
                 batch_id = cp.batch_id,
@@ -288,14 +303,14 @@ fn write(
     layout: &Layout,
     table: &mut delta::Writer,
     cp: &Checkpoint,
-    pending: BTreeMap<i32, Pending>,
-    view: Option<Vec<RecordBatch>>,
+    pending: &BTreeMap<i32, Pending>,
+    view: Option<&Vec<RecordBatch>>,
     owners: Option<&BTreeMap<i32, i64>>,
 ) -> Result<Fenced> {
     let topic = &p.config.kafka.topic;
     let mut ranges = Vec::new();
     let mut dead_files = Vec::new();
-    for (part, pd) in pending {
+    for (&part, pd) in pending {
         let to = cp.offsets.get(&part).copied().unwrap_or(pd.from);
         if to <= pd.from {
             continue;
@@ -344,7 +359,7 @@ fn write(
     if let Some(rows) = view {
         let version = storage::new_version();
         for (def, rows) in p.views.iter().zip(rows) {
-            let part = storage::json_lines(std::slice::from_ref(&rows))?;
+            let part = storage::json_lines(std::slice::from_ref(rows))?;
             layout.output(Output::StreamingView, &def.name)?.publish(
                 &version,
                 2,

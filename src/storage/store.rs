@@ -432,6 +432,127 @@ impl Store {
     }
 }
 
+/// Whether storage answers, as the layers last found it (for `/health`, `/api/status` and
+/// `/metrics`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Health {
+    /// False while a write is being retried because the storage is unreachable or full.
+    pub up: bool,
+    /// Since when it is not (RFC 3339).
+    pub down_since: Option<String>,
+    /// The last error while it is not.
+    pub error: Option<String>,
+    /// Times it went from up to down.
+    pub outages: u64,
+}
+
+static HEALTH: std::sync::Mutex<Option<Health>> = std::sync::Mutex::new(None);
+
+/// Storage's health as last found.
+pub fn health() -> Health {
+    let h = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
+    h.clone().unwrap_or(Health {
+        up: true,
+        ..Health::default()
+    })
+}
+
+fn set_health(error: Option<String>) {
+    let mut h = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut now = h.clone().unwrap_or(Health {
+        up: true,
+        ..Health::default()
+    });
+    match error {
+        None => {
+            now.up = true;
+            now.down_since = None;
+            now.error = None;
+        }
+        Some(e) => {
+            if now.up {
+                now.outages += 1;
+                now.down_since = Some(chrono::Utc::now().to_rfc3339());
+            }
+            now.up = false;
+            now.error = Some(e);
+        }
+    }
+    *h = Some(now);
+}
+
+/// Whether `e` is storage being away rather than wrong: an S3 server unreachable or failing
+/// past object_store's own retries, a connection refused or reset, a full disk. Such a write
+/// succeeds once the storage is back.
+pub fn is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(o) = err.downcast_ref::<object_store::Error>() {
+            return matches!(o, object_store::Error::Generic { .. });
+        }
+        // An io::Error's source() skips the error it wraps: look at that one too.
+        let wrapped = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<object_store::Error>());
+        if let Some(o) = wrapped {
+            return matches!(o, object_store::Error::Generic { .. });
+        }
+        // The Delta kernel keeps the object store's error without making it a source.
+        if let Some(delta_kernel::Error::ObjectStore(o)) = err.downcast_ref::<delta_kernel::Error>()
+        {
+            return matches!(o, object_store::Error::Generic { .. });
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::StorageFull
+                    | ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Runs `op` until it succeeds or fails for a reason other than storage being away; while it
+/// is away, waits with back-off (0.5 s doubling to 10 s), logs why, and reports it in
+/// [`health`]. For work that can be done again from the start. Storage is away when the error
+/// says so ([`is_transient`]), or when `root` itself does not answer a listing right after it:
+/// delta-rs keeps some object-store errors only as text.
+pub fn patiently<T>(what: &str, root: &Store, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut wait = std::time::Duration::from_millis(500);
+    let away = |e: &Error| {
+        is_transient(e)
+            || matches!(e, Error::Table { .. })
+                && root.list("_speed").err().is_some_and(|p| is_transient(&p))
+    };
+    loop {
+        match op() {
+            Ok(v) => {
+                if !health().up {
+                    tracing::info!("{what}: storage answers again; going on");
+                }
+                set_health(None);
+                return Ok(v);
+            }
+            Err(e) if away(&e) => {
+                let cause = crate::error::Report(&e).to_string();
+                tracing::warn!(cause = %cause, retry_in_ms = wait.as_millis() as u64, "{what}: storage unreachable or full; waiting (nothing is lost: the events stay in Kafka)");
+                set_health(Some(cause));
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn join(prefix: &Key, rel: &str) -> Key {
     rel.split('/')
         .filter(|p| !p.is_empty())

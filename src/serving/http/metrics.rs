@@ -60,6 +60,8 @@ pub(super) struct Metrics {
     microbatch: SnapshotHistogram,
     kafka_up: Gauge,
     kafka_outages: Counter,
+    storage_up: Gauge,
+    storage_outages: Counter,
     latency: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     batch_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
     batch_age: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -84,6 +86,8 @@ impl Metrics {
             microbatch: SnapshotHistogram::default(),
             kafka_up: Gauge::default(),
             kafka_outages: Counter::default(),
+            storage_up: Gauge::default(),
+            storage_outages: Counter::default(),
             latency: Family::default(),
             batch_duration: Gauge::default(),
             batch_age: Gauge::default(),
@@ -148,6 +152,16 @@ impl Metrics {
             "kafka_outages",
             "Times the brokers went from reachable to unreachable",
             m.kafka_outages.clone(),
+        );
+        registry.register(
+            "storage_up",
+            "1 when the output root (disk or bucket) takes writes, 0 while one waits for it",
+            m.storage_up.clone(),
+        );
+        registry.register(
+            "storage_outages",
+            "Times the output root went from taking writes to not (unreachable, or full)",
+            m.storage_outages.clone(),
         );
         registry.register(
             "batch_run_duration_seconds",
@@ -233,6 +247,9 @@ impl Metrics {
             catch_up(&self.late.get_or_create(&l), et.late);
             catch_up(&self.ahead.get_or_create(&l), et.ahead);
         }
+        let storage = crate::storage::store::health();
+        self.storage_up.set(i64::from(storage.up));
+        catch_up(&self.storage_outages, storage.outages);
         catch_up(&self.batch_runs, st.batch.runs);
         catch_up(&self.batch_failures, st.batch.failures);
         if let Some(ms) = st.batch.last_duration_ms.or_else(|| {

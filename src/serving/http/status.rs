@@ -39,6 +39,7 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
         "status": "ready",
         "views": s.views.len(),
         "kafka_up": s.speed.as_ref().map(|sp| sp.brokers.up),
+        "storage_up": crate::storage::store::health().up,
         "uptime_seconds": st.started.elapsed().as_secs_f64(),
     }))
     .into_response()
@@ -98,6 +99,8 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Value> {
         // Serving from the files: the views' event time as they record it.
         "event_time": (s.speed.is_none() && !s.event_time.is_empty()).then_some(&s.event_time),
         "batch": { "last_run": last_batch, "scheduler": s.batch },
+        // The output root: down while a write waits for it (unreachable, or a full disk).
+        "storage": crate::storage::store::health(),
         "events_per_second": rate,
     }))
 }

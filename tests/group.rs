@@ -405,6 +405,9 @@ pub(crate) fn zombie_cannot_write_what_counts(on_bucket: bool) {
     );
     let verified = env.ok(&["verify"]);
     assert!(verified.contains(": 0 difference(s)"), "{verified}");
+    if on_bucket {
+        assert!(!env.path("output").exists(), "the bucket is all they share");
+    }
 }
 
 /// A partition whose last messages are all malformed: the group's owner archives their dead

@@ -88,6 +88,13 @@ impl Env {
         self
     }
 
+    /// Whether `output.dir` is on the test bucket ([`Env::on_bucket`]).
+    pub fn on_a_bucket(&self) -> bool {
+        std::fs::read_to_string(self.path("lambdaflow.toml"))
+            .unwrap()
+            .contains("dir = \"s3://")
+    }
+
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
@@ -143,9 +150,16 @@ impl Env {
     /// Starts `lambdaflow ARGS` in the background, its stderr (the log) going to `name.log`.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Spawned {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
+        let mut cmd = self.cmd(args);
+        // On a bucket, each process is a machine of its own: its own working and temporary
+        // directory, and no path in common with the others but the config it is given.
+        if self.on_a_bucket() {
+            let home = self.path(&format!("{name}.home"));
+            std::fs::create_dir_all(&home).unwrap();
+            cmd.current_dir(&home).env("TMPDIR", &home);
+        }
         Spawned(Some(
-            self.cmd(args)
-                .env("LAMBDAFLOW_LOG", "info")
+            cmd.env("LAMBDAFLOW_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

@@ -428,13 +428,29 @@ fn the_s3_server_down_for_30_s_while_events_flow_loses_nothing_and_doubles_nothi
     env.create_topic(2);
     let mut truth = seed_truth();
     let speed = env.spawn("speed", &["speed", "--quiet"]);
+    let addr = format!("127.0.0.1:{}", crate::util::free_port());
+    let replica = env.spawn("serve", &["serve", &format!("--listen={addr}")]);
+    let storage_up = || crate::util::get_json(&addr, "/health")["storage_up"].as_bool();
     send(&env, 0..2_000, 250, &mut truth);
     env.wait_checkpointed(2_000);
+    assert_eq!(storage_up(), Some(true));
     server.script("stop");
     let down = std::time::Instant::now();
     send(&env, 2_000..4_000, 250, &mut truth);
+    // The replica keeps answering, and says the bucket is away.
+    crate::util::eventually(
+        25,
+        || storage_up() == Some(false),
+        || format!("the replica sees the outage\n{}", env.log("serve")),
+    );
     std::thread::sleep(std::time::Duration::from_secs(30).saturating_sub(down.elapsed()));
     server.script("start");
+    crate::util::eventually(
+        30,
+        || storage_up() == Some(true),
+        || format!("the replica sees the bucket back\n{}", env.log("serve")),
+    );
+    crate::util::terminate(replica);
     crate::util::eventually(
         90,
         || env.checkpointed() >= 4_000,

@@ -345,6 +345,14 @@ impl Follower {
             .await
             .map_err(|e| Error::task("file follower", e))?;
             self = f;
+            // A replica on a bucket the S3 server of which is away says so, and keeps serving.
+            match &r {
+                Ok(_) => crate::storage::store::set_health(None),
+                Err(e) if crate::storage::store::is_transient(e) => {
+                    crate::storage::store::set_health(Some(e.report().to_string()))
+                }
+                Err(_) => {}
+            }
             match r {
                 Ok(Some(views)) => {
                     version += 1;

@@ -457,7 +457,8 @@ pub fn health() -> Health {
     })
 }
 
-fn set_health(error: Option<String>) {
+/// Records what a layer found of storage: `None`, it answered; `Some(cause)`, it is away.
+pub fn set_health(error: Option<String>) {
     let mut h = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
     let mut now = h.clone().unwrap_or(Health {
         up: true,

@@ -21,7 +21,7 @@
 //! compute the view's watermark from it ([`super::event_time`]).
 //!
 //! delta-rs is async; the archive's callers are synchronous code on blocking threads, so
-//! [`block`] runs a log operation on a small runtime of its own.
+//! [`block`] runs a log operation on storage's small runtime (see [`super::store`]).
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -45,7 +45,7 @@ pub mod segments;
 pub mod store;
 
 pub use batch_view::{Manifest, PublishedBatch};
-pub use publication::{Target, publish_dir, published};
+pub use publication::Target;
 pub use store::Store;
 
 use std::fs::{self, File, OpenOptions};
@@ -200,19 +200,6 @@ impl Layout {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then
-/// renamed over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).at(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
-    tmp.write_all(bytes).at(tmp.path())?;
-    tmp.as_file().sync_all().at(tmp.path())?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    publication::sync_dir(dir);
-    Ok(())
-}
-
 /// Rows as JSON lines, the way Spark's `write.json` writes them (null fields left out).
 pub fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let mut w = LineDelimitedWriter::new(Vec::new());
@@ -251,12 +238,6 @@ pub fn read_json_lines(bytes: &[u8], schema: SchemaRef) -> Result<RecordBatch> {
 /// The name of a Spark-style view's one part file.
 pub fn part_name(version: &str) -> String {
     format!("part-00000-{version}.json")
-}
-
-/// Writes a Spark-style JSON view: `part-00000-<version>.json` with one row a line.
-pub fn write_part(dir: &Path, version: &str, batch: &RecordBatch) -> Result<()> {
-    let path = dir.join(part_name(version));
-    fs::write(&path, json_lines(std::slice::from_ref(batch))?).at(path)
 }
 
 /// An append-only JSON-lines file whose length is recorded in checkpoints, so that a restart

@@ -5,8 +5,8 @@
 //! `_SUCCESS`; nothing there is rewritten afterwards. What changes is which version is current:
 //!
 //! - On a local disk, `<name>` is a symlink to `.<name>.d/<version>`, replaced by a `rename(2)`
-//!   once the version's files are synced ([`publish_dir`]). Readers that open `<name>/` (Spark,
-//!   `jq`, the seed's instructions) see a plain directory.
+//!   once the version's files are synced. Readers that open `<name>/` (Spark, `jq`, the
+//!   seed's instructions) see a plain directory.
 //! - On an object store there is neither a symlink nor a rename. A version becomes current
 //!   when its pointer is created: `.<name>.d/_published/<n>.json` (`n` zero-padded, one more
 //!   than the highest pointer listed), holding the version's id, written with a create-only
@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::store::Store;
+use super::store::{self, Store};
 use crate::error::{Error, IoContext, Result};
 
 /// Publishes a new version of the directory `link` on a local disk: `fill` writes the files
 /// into a fresh directory, which is synced, marked with `_SUCCESS`, and swapped in atomically.
 /// Keeps the `keep` newest versions. Returns the version's directory.
-pub fn publish_dir(
+fn publish_dir(
     link: &Path,
     version: &str,
     keep: usize,
@@ -52,7 +52,7 @@ pub fn publish_dir(
         let p = entry.at(&dir)?.path();
         File::open(&p).and_then(|f| f.sync_all()).at(&p)?;
     }
-    sync_dir(&dir);
+    store::sync_dir(&dir);
     // A plain directory left by an older tool or by hand is moved aside once.
     if let Ok(meta) = fs::symlink_metadata(link)
         && !meta.file_type().is_symlink()
@@ -65,16 +65,9 @@ pub fn publish_dir(
     let target = PathBuf::from(format!(".{name}.d")).join(version);
     std::os::unix::fs::symlink(&target, &tmp_link).at(&tmp_link)?;
     fs::rename(&tmp_link, link).at(link)?;
-    sync_dir(parent);
+    store::sync_dir(parent);
     prune_versions(&versions, version, keep);
     Ok(dir)
-}
-
-pub(super) fn sync_dir(dir: &Path) {
-    // Makes the rename durable; not all file systems allow opening a directory, so best effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 fn prune_versions(versions: &Path, current: &str, keep: usize) {
@@ -94,7 +87,7 @@ fn prune_versions(versions: &Path, current: &str, keep: usize) {
 }
 
 /// The directory a published `link` points at, if one was published (local disk).
-pub fn published(link: &Path) -> Option<PathBuf> {
+fn published(link: &Path) -> Option<PathBuf> {
     let dir = fs::canonicalize(link).ok()?;
     dir.join("_SUCCESS").exists().then_some(dir)
 }

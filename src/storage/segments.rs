@@ -42,7 +42,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use super::store::Store;
 use super::{Layout, delta};
 use crate::config::Pipeline;
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Error, IoContext, Result};
 use crate::event::EventSchema;
 use crate::view::ViewState;
 
@@ -137,19 +137,29 @@ pub fn parse_key(table: &Store, key: &str, size: u64, modified_ms: i64) -> Optio
 /// Delta log no longer lists included), ordered by topic, partition and offset. What is
 /// committed is what the log lists: [`committed`].
 pub fn on_disk(layout: &Layout) -> Result<Vec<Segment>> {
-    let mut out = listed(layout)?;
+    on_disk_of(layout, None)
+}
+
+/// [`on_disk`], of one topic when given (a listing of that topic's files only).
+fn on_disk_of(layout: &Layout, topic: Option<&str>) -> Result<Vec<Segment>> {
+    let mut out = listed(layout, topic)?;
     // A segment seen under both names (renamed while listing, or on S3 copied and not yet
     // deleted: see [`recover`]) counts once, under its committed name.
     out.dedup_by(|b, a| a.topic == b.topic && a.partition == b.partition && a.from == b.from);
     Ok(out)
 }
 
-/// Every segment file, sorted, a segment seen under both names listed twice.
-fn listed(layout: &Layout) -> Result<Vec<Segment>> {
+/// Every segment file (of `topic` when given), sorted, a segment seen under both names listed
+/// twice. The Delta log is not listed with them.
+fn listed(layout: &Layout, topic: Option<&str>) -> Result<Vec<Segment>> {
     let table = layout.master()?;
-    let mut out: Vec<Segment> = table
-        .list("")?
+    let entries = match topic {
+        Some(t) => table.list(&format!("topic={t}"))?,
+        None => table.list("")?,
+    };
+    let mut out: Vec<Segment> = entries
         .into_iter()
+        .filter(|e| !e.key.starts_with("_delta_log/"))
         .filter_map(|e| parse_key(&table, &e.key, e.size, e.modified_ms))
         .collect();
     sort(&mut out);
@@ -184,7 +194,7 @@ pub fn covered(layout: &Layout, topic: &str, bound: &BTreeMap<i32, i64>) -> Resu
     let ends = archived_until(&logged, topic);
     let mut out: Vec<Segment> = logged.into_iter().filter(within).collect();
     out.extend(
-        on_disk(layout)?
+        on_disk_of(layout, Some(topic))?
             .into_iter()
             .filter(within)
             .filter(|s| ends.get(&s.partition).is_none_or(|&e| s.from >= e)),
@@ -358,9 +368,9 @@ pub fn recover(
     topic: &str,
     checkpoint: &BTreeMap<i32, i64>,
 ) -> Result<()> {
-    let all = listed(layout)?;
+    let all = listed(layout, Some(topic))?;
     for (i, s) in all.iter().enumerate() {
-        if s.topic != topic || s.committed {
+        if s.committed {
             continue;
         }
         // On S3 a rename is a copy then a delete: a crash between them leaves both names.
@@ -451,15 +461,44 @@ fn read_columns(
     schema: &EventSchema,
     dictionaries: bool,
 ) -> Result<Vec<RecordBatch>> {
-    let bytes = match seg.table.get(&seg.key) {
-        // A pending segment listed a moment ago may have been renamed since.
+    match seg.table.local_dir() {
+        // On a disk the reader reads the row groups it needs, not the whole file at once.
+        Some(dir) => {
+            let file = open_segment(seg, |key| {
+                let path = dir.join(key);
+                std::fs::File::open(&path).at(path)
+            })?;
+            decode(file, seg, schema, dictionaries)
+        }
+        None => decode(
+            open_segment(seg, |key| seg.table.get(key))?,
+            seg,
+            schema,
+            dictionaries,
+        ),
+    }
+}
+
+/// `open` of the segment's key, or of its committed name when a pending segment listed a
+/// moment ago was renamed since.
+fn open_segment<R>(seg: &Segment, open: impl Fn(&str) -> Result<R>) -> Result<R> {
+    match open(&seg.key) {
         Err(Error::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound && !seg.committed =>
         {
-            seg.table.get(&seg.committed_key())?
+            open(&seg.committed_key())
         }
-        r => r?,
-    };
+        r => r,
+    }
+}
+
+/// Reads a segment's Parquet from `reader` in the declared schema (see [`read_columns`]).
+fn decode<R: datafusion::parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+    seg: &Segment,
+    schema: &EventSchema,
+    dictionaries: bool,
+) -> Result<Vec<RecordBatch>> {
     let bad = |e: BoxError| {
         Error::damaged(
             seg.shown(),
@@ -470,7 +509,7 @@ fn read_columns(
         )
     };
     let mut meta =
-        ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(|e| bad(e.into()))?;
+        ArrowReaderMetadata::load(&reader, ArrowReaderOptions::new()).map_err(|e| bad(e.into()))?;
     if dictionaries {
         let hint: Vec<Field> = meta
             .schema()
@@ -487,7 +526,7 @@ fn read_columns(
     }
     // Dictionaries are per row group: a batch of a whole one looks each string up once.
     let rows = if dictionaries { 1 << 20 } else { 65_536 };
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, meta)
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, meta)
         .with_batch_size(rows)
         .build()
         .map_err(|e| bad(e.into()))?;

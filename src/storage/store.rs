@@ -237,19 +237,6 @@ impl Store {
         self.url.join(key).expect("a relative key")
     }
 
-    /// `key` as Apache Spark reads it: a `file:` URL, or `s3a://` (hadoop-aws) for S3.
-    pub fn spark_url(&self, key: &str) -> String {
-        let u = self.url_of(key).to_string();
-        match u.strip_prefix("s3://") {
-            Some(rest) => format!("s3a://{rest}"),
-            None => u,
-        }
-    }
-
-    fn object_key(prefix: &Key, key: &str) -> Key {
-        join(prefix, key)
-    }
-
     /// Writes `bytes` as `key`, replacing what is there, atomically.
     pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         match &self.backend {
@@ -261,7 +248,7 @@ impl Store {
                 Ok(())
             }
             Backend::Object { bucket, prefix } => {
-                let (b, k) = (Arc::clone(bucket), Self::object_key(prefix, key));
+                let (b, k) = (Arc::clone(bucket), join(prefix, key));
                 let shown = self.path_of(key);
                 block(async move {
                     b.put(&k, PutPayload::from(bytes))
@@ -290,7 +277,7 @@ impl Store {
                 }
             }
             Backend::Object { bucket, prefix } => {
-                let (b, k) = (Arc::clone(bucket), Self::object_key(prefix, key));
+                let (b, k) = (Arc::clone(bucket), join(prefix, key));
                 let shown = self.path_of(key);
                 block(async move {
                     let opts = PutOptions::from(PutMode::Create);
@@ -312,7 +299,7 @@ impl Store {
                 std::fs::read(&path).map(Bytes::from).at(path)
             }
             Backend::Object { bucket, prefix } => {
-                let (b, k) = (Arc::clone(bucket), Self::object_key(prefix, key));
+                let (b, k) = (Arc::clone(bucket), join(prefix, key));
                 let shown = self.path_of(key);
                 block(async move {
                     let r = b.get(&k).await.map_err(|e| object_error(&shown, e))?;
@@ -346,7 +333,7 @@ impl Store {
                 Ok(out)
             }
             Backend::Object { bucket, prefix } => {
-                let p = Self::object_key(prefix, dir);
+                let p = join(prefix, dir);
                 let metas: Vec<object_store::ObjectMeta> = bucket
                     .list(Some(&p))
                     .try_collect()
@@ -378,7 +365,7 @@ impl Store {
             }
             Backend::Object { bucket, prefix } => {
                 let store = Arc::clone(bucket);
-                let (a, b) = (Self::object_key(prefix, from), Self::object_key(prefix, to));
+                let (a, b) = (join(prefix, from), join(prefix, to));
                 let shown = self.path_of(from);
                 block(async move {
                     store
@@ -401,7 +388,7 @@ impl Store {
                 }
             }
             Backend::Object { bucket, prefix } => {
-                let (b, k) = (Arc::clone(bucket), Self::object_key(prefix, key));
+                let (b, k) = (Arc::clone(bucket), join(prefix, key));
                 let shown = self.path_of(key);
                 block(async move {
                     match b.delete(&k).await {
@@ -412,9 +399,7 @@ impl Store {
             }
         }
     }
-}
 
-impl Store {
     /// Deletes everything under the root.
     pub fn remove_all(&self) -> Result<()> {
         match &self.backend {
@@ -434,7 +419,7 @@ impl Store {
 
 /// Whether storage answers, as the layers last found it (for `/health`, `/api/status` and
 /// `/metrics`).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {
     /// False while a write is being retried because the storage is unreachable or full.
     pub up: bool,
@@ -446,24 +431,21 @@ pub struct Health {
     pub outages: u64,
 }
 
-static HEALTH: std::sync::Mutex<Option<Health>> = std::sync::Mutex::new(None);
+static HEALTH: std::sync::Mutex<Health> = std::sync::Mutex::new(Health {
+    up: true,
+    down_since: None,
+    error: None,
+    outages: 0,
+});
 
 /// Storage's health as last found.
 pub fn health() -> Health {
-    let h = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
-    h.clone().unwrap_or(Health {
-        up: true,
-        ..Health::default()
-    })
+    HEALTH.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Records what a layer found of storage: `None`, it answered; `Some(cause)`, it is away.
 pub fn set_health(error: Option<String>) {
-    let mut h = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
-    let mut now = h.clone().unwrap_or(Health {
-        up: true,
-        ..Health::default()
-    });
+    let mut now = HEALTH.lock().unwrap_or_else(|e| e.into_inner());
     match error {
         None => {
             now.up = true;
@@ -479,7 +461,6 @@ pub fn set_health(error: Option<String>) {
             now.error = Some(e);
         }
     }
-    *h = Some(now);
 }
 
 /// Whether `e` is storage being away rather than wrong: an S3 server unreachable or failing
@@ -489,20 +470,19 @@ pub fn is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(o) = err.downcast_ref::<object_store::Error>() {
-            return matches!(o, object_store::Error::Generic { .. });
-        }
-        // An io::Error's source() skips the error it wraps: look at that one too.
-        let wrapped = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<object_store::Error>());
-        if let Some(o) = wrapped {
-            return matches!(o, object_store::Error::Generic { .. });
-        }
-        // The Delta kernel keeps the object store's error without making it a source.
-        if let Some(delta_kernel::Error::ObjectStore(o)) = err.downcast_ref::<delta_kernel::Error>()
-        {
+        // The object store's own error: itself, inside an io::Error (whose source() skips
+        // it), or inside the Delta kernel's error (which keeps it without making it a source).
+        let from_store = err
+            .downcast_ref::<object_store::Error>()
+            .or_else(|| {
+                let io = err.downcast_ref::<std::io::Error>()?;
+                io.get_ref()?.downcast_ref::<object_store::Error>()
+            })
+            .or_else(|| match err.downcast_ref::<delta_kernel::Error>()? {
+                delta_kernel::Error::ObjectStore(o) => Some(o),
+                _ => None,
+            });
+        if let Some(o) = from_store {
             return matches!(o, object_store::Error::Generic { .. });
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>()
@@ -576,12 +556,17 @@ fn synced_temp(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
 /// Names of local temporary files (left out of listings).
 const TEMP_PREFIX: &str = ".tmp-";
 
-/// Makes a rename or link in `path`'s directory durable; not all file systems allow opening a
-/// directory, so best effort.
+/// Makes a rename or link in `path`'s directory durable.
 fn sync_parent(path: &Path) {
-    if let Some(d) = path.parent()
-        && let Ok(d) = std::fs::File::open(d)
-    {
+    if let Some(d) = path.parent() {
+        sync_dir(d);
+    }
+}
+
+/// Syncs a directory (its entries: renames, links); not all file systems allow opening a
+/// directory, so best effort.
+pub(super) fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
 }
@@ -667,7 +652,6 @@ mod tests {
             matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
             "{e:?}"
         );
-        assert_eq!(s.spark_url("x.parquet"), s.url_of("x.parquet").to_string());
     }
 
     #[test]
@@ -679,8 +663,8 @@ mod tests {
         assert_eq!(s.url().as_str(), "s3://bucket/some/prefix/");
         let m = s.child("master");
         assert_eq!(
-            m.spark_url("topic=t/x.parquet"),
-            "s3a://bucket/some/prefix/master/topic=t/x.parquet"
+            m.url_of("topic=t/x.parquet").as_str(),
+            "s3://bucket/some/prefix/master/topic=t/x.parquet"
         );
         assert_eq!(format!("{m:?}"), "Store(s3://bucket/some/prefix/master/)");
         assert_eq!(

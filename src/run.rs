@@ -87,6 +87,7 @@ pub async fn run(
             tasks.stopping(),
         ),
     );
+    let member = group.then(|| snap_rx.clone());
     let served_rx = if group {
         serving::files::follow_files(&p, &tasks)?
     } else {
@@ -102,9 +103,12 @@ pub async fn run(
         );
         served_rx
     };
-    let app = http::AppState::new(Arc::clone(&p), served_rx, Some(trigger))
+    let mut app = http::AppState::new(Arc::clone(&p), served_rx, Some(trigger))
         .with_time_travel(time_travel(Arc::clone(&p), Some(batch_rt.handle().clone())))
         .with_group(serving::files::follow_group(&p, &tasks));
+    if let Some(member) = member {
+        app = app.with_member(member);
+    }
     info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
     let server = http::serve(listener, app, tasks.stopping());
     tasks.spawn("HTTP server", async move {

@@ -277,6 +277,18 @@ fn a_consumer_group_of_speed_layers_survives_kills_restarts_and_late_joiners() {
                 )
             },
         );
+        // `run` in the group serves every partition from the files and shows its own member.
+        let status = get_json(&replicas[2], "/api/status");
+        let owned = &status["speed"]["owned_partitions"];
+        assert!(
+            owned.as_array().is_some_and(|o| !o.is_empty()),
+            "run's own member in /api/status: {status}"
+        );
+        assert_eq!(
+            get_json(&replicas[2], "/health")["kafka_up"],
+            true,
+            "run's member reaches the brokers"
+        );
         stop_instance(&env, "a2", a);
         stop_instance(&env, "d", d);
         assert_exactly_once(&env, &ends);

@@ -568,9 +568,12 @@ fn a_consumer_groups_watermark_is_in_the_table_for_replicas_and_the_next_owner()
     };
     let one = |i: i64| if i < 600 { event(i) } else { early(i) };
     let all = |n: i64| (0..n).map(one);
+    // Even events to partition 0, odd ones to 1: both partitions see the whole day, and the
+    // watermark each one holds is known.
     let send = |r: std::ops::Range<i64>| {
-        let msgs: Vec<Vec<u8>> = r.map(|i| one(i).3.into_bytes()).collect();
-        env.send_raw(&msgs);
+        let msgs: Vec<(i32, Vec<u8>)> =
+            r.map(|i| ((i % 2) as i32, one(i).3.into_bytes())).collect();
+        env.send_to_partitions(&msgs);
     };
     let wait = |n: i64, who: &str| {
         let truth = hourly_of(all(n));
@@ -597,6 +600,22 @@ fn a_consumer_groups_watermark_is_in_the_table_for_replicas_and_the_next_owner()
         30,
         || watermark().is_some(),
         || "a watermark on the replica".into(),
+    );
+    // The view's watermark: the least of the partitions' latest event times, less 30 minutes.
+    let latest = |p: i64| {
+        (0..600)
+            .filter(|i| i % 2 == p)
+            .map(|i| one(i).2)
+            .max()
+            .unwrap()
+    };
+    let expected = chrono::DateTime::from_timestamp_millis(latest(0).min(latest(1)) - HOUR / 2)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    util::eventually(
+        30,
+        || watermark().as_deref() == Some(expected.as_str()),
+        || format!("the replica's watermark at {expected}: {:?}", watermark()),
     );
     let before = watermark().unwrap();
     assert!(before.starts_with("2026-12-01T2"), "{before}");

@@ -234,6 +234,21 @@ impl Env {
     }
 
     /// Sends raw payloads to the topic.
+    /// Sends each payload to the partition it names, in order per partition.
+    pub fn send_to_partitions(&self, msgs: &[(i32, Vec<u8>)]) {
+        let p = self.pipeline();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let prod = lambdaflow::kafka::producer(&p.config.kafka).unwrap();
+            for (partition, payload) in msgs {
+                let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(&p.config.kafka.topic)
+                    .partition(*partition)
+                    .payload(payload);
+                prod.send(record, Duration::from_secs(60)).await.unwrap();
+            }
+        });
+    }
+
     pub fn send_raw(&self, payloads: &[Vec<u8>]) {
         let p = self.pipeline();
         let rt = tokio::runtime::Runtime::new().unwrap();

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::serving::ServingState;
+use crate::speed::Snapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
@@ -197,14 +198,14 @@ impl Metrics {
     }
 
     /// Brings the counters and gauges up to the state's values.
-    pub(super) fn observe(&self, st: &ServingState) {
+    pub(super) fn observe(&self, st: &ServingState, speed: Option<&Snapshot>) {
         fn catch_up(c: &Counter, total: u64) {
             let now = c.get();
             if total > now {
                 c.inc_by(total - now);
             }
         }
-        if let Some(s) = &st.speed {
+        if let Some(s) = speed {
             for (p, n) in &s.consumed_by_partition {
                 catch_up(
                     &self.consumed.get_or_create(&PartitionLabels {
@@ -321,7 +322,8 @@ pub(super) async fn record(State(st): State<AppState>, req: Request, next: Next)
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
-    st.metrics.observe(&st.state());
+    let s = st.state();
+    st.metrics.observe(&s, st.speed(&s).as_deref());
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry)
         .map_err(ApiError::internal)?;

@@ -39,6 +39,7 @@ pub use views::DEFAULT_PAGE;
 
 use super::ServingState;
 use crate::config::Pipeline;
+use crate::speed::Snapshot;
 
 /// The dashboard: one self-contained page (no CDN, no build step).
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -58,6 +59,9 @@ pub struct AppState {
     history: Option<Arc<as_of::History>>,
     /// The consumer group of speed layers (`lambdaflow serve` with `speed.consumer-group`).
     group: Option<crate::serving::group::GroupWatch>,
+    /// This process's speed layer when the served state does not carry it (`run` in a
+    /// consumer group serves every partition from the files, and runs one member).
+    member: Option<watch::Receiver<Arc<Snapshot>>>,
     metrics: Arc<metrics::Metrics>,
     throughput: Arc<Mutex<Throughput>>,
     started: Instant,
@@ -77,19 +81,20 @@ impl AppState {
             batch_trigger,
             history: None,
             group: None,
+            member: None,
             metrics: Arc::new(metrics::Metrics::new()),
             throughput: Arc::default(),
             started: Instant::now(),
         };
-        let (rx, tp, t0) = (st.served.clone(), Arc::clone(&st.throughput), st.started);
+        let (st2, tp, t0) = (st.clone(), Arc::clone(&st.throughput), st.started);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if rx.has_changed().is_err() {
+                if st2.served.has_changed().is_err() {
                     return; // the state's sender is gone: the server is stopping
                 }
-                let consumed = rx.borrow().speed.as_ref().map_or(0, |s| s.consumed);
+                let consumed = st2.speed(&st2.state()).map_or(0, |s| s.consumed);
                 let mut t = tp.lock().unwrap_or_else(|e| e.into_inner());
                 t.samples.push_back((t0.elapsed().as_secs_f64(), consumed));
                 while t.samples.len() > 301 {
@@ -113,8 +118,23 @@ impl AppState {
         self
     }
 
+    /// Shows this process's speed layer, a member of a consumer group, on `/api/status`,
+    /// `/health` and `/metrics` while the views are served from the files.
+    pub fn with_member(mut self, member: watch::Receiver<Arc<Snapshot>>) -> Self {
+        self.member = Some(member);
+        self
+    }
+
     fn state(&self) -> Arc<ServingState> {
         self.served.borrow().clone()
+    }
+
+    /// The speed layer of this process: the live one the views are served from, or a group
+    /// member's.
+    fn speed(&self, s: &ServingState) -> Option<Arc<Snapshot>> {
+        s.speed
+            .clone()
+            .or_else(|| self.member.as_ref().map(|m| m.borrow().clone()))
     }
 }
 

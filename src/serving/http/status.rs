@@ -12,8 +12,9 @@ use super::error::{ApiError, ApiResult};
 /// `GET /health`.
 pub(super) async fn health(State(st): State<AppState>) -> Response {
     let s = st.state();
+    let speed = st.speed(&s);
     if s.version == 0 || s.views.is_empty() {
-        let detail = if s.speed.is_none() && st.batch_trigger.is_some() {
+        let detail = if speed.is_none() && st.batch_trigger.is_some() {
             format!(
                 "the speed layer has not started: it waits for the Kafka brokers at {} (see the log)",
                 st.pipeline.config.kafka.bootstrap_servers
@@ -38,7 +39,7 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
     Json(json!({
         "status": "ready",
         "views": s.views.len(),
-        "kafka_up": s.speed.as_ref().map(|sp| sp.brokers.up),
+        "kafka_up": speed.as_ref().map(|sp| sp.brokers.up),
         "storage_up": crate::storage::store::health().up,
         "uptime_seconds": st.started.elapsed().as_secs_f64(),
     }))
@@ -49,8 +50,9 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
 pub(super) async fn status(State(st): State<AppState>) -> Json<Value> {
     let s = st.state();
     let topic = &st.pipeline.config.kafka.topic;
-    let speed = s.speed.as_ref().map(|sp| {
+    let speed = st.speed(&s).map(|sp| {
         json!({
+            "owned_partitions": sp.owned,
             "progress": sp.progress,
             "offsets": sp.offsets,
             "checkpointed": sp.checkpointed,

@@ -347,3 +347,105 @@ fn spark_dying_mid_run_fails_within_seconds_naming_the_remote_and_keeps_the_view
         "the previous batch view must stay in service"
     );
 }
+
+const WINDOWS: &str = r#"
+[schema]
+table = "orders"
+fields = [
+  { name = "customer", type = "string" },
+  { name = "amount", type = "integer" },
+  { name = "ts", type = "timestamp", nullable = true },
+]
+
+[[views]]
+name = "hourly"
+sql = "SELECT window.start, window.end, customer, SUM(amount) AS total, COUNT(*) AS n FROM orders GROUP BY window(ts, '1 hour'), customer"
+
+[[views]]
+name = "hopping"
+sql = "SELECT window.start, window.end, COUNT(*) AS n, MAX(amount) AS hi FROM orders GROUP BY window(ts, '1 hour', '15 minutes')"
+
+[[views]]
+name = "offset"
+sql = "SELECT window.start, window.end, customer, SUM(amount) AS total FROM orders GROUP BY window(ts, '2 hours', '30 minutes', '10 minutes'), customer"
+"#;
+
+/// The same file through PySpark's DataFrame `window()` (tests/spark_window.py, `spark-submit`
+/// in local mode), lambdaflow's embedded engine and its Spark engine: the same rows, tumbling
+/// and hopping, with a start offset, events out of order and some without a time.
+#[test]
+fn windows_are_what_pysparks_own_window_computes() {
+    let env = Env::new("spark-window", WINDOWS);
+    let mut rng = StdRng::seed_from_u64(24);
+    let names = ["c0", "c1", "é2", "c3"];
+    let lines: Vec<String> = (0..3000)
+        .map(|_| {
+            let c = names[rng.random_range(0..names.len())];
+            let amount = rng.random_range(1..400);
+            // Over two days from 2026-12-01T00:00Z, in no order; one in ten without a time.
+            let ms = 1_796_083_200_000i64 + rng.random_range(0..2 * 86_400_000i64);
+            let at = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+            let ts = match rng.random_range(0..10) {
+                0 => String::new(),
+                _ => format!(", \"ts\": \"{}\"", at.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+            };
+            format!("{{\"customer\": \"{c}\", \"amount\": {amount}{ts}}}")
+        })
+        .collect();
+    std::fs::write(env.path("transactions.json"), lines.join("\n") + "\n").unwrap();
+
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let home = std::process::Command::new(repo.join("scripts/spark.sh"))
+        .arg("home")
+        .output()
+        .unwrap();
+    assert!(home.status.success(), "scripts/spark.sh home: {home:?}");
+    let home = String::from_utf8(home.stdout).unwrap();
+    let out =
+        std::process::Command::new(std::path::Path::new(home.trim()).join("bin/spark-submit"))
+            .args(["--master", "local[1]"])
+            .arg(repo.join("tests/spark_window.py"))
+            .arg(env.path("transactions.json"))
+            .env("TZ", "UTC")
+            .env("SPARK_LOCAL_IP", "127.0.0.1")
+            .env("PYSPARK_PYTHON", repo.join(".cache/venv/bin/python"))
+            .current_dir(env.path(""))
+            .output()
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "spark_window.py printed no result: {}\n{stdout}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let pyspark: serde_json::Value = serde_json::from_str(result).unwrap();
+
+    let (embedded, _, _) = batch_with(&env, BatchEngine::Datafusion);
+    let (spark, _, _) = batch_with(&env, BatchEngine::Spark);
+    for (i, name) in ["hourly", "hopping", "offset"].iter().enumerate() {
+        let sorted = |rows: &[String]| {
+            let mut rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| r.split('|').map(String::from).collect())
+                .collect();
+            rows.sort();
+            rows
+        };
+        let reference: Vec<Vec<String>> = serde_json::from_value(pyspark[name].clone()).unwrap();
+        assert!(reference.len() > 48, "{name}: {} windows", reference.len());
+        assert_eq!(
+            sorted(&embedded[i]),
+            reference,
+            "{name}: embedded vs PySpark"
+        );
+        assert_eq!(
+            sorted(&spark[i]),
+            reference,
+            "{name}: Spark engine vs PySpark"
+        );
+    }
+}

@@ -7,8 +7,10 @@
 #                           generated at build time), Java 17 and Maven (the Kafka broker)
 #   scripts/setup.sh test   the same, plus what `scripts/test.sh` drives: Python 3 with venv (Spark
 #                           Connect from the pyspark wheel, schemathesis, duckdb), Node.js with npm
-#                           (playwright-core) and Debian's Chromium (the browser test)
+#                           (playwright-core), Debian's Chromium (the browser test) and psql
+#                           (the PostgreSQL-protocol tests)
 #   scripts/setup.sh bench  the same as test, plus wrk (the HTTP load of the benchmark scripts)
+#                           and PostgreSQL with pgbench (the SQL benchmark's anchor)
 #
 # Debian packages come from apt-get (as root, or through sudo); nothing else is downloaded here.
 # On a machine without apt-get it names what is missing and exits 1. Quiet when nothing is
@@ -41,9 +43,11 @@ if [ "$what" != demo ]; then
   python3 -c 'import venv, ensurepip' 2>/dev/null || want python3-venv "venvs for pyspark, schemathesis, duckdb"
   command -v npm >/dev/null || want npm "playwright-core for the browser test"
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || want chromium "the browser test's headless Chromium"
+  command -v psql >/dev/null || want postgresql-client "psql, the SQL tests' PostgreSQL client"
 fi
 if [ "$what" = bench ]; then
   command -v wrk >/dev/null || want wrk "the HTTP load of the serving benchmarks"
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want postgresql "PostgreSQL and pgbench, the anchor of the SQL benchmark"
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

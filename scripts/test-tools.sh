@@ -2,7 +2,9 @@
 # Installs the tools the browser and HTTP-fuzzer tests drive, into git-ignored directories:
 #   tests/browser/node_modules   playwright-core (npm), which drives Debian's /usr/bin/chromium
 #   .cache/venv                  schemathesis (PyPI), the property-based OpenAPI fuzzer, and
-#                                duckdb (PyPI), which reads the master dataset's Delta table
+#                                duckdb (PyPI), which reads the master dataset's Delta table, and
+#                                psycopg (PyPI), a PostgreSQL-protocol client of the SQL tests
+#   .cache/jdbc                  the PostgreSQL JDBC driver (Maven Central), another one
 # Chromium itself comes from the system: `scripts/setup.sh test` installs Debian's package.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +21,18 @@ if ! .cache/venv/bin/python -c 'import duckdb; assert duckdb.__version__ == "2.0
   echo "test-tools: pip install duckdb into .cache/venv" >&2
   python3 -m venv .cache/venv
   .cache/venv/bin/pip install -q --disable-pip-version-check "duckdb==2.0.1" >&2
+fi
+if ! .cache/venv/bin/python -c 'import psycopg; assert psycopg.__version__ == "3.2.10"' 2>/dev/null; then
+  echo "test-tools: pip install psycopg into .cache/venv" >&2
+  python3 -m venv .cache/venv
+  .cache/venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]==3.2.10" >&2
+fi
+jdbc=.cache/jdbc/postgresql-42.7.14.jar
+if [ ! -f "$jdbc" ]; then
+  echo "test-tools: fetching the PostgreSQL JDBC driver from Maven Central" >&2
+  mkdir -p .cache/jdbc
+  mvn -q -B dependency:copy -Dartifact=org.postgresql:postgresql:42.7.14 -DoutputDirectory=.cache/jdbc > .cache/jdbc/mvn.log 2>&1 ||
+    { cat .cache/jdbc/mvn.log >&2; echo "test-tools: could not fetch the JDBC driver" >&2; exit 1; }
 fi
 command -v chromium >/dev/null || [ -x "${CHROMIUM:-/usr/bin/chromium}" ] ||
   { echo "test-tools: Chromium is missing (scripts/setup.sh test installs it; or set CHROMIUM)" >&2; exit 1; }

@@ -103,6 +103,9 @@ pub enum Command {
         /// Address of the HTTP API (serving.listen).
         #[arg(long)]
         listen: Option<String>,
+        /// Address of the PostgreSQL wire protocol server (serving.pg-listen).
+        #[arg(long, value_name = "ADDR")]
+        pg_listen: Option<String>,
     },
     /// The three layers in one process, with the HTTP API and dashboard.
     ///
@@ -112,6 +115,9 @@ pub enum Command {
         /// Address of the HTTP API (serving.listen).
         #[arg(long)]
         listen: Option<String>,
+        /// Address of the PostgreSQL wire protocol server (serving.pg-listen).
+        #[arg(long, value_name = "ADDR")]
+        pg_listen: Option<String>,
     },
     /// Recompute from all the data and compare key by key with serving.
     ///
@@ -186,7 +192,21 @@ impl Global {
         dataset: &[PathBuf],
         listen: Option<&str>,
     ) -> Result<Arc<Pipeline>> {
-        let cfg = Config::load(self.config.as_deref(), &overrides(self, dataset, listen)?)?;
+        self.serving_pipeline(dataset, listen, None).await
+    }
+
+    /// [`Global::pipeline`] of `run` and `serve`, with `--pg-listen`.
+    pub async fn serving_pipeline(
+        &self,
+        dataset: &[PathBuf],
+        listen: Option<&str>,
+        pg_listen: Option<&str>,
+    ) -> Result<Arc<Pipeline>> {
+        let mut o = overrides(self, dataset, listen)?;
+        if let Some(v) = pg_listen {
+            o.push(("serving.pg-listen".into(), v.into()));
+        }
+        let cfg = Config::load(self.config.as_deref(), &o)?;
         compile(cfg).await
     }
 

@@ -245,6 +245,16 @@ pub struct ServingConfig {
     /// What `lambdaflow run` serves of the speed layer's state.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Address of the PostgreSQL wire protocol server (`--pg-listen`; unset: none).
+    #[serde(default)]
+    pub pg_listen: Option<String>,
+    /// The longest an SQL query may run (over the wire and on `POST /api/sql`).
+    #[serde(default = "default_sql_timeout", with = "humantime_serde")]
+    pub sql_timeout: Duration,
+}
+
+fn default_sql_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// What serving shows of the speed layer's state in `lambdaflow run` (named after Kafka's
@@ -271,6 +281,21 @@ impl ServingConfig {
             ))
         })
     }
+
+    /// `pg-listen` as a socket address (`None`: no PostgreSQL server), or an error naming the
+    /// key.
+    pub fn pg_listen_addr(&self) -> Result<Option<std::net::SocketAddr>> {
+        self.pg_listen
+            .as_deref()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    Error::config(format!(
+                        "serving.pg-listen `{a}`: {e} (expected an address like 127.0.0.1:5433)"
+                    ))
+                })
+            })
+            .transpose()
+    }
 }
 
 impl fmt::Debug for ServingConfig {
@@ -278,6 +303,8 @@ impl fmt::Debug for ServingConfig {
         f.debug_struct("ServingConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("pg_listen", &self.pg_listen)
+            .field("sql_timeout", &self.sql_timeout)
             .finish()
     }
 }
@@ -426,6 +453,10 @@ impl Config {
         }
         if self.speed.max_batch_rows == 0 {
             return Err(Error::config("speed.max-batch-rows must be at least 1"));
+        }
+        self.serving.pg_listen_addr()?;
+        if self.serving.sql_timeout.is_zero() {
+            return Err(Error::config("serving.sql-timeout must be above 0"));
         }
         if self.serving.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(Error::config(format!(

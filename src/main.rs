@@ -35,8 +35,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             once,
             explain,
             listen,
+            pg_listen,
         } => {
-            let p = g.pipeline(&[], listen.as_deref()).await?;
+            let p = g
+                .serving_pipeline(&[], listen.as_deref(), pg_listen.as_deref())
+                .await?;
             report::served(&p, &serving::serve_once(&p)?, explain)?;
             if !once {
                 let addr = p.config.serving.listen_addr()?;
@@ -44,8 +47,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 serving::serve_files(p, addr, travel, shutdown).await?;
             }
         }
-        Command::Run { listen } => {
-            let p = g.pipeline(&[], listen.as_deref()).await?;
+        Command::Run { listen, pg_listen } => {
+            let p = g
+                .serving_pipeline(&[], listen.as_deref(), pg_listen.as_deref())
+                .await?;
             let addr = p.config.serving.listen_addr()?;
             lambdaflow::run::run(p, addr, shutdown).await?;
         }

@@ -103,7 +103,9 @@ pub async fn run(
         );
         served_rx
     };
+    let sql = serving::sql::start(&p, served_rx.clone(), &tasks).await?;
     let mut app = http::AppState::new(Arc::clone(&p), served_rx, Some(trigger))
+        .with_sql(sql)
         .with_time_travel(time_travel(Arc::clone(&p), Some(batch_rt.handle().clone())))
         .with_group(serving::files::follow_group(&p, &tasks));
     if let Some(member) = member {

@@ -13,6 +13,7 @@ mod lambda;
 mod master;
 mod s3;
 mod spark;
+mod sql;
 mod time;
 
 use std::time::{Duration, Instant};

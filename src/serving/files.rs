@@ -258,9 +258,11 @@ pub async fn serve_files(
     let rx = follow_files(&p, &tasks)?;
     let group = follow_group(&p, &tasks);
     tracing::info!(%listen, "serving layer: HTTP API and dashboard on http://{listen}/");
+    let sql = crate::serving::sql::start(&p, rx.clone(), &tasks).await?;
     let app = http::AppState::new(Arc::clone(&p), rx, None)
         .with_time_travel(time_travel)
-        .with_group(group);
+        .with_group(group)
+        .with_sql(sql);
     let server = http::serve(listener, app, tasks.stopping());
     tasks.spawn("HTTP server", async move {
         server

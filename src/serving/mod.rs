@@ -27,6 +27,7 @@ pub mod gate;
 pub mod group;
 pub mod http;
 pub mod openapi;
+pub mod sql;
 pub mod table;
 
 use std::collections::BTreeMap;

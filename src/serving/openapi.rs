@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 pub fn document(views: &[&str]) -> Value {
     let error = json!({ "$ref": "#/components/schemas/Error" });
     let err = |desc: &str| json!({ "description": desc, "content": { "application/json": { "schema": error } } });
+    let sql_err = |desc: &str| json!({ "description": desc, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SqlError" } } } });
     let view_param = json!({
         "name": "view", "in": "path", "required": true,
         "schema": { "type": "string", "enum": views },
@@ -103,6 +104,25 @@ pub fn document(views: &[&str]) -> Value {
                     "409": err("This process does not schedule batch runs (`lambdaflow serve`)")
                 }
             }},
+            "/api/sql": { "post": {
+                "summary": "One read-only SQL statement over the views (every view a table; `lambdaflow_freshness` beside them), run by DataFusion.",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["sql"],
+                    "properties": { "sql": { "type": "string", "example": "SELECT customer, total_amount FROM customer_totals ORDER BY total_amount DESC LIMIT 10" } } } } } },
+                "responses": {
+                    "200": { "description": "The rows, with each view's freshness; an Arrow IPC stream with `Accept: application/vnd.apache.arrow.stream`",
+                        "content": {
+                            "application/json": { "schema": { "$ref": "#/components/schemas/SqlAnswer" } },
+                            "application/vnd.apache.arrow.stream": { "schema": { "type": "string", "format": "binary" } } } },
+                    "400": sql_err("A bad body or a bad query (its SQLSTATE and position)"),
+                    "401": err("Missing or wrong bearer token"),
+                    "403": sql_err("A statement that writes (SQLSTATE 25006)"),
+                    "404": err("SQL is not served by this process"),
+                    "408": sql_err("Past `serving.sql-timeout` (SQLSTATE 57014)"),
+                    "413": sql_err("More than 100,000 rows (SQLSTATE 54000): add a LIMIT"),
+                    "503": sql_err("Out of SQL memory (SQLSTATE 53200)")
+                }
+            }},
             "/api/views": { "get": {
                 "summary": "The views, with their SQL, columns and freshness.",
                 "responses": {
@@ -140,6 +160,18 @@ pub fn document(views: &[&str]) -> Value {
                 "Error": { "type": "object", "required": ["error", "detail"], "properties": {
                     "error": { "type": "string", "description": "A stable code: bad_request, unauthorized, not_found, gone, method_not_allowed, conflict, not_ready, uri_too_long, headers_too_large, internal." },
                     "detail": { "type": "string", "description": "What is wrong, for a person." } } },
+                "SqlError": { "type": "object", "required": ["error", "detail"], "properties": {
+                    "error": { "type": "string", "description": "`sql` for a failed query; as in Error for a bad body." },
+                    "detail": { "type": "string" },
+                    "sqlstate": { "type": "string", "description": "PostgreSQL's error code, e.g. 42601 (syntax), 42P01 (no such table), 42703 (no such column), 25006 (a write)." },
+                    "position": { "type": "integer", "nullable": true, "description": "Where a syntax error is in the query (1-based characters)." } } },
+                "SqlAnswer": { "type": "object", "required": ["columns", "rows", "row_count", "freshness"], "properties": {
+                    "columns": { "type": "array", "items": { "type": "object", "properties": {
+                        "name": { "type": "string" }, "type": { "type": "string" } } } },
+                    "rows": { "type": "array", "items": { "type": "object" } },
+                    "row_count": { "type": "integer" },
+                    "freshness": { "type": "object", "additionalProperties": { "$ref": "#/components/schemas/Freshness" },
+                        "description": "Per view, what its rows are made of now." } } },
                 "Freshness": { "type": "object", "properties": {
                     "batch_run": { "type": "string", "nullable": true },
                     "batch_started_at": { "type": "string", "nullable": true },

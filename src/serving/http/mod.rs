@@ -16,6 +16,7 @@ mod auth;
 mod error;
 mod metrics;
 mod parse_errors;
+mod sql;
 mod status;
 mod views;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     /// This process's speed layer when the served state does not carry it (`run` in a
     /// consumer group serves every partition from the files, and runs one member).
     member: Option<watch::Receiver<Arc<Snapshot>>>,
+    /// SQL over the views (`POST /api/sql`).
+    sql: Option<Arc<crate::serving::sql::SqlEngine>>,
     metrics: Arc<metrics::Metrics>,
     throughput: Arc<Mutex<Throughput>>,
     started: Instant,
@@ -82,6 +85,7 @@ impl AppState {
             history: None,
             group: None,
             member: None,
+            sql: None,
             metrics: Arc::new(metrics::Metrics::new()),
             throughput: Arc::default(),
             started: Instant::now(),
@@ -125,6 +129,12 @@ impl AppState {
         self
     }
 
+    /// Answers `POST /api/sql` with `engine`.
+    pub fn with_sql(mut self, engine: Arc<crate::serving::sql::SqlEngine>) -> Self {
+        self.sql = Some(engine);
+        self
+    }
+
     fn state(&self) -> Arc<ServingState> {
         self.served.borrow().clone()
     }
@@ -147,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/status", get(status::status))
         .route("/api/batch", post(status::run_batch))
+        .route("/api/sql", post(sql::query))
         .route("/api/views", get(views::list_views))
         .route("/api/views/{view}", get(views::get_view))
         .route("/api/views/{view}/stream", get(views::stream_view))

@@ -1,0 +1,401 @@
+//! SQL over the served views: every view is a table of database `lambdaflow` (schema
+//! `public`), with `lambdaflow_freshness` beside them; DataFusion plans and runs any read-only
+//! query over them (WHERE, ORDER BY, aggregates, joins between views). Two doors share this
+//! one engine: `POST /api/sql` (in [`crate::serving::http`]) and the PostgreSQL wire protocol
+//! ([`pg`], `serving.pg-listen`), where `pg_catalog` and `information_schema` answer what
+//! psql, JDBC and Grafana ask besides the query.
+//!
+//! - [`tables`]: the views and the freshness table as DataFusion tables.
+//! - [`pg`]: the PostgreSQL server (pgwire with datafusion-postgres's handlers).
+//!
+//! Only reads: a statement that would write (INSERT, UPDATE, DDL, COPY FROM…) is refused with
+//! SQLSTATE `25006` naming it, before DataFusion sees it. Errors carry a SQLSTATE and, for a
+//! syntax error, the position in the query.
+
+pub mod pg;
+pub mod tables;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use tokio::sync::watch;
+
+use crate::config::Pipeline;
+use crate::serving::ServingState;
+
+/// The database clients connect to, and the catalog the views are in.
+pub const DATABASE: &str = "lambdaflow";
+
+/// Memory DataFusion's operators (sorts, joins, aggregates) may hold over all SQL queries at
+/// once; a query that needs more fails with SQLSTATE `53200` and the others go on.
+const MEMORY_LIMIT: usize = 1 << 30;
+
+/// Rows `POST /api/sql` answers at most (the wire protocol streams any number).
+pub const HTTP_MAX_ROWS: usize = 100_000;
+
+/// A query's failure as PostgreSQL reports one.
+#[derive(Debug, Clone)]
+pub struct SqlError {
+    /// The SQLSTATE (e.g. `42601` syntax error, `42P01` no such table, `25006` a write).
+    pub code: &'static str,
+    /// What is wrong, as the client shows it.
+    pub message: String,
+    /// A syntax error's position in the query (1-based characters), as PostgreSQL's `P` field.
+    pub position: Option<usize>,
+}
+
+impl SqlError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// A syntax error of sqlparser's.
+    pub fn syntax(e: &ParserError) -> Self {
+        let message = e.to_string();
+        Self {
+            code: "42601",
+            position: parser_position(&message),
+            message,
+        }
+    }
+
+    /// With the position of a syntax error found in `sql` when the parser gave none: the end
+    /// for a statement cut short, else where the unexpected token first appears.
+    pub fn locate(mut self, sql: &str) -> Self {
+        if self.code != "42601" || self.position.is_some() {
+            return self;
+        }
+        let Some(found) = self.message.rsplit_once("found: ").map(|(_, f)| f.trim()) else {
+            return self;
+        };
+        self.position = if found == "EOF" {
+            Some(sql.trim_end().chars().count() + 1)
+        } else {
+            sql.find(found).map(|b| sql[..b].chars().count() + 1)
+        };
+        self
+    }
+
+    /// A DataFusion error as PostgreSQL would class it.
+    pub fn from_datafusion(e: &DataFusionError) -> Self {
+        let root = e.find_root();
+        if let DataFusionError::SQL(p, _) = root {
+            return Self::syntax(p);
+        }
+        let message = root.to_string();
+        let code = match root {
+            DataFusionError::SQL(..) => "42601",
+            DataFusionError::SchemaError(..) => "42703",
+            DataFusionError::NotImplemented(_) => "0A000",
+            DataFusionError::ResourcesExhausted(_) => "53200",
+            DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => "42P01",
+            DataFusionError::Plan(_) => "42000",
+            DataFusionError::ArrowError(a, _) if a.to_string().contains("Divide by zero") => {
+                "22012"
+            }
+            DataFusionError::Execution(m) if m.contains("cancel") => "57014",
+            DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => "22000",
+            _ => "XX000",
+        };
+        Self {
+            code,
+            message,
+            position: None,
+        }
+    }
+
+    /// The refusal of a statement that is not a read.
+    fn read_only(statement: &Statement) -> Self {
+        let text = statement.to_string();
+        let words: Vec<&str> = text.split_whitespace().take(2).collect();
+        let kind = match words.as_slice() {
+            [a, b] if matches!(a.to_uppercase().as_str(), "CREATE" | "DROP" | "ALTER") => {
+                format!("{} {}", a.to_uppercase(), b.to_uppercase())
+            }
+            [a, ..] => a.to_uppercase(),
+            [] => "this statement".into(),
+        };
+        Self::new(
+            "25006",
+            format!(
+                "cannot execute {kind} in a read-only transaction: lambdaflow's views are \
+                 written by its batch and speed layers only"
+            ),
+        )
+    }
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)
+    }
+}
+
+/// sqlparser's `… at Line: 1, Column: 15` as a position in the query (first line only: the
+/// column counts characters of that line).
+fn parser_position(message: &str) -> Option<usize> {
+    let rest = message.rsplit_once("Line: ")?.1;
+    let (line, col) = rest.split_once(", Column: ")?;
+    let col: String = col.chars().take_while(char::is_ascii_digit).collect();
+    (line.trim() == "1").then(|| col.parse().ok()).flatten()
+}
+
+/// Whether `statement` only reads (queries, EXPLAIN, SHOW, SET of a session variable, and the
+/// transaction and cursor statements clients send around them).
+pub fn is_read(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::Set(_)
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+    )
+}
+
+/// The SQL engine over the served views.
+pub struct SqlEngine {
+    ctx: Arc<SessionContext>,
+    served: watch::Receiver<Arc<ServingState>>,
+    topic: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlEngine").finish_non_exhaustive()
+    }
+}
+
+/// One answer of `POST /api/sql`.
+#[derive(Debug)]
+pub struct Answer {
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+    /// Their columns.
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+impl SqlEngine {
+    /// The engine over what `served` serves.
+    pub fn new(p: &Pipeline, served: watch::Receiver<Arc<ServingState>>) -> crate::Result<Self> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(DATABASE, "public")
+            .with_create_default_catalog_and_schema(true);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(MEMORY_LIMIT, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let views = tables::Views {
+            served: served.clone(),
+            topic: p.config.kafka.topic.clone(),
+        };
+        ctx.catalog(DATABASE)
+            .ok_or_else(|| crate::Error::Internal("the SQL catalog is missing".into()))?
+            .register_schema("public", Arc::new(views))?;
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            DATABASE,
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            served,
+            topic: p.config.kafka.topic.clone(),
+            timeout: p.config.serving.sql_timeout,
+        })
+    }
+
+    /// The DataFusion session (shared by every connection).
+    pub fn context(&self) -> Arc<SessionContext> {
+        Arc::clone(&self.ctx)
+    }
+
+    /// `serving.sql-timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Each view's freshness as `GET /api/views/{view}` gives it.
+    pub fn freshness(&self) -> serde_json::Value {
+        let st = self.served.borrow().clone();
+        st.views
+            .iter()
+            .map(|v| {
+                let t = v.read();
+                let f = st.freshness_of(v, &t, &self.topic);
+                (
+                    v.def.name.clone(),
+                    serde_json::to_value(f).unwrap_or_default(),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// Runs one read-only statement to its end, within `serving.sql-timeout`.
+    pub async fn query(&self, sql: &str) -> Result<Answer, SqlError> {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .map_err(|e| SqlError::syntax(&e).locate(sql))?;
+        match statements.as_slice() {
+            [] => return Err(SqlError::new("42601", "no statement")),
+            [s] if !is_read(s) => return Err(SqlError::read_only(s)),
+            [_] => {}
+            _ => {
+                return Err(SqlError::new(
+                    "42601",
+                    "one statement per request (it has more than one)",
+                ));
+            }
+        }
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let run = async {
+            let df = self.ctx.sql_with_options(sql, options).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let df = df.limit(0, Some(HTTP_MAX_ROWS + 1))?;
+            Ok::<_, DataFusionError>(Answer {
+                batches: df.collect().await?,
+                schema,
+            })
+        };
+        let answer = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| {
+                SqlError::new(
+                    "57014",
+                    format!(
+                        "canceling statement due to statement timeout (serving.sql-timeout = {})",
+                        humantime::format_duration(self.timeout)
+                    ),
+                )
+            })?
+            .map_err(|e| SqlError::from_datafusion(&e).locate(sql))?;
+        let rows: usize = answer.batches.iter().map(RecordBatch::num_rows).sum();
+        if rows > HTTP_MAX_ROWS {
+            return Err(SqlError::new(
+                "54000",
+                format!(
+                    "the answer has more than {HTTP_MAX_ROWS} rows: add a LIMIT, or read it over \
+                     the PostgreSQL protocol (serving.pg-listen), which streams"
+                ),
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+/// The SQL engine over `served`, with the PostgreSQL server on `serving.pg-listen` (when set)
+/// as a task of `tasks`.
+pub async fn start(
+    p: &Arc<Pipeline>,
+    served: watch::Receiver<Arc<ServingState>>,
+    tasks: &crate::supervisor::Supervisor,
+) -> crate::Result<Arc<SqlEngine>> {
+    let engine = Arc::new(SqlEngine::new(p, served)?);
+    if let Some(addr) = p.config.serving.pg_listen_addr()? {
+        let listener = pg::bind(addr).await?;
+        let (e, token, stop) = (
+            Arc::clone(&engine),
+            p.config.serving.token.clone(),
+            tasks.stopping(),
+        );
+        tracing::info!(%addr, "serving layer: PostgreSQL protocol on {addr} (psql -h {} -p {} lambdaflow)", addr.ip(), addr.port());
+        tasks.spawn("PostgreSQL server", async move {
+            pg::serve(listener, &e, token, stop).await
+        });
+    }
+    Ok(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_errors_position_is_its_column_on_the_first_line() {
+        assert_eq!(
+            parser_position(
+                "sql parser error: Expected: end of statement, found: x at Line: 1, Column: 15"
+            ),
+            Some(15)
+        );
+        assert_eq!(parser_position("at Line: 2, Column: 3"), None);
+        assert_eq!(parser_position("no position"), None);
+        let e = |m: &str| SqlError::new("42601", m);
+        let sql = "SELECT a FROM t WHERE";
+        assert_eq!(
+            e("Expected: an expression, found: EOF")
+                .locate(sql)
+                .position,
+            Some(22)
+        );
+        let sql = "SELECT a FRM t";
+        assert_eq!(
+            e("Expected: end of statement, found: t")
+                .locate(sql)
+                .position,
+            Some(14)
+        );
+        assert_eq!(e("Expected: x, found: FRM").locate(sql).position, Some(10));
+    }
+
+    #[test]
+    fn writes_are_refused_by_name() {
+        for (sql, kind) in [
+            ("INSERT INTO t VALUES (1)", "INSERT"),
+            ("UPDATE t SET a = 1", "UPDATE"),
+            ("DELETE FROM t", "DELETE"),
+            ("CREATE TABLE x (a INT)", "CREATE TABLE"),
+            ("DROP VIEW v", "DROP VIEW"),
+            ("TRUNCATE t", "TRUNCATE"),
+        ] {
+            let s = &Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()[0];
+            assert!(!is_read(s), "{sql}");
+            let e = SqlError::read_only(s);
+            assert_eq!(e.code, "25006");
+            assert!(
+                e.message.starts_with(&format!("cannot execute {kind} ")),
+                "{}",
+                e.message
+            );
+        }
+        for sql in [
+            "SELECT 1",
+            "EXPLAIN SELECT 1",
+            "SHOW search_path",
+            "BEGIN",
+            "COMMIT",
+        ] {
+            let s = &Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()[0];
+            assert!(is_read(s), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The PostgreSQL wire protocol (`serving.pg-listen`): pgwire's server, with
+//! datafusion-postgres's query handlers (simple and extended protocol: prepared statements,
+//! parameters, binary results; `SET`/`SHOW`, transactions and cursors as clients send them)
+//! over [`super::SqlEngine`]'s session, and lambdaflow's own parts around them:
+//!
+//! - startup: without `serving.token` any user name is accepted; with it, the token is the
+//!   password (`password` authentication: use it over loopback or a tunnel, as TLS is not
+//!   served yet);
+//! - a hook that refuses every statement but reads with SQLSTATE `25006`, naming it;
+//! - errors rewritten to PostgreSQL's classes ([`super::SqlError`]) with the position of a
+//!   syntax error, instead of `XX000` for all;
+//! - `serving.sql-timeout` as each connection's default `statement_timeout`, and cancel
+//!   requests (psql's Ctrl-C), bounding a query while it is planned and while its rows are
+//!   computed and sent ([`Bounded`]).
+//!
+//! A malformed message or a dropped connection ends that connection only (pgwire 0.41's
+//! decoder panics on some malformed messages, a truncated Parse for one: the panic is caught
+//! at the connection's task and logged, and the other connections go on).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::common::{DataFusionError, ParamValues};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire;
+use futures::{FutureExt, Sink, StreamExt};
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::Portal;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::Response;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::startup::SecretKey;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{SqlEngine, SqlError, is_read};
+use crate::error::{Error, Result};
+
+/// Binds `serving.pg-listen`.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::config(format!(
+            "serving.pg-listen {addr}: cannot listen: {e} (another server on the port? 5432 is \
+             PostgreSQL's own)"
+        ))
+    })
+}
+
+/// Serves `engine` over the PostgreSQL protocol on `listener` until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    engine: &SqlEngine,
+    token: Option<String>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let handlers = Arc::new(Handlers::new(engine, token));
+    let addr = listener.local_addr().ok();
+    info!(
+        ?addr,
+        "serving layer: PostgreSQL protocol (database `lambdaflow`)"
+    );
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let h = Arc::clone(&handlers);
+                    tokio::spawn(async move {
+                        // pgwire's decoders can panic on a malformed message (a truncated
+                        // Parse, for one): that ends this connection, and only it.
+                        let conn = std::panic::AssertUnwindSafe(
+                            pgwire::tokio::process_socket(socket, None, h),
+                        );
+                        match conn.catch_unwind().await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => warn!(%peer, "PostgreSQL connection ended: {e}"),
+                            Err(_) => warn!(
+                                %peer,
+                                "PostgreSQL connection closed: a message from it could not be \
+                                 decoded (pgwire panicked on it; see the panic above)"
+                            ),
+                        }
+                    });
+                }
+                // Out of file descriptors and the like: the next accept may work.
+                Err(e) => {
+                    warn!("PostgreSQL protocol: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// What pgwire calls for each connection.
+struct Handlers {
+    session: Arc<Bounded>,
+    startup: Arc<Startup>,
+    cancel: Arc<Cancel>,
+}
+
+impl Handlers {
+    fn new(engine: &SqlEngine, token: Option<String>) -> Self {
+        let ctx = engine.context();
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnly),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        let connections = Arc::new(ConnectionManager::new());
+        let params = parameters(engine);
+        let startup = match token {
+            None => Startup::Open(Open {
+                connections: Arc::clone(&connections),
+                timeout_ms: engine.timeout().as_millis().to_string(),
+            }),
+            Some(t) => Startup::Token(
+                Box::new(
+                    CleartextPasswordAuthStartupHandler::new(Token(t), params)
+                        .with_connection_manager(Arc::clone(&connections)),
+                ),
+                engine.timeout().as_millis().to_string(),
+            ),
+        };
+        let running = Arc::new(Running::default());
+        Self {
+            session: Arc::new(Bounded {
+                inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+                running: Arc::clone(&running),
+            }),
+            startup: Arc::new(startup),
+            cancel: Arc::new(Cancel {
+                pgwire: DefaultCancelHandler::new(connections),
+                running,
+            }),
+        }
+    }
+}
+
+/// What the server tells a client at startup: a PostgreSQL version clients accept, UTC, and
+/// that every transaction is read-only.
+fn parameters(_engine: &SqlEngine) -> DefaultServerParameterProvider {
+    let mut p = DefaultServerParameterProvider::default();
+    p.server_version = "16.0 (lambdaflow)".into();
+    p.time_zone = "UTC".into();
+    p.default_transaction_read_only = true;
+    p
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(Classify)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+}
+
+/// Startup with or without the token.
+enum Startup {
+    Open(Open),
+    Token(
+        Box<CleartextPasswordAuthStartupHandler<Token, DefaultServerParameterProvider>>,
+        String,
+    ),
+}
+
+/// Sets `serving.sql-timeout` as the connection's `statement_timeout` (a client's `SET
+/// statement_timeout` overrides it).
+fn set_timeout<C: ClientInfo>(client: &mut C, ms: &str) {
+    client
+        .metadata_mut()
+        .entry("statement_timeout_ms".into())
+        .or_insert_with(|| ms.to_string());
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Open(h) => {
+                set_timeout(client, &h.timeout_ms);
+                h.on_startup(client, message).await
+            }
+            Startup::Token(h, ms) => {
+                set_timeout(client, ms);
+                h.on_startup(client, message).await
+            }
+        }
+    }
+}
+
+/// No authentication (no `serving.token`).
+struct Open {
+    connections: Arc<ConnectionManager>,
+    timeout_ms: String,
+}
+
+#[async_trait]
+impl NoopStartupHandler for Open {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.connections))
+    }
+}
+
+/// `serving.token` as every user's password.
+struct Token(String);
+
+impl Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+#[async_trait]
+impl AuthSource for Token {
+    async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
+        Ok(Password::new(None, self.0.as_bytes().to_vec()))
+    }
+}
+
+/// The query running on each connection (by backend pid), to stop it on a cancel request.
+#[derive(Default)]
+struct Running(Mutex<HashMap<i32, (SecretKey, CancellationToken)>>);
+
+impl Running {
+    /// A new query on `client`'s connection: its deadline (the connection's
+    /// `statement_timeout`) and the token a cancel request fires.
+    fn start<C: ClientInfo>(&self, client: &C) -> Stop {
+        let (pid, key) = client.pid_and_secret_key();
+        let token = CancellationToken::new();
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, (key, token.clone()));
+        let timeout = client
+            .metadata()
+            .get("statement_timeout_ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        Stop {
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+            token,
+        }
+    }
+}
+
+/// When a query must stop: its deadline, or a cancel request.
+#[derive(Clone)]
+struct Stop {
+    deadline: Option<tokio::time::Instant>,
+    token: CancellationToken,
+}
+
+impl Stop {
+    /// Waits for the first of the two, and says which as PostgreSQL does (`57014`).
+    async fn wait(&self) -> PgWireError {
+        let timeout = async {
+            match self.deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let message = tokio::select! {
+            () = timeout => "canceling statement due to statement timeout (serving.sql-timeout, or SET statement_timeout)",
+            () = self.token.cancelled() => "canceling statement due to user request",
+        };
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            message.into(),
+        )))
+    }
+
+    /// `r`'s rows, ending with the error when the query must stop while they are computed (the
+    /// plan's stream is dropped: DataFusion's work stops with it).
+    fn bound(&self, r: Response) -> Response {
+        let Response::Query(mut q) = r else {
+            return r;
+        };
+        let rows = std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
+        q.data_rows = Box::pin(futures::stream::unfold(
+            Some((rows, self.clone())),
+            |state| async move {
+                let (mut rows, stop) = state?;
+                tokio::select! {
+                    r = rows.next() => r.map(|r| (r, Some((rows, stop)))),
+                    e = stop.wait() => Some((Err(e), None)),
+                }
+            },
+        ));
+        Response::Query(q)
+    }
+}
+
+/// datafusion-postgres's handlers, with each query bounded by its deadline and a cancel
+/// request — while it is planned and while its rows are computed and sent (pgwire's own
+/// cancel and datafusion-postgres's timeout stop at the planning).
+struct Bounded {
+    inner: Arc<DfSessionService>,
+    running: Arc<Running>,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Bounded {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stop = self.running.start(client);
+        let responses = tokio::select! {
+            r = SimpleQueryHandler::do_query(&*self.inner, client, query) => r?,
+            e = stop.wait() => return Err(e),
+        };
+        Ok(responses.into_iter().map(|r| stop.bound(r)).collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Bounded {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stop = self.running.start(client);
+        let response = tokio::select! {
+            r = ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows) => r?,
+            e = stop.wait() => return Err(e),
+        };
+        Ok(stop.bound(response))
+    }
+}
+
+/// A cancel request: pgwire's (for what it interrupts itself), and the running query's token.
+struct Cancel {
+    pgwire: DefaultCancelHandler,
+    running: Arc<Running>,
+}
+
+#[async_trait]
+impl CancelHandler for Cancel {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let token = {
+            let running = self.running.0.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .get(&request.pid)
+                .filter(|(key, _)| key.to_bytes() == request.secret_key.to_bytes())
+                .map(|(_, t)| t.clone())
+        };
+        if let Some(t) = token {
+            t.cancel();
+        }
+        self.pgwire.on_cancel_request(request).await;
+    }
+}
+
+/// Refuses every statement that is not a read, before it is planned.
+struct ReadOnly;
+
+fn refuse(statement: &Statement) -> Option<PgWireError> {
+    (!is_read(statement)).then(|| user_error(&SqlError::read_only(statement)))
+}
+
+fn user_error(e: &SqlError) -> PgWireError {
+    let mut info = ErrorInfo::new("ERROR".into(), e.code.into(), e.message.clone());
+    info.position = e.position.map(|p| p.to_string());
+    PgWireError::UserError(Box::new(info))
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refuse(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        refuse(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refuse(statement).map(Err)
+    }
+}
+
+/// DataFusion's errors as PostgreSQL classes them (pgwire would send `XX000` for all).
+struct Classify;
+
+impl ErrorHandler for Classify {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        let PgWireError::ApiError(e) = error else {
+            return;
+        };
+        let sql = if let Some(df) = e.downcast_ref::<DataFusionError>() {
+            SqlError::from_datafusion(df)
+        } else if let Some(p) = e.downcast_ref::<ParserError>() {
+            SqlError::syntax(p)
+        } else {
+            SqlError {
+                code: "XX000",
+                message: e.to_string(),
+                position: None,
+            }
+        };
+        *error = user_error(&sql);
+    }
+}

@@ -1,0 +1,395 @@
+//! The served views as DataFusion tables, and `lambdaflow_freshness`.
+//!
+//! A view's table reads the maintained serving table under its read lock, once per scan: the
+//! rows of one version of the view (a micro-batch or a batch swap is applied whole under the
+//! write lock, so a scan never sees half of one). Equality on every group key of a view
+//! without a window is a lookup in the serving index (a hash probe and the copy of one row);
+//! anything else copies the view's rows. `EXPLAIN` names which (`ViewScan: … lookup` or
+//! `… scan`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use tokio::sync::watch;
+
+use crate::serving::{ServedView, ServingState};
+
+/// The name of the freshness table.
+pub const FRESHNESS: &str = "lambdaflow_freshness";
+
+/// The `public` schema: every view by name, and [`FRESHNESS`]. Tables are resolved against the
+/// state served now, so a view list never goes stale.
+#[derive(Debug)]
+pub struct Views {
+    /// What is served now.
+    pub served: watch::Receiver<Arc<ServingState>>,
+    /// The topic the views' offsets are of.
+    pub topic: String,
+}
+
+#[async_trait]
+impl SchemaProvider for Views {
+    fn table_names(&self) -> Vec<String> {
+        let st = self.served.borrow().clone();
+        st.views
+            .iter()
+            .map(|v| v.def.name.clone())
+            .chain([FRESHNESS.to_string()])
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == FRESHNESS {
+            return Ok(Some(Arc::new(Freshness {
+                served: self.served.clone(),
+                topic: self.topic.clone(),
+            })));
+        }
+        let st = self.served.borrow().clone();
+        Ok(st.views.iter().position(|v| v.def.name == name).map(|i| {
+            Arc::new(ViewTable {
+                served: self.served.clone(),
+                index: i,
+                schema: st.views[i].def.output_schema(),
+                name: name.to_string(),
+            }) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == FRESHNESS
+            || self
+                .served
+                .borrow()
+                .views
+                .iter()
+                .any(|v| v.def.name == name)
+    }
+}
+
+/// One view as a table.
+#[derive(Debug)]
+struct ViewTable {
+    served: watch::Receiver<Arc<ServingState>>,
+    index: usize,
+    schema: SchemaRef,
+    name: String,
+}
+
+impl ViewTable {
+    /// The output columns that are the view's group keys, in key order, when each one is
+    /// selected under its own name and the view has no window (`None`: no key lookups).
+    fn key_columns(v: &ServedView) -> Option<Vec<usize>> {
+        let def = &v.def;
+        if def.window().is_some() || def.group_len() == 0 {
+            return None;
+        }
+        let out = def.output_schema();
+        (0..def.group_len())
+            .map(|i| {
+                let key = def.agg_schema.field(i).name();
+                (out.fields().get(i)?.name() == key).then_some(i)
+            })
+            .collect()
+    }
+}
+
+/// `column = literal` (either way round): the column's index and the literal.
+fn equality<'a>(e: &'a Expr, schema: &Schema) -> Option<(usize, &'a ScalarValue)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    if *op != Operator::Eq {
+        return None;
+    }
+    let (c, l) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(l, _)) | (Expr::Literal(l, _), Expr::Column(c)) => (c, l),
+        _ => return None,
+    };
+    Some((schema.index_of(&c.name).ok()?, l))
+}
+
+#[async_trait]
+impl TableProvider for ViewTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: DataFusion filters the rows again, so a lookup only has to hold them.
+        Ok(filters
+            .iter()
+            .map(|f| match equality(f, &self.schema) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let st = self.served.borrow().clone();
+        let v = st.views.get(self.index).ok_or_else(|| {
+            DataFusionError::Plan(format!("view `{}` is no longer served", self.name))
+        })?;
+        let keys = ViewTable::key_columns(v);
+        // Each key column's value, when every one of them is compared for equality.
+        let wanted: Option<Vec<String>> = keys.as_ref().and_then(|cols| {
+            let mut by_col: BTreeMap<usize, &ScalarValue> = BTreeMap::new();
+            for f in filters {
+                if let Some((c, l)) = equality(f, &self.schema) {
+                    by_col.insert(c, l);
+                }
+            }
+            cols.iter()
+                .map(|c| {
+                    let l = by_col.get(c)?;
+                    (!l.is_null()).then(|| scalar_text(l))
+                })
+                .collect()
+        });
+        let (json, how) = {
+            let t = v.read();
+            match &wanted {
+                Some(values) => {
+                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                    // A value the key's type cannot hold matches no row.
+                    let row = t
+                        .encode_key(&refs)
+                        .ok()
+                        .and_then(|k| t.lookup(&k))
+                        .and_then(|sid| t.row_json(sid).map(<[u8]>::to_vec));
+                    (row.unwrap_or_default(), Access::Lookup)
+                }
+                None => (t.all_rows_json(), Access::Scan),
+            }
+        };
+        let batches = decode(Arc::clone(&self.schema), &json)?;
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let inner = MemorySourceConfig::try_new_exec(
+            &[batches],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?;
+        Ok(Arc::new(ViewScan {
+            view: self.name.clone(),
+            how,
+            rows,
+            inner,
+        }))
+    }
+}
+
+/// A literal as the text `?key=` would give (what [`crate::serving::table::ServingTable::encode_key`] parses).
+fn scalar_text(l: &ScalarValue) -> String {
+    match l {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// JSON lines (a view's rows) as record batches of `schema`.
+fn decode(schema: SchemaRef, json: &[u8]) -> Result<Vec<RecordBatch>> {
+    let mut d = ReaderBuilder::new(Arc::clone(&schema))
+        .with_batch_size(8192)
+        .build_decoder()?;
+    let mut rest = json;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let n = d.decode(rest)?;
+        rest = &rest[n..];
+        if let Some(b) = d.flush()? {
+            out.push(b);
+        }
+    }
+    if let Some(b) = d.flush()? {
+        out.push(b);
+    }
+    if out.is_empty() {
+        out.push(RecordBatch::new_empty(schema));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    Lookup,
+    Scan,
+}
+
+/// The rows one scan copied out of a view, shown in `EXPLAIN` with how they were found.
+#[derive(Debug)]
+struct ViewScan {
+    view: String,
+    how: Access,
+    rows: usize,
+    inner: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for ViewScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let how = match self.how {
+            Access::Lookup => "key lookup in the serving index",
+            Access::Scan => "scan of the served rows",
+        };
+        write!(f, "ViewScan: view={}, {how}, rows={}", self.view, self.rows)
+    }
+}
+
+impl ExecutionPlan for ViewScan {
+    fn name(&self) -> &'static str {
+        "ViewScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
+    }
+}
+
+/// `lambdaflow_freshness`: per view what its answers are made of, as `GET /api/views/{view}`
+/// says in `freshness`.
+#[derive(Debug)]
+struct Freshness {
+    served: watch::Receiver<Arc<ServingState>>,
+    topic: String,
+}
+
+impl Freshness {
+    fn schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Arc::new(Schema::new(vec![
+            Field::new("view", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, false),
+            Field::new("batch_run", DataType::Utf8, true),
+            Field::new("batch_started_at", ts.clone(), true),
+            Field::new("batch_offsets", DataType::Utf8, false),
+            Field::new("speed_offsets", DataType::Utf8, false),
+            Field::new("speed_events_after_batch", DataType::Int64, false),
+            Field::new("watermark", ts, true),
+        ]))
+    }
+
+    fn rows(&self) -> Result<RecordBatch> {
+        let st = self.served.borrow().clone();
+        let (mut names, mut versions, mut runs, mut started) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut batch_offsets, mut speed_offsets, mut after, mut wm) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for v in &st.views {
+            let t = v.read();
+            let f = st.freshness_of(v, &t, &self.topic);
+            names.push(v.def.name.clone());
+            versions.push(t.version() as i64);
+            runs.push(f.batch_run.clone());
+            started.push(f.batch_started_at.as_deref().and_then(micros));
+            batch_offsets.push(offsets_json(&f.batch_offsets));
+            speed_offsets.push(offsets_json(&f.speed_offsets));
+            after.push(f.speed_events_after_batch);
+            wm.push(st.watermark_of(v));
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(Int64Array::from(versions)),
+            Arc::new(StringArray::from(runs)),
+            Arc::new(TimestampMicrosecondArray::from(started).with_timezone("UTC")),
+            Arc::new(StringArray::from(batch_offsets)),
+            Arc::new(StringArray::from(speed_offsets)),
+            Arc::new(Int64Array::from(after)),
+            Arc::new(TimestampMicrosecondArray::from(wm).with_timezone("UTC")),
+        ];
+        Ok(RecordBatch::try_new(Freshness::schema(), columns)?)
+    }
+}
+
+fn micros(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+/// Offsets per partition as the HTTP API writes them: `{"0": 12, "1": 7}`.
+fn offsets_json(o: &BTreeMap<i32, i64>) -> String {
+    serde_json::to_string(o).unwrap_or_default()
+}
+
+#[async_trait]
+impl TableProvider for Freshness {
+    fn schema(&self) -> SchemaRef {
+        Freshness::schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let rows = self.rows()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![rows]],
+            Freshness::schema(),
+            projection.cloned(),
+        )?)
+    }
+}

@@ -1,0 +1,33 @@
+"""psycopg 3 against lambdaflow's PostgreSQL protocol, as an application uses it: parameters
+bound by the server (the extended protocol), a named prepared statement, binary results, and
+information_schema. Prints one JSON object for tests/sql.rs to compare with the HTTP API.
+
+    psycopg_client.py PORT [PASSWORD] CUSTOMER…
+"""
+import json
+import sys
+
+import psycopg
+
+port, password, customers = int(sys.argv[1]), sys.argv[2] or None, sys.argv[3:]
+out = {}
+with psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="lambdaflow",
+                     password=password, autocommit=True, connect_timeout=10) as conn:
+    with conn.cursor() as cur:
+        out["lookups"] = {}
+        for c in customers:
+            cur.execute("SELECT total_amount FROM customer_totals WHERE customer = %s", (c,),
+                        prepare=True)
+            row = cur.fetchone()
+            out["lookups"][c] = row[0] if row else None
+        cur.execute("SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'public' ORDER BY table_name")
+        out["tables"] = [r[0] for r in cur.fetchall()]
+    with conn.cursor(binary=True) as cur:
+        cur.execute("SELECT customer, total_amount FROM customer_totals "
+                    "WHERE total_amount > %s ORDER BY customer", (0,))
+        out["binary"] = {c: t for c, t in cur.fetchall()}
+        cur.execute("SELECT watermark, batch_started_at FROM lambdaflow_freshness")
+        wm, started = cur.fetchone()
+        out["batch_started_at_tz"] = started.tzinfo is not None
+print(json.dumps(out))

@@ -1,0 +1,561 @@
+//! SQL over the views with real clients: psql (Debian's `postgresql-client`), psycopg (PyPI)
+//! and the PostgreSQL JDBC driver (Maven Central) over the PostgreSQL wire protocol, and
+//! `POST /api/sql`, against `lambdaflow run` while events flow and batch runs swap the batch
+//! view in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::master::seed_truth;
+use crate::util::{self, Env, get_json, post_json, rows_of, terminate};
+
+/// psql's output of `sql` on `port` (unaligned, tuples only; `ON_ERROR_STOP` off, so every
+/// statement runs), with stderr after it.
+fn psql(port: u16, password: Option<&str>, sql: &str) -> (bool, String, String) {
+    let mut c = Command::new("psql");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "analyst",
+        "-d",
+        "lambdaflow",
+    ])
+    .args(["-X", "-At", "-v", "VERBOSITY=verbose", "-f", "-"])
+    .env("PGCONNECT_TIMEOUT", "10")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    match password {
+        Some(p) => c.env("PGPASSWORD", p),
+        None => c.env_remove("PGPASSWORD"),
+    };
+    let mut child = c
+        .spawn()
+        .expect("psql (scripts/setup.sh test installs postgresql-client)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `customer|total` lines as a map.
+fn totals(text: &str) -> BTreeMap<String, i64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('|')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn rows_map(v: &serde_json::Value) -> BTreeMap<String, i64> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_i64().unwrap()))
+        .collect()
+}
+
+/// The clients of `tests/clients/`, each printing one JSON object.
+mod clients {
+    use std::path::Path;
+    use std::process::Command;
+
+    fn json(mut c: Command, what: &str) -> serde_json::Value {
+        let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{what}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
+    }
+
+    fn repo() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    pub fn psycopg(port: u16, password: &str, customers: &[String]) -> serde_json::Value {
+        let mut c = Command::new(repo().join(".cache/venv/bin/python"));
+        c.arg(repo().join("tests/clients/psycopg_client.py"))
+            .arg(port.to_string())
+            .arg(password)
+            .args(customers);
+        json(
+            c,
+            "psycopg_client.py (scripts/test-tools.sh installs psycopg)",
+        )
+    }
+
+    pub fn jdbc(port: u16, password: &str, customers: &[String]) -> serde_json::Value {
+        let mut c = Command::new("java");
+        c.arg("-cp")
+            .arg(repo().join(".cache/jdbc/postgresql-42.7.14.jar"))
+            .arg(repo().join("tests/clients/JdbcClient.java"))
+            .arg(port.to_string())
+            .arg(password)
+            .args(customers);
+        json(
+            c,
+            "JdbcClient.java (scripts/test-tools.sh fetches the driver)",
+        )
+    }
+}
+
+fn sql_rows(addr: &str, sql: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "sql": sql }).to_string();
+    let (status, text) = post_json(addr, "/api/sql", &body, &[]);
+    assert_eq!(status, 200, "{sql}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The amount of event `i`: all positive, so every prefix of the stream has its own total.
+fn amount(i: usize) -> i64 {
+    (i as i64 * 7_919) % 1_000 + 1
+}
+
+/// psql and `/api/sql` while `run` consumes a stream and recomputes every 700 ms: every total
+/// a query sees is the total of a prefix of the stream (one version of the view, never half a
+/// micro-batch or half a batch swap); at the end both give the HTTP API's rows; psql's
+/// catalog commands, EXPLAIN's index lookup, freshness, read-only refusals and classified
+/// errors, on one connection that survives them.
+#[test]
+fn psql_and_api_sql_read_the_views_while_events_flow() {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let pg = util::free_port();
+    let env = Env::new(
+        "sql-flow",
+        &format!(
+            "{}\n[serving]\nlisten = \"{addr}\"\npg-listen = \"127.0.0.1:{pg}\"\n",
+            crate::master::FAST
+        ),
+    );
+    let cfg = std::fs::read_to_string(env.path("lambdaflow.toml"))
+        .unwrap()
+        .replace("[batch]\n", "[batch]\ninterval = \"700ms\"\n");
+    std::fs::write(env.path("lambdaflow.toml"), cfg).unwrap();
+    // One partition: the stream's order is its offsets' order, so the view's versions are
+    // exactly the totals of its prefixes.
+    env.create_topic(1);
+    let run = env.spawn("run", &["run"]);
+    get_json(&addr, "/health");
+
+    let n = 3_000;
+    let base: i64 = seed_truth().values().sum();
+    let prefixes: BTreeSet<i64> = (0..=n)
+        .scan(base, |t, i| {
+            let now = *t;
+            if i < n {
+                *t += amount(i);
+            }
+            Some(now)
+        })
+        .collect();
+    let done = AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        s.spawn(|| {
+            for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
+                let msgs: Vec<Vec<u8>> = chunk
+                    .iter()
+                    .map(|&i| {
+                        format!(r#"{{"customer": "c{}", "amount": {}}}"#, i % 10, amount(i))
+                            .into_bytes()
+                    })
+                    .collect();
+                env.send_raw(&msgs);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        // One psql session issuing the same aggregate again and again while events flow.
+        let mut seen = Vec::new();
+        while !done.load(Ordering::SeqCst) {
+            let script = "SELECT sum(total_amount) FROM customer_totals;\n".repeat(50);
+            let (ok, out, err) = psql(pg, None, &script);
+            assert!(ok, "{err}");
+            seen.extend(out.lines().map(|l| l.trim().parse::<i64>().unwrap()));
+            let r = sql_rows(&addr, "SELECT sum(total_amount) AS t FROM customer_totals");
+            seen.push(r["rows"][0]["t"].as_i64().unwrap());
+        }
+        seen
+    });
+    assert!(seen.len() > 100, "{} totals sampled", seen.len());
+    let distinct: BTreeSet<&i64> = seen.iter().collect();
+    assert!(
+        distinct.len() > 3,
+        "the totals moved while sampled: {distinct:?}"
+    );
+    for t in &seen {
+        assert!(
+            prefixes.contains(t),
+            "a total that is no version of the view: {t}"
+        );
+    }
+
+    let mut truth = seed_truth();
+    for i in 0..n {
+        *truth.entry(format!("c{}", i % 10)).or_default() += amount(i);
+    }
+    let query = "SELECT customer, total_amount FROM customer_totals ORDER BY customer;\n";
+    util::eventually(
+        60,
+        || totals(&psql(pg, None, query).1) == truth,
+        || format!("psql at the truth\n{}", env.log("run")),
+    );
+    let http = rows_of(
+        &get_json(&addr, "/api/views/customer_totals?limit=all"),
+        "customer",
+        "total_amount",
+    );
+    assert_eq!(http, truth);
+    let api = sql_rows(&addr, query.trim_end_matches(";\n"));
+    assert_eq!(rows_of(&api, "customer", "total_amount"), truth);
+    assert_eq!(api["columns"][1]["name"], "total_amount");
+
+    // psycopg (server-side parameters, a prepared statement, binary results) and the JDBC
+    // driver (DatabaseMetaData, a PreparedStatement past its prepareThreshold) agree.
+    let customers: Vec<String> = truth.keys().cloned().chain(["nobody".into()]).collect();
+    let expected: serde_json::Value = customers
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                truth
+                    .get(c)
+                    .map_or(serde_json::Value::Null, |t| (*t).into()),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let py = clients::psycopg(pg, "", &customers);
+    assert_eq!(py["lookups"], expected, "{py}");
+    assert_eq!(
+        py["tables"],
+        serde_json::json!(["customer_totals", "lambdaflow_freshness"])
+    );
+    assert_eq!(rows_map(&py["binary"]), truth, "{py}");
+    assert_eq!(py["batch_started_at_tz"], true, "{py}");
+    let java = clients::jdbc(pg, "", &customers);
+    assert_eq!(java["lookups"], expected, "{java}");
+    assert_eq!(
+        java["tables"],
+        serde_json::json!(["customer_totals", "lambdaflow_freshness"])
+    );
+    assert_eq!(
+        java["columns"],
+        serde_json::json!(["customer:text", "total_amount:int8"])
+    );
+    assert_eq!(rows_map(&java["rows"]), truth, "{java}");
+
+    // What psql sends besides the query.
+    let (_, out, err) = psql(pg, None, "\\dt\n\\d customer_totals\n");
+    assert!(out.contains("public|customer_totals|table"), "{out}{err}");
+    assert!(
+        out.contains("customer|text") && out.contains("total_amount|bigint"),
+        "{out}{err}"
+    );
+    // Equality on the key is a lookup in the serving index.
+    let (_, out, _) = psql(
+        pg,
+        None,
+        "EXPLAIN SELECT total_amount FROM customer_totals WHERE customer = 'c3';\n\
+         SELECT total_amount FROM customer_totals WHERE customer = 'c3';\n",
+    );
+    assert!(
+        out.contains("ViewScan: view=customer_totals, key lookup in the serving index, rows=1"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with(&truth["c3"].to_string()), "{out}");
+    // Freshness as the HTTP API says it (a batch run may land between the two reads).
+    let run_id = || get_json(&addr, "/api/views/customer_totals")["freshness"]["batch_run"].clone();
+    let before = run_id();
+    let (_, out, _) = psql(
+        pg,
+        None,
+        "SELECT view, batch_run, speed_offsets FROM lambdaflow_freshness;\n",
+    );
+    let after = run_id();
+    let line =
+        |r: &serde_json::Value| format!("customer_totals|{}|{{\"0\":{n}}}", r.as_str().unwrap());
+    assert!(
+        out.trim() == line(&before) || out.trim() == line(&after),
+        "{out}: {before} / {after}"
+    );
+    // Refusals and errors, each with its SQLSTATE, on one connection that keeps answering.
+    let (_, out, err) = psql(
+        pg,
+        None,
+        "INSERT INTO customer_totals VALUES ('x', 1);\n\
+         DROP TABLE customer_totals;\n\
+         SELECT nope FROM customer_totals;\n\
+         SELECT * FROM nowhere;\n\
+         SELEC 1;\n\
+         SELECT 1 / 0;\n\
+         SELECT count(*) FROM customer_totals;\n",
+    );
+    for (code, what) in [
+        ("25006", "cannot execute INSERT in a read-only transaction"),
+        (
+            "25006",
+            "cannot execute DROP TABLE in a read-only transaction",
+        ),
+        ("42703", "nope"),
+        ("42P01", "nowhere"),
+        ("42601", "sql parser error"),
+        ("22012", "Divide by zero"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("ERROR:  {code}:")) && l.contains(what)),
+            "{code} {what}:\n{err}"
+        );
+    }
+    assert_eq!(
+        out.trim(),
+        truth.len().to_string(),
+        "the connection answered after the errors: {err}"
+    );
+    // The same over HTTP: status, SQLSTATE and position.
+    let (status, body) = post_json(
+        &addr,
+        "/api/sql",
+        r#"{"sql": "SELECT customer FRM customer_totals"}"#,
+        &[],
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, &body["sqlstate"]),
+        (400, &"42601".into()),
+        "{body}"
+    );
+    assert_eq!(body["position"], 21, "{body}");
+    let (status, body) = post_json(
+        &addr,
+        "/api/sql",
+        r#"{"sql": "DELETE FROM customer_totals"}"#,
+        &[],
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("25006") && body.contains("cannot execute DELETE"),
+        "{body}"
+    );
+    terminate(run);
+}
+
+/// With `serving.token`, the token is the password and `/api/sql` wants the bearer token.
+#[test]
+fn the_serving_token_is_the_sql_password() {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let pg = util::free_port();
+    let env = Env::new(
+        "sql-token",
+        &format!(
+            "[serving]\nlisten = \"{addr}\"\npg-listen = \"127.0.0.1:{pg}\"\ntoken = \"s3cret-t0ken\"\n"
+        ),
+    );
+    env.ok(&["batch"]);
+    let serve = env.spawn("serve", &["serve"]);
+    let q = "SELECT customer, total_amount FROM customer_totals ORDER BY customer;\n";
+    util::eventually(
+        30,
+        || psql(pg, Some("s3cret-t0ken"), q).0,
+        || format!("psql with the token\n{}", env.log("serve")),
+    );
+    assert_eq!(totals(&psql(pg, Some("s3cret-t0ken"), q).1), seed_truth());
+    let ali = ["Ali".to_string()];
+    assert_eq!(
+        clients::psycopg(pg, "s3cret-t0ken", &ali)["lookups"]["Ali"],
+        320
+    );
+    assert_eq!(
+        clients::jdbc(pg, "s3cret-t0ken", &ali)["lookups"]["Ali"],
+        320
+    );
+    let (ok, _, err) = psql(pg, Some("wrong"), q);
+    assert!(
+        !ok && err
+            .to_lowercase()
+            .contains("password authentication failed"),
+        "{err}"
+    );
+    let body = r#"{"sql": "SELECT 1"}"#;
+    assert_eq!(post_json(&addr, "/api/sql", body, &[]).0, 401);
+    let (status, text) = post_json(
+        &addr,
+        "/api/sql",
+        body,
+        &[("Authorization", "Bearer s3cret-t0ken")],
+    );
+    assert_eq!(status, 200, "{text}");
+    terminate(serve);
+}
+
+/// A runaway query ends at `serving.sql-timeout` (over the wire and over HTTP) or at the
+/// client's cancel request (psql's Ctrl-C), and its work stops; malformed protocol messages, a
+/// connection dropped mid-message and a huge query end their own connections only.
+#[test]
+fn runaway_queries_and_hostile_clients_harm_no_other_connection() {
+    use rand::{Rng, SeedableRng};
+    use std::io::{Read, Write};
+
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let pg = util::free_port();
+    let env = Env::new(
+        "sql-bounds",
+        &format!(
+            "[serving]\nlisten = \"{addr}\"\npg-listen = \"127.0.0.1:{pg}\"\nsql-timeout = \"2s\"\n"
+        ),
+    );
+    env.ok(&["batch"]);
+    let serve = env.spawn("serve", &["serve"]);
+    let q = "SELECT customer, total_amount FROM customer_totals ORDER BY customer;\n";
+    util::eventually(30, || psql(pg, None, q).0, || env.log("serve"));
+    let runaway = "SELECT count(*) FROM generate_series(1, 100000000000);\n";
+
+    // The timeout, then the same connection answers.
+    let (_, out, err) = psql(pg, None, &format!("{runaway}{q}"));
+    assert!(
+        err.contains("ERROR:  57014: canceling statement due to statement timeout"),
+        "{err}"
+    );
+    assert_eq!(totals(&out), seed_truth(), "{out}");
+    let body = serde_json::json!({ "sql": runaway.trim() }).to_string();
+    let (status, text) = post_json(&addr, "/api/sql", &body, &[]);
+    assert_eq!(status, 408, "{text}");
+    assert!(text.contains("57014"), "{text}");
+
+    // A cancel request: psql sends one on SIGINT.
+    let mut c = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.to_string(),
+            "-X",
+            "-v",
+            "VERBOSITY=verbose",
+            "lambdaflow",
+        ])
+        .args(["-c", "SET statement_timeout = 0", "-c", runaway.trim()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "psql did not end after its cancel request"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut err = String::new();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        err.contains("57014: canceling statement due to user request"),
+        "{err}"
+    );
+
+    // Hostile input: random bytes, random frames after a valid startup, a connection dropped
+    // mid-message; each on a connection of its own.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(26);
+    let startup = {
+        let mut body = Vec::new();
+        body.extend_from_slice(&196_608i32.to_be_bytes());
+        body.extend_from_slice(b"user\0fuzz\0database\0lambdaflow\0\0");
+        let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        m.extend_from_slice(&body);
+        m
+    };
+    for i in 0..200 {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", pg)) else {
+            panic!("connection {i} refused\n{}", env.log("serve"));
+        };
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut junk: Vec<u8> = (0..rng.random_range(0..300))
+            .map(|_| rng.random())
+            .collect();
+        match i % 4 {
+            0 => {}
+            1 => junk.splice(0..0, startup.clone()).for_each(drop),
+            2 => {
+                // A frame that claims to be huge, then stops.
+                let mut m = startup.clone();
+                m.push(b'Q');
+                m.extend_from_slice(&i32::MAX.to_be_bytes());
+                m.extend_from_slice(b"SELECT");
+                junk = m;
+            }
+            _ => {
+                let mut m = startup.clone();
+                m.push(
+                    *[b'P', b'B', b'E', b'D', b'X', b'Q']
+                        .get(rng.random_range(0..6))
+                        .unwrap(),
+                );
+                m.extend_from_slice(&(junk.len() as i32 + 4).to_be_bytes());
+                m.extend_from_slice(&junk);
+                junk = m;
+            }
+        }
+        let _ = s.write_all(&junk);
+        let mut sink = [0u8; 4096];
+        let _ = s.read(&mut sink);
+    }
+    // A huge query (8 MB of SQL): an error, not a crash.
+    let huge = format!(
+        "SELECT 1 WHERE 1 IN ({});\n",
+        vec!["1"; 4_000_000].join(",")
+    );
+    let (_, _, _) = psql(pg, None, &huge);
+    // Every other client is still served.
+    assert_eq!(
+        totals(&psql(pg, None, q).1),
+        seed_truth(),
+        "{}",
+        env.log("serve")
+    );
+    assert_eq!(
+        get_json(&addr, "/api/views/customer_totals")["rows"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // pgwire's decoder panics on some of these messages (upstream): each is caught at its
+    // connection and said so.
+    let log = env.log("serve");
+    assert_eq!(
+        log.matches("panicked at").count(),
+        log.matches("a message from it could not be decoded")
+            .count(),
+        "{log}"
+    );
+    assert!(
+        !env.log("serve").contains("task failed"),
+        "{}",
+        env.log("serve")
+    );
+    terminate(serve);
+}

@@ -248,6 +248,13 @@ pub struct ServingConfig {
     /// Address of the PostgreSQL wire protocol server (`--pg-listen`; unset: none).
     #[serde(default)]
     pub pg_listen: Option<String>,
+    /// The PostgreSQL server's certificate chain (PEM), with `pg-tls-key`: TLS for clients that
+    /// ask for it (`sslmode=require`).
+    #[serde(default)]
+    pub pg_tls_cert: Option<PathBuf>,
+    /// The private key (PEM, PKCS#8, PKCS#1 or SEC1) of `pg-tls-cert`.
+    #[serde(default)]
+    pub pg_tls_key: Option<PathBuf>,
     /// The longest an SQL query may run (over the wire and on `POST /api/sql`).
     #[serde(default = "default_sql_timeout", with = "humantime_serde")]
     pub sql_timeout: Duration,
@@ -304,6 +311,8 @@ impl fmt::Debug for ServingConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("pg_listen", &self.pg_listen)
+            .field("pg_tls_cert", &self.pg_tls_cert)
+            .field("pg_tls_key", &self.pg_tls_key)
             .field("sql_timeout", &self.sql_timeout)
             .finish()
     }
@@ -455,6 +464,11 @@ impl Config {
             return Err(Error::config("speed.max-batch-rows must be at least 1"));
         }
         self.serving.pg_listen_addr()?;
+        if self.serving.pg_tls_cert.is_some() != self.serving.pg_tls_key.is_some() {
+            return Err(Error::config(
+                "serving.pg-tls-cert and serving.pg-tls-key go together: set both for TLS, or neither",
+            ));
+        }
         if self.serving.sql_timeout.is_zero() {
             return Err(Error::config("serving.sql-timeout must be above 0"));
         }

@@ -14,7 +14,18 @@ use crate::util::{self, Env, get_json, post_json, rows_of, terminate};
 /// psql's output of `sql` on `port` (unaligned, tuples only; `ON_ERROR_STOP` off, so every
 /// statement runs), with stderr after it.
 fn psql(port: u16, password: Option<&str>, sql: &str) -> (bool, String, String) {
+    psql_with(port, password, &[], sql)
+}
+
+/// [`psql`] with more libpq variables (`PGSSLMODE`…).
+fn psql_with(
+    port: u16,
+    password: Option<&str>,
+    vars: &[(&str, &str)],
+    sql: &str,
+) -> (bool, String, String) {
     let mut c = Command::new("psql");
+    c.envs(vars.iter().copied());
     c.args([
         "-h",
         "127.0.0.1",
@@ -358,15 +369,40 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     terminate(run);
 }
 
-/// With `serving.token`, the token is the password and `/api/sql` wants the bearer token.
+/// With `serving.token`, the token is the password and `/api/sql` wants the bearer token;
+/// with a certificate, clients that ask for TLS get it.
 #[test]
-fn the_serving_token_is_the_sql_password() {
+fn the_serving_token_is_the_sql_password_over_tls() {
     let addr = format!("127.0.0.1:{}", util::free_port());
     let pg = util::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
     let env = Env::new(
         "sql-token",
         &format!(
-            "[serving]\nlisten = \"{addr}\"\npg-listen = \"127.0.0.1:{pg}\"\ntoken = \"s3cret-t0ken\"\n"
+            "[serving]\nlisten = \"{addr}\"\npg-listen = \"127.0.0.1:{pg}\"\ntoken = \"s3cret-t0ken\"\n\
+             pg-tls-cert = \"{}\"\npg-tls-key = \"{}\"\n",
+            cert.display(),
+            key.display()
         ),
     );
     env.ok(&["batch"]);
@@ -387,6 +423,17 @@ fn the_serving_token_is_the_sql_password() {
         clients::jdbc(pg, "s3cret-t0ken", &ali)["lookups"]["Ali"],
         320
     );
+    let (ok, out, err) = psql_with(
+        pg,
+        Some("s3cret-t0ken"),
+        &[("PGSSLMODE", "require")],
+        &format!("\\conninfo\n{q}"),
+    );
+    assert!(
+        ok && out.contains("SSL connection (protocol: TLSv1.3"),
+        "{out}{err}"
+    );
+    assert_eq!(totals(&out), seed_truth(), "{out}");
     let (ok, _, err) = psql(pg, Some("wrong"), q);
     assert!(
         !ok && err

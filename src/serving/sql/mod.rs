@@ -321,15 +321,16 @@ pub async fn start(
 ) -> crate::Result<Arc<SqlEngine>> {
     let engine = Arc::new(SqlEngine::new(p, served)?);
     if let Some(addr) = p.config.serving.pg_listen_addr()? {
+        let s = &p.config.serving;
+        let tls = match (&s.pg_tls_cert, &s.pg_tls_key) {
+            (Some(cert), Some(key)) => Some(pg::tls(cert, key)?),
+            _ => None,
+        };
         let listener = pg::bind(addr).await?;
-        let (e, token, stop) = (
-            Arc::clone(&engine),
-            p.config.serving.token.clone(),
-            tasks.stopping(),
-        );
+        let (e, token, stop) = (Arc::clone(&engine), s.token.clone(), tasks.stopping());
         tracing::info!(%addr, "serving layer: PostgreSQL protocol on {addr} (psql -h {} -p {} lambdaflow)", addr.ip(), addr.port());
         tasks.spawn("PostgreSQL server", async move {
-            pg::serve(listener, &e, token, stop).await
+            pg::serve(listener, &e, token, tls, stop).await
         });
     }
     Ok(engine)

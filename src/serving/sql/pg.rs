@@ -4,8 +4,8 @@
 //! over [`super::SqlEngine`]'s session, and lambdaflow's own parts around them:
 //!
 //! - startup: without `serving.token` any user name is accepted; with it, the token is the
-//!   password (`password` authentication: use it over loopback or a tunnel, as TLS is not
-//!   served yet);
+//!   password (`password` authentication); TLS with `serving.pg-tls-cert` and `pg-tls-key`
+//!   for the clients that ask for it;
 //! - a hook that refuses every statement but reads with SQLSTATE `25006`, naming it;
 //! - errors rewritten to PostgreSQL's classes ([`super::SqlError`]) with the position of a
 //!   syntax error, instead of `XX000` for all;
@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,10 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::TlsAcceptor;
+use pgwire::tokio::tokio_rustls::rustls;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -70,11 +75,44 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-/// Serves `engine` over the PostgreSQL protocol on `listener` until `stop`.
+/// The TLS side of `serving.pg-tls-cert` and `pg-tls-key` (PEM files), or an error naming
+/// the file and what is wrong with it.
+pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    let pem = read(cert)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::config(format!("serving.pg-tls-cert {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(Error::config(format!(
+            "serving.pg-tls-cert {}: no PEM certificate in it",
+            cert.display()
+        )));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|e| Error::config(format!("serving.pg-tls-key {}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
+    .map_err(|e| {
+        Error::config(format!(
+            "serving.pg-tls-cert {} and pg-tls-key {}: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `engine` over the PostgreSQL protocol on `listener` until `stop` (with TLS for the
+/// clients that ask, when `tls` is given).
 pub async fn serve(
     listener: TcpListener,
     engine: &SqlEngine,
     token: Option<String>,
+    tls: Option<TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let handlers = Arc::new(Handlers::new(engine, token));
@@ -90,12 +128,12 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    let h = Arc::clone(&handlers);
+                    let (h, tls) = (Arc::clone(&handlers), tls.clone());
                     tokio::spawn(async move {
                         // pgwire's decoders can panic on a malformed message (a truncated
                         // Parse, for one): that ends this connection, and only it.
                         let conn = std::panic::AssertUnwindSafe(
-                            pgwire::tokio::process_socket(socket, None, h),
+                            pgwire::tokio::process_socket(socket, tls, h),
                         );
                         match conn.catch_unwind().await {
                             Ok(Ok(())) => {}

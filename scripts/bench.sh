@@ -14,13 +14,14 @@
 #   bench-time.sh      windowed views: throughput against the plain view and Spark's window(),
 #                      latency, emit=final, time-range reads, memory under retention
 #   bench-s3.sh        the output root on the local disk against the same on s3proxy
+#   bench-sql.sh       SQL over the PostgreSQL protocol against PostgreSQL 15 and DuckDB
 #
 # ONLY="batch latency" runs a subset. Output goes to the terminal and to .cache/bench/bench.log.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 mkdir -p .cache/bench
-parts=${ONLY:-batch archive latency throughput speed group serving isolation time s3}
+parts=${ONLY:-batch archive latency throughput speed group serving isolation time s3 sql}
 {
   echo "# scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, commit $(git rev-parse --short HEAD)"
   for part in $parts; do

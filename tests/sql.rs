@@ -606,3 +606,64 @@ fn runaway_queries_and_hostile_clients_harm_no_other_connection() {
     );
     terminate(serve);
 }
+
+/// A windowed view over SQL: a key's windows in a time range are a range scan of the time
+/// index (EXPLAIN says so) and equal what `GET ?key=&from=&to=` answers; the window bounds are
+/// timestamps.
+#[test]
+fn a_keys_windows_in_a_time_range_come_from_the_time_index() {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let pg = util::free_port();
+    let env = Env::new(
+        "sql-windows",
+        &format!(
+            "[serving]\nlisten = \"{addr}\"\npg-listen = \"127.0.0.1:{pg}\"\n\n[schema]\nfields = [\n  \
+             {{ name = \"customer\", type = \"string\" }},\n  {{ name = \"amount\", type = \"integer\" }},\n  \
+             {{ name = \"ts\", type = \"timestamp\" }},\n]\n\n[[views]]\nname = \"hourly\"\n\
+             sql = \"SELECT customer, window.start, window.end, SUM(amount) AS total FROM events GROUP BY window(ts, '1 hour'), customer\"\n"
+        ),
+    );
+    let lines: String = (0..600)
+        .map(|i| {
+            format!(
+                "{{\"customer\": \"c{}\", \"amount\": {}, \"ts\": \"2026-12-01T{:02}:{:02}:00Z\"}}\n",
+                i % 3,
+                i % 7 + 1,
+                (i * 7) % 24,
+                i % 60
+            )
+        })
+        .collect();
+    std::fs::write(env.path("transactions.json"), lines).unwrap();
+    env.ok(&["batch"]);
+    let serve = env.spawn("serve", &["serve"]);
+    let http = get_json(
+        &addr,
+        "/api/views/hourly?key=c1&from=2026-12-01T05:00:00Z&to=2026-12-01T11:00:00Z",
+    );
+    let expected: Vec<String> = http["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}|{}", r["start"].as_str().unwrap(), r["total"]))
+        .collect();
+    assert!(expected.len() >= 2, "{http}");
+    let filter =
+        "customer = 'c1' AND start >= '2026-12-01T05:00:00Z' AND start < '2026-12-01T11:00:00Z'";
+    let (_, out, err) = psql(
+        pg,
+        None,
+        &format!(
+            "SELECT to_char(start, '%Y-%m-%dT%H:%M:%SZ'), total FROM hourly WHERE {filter} ORDER BY start;\n\
+             EXPLAIN SELECT * FROM hourly WHERE {filter};\n"
+        ),
+    );
+    let got: Vec<&str> = out.lines().filter(|l| l.starts_with("2026-")).collect();
+    assert_eq!(got, expected, "{out}{err}");
+    assert!(
+        out.contains("ViewScan: view=hourly, range scan of the time index for one key, window start in [2026-12-01T05:00:00Z"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("rows={}", expected.len())), "{out}");
+    terminate(serve);
+}

@@ -93,6 +93,17 @@ enum PhysStep {
     },
 }
 
+/// What an output column of a view is ([`ViewDef::output_sources`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputSource {
+    /// GROUP BY key `k` (not the window), as it is.
+    GroupKey(usize),
+    /// The start of the view's window.
+    WindowStart,
+    /// Anything else (an aggregate, an expression).
+    Other,
+}
+
 /// Final rows of some groups, as [`ViewDef::materialize`] makes them.
 #[derive(Debug)]
 pub struct Materialized {
@@ -183,6 +194,55 @@ impl ViewDef {
     /// computes on the aggregate instead of naming it).
     pub fn aggregate_names(&self) -> &[String] {
         &self.agg_names
+    }
+
+    /// What each output column is, where it is a group key as it is (a SELECT of the key
+    /// column or of a window's start), so that readers can select rows by key or by time
+    /// through the serving indexes.
+    pub fn output_sources(&self) -> Vec<OutputSource> {
+        use datafusion::physical_expr::ScalarFunctionExpr;
+        use datafusion::physical_expr::expressions::{Column, Literal};
+        let Some(PhysStep::Project(exprs, _)) = self
+            .phys
+            .post
+            .iter()
+            .find(|s| matches!(s, PhysStep::Project(..)))
+        else {
+            // No projection step: the output is the aggregate's schema itself.
+            return (0..self.output_schema.fields().len())
+                .map(|i| match i < self.group_len() {
+                    true if self.window.as_ref().is_some_and(|w| w.key == i) => OutputSource::Other,
+                    true => OutputSource::GroupKey(i),
+                    false => OutputSource::Other,
+                })
+                .collect();
+        };
+        let window_key = self.window.as_ref().map(|w| w.key);
+        exprs
+            .iter()
+            .map(|e| {
+                let any: &dyn std::any::Any = e.as_ref();
+                if let Some(c) = any.downcast_ref::<Column>() {
+                    if c.index() < self.group_len() && Some(c.index()) != window_key {
+                        return OutputSource::GroupKey(c.index());
+                    }
+                } else if let Some(f) = any.downcast_ref::<ScalarFunctionExpr>() {
+                    let args = f.args();
+                    let on_window = args
+                        .first()
+                        .and_then(|a| (a.as_ref() as &dyn std::any::Any).downcast_ref::<Column>())
+                        .is_some_and(|c| Some(c.index()) == window_key);
+                    let start = args
+                        .get(1)
+                        .and_then(|a| (a.as_ref() as &dyn std::any::Any).downcast_ref::<Literal>())
+                        .is_some_and(|l| l.value().to_string() == "start");
+                    if f.name() == "get_field" && on_window && start {
+                        return OutputSource::WindowStart;
+                    }
+                }
+                OutputSource::Other
+            })
+            .collect()
     }
 
     /// The data types of the GROUP BY columns.

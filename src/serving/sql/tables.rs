@@ -4,8 +4,9 @@
 //! rows of one version of the view (a micro-batch or a batch swap is applied whole under the
 //! write lock, so a scan never sees half of one). Equality on every group key of a view
 //! without a window is a lookup in the serving index (a hash probe and the copy of one row);
-//! anything else copies the view's rows. `EXPLAIN` names which (`ViewScan: … lookup` or
-//! `… scan`).
+//! in a windowed view, equality on the keys besides the window and ranges on the window's
+//! start are a range scan of its time index; anything else copies the view's rows. `EXPLAIN`
+//! names which (`ViewScan: … key lookup`, `… range scan of the time index`, `… scan`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +29,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use tokio::sync::watch;
 
-use crate::serving::{ServedView, ServingState};
+use crate::serving::ServingState;
+use crate::view::{OutputSource, ViewDef};
 
 /// The name of the freshness table.
 pub const FRESHNESS: &str = "lambdaflow_freshness";
@@ -92,37 +94,102 @@ struct ViewTable {
     name: String,
 }
 
-impl ViewTable {
-    /// The output columns that are the view's group keys, in key order, when each one is
-    /// selected under its own name and the view has no window (`None`: no key lookups).
-    fn key_columns(v: &ServedView) -> Option<Vec<usize>> {
-        let def = &v.def;
-        if def.window().is_some() || def.group_len() == 0 {
-            return None;
-        }
-        let out = def.output_schema();
-        (0..def.group_len())
-            .map(|i| {
-                let key = def.agg_schema.field(i).name();
-                (out.fields().get(i)?.name() == key).then_some(i)
-            })
-            .collect()
-    }
-}
-
-/// `column = literal` (either way round): the column's index and the literal.
-fn equality<'a>(e: &'a Expr, schema: &Schema) -> Option<(usize, &'a ScalarValue)> {
+/// `column <op> literal` (either way round, the operator turned to read column first): the
+/// column's index, the operator and the literal.
+fn comparison<'a>(e: &'a Expr, schema: &Schema) -> Option<(usize, Operator, &'a ScalarValue)> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
         return None;
     };
-    if *op != Operator::Eq {
-        return None;
-    }
-    let (c, l) = match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(l, _)) | (Expr::Literal(l, _), Expr::Column(c)) => (c, l),
+    let (c, op, l) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(l, _)) => (c, *op, l),
+        (Expr::Literal(l, _), Expr::Column(c)) => (c, op.swap()?, l),
         _ => return None,
     };
-    Some((schema.index_of(&c.name).ok()?, l))
+    matches!(
+        op,
+        Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+    )
+    .then_some(())?;
+    Some((schema.index_of(&c.name).ok()?, op, l))
+}
+
+/// A timestamp literal in microseconds (rounded down: the bounds made of it hold a superset,
+/// which DataFusion filters again).
+fn literal_micros(l: &ScalarValue) -> Option<i64> {
+    match l {
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000)),
+        _ => None,
+    }
+}
+
+/// How a scan finds its rows in the serving table.
+#[derive(Debug, Clone, PartialEq)]
+enum Select {
+    /// Every row.
+    All,
+    /// One key's row (a view without a window): its values, one per group key.
+    Key(Vec<String>),
+    /// A windowed view's rows whose window starts in `[from, to)`, of one key (the group keys
+    /// besides the window) or of all: a range scan of the time index.
+    Times {
+        key: Option<Vec<String>>,
+        from: Option<i64>,
+        to: Option<i64>,
+    },
+}
+
+impl Select {
+    /// What `filters` let the scan use: equality on every group key, ranges on the window's
+    /// start.
+    fn of(def: &ViewDef, schema: &Schema, filters: &[Expr]) -> Select {
+        let sources = def.output_sources();
+        let mut eq: BTreeMap<usize, &ScalarValue> = BTreeMap::new();
+        let (mut from, mut to): (Option<i64>, Option<i64>) = (None, None);
+        for f in filters {
+            let Some((c, op, l)) = comparison(f, schema) else {
+                continue;
+            };
+            match (sources.get(c), op) {
+                (Some(OutputSource::GroupKey(k)), Operator::Eq) if !l.is_null() => {
+                    eq.insert(*k, l);
+                }
+                (Some(OutputSource::WindowStart), _) => {
+                    let Some(m) = literal_micros(l) else { continue };
+                    let (lo, hi) = match op {
+                        Operator::Eq => (Some(m), Some(m + 1)),
+                        Operator::Gt | Operator::GtEq => (Some(m), None),
+                        _ => (None, Some(m + 1)),
+                    };
+                    from = from.max(lo);
+                    to = match (to, hi) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                _ => {}
+            }
+        }
+        let window = def.window().map(|w| w.key);
+        let key: Option<Vec<String>> = (0..def.group_len())
+            .filter(|k| Some(*k) != window)
+            .map(|k| eq.get(&k).map(|l| scalar_text(l)))
+            .collect();
+        match (window, key) {
+            (None, Some(key)) if !key.is_empty() => Select::Key(key),
+            (None, _) => Select::All,
+            (Some(_), key) => {
+                let key = key.filter(|k| !k.is_empty());
+                if key.is_none() && from.is_none() && to.is_none() {
+                    Select::All
+                } else {
+                    Select::Times { key, from, to }
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -142,7 +209,7 @@ impl TableProvider for ViewTable {
         // Inexact: DataFusion filters the rows again, so a lookup only has to hold them.
         Ok(filters
             .iter()
-            .map(|f| match equality(f, &self.schema) {
+            .map(|f| match comparison(f, &self.schema) {
                 Some(_) => TableProviderFilterPushDown::Inexact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -160,36 +227,35 @@ impl TableProvider for ViewTable {
         let v = st.views.get(self.index).ok_or_else(|| {
             DataFusionError::Plan(format!("view `{}` is no longer served", self.name))
         })?;
-        let keys = ViewTable::key_columns(v);
-        // Each key column's value, when every one of them is compared for equality.
-        let wanted: Option<Vec<String>> = keys.as_ref().and_then(|cols| {
-            let mut by_col: BTreeMap<usize, &ScalarValue> = BTreeMap::new();
-            for f in filters {
-                if let Some((c, l)) = equality(f, &self.schema) {
-                    by_col.insert(c, l);
-                }
-            }
-            cols.iter()
-                .map(|c| {
-                    let l = by_col.get(c)?;
-                    (!l.is_null()).then(|| scalar_text(l))
-                })
-                .collect()
-        });
-        let (json, how) = {
+        let select = Select::of(&v.def, &self.schema, filters);
+        let json = {
             let t = v.read();
-            match &wanted {
-                Some(values) => {
+            match &select {
+                Select::All => t.all_rows_json(),
+                Select::Key(values) => {
                     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
                     // A value the key's type cannot hold matches no row.
-                    let row = t
-                        .encode_key(&refs)
+                    t.encode_key(&refs)
                         .ok()
                         .and_then(|k| t.lookup(&k))
-                        .and_then(|sid| t.row_json(sid).map(<[u8]>::to_vec));
-                    (row.unwrap_or_default(), Access::Lookup)
+                        .and_then(|sid| t.row_json(sid).map(<[u8]>::to_vec))
+                        .unwrap_or_default()
                 }
-                None => (t.all_rows_json(), Access::Scan),
+                Select::Times { key, from, to } => {
+                    let refs: Option<Vec<&str>> =
+                        key.as_ref().map(|k| k.iter().map(String::as_str).collect());
+                    let sids = t
+                        .time_range(refs.as_deref(), *from, *to)
+                        .unwrap_or_default();
+                    let mut out = Vec::new();
+                    for sid in sids {
+                        if let Some(r) = t.row_json(sid) {
+                            out.extend_from_slice(r);
+                            out.push(b'\n');
+                        }
+                    }
+                    out
+                }
             }
         };
         let batches = decode(Arc::clone(&self.schema), &json)?;
@@ -201,7 +267,7 @@ impl TableProvider for ViewTable {
         )?;
         Ok(Arc::new(ViewScan {
             view: self.name.clone(),
-            how,
+            how: select,
             rows,
             inner,
         }))
@@ -241,26 +307,28 @@ fn decode(schema: SchemaRef, json: &[u8]) -> Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Access {
-    Lookup,
-    Scan,
-}
-
 /// The rows one scan copied out of a view, shown in `EXPLAIN` with how they were found.
 #[derive(Debug)]
 struct ViewScan {
     view: String,
-    how: Access,
+    how: Select,
     rows: usize,
     inner: Arc<dyn ExecutionPlan>,
 }
 
 impl DisplayAs for ViewScan {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let how = match self.how {
-            Access::Lookup => "key lookup in the serving index",
-            Access::Scan => "scan of the served rows",
+        let how = match &self.how {
+            Select::All => "scan of the served rows".to_string(),
+            Select::Key(_) => "key lookup in the serving index".to_string(),
+            Select::Times { key, from, to } => format!(
+                "range scan of the time index{}, window start in [{}, {})",
+                if key.is_some() { " for one key" } else { "" },
+                from.and_then(crate::speed::rfc3339)
+                    .unwrap_or_else(|| "-inf".into()),
+                to.and_then(crate::speed::rfc3339)
+                    .unwrap_or_else(|| "+inf".into()),
+            ),
         };
         write!(f, "ViewScan: view={}, {how}, rows={}", self.view, self.rows)
     }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# SQL over the PostgreSQL protocol, against PostgreSQL itself and DuckDB on the same rows:
+#   - a view of KEYS keys (default 1,000,000) published by `lambdaflow batch`, served by
+#     `lambdaflow serve --pg-listen`; the same rows in PostgreSQL 15 (Debian's, scripts/pg.sh,
+#     a table with a primary key) and in DuckDB (PyPI, in-process);
+#   - point lookups by key: pgbench with a custom script (a random key per transaction,
+#     prepared statements, 8 clients on 2 threads) against lambdaflow and PostgreSQL,
+#     alternating, ROUNDS rounds of DURATION seconds: transactions/s, p50 and p99 from
+#     pgbench's per-transaction log;
+#   - two analytical queries (the top 10 by total, a filtered aggregate), each run 5 times on
+#     each system: the median time (psql's \timing for the servers, DuckDB's own clock).
+# Prints figures only; everything on the same 2 cores.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
+keys=${KEYS:-1000000}
+duration=${DURATION:-10}
+rounds=${ROUNDS:-2}
+export PG_PORT=${PG_PORT:-5498}
+lf_pg=${LF_PG_PORT:-5497}
+lf_http=${LF_HTTP_PORT:-8497}
+dir=${BENCH_DIR:-$repo/.cache/bench/sql}
+mkdir -p "$dir"
+scripts/setup.sh bench
+cargo build --release --quiet --bin lambdaflow
+bin=$CARGO_TARGET_DIR/release/lambdaflow
+py=$repo/.cache/venv/bin/python
+"$py" -c 'import duckdb' 2>/dev/null || scripts/test-tools.sh
+
+events=$dir/events-$keys.json
+if [ ! -f "$events" ]; then
+  python3 - "$keys" "$events" <<'PY'
+import random, sys
+keys, path = int(sys.argv[1]), sys.argv[2]
+rnd = random.Random(26)
+with open(path, "w") as f:
+    f.write("".join('{"customer": "k%07d", "amount": %d}\n' % (k, rnd.randrange(1, 1000)) for k in range(keys)))
+PY
+fi
+cat > "$dir/lambdaflow.toml" <<EOF
+[batch]
+dataset = ["$events"]
+[output]
+dir = "$dir/output"
+[serving]
+listen = "127.0.0.1:$lf_http"
+pg-listen = "127.0.0.1:$lf_pg"
+EOF
+rm -rf "$dir/output"
+echo "bench-sql: lambdaflow batch over $keys events" >&2
+"$bin" -c "$dir/lambdaflow.toml" batch > /dev/null
+# The view's rows as CSV, for PostgreSQL and DuckDB.
+python3 - "$dir/output/batch_view" "$dir/rows.csv" <<'PY'
+import glob, json, os, sys
+src, out = sys.argv[1], sys.argv[2]
+with open(out, "w") as f:
+    for p in sorted(glob.glob(os.path.join(os.path.realpath(src), "part-*.json"))):
+        for line in open(p):
+            r = json.loads(line)
+            f.write("%s,%d\n" % (r["customer"], r["total_amount"]))
+PY
+"$bin" -c "$dir/lambdaflow.toml" serve > "$dir/serve.log" 2>&1 &
+serve=$!
+trap 'kill $serve 2>/dev/null || true; scripts/pg.sh stop' EXIT
+scripts/pg.sh start
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres <<EOF
+DROP TABLE IF EXISTS customer_totals;
+CREATE TABLE customer_totals (customer text PRIMARY KEY, total_amount bigint);
+\copy customer_totals FROM '$dir/rows.csv' WITH (FORMAT csv)
+ANALYZE customer_totals;
+EOF
+for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$lf_pg") 2>/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:$lf_http/health" > /dev/null
+
+cat > "$dir/lookup.sql" <<EOF
+\set k random(0, $((keys - 1)))
+SELECT total_amount FROM customer_totals WHERE customer = 'k' || lpad(:k::text, 7, '0');
+EOF
+
+lookups() { # LABEL PORT DB
+  local d; d=$(mktemp -d "$dir/pgbench.XXXX")
+  local out
+  out=$(cd "$d" && pgbench -n -M prepared -c 8 -j 2 -T "$duration" -l -f "$dir/lookup.sql" \
+    -h 127.0.0.1 -p "$2" -U postgres "$3" 2>&1) || { echo "$out" >&2; return 1; }
+  local tps; tps=$(echo "$out" | awk '/^tps = / {print int($3)}')
+  local failed; failed=$(echo "$out" | awk '/number of failed transactions/ {print $5}')
+  # pgbench's log: client, transaction, latency (µs), …
+  local q; q=$(cat "$d"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "%.2f %.2f", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
+  printf '  %-34s %8s tx/s   p50 %6s ms   p99 %6s ms   failed %s\n' "$1" "$tps" "${q% *}" "${q#* }" "${failed:-0}"
+  rm -rf "$d"
+}
+
+echo "point lookups by key, $keys keys, pgbench -M prepared -c 8 -j 2, ${duration}s per run"
+for r in $(seq 1 "$rounds"); do
+  lookups "lambdaflow (round $r)" "$lf_pg" lambdaflow
+  lookups "PostgreSQL 15 (round $r)" "$PG_PORT" postgres
+done
+
+q1="SELECT customer, total_amount FROM customer_totals ORDER BY total_amount DESC LIMIT 10"
+q2="SELECT count(*), sum(total_amount) FROM customer_totals WHERE total_amount > 500"
+server_ms() { # PORT DB SQL: the median of 5 runs, from psql's \timing
+  local s=""
+  for _ in 1 2 3 4 5; do s+="$3;"$'\n'; done
+  psql -X -q -h 127.0.0.1 -p "$1" -U postgres "$2" -c '\timing on' -f <(echo "\\timing on"; echo "$s") 2>&1 |
+    awk '/^Time:/ {print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+duck_ms() { # SQL
+  "$py" - "$dir/rows.csv" "$1" <<'PY'
+import statistics, sys, time
+import duckdb
+con = duckdb.connect()
+con.execute("CREATE TABLE customer_totals AS SELECT * FROM read_csv(?, columns={'customer': 'VARCHAR', 'total_amount': 'BIGINT'}, header=false)", [sys.argv[1]])
+times = []
+for _ in range(5):
+    t = time.perf_counter(); con.execute(sys.argv[2]).fetchall(); times.append((time.perf_counter() - t) * 1000)
+print("%.3f" % statistics.median(times))
+PY
+}
+echo "analytical queries, $keys rows, median of 5 (ms)"
+for q in "$q1" "$q2"; do
+  printf '  %s\n    lambdaflow %s   PostgreSQL %s   DuckDB %s\n' "$q" \
+    "$(server_ms "$lf_pg" lambdaflow "$q")" "$(server_ms "$PG_PORT" postgres "$q")" "$(duck_ms "$q")"
+done
+echo "lambdaflow serve RSS: $(( $(ps -o rss= -p "$serve") / 1024 )) MB"

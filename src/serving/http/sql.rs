@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use crate::serving::sql::{Answer, SqlError};
-use crate::serving::table::json_lines_explicit;
 
 /// The media type of an Arrow IPC stream.
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -60,13 +59,22 @@ pub(super) async fn query(State(st): State<AppState>, headers: HeaderMap, body: 
                     .iter()
                     .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
                     .collect();
-                Json(json!({
-                    "columns": columns,
-                    "rows": rows,
-                    "row_count": rows.len(),
-                    "freshness": engine.freshness(),
-                }))
-                .into_response()
+                let n: usize = answer.batches.iter().map(|b| b.num_rows()).sum();
+                // The rows as Arrow's JSON writer makes them, spliced in once.
+                let body = format!(
+                    r#"{{"columns":{},"rows":{},"row_count":{n},"freshness":{}}}"#,
+                    Value::from(columns),
+                    String::from_utf8_lossy(&rows),
+                    engine.freshness()
+                );
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    body,
+                )
+                    .into_response()
             }
             Err(e) => ApiError::internal(e).into_response(),
         },
@@ -96,19 +104,18 @@ fn sql_error(e: &SqlError) -> Response {
         .into_response()
 }
 
-fn rows(a: &Answer) -> crate::Result<Vec<Value>> {
-    let mut out = Vec::new();
+/// The rows as one JSON array of objects (a null written `null`).
+fn rows(a: &Answer) -> crate::Result<Vec<u8>> {
+    let mut w = datafusion::arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
     for b in &a.batches {
-        for line in json_lines_explicit(b)?.split(|&c| c == b'\n') {
-            if !line.is_empty() {
-                out.push(
-                    serde_json::from_slice(line)
-                        .map_err(|e| crate::Error::Internal(e.to_string()))?,
-                );
-            }
-        }
+        w.write(b)?;
     }
-    Ok(out)
+    w.finish()?;
+    let out = w.into_inner();
+    // No batch written: the writer leaves the buffer empty.
+    Ok(if out.is_empty() { b"[]".to_vec() } else { out })
 }
 
 fn ipc(a: &Answer) -> crate::Result<Vec<u8>> {

@@ -173,19 +173,18 @@ impl Handlers {
             Arc::new(TransactionStatementHook),
         ];
         let connections = Arc::new(ConnectionManager::new());
-        let params = parameters(engine);
-        let startup = match token {
-            None => Startup::Open(Open {
+        let auth = match token {
+            None => Auth::Open(Open {
                 connections: Arc::clone(&connections),
-                timeout_ms: engine.timeout().as_millis().to_string(),
             }),
-            Some(t) => Startup::Token(
-                Box::new(
-                    CleartextPasswordAuthStartupHandler::new(Token(t), params)
-                        .with_connection_manager(Arc::clone(&connections)),
-                ),
-                engine.timeout().as_millis().to_string(),
-            ),
+            Some(t) => Auth::Token(Box::new(
+                CleartextPasswordAuthStartupHandler::new(Token(t), parameters())
+                    .with_connection_manager(Arc::clone(&connections)),
+            )),
+        };
+        let startup = Startup {
+            auth,
+            timeout_ms: engine.timeout().as_millis().to_string(),
         };
         let running = Arc::new(Running::default());
         Self {
@@ -204,7 +203,7 @@ impl Handlers {
 
 /// What the server tells a client at startup: a PostgreSQL version clients accept, UTC, and
 /// that every transaction is read-only.
-fn parameters(_engine: &SqlEngine) -> DefaultServerParameterProvider {
+fn parameters() -> DefaultServerParameterProvider {
     let mut p = DefaultServerParameterProvider::default();
     p.server_version = "16.0 (lambdaflow)".into();
     p.time_zone = "UTC".into();
@@ -234,22 +233,21 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Startup with or without the token.
-enum Startup {
-    Open(Open),
-    Token(
-        Box<CleartextPasswordAuthStartupHandler<Token, DefaultServerParameterProvider>>,
-        String,
-    ),
+/// The key of a connection's `statement_timeout` in pgwire's client metadata, as
+/// datafusion-postgres's `SET`/`SHOW` hook reads and writes it.
+const TIMEOUT_KEY: &str = "statement_timeout_ms";
+
+/// Startup: authentication, and `serving.sql-timeout` as the connection's `statement_timeout`
+/// (a client's `SET statement_timeout` overrides it).
+struct Startup {
+    auth: Auth,
+    timeout_ms: String,
 }
 
-/// Sets `serving.sql-timeout` as the connection's `statement_timeout` (a client's `SET
-/// statement_timeout` overrides it).
-fn set_timeout<C: ClientInfo>(client: &mut C, ms: &str) {
-    client
-        .metadata_mut()
-        .entry("statement_timeout_ms".into())
-        .or_insert_with(|| ms.to_string());
+/// With or without the token.
+enum Auth {
+    Open(Open),
+    Token(Box<CleartextPasswordAuthStartupHandler<Token, DefaultServerParameterProvider>>),
 }
 
 #[async_trait]
@@ -264,15 +262,13 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Open(h) => {
-                set_timeout(client, &h.timeout_ms);
-                h.on_startup(client, message).await
-            }
-            Startup::Token(h, ms) => {
-                set_timeout(client, ms);
-                h.on_startup(client, message).await
-            }
+        client
+            .metadata_mut()
+            .entry(TIMEOUT_KEY.into())
+            .or_insert_with(|| self.timeout_ms.clone());
+        match &self.auth {
+            Auth::Open(h) => h.on_startup(client, message).await,
+            Auth::Token(h) => h.on_startup(client, message).await,
         }
     }
 }
@@ -280,7 +276,6 @@ impl StartupHandler for Startup {
 /// No authentication (no `serving.token`).
 struct Open {
     connections: Arc<ConnectionManager>,
-    timeout_ms: String,
 }
 
 #[async_trait]
@@ -322,7 +317,7 @@ impl Running {
             .insert(pid, (key, token.clone()));
         let timeout = client
             .metadata()
-            .get("statement_timeout_ms")
+            .get(TIMEOUT_KEY)
             .and_then(|ms| ms.parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);

@@ -11,7 +11,7 @@
 //!   syntax error, instead of `XX000` for all;
 //! - `serving.sql-timeout` as each connection's default `statement_timeout`, and cancel
 //!   requests (psql's Ctrl-C), bounding a query while it is planned and while its rows are
-//!   computed and sent ([`Bounded`]).
+//!   computed and sent (`Bounded`).
 //!
 //! A malformed message or a dropped connection ends that connection only (pgwire 0.41's
 //! decoder panics on some malformed messages, a truncated Parse for one: the panic is caught

@@ -512,6 +512,9 @@ async fn txn_version(
         .map_err(|e| table_error(dir, "cannot read", e))
 }
 
+/// How many times a compaction's commit tries the next version of the log before giving up.
+const COMPACT_ATTEMPTS: usize = 1_000;
+
 /// Commits `txns` (and `actions`) built on `state`; `Ok(None)` when another commit won the
 /// race in a way that conflicts (the caller re-reads and checks again).
 async fn try_commit(
@@ -722,7 +725,13 @@ pub async fn replace(dir: Store, old: Vec<Segment>, merged: Segment) -> Result<u
     // Two compactions racing would both replace the same files (Delta lets `dataChange =
     // false` removes pass each other): a `txn` of their own makes the second one conflict.
     let fence = Transaction::new("lambdaflow/compact", state.version() as i64);
-    let done = CommitBuilder::from(CommitProperties::default().with_application_transaction(fence))
+    // Each attempt checks the commits that won since against this one (appends never conflict
+    // with it) and tries the next version; while the speed layer commits every few
+    // milliseconds, delta-rs's default of 15 attempts can all lose on a busy machine.
+    let props = CommitProperties::default()
+        .with_application_transaction(fence)
+        .with_max_retries(COMPACT_ATTEMPTS);
+    let done = CommitBuilder::from(props)
         .with_actions(actions)
         .build(Some(state), table.log_store(), op)
         .await

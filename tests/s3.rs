@@ -91,11 +91,12 @@ fn a_store_on_s3_creates_a_key_once_whoever_races_for_it() {
 #[test]
 fn the_master_dataset_on_s3_archives_recovers_fences_and_travels_in_time() {
     let (layout, schema) = layout("master");
-    let a = segments::write_pending(&layout, "t", 0, 0, 10, &[events(&schema, 10)]).unwrap();
+    let a =
+        segments::write_pending(&layout, "t", (0, None), 0, 10, &[events(&schema, 10)]).unwrap();
     segments::commit(&layout, &schema, vec![Range::from(&a)], 1).unwrap();
-    segments::write_pending(&layout, "t", 0, 10, 25, &[events(&schema, 15)]).unwrap();
-    segments::write_pending(&layout, "t", 0, 25, 30, &[events(&schema, 5)]).unwrap();
-    segments::write_pending(&layout, "t", 1, 0, 4, &[events(&schema, 4)]).unwrap();
+    segments::write_pending(&layout, "t", (0, None), 10, 25, &[events(&schema, 15)]).unwrap();
+    segments::write_pending(&layout, "t", (0, None), 25, 30, &[events(&schema, 5)]).unwrap();
+    segments::write_pending(&layout, "t", (1, None), 0, 4, &[events(&schema, 4)]).unwrap();
     // A restart whose checkpoint covers partition 0 up to 25 and nothing of partition 1.
     segments::recover(&layout, &schema, "t", &BTreeMap::from([(0, 25)])).unwrap();
     let snap = segments::committed(&layout).unwrap();
@@ -129,7 +130,8 @@ fn the_master_dataset_on_s3_archives_recovers_fences_and_travels_in_time() {
         first.claim("t", vec![0], views.clone()).unwrap()[&0].epoch,
         1
     );
-    let b = segments::write_pending(&layout, "t", 0, 25, 30, &[events(&schema, 5)]).unwrap();
+    let b =
+        segments::write_pending(&layout, "t", (0, None), 25, 30, &[events(&schema, 5)]).unwrap();
     let timed = Range {
         event_times: [("hourly".to_string(), 7_000_000)].into(),
         ..owned(&b, 1)
@@ -143,11 +145,12 @@ fn the_master_dataset_on_s3_archives_recovers_fences_and_travels_in_time() {
         .clone();
     assert_eq!((second.epoch, second.archived), (2, Some(30)));
     assert_eq!(second.event_times["hourly"], 7_000_000);
-    let c = segments::write_pending(&layout, "t", 0, 30, 40, &[events(&schema, 10)]).unwrap();
+    let c = segments::write_pending(&layout, "t", (0, Some(1)), 30, 40, &[events(&schema, 10)])
+        .unwrap();
     let dead = dead_letter_ranges::write(
         &layout,
         "t",
-        0,
+        (0, Some(1)),
         (30, 40),
         &[serde_json::json!({"topic": "t", "partition": 0, "offset": 33})],
     )
@@ -192,7 +195,8 @@ fn writers_racing_on_s3_each_commit_once_in_their_own_version() {
         .map(|p| {
             let (l, s) = (layout.clone(), EventSchema::new(default_fields()).unwrap());
             std::thread::spawn(move || {
-                let seg = segments::write_pending(&l, "t", p, 0, 10, &[events(&s, 10)]).unwrap();
+                let seg =
+                    segments::write_pending(&l, "t", (p, None), 0, 10, &[events(&s, 10)]).unwrap();
                 let mut w = segments::writer(&l, &s).unwrap();
                 segments::commit_with(&mut w, vec![Range::from(&seg)], 1).unwrap();
                 w.claim("t", vec![9], Vec::new()).unwrap()[&9].epoch

@@ -276,6 +276,7 @@ mod tests {
                 size: 100,
                 modified_ms: 0,
                 committed: true,
+                owner: None,
             })
             .collect();
         for n in 1..10 {

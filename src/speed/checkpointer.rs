@@ -315,19 +315,24 @@ fn write(
         if to <= pd.from {
             continue;
         }
-        let fence = match owners {
-            None => delta::Fence::None,
+        let owner = match owners {
+            None => None,
             Some(o) => match o.get(&part) {
-                Some(&e) => delta::Fence::Owner(e),
+                Some(&e) => Some(e),
                 None => continue, // no longer ours
             },
         };
+        let fence = owner.map_or(delta::Fence::None, delta::Fence::Owner);
         // Only bad messages: no segment, but the partition's archived offset moves on.
         let segment = (!pd.batches.is_empty())
-            .then(|| segments::write_pending(layout, topic, part, pd.from, to, &pd.batches))
+            .then(|| {
+                let at = (part, owner);
+                segments::write_pending(layout, topic, at, pd.from, to, &pd.batches)
+            })
             .transpose()?;
         if !pd.dead.is_empty() {
-            let f = dead_letter_ranges::write(layout, topic, part, (pd.from, to), &pd.dead)?;
+            let f =
+                dead_letter_ranges::write(layout, topic, (part, owner), (pd.from, to), &pd.dead)?;
             dead_files.push((part, f));
         }
         ranges.push(delta::Range {

@@ -53,8 +53,15 @@ mod tests {
     }
 
     fn archive(layout: &Layout, part: i32, from: i64, to: i64, committed: bool) {
-        let seg = segments::write_pending(layout, "t", part, from, to, &[test_events(to - from)])
-            .unwrap();
+        let seg = segments::write_pending(
+            layout,
+            "t",
+            (part, None),
+            from,
+            to,
+            &[test_events(to - from)],
+        )
+        .unwrap();
         if committed {
             let range = crate::storage::delta::Range::from(&seg);
             segments::commit(layout, &schema(), vec![range], 0).unwrap();

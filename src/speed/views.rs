@@ -174,7 +174,14 @@ mod tests {
         let first = events(&p, &[("Ali", 320), ("Sara", 140)]);
         let second = events(&p, &[("Ali", 80), ("Mounir", 200)]);
         for (from, to, b) in [(0, 2, &first), (2, 4, &second)] {
-            let s = segments::write_pending(&layout, &topic, 0, from, to, std::slice::from_ref(b));
+            let s = segments::write_pending(
+                &layout,
+                &topic,
+                (0, None),
+                from,
+                to,
+                std::slice::from_ref(b),
+            );
             let range = crate::storage::delta::Range::from(&s.unwrap());
             segments::commit(&layout, &p.schema, vec![range], 0).unwrap();
         }

@@ -127,7 +127,7 @@ fn merge(p: &Pipeline, layout: &Layout, part: i32, run: &[segments::Segment]) ->
         batches.extend(segments::read(s, &p.schema)?);
     }
     let topic = &p.config.kafka.topic;
-    let pending = segments::write_pending(layout, topic, part, from, to, &batches)?;
+    let pending = segments::write_pending(layout, topic, (part, None), from, to, &batches)?;
     let merged = segments::rename(&pending)?;
     let version = delta::block(delta::replace(layout.master()?, run.to_vec(), merged))?;
     tracing::info!(

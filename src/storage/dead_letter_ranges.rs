@@ -1,6 +1,8 @@
 //! Dead letters of speed layers in a consumer group: per topic partition, one JSON-lines file
-//! per archived range, `output/dead_letters/topic=<t>/partition=<p>/offsets=<from>-<to>.jsonl`
-//! (no file shared by two writers, no length to cut back on restart).
+//! per archived range,
+//! `output/dead_letters/topic=<t>/partition=<p>/offsets=<from>-<to>[.owner=<epoch>].jsonl`
+//! (no file shared by two writers — the owner's claim epoch in its name, as in the segments' —
+//! no length to cut back on restart).
 //!
 //! The owner writes a range's file (atomically) just before the range's Delta commit, and
 //! deletes it when the commit is fenced; an instance that claims the partition deletes the
@@ -18,21 +20,23 @@ fn partition_dir(topic: &str, partition: i32) -> String {
 
 fn range_of(name: &str) -> Option<(i64, i64)> {
     let r = name.strip_prefix("offsets=")?.strip_suffix(".jsonl")?;
+    let r = r.split_once(".owner=").map_or(r, |(r, _)| r);
     let (a, b) = r.split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// Writes the dead letters of `[from, to)` of a partition; returns the file's key in
-/// [`Layout::dead_letter_ranges`].
+/// Writes the dead letters of `[from, to)` of a partition (`owner`: the writer's claim epoch,
+/// in a consumer group); returns the file's key in [`Layout::dead_letter_ranges`].
 pub fn write(
     layout: &Layout,
     topic: &str,
-    partition: i32,
+    (partition, owner): (i32, Option<i64>),
     (from, to): (i64, i64),
     records: &[serde_json::Value],
 ) -> Result<String> {
+    let owner = owner.map(|e| format!(".owner={e}")).unwrap_or_default();
     let key = format!(
-        "{}/offsets={from:020}-{to:020}.jsonl",
+        "{}/offsets={from:020}-{to:020}{owner}.jsonl",
         partition_dir(topic, partition)
     );
     layout
@@ -112,11 +116,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), 1);
         let rec = |o: i64| serde_json::json!({"topic": "t", "partition": 1, "offset": o, "reason": "bad"});
-        write(&layout, "t", 1, (0, 10), &[rec(3)]).unwrap();
-        write(&layout, "t", 1, (10, 20), &[rec(12)]).unwrap();
+        write(&layout, "t", (1, Some(2)), (0, 10), &[rec(3)]).unwrap();
+        write(&layout, "t", (1, Some(2)), (10, 20), &[rec(12)]).unwrap();
         // An earlier owner's range (overlapping what the new owner archived) and one past the end.
-        write(&layout, "t", 1, (10, 15), &[rec(12)]).unwrap();
-        write(&layout, "t", 1, (20, 30), &[rec(25)]).unwrap();
+        write(&layout, "t", (1, Some(1)), (10, 15), &[rec(12)]).unwrap();
+        write(&layout, "t", (1, Some(1)), (20, 30), &[rec(25)]).unwrap();
         remove_uncommitted(&layout, "t", 1, 20).unwrap();
         let offsets: Vec<i64> = read(&layout, "t")
             .unwrap()

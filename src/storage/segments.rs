@@ -6,9 +6,14 @@
 //! output/master/                              a Delta table
 //!     _delta_log/<version>.json               which segments are committed, per-partition txn
 //!     topic=<topic>/partition=<p>/
-//!         offsets=<from>-<to>.parquet         committed: in the log (or about to be, below)
-//!         .pending.offsets=<from>-<to>.parquet  written, not yet covered by a speed checkpoint
+//!         offsets=<from>-<to>[.owner=<epoch>].parquet   committed: in the log (or about to be)
+//!         .pending.offsets=<from>-<to>[…].parquet      written, not yet covered by a checkpoint
 //! ```
+//!
+//! In a consumer group a segment's name carries its writer's claim epoch (`.owner=<epoch>`):
+//! a zombie that consumed the same offsets as the partition's new owner writes, renames and,
+//! once fenced, deletes its own file, never the owner's (a rename replaces what it lands on,
+//! on a disk as on S3).
 //!
 //! A segment holds the good events of offsets `[from, to)` of one partition, in the declared
 //! event schema (Parquet). The speed layer writes it under the pending name, then writes its
@@ -70,6 +75,9 @@ pub struct Segment {
     pub modified_ms: i64,
     /// False while the segment still has its pending name.
     pub committed: bool,
+    /// The claim epoch of the consumer-group instance that wrote it (`None`: the partition had
+    /// a single writer).
+    pub owner: Option<i64>,
 }
 
 impl Segment {
@@ -83,7 +91,7 @@ impl Segment {
         format!(
             "{}/{}",
             partition_dir(&self.topic, self.partition),
-            file_name(self.from, self.to)
+            file_name(self.from, self.to, self.owner)
         )
     }
 
@@ -100,26 +108,52 @@ fn partition_dir(topic: &str, partition: i32) -> String {
     format!("topic={topic}/partition={partition}")
 }
 
-fn file_name(from: i64, to: i64) -> String {
-    format!("offsets={from:020}-{to:020}.parquet")
+fn file_name(from: i64, to: i64, owner: Option<i64>) -> String {
+    match owner {
+        None => format!("offsets={from:020}-{to:020}.parquet"),
+        Some(e) => format!("offsets={from:020}-{to:020}.owner={e}.parquet"),
+    }
 }
 
-fn parse_name(name: &str) -> Option<(i64, i64, bool)> {
+/// A segment file's name: its range, whether it is committed, and its writer's epoch.
+struct Name {
+    from: i64,
+    to: i64,
+    committed: bool,
+    owner: Option<i64>,
+}
+
+fn parse_name(name: &str) -> Option<Name> {
     let (committed, rest) = match name.strip_prefix(PENDING) {
         Some(r) => (false, r),
         None => (true, name),
     };
-    let range = rest.strip_prefix("offsets=")?.strip_suffix(".parquet")?;
+    let rest = rest.strip_prefix("offsets=")?.strip_suffix(".parquet")?;
+    let (range, owner) = match rest.split_once(".owner=") {
+        Some((r, e)) => (r, Some(e.parse().ok()?)),
+        None => (rest, None),
+    };
     let (a, b) = range.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?, committed))
+    Some(Name {
+        from: a.parse().ok()?,
+        to: b.parse().ok()?,
+        committed,
+        owner,
+    })
 }
 
-/// The segment a key of `table` names (`topic=<t>/partition=<p>/[.pending.]offsets=<a>-<b>.parquet`).
+/// The segment a key of `table` names
+/// (`topic=<t>/partition=<p>/[.pending.]offsets=<a>-<b>[.owner=<e>].parquet`).
 pub fn parse_key(table: &Store, key: &str, size: u64, modified_ms: i64) -> Option<Segment> {
     let mut parts = key.split('/');
     let topic = parts.next()?.strip_prefix("topic=")?;
     let partition = parts.next()?.strip_prefix("partition=")?.parse().ok()?;
-    let (from, to, committed) = parse_name(parts.next()?)?;
+    let Name {
+        from,
+        to,
+        committed,
+        owner,
+    } = parse_name(parts.next()?)?;
     parts.next().is_none().then(|| Segment {
         topic: topic.to_string(),
         partition,
@@ -130,6 +164,7 @@ pub fn parse_key(table: &Store, key: &str, size: u64, modified_ms: i64) -> Optio
         size,
         modified_ms,
         committed,
+        owner,
     })
 }
 
@@ -203,11 +238,12 @@ pub fn covered(layout: &Layout, topic: &str, bound: &BTreeMap<i32, i64>) -> Resu
     Ok(out)
 }
 
-/// Writes the events of `[from, to)` of a partition as a pending segment.
+/// Writes the events of `[from, to)` of a partition as a pending segment (`owner`: the
+/// writer's claim epoch, in a consumer group).
 pub fn write_pending(
     layout: &Layout,
     topic: &str,
-    partition: i32,
+    (partition, owner): (i32, Option<i64>),
     from: i64,
     to: i64,
     batches: &[RecordBatch],
@@ -216,7 +252,7 @@ pub fn write_pending(
     let key = format!(
         "{}/{PENDING}{}",
         partition_dir(topic, partition),
-        file_name(from, to)
+        file_name(from, to, owner)
     );
     let shown = table.path_of(&key);
     let schema = batches
@@ -252,6 +288,7 @@ pub fn write_pending(
         size,
         modified_ms: chrono::Utc::now().timestamp_millis(),
         committed: false,
+        owner,
     })
 }
 
@@ -321,7 +358,7 @@ pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i6
         &layout.master()?,
         &partition_dir(topic, partition),
         from,
-        |name| parse_name(name).map(|(a, _, _)| a),
+        |name| parse_name(name).map(|n| n.from),
     )
 }
 
@@ -376,7 +413,9 @@ pub fn recover(
         // On S3 a rename is a copy then a delete: a crash between them leaves both names.
         let renamed = i > 0 && {
             let c = &all[i - 1];
-            c.committed && (&c.topic, c.partition, c.from) == (&s.topic, s.partition, s.from)
+            c.committed
+                && (&c.topic, c.partition, c.from, c.owner)
+                    == (&s.topic, s.partition, s.from, s.owner)
         };
         if renamed {
             s.remove()?;
@@ -664,7 +703,7 @@ mod tests {
             )),
             Arc::new(Int64Array::from_iter_values(0..n)),
         ]);
-        let seg = write_pending(&layout, "t", 0, 0, n, &[events]).unwrap();
+        let seg = write_pending(&layout, "t", (0, None), 0, n, &[events]).unwrap();
         let plain = read(&seg, &schema).unwrap();
         let dict = read_dictionary_strings(&seg, &schema).unwrap();
         assert!(matches!(
@@ -684,11 +723,11 @@ mod tests {
     #[test]
     fn pending_segments_commit_only_when_a_checkpoint_covers_them() {
         let (_dir, layout, schema) = fresh();
-        let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
+        let a = write_pending(&layout, "t", (0, None), 0, 10, &[test_events(10)]).unwrap();
         commit(&layout, &schema, vec![range(&a)], 1).unwrap();
-        write_pending(&layout, "t", 0, 10, 25, &[test_events(15)]).unwrap();
-        write_pending(&layout, "t", 0, 25, 30, &[test_events(5)]).unwrap();
-        write_pending(&layout, "t", 1, 0, 4, &[test_events(4)]).unwrap();
+        write_pending(&layout, "t", (0, None), 10, 25, &[test_events(15)]).unwrap();
+        write_pending(&layout, "t", (0, None), 25, 30, &[test_events(5)]).unwrap();
+        write_pending(&layout, "t", (1, None), 0, 4, &[test_events(4)]).unwrap();
         // The checkpoint covers partition 0 up to 25, nothing of partition 1.
         recover(&layout, &schema, "t", &BTreeMap::from([(0, 25)])).unwrap();
         let snap = committed(&layout).unwrap();
@@ -724,7 +763,7 @@ mod tests {
         let first = w.claim("t", vec![0], views()).unwrap()[&0].clone();
         assert_eq!((first.epoch, first.archived), (1, None));
         assert!(first.event_times.is_empty());
-        let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
+        let a = write_pending(&layout, "t", (0, Some(1)), 0, 10, &[test_events(10)]).unwrap();
         let with_time = delta::Range {
             event_times: [("hourly".to_string(), 7_000_000)].into(),
             ..owned(&a, 1)
@@ -744,7 +783,7 @@ mod tests {
             [("hourly".to_string(), 7_000_000)].into()
         );
         // The first owner's next range is refused, its file deleted, the table unchanged.
-        let b = write_pending(&layout, "t", 0, 10, 20, &[test_events(10)]).unwrap();
+        let b = write_pending(&layout, "t", (0, Some(1)), 10, 20, &[test_events(10)]).unwrap();
         let version = committed(&layout).unwrap().version;
         let done = commit_with(&mut w, vec![owned(&b, 1)], 2).unwrap();
         assert_eq!((done.version, done.fenced), (None, vec![(0, 2)]));
@@ -755,16 +794,31 @@ mod tests {
             "the refused segment is gone"
         );
         // A pending segment the new owner removed before the old one renamed it: refused too.
-        let c = write_pending(&layout, "t", 0, 10, 15, &[test_events(5)]).unwrap();
+        let c = write_pending(&layout, "t", (0, Some(1)), 10, 15, &[test_events(5)]).unwrap();
         remove_uncommitted(&layout, "t", 0, 10).unwrap();
         let done = commit_with(&mut w, vec![owned(&c, 1)], 3).unwrap();
         assert_eq!(done.fenced, vec![(0, 0)]);
         // The owner of epoch 2 archives; files found on disk are not caught up into a
         // partition a group instance owns.
-        let d = write_pending(&layout, "t", 0, 10, 20, &[test_events(10)]).unwrap();
+        let d = write_pending(&layout, "t", (0, Some(2)), 10, 20, &[test_events(10)]).unwrap();
         commit_with(&mut w, vec![owned(&d, 2)], 4).unwrap();
+        // The old owner consumed the same offsets as the new one: its segment has a name of
+        // its own, so the file it deletes once fenced is its own, not the one committed.
+        let z = write_pending(&layout, "t", (0, Some(1)), 10, 20, &[test_events(10)]).unwrap();
+        assert_ne!(z.committed_key(), d.committed_key());
+        let done = commit_with(&mut w, vec![owned(&z, 1)], 5).unwrap();
+        assert_eq!(done.fenced, vec![(0, 2)]);
+        let kept = committed(&layout).unwrap().segments;
+        assert_eq!(kept[1].owner, Some(2));
+        let rows: usize = read(&kept[1], &schema)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 10, "the owner's segment is whole");
         let stray =
-            rename(&write_pending(&layout, "t", 0, 20, 30, &[test_events(10)]).unwrap()).unwrap();
+            rename(&write_pending(&layout, "t", (0, None), 20, 30, &[test_events(10)]).unwrap())
+                .unwrap();
         catch_up(&layout, &schema).unwrap();
         let snap = committed(&layout).unwrap();
         let ranges: Vec<_> = snap.segments.iter().map(|s| (s.from, s.to)).collect();
@@ -776,7 +830,7 @@ mod tests {
         let (_dir, layout, schema) = fresh();
         // One writer throughout: each commit reads only what the log gained since the last.
         let mut w = writer(&layout, &schema).unwrap();
-        let a = write_pending(&layout, "t", 0, 0, 10, &[test_events(10)]).unwrap();
+        let a = write_pending(&layout, "t", (0, None), 0, 10, &[test_events(10)]).unwrap();
         commit_with(&mut w, vec![range(&a)], 1).unwrap();
         let version = committed(&layout).unwrap().version;
         // The same range again (a retry after a crash): the table already holds it.
@@ -788,7 +842,7 @@ mod tests {
             "nothing committed"
         );
         // A range overlapping what is archived (a second writer of the partition): refused.
-        let b = write_pending(&layout, "t", 0, 5, 20, &[test_events(15)]).unwrap();
+        let b = write_pending(&layout, "t", (0, None), 5, 20, &[test_events(15)]).unwrap();
         let err = commit_with(&mut w, vec![range(&b)], 3).unwrap_err();
         assert!(matches!(err, Error::Conflict(_)), "{err:?}");
         let err = err.to_string();
@@ -808,7 +862,7 @@ mod tests {
             event_times: BTreeMap::new(),
         };
         w.commit(vec![only_bad], 4).unwrap();
-        let c = write_pending(&layout, "t", 0, 12, 20, &[test_events(8)]).unwrap();
+        let c = write_pending(&layout, "t", (0, None), 12, 20, &[test_events(8)]).unwrap();
         commit_with(&mut w, vec![range(&c)], 5).unwrap();
         let snap = committed(&layout).unwrap();
         let ranges: Vec<_> = snap.segments.iter().map(|s| (s.from, s.to)).collect();

@@ -373,6 +373,126 @@ fn broker_outage_is_reported_waited_out_and_loses_nothing() {
     terminate(run);
 }
 
+/// A tmpfs of a given size mounted on a directory for one test (unmounted when dropped).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a {size} tmpfs on {} (it needs root, as CI has): {}",
+            dir.display(),
+            util::stderr(&out)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Fills what is left of the file system with a file of its own (returned).
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("ballast");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&block[..512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `lambdaflow run` with `output.dir` on a 6 MB file system that another process fills while
+/// 400,000 events flow: the speed layer waits and retries (the events wait in Kafka) instead
+/// of exiting, serving keeps answering with what it has, and `/health`, `/api/status` and
+/// `/metrics` say why; once space is freed it goes on by itself, and every event counts once.
+#[test]
+fn a_full_disk_pauses_the_speed_layer_and_it_goes_on_once_space_is_freed() {
+    let addr = format!("127.0.0.1:{}", util::free_port());
+    let env = Env::new(
+        "full-disk",
+        &format!("{FAST}\n[serving]\nlisten = \"{addr}\"\n"),
+    );
+    let disk = Tmpfs::mount(&env.path("output"), "6m");
+    env.create_topic(2);
+    let run = env.spawn("run", &["run"]);
+    get_json(&addr, "/health");
+    let mut truth = seed_truth();
+    let total = 400_000;
+    env.send_raw(&payloads(0..50_000, &mut truth));
+    env.wait_checkpointed(50_000);
+    let ballast = disk.fill();
+    for c in 1..8 {
+        env.send_raw(&payloads(c * 50_000..(c + 1) * 50_000, &mut truth));
+    }
+    let status = || get_json(&addr, "/api/status");
+    util::eventually(
+        60,
+        || status()["storage"]["up"] == false,
+        || {
+            format!(
+                "the full disk is not reported: {}\n{}",
+                status(),
+                env.log("run")
+            )
+        },
+    );
+    // Full: the process waits, says why, and serves what it has (no more than was produced).
+    let s = status();
+    let error = s["storage"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("No space left on device"), "{s}");
+    assert_eq!(get_json(&addr, "/health")["storage_up"], false);
+    let metrics = util::http(&addr, "GET", "/metrics", &[]).1;
+    assert!(metrics.contains("lambdaflow_storage_up 0"), "{metrics}");
+    let served = rows_of(
+        &get_json(&addr, "/api/views/customer_totals"),
+        "customer",
+        "total_amount",
+    );
+    for (k, v) in &served {
+        assert!(*v <= truth[k], "{k}: served {v} > {} produced", truth[k]);
+    }
+    assert!(env.checkpointed() < total, "the disk filled before the end");
+    let log = env.log("run");
+    assert!(
+        log.contains("storage unreachable or full; waiting"),
+        "{log}"
+    );
+
+    // Space again: it goes on by itself, from where it was.
+    std::fs::remove_file(ballast).unwrap();
+    util::eventually(
+        120,
+        || env.checkpointed() >= total,
+        || format!("the speed layer once space was freed\n{}", env.log("run")),
+    );
+    let view = || {
+        let body = get_json(&addr, "/api/views/customer_totals");
+        rows_of(&body, "customer", "total_amount")
+    };
+    util::eventually(
+        30,
+        || view() == truth,
+        || format!("serving once space was freed: {:?}", view()),
+    );
+    let s = status();
+    assert_eq!(s["storage"]["up"], true, "{s}");
+    assert_eq!(s["storage"]["outages"], 1, "{s}");
+    assert!(env.log("run").contains("storage answers again"));
+    terminate(run);
+    env.ok(&["batch"]);
+    env.assert_served_and_verified(&truth);
+}
+
 #[test]
 fn replay_rebuilds_the_views_from_the_topic_alone() {
     let env = Env::new("replay", "");

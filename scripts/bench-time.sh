@@ -7,6 +7,7 @@
 #      checkpoint that covers every event (archive included), and Spark Structured Streaming
 #      (scripts/spark_speed_layer.py: withWatermark + window() on the same topic, `local[2]`,
 #      4 shuffle partitions, update mode) from spark-submit's start and from the query's start;
+#      `SPARK=0` leaves Spark out (a quick look at lambdaflow alone);
 #   B. produce-to-visible latency of `lambdaflow run` (scripts/latency.py, RATE 10,000 events/s
 #      stamped with the present, for SECONDS_PER_RUN 30 s), plain view and 1-minute windowed
 #      view alternating;
@@ -110,6 +111,8 @@ covered() { # CHECKPOINT N
   python3 -c "import json,sys; cp=json.load(open(sys.argv[1])); sys.exit(0 if sum(cp['offsets'].values()) >= int(sys.argv[2]) else 1)" "$1" "$2" 2>/dev/null
 }
 wait_http() { for _ in $(seq 1 600); do curl -sf "http://$1/health" >/dev/null && return 0; sleep 0.2; done; echo "no answer on $1" >&2; return 1; }
+# A process's CPU time so far (user + system), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mb() { echo $(( $(ps -o rss= -p "$1") / 1024 )); }
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
@@ -138,6 +141,7 @@ section_a() {
       if [ "$side" = plain ]; then t_plain+=("$t"); else t_win+=("$t"); fi
       printf '   round %d: lambdaflow, %-8s view %6.2f s = %8d events/s\n' "$r" "$side" "$t" "$(echo "$n / $t" | bc)"
     done
+    [ "${SPARK:-1}" = 0 ] && continue
     local d=$work/a-spark-$r s; mkdir -p "$d"
     s=$(now)
     SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON="$repo/.cache/venv/bin/python" "$spark_home/bin/spark-submit" \
@@ -152,7 +156,12 @@ section_a() {
       "$r" "${t_spark[-1]}" "$(echo "$n / ${t_spark[-1]}" | bc)" "${t_query[-1]}"
   done
   local mp mw ms mq
-  mp=$(median "${t_plain[@]}"); mw=$(median "${t_win[@]}"); ms=$(median "${t_spark[@]}"); mq=$(median "${t_query[@]}")
+  mp=$(median "${t_plain[@]}"); mw=$(median "${t_win[@]}")
+  if [ "${SPARK:-1}" = 0 ]; then
+    echo "A. medians: windowed/plain rate $(echo "$mp / $mw" | bc -l | cut -c1-4) (no Spark anchor: SPARK=0)"
+    return
+  fi
+  ms=$(median "${t_spark[@]}"); mq=$(median "${t_query[@]}")
   python3 - "$n" "$mp" "$mw" "$ms" "$mq" <<'PY'
 import sys
 n, p, w, s, q = int(sys.argv[1]), *map(float, sys.argv[2:])
@@ -239,12 +248,17 @@ LUA
   local -a rk=() rr=()
   for r in 1 2; do
     for side in key range; do
-      local out rps
+      local out rps cpu0 cpu1 reqs
+      cpu0=$(cpu_ticks "$pid")
       out=$(wrk -t2 -c32 -d"$duration" --latency -s "$d/$side.lua" "http://$addr")
+      cpu1=$(cpu_ticks "$pid")
       rps=$(echo "$out" | awk '/Requests\/sec/ {print int($2)}')
-      printf '   round %d: %-52s %7s req/s  p50 %8s  p99 %8s\n' "$r" \
+      reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+      # The server's own CPU per request (user + system), apart from wrk's on the same cores.
+      printf '   round %d: %-52s %7s req/s  p50 %8s  p99 %8s  serve CPU %s µs/request\n' "$r" \
         "$([ "$side" = key ] && echo "plain view, one key (1 row)" || echo "windowed view, a key's day by time range (24 rows)")" \
-        "$rps" "$(echo "$out" | awk '$1=="50%" {print $2}')" "$(echo "$out" | awk '$1=="99%" {print $2}')"
+        "$rps" "$(echo "$out" | awk '$1=="50%" {print $2}')" "$(echo "$out" | awk '$1=="99%" {print $2}')" \
+        "$(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / reqs ))"
       if [ "$side" = key ]; then rk+=("$rps"); else rr+=("$rps"); fi
     done
   done

@@ -18,6 +18,7 @@
 //! `explain`, which evaluates the one or few rows asked for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::json::WriterBuilder;
 use datafusion::arrow::json::writer::LineDelimited;
 use datafusion::arrow::row::{RowConverter, SortField};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::error::{Error, Result};
 use crate::storage::PublishedBatch;
@@ -223,14 +225,17 @@ pub struct ServingTable {
 }
 
 /// A windowed view's rows ordered by their other group keys, then their window's start; and by
-/// window start alone. A time range of one key (or of all) is a range scan of one of them.
+/// window start alone. A time range of one key (or of all) is a range scan of one of them: the
+/// key's id found by hash, then integers compared.
 struct TimeIndex {
     /// Encodes the group keys other than the window (`None`: the window is the only key).
     others: Option<RowConverter>,
-    by_key: std::collections::BTreeSet<(Vec<u8>, i64, u32)>,
-    by_time: std::collections::BTreeSet<(i64, u32)>,
-    /// Per sid: its entry (other keys, window start).
-    at: Vec<Option<(Vec<u8>, i64)>>,
+    /// The other keys' encodings, each held once.
+    ids: KeyIds,
+    by_key: BTreeSet<(u32, i64, u32)>,
+    by_time: BTreeSet<(i64, u32)>,
+    /// Per sid: its entry (other keys' id, window start).
+    at: Vec<Option<(u32, i64)>>,
 }
 
 impl TimeIndex {
@@ -251,26 +256,30 @@ impl TimeIndex {
             } else {
                 Some(RowConverter::new(others)?)
             },
+            ids: KeyIds::default(),
             by_key: Default::default(),
             by_time: Default::default(),
             at: Vec::new(),
         }))
     }
 
-    /// Sets row `sid`'s entry (`None`: a NULL window, in no time range).
-    fn set(&mut self, sid: usize, entry: Option<(Vec<u8>, i64)>) {
+    /// Sets row `sid`'s entry: its other keys' encoding and window start (`None`: a NULL
+    /// window, in no time range).
+    fn set(&mut self, sid: usize, entry: Option<(&[u8], i64)>) {
         if self.at.len() <= sid {
             self.at.resize(sid + 1, None);
         }
         let s = sid as u32;
-        if let Some((k, start)) = self.at[sid].take() {
+        let new = entry.map(|(k, start)| (self.ids.acquire(k), start));
+        if let Some((id, start)) = self.at[sid].take() {
             self.by_time.remove(&(start, s));
-            self.by_key.remove(&(k, start, s));
+            self.by_key.remove(&(id, start, s));
+            self.ids.release(id);
         }
-        if let Some((k, start)) = entry {
+        if let Some((id, start)) = new {
             self.by_time.insert((start, s));
-            self.by_key.insert((k.clone(), start, s));
-            self.at[sid] = Some((k, start));
+            self.by_key.insert((id, start, s));
+            self.at[sid] = Some((id, start));
         }
     }
 
@@ -281,17 +290,85 @@ impl TimeIndex {
             return Vec::new();
         }
         match key {
-            Some(k) => self
-                .by_key
-                .range((k.to_vec(), from, 0)..(k.to_vec(), to, 0))
-                .map(|e| e.2 as usize)
-                .collect(),
+            Some(k) => match self.ids.find(k) {
+                Some(id) => self
+                    .by_key
+                    .range((id, from, 0)..(id, to, 0))
+                    .map(|e| e.2 as usize)
+                    .collect(),
+                None => Vec::new(),
+            },
             None => self
                 .by_time
                 .range((from, 0)..(to, 0))
                 .map(|e| e.1 as usize)
                 .collect(),
         }
+    }
+}
+
+/// Byte strings behind small ids, each held once while some entry uses it (an id whose last
+/// user leaves is given back, so the ids stay as many as the keys in the view).
+#[derive(Default)]
+struct KeyIds {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    keys: Vec<Box<[u8]>>,
+    users: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl KeyIds {
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let h = self.hasher.hash_one(key);
+        self.table
+            .find(h, |&i| *self.keys[i as usize] == *key)
+            .copied()
+    }
+
+    /// The id of `key`, with one more user.
+    fn acquire(&mut self, key: &[u8]) -> u32 {
+        if let Some(i) = self.find(key) {
+            self.users[i as usize] += 1;
+            return i;
+        }
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.keys[i as usize] = key.into();
+                self.users[i as usize] = 1;
+                i
+            }
+            None => {
+                self.keys.push(key.into());
+                self.users.push(1);
+                (self.keys.len() - 1) as u32
+            }
+        };
+        let Self {
+            table,
+            hasher,
+            keys,
+            ..
+        } = self;
+        table.insert_unique(hasher.hash_one(key), i, |&j| {
+            hasher.hash_one(&*keys[j as usize])
+        });
+        i
+    }
+
+    /// One user less of id `i`; the last one gives it back.
+    fn release(&mut self, i: u32) {
+        let users = &mut self.users[i as usize];
+        *users -= 1;
+        if *users > 0 {
+            return;
+        }
+        let h = self.hasher.hash_one(&*self.keys[i as usize]);
+        if let Ok(e) = self.table.find_entry(h, |&j| j == i) {
+            e.remove();
+        }
+        self.keys[i as usize] = Box::default();
+        self.free.push(i);
     }
 }
 
@@ -449,9 +526,7 @@ impl ServingTable {
             None => None,
         };
         for (pos, &sid) in sids.iter().enumerate() {
-            let key = rows
-                .as_ref()
-                .map_or(Vec::new(), |r| r.row(pos).as_ref().to_vec());
+            let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(pos).data());
             ix.set(sid, starts.is_valid(pos).then(|| (key, starts.value(pos))));
         }
         Ok(())
@@ -879,6 +954,45 @@ mod tests {
         "SELECT COUNT(*) AS n, SUM(amount) AS s FROM events",
         "SELECT customer, SUM(amount) AS t FROM events GROUP BY customer ORDER BY t, customer LIMIT 3 OFFSET 2",
     ];
+
+    /// The time index's key ids: one per key in use, found again, given back with the last
+    /// window of a key, and reused; a range names the key's windows in time order.
+    #[test]
+    fn a_key_id_lives_as_long_as_the_keys_windows() {
+        let mut ids = KeyIds::default();
+        let (ali, sara) = (ids.acquire(b"ali"), ids.acquire(b"sara"));
+        assert_ne!(ali, sara);
+        assert_eq!(ids.acquire(b"ali"), ali);
+        assert_eq!(ids.find(b"ali"), Some(ali));
+        ids.release(ali);
+        assert_eq!(ids.find(b"ali"), Some(ali), "one window of ali is left");
+        ids.release(ali);
+        assert_eq!(ids.find(b"ali"), None);
+        let mounir = ids.acquire(b"mounir");
+        assert_eq!(mounir, ali, "the id is reused");
+        assert_eq!(ids.find(b"mounir"), Some(mounir));
+        assert_eq!(ids.find(b"sara"), Some(sara));
+
+        let mut ix = TimeIndex {
+            others: None,
+            ids: KeyIds::default(),
+            by_key: Default::default(),
+            by_time: Default::default(),
+            at: Vec::new(),
+        };
+        for (sid, key, start) in [(0, "b", 30), (1, "a", 20), (2, "a", 10), (3, "b", 10)] {
+            ix.set(sid, Some((key.as_bytes(), start)));
+        }
+        assert_eq!(ix.range(Some(b"a"), 0, 100), [2, 1]);
+        assert_eq!(ix.range(Some(b"b"), 10, 30), [3]);
+        assert_eq!(ix.range(None, 10, 21), [2, 3, 1]);
+        // Row 2 moves to key `b`; row 1 leaves: `a` has no window left.
+        ix.set(2, Some((b"b", 15)));
+        ix.set(1, None);
+        assert_eq!(ix.range(Some(b"a"), 0, 100), Vec::<usize>::new());
+        assert_eq!(ix.ids.find(b"a"), None);
+        assert_eq!(ix.range(Some(b"b"), 0, 100), [3, 2, 0]);
+    }
 
     fn published(def: &ViewDef, state: ViewState) -> Arc<PublishedBatch> {
         Arc::new(PublishedBatch {

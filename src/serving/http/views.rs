@@ -5,6 +5,7 @@
 //! order on first use, then keeps it). Full reads are paged: [`DEFAULT_PAGE`] rows unless
 //! `limit` says otherwise (`limit=all` for everything).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -284,27 +285,51 @@ fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<us
 
 /// Row `sid` as JSON, with its window's state against the watermark `wm` (`_window`, in a
 /// view with one) and its parts (`_explain`, when asked).
+/// The row's bytes are the table's own JSON, copied as they are (the body is checked to be
+/// UTF-8 once, whole).
 fn push_row(
-    body: &mut String,
+    body: &mut Vec<u8>,
     t: &ServingTable,
     sid: usize,
     wm: Option<i64>,
     explain: Option<(&str, &str)>,
 ) {
-    let row = String::from_utf8_lossy(t.row_json(sid).unwrap_or(b"{}"));
+    let row = t.row_json(sid).unwrap_or(b"{}");
     let window = t.window_state(sid, wm);
     if window.is_none() && explain.is_none() {
-        body.push_str(&row);
+        body.extend_from_slice(row);
         return;
     }
-    body.push_str(row.trim_end_matches('}'));
+    body.extend_from_slice(row.strip_suffix(b"}").unwrap_or(row));
     if let Some(w) = window {
-        body.push_str(&format!(",\"_window\":\"{}\"", w.name()));
+        body.extend_from_slice(b",\"_window\":\"");
+        body.extend_from_slice(w.name().as_bytes());
+        body.push(b'"');
     }
     if let Some((b, s)) = explain {
-        body.push_str(&format!(",\"_explain\":{{\"batch\":{b},\"speed\":{s}}}"));
+        body.extend_from_slice(format!(",\"_explain\":{{\"batch\":{b},\"speed\":{s}}}").as_bytes());
     }
-    body.push('}');
+    body.push(b'}');
+}
+
+/// Rows `sids` as JSON objects separated by commas ([`push_row`]); `explain`: each row's
+/// batch and speed parts, in the same order.
+fn rows_json<'e>(
+    t: &ServingTable,
+    sids: &[usize],
+    wm: Option<i64>,
+    mut explain: Option<&mut dyn Iterator<Item = (Cow<'e, str>, Cow<'e, str>)>>,
+) -> ApiResult<String> {
+    let mut rows = Vec::with_capacity(sids.len() * 128);
+    for (i, &sid) in sids.iter().enumerate() {
+        if i > 0 {
+            rows.push(b',');
+        }
+        let parts = explain.as_mut().and_then(|it| it.next());
+        let parts = parts.as_ref().map(|(b, s)| (b.as_ref(), s.as_ref()));
+        push_row(&mut rows, t, sid, wm, parts);
+    }
+    String::from_utf8(rows).map_err(ApiError::internal)
 }
 
 /// The values of `?key=` for `columns` key columns: the text whole for one (a key may hold a
@@ -356,20 +381,19 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> Api
             .zip(s.split(|&c| c == b'\n'))
             .map(|(b, s)| (String::from_utf8_lossy(b), String::from_utf8_lossy(s)))
     });
-    let mut body = String::with_capacity(256 + sids.len() * 64);
+    let rows = rows_json(
+        &t,
+        &sids,
+        watermark,
+        parts.as_mut().map(|p| p as &mut dyn Iterator<Item = _>),
+    )?;
+    let mut body = String::with_capacity(512 + rows.len());
     body.push_str("{\"view\":");
     body.push_str(&Value::from(v.def.name.as_str()).to_string());
     body.push_str(",\"columns\":");
     body.push_str(&v.columns_json);
     body.push_str(",\"rows\":[");
-    for (i, &sid) in sids.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        let explain = parts.as_mut().and_then(|it| it.next());
-        let explain = explain.as_ref().map(|(b, s)| (b.as_ref(), s.as_ref()));
-        push_row(&mut body, &t, sid, watermark, explain);
-    }
+    body.push_str(&rows);
     let next = p.offset + sids.len();
     body.push_str(&format!(
         "],\"total_rows\":{total},\"offset\":{},\"next_offset\":{}",
@@ -557,12 +581,8 @@ impl StreamCursor {
             Value::from(v.def.name.as_str()),
             Value::from(wm.and_then(crate::speed::rfc3339))
         );
-        for (i, &sid) in sids.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            push_row(&mut body, &t, sid, wm, None);
-        }
+        // Rows of the table's own JSON: valid UTF-8 by construction.
+        body.push_str(&rows_json(&t, sids, wm, None).unwrap_or_default());
         body.push_str("]}");
         Event::default().event("final").data(body)
     }

@@ -320,7 +320,10 @@ struct KeyIds {
 
 impl KeyIds {
     fn find(&self, key: &[u8]) -> Option<u32> {
-        let h = self.hasher.hash_one(key);
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn find_hashed(&self, h: u64, key: &[u8]) -> Option<u32> {
         self.table
             .find(h, |&i| *self.keys[i as usize] == *key)
             .copied()
@@ -328,7 +331,8 @@ impl KeyIds {
 
     /// The id of `key`, with one more user.
     fn acquire(&mut self, key: &[u8]) -> u32 {
-        if let Some(i) = self.find(key) {
+        let h = self.hasher.hash_one(key);
+        if let Some(i) = self.find_hashed(h, key) {
             self.users[i as usize] += 1;
             return i;
         }
@@ -350,9 +354,7 @@ impl KeyIds {
             keys,
             ..
         } = self;
-        table.insert_unique(hasher.hash_one(key), i, |&j| {
-            hasher.hash_one(&*keys[j as usize])
-        });
+        table.insert_unique(h, i, |&j| hasher.hash_one(&*keys[j as usize]));
         i
     }
 
@@ -912,8 +914,13 @@ impl ServingTable {
 
     /// Every row in the view's order, as JSON lines (for `serving_view.json/`).
     pub fn all_rows_json(&self) -> Vec<u8> {
+        self.rows_json_lines(self.view_rows())
+    }
+
+    /// The rows `sids` (those in the view) as JSON lines.
+    pub fn rows_json_lines(&self, sids: impl IntoIterator<Item = usize>) -> Vec<u8> {
         let mut out = Vec::new();
-        for sid in self.view_rows() {
+        for sid in sids {
             if let Some(r) = self.rows.get(sid) {
                 out.extend_from_slice(r);
                 out.push(b'\n');

@@ -202,6 +202,7 @@ impl ViewDef {
     pub fn output_sources(&self) -> Vec<OutputSource> {
         use datafusion::physical_expr::ScalarFunctionExpr;
         use datafusion::physical_expr::expressions::{Column, Literal};
+        let window_key = self.window.as_ref().map(|w| w.key);
         let Some(PhysStep::Project(exprs, _)) = self
             .phys
             .post
@@ -210,14 +211,15 @@ impl ViewDef {
         else {
             // No projection step: the output is the aggregate's schema itself.
             return (0..self.output_schema.fields().len())
-                .map(|i| match i < self.group_len() {
-                    true if self.window.as_ref().is_some_and(|w| w.key == i) => OutputSource::Other,
-                    true => OutputSource::GroupKey(i),
-                    false => OutputSource::Other,
+                .map(|i| {
+                    if i < self.group_len() && Some(i) != window_key {
+                        OutputSource::GroupKey(i)
+                    } else {
+                        OutputSource::Other
+                    }
                 })
                 .collect();
         };
-        let window_key = self.window.as_ref().map(|w| w.key);
         exprs
             .iter()
             .map(|e| {

@@ -60,11 +60,14 @@ pub(super) async fn query(State(st): State<AppState>, headers: HeaderMap, body: 
                     .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
                     .collect();
                 let n: usize = answer.batches.iter().map(|b| b.num_rows()).sum();
+                let rows = match std::str::from_utf8(&rows) {
+                    Ok(r) => r,
+                    Err(e) => return ApiError::internal(e).into_response(),
+                };
                 // The rows as Arrow's JSON writer makes them, spliced in once.
                 let body = format!(
-                    r#"{{"columns":{},"rows":{},"row_count":{n},"freshness":{}}}"#,
+                    r#"{{"columns":{},"rows":{rows},"row_count":{n},"freshness":{}}}"#,
                     Value::from(columns),
-                    String::from_utf8_lossy(&rows),
                     engine.freshness()
                 );
                 (

@@ -235,11 +235,7 @@ impl TableProvider for ViewTable {
                 Select::Key(values) => {
                     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
                     // A value the key's type cannot hold matches no row.
-                    t.encode_key(&refs)
-                        .ok()
-                        .and_then(|k| t.lookup(&k))
-                        .and_then(|sid| t.row_json(sid).map(<[u8]>::to_vec))
-                        .unwrap_or_default()
+                    t.rows_json_lines(t.encode_key(&refs).ok().and_then(|k| t.lookup(&k)))
                 }
                 Select::Times { key, from, to } => {
                     let refs: Option<Vec<&str>> =
@@ -247,14 +243,7 @@ impl TableProvider for ViewTable {
                     let sids = t
                         .time_range(refs.as_deref(), *from, *to)
                         .unwrap_or_default();
-                    let mut out = Vec::new();
-                    for sid in sids {
-                        if let Some(r) = t.row_json(sid) {
-                            out.extend_from_slice(r);
-                            out.push(b'\n');
-                        }
-                    }
-                    out
+                    t.rows_json_lines(sids)
                 }
             }
         };

@@ -194,15 +194,14 @@ pub async fn run_as_of(p: &Pipeline, progress_bar: bool, as_of: AsOf) -> Result<
     } else {
         Default::default()
     };
-    for (def, state) in p.views.iter().zip(states) {
+    for (def, mut state) in p.views.iter().zip(states) {
         let horizon = marks
             .get(&def.name)
             .and_then(|m| m.watermark)
             .and_then(|wm| def.horizon(wm));
-        let state = match horizon {
-            Some(h) => state.retain_windows(def, h)?.unwrap_or(state),
-            None => state,
-        };
+        if let Some(h) = horizon {
+            state.retain_windows(def, h)?;
+        }
         let rows_out = def.finalize(&state)?;
         views.push((Arc::clone(def), state, rows_out));
     }

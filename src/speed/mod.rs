@@ -438,10 +438,7 @@ impl SpeedLayer {
                 continue;
             }
             for state in v.parts.values_mut() {
-                if let Some(kept) = state.retain_windows(def, h)? {
-                    *state = kept;
-                    cut = true;
-                }
+                cut |= state.retain_windows(def, h)?;
             }
             self.cut_at.insert(def.name.clone(), h);
         }

@@ -438,12 +438,14 @@ mod tests {
         let mut all = def.new_state();
         all.update(&def, &events).unwrap();
         assert_eq!((all.len(), cut.len()), (4, 3), "[09:30, 10:30) is out");
-        let retained = all
-            .retain_windows(&def, h)
-            .unwrap()
-            .expect("a window is cut");
+        assert!(all.retain_windows(&def, h).unwrap(), "a window is cut");
+        assert!(!all.retain_windows(&def, h).unwrap(), "and only once");
+        assert_eq!(all.len(), 3);
+        // The kept groups are found by key after the cut, and fold on.
+        all.update_within(&def, &events, Some(h)).unwrap();
+        cut.update_within(&def, &events, Some(h)).unwrap();
         assert_eq!(
-            show(&def.finalize(&retained).unwrap(), 10),
+            show(&def.finalize(&all).unwrap(), 10),
             show(&def.finalize(&cut).unwrap(), 10)
         );
     }

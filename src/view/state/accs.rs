@@ -50,6 +50,13 @@ pub(crate) enum Extremes {
     },
 }
 
+/// Keeps the elements of `v` whose flag in `keep` is set (`Vec::retain` visits each element
+/// once, in order).
+fn retain_flagged<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut flags = keep.iter();
+    v.retain(|_| flags.next().copied().unwrap_or(true));
+}
+
 fn is_signed_int(t: &DataType) -> bool {
     matches!(
         t,
@@ -99,6 +106,32 @@ impl AccCol {
                 }
             }
         })
+    }
+
+    /// Keeps the groups `keep` flags (one flag per group), in order, in place.
+    pub fn retain_groups(&mut self, keep: &[bool]) {
+        match self {
+            AccCol::SumInt { sum, count } => {
+                retain_flagged(sum, keep);
+                retain_flagged(count, keep);
+            }
+            AccCol::SumFloat { sum, count } => {
+                retain_flagged(sum, keep);
+                retain_flagged(count, keep);
+            }
+            AccCol::Count(c) => retain_flagged(c, keep),
+            AccCol::Extreme { vals, .. } => match vals {
+                Extremes::Int { v, seen, .. } => {
+                    retain_flagged(v, keep);
+                    retain_flagged(seen, keep);
+                }
+                Extremes::Float { v, seen, .. } => {
+                    retain_flagged(v, keep);
+                    retain_flagged(seen, keep);
+                }
+                Extremes::Bytes { v, .. } => retain_flagged(v, keep),
+            },
+        }
     }
 
     /// Adds one empty group.

@@ -115,6 +115,32 @@ impl KeyIndex {
         &self.bytes[start..self.ends[g]]
     }
 
+    /// Keeps the groups `keep` flags (one flag per group), in place: the kept keys close up
+    /// in their order, so group `g` becomes the number of kept groups before it. One pass over
+    /// the keys, no rehash; it allocates only the map from old to new ids.
+    pub fn retain(&mut self, keep: &[bool]) {
+        let mut new_id = vec![u32::MAX; self.len()];
+        let (mut start, mut written, mut kept) = (0, 0, 0);
+        for (g, &k) in keep.iter().enumerate().take(self.len()) {
+            let end = self.ends[g];
+            if k {
+                self.bytes.copy_within(start..end, written);
+                written += end - start;
+                self.ends[kept] = written;
+                new_id[g] = kept as u32;
+                kept += 1;
+            }
+            start = end;
+        }
+        self.bytes.truncate(written);
+        self.ends.truncate(kept);
+        self.table.retain(|g| {
+            let n = new_id[*g as usize];
+            *g = n;
+            n != u32::MAX
+        });
+    }
+
     /// The hash of key bytes. A string key hashes as its UTF-8 bytes alone, so a string found
     /// in the input is looked up without building its key bytes.
     fn hash(&self, key: &[u8]) -> u64 {
@@ -359,6 +385,35 @@ mod tests {
         assert_eq!(k.len(), 10_003);
         let again = k.intern(&many, 10_000, |_| panic!("no new group")).unwrap();
         assert_eq!(ids, again);
+    }
+
+    #[test]
+    fn retain_closes_up_the_kept_keys_in_place() {
+        let mut k = KeyIndex::new(vec![DataType::Utf8]);
+        let names: Vec<String> = (0..1_000).map(|i| format!("c{i}")).collect();
+        let cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(&names))];
+        k.intern(&cols, names.len(), |_| {}).unwrap();
+        let capacity = k.bytes.capacity();
+        let keep: Vec<bool> = (0..names.len()).map(|g| g % 3 == 0).collect();
+        k.retain(&keep);
+        assert_eq!(k.len(), 334);
+        assert_eq!(
+            k.bytes.capacity(),
+            capacity,
+            "no copy: the buffer is reused"
+        );
+        let ids = k.intern(&cols, names.len(), |_| {}).unwrap();
+        for (i, &g) in ids.iter().enumerate() {
+            if i % 3 == 0 {
+                assert_eq!(g, i / 3, "kept key {i} found at its closed-up id");
+            } else {
+                assert!(g >= 334, "dropped key {i} comes back as a new group");
+            }
+        }
+        assert_eq!(k.len(), 1_000);
+        let back = k.columns(&[1, 333]).unwrap();
+        let s = back[0].as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!((s.value(0), s.value(1)), ("c3", "c999"));
     }
 
     #[test]

@@ -314,29 +314,30 @@ impl ViewState {
         Ok(())
     }
 
-    /// A windowed view's state without the groups whose window ends before `horizon`;
-    /// `None` when no group does (nothing to drop, nothing copied). Costs one pass over the
-    /// groups.
-    pub fn retain_windows(&self, def: &ViewDef, horizon: i64) -> Result<Option<ViewState>> {
+    /// Drops, in place, a windowed view's groups whose window ends before `horizon`; returns
+    /// whether any did. The kept groups close up in their order (group ids change, as after a
+    /// rebuild) and the buffers keep their capacity for the windows to come, so a view under
+    /// retention reuses its memory instead of copying itself. One pass over the groups.
+    pub fn retain_windows(&mut self, def: &ViewDef, horizon: i64) -> Result<bool> {
         let Some(w) = def.window() else {
-            return Ok(None);
+            return Ok(false);
         };
         let gids: Vec<usize> = (0..self.len()).collect();
         let cols = self.keys.columns(&gids)?;
         let Some(starts) = w.starts_of(&cols) else {
-            return Ok(None);
+            return Ok(false);
         };
-        let keep =
-            |g: usize| starts.is_null(g) || starts.value(g).saturating_add(w.shape.size) >= horizon;
-        if (0..self.len()).all(keep) {
-            return Ok(None);
+        let keep: Vec<bool> = (0..self.len())
+            .map(|g| starts.is_null(g) || starts.value(g).saturating_add(w.shape.size) >= horizon)
+            .collect();
+        if keep.iter().all(|&k| k) {
+            return Ok(false);
         }
-        let mut out = self.empty_like();
-        for g in (0..self.len()).filter(|&g| keep(g)) {
-            let ng = out.group_of(self.keys.key(g));
-            out.merge_group(ng, self, g);
+        self.keys.retain(&keep);
+        for acc in &mut self.accs {
+            acc.retain_groups(&keep);
         }
-        Ok(Some(out))
+        Ok(true)
     }
 
     /// Merges group `og` of `other` (a state of the same view) into group `g` of this one.

@@ -465,6 +465,12 @@ fn the_s3_server_down_for_30_s_while_events_flow_loses_nothing_and_doubles_nothi
     crate::util::terminate(speed);
     env.ok(&["batch"]);
     env.assert_served_and_verified(&truth);
+    assert_each_offset_once(&env, 4_000);
+}
+
+/// The table's segments cover each partition's offsets from 0 with no gap and no overlap,
+/// `total` offsets in all.
+fn assert_each_offset_once(env: &crate::util::Env, total: i64) {
     let p = env.pipeline();
     let layout = p.layout();
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
@@ -477,5 +483,203 @@ fn the_s3_server_down_for_30_s_while_events_flow_loses_nothing_and_doubles_nothi
         );
         *at = s.to;
     }
-    assert_eq!(next.values().sum::<i64>(), 4_000, "{next:?}");
+    assert_eq!(next.values().sum::<i64>(), total, "{next:?}");
+}
+
+/// A TCP proxy in front of an S3 server that loses the answers to some requests: it passes
+/// a request on whole, lets the server act on it, and when the server's answer starts it
+/// closes the client's connection instead of passing the answer on — what a client sees when
+/// the network or the server dies between the write and its answer. The server is the real
+/// one; only answers are lost. `lose` decides from a request's first line (`PUT /b/k HTTP/1.1`).
+struct LossyProxy {
+    port: u16,
+    lost: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LossyProxy {
+    fn start(upstream: u16, lose: impl Fn(&str) -> bool + Send + Sync + 'static) -> LossyProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lost: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let lose = Arc::new(lose);
+        let (lost2, stop2) = (Arc::clone(&lost), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(client), Ok(server)) = (
+                    client,
+                    std::net::TcpStream::connect(("127.0.0.1", upstream)),
+                ) else {
+                    continue;
+                };
+                let (lose, lost) = (Arc::clone(&lose), Arc::clone(&lost2));
+                let losing: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+                let (c, s, l) = (
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    Arc::clone(&losing),
+                );
+                std::thread::spawn(move || Self::requests(c, s, &*lose, &l));
+                std::thread::spawn(move || Self::answers(server, client, &losing, &lost));
+            }
+        });
+        LossyProxy { port, lost, stop }
+    }
+
+    /// Client to server: passes the bytes on, reading each request's head (and skipping its
+    /// `Content-Length` body) to mark the connection's next answer lost when `lose` says so —
+    /// before the request's last bytes reach the server, so before it can answer.
+    fn requests(
+        mut from: std::net::TcpStream,
+        mut to: std::net::TcpStream,
+        lose: &(dyn Fn(&str) -> bool + Send + Sync),
+        losing: &std::sync::Mutex<Option<String>>,
+    ) {
+        use std::io::{Read, Write};
+        let (mut head, mut body_left) = (Vec::new(), 0usize);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut at = 0;
+            while at < n {
+                if body_left > 0 {
+                    let k = body_left.min(n - at);
+                    body_left -= k;
+                    at += k;
+                    continue;
+                }
+                head.push(buf[at]);
+                at += 1;
+                if head.ends_with(b"\r\n\r\n") {
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let line = text.lines().next().unwrap_or_default().to_string();
+                    body_left = text
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if lose(&line) {
+                        *losing.lock().unwrap() = Some(line);
+                    }
+                    head.clear();
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Server to client: passes the answers on, except the one marked lost: then both
+    /// connections close.
+    fn answers(
+        mut from: std::net::TcpStream,
+        mut to: std::net::TcpStream,
+        losing: &std::sync::Mutex<Option<String>>,
+        lost: &std::sync::Mutex<Vec<String>>,
+    ) {
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(line) = losing.lock().unwrap().take() {
+                lost.lock().unwrap().push(line);
+                break;
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The first lines of the requests whose answers were lost.
+    fn lost(&self) -> Vec<String> {
+        self.lost.lock().unwrap().clone()
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Writes whose answers are lost after the server made them (a segment's put, a rename's
+/// copy or delete, the checkpoint, the Delta log's create-only put of a commit): the speed
+/// layer retries each, and the table ends with every offset once — a commit the server made
+/// but whose answer was lost is recognised as this process's own (its `txn` versions), not
+/// committed a second time.
+#[test]
+fn writes_whose_answers_are_lost_are_retried_without_a_second_copy() {
+    use crate::master::{FAST, seed_truth, send};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = OwnServer::start();
+    let counts = std::sync::Mutex::new(BTreeMap::<&str, usize>::new());
+    let losing = Arc::new(AtomicBool::new(true));
+    let on = Arc::clone(&losing);
+    let proxy = LossyProxy::start(server.port, move |line| {
+        let kind = if line.starts_with("DELETE ") || line.contains("?delete ") {
+            // object_store deletes with `DELETE`, or several keys with `POST ?delete`.
+            "delete"
+        } else if !line.starts_with("PUT ") {
+            return false;
+        } else if line.contains("/_delta_log/") && line.contains(".json") {
+            "commit"
+        } else if line.contains(".parquet") {
+            "segment"
+        } else {
+            "other"
+        };
+        if !on.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut counts = counts.lock().unwrap();
+        let n = counts.entry(kind).or_default();
+        *n += 1;
+        // Every other write of each kind (one in three of the rest), from the second on.
+        n.is_multiple_of(if kind == "other" { 3 } else { 2 })
+    });
+    let extra = format!(
+        "{FAST}\n[output.s3]\nendpoint = \"http://127.0.0.1:{}\"\n",
+        proxy.port
+    );
+    let env = crate::util::Env::new("s3-lost-answers", &extra).on_bucket();
+    env.create_topic(2);
+    let mut truth = seed_truth();
+    let speed = env.spawn("speed", &["speed", "--quiet"]);
+    send(&env, 0..3_000, 250, &mut truth);
+    crate::util::eventually(
+        120,
+        || env.checkpointed() >= 3_000,
+        || format!("every event checkpointed\n{}", env.log("speed")),
+    );
+    crate::util::terminate(speed);
+    let lost = proxy.lost();
+    for kind in ["/_delta_log/", ".parquet", "?delete", "checkpoint.json"] {
+        assert!(
+            lost.iter().any(|l| l.contains(kind)),
+            "an answer to a `{kind}` write was lost: {lost:#?}"
+        );
+    }
+    // The test reads the table through the proxy too, its answers whole from here on.
+    losing.store(false, Ordering::SeqCst);
+    assert_each_offset_once(&env, 3_000);
+    env.ok(&["batch"]);
+    env.assert_served_and_verified(&truth);
 }

@@ -327,6 +327,10 @@ pub struct OutputConfig {
     /// The S3 endpoint's settings, over the AWS environment's (an S3-compatible server).
     #[serde(default)]
     pub s3: S3Config,
+    /// How long `batch` and `compact` wait for storage that is away (unreachable, or a full
+    /// disk) before they fail; the speed layer waits as long as it takes.
+    #[serde(with = "humantime_serde")]
+    pub storage_wait: Duration,
 }
 
 /// `[output.s3]`: what differs from AWS's own S3 for an S3-compatible server. Each one unset

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use lambdaflow::cli::{Cli, Command};
-use lambdaflow::storage::compact;
 use lambdaflow::storage::delta::AsOf;
+use lambdaflow::storage::{compact, store};
 use lambdaflow::{batch, demo, kafka, produce, report, runtime, serving, speed, verify};
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -18,7 +18,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Batch { dataset, as_of } => {
             let p = g.pipeline(&dataset, None).await?;
             let as_of = as_of.unwrap_or(AsOf::Latest);
-            report::batch_run(&p, &batch::run_as_of(&p, true, as_of).await?);
+            let root = p.layout().store()?;
+            let wait = Some(p.config.output.storage_wait);
+            let run =
+                store::patiently_async("batch", &root, wait, || batch::run_as_of(&p, true, as_of))
+                    .await?;
+            report::batch_run(&p, &run);
         }
         Command::Speed {
             quiet,
@@ -56,7 +61,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Compact { retention } => {
             let p = g.pipeline(&[], None).await?;
-            let c = tokio::task::spawn_blocking(move || compact::compact(&p, retention)).await??;
+            let c = tokio::task::spawn_blocking(move || {
+                let root = p.layout().store()?;
+                let wait = Some(p.config.output.storage_wait);
+                store::patiently("compact", &root, wait, || compact::compact(&p, retention))
+            })
+            .await??;
             report::compacted(&c);
         }
         Command::Verify => {

@@ -683,3 +683,44 @@ fn writes_whose_answers_are_lost_are_retried_without_a_second_copy() {
     env.ok(&["batch"]);
     env.assert_served_and_verified(&truth);
 }
+
+/// `batch` and `compact` started while the S3 server is away: each waits, says so, and
+/// finishes by itself once the server is back (within `output.storage-wait`).
+#[test]
+fn batch_and_compact_wait_for_the_s3_server_and_finish_once_it_is_back() {
+    use crate::master::{FAST, seed_truth, send};
+    let server = OwnServer::start();
+    let extra = format!(
+        "{FAST}\n[output.s3]\nendpoint = \"http://127.0.0.1:{}\"\n",
+        server.port
+    );
+    let env = crate::util::Env::new("s3-batch-waits", &extra).on_bucket();
+    env.create_topic(2);
+    let mut truth = seed_truth();
+    let speed = env.spawn("speed", &["speed", "--quiet"]);
+    send(&env, 0..1_000, 250, &mut truth);
+    env.wait_checkpointed(1_000);
+    crate::util::terminate(speed);
+    for cmd in ["batch", "compact"] {
+        server.script("stop");
+        let run = env.spawn(cmd, &[cmd]);
+        crate::util::eventually(
+            60,
+            || {
+                env.log(cmd)
+                    .contains("storage unreachable or full; waiting")
+            },
+            || format!("`{cmd}` waits for the bucket\n{}", env.log(cmd)),
+        );
+        server.script("start");
+        let status = run.wait();
+        let log = env.log(cmd);
+        assert!(
+            status.success(),
+            "`{cmd}` finishes once the bucket is back\n{log}"
+        );
+        assert!(log.contains("storage answers again"), "{log}");
+    }
+    env.assert_served_and_verified(&truth);
+    assert_each_offset_once(&env, 1_000);
+}

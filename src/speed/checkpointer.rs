@@ -218,7 +218,7 @@ impl Checkpointer {
             // Every step can be done again (see `storage::segments`): while the storage is
             // unreachable or full, the checkpoint is retried, and consumption waits for it.
             let done = layout.store().and_then(|root| {
-                storage::store::patiently("speed layer: checkpoint", &root, || {
+                storage::store::patiently("speed layer: checkpoint", &root, None, || {
                     let view = view.as_ref();
                     write(
                         &p,

@@ -31,6 +31,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -503,34 +504,95 @@ pub fn is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Runs `op` until it succeeds or fails for a reason other than storage being away; while it
 /// is away, waits with back-off (0.5 s doubling to 10 s), logs why, and reports it in
-/// [`health`]. For work that can be done again from the start. Storage is away when the error
-/// says so ([`is_transient`]), or when `root` itself does not answer a listing right after it:
-/// delta-rs keeps some object-store errors only as text.
-pub fn patiently<T>(what: &str, root: &Store, mut op: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut wait = std::time::Duration::from_millis(500);
-    let away = |e: &Error| {
-        is_transient(e)
-            || matches!(e, Error::Table { .. })
-                && root.list("_speed").err().is_some_and(|p| is_transient(&p))
-    };
+/// [`health`] — for as long as it takes (`limit` `None`: the speed layer, whose events wait in
+/// Kafka) or up to `limit`, then fails with the last error. For work that can be done again
+/// from the start. Storage is away when the error says so ([`is_transient`]), or when `root`
+/// itself does not answer a listing right after it: delta-rs keeps some object-store errors
+/// only as text.
+pub fn patiently<T>(
+    what: &str,
+    root: &Store,
+    limit: Option<Duration>,
+    mut op: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut p = Patience::new(what, root, limit);
     loop {
         match op() {
-            Ok(v) => {
-                if !health().up {
-                    tracing::info!("{what}: storage answers again; going on");
-                }
-                set_health(None);
-                return Ok(v);
-            }
-            Err(e) if away(&e) => {
-                let cause = crate::error::Report(&e).to_string();
-                tracing::warn!(cause = %cause, retry_in_ms = wait.as_millis() as u64, "{what}: storage unreachable or full; waiting (nothing is lost: the events stay in Kafka)");
-                set_health(Some(cause));
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(std::time::Duration::from_secs(10));
-            }
-            Err(e) => return Err(e),
+            Ok(v) => return Ok(p.answered(v)),
+            Err(e) => std::thread::sleep(p.away(e)?),
         }
+    }
+}
+
+/// [`patiently`] for async work (`op` makes each try).
+pub async fn patiently_async<T, F: Future<Output = Result<T>>>(
+    what: &str,
+    root: &Store,
+    limit: Option<Duration>,
+    mut op: impl FnMut() -> F,
+) -> Result<T> {
+    let mut p = Patience::new(what, root, limit);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(p.answered(v)),
+            Err(e) => tokio::time::sleep(p.away(e)?).await,
+        }
+    }
+}
+
+/// The waiting of [`patiently`]: its back-off, its deadline and what it reports.
+struct Patience<'a> {
+    what: &'a str,
+    root: &'a Store,
+    wait: Duration,
+    until: Option<std::time::Instant>,
+    limit: Option<Duration>,
+}
+
+impl<'a> Patience<'a> {
+    fn new(what: &'a str, root: &'a Store, limit: Option<Duration>) -> Self {
+        Self {
+            what,
+            root,
+            wait: Duration::from_millis(500),
+            until: limit.map(|l| std::time::Instant::now() + l),
+            limit,
+        }
+    }
+
+    /// How long to wait before the next try after `e`, logged and reported; `Err(e)` when `e`
+    /// is not storage being away, or it has been away past the limit.
+    fn away(&mut self, e: Error) -> Result<Duration> {
+        let away = is_transient(&e)
+            || matches!(e, Error::Table { .. })
+                && self
+                    .root
+                    .list("_speed")
+                    .err()
+                    .is_some_and(|p| is_transient(&p));
+        if !away {
+            return Err(e);
+        }
+        let cause = crate::error::Report(&e).to_string();
+        if self.until.is_some_and(|u| std::time::Instant::now() >= u) {
+            let limit = humantime::format_duration(self.limit.unwrap_or_default());
+            tracing::error!(cause = %cause, "{}: storage still away after {limit} (output.storage-wait); giving up", self.what);
+            return Err(e);
+        }
+        tracing::warn!(cause = %cause, retry_in_ms = self.wait.as_millis() as u64, "{}: storage unreachable or full; waiting (nothing written so far is visible: the work starts again once it answers)", self.what);
+        set_health(Some(cause));
+        let w = self.wait;
+        self.wait = (self.wait * 2).min(Duration::from_secs(10));
+        Ok(w)
+    }
+
+    /// Storage answered: reported, and said when it had been away.
+    fn answered<T>(&self, v: T) -> T {
+        if !health().up {
+            tracing::info!("{}: storage answers again; going on", self.what);
+        }
+        set_health(None);
+        v
     }
 }
 

@@ -14,6 +14,7 @@
 #   scripts/spark.sh kafka-jars   fetch Spark's Kafka connector (spark-sql-kafka-0-10 and what it
 #                                 needs beyond Spark's own jars) from Maven Central with mvn,
 #                                 once, into <cache>/spark/jars; print them for --jars
+#   scripts/spark.sh s3a-jars     the same for Hadoop's S3A file system (hadoop-aws, AWS SDK)
 #
 # The server is `local[*]` Spark (driver and executors in one JVM) listening for Spark Connect
 # clients on sc://127.0.0.1:SPARK_PORT; its web UI is off, and a shuffle has two partitions per
@@ -23,6 +24,9 @@
 #   SPARK_PORT            Spark Connect port on 127.0.0.1 (default 15002, Spark's own default)
 #   SPARK_DRIVER_MEMORY   the JVM's heap (default 2g)
 #   SPARK_SHUFFLE_PARTITIONS  spark.sql.shuffle.partitions (default: 2 per core)
+#   SPARK_S3A             1: the server reads s3a:// (hadoop-aws and the AWS SDK bundle, fetched
+#                         once from Maven Central); default 1 when AWS_ENDPOINT_URL is set, and
+#                         then s3a:// goes to that endpoint (scripts/s3.sh run spark.sh … does it)
 #   LAMBDAFLOW_CACHE      where the venv and the run dirs live (default: <repo>/.cache, git-ignored)
 set -euo pipefail
 
@@ -53,18 +57,13 @@ install() {
   "$venv/bin/pip" install -q --disable-pip-version-check "pyspark==$pyspark_version" >&2
 }
 
-# Spark 4.0.0's Kafka source and its dependencies that pyspark does not ship.
-kafka_jars() {
+# Fetches Maven artifacts (group:name:version, without their dependencies) from Maven Central
+# with mvn, once, into <cache>/spark/jars; prints their paths, comma-separated, for --jars.
+fetch_jars() {
   local dir=$cache/spark/jars
-  local artifacts=(
-    org.apache.spark:spark-sql-kafka-0-10_2.13:$pyspark_version
-    org.apache.spark:spark-token-provider-kafka-0-10_2.13:$pyspark_version
-    org.apache.kafka:kafka-clients:3.9.0
-    org.apache.commons:commons-pool2:2.12.0
-  )
   mkdir -p "$dir"
   local a jars=()
-  for a in "${artifacts[@]}"; do
+  for a in "$@"; do
     IFS=: read -r _ name version <<<"$a"
     local jar=$dir/$name-$version.jar
     if [ ! -f "$jar" ]; then
@@ -79,6 +78,33 @@ kafka_jars() {
   (IFS=,; echo "${jars[*]}")
 }
 
+# Spark 4.0.0's Kafka source and its dependencies that pyspark does not ship.
+kafka_jars() {
+  fetch_jars org.apache.spark:spark-sql-kafka-0-10_2.13:$pyspark_version \
+    org.apache.spark:spark-token-provider-kafka-0-10_2.13:$pyspark_version \
+    org.apache.kafka:kafka-clients:3.9.0 org.apache.commons:commons-pool2:2.12.0
+}
+
+# Hadoop's S3A file system for pyspark's Hadoop 3.4.1: hadoop-aws of the same version and the
+# AWS SDK v2 bundle it was built with (about 560 MB, once).
+s3a_jars() {
+  fetch_jars org.apache.hadoop:hadoop-aws:3.4.1 software.amazon.awssdk:bundle:2.24.6
+}
+
+# With AWS_ENDPOINT_URL set (an S3-compatible server, as scripts/s3.sh exports it), the options
+# that make s3a:// reach it (one argument per line): path-style requests, its region, plain
+# HTTP when the URL says so.
+# Credentials come from the AWS environment (S3A's default provider chain reads it).
+s3a_conf() {
+  [ -n "${AWS_ENDPOINT_URL:-}" ] || return 0
+  printf '%s\n' --conf "spark.hadoop.fs.s3a.endpoint=$AWS_ENDPOINT_URL" \
+    --conf spark.hadoop.fs.s3a.path.style.access=true \
+    --conf "spark.hadoop.fs.s3a.endpoint.region=${AWS_REGION:-us-east-1}"
+  case "$AWS_ENDPOINT_URL" in
+    http://*) printf '%s\n' --conf spark.hadoop.fs.s3a.connection.ssl.enabled=false ;;
+  esac
+}
+
 spark_home() { "$venv/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'; }
 
 start() {
@@ -91,6 +117,11 @@ start() {
   install
   local home; home=$(spark_home)
   mkdir -p "$run/local" "$run/warehouse"
+  local s3a=()
+  if [ "${SPARK_S3A:-${AWS_ENDPOINT_URL:+1}}" = 1 ]; then
+    s3a=(--jars "$(s3a_jars)")
+    mapfile -t -O 2 s3a < <(s3a_conf)
+  fi
   : > "$run/server.log"
   # spark-submit knows the Connect server's class and needs no application jar for it.
   SPARK_HOME=$home SPARK_LOCAL_IP=127.0.0.1 SPARK_LOG_DIR=$run PYSPARK_PYTHON=$venv/bin/python \
@@ -106,6 +137,7 @@ start() {
       --conf spark.local.dir="$run/local" \
       --conf spark.sql.warehouse.dir="$run/warehouse" \
       --conf spark.driver.extraJavaOptions=-Dderby.system.home="$run/local" \
+      "${s3a[@]}" \
       > "$run/server.log" 2>&1 &
   echo $! > "$pidfile"
   local pid; pid=$(cat "$pidfile")
@@ -157,5 +189,6 @@ case "${1:-}" in
   install) install ;;
   home) install; spark_home ;;
   kafka-jars) kafka_jars ;;
-  *) echo "usage: $0 start|stop|status|install|home|kafka-jars|run CMD…" >&2; exit 2 ;;
+  s3a-jars) s3a_jars ;;
+  *) echo "usage: $0 start|stop|status|install|home|kafka-jars|s3a-jars|run CMD…" >&2; exit 2 ;;
 esac

@@ -3,8 +3,8 @@
 # S3 server: installs what the machine lacks (scripts/setup.sh test) and the test tools
 # (scripts/test-tools.sh), fetches Kafka's jars, pyspark and s3proxy once (into .cache/), starts
 # a broker on 127.0.0.1:9092 (scripts/kafka.sh), a Spark Connect server on sc://127.0.0.1:15002
-# (scripts/spark.sh) and s3proxy on 127.0.0.1:9000 (scripts/s3.sh, which passes the AWS_*
-# variables on) unless something already answers there, runs `cargo test --all-targets`, and
+# (scripts/spark.sh, reading s3a:// from that s3proxy) and s3proxy on 127.0.0.1:9000
+# (scripts/s3.sh, which passes the AWS_* variables on) unless something already answers there, runs `cargo test --all-targets`, and
 # stops what it started — by PID, also when tests fail. Arguments go to `cargo test`
 # (`scripts/test.sh lambda::` runs one module). KAFKA_PORT, SPARK_PORT and S3_PORT move them.
 set -euo pipefail
@@ -21,9 +21,11 @@ scripts/setup.sh test
 scripts/test-tools.sh
 scripts/kafka.sh fetch
 scripts/spark.sh install
+scripts/spark.sh s3a-jars >/dev/null
 scripts/s3.sh fetch
 say "building the tests (the first build compiles every dependency once)"
 start=$(date +%s)
 cargo test --all-targets --no-run
-say "built in $(($(date +%s) - start)) s; starting Apache Kafka, Spark Connect and s3proxy, then the tests"
-scripts/kafka.sh run scripts/spark.sh run scripts/s3.sh run cargo test --all-targets "$@"
+say "built in $(($(date +%s) - start)) s; starting Apache Kafka, s3proxy and Spark Connect, then the tests"
+# s3proxy first: Spark reads s3a:// from the endpoint it exports.
+scripts/kafka.sh run scripts/s3.sh run scripts/spark.sh run cargo test --all-targets "$@"

@@ -724,3 +724,36 @@ fn batch_and_compact_wait_for_the_s3_server_and_finish_once_it_is_back() {
     env.assert_served_and_verified(&truth);
     assert_each_offset_once(&env, 1_000);
 }
+
+/// The Spark engine reads the master dataset's segments from the bucket itself (`s3a://`,
+/// Hadoop's S3A in the Spark Connect server `scripts/spark.sh` starts) and computes what the
+/// embedded engine computes from the same table version.
+#[test]
+fn spark_reads_the_master_dataset_from_the_bucket_through_s3a() {
+    use crate::master::{FAST, seed_truth, send};
+    let env = crate::util::Env::new("s3-spark", FAST)
+        .on_bucket()
+        .with_spark();
+    env.create_topic(2);
+    let mut truth = seed_truth();
+    let speed = env.spawn("speed", &["speed", "--quiet"]);
+    send(&env, 0..2_000, 250, &mut truth);
+    env.wait_checkpointed(2_000);
+    crate::util::terminate(speed);
+    let spark = env.ok(&["batch"]);
+    assert!(spark.trim_end().ends_with("ms on spark"), "{spark}");
+    assert!(
+        spark.contains("segment(s) (master table version"),
+        "{spark}"
+    );
+    let embedded = env.ok(&["--engine", "datafusion", "batch"]);
+    let rows = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with('|'))
+            .map(String::from)
+            .collect()
+    };
+    assert!(rows(&spark).len() > 6, "{spark}");
+    assert_eq!(rows(&spark), rows(&embedded), "{spark}\n{embedded}");
+    env.assert_served_and_verified(&truth);
+}

@@ -150,11 +150,8 @@ async fn register_inputs(
             .iter()
             .map(|s| match s.table.local_dir() {
                 Some(d) => absolute(&d.join(&s.key)),
-                None => Err(Error::config(format!(
-                    "{}: the Spark engine reads the master dataset from a local output.dir \
-                     only (s3a:// is not wired into it yet); use the embedded engine",
-                    s.table
-                ))),
+                // On a bucket, Spark reads the object itself, through Hadoop's S3A.
+                None => Ok(PathBuf::from(s3a(s.table.url_of(&s.key)))),
             })
             .collect::<Result<Vec<_>>>()?,
     );
@@ -178,9 +175,26 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| Error::io(p, e))
 }
 
-/// Spark's `_metadata.file_path` of a file: a `file:` URL.
-fn local_path(url: &str) -> Option<PathBuf> {
-    url::Url::parse(url).ok()?.to_file_path().ok()
+/// An object's URL as Hadoop names it: `s3a://bucket/key` for `s3://bucket/key`.
+fn s3a(mut url: url::Url) -> String {
+    if url.scheme() == "s3" {
+        // Both schemes are of the same (non-special) kind: the change cannot fail.
+        let _ = url.set_scheme("s3a");
+    }
+    url.to_string()
+}
+
+/// An input as lambdaflow gave it to Spark, or as Spark's `_metadata.file_path` names it, in
+/// one form to compare them: a local file by its path (Spark says `file:/…`), an object by its
+/// URL as the `url` crate writes it.
+fn input_key(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(u) if u.scheme() == "file" => u
+            .to_file_path()
+            .map_or_else(|()| s.to_string(), |p| p.display().to_string()),
+        Ok(u) => u.to_string(),
+        Err(_) => s.to_string(),
+    }
 }
 
 /// One split of a dataset file as Spark read it.
@@ -371,10 +385,10 @@ struct Index {
 
 impl Index {
     fn new(inputs: &[PathBuf], splits: &[SplitRow], segments: &[(String, u64)]) -> Result<Index> {
-        let by_path: HashMap<&Path, usize> = inputs
+        let by_key: HashMap<String, usize> = inputs
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.as_path(), i))
+            .map(|(i, p)| (input_key(&p.display().to_string()), i))
             .collect();
         let mut index = Index {
             inputs: HashMap::new(),
@@ -386,11 +400,9 @@ impl Index {
             .map(|s| &s.url)
             .chain(segments.iter().map(|s| &s.0));
         for url in urls {
-            let i = local_path(url)
-                .and_then(|p| by_path.get(p.as_path()).copied())
-                .ok_or_else(|| {
-                    Error::Internal(format!("Spark read a file that is not an input: {url}"))
-                })?;
+            let i = by_key.get(&input_key(url)).copied().ok_or_else(|| {
+                Error::Internal(format!("Spark read a file that is not an input: {url}"))
+            })?;
             index.inputs.insert(url.clone(), i);
         }
         let mut sorted: Vec<&SplitRow> = splits.iter().collect();

@@ -1,5 +1,5 @@
 """psycopg 3 against lambdaflow's PostgreSQL protocol, as an application uses it: parameters
-bound by the server (the extended protocol), a named prepared statement, binary results, and
+bound by the server (the extended protocol), named prepared statements, binary results, and
 information_schema. Prints one JSON object for tests/sql.rs to compare with the HTTP API.
 
     psycopg_client.py PORT [PASSWORD] CUSTOMER…
@@ -24,6 +24,13 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="lambda
                     "WHERE table_schema = 'public' ORDER BY table_name")
         out["tables"] = [r[0] for r in cur.fetchall()]
     with conn.cursor(binary=True) as cur:
+        # A prepared lookup whose key is an expression of the parameter, binary results.
+        out["binary_lookups"] = {}
+        for c in customers:
+            cur.execute("SELECT * FROM customer_totals AS t WHERE t.customer = trim(%s)",
+                        (f"  {c} ",), prepare=True)
+            row = cur.fetchone()
+            out["binary_lookups"][c] = row[1] if row else None
         cur.execute("SELECT customer, total_amount FROM customer_totals "
                     "WHERE total_amount > %s ORDER BY customer", (0,))
         out["binary"] = {c: t for c, t in cur.fetchall()}

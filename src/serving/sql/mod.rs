@@ -280,6 +280,13 @@ impl SqlEngine {
         let run = async {
             let df = self.ctx.sql_with_options(sql, options).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
+            // A key lookup skips the optimiser and the physical plan.
+            if let Some(row) = tables::key_lookup(df.logical_plan()) {
+                return Ok(Answer {
+                    batches: vec![row?],
+                    schema,
+                });
+            }
             let df = df.limit(0, Some(HTTP_MAX_ROWS + 1))?;
             Ok::<_, DataFusionError>(Answer {
                 batches: df.collect().await?,

@@ -9,6 +9,8 @@
 //! - a hook that refuses every statement but reads with SQLSTATE `25006`, naming it;
 //! - errors rewritten to PostgreSQL's classes ([`super::SqlError`]) with the position of a
 //!   syntax error, instead of `XX000` for all;
+//! - a prepared key lookup (`WHERE <key> = $1`) answered from the serving index with its
+//!   parameters bound, without planning it again on every execution;
 //! - `serving.sql-timeout` as each connection's default `statement_timeout`, and cancel
 //!   requests (psql's Ctrl-C), bounding a query while it is planned and while its rows are
 //!   computed and sent (`Bounded`).
@@ -25,12 +27,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, ParamValues};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::DfSessionService;
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
@@ -45,7 +50,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::Response;
+use pgwire::api::results::{QueryResponse, Response};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
@@ -56,13 +61,14 @@ use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
 use pgwire::tokio::tokio_rustls::rustls;
+use pgwire::types::format::FormatOptions;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{SqlEngine, SqlError, is_read};
+use super::{SqlEngine, SqlError, is_read, tables};
 use crate::error::{Error, Result};
 
 /// Binds `serving.pg-listen`.
@@ -423,6 +429,9 @@ impl ExtendedQueryHandler for Bounded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(answer) = prepared_lookup(client, portal) {
+            return answer;
+        }
         let stop = self.running.start(client);
         let response = tokio::select! {
             r = ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows) => r?,
@@ -430,6 +439,47 @@ impl ExtendedQueryHandler for Bounded {
         };
         Ok(stop.bound(response))
     }
+}
+
+/// A prepared statement that is a key lookup ([`tables::key_lookup`]), answered from the
+/// serving index with its parameters bound, without DataFusion's optimiser and physical
+/// planner; `None` for any other statement (or when anything about it is unexpected: the
+/// general path then answers, or names the error).
+fn prepared_lookup<C: ClientInfo>(
+    client: &C,
+    portal: &Portal<<DfSessionService as ExtendedQueryHandler>::Statement>,
+) -> Option<PgWireResult<Response>> {
+    let (_, Some((statement, plan))) = &portal.statement.statement else {
+        return None;
+    };
+    if !is_read(statement) {
+        return None;
+    }
+    // Parameters `$1`, `$2`, … in order, typed as the plan infers them.
+    let mut types: Vec<(usize, Option<DataType>)> = plan
+        .get_parameter_types()
+        .ok()?
+        .into_iter()
+        .map(|(id, t)| Some((id.strip_prefix('$')?.parse().ok()?, t)))
+        .collect::<Option<_>>()?;
+    types.sort_by_key(|(n, _)| *n);
+    if types.iter().enumerate().any(|(i, (n, _))| *n != i + 1) {
+        return None;
+    }
+    let refs: Vec<Option<&DataType>> = types.iter().map(|(_, t)| t.as_ref()).collect();
+    let params = deserialize_parameters(portal, &refs).ok()?;
+    let bound = plan.clone().replace_params_with_values(&params).ok()?;
+    let batch = tables::key_lookup(&bound)?.ok()?;
+    let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let fields = Arc::new(
+        arrow_schema_to_pg_fields(&batch.schema(), &portal.result_column_format, Some(format))
+            .ok()?,
+    );
+    let rows = encode_recordbatch(Arc::clone(&fields), batch);
+    Some(Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter(rows),
+    ))))
 }
 
 /// A cancel request: pgwire's (for what it interrupts itself), and the running query's token.

@@ -6,7 +6,8 @@
 //! without a window is a lookup in the serving index (a hash probe and the copy of one row);
 //! in a windowed view, equality on the keys besides the window and ranges on the window's
 //! start are a range scan of its time index; anything else copies the view's rows. `EXPLAIN`
-//! names which (`ViewScan: … key lookup`, `… range scan of the time index`, `… scan`).
+//! names which (`ViewScan: … key lookup`, `… range scan of the time index`, `… scan`). A
+//! query that is nothing but a key lookup is answered without a plan ([`key_lookup`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,20 +17,27 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
+use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, LogicalPlan, Operator, TableProviderFilterPushDown,
+};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use tokio::sync::watch;
 
-use crate::serving::ServingState;
+use crate::serving::{ServedView, ServingState};
 use crate::view::{OutputSource, ViewDef};
 
 /// The name of the freshness table.
@@ -228,25 +236,7 @@ impl TableProvider for ViewTable {
             DataFusionError::Plan(format!("view `{}` is no longer served", self.name))
         })?;
         let select = Select::of(&v.def, &self.schema, filters);
-        let json = {
-            let t = v.read();
-            match &select {
-                Select::All => t.all_rows_json(),
-                Select::Key(values) => {
-                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-                    // A value the key's type cannot hold matches no row.
-                    t.rows_json_lines(t.encode_key(&refs).ok().and_then(|k| t.lookup(&k)))
-                }
-                Select::Times { key, from, to } => {
-                    let refs: Option<Vec<&str>> =
-                        key.as_ref().map(|k| k.iter().map(String::as_str).collect());
-                    let sids = t
-                        .time_range(refs.as_deref(), *from, *to)
-                        .unwrap_or_default();
-                    t.rows_json_lines(sids)
-                }
-            }
-        };
+        let json = rows_json(v, &select);
         let batches = decode(Arc::clone(&self.schema), &json)?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let inner = MemorySourceConfig::try_new_exec(
@@ -261,6 +251,95 @@ impl TableProvider for ViewTable {
             inner,
         }))
     }
+}
+
+/// The JSON lines of the rows `select` finds in view `v` (under its read lock, once).
+fn rows_json(v: &ServedView, select: &Select) -> Vec<u8> {
+    let t = v.read();
+    match select {
+        Select::All => t.all_rows_json(),
+        Select::Key(values) => {
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            // A value the key's type cannot hold matches no row.
+            t.rows_json_lines(t.encode_key(&refs).ok().and_then(|k| t.lookup(&k)))
+        }
+        Select::Times { key, from, to } => {
+            let refs: Option<Vec<&str>> =
+                key.as_ref().map(|k| k.iter().map(String::as_str).collect());
+            let sids = t
+                .time_range(refs.as_deref(), *from, *to)
+                .unwrap_or_default();
+            t.rows_json_lines(sids)
+        }
+    }
+}
+
+/// A point lookup answered without a query plan: `plan` (its parameters bound) is
+/// `SELECT <columns> FROM <view> WHERE <key> = <constant> [AND …]`, one equality on each group
+/// key of a view without a window, nothing else. The key's row comes from the serving index
+/// as a scan would find it (a hash probe), with the columns asked for. `None` for any other
+/// plan, which DataFusion optimises, plans and runs as usual: that per-query work is what a
+/// prepared lookup skips.
+pub fn key_lookup(plan: &LogicalPlan) -> Option<Result<RecordBatch>> {
+    let LogicalPlan::Projection(p) = plan else {
+        return None;
+    };
+    let LogicalPlan::Filter(f) = p.input.as_ref() else {
+        return None;
+    };
+    let scan = match f.input.as_ref() {
+        LogicalPlan::SubqueryAlias(a) => a.input.as_ref(),
+        other => other,
+    };
+    let LogicalPlan::TableScan(scan) = scan else {
+        return None;
+    };
+    if scan.fetch.is_some() || !scan.filters.is_empty() || scan.projection.is_some() {
+        return None;
+    }
+    let provider = source_as_provider(&scan.source).ok()?;
+    let table = provider.downcast_ref::<ViewTable>()?;
+    let st = table.served.borrow().clone();
+    let v = st.views.get(table.index)?;
+    if v.def.window().is_some() {
+        return None;
+    }
+    // The condition as constants (`'k' || lpad('42', 7, '0')` folded to `'k0000042'`).
+    let simplifier = ExprSimplifier::new(
+        SimplifyContext::builder()
+            .with_schema(Arc::clone(f.input.schema()))
+            .build(),
+    );
+    let predicate = simplifier.simplify(f.predicate.clone()).ok()?;
+    let filters: Vec<Expr> = split_conjunction(&predicate).into_iter().cloned().collect();
+    let sources = v.def.output_sources();
+    for e in &filters {
+        let (c, op, l) = comparison(e, &table.schema)?;
+        let on_key = matches!(sources.get(c), Some(OutputSource::GroupKey(_)));
+        if op != Operator::Eq || l.is_null() || !on_key {
+            return None;
+        }
+    }
+    let select = Select::of(&v.def, &table.schema, &filters);
+    if !matches!(select, Select::Key(_)) {
+        return None;
+    }
+    let columns: Vec<usize> = p
+        .expr
+        .iter()
+        .map(|e| match e.clone().unalias() {
+            Expr::Column(c) => table.schema.index_of(&c.name).ok(),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let out = Arc::new(p.schema.as_arrow().clone());
+    let json = rows_json(v, &select);
+    Some((|| {
+        let batches = decode(Arc::clone(&table.schema), &json)?;
+        let row = concat_batches(&table.schema, &batches)?;
+        let cols = columns.iter().map(|&c| Arc::clone(row.column(c))).collect();
+        Ok(RecordBatch::try_new(out, cols)?)
+    })())
 }
 
 /// A literal as the text `?key=` would give (what [`crate::serving::table::ServingTable::encode_key`] parses).

@@ -130,7 +130,7 @@ fn build(
         todo.push((i, after));
         batches.push(b);
     }
-    let states = segments::rebuild(p, layout, &todo, bound)?;
+    let states = crate::view::state::rebuild(p, layout, &todo, bound)?;
     which
         .iter()
         .zip(batches)
@@ -221,7 +221,7 @@ impl Follower {
                     (i, after)
                 })
                 .collect();
-            let deltas = segments::rebuild(&self.p, &self.layout, &todo, &bound)?;
+            let deltas = crate::view::state::rebuild(&self.p, &self.layout, &todo, &bound)?;
             for ((i, _), parts) in todo.iter().zip(deltas) {
                 let def = &self.p.views[*i];
                 let mut d = def.new_state();

@@ -121,7 +121,7 @@ impl SpeedLayer {
             })
             .collect();
         let started = std::time::Instant::now();
-        let states = segments::rebuild(&self.p, &self.layout, &todo, &bound)?;
+        let states = crate::view::state::rebuild(&self.p, &self.layout, &todo, &bound)?;
         for ((i, _), parts) in todo.into_iter().zip(states) {
             self.views[i].parts.extend(parts);
         }

@@ -13,7 +13,8 @@ use tracing::info;
 
 use crate::config::Pipeline;
 use crate::error::Result;
-use crate::storage::{Layout, PublishedBatch, batch_view, segments::rebuild};
+use crate::storage::{Layout, PublishedBatch, batch_view};
+use crate::view::state::rebuild;
 use crate::view::{ViewDef, ViewState};
 
 /// One view's part in the speed layer.

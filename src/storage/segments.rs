@@ -46,10 +46,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 
 use super::store::Store;
 use super::{Layout, delta};
-use crate::config::Pipeline;
 use crate::error::{BoxError, Error, IoContext, Result};
 use crate::event::EventSchema;
-use crate::view::ViewState;
 
 const PENDING: &str = ".pending.";
 
@@ -485,7 +483,7 @@ pub fn read(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
 
 /// [`read`], with string fields dictionary-encoded as they are stored (each distinct string of
 /// a row group decoded once, not once per row): for folding into views
-/// ([`ViewState::fold_columns`]), which look each distinct string up once.
+/// ([`crate::view::ViewState::fold_columns`]), which look each distinct string up once.
 pub fn read_dictionary_strings(seg: &Segment, schema: &EventSchema) -> Result<Vec<RecordBatch>> {
     read_columns(seg, schema, true)
 }
@@ -608,39 +606,6 @@ fn decode<R: datafusion::parquet::file::reader::ChunkReader + 'static>(
             Arc::clone(&target)
         };
         out.push(RecordBatch::try_new(schema, cols)?);
-    }
-    Ok(out)
-}
-
-/// Recomputes views' speed state from the archived segments of the configured topic: per
-/// view, the events of segments that start at or after `after[view]` (per partition; all when
-/// absent) and end at or before `bound` (what a checkpoint covers). Each segment is read once.
-pub fn rebuild(
-    p: &Pipeline,
-    layout: &Layout,
-    views: &[(usize, BTreeMap<i32, i64>)],
-    bound: &BTreeMap<i32, i64>,
-) -> Result<Vec<BTreeMap<i32, ViewState>>> {
-    let mut out = vec![BTreeMap::new(); views.len()];
-    for seg in covered(layout, &p.config.kafka.topic, bound)? {
-        let wanted: Vec<usize> = views
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, after))| after.get(&seg.partition).is_none_or(|&a| seg.from >= a))
-            .map(|(k, _)| k)
-            .collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        for b in read(&seg, &p.schema)? {
-            for &k in &wanted {
-                let def = &p.views[views[k].0];
-                out[k]
-                    .entry(seg.partition)
-                    .or_insert_with(|| def.new_state())
-                    .update(def, &b)?;
-            }
-        }
     }
     Ok(out)
 }

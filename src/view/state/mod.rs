@@ -27,6 +27,7 @@
 
 mod accs;
 pub mod keys;
+mod rebuild;
 mod rows;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use super::{AggSpec, ViewDef};
 use crate::error::{Error, Result};
 use accs::AccCol;
 pub use keys::KeyIndex;
+pub use rebuild::rebuild;
 pub use rows::{PendingRows, RowPlan};
 
 /// What an aggregate computes, and so what state it keeps.

@@ -378,6 +378,17 @@ fn compact_and_time_travel_work_on_a_bucket() {
     );
 }
 
+/// An environment whose `output.dir` is on the bucket of the S3 server on loopback `port` (a
+/// server of the test's own, or a proxy in front of one), with the Delta tests' quick
+/// checkpoints.
+fn env_on_endpoint(name: &str, port: u16) -> crate::util::Env {
+    let extra = format!(
+        "{}\n[output.s3]\nendpoint = \"http://127.0.0.1:{port}\"\n",
+        crate::master::FAST
+    );
+    crate::util::Env::new(name, &extra).on_bucket()
+}
+
 /// An S3 server of one test's own (`scripts/s3.sh` on a port and data directory of its own),
 /// which the test may stop and start again; stopped when dropped.
 struct OwnServer {
@@ -422,13 +433,9 @@ impl Drop for OwnServer {
 /// produced, `verify` finds no difference, and the table holds every offset once.
 #[test]
 fn the_s3_server_down_for_30_s_while_events_flow_loses_nothing_and_doubles_nothing() {
-    use crate::master::{FAST, seed_truth, send};
+    use crate::master::{seed_truth, send};
     let server = OwnServer::start();
-    let extra = format!(
-        "{FAST}\n[output.s3]\nendpoint = \"http://127.0.0.1:{}\"\n",
-        server.port
-    );
-    let env = crate::util::Env::new("s3-outage", &extra).on_bucket();
+    let env = env_on_endpoint("s3-outage", server.port);
     env.create_topic(2);
     let mut truth = seed_truth();
     let speed = env.spawn("speed", &["speed", "--quiet"]);
@@ -627,7 +634,7 @@ impl Drop for LossyProxy {
 /// committed a second time.
 #[test]
 fn writes_whose_answers_are_lost_are_retried_without_a_second_copy() {
-    use crate::master::{FAST, seed_truth, send};
+    use crate::master::{seed_truth, send};
     use std::sync::atomic::{AtomicBool, Ordering};
     let server = OwnServer::start();
     let counts = std::sync::Mutex::new(BTreeMap::<&str, usize>::new());
@@ -655,11 +662,7 @@ fn writes_whose_answers_are_lost_are_retried_without_a_second_copy() {
         // Every other write of each kind (one in three of the rest), from the second on.
         n.is_multiple_of(if kind == "other" { 3 } else { 2 })
     });
-    let extra = format!(
-        "{FAST}\n[output.s3]\nendpoint = \"http://127.0.0.1:{}\"\n",
-        proxy.port
-    );
-    let env = crate::util::Env::new("s3-lost-answers", &extra).on_bucket();
+    let env = env_on_endpoint("s3-lost-answers", proxy.port);
     env.create_topic(2);
     let mut truth = seed_truth();
     let speed = env.spawn("speed", &["speed", "--quiet"]);
@@ -688,13 +691,9 @@ fn writes_whose_answers_are_lost_are_retried_without_a_second_copy() {
 /// finishes by itself once the server is back (within `output.storage-wait`).
 #[test]
 fn batch_and_compact_wait_for_the_s3_server_and_finish_once_it_is_back() {
-    use crate::master::{FAST, seed_truth, send};
+    use crate::master::{seed_truth, send};
     let server = OwnServer::start();
-    let extra = format!(
-        "{FAST}\n[output.s3]\nendpoint = \"http://127.0.0.1:{}\"\n",
-        server.port
-    );
-    let env = crate::util::Env::new("s3-batch-waits", &extra).on_bucket();
+    let env = env_on_endpoint("s3-batch-waits", server.port);
     env.create_topic(2);
     let mut truth = seed_truth();
     let speed = env.spawn("speed", &["speed", "--quiet"]);

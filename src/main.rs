@@ -10,6 +10,12 @@ use lambdaflow::storage::delta::AsOf;
 use lambdaflow::storage::{compact, store};
 use lambdaflow::{batch, demo, kafka, produce, report, runtime, serving, speed, verify};
 
+/// jemalloc: memory freed by a retention cut or a batch swap goes back to the system and is
+/// reused, where glibc's per-thread arenas stay at their high-water mark (BENCHMARKS.md,
+/// "Windowed views" E).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Installed before any work, so that a signal during start-up is handled, not fatal.
     let shutdown = runtime::shutdown_signal();

@@ -8,6 +8,12 @@
 #   B. `lambdaflow batch` over the N archived events (the table's latest version);
 #   C. produce-to-visible latency while the N events are produced (the speed layer's own
 #      p50/p99 from each message's Kafka timestamp to the micro-batch that made it visible).
+#   D. a long Delta log: the speed layer commits once per micro-batch of 100 events
+#      (checkpoint-interval 0s) until the table has LOG_COMMITS (500) versions: what a checkpoint
+#      costs among the first 50 and the last 50 (a commit reads only the log entries since the
+#      writer's last one), and a cold `serve --once` on the finished table (delta-rs writes a
+#      Delta checkpoint every 100 commits: a load reads it and the entries after it). Once per
+#      root, not in rounds. SECTIONS="A B C D" (default) chooses.
 # Where the checkpoint is on the bucket, the script reads it from s3proxy's filesystem backend
 # (S3_DATA_DIR), not through S3: a peek for timing only. Release build; starts Kafka and s3proxy
 # when nothing answers on their ports (KAFKA_PORT, S3_PORT).
@@ -17,6 +23,8 @@ cd "$repo"
 . scripts/bench-lib.sh
 n=${EVENTS:-1000000}
 rounds=${ROUNDS:-2}
+sections=${SECTIONS:-"A B C D"}
+log_commits=${LOG_COMMITS:-500}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export S3_PORT=${S3_PORT:-9000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
@@ -64,6 +72,32 @@ one() { # ROOT-KIND ROUND
   echo "C. [$kind, round $r] while producing at $(rate "$n" "$p0" "$p1") events/s: produce-to-visible (ms) $(sed 's/\x1b\[[0-9;]*m//g' "$work/c-$kind-$r.log" | grep -o 'visible_latency_p50_ms=[^ ]* visible_latency_p99_ms=[^ ]*' | tail -1); $(checkpoint_ms "$work/c-$kind-$r.log")"
 }
 
+# The median of the first and of the last 50 checkpoints' durations in a log.
+first_last_ms() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep 'checkpoint written' | grep -o ' ms=[0-9.]*' | cut -d= -f2 |
+    python3 -c 'import sys, statistics as s; v=[float(x) for x in sys.stdin]
+print(f"{len(v)} checkpoints: the first 50, median {s.median(v[:50]):.1f} ms; the last 50, median {s.median(v[-50:]):.1f} ms" if len(v) >= 100 else "n/a")'
+}
+
+long_log() { # ROOT-KIND
+  local kind=$1 out cp lf pid s e m=$((log_commits * 100))
+  read -r out cp < <(root "$kind" "d-$kind-$$")
+  lf=("$bin" --bootstrap-servers "127.0.0.1:$KAFKA_PORT" --topic "bench-s3d-$kind-$$" --output-dir "$out")
+  "${lf[@]}" topic create --partitions 1 >/dev/null
+  head -n "$m" "$work/events.json" > "$work/long.json"
+  "${lf[@]}" produce --file "$work/long.json" >/dev/null
+  LAMBDAFLOW_SPEED__CHECKPOINT_INTERVAL=0s LAMBDAFLOW_SPEED__MAX_BATCH_ROWS=100 \
+    LAMBDAFLOW_LOG=info,lambdaflow::speed::checkpointer=debug "${lf[@]}" speed --quiet > /dev/null 2> "$work/d-$kind.log" & pid=$!
+  until checkpointed "$cp" "$m"; do
+    kill -0 "$pid" 2>/dev/null || { echo "D. [$kind] the speed layer exited:" >&2; tail -5 "$work/d-$kind.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  kill -TERM "$pid"; wait "$pid" || true
+  echo "D. [$kind] a log of about $log_commits commits: $(first_last_ms "$work/d-$kind.log")"
+  s=$(now); LAMBDAFLOW_LOG=warn "${lf[@]}" serve --once > /dev/null; e=$(now)
+  echo "D. [$kind] serve --once on it (a cold load of the table, then the view): $(secs "$s" "$e") s"
+}
+
 bench() {
   work=$(mktemp -d)
   python3 - "$n" > "$work/events.json" <<'PY'
@@ -72,9 +106,12 @@ for i in range(int(sys.argv[1])):
     print(f'{{"customer": "c{i % 10000}", "amount": {i % 500 + 1}}}')
 PY
   echo "events: $n, 2 partitions, Kafka on 127.0.0.1:$KAFKA_PORT, s3proxy on $AWS_ENDPOINT_URL ($S3_DATA_DIR)"
-  for r in $(seq 1 "$rounds"); do
-    if [ $((r % 2)) -eq 1 ]; then one local "$r"; one s3 "$r"; else one s3 "$r"; one local "$r"; fi
-  done
+  if [[ " $sections " =~ [\ ][ABC][\ ] ]]; then
+    for r in $(seq 1 "$rounds"); do
+      if [ $((r % 2)) -eq 1 ]; then one local "$r"; one s3 "$r"; else one s3 "$r"; one local "$r"; fi
+    done
+  fi
+  if [[ " $sections " == *" D "* ]]; then long_log local; long_log s3; fi
   rm -rf "$work"
 }
 

@@ -237,6 +237,26 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     let api = sql_rows(&addr, query.trim_end_matches(";\n"));
     assert_eq!(rows_of(&api, "customer", "total_amount"), truth);
     assert_eq!(api["columns"][1]["name"], "total_amount");
+    // A query that is a key lookup and more stays exact: two values for the key match no
+    // row, the same value twice is that key's row, a further condition still filters.
+    let (first, last) = (truth.keys().next().unwrap(), truth.keys().last().unwrap());
+    assert_ne!(first, last);
+    let count = |cond: String| {
+        let sql = format!("SELECT total_amount FROM customer_totals WHERE {cond}");
+        sql_rows(&addr, &sql)["row_count"].clone()
+    };
+    assert_eq!(
+        count(format!("customer = '{first}' AND customer = '{last}'")),
+        0
+    );
+    assert_eq!(
+        count(format!("customer = '{first}' AND customer = '{first}'")),
+        1
+    );
+    assert_eq!(
+        count(format!("customer = '{first}' AND total_amount < 0")),
+        0
+    );
 
     // psycopg (server-side parameters, a prepared statement, binary results) and the JDBC
     // driver (DatabaseMetaData, a PreparedStatement past its prepareThreshold) agree.

@@ -320,6 +320,11 @@ pub fn key_lookup(plan: &LogicalPlan) -> Option<Result<RecordBatch>> {
             return None;
         }
     }
+    // One equality per group key, each once: `customer = 'a' AND customer = 'b'` matches no
+    // row, which the general path answers (the lookup would find one key's row).
+    if filters.len() != v.def.group_len() {
+        return None;
+    }
     let select = Select::of(&v.def, &table.schema, &filters);
     if !matches!(select, Select::Key(_)) {
         return None;

@@ -4,8 +4,8 @@
 # (scripts/test-tools.sh), fetches Kafka's jars, pyspark and s3proxy once (into .cache/), starts
 # a broker on 127.0.0.1:9092 (scripts/kafka.sh), a Spark Connect server on sc://127.0.0.1:15002
 # (scripts/spark.sh, reading s3a:// from that s3proxy) and s3proxy on 127.0.0.1:9000
-# (scripts/s3.sh, which passes the AWS_* variables on) unless something already answers there, runs `cargo test --all-targets`, and
-# stops what it started — by PID, also when tests fail. Arguments go to `cargo test`
+# (scripts/s3.sh, which passes the AWS_* variables on) unless something already answers there,
+# runs `cargo test --all-targets`, and stops what it started — by PID, also when tests fail. Arguments go to `cargo test`
 # (`scripts/test.sh lambda::` runs one module). KAFKA_PORT, SPARK_PORT and S3_PORT move them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

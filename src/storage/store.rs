@@ -549,7 +549,7 @@ struct Patience<'a> {
     what: &'a str,
     root: &'a Store,
     wait: Duration,
-    until: Option<std::time::Instant>,
+    started: std::time::Instant,
     limit: Option<Duration>,
 }
 
@@ -559,7 +559,7 @@ impl<'a> Patience<'a> {
             what,
             root,
             wait: Duration::from_millis(500),
-            until: limit.map(|l| std::time::Instant::now() + l),
+            started: std::time::Instant::now(),
             limit,
         }
     }
@@ -578,8 +578,8 @@ impl<'a> Patience<'a> {
             return Err(e);
         }
         let cause = crate::error::Report(&e).to_string();
-        if self.until.is_some_and(|u| std::time::Instant::now() >= u) {
-            let limit = humantime::format_duration(self.limit.unwrap_or_default());
+        if let Some(limit) = self.limit.filter(|&l| self.started.elapsed() >= l) {
+            let limit = humantime::format_duration(limit);
             tracing::error!(cause = %cause, "{}: storage still away after {limit} (output.storage-wait); giving up", self.what);
             return Err(e);
         }

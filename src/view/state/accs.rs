@@ -53,8 +53,9 @@ pub(crate) enum Extremes {
 /// Keeps the elements of `v` whose flag in `keep` is set (`Vec::retain` visits each element
 /// once, in order).
 fn retain_flagged<T>(v: &mut Vec<T>, keep: &[bool]) {
-    let mut flags = keep.iter();
-    v.retain(|_| flags.next().copied().unwrap_or(true));
+    debug_assert_eq!(keep.len(), v.len(), "one flag per group");
+    let mut flags = keep.iter().copied();
+    v.retain(|_| flags.next().unwrap_or(true));
 }
 
 fn is_signed_int(t: &DataType) -> bool {

@@ -119,9 +119,10 @@ impl KeyIndex {
     /// in their order, so group `g` becomes the number of kept groups before it. One pass over
     /// the keys, no rehash; it allocates only the map from old to new ids.
     pub fn retain(&mut self, keep: &[bool]) {
+        debug_assert_eq!(keep.len(), self.len(), "one flag per group");
         let mut new_id = vec![u32::MAX; self.len()];
         let (mut start, mut written, mut kept) = (0, 0, 0);
-        for (g, &k) in keep.iter().enumerate().take(self.len()) {
+        for (g, &k) in keep.iter().enumerate() {
             let end = self.ends[g];
             if k {
                 self.bytes.copy_within(start..end, written);

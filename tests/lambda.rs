@@ -2,7 +2,7 @@
 //! recovery under `kill -9`, batch recomputes while events flow, a broker outage, `verify`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,8 +163,9 @@ fn batch_recompute_while_events_flow_never_double_counts() {
     recompute_while_events_flow(false);
 }
 
-/// `lambdaflow run` with batch recomputes every 700 ms while 60,000 events flow: no served
-/// value is ever above what was produced, serving ends at the truth, `verify` finds nothing.
+/// `lambdaflow run` with batch recomputes every 700 ms while at least 60,000 events flow (and
+/// on until the samples have seen two batch runs): no served value is ever above what was
+/// produced, serving ends at the truth, `verify` finds nothing.
 /// `spark`: the batch layer runs on the Spark engine.
 pub fn recompute_while_events_flow(spark: bool) {
     let port = util::free_port();
@@ -196,14 +197,24 @@ pub fn recompute_while_events_flow(spark: bool) {
     // upper bound of the truth at any instant.
     let started = Arc::new(Mutex::new(seed_truth()));
     let sent = Arc::new(AtomicUsize::new(0));
-    let total = 60_000;
+    // How fast the stream goes is the machine's: the producer sends 30 chunks, then goes on
+    // (up to 300) until the samples have seen two batch runs, so that a run always happens
+    // while events flow.
+    let (done, two_runs_seen) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let producer = {
         let (started, sent) = (Arc::clone(&started), Arc::clone(&sent));
+        let (done, two_runs_seen) = (Arc::clone(&done), Arc::clone(&two_runs_seen));
         let p = env.pipeline();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             let prod = lambdaflow::kafka::producer(&p.config.kafka).unwrap();
-            for c in 0..30 {
+            for c in 0..300 {
+                if c >= 30 && two_runs_seen.load(Ordering::SeqCst) {
+                    break;
+                }
                 let mut truth = BTreeMap::new();
                 let msgs = payloads(c * 2000..(c + 1) * 2000, &mut truth);
                 {
@@ -217,11 +228,12 @@ pub fn recompute_while_events_flow(spark: bool) {
                 sent.fetch_add(msgs.len(), Ordering::SeqCst);
                 std::thread::sleep(pause);
             }
+            done.store(true, Ordering::SeqCst);
         })
     };
     let mut samples = 0;
     let mut batch_runs_seen = std::collections::BTreeSet::new();
-    while sent.load(Ordering::SeqCst) < total {
+    while !done.load(Ordering::SeqCst) {
         let body = get_json(&addr, "/api/views/customer_totals");
         let upper = started.lock().unwrap().clone();
         for (k, v) in rows_of(&body, "customer", "total_amount") {
@@ -233,11 +245,13 @@ pub fn recompute_while_events_flow(spark: bool) {
         }
         if let Some(r) = body["freshness"]["batch_run"].as_str() {
             batch_runs_seen.insert(r.to_string());
+            two_runs_seen.store(batch_runs_seen.len() >= 2, Ordering::SeqCst);
         }
         samples += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
     producer.join().unwrap();
+    let total = sent.load(Ordering::SeqCst);
     let truth = started.lock().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

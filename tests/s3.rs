@@ -308,6 +308,75 @@ fn the_seed_scenario_runs_end_to_end_on_a_bucket() {
     assert!(!env.path("output").exists(), "nothing written locally");
 }
 
+/// With no `AWS_*` variable but the bucket's name, the settings come from the AWS shared files'
+/// profile (`AWS_PROFILE`, in a HOME of the test's own): `batch` publishes on the bucket with
+/// its keys, region and endpoint; the same profile with a wrong secret is refused by the S3
+/// server, which shows the profile's keys are the ones that sign.
+#[test]
+fn the_aws_shared_files_profile_gives_the_keys_and_the_endpoint() {
+    let env = crate::util::Env::new("s3-profile", "").on_bucket();
+    let var = |k: &str| std::env::var(k).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join(".aws")).unwrap();
+    let write = |secret: &str| {
+        std::fs::write(
+            home.path().join(".aws/credentials"),
+            format!(
+                "[lab]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+                var("AWS_ACCESS_KEY_ID")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            home.path().join(".aws/config"),
+            format!(
+                "[profile lab]\nregion = {}\nendpoint_url = {}\ns3 =\n  addressing_style = path\n",
+                var("AWS_REGION"),
+                var("AWS_ENDPOINT_URL")
+            ),
+        )
+        .unwrap();
+    };
+    let batch = || {
+        let mut c = env.cmd(&["batch"]);
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("HOME", home.path())
+            .env("AWS_PROFILE", "lab")
+            .env("LAMBDAFLOW_OUTPUT__STORAGE_WAIT", "1s")
+            .output()
+            .unwrap()
+    };
+    write(&var("AWS_SECRET_ACCESS_KEY"));
+    let out = batch();
+    let text = crate::util::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        crate::util::stderr(&out)
+    );
+    assert!(text.contains("|Ali     |320         |"), "{text}");
+    assert!(!env.path("output").exists(), "nothing written locally");
+
+    write("not-the-secret");
+    let out = batch();
+    let err = crate::util::stderr(&out);
+    assert!(!out.status.success(), "a wrong secret is refused\n{err}");
+    assert!(
+        !err.contains("not-the-secret"),
+        "the secret is not printed: {err}"
+    );
+}
+
 #[test]
 fn kill_9_and_restart_on_a_bucket_lose_nothing_and_count_nothing_twice() {
     crate::restart_keeps_every_event_once(crate::util::kill9, true);

@@ -34,6 +34,7 @@
 //! only then made current — by a `rename(2)` of a symlink on a local disk, by a create-only
 //! pointer on an object store (see [`publication`]).
 
+pub mod aws_profile;
 pub mod batch_view;
 pub mod checkpoint;
 pub mod compact;

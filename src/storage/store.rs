@@ -18,7 +18,8 @@
 //!
 //! S3 credentials and the endpoint come from the AWS environment (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
-//! `AWS_ALLOW_HTTP`, …; web identity and instance metadata when no key is set), and
+//! `AWS_ALLOW_HTTP`, …), then from the AWS shared files' profile for what it does not set
+//! (see [`super::aws_profile`]), then web identity and instance metadata when no key is set;
 //! `[output.s3]` overrides the endpoint settings. Requests are retried with back-off
 //! (object_store's retry policy) before an error reaches the caller. Secrets are never printed:
 //! a store shows as its URL.
@@ -163,6 +164,26 @@ impl Store {
                 object_store::aws::AmazonS3ConfigKey::ConditionalPut,
                 "etag".to_string(),
             );
+        // What the environment lacks, from the AWS shared files' profile; `[output.s3]` below
+        // wins over both.
+        if let Some(p) = super::aws_profile::resolve(|k| std::env::var(k).ok())? {
+            tracing::debug!(settings = ?p, "S3 settings from the AWS shared files");
+            if let Some((id, secret)) = p.keys {
+                b = b.with_access_key_id(id).with_secret_access_key(secret);
+                if let Some(t) = p.session_token {
+                    b = b.with_token(t);
+                }
+            }
+            if let Some(r) = p.region {
+                b = b.with_region(r);
+            }
+            if let Some(e) = p.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(path_style) = p.path_style {
+                b = b.with_virtual_hosted_style_request(!path_style);
+            }
+        }
         if let Some(e) = &s3.endpoint {
             b = b.with_endpoint(e);
         }

@@ -14,6 +14,7 @@
 
 pub mod pg;
 pub mod tables;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

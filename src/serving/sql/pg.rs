@@ -139,7 +139,7 @@ pub async fn serve(
                         // pgwire's decoders can panic on a malformed message (a truncated
                         // Parse, for one): that ends this connection, and only it.
                         let conn = std::panic::AssertUnwindSafe(
-                            pgwire::tokio::process_socket(socket, tls, h),
+                            super::wire::process(socket, tls, h),
                         );
                         match conn.catch_unwind().await {
                             Ok(Ok(())) => {}

@@ -696,6 +696,102 @@ impl Drop for LossyProxy {
     }
 }
 
+/// A `serve` replica follows the Delta log by reading what changed: while nothing is
+/// committed it reads no commit of the log however long it follows, and after new commits it
+/// reads those, not the log again (its requests seen by a proxy in front of the S3 server).
+#[test]
+fn a_replica_follows_the_log_by_reading_only_new_commits() {
+    use crate::master::{FAST, seed_truth, send};
+    use std::sync::Mutex;
+    let env = crate::util::Env::new("s3-follow", FAST).on_bucket();
+    env.create_topic(1);
+    let mut truth = seed_truth();
+    let speed = env.spawn("speed", &["speed", "--quiet"]);
+    send(&env, 0..1_000, 100, &mut truth);
+    env.wait_checkpointed(1_000);
+    // The seed's dataset is in the batch view.
+    env.ok(&["batch"]);
+
+    let upstream: u16 = std::env::var("AWS_ENDPOINT_URL")
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&requests);
+    let proxy = LossyProxy::start(upstream, move |line| {
+        seen.lock().unwrap().push(line.to_string());
+        false
+    });
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let addr = format!("127.0.0.1:{}", crate::util::free_port());
+    let replica = env.spawn_with(
+        "serve",
+        &["serve", &format!("--listen={addr}")],
+        &[("LAMBDAFLOW_OUTPUT__S3__ENDPOINT", &endpoint)],
+    );
+    let served = |truth: &BTreeMap<String, i64>| {
+        crate::util::eventually(
+            30,
+            || {
+                crate::util::try_http(&addr, "GET", "/api/views/customer_totals", &[]).is_ok_and(
+                    |(_, body)| {
+                        serde_json::from_str(&body).is_ok_and(|b| {
+                            crate::util::rows_of(&b, "customer", "total_amount") == *truth
+                        })
+                    },
+                )
+            },
+            || format!("the replica serves the truth\n{}", env.log("serve")),
+        )
+    };
+    served(&truth);
+    // The commit files of the log the replica reads (GET), by version.
+    let commits_read = |from: usize| -> Vec<u64> {
+        requests.lock().unwrap()[from..]
+            .iter()
+            .filter(|l| l.starts_with("GET "))
+            .filter_map(|l| {
+                let path = l.split(' ').nth(1)?.split('?').next()?;
+                let (_, name) = path.split_once("/master/_delta_log/")?;
+                name.strip_suffix(".json")?.parse().ok()
+            })
+            .collect()
+    };
+    let first = commits_read(0);
+    let versions = first.iter().max().copied().unwrap_or(0);
+    assert!(versions >= 2, "the replica read the log: {first:?}");
+
+    let quiet_from = requests.lock().unwrap().len();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let quiet = commits_read(quiet_from);
+    assert!(
+        quiet.is_empty(),
+        "5 s with no commit, and the replica read {quiet:?}"
+    );
+    let quiet_requests = requests.lock().unwrap().len() - quiet_from;
+    assert!(
+        quiet_requests > 0,
+        "the replica followed the bucket (no request in 5 s)"
+    );
+
+    let more_from = requests.lock().unwrap().len();
+    send(&env, 1_000..1_500, 100, &mut truth);
+    env.wait_checkpointed(1_500);
+    served(&truth);
+    let more = commits_read(more_from);
+    assert!(!more.is_empty(), "the replica read the new commits");
+    assert!(
+        more.iter().all(|&v| v > versions),
+        "after version {versions}, the replica read again {more:?}"
+    );
+    crate::util::terminate(replica);
+    crate::util::terminate(speed);
+}
+
 /// Writes whose answers are lost after the server made them (a segment's put, a rename's
 /// copy or delete, the checkpoint, the Delta log's create-only put of a commit): the speed
 /// layer retries each, and the table ends with every offset once — a commit the server made

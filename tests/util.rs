@@ -149,8 +149,14 @@ impl Env {
 
     /// Starts `lambdaflow ARGS` in the background, its stderr (the log) going to `name.log`.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Spawned {
+        self.spawn_with(name, args, &[])
+    }
+
+    /// [`Env::spawn`] with the environment variables `vars` set.
+    pub fn spawn_with(&self, name: &str, args: &[&str], vars: &[(&str, &str)]) -> Spawned {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
         let mut cmd = self.cmd(args);
+        cmd.envs(vars.iter().copied());
         // On a bucket, each process is a machine of its own: its own working and temporary
         // directory, and no path in common with the others but the config it is given.
         if self.on_a_bucket() {

@@ -34,7 +34,7 @@ use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
 use super::segments::{self, Offsets, Segment};
-use super::store::Store;
+use super::store::{Entry, Store};
 use crate::error::{Error, IoContext, Result};
 
 /// How many times a commit that lost a race is re-read and tried again.
@@ -125,6 +125,58 @@ pub async fn load(dir: Store) -> Result<Option<DeltaTable>> {
         .await
         .map_err(|e| table_error(&dir, "cannot open", e))?;
     Ok(table.version().is_some().then_some(table))
+}
+
+/// Tables read as of their latest version, by URL, with what a listing said of the commit file
+/// of that version, so that the next read follows the log from there ([`latest`]).
+static FOLLOWED: std::sync::LazyLock<std::sync::Mutex<HashMap<Url, Followed>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A table as of the version read last, and what a listing said of that version's commit file.
+type Followed = (DeltaTable, Option<Entry>);
+
+/// The key of version `v`'s commit file.
+fn commit_key(v: u64) -> String {
+    format!("_delta_log/{v:020}.json")
+}
+
+/// The table at `dir` as of its latest version, read from where this process last read it:
+/// delta-rs lists the log after that version and replays only the new commits (a `serve`
+/// replica following the table every second reads what changed, not the log since its last
+/// checkpoint). The commit file of the version read last is checked first (one HEAD): when it
+/// is gone or another file (the table removed and made again, or its log cleaned up past it),
+/// the table is loaded anew.
+async fn latest(dir: &Store) -> Result<Option<DeltaTable>> {
+    let version = |t: &DeltaTable| t.version().unwrap_or(0);
+    let followed = FOLLOWED.lock().expect("not poisoned").remove(dir.url());
+    let mut found = None;
+    if let Some((mut t, seen)) = followed {
+        let before = version(&t);
+        if dir.head_async(&commit_key(before)).await? == seen
+            && t.update_incremental(None).await.is_ok()
+        {
+            let seen = match version(&t) == before {
+                true => seen,
+                false => dir.head_async(&commit_key(version(&t))).await?,
+            };
+            found = Some((t, seen));
+        }
+    }
+    let (table, seen) = match found {
+        Some(f) => f,
+        None => match load(dir.clone()).await? {
+            Some(t) => {
+                let seen = dir.head_async(&commit_key(version(&t))).await?;
+                (t, seen)
+            }
+            None => return Ok(None),
+        },
+    };
+    FOLLOWED
+        .lock()
+        .expect("not poisoned")
+        .insert(dir.url().clone(), (table.clone(), seen));
+    Ok(Some(table))
 }
 
 /// Whether the Delta log holds a commit or a checkpoint. Asked before loading, because
@@ -239,7 +291,7 @@ pub fn partition_txns(
     let views = views.to_vec();
     block(async move {
         let mut out = BTreeMap::new();
-        let Some(table) = load(d.clone()).await? else {
+        let Some(table) = latest(&d).await? else {
             return Ok(out);
         };
         let state = table
@@ -312,7 +364,11 @@ impl std::fmt::Display for AsOf {
 pub fn snapshot(dir: &Store, as_of: AsOf) -> Result<Snapshot> {
     let d = dir.clone();
     block(async move {
-        let Some(mut table) = load(d.clone()).await? else {
+        let found = match as_of {
+            AsOf::Latest => latest(&d).await?,
+            _ => load(d.clone()).await?,
+        };
+        let Some(mut table) = found else {
             if as_of != AsOf::Latest {
                 return Err(Error::config(format!(
                     "{d}: no Delta table there yet, so nothing to read as of {as_of}"

@@ -380,6 +380,38 @@ impl Store {
         }
     }
 
+    /// What a listing would say of `key`, or `None` when there is no such object; one HEAD on
+    /// an object store.
+    pub async fn head_async(&self, key: &str) -> Result<Option<Entry>> {
+        match &self.backend {
+            Backend::Local(d) => {
+                let path = d.join(key);
+                match std::fs::metadata(&path) {
+                    Ok(m) => Ok(Some(Entry {
+                        key: key.to_string(),
+                        size: m.len(),
+                        modified_ms: m
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_millis() as i64),
+                    })),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Error::io(path, e)),
+                }
+            }
+            Backend::Object { bucket, prefix } => match bucket.head(&join(prefix, key)).await {
+                Ok(m) => Ok(Some(Entry {
+                    key: key.to_string(),
+                    size: m.size,
+                    modified_ms: m.last_modified.timestamp_millis(),
+                })),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(object_error(&self.path_of(key), e)),
+            },
+        }
+    }
+
     /// Gives `from` the key `to` (replacing what `to` held).
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         match &self.backend {

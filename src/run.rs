@@ -315,9 +315,12 @@ async fn materialize(
             unwritten = true;
         }
         // Windows beyond retention leave as the watermark moves (a new table too).
-        for v in &state.views {
-            if let Some(h) = state.horizon_of(v) {
-                v.expire(h, &p.config.kafka.topic);
+        {
+            let _fence = serving::updating();
+            for v in &state.views {
+                if let Some(h) = state.horizon_of(v) {
+                    v.expire(h, &p.config.kafka.topic);
+                }
             }
         }
         state.version += 1;
@@ -379,6 +382,7 @@ async fn apply(
             views: deltas,
             offsets,
         } => {
+            let _fence = serving::updating();
             for (v, d) in views.iter().zip(&deltas) {
                 v.apply_delta(d, &offsets, &p.config.kafka.topic)?;
             }

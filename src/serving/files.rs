@@ -104,6 +104,7 @@ impl EventTimes {
 /// Drops the windows beyond each view's retention, cut where its watermark puts it (the batch
 /// layer cuts at the files' watermark too, never ahead of this one).
 fn expire(p: &Pipeline, views: &[Arc<ServedView>], times: &BTreeMap<String, EventTime>) {
+    let _fence = super::updating();
     for v in views {
         let wm = times.get(&v.def.name).and_then(|e| e.watermark);
         if let Some(h) = wm.and_then(|wm| v.def.horizon(wm)) {
@@ -222,6 +223,8 @@ impl Follower {
                 })
                 .collect();
             let deltas = crate::view::state::rebuild(&self.p, &self.layout, &todo, &bound)?;
+            // The deltas of every kept view at once, for SQL queries (see `serving::updating`).
+            let _fence = super::updating();
             for ((i, _), parts) in todo.iter().zip(deltas) {
                 let def = &self.p.views[*i];
                 let mut d = def.new_state();

@@ -63,6 +63,25 @@ pub struct BatchStatus {
     pub next_run_at: Option<String>,
 }
 
+/// The fence of [`updating`] and [`reading`].
+static UPDATES: RwLock<()> = RwLock::new(());
+
+/// Holds the fence between updates of the served views and SQL queries for an update of views
+/// in place; never across `.await`. An update that changes views in place (a micro-batch's
+/// deltas into every view, retention cuts) holds it for writing across all of them; a query
+/// copies the rows of every table it reads while holding it for reading ([`reading`],
+/// [`sql::tables::SnapshotPlanner`]), so a join of two views, or of a view with itself, reads
+/// one version of both. A swap to new views (a batch run, a reset) needs no fence: it
+/// publishes a new [`ServingState`], and a query reads one state.
+pub fn updating() -> RwLockWriteGuard<'static, ()> {
+    UPDATES.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Holds the fence for a query's copy of the rows it reads (see [`updating`]).
+pub fn reading() -> RwLockReadGuard<'static, ()> {
+    UPDATES.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Everything the HTTP API answers from. Cheap to clone and replace: the views are shared
 /// handles, each with its own lock.
 #[derive(Debug, Clone, Default)]

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -177,6 +178,47 @@ pub fn is_read(statement: &Statement) -> bool {
     )
 }
 
+/// The DataFusion session over what `served` serves: the views and the freshness table in
+/// `lambdaflow.public`, `pg_catalog` and `information_schema`, every query planned over one
+/// version of the views ([`tables::SnapshotPlanner`]), memory bounded by [`MEMORY_LIMIT`].
+fn session(
+    served: watch::Receiver<Arc<ServingState>>,
+    topic: &str,
+) -> crate::Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(DATABASE, "public")
+        .with_create_default_catalog_and_schema(true);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(MEMORY_LIMIT, 1.0)
+        .build_arc()?;
+    let planner = tables::SnapshotPlanner {
+        served: served.clone(),
+        topic: topic.to_string(),
+    };
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_query_planner(Arc::new(planner))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let views = tables::Views {
+        served,
+        topic: topic.to_string(),
+    };
+    ctx.catalog(DATABASE)
+        .ok_or_else(|| crate::Error::Internal("the SQL catalog is missing".into()))?
+        .register_schema("public", Arc::new(views))?;
+    datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+        &ctx,
+        DATABASE,
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    )
+    .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
+    Ok(ctx)
+}
+
 /// The SQL engine over the served views.
 pub struct SqlEngine {
     ctx: Arc<SessionContext>,
@@ -203,31 +245,11 @@ pub struct Answer {
 impl SqlEngine {
     /// The engine over what `served` serves.
     pub fn new(p: &Pipeline, served: watch::Receiver<Arc<ServingState>>) -> crate::Result<Self> {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(DATABASE, "public")
-            .with_create_default_catalog_and_schema(true);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(MEMORY_LIMIT, 1.0)
-            .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let views = tables::Views {
-            served: served.clone(),
-            topic: p.config.kafka.topic.clone(),
-        };
-        ctx.catalog(DATABASE)
-            .ok_or_else(|| crate::Error::Internal("the SQL catalog is missing".into()))?
-            .register_schema("public", Arc::new(views))?;
-        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
-            &ctx,
-            DATABASE,
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
+        let topic = &p.config.kafka.topic;
         Ok(Self {
-            ctx: Arc::new(ctx),
+            ctx: Arc::new(session(served.clone(), topic)?),
             served,
-            topic: p.config.kafka.topic.clone(),
+            topic: topic.clone(),
             timeout: p.config.serving.sql_timeout,
         })
     }
@@ -374,6 +396,78 @@ mod tests {
             Some(14)
         );
         assert_eq!(e("Expected: x, found: FRM").locate(sql).position, Some(10));
+    }
+
+    /// A view joined with itself while another thread applies deltas that change every row,
+    /// as the speed layer's updates do (under the fence): the two scans of each query read one
+    /// version, so no row's two sides differ.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_scans_of_one_query_read_one_version_while_updates_go_on() {
+        use crate::config::default_fields;
+        use crate::event::{EventDecoder, EventSchema};
+        use crate::serving::ServedView;
+        use crate::view::ViewDef;
+        use std::collections::BTreeMap;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        let schema = EventSchema::new(default_fields()).unwrap();
+        let sql = "SELECT customer, SUM(amount) AS total_amount FROM events GROUP BY customer";
+        let def = Arc::new(
+            ViewDef::compile("customer_totals", sql, "events", &schema)
+                .await
+                .unwrap(),
+        );
+        // One event for each of 2,000 customers: each delta changes every row.
+        let mut d = EventDecoder::new(&schema);
+        for c in 0..2_000 {
+            d.push(format!(r#"{{"customer":"c{c}","amount":1}}"#).as_bytes())
+                .unwrap();
+        }
+        let mut delta = def.new_state();
+        delta.update(&def, &d.finish()).unwrap();
+        let view = Arc::new(ServedView::build(&def, None, delta.clone(), BTreeMap::new()).unwrap());
+        let (_tx, rx) = watch::channel(Arc::new(ServingState {
+            version: 1,
+            views: vec![Arc::clone(&view)],
+            ..Default::default()
+        }));
+        let ctx = session(rx, "t").unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let applied = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (stop, applied) = (Arc::clone(&stop), Arc::clone(&applied));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    {
+                        let _fence = crate::serving::updating();
+                        view.apply_delta(&delta, &BTreeMap::new(), "t").unwrap();
+                    }
+                    applied.fetch_add(1, Ordering::SeqCst);
+                    // Micro-batches come one after the other, not back to back.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        let join = "SELECT count(*) AS n FROM customer_totals a JOIN customer_totals b \
+                    ON a.customer = b.customer WHERE a.total_amount <> b.total_amount";
+        let before = applied.load(Ordering::SeqCst);
+        for _ in 0..30 {
+            let batches = ctx.sql(join).await.unwrap().collect().await.unwrap();
+            let n = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .unwrap()
+                .value(0);
+            assert_eq!(n, 0, "rows whose two sides differ");
+        }
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        assert!(
+            applied.load(Ordering::SeqCst) > before,
+            "the view changed while queried"
+        );
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! start are a range scan of its time index; anything else copies the view's rows. `EXPLAIN`
 //! names which (`ViewScan: … key lookup`, `… range scan of the time index`, `… scan`). A
 //! query that is nothing but a key lookup is answered without a plan ([`key_lookup`]).
+//!
+//! One query reads one version of everything served, however many tables it reads (a join of
+//! two views, a view with itself, a view with `lambdaflow_freshness`): [`SnapshotPlanner`]
+//! copies the rows of every scan in the plan at once, under the fence updates take
+//! ([`crate::serving::updating`]), before DataFusion plans the query; each scan then takes its
+//! copy.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +32,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::split_conjunction;
@@ -35,6 +42,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tokio::sync::watch;
 
 use crate::serving::{ServedView, ServingState};
@@ -236,7 +244,11 @@ impl TableProvider for ViewTable {
             DataFusionError::Plan(format!("view `{}` is no longer served", self.name))
         })?;
         let select = Select::of(&v.def, &self.schema, filters);
-        let json = rows_json(v, &select);
+        let json = match QUERY_ROWS.try_with(|q| q.view(self.index, &select)) {
+            Ok(Some(json)) => json,
+            // Planned outside a SnapshotPlanner: the rows as they are now.
+            _ => Arc::new(rows_json(v, &select)),
+        };
         let batches = decode(Arc::clone(&self.schema), &json)?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let inner = MemorySourceConfig::try_new_exec(
@@ -467,14 +479,17 @@ impl Freshness {
     }
 
     fn rows(&self) -> Result<RecordBatch> {
-        let st = self.served.borrow().clone();
+        Freshness::rows_of(&self.served.borrow().clone(), &self.topic)
+    }
+
+    fn rows_of(st: &ServingState, topic: &str) -> Result<RecordBatch> {
         let (mut names, mut versions, mut runs, mut started) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut batch_offsets, mut speed_offsets, mut after, mut wm) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for v in &st.views {
             let t = v.read();
-            let f = st.freshness_of(v, &t, &self.topic);
+            let f = st.freshness_of(v, &t, topic);
             names.push(v.def.name.clone());
             versions.push(t.version() as i64);
             runs.push(f.batch_run.clone());
@@ -526,11 +541,105 @@ impl TableProvider for Freshness {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let rows = self.rows()?;
+        let rows = match QUERY_ROWS.try_with(|q| q.freshness.clone()) {
+            Ok(Some(rows)) => rows,
+            _ => self.rows()?,
+        };
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![rows]],
             Freshness::schema(),
             projection.cloned(),
         )?)
+    }
+}
+
+tokio::task_local! {
+    /// The rows one query reads, copied at once by [`SnapshotPlanner`] for its scans.
+    static QUERY_ROWS: Arc<QueryRows>;
+}
+
+/// A scan of a view: its index among the served views, and how it selects.
+type ScanOf = (usize, Select);
+
+/// The rows of every table one query reads, copied together (see the module docs).
+#[derive(Default)]
+struct QueryRows {
+    /// Per scan of a view: the rows as JSON lines.
+    views: Vec<(ScanOf, Arc<Vec<u8>>)>,
+    /// `lambdaflow_freshness`, when the query reads it.
+    freshness: Option<RecordBatch>,
+}
+
+impl QueryRows {
+    fn view(&self, index: usize, select: &Select) -> Option<Arc<Vec<u8>>> {
+        self.views
+            .iter()
+            .find(|((i, s), _)| *i == index && s == select)
+            .map(|(_, rows)| Arc::clone(rows))
+    }
+}
+
+/// DataFusion's physical planner, with the rows of every table the plan reads copied first, at
+/// once: one served state, under the fence of in-place updates ([`crate::serving::updating`]).
+/// The scans (planned next, in the same task) take their rows from that copy, so a query reads
+/// one version of everything it reads.
+#[derive(Debug)]
+pub struct SnapshotPlanner {
+    /// What is served now.
+    pub served: watch::Receiver<Arc<ServingState>>,
+    /// The topic the views' offsets are of.
+    pub topic: String,
+}
+
+impl SnapshotPlanner {
+    /// Copies the rows of every scan of a view (and of the freshness table) in `plan`.
+    fn copy(&self, plan: &LogicalPlan) -> Result<QueryRows> {
+        let mut scans = Vec::new();
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Ok(provider) = source_as_provider(&scan.source)
+            {
+                scans.push((provider, scan.filters.clone()));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let mut out = QueryRows::default();
+        if scans.is_empty() {
+            return Ok(out);
+        }
+        let st = self.served.borrow().clone();
+        let _fence = crate::serving::reading();
+        for (provider, filters) in scans {
+            if let Some(t) = provider.downcast_ref::<ViewTable>() {
+                let Some(v) = st.views.get(t.index) else {
+                    continue;
+                };
+                let select = Select::of(&v.def, &t.schema, &filters);
+                if out.view(t.index, &select).is_none() {
+                    let rows = Arc::new(rows_json(v, &select));
+                    out.views.push(((t.index, select), rows));
+                }
+            } else if provider.downcast_ref::<Freshness>().is_some() && out.freshness.is_none() {
+                out.freshness = Some(Freshness::rows_of(&st, &self.topic)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl QueryPlanner for SnapshotPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let rows = Arc::new(self.copy(plan)?);
+        QUERY_ROWS
+            .scope(
+                rows,
+                DefaultPhysicalPlanner::default().create_physical_plan(plan, session),
+            )
+            .await
     }
 }

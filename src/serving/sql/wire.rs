@@ -10,7 +10,7 @@
 //! [`process`] is pgwire's loop with that rule. Everything that speaks the protocol is pgwire's
 //! (`negotiate_tls`, `process_message`, `process_error`); only the socket under pgwire's framing
 //! changes: [`Coalesced`] keeps what the framing flushes and writes it out when the connection
-//! reads again, when it holds [`HELD`] bytes (a large result streams, it is not buffered
+//! reads again, when it holds `HELD` bytes (a large result streams, it is not buffered
 //! whole), or when the connection closes. A client that sends `Flush` instead of `Sync` waits
 //! for answers before it writes again: the server then reads, and the answers go out first.
 

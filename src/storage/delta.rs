@@ -477,6 +477,11 @@ impl From<&Segment> for Range {
     }
 }
 
+/// Whether `state` lists the data file at `key` (relative to the table's root).
+fn lists(state: &deltalake_core::table::state::DeltaTableState, key: &str) -> bool {
+    state.log_data().iter().any(|f| f.path() == key)
+}
+
 fn add_action(seg: &Segment) -> Action {
     Action::Add(Add {
         path: seg.key.clone(),
@@ -675,6 +680,15 @@ async fn commit(
             }
             let owner = txn_version(dir, table, &state, &owner_id(&r.topic, r.partition)).await?;
             match (r.fence, owner) {
+                // This writer's own segment is in the table already: an earlier try of this
+                // commit went through though its answer was lost, and another instance has
+                // claimed the partition since. Committed, not fenced: its file stays.
+                (Fence::Owner(e), o)
+                    if o != Some(e)
+                        && r.segment.as_ref().is_some_and(|s| lists(&state, &s.key)) =>
+                {
+                    continue;
+                }
                 (Fence::Owner(e), o) if o != Some(e) => {
                     fenced.push((r.partition, o.unwrap_or(0)));
                     continue;

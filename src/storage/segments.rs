@@ -716,6 +716,44 @@ mod tests {
         assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
     }
 
+    /// A commit that went through but whose answer was lost, tried again after another
+    /// instance claimed the partition: the range is in the table, so it is committed, not
+    /// fenced, and its file (which the table lists) is not deleted.
+    #[test]
+    fn a_commit_tried_again_after_a_claim_keeps_the_file_the_table_lists() {
+        let (_dir, layout, schema) = fresh();
+        let mut w = writer(&layout, &schema).unwrap();
+        assert_eq!(w.claim("t", vec![0], vec![]).unwrap()[&0].epoch, 1);
+        let a = write_pending(&layout, "t", (0, Some(1)), 0, 10, &[test_events(10)]).unwrap();
+        let owned = |seg: &Segment| delta::Range {
+            fence: delta::Fence::Owner(1),
+            ..range(seg)
+        };
+        let done = commit_with(&mut w, vec![owned(&a)], 1).unwrap();
+        assert!(done.version.is_some() && done.fenced.is_empty());
+        let second = writer(&layout, &schema)
+            .unwrap()
+            .claim("t", vec![0], vec![])
+            .unwrap()[&0]
+            .clone();
+        assert_eq!((second.epoch, second.archived), (2, Some(10)));
+        // The same commit again (its segment already under its committed name).
+        let a = Segment {
+            key: a.committed_key(),
+            committed: true,
+            ..a.clone()
+        };
+        let done = commit_with(&mut w, vec![owned(&a)], 1).unwrap();
+        assert_eq!((done.version, done.fenced), (None, vec![]));
+        let table = committed(&layout).unwrap().segments;
+        assert_eq!(table.len(), 1);
+        assert_eq!(
+            read(&table[0], &schema).unwrap()[0].num_rows(),
+            10,
+            "the file the table lists is still there"
+        );
+    }
+
     #[test]
     fn a_claim_fences_the_previous_owner_and_catch_up_leaves_owned_partitions_alone() {
         let (_dir, layout, schema) = fresh();

@@ -792,6 +792,94 @@ fn a_replica_follows_the_log_by_reading_only_new_commits() {
     crate::util::terminate(speed);
 }
 
+/// A segment of more than `segments::RANGES_FROM` bytes on the bucket is read by ranges (its
+/// footer, then its row group's column chunks: more than one GET, seen through a proxy), and
+/// reads back every event as written, plain and with dictionary strings.
+#[test]
+fn a_large_segment_on_a_bucket_is_read_by_ranges() {
+    use datafusion::arrow::array::Array;
+    use std::sync::Mutex;
+    let upstream: u16 = std::env::var("AWS_ENDPOINT_URL")
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&requests);
+    let proxy = LossyProxy::start(upstream, move |line| {
+        seen.lock().unwrap().push(line.to_string());
+        false
+    });
+    let s3 = S3Config {
+        endpoint: Some(format!("http://127.0.0.1:{}", proxy.port)),
+        ..S3Config::default()
+    };
+    let url = bucket("ranges").url().to_string();
+    let layout = Layout::on(Store::open(&url, &s3).unwrap(), 1);
+    let schema = EventSchema::new(default_fields()).unwrap();
+    // Customers that do not compress: the segment is well past the size read by ranges.
+    let n: i64 = 600_000;
+    let name = |i: i64| {
+        format!(
+            "{:032x}",
+            (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+        )
+    };
+    let arrow = schema.arrow_schema();
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values((0..n).map(name))),
+        Arc::new(Int64Array::from_iter_values(0..n)),
+    ];
+    for f in &arrow.fields()[2..] {
+        cols.push(new_null_array(f.data_type(), n as usize));
+    }
+    let events = RecordBatch::try_new(arrow, cols).unwrap();
+    let seg = segments::write_pending(&layout, "t", (0, None), 0, n, &[events]).unwrap();
+    assert!(seg.size >= segments::RANGES_FROM, "{} bytes", seg.size);
+
+    for dictionaries in [false, true] {
+        let from = requests.lock().unwrap().len();
+        let read = if dictionaries {
+            segments::read_dictionary_strings(&seg, &schema).unwrap()
+        } else {
+            segments::read(&seg, &schema).unwrap()
+        };
+        let gets = requests.lock().unwrap()[from..]
+            .iter()
+            .filter(|l| l.starts_with("GET ") && l.contains(".pending."))
+            .count();
+        assert!(
+            gets >= 2,
+            "{gets} GET(s) of the segment: read whole, not by ranges"
+        );
+        let (mut rows, mut sum) = (0i64, 0i64);
+        let (mut first, mut last) = (None, None);
+        for b in &read {
+            let amounts = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            sum += amounts.iter().map(|a| a.unwrap()).sum::<i64>();
+            rows += b.num_rows() as i64;
+            let customers = datafusion::arrow::compute::cast(
+                b.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let customers = customers.as_any().downcast_ref::<StringArray>().unwrap();
+            first.get_or_insert_with(|| customers.value(0).to_string());
+            last = Some(customers.value(customers.len() - 1).to_string());
+        }
+        assert_eq!(
+            (rows, sum),
+            (n, n * (n - 1) / 2),
+            "dictionaries: {dictionaries}"
+        );
+        assert_eq!(first, Some(name(0)));
+        assert_eq!(last, Some(name(n - 1)));
+    }
+}
+
 /// Writes whose answers are lost after the server made them (a segment's put, a rename's
 /// copy or delete, the checkpoint, the Delta log's create-only put of a commit): the speed
 /// layer retries each, and the table ends with every offset once — a commit the server made

@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -41,8 +42,12 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::basic::Compression;
+use datafusion::parquet::errors::{ParquetError, Result as ParquetResult};
+use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::WriterProperties;
+use futures::future::BoxFuture;
 
 use super::store::Store;
 use super::{Layout, delta};
@@ -50,6 +55,11 @@ use crate::error::{BoxError, Error, IoContext, Result};
 use crate::event::EventSchema;
 
 const PENDING: &str = ".pending.";
+
+/// The size from which a segment on an object store is read by ranges rather than with one
+/// GET: below it one request costs less than a footer's and a row group's, and the whole
+/// object is small next to its decoded rows.
+pub const RANGES_FROM: u64 = 8 << 20;
 
 /// One archived segment of a topic partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -507,6 +517,8 @@ fn read_columns(
             })?;
             decode(file, seg, schema, dictionaries)
         }
+        // On an object store a small segment is one GET; a larger one is read by ranges.
+        None if seg.size >= RANGES_FROM => decode_ranges(seg, schema, dictionaries),
         None => decode(
             open_segment(seg, |key| seg.table.get(key))?,
             seg,
@@ -536,78 +548,209 @@ fn decode<R: datafusion::parquet::file::reader::ChunkReader + 'static>(
     schema: &EventSchema,
     dictionaries: bool,
 ) -> Result<Vec<RecordBatch>> {
-    let bad = |e: BoxError| {
-        Error::damaged(
-            seg.shown(),
-            "archive segment",
-            "restore it from a backup (while the topic still holds its offsets, `lambdaflow \
-             replay` recomputes the views from Kafka)",
-            e,
-        )
-    };
-    let mut meta =
-        ArrowReaderMetadata::load(&reader, ArrowReaderOptions::new()).map_err(|e| bad(e.into()))?;
-    if dictionaries {
-        let hint: Vec<Field> = meta
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 => f.as_ref().clone().with_data_type(dictionary_strings()),
-                _ => f.as_ref().clone(),
-            })
-            .collect();
-        let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hint)));
-        meta = ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options)
-            .map_err(|e| bad(e.into()))?;
-    }
-    // Dictionaries are per row group: a batch of a whole one looks each string up once.
-    let rows = if dictionaries { 1 << 20 } else { 65_536 };
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, meta)
-        .with_batch_size(rows)
-        .build()
-        .map_err(|e| bad(e.into()))?;
-    let target = schema.arrow_schema();
-    let mut out = Vec::new();
-    for b in reader {
-        let b = b.map_err(|e| bad(e.into()))?;
-        let mut cols: Vec<ArrayRef> = Vec::new();
-        for f in target.fields() {
-            let keep = |c: &ArrayRef| {
-                c.data_type() == f.data_type()
-                    || (dictionaries
-                        && f.data_type() == &DataType::Utf8
-                        && c.data_type() == &dictionary_strings())
+    let meta = ArrowReaderMetadata::load(&reader, ArrowReaderOptions::new())
+        .map_err(|e| damaged(seg, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        reader,
+        hinted(seg, meta, dictionaries)?,
+    )
+    .with_batch_size(batch_rows(dictionaries))
+    .build()
+    .map_err(|e| damaged(seg, e))?;
+    reader
+        .map(|b| conform(seg, schema, dictionaries, b.map_err(|e| damaged(seg, e))?))
+        .collect()
+}
+
+/// [`decode`] for a segment on an object store read by ranges: its footer, then per row group
+/// the column chunks (parquet's own object-store reader, which merges nearby ranges into one
+/// request), so a large segment (a compacted one is up to 256 MiB) is never held whole. A
+/// pending segment renamed since it was listed is read under its committed name.
+fn decode_ranges(
+    seg: &Segment,
+    schema: &EventSchema,
+    dictionaries: bool,
+) -> Result<Vec<RecordBatch>> {
+    use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+    use futures::TryStreamExt;
+    let read = |key: &str| {
+        let Some((bucket, path)) = seg.table.object(key) else {
+            return Err(Error::Internal(format!(
+                "{}: not on an object store",
+                seg.shown().display()
+            )));
+        };
+        let seg = seg.clone();
+        super::store::block(async move {
+            let mut reader = Ranges {
+                bucket,
+                path,
+                size: seg.size,
             };
-            match b.column_by_name(f.name()) {
-                Some(c) if keep(c) => cols.push(Arc::clone(c)),
-                Some(c) => cols.push(cast(c, f.data_type())?),
-                None if f.is_nullable() => cols.push(new_null_array(f.data_type(), b.num_rows())),
-                None => {
-                    return Err(Error::config(format!(
-                        "segment {} has no field `{}`, which the schema declares non-nullable; \
-                         declare it `nullable = true` or move the segment out of the master dataset",
-                        seg.shown().display(),
-                        f.name()
-                    )));
-                }
+            let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+                .await
+                .map_err(|e| parquet_error(&seg, e))?;
+            ParquetRecordBatchStreamBuilder::new_with_metadata(
+                reader,
+                hinted(&seg, meta, dictionaries)?,
+            )
+            .with_batch_size(batch_rows(dictionaries))
+            .build()
+            .map_err(|e| parquet_error(&seg, e))?
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| parquet_error(&seg, e))
+        })
+    };
+    open_segment(seg, read)?
+        .into_iter()
+        .map(|b| conform(seg, schema, dictionaries, b))
+        .collect()
+}
+
+/// One object as parquet's async reader reads it: byte ranges, and several ranges at once
+/// through object_store's `get_ranges`, which merges nearby ones into one request.
+struct Ranges {
+    bucket: Arc<dyn object_store::ObjectStore>,
+    path: object_store::path::Path,
+    /// The object's size (from the listing or the Delta log): the footer is read without a
+    /// HEAD.
+    size: u64,
+}
+
+impl AsyncFileReader for Ranges {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, ParquetResult<Bytes>> {
+        use object_store::ObjectStoreExt;
+        Box::pin(async move {
+            self.bucket
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, ParquetResult<Vec<Bytes>>> {
+        Box::pin(async move {
+            self.bucket
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.size;
+            let meta = ParquetMetaDataReader::new()
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(meta))
+        })
+    }
+}
+
+/// A Parquet error reading `seg`: the store's own error when the bytes could not be had (so
+/// that storage away is recognised as such), else the segment is damaged.
+fn parquet_error(seg: &Segment, e: ParquetError) -> Error {
+    match e {
+        ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(o) => super::store::object_error(&seg.shown(), *o),
+            Err(other) => damaged(seg, ParquetError::External(other)),
+        },
+        other => damaged(seg, other),
+    }
+}
+
+/// The error of a segment whose Parquet cannot be read.
+fn damaged(seg: &Segment, e: impl Into<BoxError>) -> Error {
+    Error::damaged(
+        seg.shown(),
+        "archive segment",
+        "restore it from a backup (while the topic still holds its offsets, `lambdaflow \
+         replay` recomputes the views from Kafka)",
+        e.into(),
+    )
+}
+
+/// `meta` with string columns read as dictionaries when `dictionaries` (see
+/// [`read_dictionary_strings`]).
+fn hinted(
+    seg: &Segment,
+    meta: ArrowReaderMetadata,
+    dictionaries: bool,
+) -> Result<ArrowReaderMetadata> {
+    if !dictionaries {
+        return Ok(meta);
+    }
+    let hint: Vec<Field> = meta
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(dictionary_strings()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hint)));
+    ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options).map_err(|e| damaged(seg, e))
+}
+
+/// Rows per batch read. Dictionaries are per row group: a batch of a whole one looks each
+/// string up once.
+fn batch_rows(dictionaries: bool) -> usize {
+    if dictionaries { 1 << 20 } else { 65_536 }
+}
+
+/// One batch as read from `seg`, in the declared schema: fields the segment lacks are null
+/// when nullable (else an error naming the segment and the field), other types cast.
+fn conform(
+    seg: &Segment,
+    schema: &EventSchema,
+    dictionaries: bool,
+    b: RecordBatch,
+) -> Result<RecordBatch> {
+    let target = schema.arrow_schema();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for f in target.fields() {
+        let keep = |c: &ArrayRef| {
+            c.data_type() == f.data_type()
+                || (dictionaries
+                    && f.data_type() == &DataType::Utf8
+                    && c.data_type() == &dictionary_strings())
+        };
+        match b.column_by_name(f.name()) {
+            Some(c) if keep(c) => cols.push(Arc::clone(c)),
+            Some(c) => cols.push(cast(c, f.data_type())?),
+            None if f.is_nullable() => cols.push(new_null_array(f.data_type(), b.num_rows())),
+            None => {
+                return Err(Error::config(format!(
+                    "segment {} has no field `{}`, which the schema declares non-nullable; \
+                     declare it `nullable = true` or move the segment out of the master dataset",
+                    seg.shown().display(),
+                    f.name()
+                )));
             }
         }
-        let schema = if dictionaries {
-            // The declared schema, with the types the columns kept.
-            let fields: Vec<Field> = target
-                .fields()
-                .iter()
-                .zip(&cols)
-                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-                .collect();
-            Arc::new(Schema::new(fields))
-        } else {
-            Arc::clone(&target)
-        };
-        out.push(RecordBatch::try_new(schema, cols)?);
     }
-    Ok(out)
+    let schema = if dictionaries {
+        // The declared schema, with the types the columns kept.
+        let fields: Vec<Field> = target
+            .fields()
+            .iter()
+            .zip(&cols)
+            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+            .collect();
+        Arc::new(Schema::new(fields))
+    } else {
+        target
+    };
+    Ok(RecordBatch::try_new(schema, cols)?)
 }
 
 /// `n` events of the default schema (customers `c0`.., amounts `0`..), for unit tests.

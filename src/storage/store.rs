@@ -236,6 +236,15 @@ impl Store {
         }
     }
 
+    /// The bucket's store and `key`'s full path in it, for an object store (what readers that
+    /// fetch ranges themselves, such as parquet's, are given).
+    pub fn object(&self, key: &str) -> Option<(Arc<dyn ObjectStore>, Key)> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            Backend::Object { bucket, prefix } => Some((Arc::clone(bucket), join(prefix, key))),
+        }
+    }
+
     /// The store rooted at `rel` under this one.
     pub fn child(&self, rel: &str) -> Store {
         let rel = rel.trim_matches('/');
@@ -729,7 +738,7 @@ fn list_local(root: &Path, dir: &Path, out: &mut Vec<Entry>) -> Result<()> {
 
 /// An object store's error as an [`Error::Io`] on `shown`, keeping the kinds callers match on
 /// (`NotFound`, `AlreadyExists`).
-fn object_error(shown: &Path, e: object_store::Error) -> Error {
+pub(crate) fn object_error(shown: &Path, e: object_store::Error) -> Error {
     use std::io::ErrorKind;
     let kind = match &e {
         object_store::Error::NotFound { .. } => ErrorKind::NotFound,

@@ -13,7 +13,12 @@
 #      costs among the first 50 and the last 50 (a commit reads only the log entries since the
 #      writer's last one), and a cold `serve --once` on the finished table (delta-rs writes a
 #      Delta checkpoint every 100 commits: a load reads it and the entries after it). Once per
-#      root, not in rounds. SECTIONS="A B C D" (default) chooses.
+#      root, not in rounds.
+#   E. `lambdaflow batch` on the bucket over the N events archived then merged by `compact`
+#      (segments of up to 256 MiB, which a reader fetches by ranges): its time and peak RSS,
+#      ROUNDS rounds; with BASE_BIN=<another build of lambdaflow>, that binary over the same
+#      table too, alternating (to compare two builds).
+#   SECTIONS="A B C D" (default) chooses; E runs when named.
 # Where the checkpoint is on the bucket, the script reads it from s3proxy's filesystem backend
 # (S3_DATA_DIR), not through S3: a peek for timing only. Release build; starts Kafka and s3proxy
 # when nothing answers on their ports (KAFKA_PORT, S3_PORT).
@@ -28,7 +33,8 @@ log_commits=${LOG_COMMITS:-500}
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export S3_PORT=${S3_PORT:-9000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
-bin=$CARGO_TARGET_DIR/release/lambdaflow
+# LF_BIN: a binary built elsewhere (another commit), instead of this tree's release build.
+bin=${LF_BIN:-$CARGO_TARGET_DIR/release/lambdaflow}
 
 # Median and p99 of the checkpoints' durations in a log.
 checkpoint_ms() {
@@ -98,6 +104,37 @@ long_log() { # ROOT-KIND
   echo "D. [$kind] serve --once on it (a cold load of the table, then the view): $(secs "$s" "$e") s"
 }
 
+# CMD…: its time and peak RSS, its output discarded.
+peak() {
+  python3 - "$@" <<'PY'
+import resource, subprocess, sys, time
+t = time.time()
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+print(f"{time.time() - t:.2f} s, peak RSS {rss} MB")
+PY
+}
+
+compacted() {
+  local out cp lf pid r b
+  read -r out cp < <(root s3 "e-$$")
+  lf=(--bootstrap-servers "127.0.0.1:$KAFKA_PORT" --topic "bench-s3e-$$" --output-dir "$out")
+  "$bin" "${lf[@]}" topic create --partitions 2 >/dev/null
+  "$bin" "${lf[@]}" produce --file "$work/events.json" >/dev/null
+  "$bin" "${lf[@]}" speed --quiet > /dev/null 2> "$work/e.log" & pid=$!
+  until checkpointed "$cp" "$n"; do sleep 0.05; done
+  kill -TERM "$pid"; wait "$pid" || true
+  LAMBDAFLOW_LOG=warn "$bin" "${lf[@]}" compact > /dev/null
+  local bins=("$bin")
+  [ -n "${BASE_BIN:-}" ] && bins+=("$BASE_BIN")
+  for r in $(seq 1 "$rounds"); do
+    [ $((r % 2)) -eq 0 ] && bins=("${bins[@]:1}" "${bins[0]}")
+    for b in "${bins[@]}"; do
+      echo "E. [round $r] $b batch over the $n compacted events on the bucket: $(LAMBDAFLOW_LOG=warn peak "$b" "${lf[@]}" batch)"
+    done
+  done
+}
+
 bench() {
   work=$(mktemp -d)
   python3 - "$n" > "$work/events.json" <<'PY'
@@ -112,13 +149,14 @@ PY
     done
   fi
   if [[ " $sections " == *" D "* ]]; then long_log local; long_log s3; fi
+  if [[ " $sections " == *" E "* ]]; then compacted; fi
   rm -rf "$work"
 }
 
 if [ "${1:-}" = --inside ]; then
   bench
 else
-  cargo build --release --quiet --bin lambdaflow
+  [ -n "${LF_BIN:-}" ] || cargo build --release --quiet --bin lambdaflow
   # s3proxy keeps its objects in S3_DATA_DIR: a fresh directory, removed afterwards.
   S3_DATA_DIR=$(mktemp -d); export S3_DATA_DIR
   rc=0

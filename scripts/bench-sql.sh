@@ -23,8 +23,13 @@ lf_http=${LF_HTTP_PORT:-8497}
 dir=${BENCH_DIR:-$repo/.cache/bench/sql}
 mkdir -p "$dir"
 scripts/setup.sh bench
-cargo build --release --quiet --bin lambdaflow
-bin=$CARGO_TARGET_DIR/release/lambdaflow
+# LF_BIN: a binary built elsewhere (another commit, to compare), instead of this tree's.
+if [ -n "${LF_BIN:-}" ]; then
+  bin=$LF_BIN
+else
+  cargo build --release --quiet --bin lambdaflow
+  bin=$CARGO_TARGET_DIR/release/lambdaflow
+fi
 py=$repo/.cache/venv/bin/python
 "$py" -c 'import duckdb' 2>/dev/null || scripts/test-tools.sh
 

@@ -607,6 +607,24 @@ impl LossyProxy {
         LossyProxy { port, lost, stop }
     }
 
+    /// A proxy in front of the test S3 server (`AWS_ENDPOINT_URL`) that loses nothing and
+    /// records each request's first line (`GET /bucket/key HTTP/1.1`).
+    fn recording() -> (LossyProxy, Arc<std::sync::Mutex<Vec<String>>>) {
+        let upstream: u16 = std::env::var("AWS_ENDPOINT_URL")
+            .expect("no S3 server: run the tests with scripts/test.sh")
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("AWS_ENDPOINT_URL ends with a port");
+        let requests: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let seen = Arc::clone(&requests);
+        let proxy = LossyProxy::start(upstream, move |line| {
+            seen.lock().unwrap().push(line.to_string());
+            false
+        });
+        (proxy, requests)
+    }
+
     /// Client to server: passes the bytes on, reading each request's head (and skipping its
     /// `Content-Length` body) to mark the connection's next answer lost when `lose` says so —
     /// before the request's last bytes reach the server, so before it can answer.
@@ -702,7 +720,6 @@ impl Drop for LossyProxy {
 #[test]
 fn a_replica_follows_the_log_by_reading_only_new_commits() {
     use crate::master::{FAST, seed_truth, send};
-    use std::sync::Mutex;
     let env = crate::util::Env::new("s3-follow", FAST).on_bucket();
     env.create_topic(1);
     let mut truth = seed_truth();
@@ -712,20 +729,7 @@ fn a_replica_follows_the_log_by_reading_only_new_commits() {
     // The seed's dataset is in the batch view.
     env.ok(&["batch"]);
 
-    let upstream: u16 = std::env::var("AWS_ENDPOINT_URL")
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = Arc::clone(&requests);
-    let proxy = LossyProxy::start(upstream, move |line| {
-        seen.lock().unwrap().push(line.to_string());
-        false
-    });
+    let (proxy, requests) = LossyProxy::recording();
     let endpoint = format!("http://127.0.0.1:{}", proxy.port);
     let addr = format!("127.0.0.1:{}", crate::util::free_port());
     let replica = env.spawn_with(
@@ -798,21 +802,7 @@ fn a_replica_follows_the_log_by_reading_only_new_commits() {
 #[test]
 fn a_large_segment_on_a_bucket_is_read_by_ranges() {
     use datafusion::arrow::array::Array;
-    use std::sync::Mutex;
-    let upstream: u16 = std::env::var("AWS_ENDPOINT_URL")
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = Arc::clone(&requests);
-    let proxy = LossyProxy::start(upstream, move |line| {
-        seen.lock().unwrap().push(line.to_string());
-        false
-    });
+    let (proxy, requests) = LossyProxy::recording();
     let s3 = S3Config {
         endpoint: Some(format!("http://127.0.0.1:{}", proxy.port)),
         ..S3Config::default()

@@ -327,6 +327,25 @@ async fn read_txns(
     })
 }
 
+/// The data files the table lists at its latest version, read anew (not from the followed
+/// state): for a decision to delete a file, which must never remove one the log lists.
+pub fn listed_anew(dir: &Store) -> Result<std::collections::HashSet<String>> {
+    let d = dir.clone();
+    block(async move {
+        let Some(table) = load(d.clone()).await? else {
+            return Ok(Default::default());
+        };
+        let state = table
+            .snapshot()
+            .map_err(|e| table_error(&d, "cannot read", e))?;
+        Ok(state
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect())
+    })
+}
+
 /// Which version to read: the latest, a version number, or the latest at or before a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {
@@ -627,6 +646,13 @@ async fn claim(
     views: Vec<String>,
 ) -> Result<BTreeMap<i32, Claim>> {
     for _ in 0..RETRIES {
+        // Read anew, not brought up to date: what a claim reads decides where the partition
+        // resumes and which files go as uncommitted (in a consumer group on a bucket, a claim
+        // from the followed state once resumed behind the archive and removed a committed
+        // segment). Claims come with rebalances, rarely.
+        if let Some(t) = load(dir.clone()).await? {
+            *table = t;
+        }
         let state = table
             .snapshot()
             .map_err(|e| table_error(dir, "cannot read", e))?

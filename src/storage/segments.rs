@@ -361,13 +361,20 @@ pub fn commit_with(
 /// Deletes the segment files of a partition from offset `from` on, which the Delta log does not
 /// list when its archive ends at `from`: what an earlier owner wrote and did not commit (a
 /// consumer-group instance claiming the partition; those events are consumed again).
+///
+/// A file the Delta log lists (read anew) is never removed, whatever `from` says: the claim
+/// that gave `from` may have read the log before a commit it raced.
 pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
-    remove_ranges_from(
-        &layout.master()?,
-        &partition_dir(topic, partition),
-        from,
-        |name| parse_name(name).map(|n| n.from),
-    )
+    let table = layout.master()?;
+    let dir = partition_dir(topic, partition);
+    let listed = delta::listed_anew(&table)?;
+    remove_ranges_from(&table, &dir, from, |name| {
+        if listed.contains(&format!("{dir}/{name}")) {
+            tracing::warn!(file = %table.path_of(&format!("{dir}/{name}")).display(), from, "a file past the claimed archive end is in the Delta log: kept");
+            return None;
+        }
+        parse_name(name).map(|n| n.from)
+    })
 }
 
 /// Deletes the objects in `dir` of `store` whose range (`start_of` their name) starts at

@@ -346,11 +346,18 @@ pub fn commit_with(
     }
     ranges.retain(|r| !gone.contains(&r.partition));
     let mut done = w.commit(ranges.clone(), epoch)?;
-    for r in &ranges {
-        if let Some(s) = &r.segment
-            && done.fenced.iter().any(|&(p, _)| p == r.partition)
-        {
-            s.remove()?;
+    // A fenced range's file goes, unless the log (read anew) lists it.
+    let fenced: Vec<&Segment> = ranges
+        .iter()
+        .filter(|r| done.fenced.iter().any(|&(p, _)| p == r.partition))
+        .filter_map(|r| r.segment.as_ref())
+        .collect();
+    if let Some(first) = fenced.first() {
+        let listed = delta::listed_anew(&first.table)?;
+        for s in fenced {
+            if !listed.contains(&s.key) {
+                s.remove()?;
+            }
         }
     }
     gone.dedup();

@@ -403,8 +403,9 @@ pub(crate) fn zombie_cannot_write_what_counts(on_bucket: bool) {
         },
         || {
             format!(
-                "the table at the partitions' ends {ends:?}\n{}",
-                env.log("other")
+                "the table at the partitions' ends {ends:?}\nother:\n{}\nzombie:\n{}",
+                env.log("other"),
+                env.log("zombie")
             )
         },
     );

@@ -376,11 +376,13 @@ pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i6
     let dir = partition_dir(topic, partition);
     let listed = delta::listed_anew(&table)?;
     remove_ranges_from(&table, &dir, from, |name| {
-        if listed.contains(&format!("{dir}/{name}")) {
-            tracing::warn!(file = %table.path_of(&format!("{dir}/{name}")).display(), from, "a file past the claimed archive end is in the Delta log: kept");
+        let start = parse_name(name)?.from;
+        let key = format!("{dir}/{name}");
+        if start >= from && listed.contains(&key) {
+            tracing::warn!(file = %table.path_of(&key).display(), from, "a file past the claimed archive end is in the Delta log: kept");
             return None;
         }
-        parse_name(name).map(|n| n.from)
+        Some(start)
     })
 }
 

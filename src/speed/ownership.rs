@@ -97,7 +97,7 @@ impl SpeedLayer {
         for (&part, c) in &claims {
             self.forget(part);
             let end = c.archived.unwrap_or(0);
-            segments::remove_uncommitted(&self.layout, &topic, part, end)?;
+            segments::remove_uncommitted(&self.layout, &topic, part, end, c.epoch)?;
             dead_letter_ranges::remove_uncommitted(&self.layout, &topic, part, end)?;
             if let Some(o) = c.archived {
                 self.snap.offsets.insert(part, o);

@@ -367,22 +367,35 @@ pub fn commit_with(
 
 /// Deletes the segment files of a partition from offset `from` on, which the Delta log does not
 /// list when its archive ends at `from`: what an earlier owner wrote and did not commit (a
-/// consumer-group instance claiming the partition; those events are consumed again).
+/// consumer-group instance claiming the partition at owner epoch `epoch`; those events are
+/// consumed again).
 ///
-/// A file the Delta log lists (read anew) is never removed, whatever `from` says: the claim
-/// that gave `from` may have read the log before a commit it raced.
-pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
+/// Only files of earlier owners go (named with an epoch below `epoch`, or none): a claim can be
+/// applied late — an instance suspended between its claim and this call comes back after a
+/// later owner has written and is committing its own files, which are not this claim's to
+/// remove. And a file the Delta log lists (read anew) is never removed.
+pub fn remove_uncommitted(
+    layout: &Layout,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    epoch: i64,
+) -> Result<()> {
     let table = layout.master()?;
     let dir = partition_dir(topic, partition);
     let listed = delta::listed_anew(&table)?;
     remove_ranges_from(&table, &dir, from, |name| {
-        let start = parse_name(name)?.from;
+        let n = parse_name(name)?;
         let key = format!("{dir}/{name}");
-        if start >= from && listed.contains(&key) {
+        if n.from >= from && n.owner.unwrap_or(0) >= epoch {
+            tracing::warn!(file = %table.path_of(&key).display(), epoch, "a file of this owner epoch or a later one: kept (this claim is not the partition's latest)");
+            return None;
+        }
+        if n.from >= from && listed.contains(&key) {
             tracing::warn!(file = %table.path_of(&key).display(), from, "a file past the claimed archive end is in the Delta log: kept");
             return None;
         }
-        Some(start)
+        Some(n.from)
     })
 }
 
@@ -875,6 +888,37 @@ mod tests {
         assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
     }
 
+    /// A claim applied late (its instance suspended between the claim and the removal of what
+    /// earlier owners left) keeps the files of the later owner, which is between giving its
+    /// segment its committed name and committing it: that commit then lands on a file that
+    /// is there.
+    #[test]
+    fn a_late_claim_keeps_a_later_owners_files() {
+        let (_dir, layout, schema) = fresh();
+        let late = writer(&layout, &schema)
+            .unwrap()
+            .claim("t", vec![0], vec![])
+            .unwrap()[&0]
+            .clone();
+        let mut w = writer(&layout, &schema).unwrap();
+        assert_eq!(
+            w.claim("t", vec![0], vec![]).unwrap()[&0].epoch,
+            late.epoch + 1
+        );
+        let b = write_pending(&layout, "t", (0, Some(2)), 0, 10, &[test_events(10)]).unwrap();
+        let b = rename(&b).unwrap();
+        // The late claim's removal: from its archived end (none), at its epoch.
+        remove_uncommitted(&layout, "t", 0, late.archived.unwrap_or(0), late.epoch).unwrap();
+        let range = delta::Range {
+            fence: delta::Fence::Owner(2),
+            ..range(&b)
+        };
+        let done = commit_with(&mut w, vec![range], 1).unwrap();
+        assert!(done.version.is_some() && done.fenced.is_empty(), "{done:?}");
+        let table = committed(&layout).unwrap().segments;
+        assert_eq!(read(&table[0], &schema).unwrap()[0].num_rows(), 10);
+    }
+
     /// A commit that went through but whose answer was lost, tried again after another
     /// instance claimed the partition: the range is in the table, so it is committed, not
     /// fenced, and its file (which the table lists) is not deleted.
@@ -957,7 +1001,7 @@ mod tests {
         );
         // A pending segment the new owner removed before the old one renamed it: refused too.
         let c = write_pending(&layout, "t", (0, Some(1)), 10, 15, &[test_events(5)]).unwrap();
-        remove_uncommitted(&layout, "t", 0, 10).unwrap();
+        remove_uncommitted(&layout, "t", 0, 10, 2).unwrap();
         let done = commit_with(&mut w, vec![owned(&c, 1)], 3).unwrap();
         assert_eq!(done.fenced, vec![(0, 0)]);
         // The owner of epoch 2 archives; files found on disk are not caught up into a

@@ -168,7 +168,7 @@ fn the_master_dataset_on_s3_archives_recovers_fences_and_travels_in_time() {
     );
     // The new owner removes what the old one left uncommitted from the archive's end on.
     assert_eq!(dead_letter_ranges::partitions(&layout, "t").unwrap(), [0]);
-    dead_letter_ranges::remove_uncommitted(&layout, "t", 0, 30).unwrap();
+    dead_letter_ranges::remove_uncommitted(&layout, "t", 0, 30, second.epoch).unwrap();
     let left = layout.dead_letter_ranges().unwrap().list("").unwrap();
     assert!(left.iter().all(|e| e.key != dead), "{left:?}");
 }

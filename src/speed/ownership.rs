@@ -98,7 +98,7 @@ impl SpeedLayer {
             self.forget(part);
             let end = c.archived.unwrap_or(0);
             segments::remove_uncommitted(&self.layout, &topic, part, end, c.epoch)?;
-            dead_letter_ranges::remove_uncommitted(&self.layout, &topic, part, end)?;
+            dead_letter_ranges::remove_uncommitted(&self.layout, &topic, part, end, c.epoch)?;
             if let Some(o) = c.archived {
                 self.snap.offsets.insert(part, o);
                 bound.insert(part, o);

@@ -37,7 +37,8 @@ pub(super) fn resume_positions(
     if layout.dead_letter().is_none() {
         for part in dead_letter_ranges::partitions(layout, topic)? {
             let from = offsets.get(&part).copied().unwrap_or(0);
-            dead_letter_ranges::remove_uncommitted(layout, topic, part, from)?;
+            // One speed layer, no owners: every file past the resume point is its own.
+            dead_letter_ranges::remove_uncommitted(layout, topic, part, from, i64::MAX)?;
         }
     }
     Ok((cp, offsets))

@@ -45,13 +45,27 @@ pub fn write(
     Ok(key)
 }
 
-/// Deletes a partition's files from offset `from` on (see the module docs).
-pub fn remove_uncommitted(layout: &Layout, topic: &str, partition: i32, from: i64) -> Result<()> {
+/// Deletes a partition's files from offset `from` on (see the module docs) that earlier owners
+/// wrote: named with an owner epoch below `epoch`, or none. A late claim keeps the files of a
+/// later owner (as [`super::segments::remove_uncommitted`] does).
+pub fn remove_uncommitted(
+    layout: &Layout,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    epoch: i64,
+) -> Result<()> {
     super::segments::remove_ranges_from(
         &layout.dead_letter_ranges()?,
         &partition_dir(topic, partition),
         from,
-        |name| range_of(name).map(|(a, _)| a),
+        |name| {
+            let owner: i64 = match name.split_once(".owner=") {
+                Some((_, e)) => e.strip_suffix(".jsonl")?.parse().ok()?,
+                None => 0,
+            };
+            (owner < epoch).then(|| range_of(name).map(|(a, _)| a))?
+        },
     )
 }
 
@@ -121,7 +135,7 @@ mod tests {
         // An earlier owner's range (overlapping what the new owner archived) and one past the end.
         write(&layout, "t", (1, Some(1)), (10, 15), &[rec(12)]).unwrap();
         write(&layout, "t", (1, Some(1)), (20, 30), &[rec(25)]).unwrap();
-        remove_uncommitted(&layout, "t", 1, 20).unwrap();
+        remove_uncommitted(&layout, "t", 1, 20, 2).unwrap();
         let offsets: Vec<i64> = read(&layout, "t")
             .unwrap()
             .iter()

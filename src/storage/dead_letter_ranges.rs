@@ -45,9 +45,8 @@ pub fn write(
     Ok(key)
 }
 
-/// Deletes a partition's files from offset `from` on (see the module docs) that earlier owners
-/// wrote: named with an owner epoch below `epoch`, or none. A late claim keeps the files of a
-/// later owner (as [`super::segments::remove_uncommitted`] does).
+/// Deletes a partition's files from offset `from` on (see the module docs) that owners before
+/// `epoch` wrote (see `segments::remove_ranges_from`).
 pub fn remove_uncommitted(
     layout: &Layout,
     topic: &str,
@@ -58,15 +57,19 @@ pub fn remove_uncommitted(
     super::segments::remove_ranges_from(
         &layout.dead_letter_ranges()?,
         &partition_dir(topic, partition),
-        from,
-        |name| {
-            let owner: i64 = match name.split_once(".owner=") {
-                Some((_, e)) => e.strip_suffix(".jsonl")?.parse().ok()?,
-                None => 0,
-            };
-            (owner < epoch).then(|| range_of(name).map(|(a, _)| a))?
-        },
+        (from, epoch),
+        |name| Some((range_of(name)?.0, owner_of(name))),
+        |_| false,
     )
+}
+
+/// The owner epoch in a file's name (`….owner=<e>.jsonl`), if any.
+fn owner_of(name: &str) -> Option<i64> {
+    name.strip_suffix(".jsonl")?
+        .split_once(".owner=")?
+        .1
+        .parse()
+        .ok()
 }
 
 /// The partitions of `topic` that have dead-letter files (committed or not).

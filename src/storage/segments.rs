@@ -368,12 +368,8 @@ pub fn commit_with(
 /// Deletes the segment files of a partition from offset `from` on, which the Delta log does not
 /// list when its archive ends at `from`: what an earlier owner wrote and did not commit (a
 /// consumer-group instance claiming the partition at owner epoch `epoch`; those events are
-/// consumed again).
-///
-/// Only files of earlier owners go (named with an epoch below `epoch`, or none): a claim can be
-/// applied late — an instance suspended between its claim and this call comes back after a
-/// later owner has written and is committing its own files, which are not this claim's to
-/// remove. And a file the Delta log lists (read anew) is never removed.
+/// consumed again). Only an earlier owner's files go (see `remove_ranges_from`), and a file
+/// the Delta log lists (read anew) is never removed.
 pub fn remove_uncommitted(
     layout: &Layout,
     topic: &str,
@@ -384,33 +380,41 @@ pub fn remove_uncommitted(
     let table = layout.master()?;
     let dir = partition_dir(topic, partition);
     let listed = delta::listed_anew(&table)?;
-    remove_ranges_from(&table, &dir, from, |name| {
-        let n = parse_name(name)?;
-        let key = format!("{dir}/{name}");
-        if n.from >= from && n.owner.unwrap_or(0) >= epoch {
-            tracing::warn!(file = %table.path_of(&key).display(), epoch, "a file of this owner epoch or a later one: kept (this claim is not the partition's latest)");
-            return None;
-        }
-        if n.from >= from && listed.contains(&key) {
-            tracing::warn!(file = %table.path_of(&key).display(), from, "a file past the claimed archive end is in the Delta log: kept");
-            return None;
-        }
-        Some(n.from)
-    })
+    remove_ranges_from(
+        &table,
+        &dir,
+        (from, epoch),
+        |name| parse_name(name).map(|n| (n.from, n.owner)),
+        |key| listed.contains(key),
+    )
 }
 
-/// Deletes the objects in `dir` of `store` whose range (`start_of` their name) starts at
-/// `from` or later.
+/// Deletes the objects in `dir` of `store` that an owner before `epoch` wrote from offset
+/// `from` on: `start_and_owner` reads both from a name (no owner: a single speed layer's, an
+/// epoch of 0); `listed` keeps a key the Delta log lists whatever its name says.
+///
+/// A later owner's files always stay: a claim can be applied late (an instance suspended
+/// between its claim and this call comes back after a later owner has written, and is
+/// committing, files that are not this claim's to remove).
 pub(crate) fn remove_ranges_from(
     store: &Store,
     dir: &str,
-    from: i64,
-    start_of: impl Fn(&str) -> Option<i64>,
+    (from, epoch): (i64, i64),
+    start_and_owner: impl Fn(&str) -> Option<(i64, Option<i64>)>,
+    listed: impl Fn(&str) -> bool,
 ) -> Result<()> {
     for e in store.list(dir)? {
         let name = e.key.rsplit('/').next().unwrap_or("");
-        if start_of(name).is_some_and(|a| a >= from) {
-            tracing::info!(file = %store.path_of(&e.key).display(), "removing what an earlier owner of the partition did not commit (it is consumed again)");
+        let Some((start, owner)) = start_and_owner(name).filter(|&(a, _)| a >= from) else {
+            continue;
+        };
+        let shown = store.path_of(&e.key);
+        if owner.unwrap_or(0) >= epoch {
+            tracing::warn!(file = %shown.display(), epoch, "a file of this owner epoch or a later one: kept (this claim is not the partition's latest)");
+        } else if listed(&e.key) {
+            tracing::warn!(file = %shown.display(), from, start, "a file past the claimed archive end is in the Delta log: kept");
+        } else {
+            tracing::info!(file = %shown.display(), "removing what an earlier owner of the partition did not commit (it is consumed again)");
             store.delete(&e.key)?;
         }
     }
@@ -592,8 +596,8 @@ fn decode<R: datafusion::parquet::file::reader::ChunkReader + 'static>(
 }
 
 /// [`decode`] for a segment on an object store read by ranges: its footer, then per row group
-/// the column chunks (parquet's own object-store reader, which merges nearby ranges into one
-/// request), so a large segment (a compacted one is up to 256 MiB) is never held whole. A
+/// the column chunks (parquet's async reader over [`Ranges`], which merges nearby ranges into
+/// one request), so a large segment (a compacted one is up to 256 MiB) is never held whole. A
 /// pending segment renamed since it was listed is read under its committed name.
 fn decode_ranges(
     seg: &Segment,

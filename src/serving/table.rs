@@ -17,7 +17,7 @@
 //! and the caller swaps it in whole. Reads never evaluate DataFusion expressions except
 //! `explain`, which evaluates the one or few rows asked for.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -224,15 +224,19 @@ pub struct ServingTable {
     horizon: Option<i64>,
 }
 
-/// A windowed view's rows ordered by their other group keys, then their window's start; and by
-/// window start alone. A time range of one key (or of all) is a range scan of one of them: the
-/// key's id found by hash, then integers compared.
+/// A windowed view's rows by their other group keys, in their windows' order; and by window
+/// start alone. A time range of one key is the key's id found by hash, then a binary search in
+/// that key's windows (as many as its retention holds; new windows go at the end and retention
+/// takes them from the front); a range of all keys is a range scan of the tree by start.
 struct TimeIndex {
     /// Encodes the group keys other than the window (`None`: the window is the only key).
     others: Option<RowConverter>,
+    /// Their types.
+    other_types: Vec<DataType>,
     /// The other keys' encodings, each held once.
     ids: KeyIds,
-    by_key: BTreeSet<(u32, i64, u32)>,
+    /// Per other keys' id: its windows as `(start, sid)`, in order.
+    by_key: Vec<VecDeque<(i64, u32)>>,
     by_time: BTreeSet<(i64, u32)>,
     /// Per sid: its entry (other keys' id, window start).
     at: Vec<Option<(u32, i64)>>,
@@ -243,19 +247,22 @@ impl TimeIndex {
         let Some(w) = def.window() else {
             return Ok(None);
         };
-        let others: Vec<SortField> = def
+        let types: Vec<DataType> = def
             .group_types()
             .into_iter()
             .enumerate()
             .filter(|(k, _)| *k != w.key)
-            .map(|(_, t)| SortField::new(t))
+            .map(|(_, t)| t)
             .collect();
         Ok(Some(Self {
-            others: if others.is_empty() {
+            others: if types.is_empty() {
                 None
             } else {
-                Some(RowConverter::new(others)?)
+                Some(RowConverter::new(
+                    types.iter().cloned().map(SortField::new).collect(),
+                )?)
             },
+            other_types: types,
             ids: KeyIds::default(),
             by_key: Default::default(),
             by_time: Default::default(),
@@ -273,35 +280,57 @@ impl TimeIndex {
         let new = entry.map(|(k, start)| (self.ids.acquire(k), start));
         if let Some((id, start)) = self.at[sid].take() {
             self.by_time.remove(&(start, s));
-            self.by_key.remove(&(id, start, s));
+            let windows = &mut self.by_key[id as usize];
+            if let Ok(i) = windows.binary_search(&(start, s)) {
+                windows.remove(i);
+            }
             self.ids.release(id);
         }
         if let Some((id, start)) = new {
             self.by_time.insert((start, s));
-            self.by_key.insert((id, start, s));
-            self.at[sid] = Some((id, start));
+            let id = id as usize;
+            if self.by_key.len() <= id {
+                self.by_key.resize_with(id + 1, VecDeque::new);
+            }
+            let windows = &mut self.by_key[id];
+            // Usually the key's newest window: at the end.
+            let i = windows.partition_point(|e| *e < (start, s));
+            windows.insert(i, (start, s));
+            self.at[sid] = Some((id as u32, start));
         }
     }
 
-    /// The rows whose window starts in `[from, to)`, in time order: of the other keys `key`,
-    /// or of all keys.
-    fn range(&self, key: Option<&[u8]>, from: i64, to: i64) -> Vec<usize> {
+    /// The rows whose window starts in `[from, to)`, in time order, that `keep`: of the other
+    /// keys `key`, or of all keys.
+    fn range(
+        &self,
+        key: Option<&[u8]>,
+        from: i64,
+        to: i64,
+        keep: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
         if from >= to {
             return Vec::new();
         }
         match key {
             Some(k) => match self.ids.find(k) {
-                Some(id) => self
-                    .by_key
-                    .range((id, from, 0)..(id, to, 0))
-                    .map(|e| e.2 as usize)
-                    .collect(),
+                Some(id) => {
+                    let windows = &self.by_key[id as usize];
+                    let lo = windows.partition_point(|e| e.0 < from);
+                    let hi = windows.partition_point(|e| e.0 < to).max(lo);
+                    windows
+                        .range(lo..hi)
+                        .map(|e| e.1 as usize)
+                        .filter(|&s| keep(s))
+                        .collect()
+                }
                 None => Vec::new(),
             },
             None => self
                 .by_time
                 .range((from, 0)..(to, 0))
                 .map(|e| e.1 as usize)
+                .filter(|&s| keep(s))
                 .collect(),
         }
     }
@@ -579,10 +608,7 @@ impl ServingTable {
         let size = w.shape.size;
         let from = after.saturating_sub(size).saturating_add(1);
         let to = upto.saturating_sub(size).saturating_add(1);
-        ix.range(None, from, to)
-            .into_iter()
-            .filter(|&s| self.rows.get(s).is_some())
-            .collect()
+        ix.range(None, from, to, |s| self.rows.get(s).is_some())
     }
 
     /// The end of row `sid`'s window (µs), in a windowed view (`None`: a NULL window, or a
@@ -611,7 +637,7 @@ impl ServingTable {
         from: Option<i64>,
         to: Option<i64>,
     ) -> Result<Vec<usize>> {
-        let (Some(ix), Some(w)) = (&self.times, self.def.window()) else {
+        let Some(ix) = &self.times else {
             return Err(Error::InvalidValue(format!(
                 "view `{}` has no window() in GROUP BY, so no time ranges",
                 self.def.name
@@ -619,15 +645,7 @@ impl ServingTable {
         };
         let bytes = match (key, &ix.others) {
             (Some(values), Some(conv)) => {
-                let types: Vec<DataType> = self
-                    .def
-                    .group_types()
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(k, _)| *k != w.key)
-                    .map(|(_, t)| t)
-                    .collect();
-                let cols = cast_values(values, &types)?;
+                let cols = cast_values(values, &ix.other_types)?;
                 Some(conv.convert_columns(&cols)?.row(0).as_ref().to_vec())
             }
             (Some(_), None) => {
@@ -638,15 +656,12 @@ impl ServingTable {
             }
             (None, _) => None,
         };
-        let rows = ix.range(
+        Ok(ix.range(
             bytes.as_deref(),
             from.unwrap_or(i64::MIN),
             to.unwrap_or(i64::MAX),
-        );
-        Ok(rows
-            .into_iter()
-            .filter(|&s| self.rows.get(s).is_some())
-            .collect())
+            |s| self.rows.get(s).is_some(),
+        ))
     }
 
     /// Evaluates the rows `sids` again and updates the store and the orders.
@@ -982,6 +997,7 @@ mod tests {
 
         let mut ix = TimeIndex {
             others: None,
+            other_types: Vec::new(),
             ids: KeyIds::default(),
             by_key: Default::default(),
             by_time: Default::default(),
@@ -990,15 +1006,22 @@ mod tests {
         for (sid, key, start) in [(0, "b", 30), (1, "a", 20), (2, "a", 10), (3, "b", 10)] {
             ix.set(sid, Some((key.as_bytes(), start)));
         }
-        assert_eq!(ix.range(Some(b"a"), 0, 100), [2, 1]);
-        assert_eq!(ix.range(Some(b"b"), 10, 30), [3]);
-        assert_eq!(ix.range(None, 10, 21), [2, 3, 1]);
+        let all = |_| true;
+        assert_eq!(ix.range(Some(b"a"), 0, 100, all), [2, 1]);
+        assert_eq!(ix.range(Some(b"b"), 10, 30, all), [3]);
+        assert_eq!(ix.range(Some(b"b"), 10, 31, |s| s != 3), [0]);
+        assert_eq!(ix.range(None, 10, 21, all), [2, 3, 1]);
         // Row 2 moves to key `b`; row 1 leaves: `a` has no window left.
         ix.set(2, Some((b"b", 15)));
         ix.set(1, None);
-        assert_eq!(ix.range(Some(b"a"), 0, 100), Vec::<usize>::new());
+        assert_eq!(ix.range(Some(b"a"), 0, 100, all), Vec::<usize>::new());
         assert_eq!(ix.ids.find(b"a"), None);
-        assert_eq!(ix.range(Some(b"b"), 0, 100), [3, 2, 0]);
+        assert_eq!(ix.range(Some(b"b"), 0, 100, all), [3, 2, 0]);
+        // A late window goes between the others; retention takes the oldest first.
+        ix.set(4, Some((b"b", 12)));
+        assert_eq!(ix.range(Some(b"b"), 0, 100, all), [3, 4, 2, 0]);
+        ix.set(3, None);
+        assert_eq!(ix.range(Some(b"b"), 11, 30, all), [4, 2]);
     }
 
     fn published(def: &ViewDef, state: ViewState) -> Arc<PublishedBatch> {

@@ -225,8 +225,7 @@ fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<us
         let rows = t
             .time_range(parts.as_deref(), p.from, p.to)
             .map_err(|e| ApiError::bad_request(msg(&e)))?;
-        let n = rows.len();
-        return Ok((rows.into_iter().skip(p.offset).take(limit).collect(), n));
+        return Ok(page_of(rows, p.offset, limit));
     }
     if p.from.is_some() || p.to.is_some() {
         return Err(ApiError::bad_request(format!(
@@ -255,9 +254,11 @@ fn select(v: &ServedView, t: &ServingTable, p: &ViewParams) -> ApiResult<(Vec<us
         let bytes = t
             .encode_key(&parts)
             .map_err(|e| ApiError::bad_request(format!("key `{key}`: {}", msg(&e))))?;
-        let rows: Vec<usize> = t.lookup(&bytes).into_iter().collect();
-        let n = rows.len();
-        return Ok((rows.into_iter().skip(p.offset).take(limit).collect(), n));
+        return Ok(page_of(
+            t.lookup(&bytes).into_iter().collect(),
+            p.offset,
+            limit,
+        ));
     }
     let order = match &p.order_by {
         None => Order::View,
@@ -312,24 +313,32 @@ fn push_row(
     body.push(b'}');
 }
 
-/// Rows `sids` as JSON objects separated by commas ([`push_row`]); `explain`: each row's
-/// batch and speed parts, in the same order.
-fn rows_json<'e>(
+/// Appends rows `sids` as JSON objects separated by commas ([`push_row`]); `explain`: each
+/// row's batch and speed parts, in the same order.
+fn push_rows<'e>(
+    body: &mut Vec<u8>,
     t: &ServingTable,
     sids: &[usize],
     wm: Option<i64>,
     mut explain: Option<&mut dyn Iterator<Item = (Cow<'e, str>, Cow<'e, str>)>>,
-) -> ApiResult<String> {
-    let mut rows = Vec::with_capacity(sids.len() * 128);
+) {
+    body.reserve(sids.len() * 128);
     for (i, &sid) in sids.iter().enumerate() {
         if i > 0 {
-            rows.push(b',');
+            body.push(b',');
         }
         let parts = explain.as_mut().and_then(|it| it.next());
         let parts = parts.as_ref().map(|(b, s)| (b.as_ref(), s.as_ref()));
-        push_row(&mut rows, t, sid, wm, parts);
+        push_row(body, t, sid, wm, parts);
     }
-    String::from_utf8(rows).map_err(ApiError::internal)
+}
+
+/// The page `[offset, offset + limit)` of `rows`, and how many there are in all.
+fn page_of(mut rows: Vec<usize>, offset: usize, limit: usize) -> (Vec<usize>, usize) {
+    let n = rows.len();
+    rows.drain(..offset.min(n));
+    rows.truncate(limit);
+    (rows, n)
 }
 
 /// The values of `?key=` for `columns` key columns: the text whole for one (a key may hold a
@@ -381,19 +390,22 @@ fn view_body(st: &AppState, v: &ServedView, p: &ViewParams, stamp: Stamp) -> Api
             .zip(s.split(|&c| c == b'\n'))
             .map(|(b, s)| (String::from_utf8_lossy(b), String::from_utf8_lossy(s)))
     });
-    let rows = rows_json(
+    // One buffer: the rows are the table's own JSON, copied once; the whole body is checked
+    // to be UTF-8 once, at the end.
+    let mut body = Vec::with_capacity(512 + sids.len() * 128);
+    body.extend_from_slice(b"{\"view\":");
+    body.extend_from_slice(Value::from(v.def.name.as_str()).to_string().as_bytes());
+    body.extend_from_slice(b",\"columns\":");
+    body.extend_from_slice(v.columns_json.as_bytes());
+    body.extend_from_slice(b",\"rows\":[");
+    push_rows(
+        &mut body,
         &t,
         &sids,
         watermark,
         parts.as_mut().map(|p| p as &mut dyn Iterator<Item = _>),
-    )?;
-    let mut body = String::with_capacity(512 + rows.len());
-    body.push_str("{\"view\":");
-    body.push_str(&Value::from(v.def.name.as_str()).to_string());
-    body.push_str(",\"columns\":");
-    body.push_str(&v.columns_json);
-    body.push_str(",\"rows\":[");
-    body.push_str(&rows);
+    );
+    let mut body = String::from_utf8(body).map_err(ApiError::internal)?;
     let next = p.offset + sids.len();
     body.push_str(&format!(
         "],\"total_rows\":{total},\"offset\":{},\"next_offset\":{}",
@@ -576,15 +588,18 @@ impl StreamCursor {
     fn final_event(&self, s: &ServingState, v: &ServedView, sids: &[usize], late: bool) -> Event {
         let t = v.read();
         let wm = s.watermark_of(v);
-        let mut body = format!(
+        let body = format!(
             "{{\"view\":{},\"watermark\":{},\"late\":{late},\"rows\":[",
             Value::from(v.def.name.as_str()),
             Value::from(wm.and_then(crate::speed::rfc3339))
         );
+        let mut body = body.into_bytes();
+        push_rows(&mut body, &t, sids, wm, None);
+        body.extend_from_slice(b"]}");
         // Rows of the table's own JSON: valid UTF-8 by construction.
-        body.push_str(&rows_json(&t, sids, wm, None).unwrap_or_default());
-        body.push_str("]}");
-        Event::default().event("final").data(body)
+        Event::default()
+            .event("final")
+            .data(String::from_utf8_lossy(&body))
     }
 
     fn relevant(&mut self, v: &ServedView, change: &crate::serving::ChangeEvent) -> Option<Event> {

@@ -292,6 +292,7 @@ impl SpeedLayer {
                 parts
                     .iter()
                     .map(|&part| (part, start(&p, &opts, &snap.offsets, part))),
+                cfg.kafka.connect_timeout,
             )?,
         }
         let brokers =
@@ -345,7 +346,9 @@ impl SpeedLayer {
         let mut msg = first;
         let mut carry = None;
         let deadline = tokio::time::Instant::now() + p.config.speed.linger;
+        let mut heard = false;
         while let Some(m) = msg.take() {
+            heard |= m.is_ok();
             match self.owns(&m) {
                 ownership::Owns::Yes => self.take(&mut mb, m)?,
                 ownership::Owns::AfterHandOver => {
@@ -358,6 +361,10 @@ impl SpeedLayer {
                 break;
             }
             msg = source::next_message(consumer, deadline).await;
+        }
+        if heard {
+            // Once per micro-batch: reading the clock per message costs more than its use.
+            self.heard_at = Some(Instant::now());
         }
         let n = mb.messages;
         self.rejected.tick();
@@ -477,7 +484,6 @@ impl SpeedLayer {
                 }
                 self.snap.offsets.insert(part, m.offset() + 1);
                 self.consumer_errors = 0;
-                self.heard_at = Some(Instant::now());
             }
             Err(e) => {
                 self.consumer_errors += 1;

@@ -56,6 +56,7 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
         &consumer,
         &k.topic,
         ends.keys().map(|&part| (part, Offset::Beginning)),
+        k.connect_timeout,
     )?;
     let done = |o: &BTreeMap<i32, i64>| ends.iter().all(|(p, e)| o.get(p).is_some_and(|x| x >= e));
     let patience = replay_patience(k.connect_timeout);

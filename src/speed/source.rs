@@ -87,11 +87,27 @@ pub(super) fn subscribe(consumer: &SpeedConsumer, topic: &str) -> Result<()> {
 
 /// Assigns the consumer the topic's partitions, each from its starting offset (no group
 /// rebalancing: the checkpoint, not the group, says where each partition resumes).
+///
+/// The consumer first learns the topic's metadata (within `patience`): partitions assigned
+/// before the client knows their leaders wait for librdkafka's next try of the offset query,
+/// about half a second, before their first fetch — at every start and every recovery.
 pub(super) fn assign(
     consumer: &SpeedConsumer,
     topic: &str,
     starts: impl IntoIterator<Item = (i32, Offset)>,
+    patience: Duration,
 ) -> Result<()> {
+    let learn = || consumer.fetch_metadata(Some(topic), patience);
+    let learned = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(learn)
+        }
+        _ => learn(),
+    };
+    if let Err(e) = learned {
+        // Not fatal: the assignment below finds the leaders itself, only later.
+        tracing::debug!(cause = %e, topic, "metadata before assigning partitions");
+    }
     let mut tpl = TopicPartitionList::new();
     for (part, off) in starts {
         tpl.add_partition_offset(topic, part, off).map_err(|e| {

@@ -481,8 +481,13 @@ impl ServingTable {
     }
 
     fn sid_of_speed(&self, sg: usize) -> usize {
-        let key = self.speed.keys().key(sg);
-        match self.batch.as_ref().and_then(|b| b.state.keys().find(key)) {
+        let keys = self.speed.keys();
+        let (h, key) = (keys.hash_of(sg), keys.key(sg));
+        match self
+            .batch
+            .as_ref()
+            .and_then(|b| b.state.keys().find_hashed(h, key))
+        {
             Some(bg) => bg,
             None => self.nb() + sg,
         }
@@ -499,7 +504,9 @@ impl ServingTable {
     fn parts(&self, sid: usize) -> (Option<usize>, Option<usize>) {
         let nb = self.nb();
         if sid < nb {
-            (Some(sid), self.speed.keys().find(self.key(sid)))
+            let batch = self.batch.as_ref().expect("sids below nb are batch groups");
+            let h = batch.state.keys().hash_of(sid);
+            (Some(sid), self.speed.keys().find_hashed(h, self.key(sid)))
         } else {
             (None, Some(sid - nb))
         }

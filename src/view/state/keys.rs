@@ -11,12 +11,15 @@
 //! the usual view) is a validity byte and the string's own UTF-8 bytes, hashed and compared as
 //! they are — no encoding per row; any other key is Arrow's row format of its values. No
 //! per-key allocation and no `ScalarValue`: a million keys of a dozen bytes cost about 30 MB
-//! (bytes + 8-byte end + table slot). Group ids are dense and never change, so every other
+//! (bytes + 8-byte end + 8-byte hash + table slot). Each key's hash is kept: the table grows
+//! without hashing its keys again, and merging one state into another (a micro-batch into a
+//! partition's state, into the delta serving takes) looks keys up by the hash they came with —
+//! every index of a process hashes alike. Group ids are dense and never change, so every other
 //! per-group structure is a plain vector indexed by them. Keys turn back into Arrow columns only
 //! for the groups asked for ([`KeyIndex::columns`]).
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int32Type};
@@ -54,12 +57,18 @@ impl Encoding {
 /// The validity byte of a string key.
 const VALID: u8 = 1;
 
+/// One hasher (one random seed) for every index of the process, so that a key's hash in one
+/// index is its hash in any other.
+static HASHER: LazyLock<DefaultHashBuilder> = LazyLock::new(DefaultHashBuilder::default);
+
 /// Dense group ids for group keys (see the module docs).
 pub struct KeyIndex {
     encoding: Encoding,
     types: Vec<DataType>,
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    /// Each group's hash.
+    hashes: Vec<u64>,
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
 }
@@ -80,6 +89,7 @@ impl Clone for KeyIndex {
             types: self.types.clone(),
             bytes: self.bytes.clone(),
             ends: self.ends.clone(),
+            hashes: self.hashes.clone(),
             table: self.table.clone(),
             hasher: self.hasher.clone(),
         }
@@ -94,8 +104,9 @@ impl KeyIndex {
             types,
             bytes: Vec::new(),
             ends: Vec::new(),
+            hashes: Vec::new(),
             table: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            hasher: HASHER.clone(),
         }
     }
 
@@ -128,6 +139,7 @@ impl KeyIndex {
                 self.bytes.copy_within(start..end, written);
                 written += end - start;
                 self.ends[kept] = written;
+                self.hashes[kept] = self.hashes[g];
                 new_id[g] = kept as u32;
                 kept += 1;
             }
@@ -135,6 +147,7 @@ impl KeyIndex {
         }
         self.bytes.truncate(written);
         self.ends.truncate(kept);
+        self.hashes.truncate(kept);
         self.table.retain(|g| {
             let n = new_id[*g as usize];
             *g = n;
@@ -150,14 +163,30 @@ impl KeyIndex {
 
     /// The group of `key`, if it exists.
     pub fn find(&self, key: &[u8]) -> Option<usize> {
+        self.find_hashed(self.hash(key), key)
+    }
+
+    /// The group of `key` whose hash `h` is known ([`KeyIndex::hash_of`] in another index).
+    pub fn find_hashed(&self, h: u64, key: &[u8]) -> Option<usize> {
         self.table
-            .find(self.hash(key), |&g| same(self.key(g as usize), key))
+            .find(h, |&g| same(self.key(g as usize), key))
             .map(|&g| g as usize)
     }
 
     /// The group of `key`, created when new; the flag says whether it was created.
     pub fn find_or_insert(&mut self, key: &[u8]) -> (usize, bool) {
         let h = self.hash(key);
+        self.find_or_insert_hashed(h, key)
+    }
+
+    /// The hash of group `g`'s key (the same in every index of the process).
+    pub fn hash_of(&self, g: usize) -> u64 {
+        self.hashes[g]
+    }
+
+    /// [`KeyIndex::find_or_insert`] of a key whose hash `h` is known
+    /// ([`KeyIndex::hash_of`] in another index).
+    pub fn find_or_insert_hashed(&mut self, h: u64, key: &[u8]) -> (usize, bool) {
         self.find_or_insert_with(h, |k| same(k, key), |bytes| bytes.extend_from_slice(key))
     }
 
@@ -208,13 +237,10 @@ impl KeyIndex {
         let g = self.ends.len();
         write(&mut self.bytes);
         self.ends.push(self.bytes.len());
-        let (bytes, ends, encoding, hasher) =
-            (&self.bytes, &self.ends, &self.encoding, &self.hasher);
-        self.table.insert_unique(h, g as u32, |&g| {
-            let g = g as usize;
-            let start = if g == 0 { 0 } else { ends[g - 1] };
-            hash_key(encoding, hasher, &bytes[start..ends[g]])
-        });
+        self.hashes.push(h);
+        let hashes = &self.hashes;
+        self.table
+            .insert_unique(h, g as u32, |&g| hashes[g as usize]);
         (g, true)
     }
 

@@ -232,6 +232,19 @@ impl ViewState {
     /// view), created empty when new.
     pub fn group_of(&mut self, key: &[u8]) -> usize {
         let (g, new) = self.keys.find_or_insert(key);
+        self.created(g, new)
+    }
+
+    /// [`ViewState::group_of`] group `og` of `other`'s key (by the hash it has there).
+    fn group_of_other(&mut self, other: &ViewState, og: usize) -> usize {
+        let (g, new) = self
+            .keys
+            .find_or_insert_hashed(other.keys.hash_of(og), other.keys.key(og));
+        self.created(g, new)
+    }
+
+    /// Group `g`, with its accumulators when `new`.
+    fn created(&mut self, g: usize, new: bool) -> usize {
         if new {
             for a in &mut self.accs {
                 a.push_group();
@@ -354,7 +367,7 @@ impl ViewState {
     pub fn merge(&mut self, other: &ViewState) -> Vec<usize> {
         (0..other.len())
             .map(|og| {
-                let g = self.group_of(other.keys.key(og));
+                let g = self.group_of_other(other, og);
                 self.merge_group(g, other, og);
                 g
             })

@@ -153,10 +153,33 @@ pub fn parse_timestamp(s: &[u8]) -> Result<i64, &'static str> {
     if !ok_zone {
         return Err("a timestamp needs its offset from UTC: `Z` or `+HH:MM`");
     }
-    let text = std::str::from_utf8(s).map_err(|_| "a timestamp is not UTF-8")?;
-    let t = chrono::DateTime::parse_from_rfc3339(&text.replacen(' ', "T", 1))
-        .map_err(|_| "not a valid date and time (day, hour or offset out of range)")?;
-    Ok(t.timestamp_micros())
+    // Every part is known to be ASCII digits: read them as numbers, and let chrono say
+    // whether the day exists (30 February) and the hour is one.
+    let num =
+        |r: std::ops::Range<usize>| s[r].iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    let micros = if i > 20 {
+        // 1 to 6 digits after the point, as microseconds.
+        let digits = &s[20..i];
+        let n = num(20..i);
+        n * 10u32.pow(6 - digits.len() as u32)
+    } else {
+        0
+    };
+    let offset_secs = match zone {
+        [b'Z'] => 0,
+        _ => {
+            let (h, m) = (num(i + 1..i + 3), num(i + 4..i + 6));
+            if h > 23 || m > 59 {
+                return Err("not a valid date and time (day, hour or offset out of range)");
+            }
+            let secs = i64::from(h * 3600 + m * 60);
+            if zone[0] == b'-' { -secs } else { secs }
+        }
+    };
+    let local = chrono::NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10))
+        .and_then(|d| d.and_hms_micro_opt(num(11..13), num(14..16), num(17..19), micros))
+        .ok_or("not a valid date and time (day, hour or offset out of range)")?;
+    Ok(local.and_utc().timestamp_micros() - offset_secs * 1_000_000)
 }
 
 /// One declared field of the events.
@@ -1031,6 +1054,43 @@ mod tests {
         fields[1].unit = Some(EpochUnit::Millis);
         let e = EventSchema::new(fields).unwrap_err().to_string();
         assert!(e.contains("`unit` is for timestamp fields"), "{e}");
+    }
+
+    #[test]
+    fn timestamps_are_read_as_chrono_reads_rfc_3339() {
+        for text in [
+            "2026-12-01T10:00:00Z",
+            "2024-02-29T23:59:59.999999Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.9Z",
+            "1969-12-31T23:59:59.5-00:30",
+            "2026-12-01T00:00:00.000001+23:59",
+            "2026-12-01T10:00:00.12-05:00",
+            "2026-06-30T12:34:56.123456+02:00",
+        ] {
+            let chrono = chrono::DateTime::parse_from_rfc3339(text).unwrap();
+            assert_eq!(
+                parse_timestamp(text.as_bytes()),
+                Ok(chrono.timestamp_micros()),
+                "{text}"
+            );
+        }
+        for bad in [
+            "2025-02-29T10:00:00Z",
+            "2026-04-31T10:00:00Z",
+            "2026-13-01T10:00:00Z",
+            "2026-12-00T10:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T10:00:00+24:00",
+            "2026-12-01T10:00:00+01:60",
+        ] {
+            assert!(chrono::DateTime::parse_from_rfc3339(bad).is_err(), "{bad}");
+            assert_eq!(
+                parse_timestamp(bad.as_bytes()),
+                Err("not a valid date and time (day, hour or offset out of range)"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -70,7 +70,6 @@ pub struct KeyIndex {
     /// Each group's hash.
     hashes: Vec<u64>,
     table: HashTable<u32>,
-    hasher: DefaultHashBuilder,
 }
 
 impl std::fmt::Debug for KeyIndex {
@@ -91,7 +90,6 @@ impl Clone for KeyIndex {
             ends: self.ends.clone(),
             hashes: self.hashes.clone(),
             table: self.table.clone(),
-            hasher: self.hasher.clone(),
         }
     }
 }
@@ -106,7 +104,6 @@ impl KeyIndex {
             ends: Vec::new(),
             hashes: Vec::new(),
             table: HashTable::new(),
-            hasher: HASHER.clone(),
         }
     }
 
@@ -158,7 +155,10 @@ impl KeyIndex {
     /// The hash of key bytes. A string key hashes as its UTF-8 bytes alone, so a string found
     /// in the input is looked up without building its key bytes.
     fn hash(&self, key: &[u8]) -> u64 {
-        hash_key(&self.encoding, &self.hasher, key)
+        match (&self.encoding, key.split_first()) {
+            (Encoding::Str, Some((&VALID, s))) => HASHER.hash_one(s),
+            _ => HASHER.hash_one(key),
+        }
     }
 
     /// The group of `key`, if it exists.
@@ -195,7 +195,7 @@ impl KeyIndex {
     pub fn hash_str(&self, s: Option<&[u8]>) -> u64 {
         debug_assert!(matches!(self.encoding, Encoding::Str));
         match s {
-            Some(s) => self.hasher.hash_one(s),
+            Some(s) => HASHER.hash_one(s),
             None => self.hash(&[0]),
         }
     }
@@ -363,14 +363,6 @@ impl KeyIndex {
     /// The key types.
     pub fn types(&self) -> &[DataType] {
         &self.types
-    }
-}
-
-/// See [`KeyIndex::hash`].
-fn hash_key(encoding: &Encoding, hasher: &DefaultHashBuilder, key: &[u8]) -> u64 {
-    match (encoding, key.split_first()) {
-        (Encoding::Str, Some((&VALID, s))) => hasher.hash_one(s),
-        _ => hasher.hash_one(key),
     }
 }
 

@@ -413,8 +413,34 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     terminate(run);
 }
 
-/// With `serving.token`, the token is the password and `/api/sql` wants the bearer token;
-/// with a certificate, clients that ask for TLS get it.
+/// The mechanisms of the AuthenticationSASL message a PostgreSQL server answers a startup
+/// message with (empty when it asks for something else).
+fn sasl_mechanisms(port: u16) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = b"user\0lambda\0database\0lambdaflow\0\0";
+    let mut startup = ((8 + body.len()) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608i32.to_be_bytes()); // protocol 3.0
+    startup.extend_from_slice(body);
+    c.write_all(&startup).unwrap();
+    let mut head = [0u8; 5];
+    c.read_exact(&mut head).unwrap();
+    let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len - 4];
+    c.read_exact(&mut rest).unwrap();
+    // 'R', then the authentication code: 10 is SASL, followed by NUL-ended names.
+    if head[0] != b'R' || rest[..4] != 10i32.to_be_bytes() {
+        return Vec::new();
+    }
+    rest[4..]
+        .split(|&b| b == 0)
+        .filter(|m| !m.is_empty())
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect()
+}
+
+/// With `serving.token`, the token is the password (proved by SCRAM-SHA-256) and `/api/sql`
+/// wants the bearer token; with a certificate, clients that ask for TLS get it.
 #[test]
 fn the_serving_token_is_the_sql_password_over_tls() {
     let addr = format!("127.0.0.1:{}", util::free_port());
@@ -458,6 +484,14 @@ fn the_serving_token_is_the_sql_password_over_tls() {
         || format!("psql with the token\n{}", env.log("serve")),
     );
     assert_eq!(totals(&psql(pg, Some("s3cret-t0ken"), q).1), seed_truth());
+    // The server asks for SCRAM (the password never crosses the wire), with channel binding
+    // offered since it has a certificate: AuthenticationSASL naming both mechanisms.
+    assert_eq!(
+        sasl_mechanisms(pg),
+        ["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"],
+        "{}",
+        env.log("serve")
+    );
     let ali = ["Ali".to_string()];
     assert_eq!(
         clients::psycopg(pg, "s3cret-t0ken", &ali)["lookups"]["Ali"],

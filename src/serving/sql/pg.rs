@@ -4,8 +4,10 @@
 //! over [`super::SqlEngine`]'s session, and lambdaflow's own parts around them:
 //!
 //! - startup: without `serving.token` any user name is accepted; with it, the token is the
-//!   password (`password` authentication); TLS with `serving.pg-tls-cert` and `pg-tls-key`
-//!   for the clients that ask for it;
+//!   password, proved by SCRAM-SHA-256 as PostgreSQL does by default (the password never
+//!   crosses the wire; with a certificate, SCRAM-SHA-256-PLUS binds the proof to the TLS
+//!   connection); TLS with `serving.pg-tls-cert` and `pg-tls-key` for the clients that ask
+//!   for it;
 //! - a hook that refuses every statement but reads with SQLSTATE `25006`, naming it;
 //! - errors rewritten to PostgreSQL's classes ([`super::SqlError`]) with the position of a
 //!   syntax error, instead of `XX000` for all;
@@ -42,8 +44,9 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire;
 use futures::{FutureExt, Sink, StreamExt};
-use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password, random_nonce};
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
@@ -81,9 +84,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-/// The TLS side of `serving.pg-tls-cert` and `pg-tls-key` (PEM files), or an error naming
-/// the file and what is wrong with it.
-pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+/// The TLS side of `serving.pg-tls-cert` and `pg-tls-key` (PEM files) and the certificate's
+/// PEM (for SCRAM's channel binding), or an error naming the file and what is wrong with it.
+pub fn tls(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Vec<u8>)> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
     let pem = read(cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
@@ -109,7 +112,7 @@ pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
             key.display()
         ))
     })?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), pem))
 }
 
 /// Serves `engine` over the PostgreSQL protocol on `listener` until `stop` (with TLS for the
@@ -118,10 +121,11 @@ pub async fn serve(
     listener: TcpListener,
     engine: &SqlEngine,
     token: Option<String>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<(TlsAcceptor, Vec<u8>)>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let handlers = Arc::new(Handlers::new(engine, token));
+    let (tls, cert_pem) = tls.unzip();
+    let handlers = Arc::new(Handlers::new(engine, token, cert_pem));
     let addr = listener.local_addr().ok();
     info!(
         ?addr,
@@ -170,7 +174,8 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(engine: &SqlEngine, token: Option<String>) -> Self {
+    /// `cert_pem`: the server's certificate when TLS is on (for SCRAM's channel binding).
+    fn new(engine: &SqlEngine, token: Option<String>, cert_pem: Option<Vec<u8>>) -> Self {
         let ctx = engine.context();
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnly),
@@ -180,13 +185,10 @@ impl Handlers {
         ];
         let connections = Arc::new(ConnectionManager::new());
         let auth = match token {
-            None => Auth::Open(Open {
+            None => Auth::Open(Arc::new(Open {
                 connections: Arc::clone(&connections),
-            }),
-            Some(t) => Auth::Token(Box::new(
-                CleartextPasswordAuthStartupHandler::new(Token(t), parameters())
-                    .with_connection_manager(Arc::clone(&connections)),
-            )),
+            })),
+            Some(t) => Auth::Scram(Scram::new(&t, cert_pem, Arc::clone(&connections))),
         };
         let startup = Startup {
             auth,
@@ -226,8 +228,15 @@ impl PgWireServerHandlers for Handlers {
         Arc::clone(&self.session)
     }
 
+    /// One per connection: a SCRAM exchange keeps its state in its handler.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.startup)
+        Arc::new(ConnectionStartup {
+            auth: match &self.startup.auth {
+                Auth::Open(open) => ConnectionAuth::Open(Arc::clone(open)),
+                Auth::Scram(scram) => ConnectionAuth::Scram(Box::new(scram.handler())),
+            },
+            timeout_ms: self.startup.timeout_ms.clone(),
+        })
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -243,8 +252,8 @@ impl PgWireServerHandlers for Handlers {
 /// datafusion-postgres's `SET`/`SHOW` hook reads and writes it.
 const TIMEOUT_KEY: &str = "statement_timeout_ms";
 
-/// Startup: authentication, and `serving.sql-timeout` as the connection's `statement_timeout`
-/// (a client's `SET statement_timeout` overrides it).
+/// How connections start: authentication, and `serving.sql-timeout` as the connection's
+/// `statement_timeout` (a client's `SET statement_timeout` overrides it).
 struct Startup {
     auth: Auth,
     timeout_ms: String,
@@ -252,12 +261,66 @@ struct Startup {
 
 /// With or without the token.
 enum Auth {
-    Open(Open),
-    Token(Box<CleartextPasswordAuthStartupHandler<Token, DefaultServerParameterProvider>>),
+    Open(Arc<Open>),
+    Scram(Scram),
+}
+
+/// SCRAM-SHA-256 with the token as every user's password.
+struct Scram {
+    token: Arc<Token>,
+    /// The server's certificate (PEM), when TLS is on: SCRAM-SHA-256-PLUS is offered too.
+    cert_pem: Option<Vec<u8>>,
+    connections: Arc<ConnectionManager>,
+}
+
+impl Scram {
+    fn new(token: &str, cert_pem: Option<Vec<u8>>, connections: Arc<ConnectionManager>) -> Self {
+        let token = Arc::new(Token::new(token));
+        // Channel binding hashes the certificate with its signature's hash: a certificate
+        // pgwire cannot do that for is still served, with SCRAM-SHA-256 alone.
+        let cert_pem = cert_pem.filter(|pem| {
+            let mut probe = ScramAuth::new(Arc::clone(&token) as Arc<dyn AuthSource>);
+            probe
+                .configure_certificate(pem)
+                .inspect_err(|e| {
+                    warn!("serving.pg-tls-cert: SCRAM-SHA-256-PLUS (channel binding) is off: {e}")
+                })
+                .is_ok()
+        });
+        Self {
+            token,
+            cert_pem,
+            connections,
+        }
+    }
+
+    /// A connection's handler (pgwire's SASL handler holds the state of one exchange).
+    fn handler(&self) -> SASLAuthStartupHandler<DefaultServerParameterProvider> {
+        let mut scram = ScramAuth::new(Arc::clone(&self.token) as Arc<dyn AuthSource>);
+        scram.set_iterations(SCRAM_ITERATIONS);
+        if let Some(pem) = &self.cert_pem {
+            // Accepted by `new` already.
+            let _ = scram.configure_certificate(pem);
+        }
+        SASLAuthStartupHandler::new(Arc::new(parameters()))
+            .with_scram(scram)
+            .with_connection_manager(Arc::clone(&self.connections))
+    }
+}
+
+/// One connection's startup.
+struct ConnectionStartup {
+    auth: ConnectionAuth,
+    timeout_ms: String,
+}
+
+enum ConnectionAuth {
+    Open(Arc<Open>),
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
 }
 
 #[async_trait]
-impl StartupHandler for Startup {
+impl StartupHandler for ConnectionStartup {
     async fn on_startup<C>(
         &self,
         client: &mut C,
@@ -273,8 +336,8 @@ impl StartupHandler for Startup {
             .entry(TIMEOUT_KEY.into())
             .or_insert_with(|| self.timeout_ms.clone());
         match &self.auth {
-            Auth::Open(h) => h.on_startup(client, message).await,
-            Auth::Token(h) => h.on_startup(client, message).await,
+            ConnectionAuth::Open(h) => h.on_startup(client, message).await,
+            ConnectionAuth::Scram(h) => h.on_startup(client, message).await,
         }
     }
 }
@@ -291,8 +354,24 @@ impl NoopStartupHandler for Open {
     }
 }
 
-/// `serving.token` as every user's password.
-struct Token(String);
+/// SCRAM's iteration count (PostgreSQL's `scram_iterations` default).
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// `serving.token` as every user's password, kept only salted and hashed as SCRAM needs it
+/// (computed once: 4,096 rounds of PBKDF2 per login would cost every connection).
+struct Token {
+    salt: Vec<u8>,
+    salted: Vec<u8>,
+}
+
+impl Token {
+    fn new(token: &str) -> Self {
+        // 18 random bytes, base64: a salt is any bytes.
+        let salt = random_nonce().into_bytes();
+        let salted = gen_salted_password(token, &salt, SCRAM_ITERATIONS);
+        Self { salt, salted }
+    }
+}
 
 impl Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,7 +382,7 @@ impl Debug for Token {
 #[async_trait]
 impl AuthSource for Token {
     async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
-        Ok(Password::new(None, self.0.as_bytes().to_vec()))
+        Ok(Password::new(Some(self.salt.clone()), self.salted.clone()))
     }
 }
 

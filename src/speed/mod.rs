@@ -2,11 +2,12 @@
 //! good event archived into the master dataset.
 //!
 //! ```text
-//!  topic partitions ──assign(offsets from checkpoint)──► micro-batch (≤ max-batch-rows, linger)
-//!      │ bad message: topic/partition/offset + reason ─► output/dead_letter.jsonl
-//!      ▼
-//!  view::event decoder ─► ViewState::update per view and partition (the same compiled SQL
-//!                         expressions the batch layer runs)
+//!  topic partitions ──assign(offsets from checkpoint)──► reader thread: view::event decoder,
+//!      │ bad message: topic/partition/offset + reason      chunks of one partition's messages
+//!      │   ─► output/dead_letter.jsonl                      │
+//!      ▼                                                    ▼
+//!  micro-batch of chunks (≤ max-batch-rows, linger) ─► ViewState::update per view and
+//!                         partition (the same compiled SQL expressions the batch layer runs)
 //!      ▼  every checkpoint-interval:
 //!  1. events since the last checkpoint ─► master/…/.pending.offsets=<from>-<to>.parquet
 //!  2. checkpoint.json = { offsets, the batch run each view continues, dead-letter length }
@@ -36,8 +37,8 @@
 //! waits for it (backpressure; nothing is dropped).
 //!
 //! ## Files
-//! - `source.rs`: the Kafka consumer and the decoding of a micro-batch (shared
-//!   with [`replay()`]);
+//! - `source.rs`: the Kafka consumer, and the reader thread that takes and decodes its
+//!   messages while the loop folds (shared with [`replay()`]);
 //! - [`views`]: the state per view and partition, and the handoff to a new batch run;
 //! - `checkpointer.rs`: segments, checkpoint, commit, in the background;
 //! - `group.rs`: the consumer group's rebalance callback, which claims partitions in the table;
@@ -60,8 +61,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
@@ -75,7 +74,7 @@ use checkpointer::Checkpointer;
 use dead_letters::DeadLetterLog;
 use group::Claims;
 pub use replay::{Replay, replay};
-use source::{MicroBatch, SpeedConsumer};
+use source::{Chunk, MicroBatch, Read, Reader, SpeedConsumer};
 pub use stats::{DurationHistogram, EventTime, LatencyHistogram, Progress, Snapshot, rfc3339};
 use views::Handoff;
 pub use views::SpeedView;
@@ -197,15 +196,20 @@ pub async fn run(
         }
     };
     let (mut layer, consumer) = SpeedLayer::recover(p, opts, publish, parts).await?;
+    let consumer = Arc::new(consumer);
     let notify = layer.opts.batch_published.clone().unwrap_or_default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
-    // A message of a partition being handed over, kept for after the hand-over.
+    // A chunk of a partition being handed over, kept for after the hand-over.
     let mut carry = None;
     let claims = layer.group.clone();
-    // Dropped before the consumer (declared after it), on every way out.
     let topic = layer.p.config.kafka.topic.clone();
+    let cap = layer.p.config.speed.max_batch_rows;
+    // Dropped in reverse order, on every way out: `closing` first (so the consumer's close
+    // never waits for a rebalance nobody answers), then the reader's thread is joined, then
+    // the consumer closes here.
+    let mut reader = Reader::start(layer.p.schema.clone(), Arc::clone(&consumer), cap)?;
     let _closing = group::Closing(claims.clone(), &consumer, &topic);
     let handed_over = || async {
         match &claims {
@@ -214,20 +218,22 @@ pub async fn run(
         }
     };
     while !stopping {
-        // Wait for the first message of a micro-batch (or shutdown, or something to do).
+        // Wait for the first chunk of a micro-batch (or shutdown, or something to do).
         let first = match carry.take() {
-            Some(m) => Some(m),
+            Some(c) => Some(Read::Chunk(c)),
             None => tokio::select! {
                 biased;
                 _ = &mut shutdown => { stopping = true; None }
-                m = consumer.recv() => Some(m),
+                r = reader.recv() => Some(r.ok_or_else(reader_stopped)?),
                 _ = tokio::time::sleep(Duration::from_millis(500)), if layer.checkpointer.has_pending() => None,
                 _ = notify.notified() => { layer.check_batches = true; None }
                 _ = handed_over() => None,
                 _ = tick.tick() => None,
             },
         };
-        carry = layer.micro_batch(&consumer, first, stopping).await?;
+        carry = layer
+            .micro_batch(&consumer, &mut reader, first, stopping)
+            .await?;
         layer.apply_changes(&consumer).await?;
     }
     layer.stop().await
@@ -332,35 +338,48 @@ impl SpeedLayer {
     /// One micro-batch: gathers messages after `first` until the batch is full or `linger`
     /// has passed, folds them into the state, checkpoints when due, follows a new batch run,
     /// and publishes.
-    /// Returns the message that ended it early, if any: one of a partition whose hand-over
-    /// must be applied first (consumer group).
-    async fn micro_batch<'c>(
+    /// Returns the chunk that ended it early, if any: one of a partition whose hand-over must
+    /// be applied first (consumer group), or one that would overfill the micro-batch.
+    async fn micro_batch(
         &mut self,
-        consumer: &'c SpeedConsumer,
-        first: Option<KafkaResult<BorrowedMessage<'c>>>,
+        consumer: &SpeedConsumer,
+        reader: &mut Reader,
+        first: Option<Read>,
         stopping: bool,
-    ) -> Result<Option<KafkaResult<BorrowedMessage<'c>>>> {
+    ) -> Result<Option<Chunk>> {
         let started = Instant::now();
         let p = Arc::clone(&self.p);
-        let mut mb = MicroBatch::new(&p.schema);
-        let mut msg = first;
+        let max = p.config.speed.max_batch_rows as u64;
+        let mut mb = MicroBatch::default();
+        let mut next = first;
         let mut carry = None;
         let deadline = tokio::time::Instant::now() + p.config.speed.linger;
         let mut heard = false;
-        while let Some(m) = msg.take() {
-            heard |= m.is_ok();
-            match self.owns(&m) {
-                ownership::Owns::Yes => self.take(&mut mb, m)?,
-                ownership::Owns::AfterHandOver => {
-                    carry = Some(m);
-                    break;
+        while let Some(r) = next.take() {
+            match r {
+                Read::Error(e) => self.consumer_error(e),
+                Read::Chunk(c) => {
+                    heard = true;
+                    match self.owns(c) {
+                        ownership::Owns::Yes(c)
+                            if mb.messages > 0 && mb.messages + c.len() as u64 > max =>
+                        {
+                            carry = Some(c);
+                            break;
+                        }
+                        ownership::Owns::Yes(c) => self.take(&mut mb, c)?,
+                        ownership::Owns::AfterHandOver(c) => {
+                            carry = Some(c);
+                            break;
+                        }
+                        ownership::Owns::No => {}
+                    }
                 }
-                ownership::Owns::No => {}
             }
-            if mb.messages as usize >= p.config.speed.max_batch_rows {
+            if mb.messages >= max {
                 break;
             }
-            msg = source::next_message(consumer, deadline).await;
+            next = reader.next(deadline).await;
         }
         if heard {
             // Once per micro-batch: reading the clock per message costs more than its use.
@@ -467,53 +486,55 @@ impl SpeedLayer {
         moved
     }
 
-    /// Decodes one message into the micro-batch; a bad one goes to the dead-letter file.
-    fn take(&mut self, mb: &mut MicroBatch<'_>, m: KafkaResult<BorrowedMessage<'_>>) -> Result<()> {
-        match m {
-            Ok(m) => {
-                let part = m.partition();
-                self.checkpointer
-                    .consumed(part, self.snap.offsets.get(&part).copied(), m.offset());
-                if let Some(rec) = mb.push(&m) {
-                    let reason = rec["reason"].as_str().unwrap_or_default();
-                    self.rejected.rejected(m.topic(), part, m.offset(), reason);
-                    match &mut self.dlq {
-                        Some(dlq) => dlq.append(&rec)?,
-                        None => self.checkpointer.dead_letter(part, rec),
-                    }
-                }
-                self.snap.offsets.insert(part, m.offset() + 1);
-                self.consumer_errors = 0;
+    /// Takes a decoded chunk into the micro-batch; its bad messages go to the dead letters.
+    fn take(&mut self, mb: &mut MicroBatch, mut c: Chunk) -> Result<()> {
+        let part = c.part;
+        self.checkpointer.consumed(
+            part,
+            self.snap.offsets.get(&part).copied(),
+            c.first_offset(),
+        );
+        for (i, rec) in std::mem::take(&mut c.bad) {
+            let reason = rec["reason"].as_str().unwrap_or_default();
+            self.rejected
+                .rejected(&self.p.config.kafka.topic, part, c.offset(i), reason);
+            match &mut self.dlq {
+                Some(dlq) => dlq.append(&rec)?,
+                None => self.checkpointer.dead_letter(part, rec),
             }
-            Err(e) => {
-                self.consumer_errors += 1;
-                if self.consumer_errors == 1 {
-                    warn!(cause = %e, "Kafka consumer error (the client retries by itself)");
-                }
-            }
+            mb.bad += 1;
         }
+        self.snap.offsets.insert(part, c.end());
+        self.consumer_errors = 0;
+        mb.push(c);
         Ok(())
+    }
+
+    fn consumer_error(&mut self, e: rdkafka::error::KafkaError) {
+        self.consumer_errors += 1;
+        if self.consumer_errors == 1 {
+            warn!(cause = %e, "Kafka consumer error (the client retries by itself)");
+        }
     }
 
     /// Folds a micro-batch into each view's per-partition state and returns its delta: the
     /// state of just these events, per view (what serving merges).
-    fn fold(&mut self, mb: MicroBatch<'_>) -> Result<Vec<ViewState>> {
+    fn fold(&mut self, mb: MicroBatch) -> Result<Vec<ViewState>> {
         let (n, bad) = (mb.messages, mb.bad);
         let mut deltas: Vec<ViewState> = self.p.views.iter().map(|d| d.new_state()).collect();
         let (now, clock) = (Instant::now(), chrono::Utc::now().timestamp_micros());
         let horizons: Vec<Option<i64>> = self.p.views.iter().map(|d| self.horizon(d)).collect();
-        for (part, batch, count) in mb.finish() {
+        for (part, batches, count) in mb.finish() {
             *self.snap.consumed_by_partition.entry(part).or_default() += count;
-            if batch.num_rows() == 0 {
+            if batches.is_empty() {
                 continue;
             }
             for def in self.p.views.iter() {
                 if let (Some(w), Some(policy)) = (def.window(), def.watermark()) {
-                    self.snap
-                        .event_time
-                        .entry(def.name.clone())
-                        .or_default()
-                        .observe(w, policy, part, &batch, now, clock)?;
+                    let et = self.snap.event_time.entry(def.name.clone()).or_default();
+                    for batch in &batches {
+                        et.observe(w, policy, part, batch, now, clock)?;
+                    }
                 }
             }
             for (((def, v), delta), h) in self
@@ -526,7 +547,9 @@ impl SpeedLayer {
             {
                 // Windows beyond retention are not kept (their events are archived).
                 let mut d = def.new_state();
-                d.update_within(def, &batch, *h)?;
+                for batch in &batches {
+                    d.update_within(def, batch, *h)?;
+                }
                 v.parts
                     .entry(part)
                     .or_insert_with(|| def.new_state())
@@ -537,7 +560,9 @@ impl SpeedLayer {
                     delta.merge(&d);
                 }
             }
-            self.checkpointer.archive(part, batch);
+            for batch in batches {
+                self.checkpointer.archive(part, batch);
+            }
         }
         self.snap.batch_id += 1;
         self.snap.consumed += n;
@@ -681,6 +706,11 @@ impl SpeedLayer {
             views: self.views,
         })
     }
+}
+
+/// The reader's thread ended before the layer did: it only does when it panicked.
+fn reader_stopped() -> crate::error::Error {
+    crate::error::Error::Internal("the Kafka reader thread stopped".into())
 }
 
 /// Where a partition starts without a consumer group: the checkpoint's offset, else the

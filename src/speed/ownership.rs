@@ -4,56 +4,49 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Message};
 use tracing::{debug, info, warn};
 
 use super::SpeedLayer;
 use super::group::{self, Change};
-use super::source::SpeedConsumer;
+use super::source::{Chunk, SpeedConsumer};
 use crate::error::Result;
 use crate::storage::delta::Claim;
 use crate::storage::{dead_letter_ranges, segments};
 
-/// Whether the layer takes a message now.
+/// Whether the layer takes a chunk of messages now.
 pub(super) enum Owns {
-    /// Yes (or there is no consumer group).
-    Yes,
+    /// Yes (or there is no consumer group): these of its messages.
+    Yes(Chunk),
     /// After the hand-over waiting to be applied.
-    AfterHandOver,
-    /// No: its partition is another instance's, or the offset is archived already.
+    AfterHandOver(Chunk),
+    /// No: its partition is another instance's, or its offsets are archived already.
     No,
 }
 
 impl SpeedLayer {
-    /// Whether the message's partition is this instance's (see [`Owns`]).
-    pub(super) fn owns(&self, m: &KafkaResult<BorrowedMessage<'_>>) -> Owns {
-        let (Some(claims), Ok(m)) = (&self.group, m) else {
-            return Owns::Yes;
+    /// Whether the chunk's partition is this instance's (see [`Owns`]).
+    pub(super) fn owns(&self, c: Chunk) -> Owns {
+        let Some(claims) = &self.group else {
+            return Owns::Yes(c);
         };
-        let part = m.partition();
-        // An owned partition's message is taken even with a change pending: applying it later
-        // commits (revoked) or resets (claimed again) the partition, events and state alike.
+        let part = c.part;
+        // An owned partition's messages are taken even with a change pending: applying it
+        // later commits (revoked) or resets (claimed again) the partition, events and state
+        // alike.
         if !self.checkpointer.owns(part) {
             if claims.pending() {
-                return Owns::AfterHandOver;
+                return Owns::AfterHandOver(c);
             }
             debug!(
                 partition = part,
-                offset = m.offset(),
-                "skipping a message of a partition this instance does not own"
+                offsets = ?(c.first_offset()..c.end()),
+                "skipping messages of a partition this instance does not own"
             );
             return Owns::No;
         }
-        if self
-            .snap
-            .offsets
-            .get(&part)
-            .is_some_and(|&o| m.offset() < o)
-        {
-            return Owns::No; // fetched before the consumer was moved to the archived end
-        }
-        Owns::Yes
+        // Messages fetched before the consumer was moved to the archived end are not taken.
+        let from = self.snap.offsets.get(&part).copied().unwrap_or(i64::MIN);
+        c.within(from, i64::MAX).map_or(Owns::No, Owns::Yes)
     }
 
     /// Applies the rebalances seen since the last call, and drops fenced partitions.

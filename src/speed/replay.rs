@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use std::sync::Arc;
+
 use rdkafka::Offset;
-use rdkafka::message::Message;
 
 use super::dead_letters::DeadLetterLog;
-use super::source::{self, MicroBatch, consumer, replay_patience};
+use super::source::{self, Read, Reader, consumer, replay_patience};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::view::ViewState;
@@ -61,39 +61,37 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
     let done = |o: &BTreeMap<i32, i64>| ends.iter().all(|(p, e)| o.get(p).is_some_and(|x| x >= e));
     let patience = replay_patience(k.connect_timeout);
     let mut rejected = DeadLetterLog::new("skipped by replay");
+    let max = p.config.speed.max_batch_rows;
+    let mut reader = Reader::start(p.schema.clone(), Arc::new(consumer), max)?;
     while !done(&out.offsets) {
-        let mut mb = MicroBatch::new(&p.schema);
-        let mut msg = Some(
-            tokio::time::timeout(patience, consumer.recv())
-                .await
-                .map_err(|_| {
-                    Error::kafka_msg(format!(
-                        "replay: no message from topic `{}` for {patience:?} before reaching offsets {ends:?} (at {:?})",
-                        k.topic, out.offsets
-                    ))
-                })?,
-        );
-        while let Some(m) = msg.take() {
-            let m = m.map_err(|e| Error::kafka(format!("replay: reading `{}`", k.topic), e))?;
-            let part = m.partition();
-            if ends.get(&part).is_some_and(|&e| m.offset() < e)
-                && let Some(rec) = mb.push(&m)
-            {
-                let reason = rec["reason"].as_str().unwrap_or_default();
-                rejected.rejected(m.topic(), part, m.offset(), reason);
+        let read = tokio::time::timeout(patience, reader.recv())
+            .await
+            .map_err(|_| {
+                Error::kafka_msg(format!(
+                    "replay: no message from topic `{}` for {patience:?} before reaching offsets {ends:?} (at {:?})",
+                    k.topic, out.offsets
+                ))
+            })?
+            .ok_or_else(|| Error::Internal("the Kafka reader thread stopped".into()))?;
+        let c = match read {
+            Read::Chunk(c) => c,
+            Read::Error(e) => {
+                return Err(Error::kafka(format!("replay: reading `{}`", k.topic), e));
             }
-            out.offsets.insert(part, m.offset() + 1);
-            if mb.messages as usize >= p.config.speed.max_batch_rows || done(&out.offsets) {
-                break;
-            }
-            msg = consumer.recv().now_or_never();
+        };
+        let part = c.part;
+        out.offsets.insert(part, c.end());
+        let Some(mut c) = c.within(i64::MIN, ends.get(&part).copied().unwrap_or(i64::MIN)) else {
+            continue;
+        };
+        for (i, rec) in std::mem::take(&mut c.bad) {
+            let reason = rec["reason"].as_str().unwrap_or_default();
+            rejected.rejected(&k.topic, part, c.offset(i), reason);
+            out.bad += 1;
         }
-        out.messages += mb.messages;
-        out.bad += mb.bad;
-        for (_, batch, _) in mb.finish() {
-            for (def, st) in p.views.iter().zip(out.states.iter_mut()) {
-                st.update(def, &batch)?;
-            }
+        out.messages += c.len() as u64;
+        for (def, st) in p.views.iter().zip(out.states.iter_mut()) {
+            st.update(def, &c.batch)?;
         }
     }
     rejected.flush();

@@ -177,6 +177,8 @@ struct SpeedLayer {
     last_check: Instant,
     /// Per view with a retention: the horizon its state was last cut at.
     cut_at: BTreeMap<String, i64>,
+    /// Behind the partitions' ends, to checkpoint at once when caught up.
+    backlog: Backlog,
 }
 
 /// Runs the speed layer until `shutdown` resolves; then finishes the current micro-batch,
@@ -324,6 +326,7 @@ impl SpeedLayer {
             check_batches: false,
             last_check: Instant::now(),
             cut_at: BTreeMap::new(),
+            backlog: Backlog::default(),
         };
         if layer.group.is_none() {
             // The checkpoint of the recovered positions (and the streaming view rewritten).
@@ -392,7 +395,11 @@ impl SpeedLayer {
         // After the fold: the events of this micro-batch were counted late or not against the
         // watermark as it stood before them (as in Spark).
         let watermarks_moved = self.advance_watermarks();
-        if self.checkpointer.has_pending() && (self.checkpointer.due() || stopping || n == 0) {
+        self.snap.brokers = self.brokers.borrow().clone();
+        let caught_up = self.caught_up();
+        if self.checkpointer.has_pending()
+            && (self.checkpointer.due() || stopping || n == 0 || caught_up)
+        {
             self.checkpoint(false).await?;
             let mut tpl = TopicPartitionList::new();
             for (&part, &off) in &self.snap.offsets {
@@ -409,7 +416,6 @@ impl SpeedLayer {
         if checkpointed {
             self.snap.checkpointed = self.checkpointer.committed().clone();
         }
-        self.snap.brokers = self.brokers.borrow().clone();
         // The watch asks once a second on a client of its own, which reconnects later than
         // the consumer: a message received just now says the brokers answer.
         if self
@@ -435,6 +441,14 @@ impl SpeedLayer {
             let _ = tx.send(SpeedUpdate::Delta { views, offsets }).await;
         }
         Ok(carry)
+    }
+
+    /// Whether the layer has just worked off a backlog (see [`Backlog`]) by the partitions'
+    /// ends the brokers last gave.
+    fn caught_up(&mut self) -> bool {
+        let lag: i64 = self.snap.lag().values().sum();
+        let max = self.p.config.speed.max_batch_rows as i64;
+        self.backlog.worked_off(lag, max)
     }
 
     /// Where view `def`'s retention cuts now (`None`: no retention, or no watermark yet).
@@ -708,6 +722,29 @@ impl SpeedLayer {
     }
 }
 
+/// Whether the layer is working off a backlog: more than a micro-batch (`max-batch-rows`)
+/// behind the partitions' ends, and not at them since. When it reaches them, its events are
+/// checkpointed at once rather than at the next interval (or after half a second idle): the
+/// end of a catch-up — after a restart, a burst — is durable, and visible to `serve`, as soon
+/// as it is folded. The ends are those the brokers last gave (asked once a second), so a
+/// stream that keeps moving ends a backlog at most once per answer, and a backlog worked off
+/// within a second may go unseen (the interval or the idle checkpoint then covers it).
+#[derive(Debug, Default)]
+struct Backlog(bool);
+
+impl Backlog {
+    /// After a micro-batch, `lag` events behind the ends: true when that ends a backlog.
+    fn worked_off(&mut self, lag: i64, max: i64) -> bool {
+        let was = self.0;
+        if lag > max {
+            self.0 = true;
+        } else if lag == 0 {
+            self.0 = false;
+        }
+        was && lag == 0
+    }
+}
+
 /// The reader's thread ended before the layer did: it only does when it panicked.
 fn reader_stopped() -> crate::error::Error {
     crate::error::Error::Internal("the Kafka reader thread stopped".into())
@@ -764,4 +801,25 @@ fn streaming_rows_all(
     (0..p.views.len())
         .map(|i| streaming_rows(&p.views[i], views, i))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backlog;
+
+    #[test]
+    fn a_backlog_ends_once_when_the_layer_reaches_the_ends() {
+        let mut b = Backlog::default();
+        // A stream the layer keeps up with: lags under a micro-batch never make a backlog.
+        assert!(!b.worked_off(50, 100));
+        assert!(!b.worked_off(0, 100));
+        // Behind by more than a micro-batch, then less, then at the ends: ended once.
+        assert!(!b.worked_off(1_000, 100));
+        assert!(!b.worked_off(40, 100));
+        assert!(b.worked_off(0, 100));
+        assert!(!b.worked_off(0, 100));
+        // Behind again: a second backlog, a second end.
+        assert!(!b.worked_off(101, 100));
+        assert!(b.worked_off(0, 100));
+    }
 }

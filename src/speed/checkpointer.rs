@@ -308,8 +308,8 @@ fn write(
     owners: Option<&BTreeMap<i32, i64>>,
 ) -> Result<Fenced> {
     let topic = &p.config.kafka.topic;
-    let mut ranges = Vec::new();
-    let mut dead_files = Vec::new();
+    // Per partition with events since its last range: (partition, owner, to, pending).
+    let mut todo = Vec::new();
     for (&part, pd) in pending {
         let to = cp.offsets.get(&part).copied().unwrap_or(pd.from);
         if to <= pd.from {
@@ -322,14 +322,23 @@ fn write(
                 None => continue, // no longer ours
             },
         };
+        todo.push((part, owner, to, pd));
+    }
+    // Only bad messages: no segment, but the partition's archived offset moves on.
+    let with_events: Vec<segments::PendingRange<'_>> = todo
+        .iter()
+        .filter(|(.., pd)| !pd.batches.is_empty())
+        .map(|&(part, owner, to, pd)| ((part, owner), pd.from, to, &pd.batches[..]))
+        .collect();
+    let mut written = segments::write_pending_all(layout, topic, &with_events).into_iter();
+    let mut ranges = Vec::new();
+    let mut dead_files = Vec::new();
+    for (part, owner, to, pd) in todo {
         let fence = owner.map_or(delta::Fence::None, delta::Fence::Owner);
-        // Only bad messages: no segment, but the partition's archived offset moves on.
-        let segment = (!pd.batches.is_empty())
-            .then(|| {
-                let at = (part, owner);
-                segments::write_pending(layout, topic, at, pd.from, to, &pd.batches)
-            })
-            .transpose()?;
+        let segment = match pd.batches.is_empty() {
+            true => None,
+            false => Some(written.next().expect("one result per range")?),
+        };
         if !pd.dead.is_empty() {
             let f =
                 dead_letter_ranges::write(layout, topic, (part, owner), (pd.from, to), &pd.dead)?;

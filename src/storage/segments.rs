@@ -246,6 +246,49 @@ pub fn covered(layout: &Layout, topic: &str, bound: &BTreeMap<i32, i64>) -> Resu
     Ok(out)
 }
 
+/// One partition's pending events, as [`write_pending_all`] takes them: `(partition, owner)`,
+/// the offsets `from..to`, the events.
+pub type PendingRange<'a> = ((i32, Option<i64>), i64, i64, &'a [RecordBatch]);
+
+/// [`write_pending`] for several partitions at once, on up to one thread per core: a
+/// checkpoint then takes as long as its largest segment, not as the sum of them (encoding is
+/// CPU-bound; on a bucket, each put waits on the network). Results in the order given.
+pub fn write_pending_all(
+    layout: &Layout,
+    topic: &str,
+    ranges: &[PendingRange<'_>],
+) -> Vec<Result<Segment>> {
+    let write = |&(at, from, to, batches): &PendingRange<'_>| {
+        write_pending(layout, topic, at, from, to, batches)
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if ranges.len() < 2 || threads < 2 {
+        return ranges.iter().map(write).collect();
+    }
+    let workers = threads.min(ranges.len());
+    let mut out: Vec<Option<Result<Segment>>> = (0..ranges.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    (w..ranges.len())
+                        .step_by(workers)
+                        .map(|i| (i, write(&ranges[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("segment writer panicked") {
+                out[i] = Some(r);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| r.expect("every range written"))
+        .collect()
+}
+
 /// Writes the events of `[from, to)` of a partition as a pending segment (`owner`: the
 /// writer's claim epoch, in a consumer group).
 pub fn write_pending(

@@ -5,15 +5,16 @@
 //! write lock, so a scan never sees half of one). Equality on every group key of a view
 //! without a window is a lookup in the serving index (a hash probe and the copy of one row);
 //! in a windowed view, equality on the keys besides the window and ranges on the window's
-//! start are a range scan of its time index; anything else copies the view's rows. `EXPLAIN`
+//! start are a range scan of its time index; anything else reads every row (the table's Arrow
+//! blocks, decoded again only where rows changed: [`ServingTable::arrow_scan`]). `EXPLAIN`
 //! names which (`ViewScan: … key lookup`, `… range scan of the time index`, `… scan`). A
 //! query that is nothing but a key lookup is answered without a plan ([`key_lookup`]).
 //!
 //! One query reads one version of everything served, however many tables it reads (a join of
 //! two views, a view with itself, a view with `lambdaflow_freshness`): [`SnapshotPlanner`]
 //! copies the rows of every scan in the plan at once, under the fence updates take
-//! ([`crate::serving::updating`]), before DataFusion plans the query; each scan then takes its
-//! copy.
+//! ([`crate::serving::updating`]), and decodes them after it, before DataFusion plans the
+//! query; each scan then takes its copy.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +46,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use tokio::sync::watch;
 
+use crate::serving::table::{ArrowScan, ServingTable};
 use crate::serving::{ServedView, ServingState};
 use crate::view::{OutputSource, ViewDef};
 
@@ -244,15 +246,14 @@ impl TableProvider for ViewTable {
             DataFusionError::Plan(format!("view `{}` is no longer served", self.name))
         })?;
         let select = Select::of(&v.def, &self.schema, filters);
-        let json = match QUERY_ROWS.try_with(|q| q.view(self.index, &select)) {
-            Ok(Some(json)) => json,
+        let batches = match QUERY_ROWS.try_with(|q| q.view(self.index, &select)) {
+            Ok(Some(rows)) => rows,
             // Planned outside a SnapshotPlanner: the rows as they are now.
-            _ => Arc::new(rows_json(v, &select)),
+            _ => Arc::new(copy_rows(v, &select).decode(v, &self.schema)?),
         };
-        let batches = decode(Arc::clone(&self.schema), &json)?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let inner = MemorySourceConfig::try_new_exec(
-            &[batches],
+            &[batches.to_vec()],
             Arc::clone(&self.schema),
             projection.cloned(),
         )?;
@@ -265,9 +266,48 @@ impl TableProvider for ViewTable {
     }
 }
 
-/// The JSON lines of the rows `select` finds in view `v` (under its read lock, once).
-fn rows_json(v: &ServedView, select: &Select) -> Vec<u8> {
+/// The rows a scan found in a view, copied under its read lock, to decode after.
+enum Copied {
+    /// Every row, from the table's Arrow blocks.
+    Blocks(ArrowScan),
+    /// Rows as JSON lines.
+    Json(Vec<u8>),
+}
+
+impl Copied {
+    /// The rows as record batches of `schema` (`v`: the view they were copied from, which
+    /// keeps the blocks decoded here).
+    fn decode(self, v: &ServedView, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        match self {
+            Copied::Json(json) => decode(Arc::clone(schema), &json),
+            Copied::Blocks(scan) => {
+                let (rows, decoded) = scan.decode(|json| {
+                    let mut batches = decode(Arc::clone(schema), json)?;
+                    match batches.len() {
+                        1 => Ok(batches.pop().expect("one batch")),
+                        _ => Ok::<_, DataFusionError>(concat_batches(schema, &batches)?),
+                    }
+                })?;
+                v.read().keep_arrow(decoded);
+                Ok(rows)
+            }
+        }
+    }
+}
+
+/// The rows `select` finds in view `v`, copied under its read lock, once.
+fn copy_rows(v: &ServedView, select: &Select) -> Copied {
     let t = v.read();
+    if let Select::All = select
+        && let Some(scan) = t.arrow_scan()
+    {
+        return Copied::Blocks(scan);
+    }
+    Copied::Json(rows_json(&t, select))
+}
+
+/// The JSON lines of the rows `select` finds in table `t`.
+fn rows_json(t: &ServingTable, select: &Select) -> Vec<u8> {
     match select {
         Select::All => t.all_rows_json(),
         Select::Key(values) => {
@@ -350,7 +390,7 @@ pub fn key_lookup(plan: &LogicalPlan) -> Option<Result<RecordBatch>> {
         })
         .collect::<Option<_>>()?;
     let out = Arc::new(p.schema.as_arrow().clone());
-    let json = rows_json(v, &select);
+    let json = rows_json(&v.read(), &select);
     Some((|| {
         let batches = decode(Arc::clone(&table.schema), &json)?;
         let row = concat_batches(&table.schema, &batches)?;
@@ -564,14 +604,14 @@ type ScanOf = (usize, Select);
 /// The rows of every table one query reads, copied together (see the module docs).
 #[derive(Default)]
 struct QueryRows {
-    /// Per scan of a view: the rows as JSON lines.
-    views: Vec<(ScanOf, Arc<Vec<u8>>)>,
+    /// Per scan of a view: its rows.
+    views: Vec<(ScanOf, Arc<Vec<RecordBatch>>)>,
     /// `lambdaflow_freshness`, when the query reads it.
     freshness: Option<RecordBatch>,
 }
 
 impl QueryRows {
-    fn view(&self, index: usize, select: &Select) -> Option<Arc<Vec<u8>>> {
+    fn view(&self, index: usize, select: &Select) -> Option<Arc<Vec<RecordBatch>>> {
         self.views
             .iter()
             .find(|((i, s), _)| *i == index && s == select)
@@ -608,20 +648,32 @@ impl SnapshotPlanner {
             return Ok(out);
         }
         let st = self.served.borrow().clone();
-        let _fence = crate::serving::reading();
-        for (provider, filters) in scans {
-            if let Some(t) = provider.downcast_ref::<ViewTable>() {
-                let Some(v) = st.views.get(t.index) else {
-                    continue;
-                };
-                let select = Select::of(&v.def, &t.schema, &filters);
-                if out.view(t.index, &select).is_none() {
-                    let rows = Arc::new(rows_json(v, &select));
-                    out.views.push(((t.index, select), rows));
+        // Copied under the fence, decoded after it (updates wait for the copies alone).
+        let mut copied: Vec<(ScanOf, SchemaRef, Copied)> = Vec::new();
+        {
+            let _fence = crate::serving::reading();
+            for (provider, filters) in scans {
+                if let Some(t) = provider.downcast_ref::<ViewTable>() {
+                    let Some(v) = st.views.get(t.index) else {
+                        continue;
+                    };
+                    let select = Select::of(&v.def, &t.schema, &filters);
+                    if !copied
+                        .iter()
+                        .any(|((i, s), ..)| *i == t.index && *s == select)
+                    {
+                        let rows = copy_rows(v, &select);
+                        copied.push(((t.index, select), Arc::clone(&t.schema), rows));
+                    }
+                } else if provider.downcast_ref::<Freshness>().is_some() && out.freshness.is_none()
+                {
+                    out.freshness = Some(Freshness::rows_of(&st, &self.topic)?);
                 }
-            } else if provider.downcast_ref::<Freshness>().is_some() && out.freshness.is_none() {
-                out.freshness = Some(Freshness::rows_of(&st, &self.topic)?);
             }
+        }
+        for ((index, select), schema, rows) in copied {
+            let rows = rows.decode(&st.views[index], &schema)?;
+            out.views.push(((index, select), Arc::new(rows)));
         }
         Ok(out)
     }

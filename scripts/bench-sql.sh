@@ -104,11 +104,13 @@ done
 
 q1="SELECT customer, total_amount FROM customer_totals ORDER BY total_amount DESC LIMIT 10"
 q2="SELECT count(*), sum(total_amount) FROM customer_totals WHERE total_amount > 500"
-server_ms() { # PORT DB SQL: the median of 5 runs, from psql's \timing
+server_ms() { # PORT DB SQL: the median of 5 runs and the first, from psql's \timing
   local s=""
   for _ in 1 2 3 4 5; do s+="$3;"$'\n'; done
-  psql -X -q -h 127.0.0.1 -p "$1" -U postgres "$2" -c '\timing on' -f <(echo "\\timing on"; echo "$s") 2>&1 |
-    awk '/^Time:/ {print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+  local t
+  t=$(psql -X -q -h 127.0.0.1 -p "$1" -U postgres "$2" -c '\timing on' -f <(echo "\\timing on"; echo "$s") 2>&1 |
+    awk '/^Time:/ {print $2}')
+  printf '%s (first %s)' "$(echo "$t" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" "$(echo "$t" | head -1)"
 }
 duck_ms() { # SQL
   "$py" - "$dir/rows.csv" "$1" <<'PY'
@@ -122,7 +124,9 @@ for _ in range(5):
 print("%.3f" % statistics.median(times))
 PY
 }
-echo "analytical queries, $keys rows, median of 5 (ms)"
+# lambdaflow's first scan of a view decodes its rows into Arrow blocks; the next ones share
+# the blocks no change touched (here, none: the view is a batch view, and nothing flows).
+echo "analytical queries, $keys rows, median of 5 and the first run (ms)"
 for q in "$q1" "$q2"; do
   printf '  %s\n    lambdaflow %s   PostgreSQL %s   DuckDB %s\n' "$q" \
     "$(server_ms "$lf_pg" lambdaflow "$q")" "$(server_ms "$PG_PORT" postgres "$q")" "$(duck_ms "$q")"

@@ -12,6 +12,7 @@
 //! SQLSTATE `25006` naming it, before DataFusion sees it. Errors carry a SQLSTATE and, for a
 //! syntax error, the position in the query.
 
+mod memory;
 pub mod pg;
 pub mod tables;
 pub mod wire;
@@ -38,6 +39,10 @@ pub const DATABASE: &str = "lambdaflow";
 /// Memory DataFusion's operators (sorts, joins, aggregates) may hold over all SQL queries at
 /// once; a query that needs more fails with SQLSTATE `53200` and the others go on.
 const MEMORY_LIMIT: usize = 1 << 30;
+
+/// Memory one query's operators may hold at once, within [`MEMORY_LIMIT`] (see [`memory`]):
+/// a quarter of it, so that no one query takes what the others share.
+const QUERY_MEMORY: usize = MEMORY_LIMIT / 4;
 
 /// Rows `POST /api/sql` answers at most (the wire protocol streams any number).
 pub const HTTP_MAX_ROWS: usize = 100_000;
@@ -180,7 +185,8 @@ pub fn is_read(statement: &Statement) -> bool {
 
 /// The DataFusion session over what `served` serves: the views and the freshness table in
 /// `lambdaflow.public`, `pg_catalog` and `information_schema`, every query planned over one
-/// version of the views ([`tables::SnapshotPlanner`]), memory bounded by [`MEMORY_LIMIT`].
+/// version of the views ([`tables::SnapshotPlanner`]), memory bounded by [`MEMORY_LIMIT`] and
+/// each query's by [`QUERY_MEMORY`].
 fn session(
     served: watch::Receiver<Arc<ServingState>>,
     topic: &str,
@@ -195,6 +201,7 @@ fn session(
     let planner = tables::SnapshotPlanner {
         served: served.clone(),
         topic: topic.to_string(),
+        query_memory: QUERY_MEMORY,
     };
     let state = SessionStateBuilder::new()
         .with_config(config)

@@ -629,6 +629,8 @@ pub struct SnapshotPlanner {
     pub served: watch::Receiver<Arc<ServingState>>,
     /// The topic the views' offsets are of.
     pub topic: String,
+    /// The bytes each query's operators may hold at once (past them a query spills or fails).
+    pub query_memory: usize,
 }
 
 impl SnapshotPlanner {
@@ -687,11 +689,12 @@ impl QueryPlanner for SnapshotPlanner {
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let rows = Arc::new(self.copy(plan)?);
-        QUERY_ROWS
+        let plan = QUERY_ROWS
             .scope(
                 rows,
                 DefaultPhysicalPlanner::default().create_physical_plan(plan, session),
             )
-            .await
+            .await?;
+        Ok(super::memory::bound(plan, self.query_memory))
     }
 }

@@ -226,7 +226,7 @@ pub async fn run(
             None => tokio::select! {
                 biased;
                 _ = &mut shutdown => { stopping = true; None }
-                r = reader.recv() => Some(r.ok_or_else(reader_stopped)?),
+                r = reader.recv() => Some(r?),
                 _ = tokio::time::sleep(Duration::from_millis(500)), if layer.checkpointer.has_pending() => None,
                 _ = notify.notified() => { layer.check_batches = true; None }
                 _ = handed_over() => None,
@@ -743,11 +743,6 @@ impl Backlog {
         }
         was && lag == 0
     }
-}
-
-/// The reader's thread ended before the layer did: it only does when it panicked.
-fn reader_stopped() -> crate::error::Error {
-    crate::error::Error::Internal("the Kafka reader thread stopped".into())
 }
 
 /// Where a partition starts without a consumer group: the checkpoint's offset, else the

@@ -71,8 +71,7 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
                     "replay: no message from topic `{}` for {patience:?} before reaching offsets {ends:?} (at {:?})",
                     k.topic, out.offsets
                 ))
-            })?
-            .ok_or_else(|| Error::Internal("the Kafka reader thread stopped".into()))?;
+            })??;
         let c = match read {
             Read::Chunk(c) => c,
             Read::Error(e) => {

@@ -295,9 +295,13 @@ impl Reader {
         })
     }
 
-    /// The next chunk (or error); `None` once the reader has stopped.
-    pub async fn recv(&mut self) -> Option<Read> {
-        self.rx.recv().await
+    /// The next chunk (or consumer error).
+    pub async fn recv(&mut self) -> Result<Read> {
+        // The thread ends before the reader only when it panicked.
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| Error::Internal("the Kafka reader thread stopped".into()))
     }
 
     /// A chunk already decoded, or else one that comes before `deadline`.

@@ -743,5 +743,45 @@ fn a_keys_windows_in_a_time_range_come_from_the_time_index() {
         "{out}"
     );
     assert!(out.contains(&format!("rows={}", expected.len())), "{out}");
+
+    // A Grafana time-series panel: the query as its PostgreSQL data source sends it once its
+    // macros are expanded ($__timeGroupAlias(start, 1h) and $__timeFilter(start)): every
+    // key's windows in the dashboard's range, from the time index, summed per hour.
+    let http = get_json(
+        &addr,
+        "/api/views/hourly?from=2026-12-01T05:00:00Z&to=2026-12-01T11:00:00Z&limit=1000",
+    );
+    let mut per_hour: std::collections::BTreeMap<String, i64> = Default::default();
+    for r in http["rows"].as_array().unwrap() {
+        *per_hour
+            .entry(r["start"].as_str().unwrap().to_string())
+            .or_default() += r["total"].as_i64().unwrap();
+    }
+    assert_eq!(per_hour.len(), 6, "{http}");
+    let grafana = "SELECT floor(extract(epoch from start)/3600)*3600 AS \"time\", sum(total) AS total \
+                   FROM hourly WHERE start BETWEEN '2026-12-01T05:00:00Z' AND '2026-12-01T10:59:59Z' \
+                   GROUP BY 1 ORDER BY 1";
+    let (_, out, err) = psql(pg, None, &format!("{grafana};\nEXPLAIN {grafana};\n"));
+    let got: Vec<(i64, i64)> = out
+        .lines()
+        .filter_map(|l| {
+            let (t, v) = l.split_once('|')?;
+            Some((t.trim().parse::<f64>().ok()? as i64, v.trim().parse().ok()?))
+        })
+        .collect();
+    let want: Vec<(i64, i64)> = per_hour
+        .iter()
+        .map(|(start, total)| {
+            let t = chrono::DateTime::parse_from_rfc3339(start)
+                .unwrap()
+                .timestamp();
+            (t, *total)
+        })
+        .collect();
+    assert_eq!(got, want, "{out}{err}");
+    assert!(
+        out.contains("ViewScan: view=hourly, range scan of the time index, window start in [2026-12-01T05:00:00Z"),
+        "{out}"
+    );
     terminate(serve);
 }

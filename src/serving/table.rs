@@ -92,23 +92,34 @@ impl ArrowBlocks {
 /// lock is released ([`ArrowScan::decode`]) and keep ([`ServingTable::keep_arrow`]).
 #[derive(Debug)]
 pub struct ArrowScan {
-    /// Per block in sid order: its index, generation, and rows — decoded, or as JSON lines.
-    blocks: Vec<(usize, u64, Result<RecordBatch, Vec<u8>>)>,
+    /// Per block in sid order: its index, generation, and rows.
+    blocks: Vec<(usize, u64, BlockRows)>,
 }
+
+/// A block's rows as a scan copied them.
+#[derive(Debug)]
+enum BlockRows {
+    /// Decoded since its last change.
+    Decoded(RecordBatch),
+    /// Changed since: its JSON lines, to decode.
+    Json(Vec<u8>),
+}
+
+/// A block a scan decoded: its index, the generation it was read at, its rows.
+pub type DecodedBlock = (usize, u64, RecordBatch);
 
 impl ArrowScan {
     /// Decodes the blocks that need it (with `decode`: JSON lines to rows); returns every
     /// block's rows in sid order, and the blocks decoded, for [`ServingTable::keep_arrow`].
-    #[allow(clippy::type_complexity)]
     pub fn decode<E>(
         self,
         decode: impl Fn(&[u8]) -> std::result::Result<RecordBatch, E>,
-    ) -> std::result::Result<(Vec<RecordBatch>, Vec<(usize, u64, RecordBatch)>), E> {
+    ) -> std::result::Result<(Vec<RecordBatch>, Vec<DecodedBlock>), E> {
         let (mut all, mut fresh) = (Vec::new(), Vec::new());
         for (b, generation, rows) in self.blocks {
             match rows {
-                Ok(batch) => all.push(batch),
-                Err(json) => {
+                BlockRows::Decoded(batch) => all.push(batch),
+                BlockRows::Json(json) => {
                     let batch = decode(&json)?;
                     all.push(batch.clone());
                     fresh.push((b, generation, batch));
@@ -1005,8 +1016,9 @@ impl ServingTable {
     }
 
     /// Every row, for an SQL scan of the view, from its Arrow blocks (its rows decoded by
-    /// blocks of sids, each decoded again only once one of its rows changed); `None` for a view with an ORDER BY, OFFSET or LIMIT of its own, whose rows are read in
-    /// its order ([`Self::all_rows_json`]).
+    /// blocks of sids, each decoded again only once one of its rows changed); `None` for a
+    /// view with an ORDER BY, OFFSET or LIMIT of its own, whose rows are read in its order
+    /// ([`Self::all_rows_json`]).
     pub fn arrow_scan(&self) -> Option<ArrowScan> {
         if self.order.is_some() || self.def.limit() != (0, None) {
             return None;
@@ -1023,10 +1035,10 @@ impl ServingTable {
             .enumerate()
             .map(|(b, (generation, rows))| {
                 let rows = match rows {
-                    Some(batch) => Ok(batch.clone()),
+                    Some(batch) => BlockRows::Decoded(batch.clone()),
                     None => {
                         let end = ((b + 1) * ARROW_BLOCK).min(self.rows.at.len());
-                        Err(self.rows_json_lines(b * ARROW_BLOCK..end))
+                        BlockRows::Json(self.rows_json_lines(b * ARROW_BLOCK..end))
                     }
                 };
                 (b, *generation, rows)
@@ -1036,7 +1048,7 @@ impl ServingTable {
     }
 
     /// Keeps the blocks a scan decoded, those whose rows have not changed since.
-    pub fn keep_arrow(&self, decoded: Vec<(usize, u64, RecordBatch)>) {
+    pub fn keep_arrow(&self, decoded: Vec<DecodedBlock>) {
         let mut arrow = self.rows.arrow.lock().unwrap_or_else(|e| e.into_inner());
         for (b, generation, batch) in decoded {
             if let Some((g, rows)) = arrow.blocks.get_mut(b)

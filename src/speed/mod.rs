@@ -508,10 +508,10 @@ impl SpeedLayer {
             self.snap.offsets.get(&part).copied(),
             c.first_offset(),
         );
-        for (i, rec) in std::mem::take(&mut c.bad) {
+        for (offset, rec) in c.take_dead_letters() {
             let reason = rec["reason"].as_str().unwrap_or_default();
             self.rejected
-                .rejected(&self.p.config.kafka.topic, part, c.offset(i), reason);
+                .rejected(&self.p.config.kafka.topic, part, offset, reason);
             match &mut self.dlq {
                 Some(dlq) => dlq.append(&rec)?,
                 None => self.checkpointer.dead_letter(part, rec),

@@ -83,9 +83,9 @@ pub async fn replay(p: &Pipeline) -> Result<Replay> {
         let Some(mut c) = c.within(i64::MIN, ends.get(&part).copied().unwrap_or(i64::MIN)) else {
             continue;
         };
-        for (i, rec) in std::mem::take(&mut c.bad) {
+        for (offset, rec) in c.take_dead_letters() {
             let reason = rec["reason"].as_str().unwrap_or_default();
-            rejected.rejected(&k.topic, part, c.offset(i), reason);
+            rejected.rejected(&k.topic, part, offset, reason);
             out.bad += 1;
         }
         out.messages += c.len() as u64;

@@ -128,7 +128,7 @@ pub(super) struct Chunk {
     /// The events of the messages that decoded, in order.
     pub batch: RecordBatch,
     /// The messages that did not, as (index in `offsets`, dead-letter record).
-    pub bad: Vec<(usize, serde_json::Value)>,
+    bad: Vec<(usize, serde_json::Value)>,
     /// Each message's Kafka timestamp (ms since the epoch), `i64::MIN` without one.
     stamps: Vec<i64>,
 }
@@ -148,9 +148,12 @@ impl Chunk {
         self.offsets[self.offsets.len() - 1] + 1
     }
 
-    /// The offset of message `i`.
-    pub fn offset(&self, i: usize) -> i64 {
-        self.offsets[i]
+    /// Takes the dead-letter records of the messages that did not decode, with their offsets.
+    pub fn take_dead_letters(&mut self) -> Vec<(i64, serde_json::Value)> {
+        std::mem::take(&mut self.bad)
+            .into_iter()
+            .map(|(i, rec)| (self.offsets[i], rec))
+            .collect()
     }
 
     /// The chunk's messages at offsets in `from..to`, if any.
@@ -438,26 +441,34 @@ mod tests {
         a.values().to_vec()
     }
 
+    /// The offsets of the chunk's dead letters, each the one its record names.
+    fn dead_offsets(c: &mut Chunk) -> Vec<i64> {
+        c.take_dead_letters()
+            .into_iter()
+            .map(|(o, rec)| {
+                assert_eq!(rec["offset"], o);
+                o
+            })
+            .collect()
+    }
+
     #[test]
     fn a_chunk_keeps_the_messages_within_its_offsets() {
         let c = chunk().within(i64::MIN, i64::MAX).unwrap();
         assert_eq!((c.len(), c.first_offset(), c.end()), (6, 10, 18));
         // Messages fetched again after a seek: those before the position are dropped, good
         // and bad alike, and the dead letters still name their own offsets.
-        let c = chunk().within(12, i64::MAX).unwrap();
+        let mut c = chunk().within(12, i64::MAX).unwrap();
         assert_eq!((c.len(), c.first_offset(), c.end()), (4, 13, 18));
         assert_eq!(rows(&c), [14, 17]);
-        let bad: Vec<i64> = c.bad.iter().map(|&(i, _)| c.offset(i)).collect();
-        assert_eq!(bad, [13, 15]);
+        assert_eq!(dead_offsets(&mut c), [13, 15]);
         assert_eq!(c.stamps, [13, 14, 15, 17]);
         // A replay's end cuts the other side.
-        let c = chunk().within(11, 15).unwrap();
+        let mut c = chunk().within(11, 15).unwrap();
         assert_eq!((c.len(), c.first_offset(), c.end()), (3, 11, 15));
         assert_eq!(rows(&c), [11, 14]);
-        assert_eq!(
-            c.bad.iter().map(|&(i, _)| c.offset(i)).collect::<Vec<_>>(),
-            [13]
-        );
+        assert_eq!(dead_offsets(&mut c), [13]);
+        assert!(c.take_dead_letters().is_empty(), "taken once");
         // Nothing left.
         assert!(chunk().within(18, i64::MAX).is_none());
         assert!(chunk().within(i64::MIN, 10).is_none());

@@ -311,7 +311,8 @@ impl SqlEngine {
             let df = self.ctx.sql_with_options(sql, options).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             // A key lookup skips the optimiser and the physical plan.
-            if let Some(row) = tables::key_lookup(df.logical_plan()) {
+            let lookup = tables::KeyLookup::of(df.logical_plan(), &self.ctx);
+            if let Some(row) = lookup.and_then(|l| l.run(&[])) {
                 return Ok(Answer {
                     batches: vec![row?],
                     schema,
@@ -475,6 +476,97 @@ mod tests {
             applied.load(Ordering::SeqCst) > before,
             "the view changed while queried"
         );
+    }
+
+    /// A key lookup understood once with its parameters unbound, run with several: each run
+    /// answers what DataFusion's plan of the bound query does; what is not a lookup of one
+    /// key is left to the plan.
+    #[tokio::test]
+    async fn a_prepared_key_lookup_runs_with_each_executions_parameters() {
+        use crate::config::default_fields;
+        use crate::event::{EventDecoder, EventSchema};
+        use crate::serving::ServedView;
+        use crate::view::ViewDef;
+        use datafusion::common::ScalarValue;
+        use datafusion::prelude::SessionContext;
+        use std::collections::BTreeMap;
+
+        let schema = EventSchema::new(default_fields()).unwrap();
+        let sql = "SELECT customer, SUM(amount) AS total_amount FROM events GROUP BY customer";
+        let def = Arc::new(
+            ViewDef::compile("customer_totals", sql, "events", &schema)
+                .await
+                .unwrap(),
+        );
+        let mut d = EventDecoder::new(&schema);
+        for c in 0..10 {
+            d.push(format!(r#"{{"customer":"c{c}","amount":{}}}"#, 10 + c).as_bytes())
+                .unwrap();
+        }
+        let mut state = def.new_state();
+        state.update(&def, &d.finish()).unwrap();
+        let view = Arc::new(ServedView::build(&def, None, state, BTreeMap::new()).unwrap());
+        let (_tx, rx) = watch::channel(Arc::new(ServingState {
+            version: 1,
+            views: vec![view],
+            ..Default::default()
+        }));
+        let ctx = session(rx, "t").unwrap();
+        let lookup = |sql: &str| {
+            let ctx: &SessionContext = &ctx;
+            let sql = sql.to_string();
+            async move {
+                let plan = ctx.state().create_logical_plan(&sql).await.unwrap();
+                tables::KeyLookup::of(&plan, ctx)
+            }
+        };
+        let planned = |sql: String| {
+            let ctx: &SessionContext = &ctx;
+            async move { ctx.sql(&sql).await.unwrap().collect().await.unwrap() }
+        };
+        let rows = |batches: &[RecordBatch]| match batches.iter().map(|b| b.num_rows()).sum() {
+            0 => "no row".to_string(),
+            _ => datafusion::arrow::util::pretty::pretty_format_batches(batches)
+                .unwrap()
+                .to_string(),
+        };
+
+        let prepared = "SELECT total_amount, customer AS who FROM customer_totals \
+                        WHERE customer = 'c' || $1::text";
+        let l = lookup(prepared).await.expect("a lookup of one key");
+        for (param, key) in [
+            (ScalarValue::from("3"), "c3"),
+            (ScalarValue::from("7"), "c7"),
+            // Cast to the parameter's type, as a bound value is.
+            (ScalarValue::Int64(Some(5)), "c5"),
+            // Not served: no row.
+            (ScalarValue::from("42"), "c42"),
+        ] {
+            let got = l.run(&[param]).unwrap().unwrap();
+            let want = planned(format!(
+                "SELECT total_amount, customer AS who FROM customer_totals WHERE customer = '{key}'"
+            ))
+            .await;
+            assert_eq!(rows(&[got]), rows(&want), "{key}");
+        }
+        // NULL is no key: the plan answers (no row).
+        assert!(l.run(&[ScalarValue::Utf8(None)]).is_none());
+        // A constant key (`/api/sql`'s lookups).
+        let c = lookup("SELECT * FROM customer_totals WHERE customer = 'c1'").await;
+        let got = c.unwrap().run(&[]).unwrap().unwrap();
+        let want = planned("SELECT * FROM customer_totals WHERE customer = 'c1'".into()).await;
+        assert_eq!(rows(&[got]), rows(&want));
+
+        for other in [
+            "SELECT sum(total_amount) FROM customer_totals WHERE customer = $1",
+            "SELECT * FROM customer_totals WHERE total_amount = $1",
+            "SELECT * FROM customer_totals WHERE customer = $1 AND customer = 'c1'",
+            "SELECT * FROM customer_totals WHERE customer = total_amount",
+            "SELECT * FROM customer_totals WHERE customer <> $1",
+            "SELECT * FROM customer_totals WHERE customer = $1 LIMIT 1",
+        ] {
+            assert!(lookup(other).await.is_none(), "{other}");
+        }
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! - a hook that refuses every statement but reads with SQLSTATE `25006`, naming it;
 //! - errors rewritten to PostgreSQL's classes ([`super::SqlError`]) with the position of a
 //!   syntax error, instead of `XX000` for all;
-//! - a prepared key lookup (`WHERE <key> = $1`) answered from the serving index with its
-//!   parameters bound, without planning it again on every execution;
+//! - a prepared key lookup (`WHERE <key> = $1`) understood once and answered from the
+//!   serving index with each execution's parameters, without binding them into the plan or
+//!   planning it ([`tables::KeyLookup`]);
 //! - `serving.sql-timeout` as each connection's default `statement_timeout`, and cancel
 //!   requests (psql's Ctrl-C), bounding a query while it is planned and while its rows are
 //!   computed and sent (`Bounded`).
@@ -25,12 +26,12 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, ParamValues};
+use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -54,6 +55,7 @@ use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
@@ -197,7 +199,8 @@ impl Handlers {
         let running = Arc::new(Running::default());
         Self {
             session: Arc::new(Bounded {
-                inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+                inner: Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks)),
+                ctx,
                 running: Arc::clone(&running),
             }),
             startup: Arc::new(startup),
@@ -466,6 +469,8 @@ impl Stop {
 /// cancel and datafusion-postgres's timeout stop at the planning).
 struct Bounded {
     inner: Arc<DfSessionService>,
+    /// The engine's session (the prepared key lookups' expressions are made in it).
+    ctx: Arc<SessionContext>,
     running: Arc<Running>,
 }
 
@@ -508,7 +513,7 @@ impl ExtendedQueryHandler for Bounded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(answer) = prepared_lookup(client, portal) {
+        if let Some(answer) = prepared_lookup(&self.ctx, client, portal) {
             return answer;
         }
         let stop = self.running.start(client);
@@ -520,35 +525,75 @@ impl ExtendedQueryHandler for Bounded {
     }
 }
 
-/// A prepared statement that is a key lookup ([`tables::key_lookup`]), answered from the
-/// serving index with its parameters bound, without DataFusion's optimiser and physical
-/// planner; `None` for any other statement (or when anything about it is unexpected: the
-/// general path then answers, or names the error).
+/// The statements of datafusion-postgres's extended protocol: the query, and its statement
+/// and logical plan once parsed.
+type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+/// A connection's prepared statements that are key lookups ([`tables::KeyLookup`]), by
+/// statement name: each statement is looked at once, at its first execution (a statement
+/// parsed again under the same name is another statement, told apart by its allocation).
+#[derive(Default)]
+struct Lookups(Mutex<HashMap<String, Lookup>>);
+
+/// A statement, and what it is: `None` for any but a key lookup.
+struct Lookup {
+    statement: Weak<StoredStatement<DfStatement>>,
+    lookup: Option<Arc<tables::KeyLookup>>,
+}
+
+/// Statements remembered per connection before those closed are forgotten.
+const LOOKUPS_KEPT: usize = 64;
+
+impl Lookups {
+    /// What `statement` is, looked at on its first execution.
+    fn of(
+        &self,
+        statement: &Arc<StoredStatement<DfStatement>>,
+        ctx: &SessionContext,
+    ) -> Option<Arc<tables::KeyLookup>> {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = known.get(&statement.id)
+            && std::ptr::eq(l.statement.as_ptr(), Arc::as_ptr(statement))
+        {
+            return l.lookup.clone();
+        }
+        let lookup = match &statement.statement {
+            (_, Some((s, plan))) if is_read(s) => tables::KeyLookup::of(plan, ctx).map(Arc::new),
+            _ => None,
+        };
+        if known.len() >= LOOKUPS_KEPT {
+            known.retain(|_, l| l.statement.strong_count() > 0);
+        }
+        known.insert(
+            statement.id.clone(),
+            Lookup {
+                statement: Arc::downgrade(statement),
+                lookup: lookup.clone(),
+            },
+        );
+        lookup
+    }
+}
+
+/// A prepared statement that is a key lookup, answered from the serving index with its
+/// parameters, without binding them into its plan or planning it; `None` for any other
+/// statement (or when anything about it is unexpected: the general path then answers, or
+/// names the error).
 fn prepared_lookup<C: ClientInfo>(
+    ctx: &SessionContext,
     client: &C,
-    portal: &Portal<<DfSessionService as ExtendedQueryHandler>::Statement>,
+    portal: &Portal<DfStatement>,
 ) -> Option<PgWireResult<Response>> {
-    let (_, Some((statement, plan))) = &portal.statement.statement else {
+    let lookups = client
+        .session_extensions()
+        .get_or_insert_with(Lookups::default);
+    let lookup = lookups.of(&portal.statement, ctx)?;
+    let types: Vec<Option<&DataType>> = lookup.parameter_types().collect();
+    let ParamValues::List(params) = deserialize_parameters(portal, &types).ok()? else {
         return None;
     };
-    if !is_read(statement) {
-        return None;
-    }
-    // Parameters `$1`, `$2`, … in order, typed as the plan infers them.
-    let mut types: Vec<(usize, Option<DataType>)> = plan
-        .get_parameter_types()
-        .ok()?
-        .into_iter()
-        .map(|(id, t)| Some((id.strip_prefix('$')?.parse().ok()?, t)))
-        .collect::<Option<_>>()?;
-    types.sort_by_key(|(n, _)| *n);
-    if types.iter().enumerate().any(|(i, (n, _))| *n != i + 1) {
-        return None;
-    }
-    let refs: Vec<Option<&DataType>> = types.iter().map(|(_, t)| t.as_ref()).collect();
-    let params = deserialize_parameters(portal, &refs).ok()?;
-    let bound = plan.clone().replace_params_with_values(&params).ok()?;
-    let batch = tables::key_lookup(&bound)?.ok()?;
+    let params: Vec<ScalarValue> = params.into_iter().map(|p| p.value).collect();
+    let batch = lookup.run(&params)?.ok()?;
     let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
     let fields = Arc::new(
         arrow_schema_to_pg_fields(&batch.schema(), &portal.result_column_format, Some(format))

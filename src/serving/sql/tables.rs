@@ -22,28 +22,27 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, LogicalPlan, Operator, TableProviderFilterPushDown,
 };
-use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::prelude::SessionContext;
 use tokio::sync::watch;
 
 use crate::serving::table::{ArrowScan, ServingTable};
@@ -104,7 +103,7 @@ impl SchemaProvider for Views {
 }
 
 /// One view as a table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ViewTable {
     served: watch::Receiver<Arc<ServingState>>,
     index: usize,
@@ -279,10 +278,10 @@ impl Copied {
     /// keeps the blocks decoded here).
     fn decode(self, v: &ServedView, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
         match self {
-            Copied::Json(json) => decode(Arc::clone(schema), &json),
+            Copied::Json(json) => decode(Arc::clone(schema), &json, BATCH_ROWS),
             Copied::Blocks(scan) => {
                 let (rows, decoded) = scan.decode(|json| {
-                    let mut batches = decode(Arc::clone(schema), json)?;
+                    let mut batches = decode(Arc::clone(schema), json, BATCH_ROWS)?;
                     match batches.len() {
                         1 => Ok(batches.pop().expect("one batch")),
                         _ => Ok::<_, DataFusionError>(concat_batches(schema, &batches)?),
@@ -326,77 +325,212 @@ fn rows_json(t: &ServingTable, select: &Select) -> Vec<u8> {
     }
 }
 
-/// A point lookup answered without a query plan: `plan` (its parameters bound) is
-/// `SELECT <columns> FROM <view> WHERE <key> = <constant> [AND …]`, one equality on each group
-/// key of a view without a window, nothing else. The key's row comes from the serving index
-/// as a scan would find it (a hash probe), with the columns asked for. `None` for any other
-/// plan, which DataFusion optimises, plans and runs as usual: that per-query work is what a
-/// prepared lookup skips.
-pub fn key_lookup(plan: &LogicalPlan) -> Option<Result<RecordBatch>> {
-    let LogicalPlan::Projection(p) = plan else {
-        return None;
-    };
-    let LogicalPlan::Filter(f) = p.input.as_ref() else {
-        return None;
-    };
-    let scan = match f.input.as_ref() {
-        LogicalPlan::SubqueryAlias(a) => a.input.as_ref(),
-        other => other,
-    };
-    let LogicalPlan::TableScan(scan) = scan else {
-        return None;
-    };
-    if scan.fetch.is_some() || !scan.filters.is_empty() || scan.projection.is_some() {
-        return None;
+/// A point lookup answered without a query plan: `SELECT <columns> FROM <view> WHERE <key> =
+/// <value> [AND …]`, one equality on each group key of a view without a window, nothing else,
+/// each value a constant or an expression of the statement's parameters (`'k' || lpad($1, 7,
+/// '0')`). The key's row comes from the serving index as a scan would find it (a hash probe),
+/// with the columns asked for.
+///
+/// Understood once per statement ([`KeyLookup::of`]: a prepared statement keeps it), run for
+/// each execution ([`KeyLookup::run`]): an execution computes the key's values from its
+/// parameters and probes, without binding the parameters into the plan, simplifying it,
+/// optimising it or planning it — the work a prepared lookup skips.
+pub struct KeyLookup {
+    view: ViewTable,
+    /// Each conjunct of the condition: a column of the view and what it equals, computed
+    /// over the parameters' row.
+    equals: Vec<(Column, Arc<dyn PhysicalExpr>)>,
+    /// The parameters' types as the plan infers them, `$1` first.
+    inferred: Vec<Option<DataType>>,
+    /// The parameters' row: `$1`, `$2`, … by position, of the inferred types (text where
+    /// none is, as PostgreSQL takes a parameter of unknown type).
+    params: SchemaRef,
+    /// The view's columns the statement selects, and the answer's schema.
+    columns: Vec<usize>,
+    out: SchemaRef,
+}
+
+impl fmt::Debug for KeyLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyLookup")
+            .field("equals", &self.equals)
+            .field("columns", &self.columns)
+            .finish_non_exhaustive()
     }
-    let provider = source_as_provider(&scan.source).ok()?;
-    let table = provider.downcast_ref::<ViewTable>()?;
-    let st = table.served.borrow().clone();
-    let v = st.views.get(table.index)?;
-    if v.def.window().is_some() {
-        return None;
-    }
-    // The condition as constants (`'k' || lpad('42', 7, '0')` folded to `'k0000042'`).
-    let simplifier = ExprSimplifier::new(
-        SimplifyContext::builder()
-            .with_schema(Arc::clone(f.input.schema()))
-            .build(),
-    );
-    let predicate = simplifier.simplify(f.predicate.clone()).ok()?;
-    let filters: Vec<Expr> = split_conjunction(&predicate).into_iter().cloned().collect();
-    let sources = v.def.output_sources();
-    for e in &filters {
-        let (c, op, l) = comparison(e, &table.schema)?;
-        let on_key = matches!(sources.get(c), Some(OutputSource::GroupKey(_)));
-        if op != Operator::Eq || l.is_null() || !on_key {
+}
+
+impl KeyLookup {
+    /// `plan` (parameters `$1`, `$2`, … unbound, or none) as a key lookup, or `None` for any
+    /// other plan, which DataFusion optimises, plans and runs as usual.
+    pub fn of(plan: &LogicalPlan, ctx: &SessionContext) -> Option<KeyLookup> {
+        let LogicalPlan::Projection(p) = plan else {
+            return None;
+        };
+        let LogicalPlan::Filter(f) = p.input.as_ref() else {
+            return None;
+        };
+        let scan = match f.input.as_ref() {
+            LogicalPlan::SubqueryAlias(a) => a.input.as_ref(),
+            other => other,
+        };
+        let LogicalPlan::TableScan(scan) = scan else {
+            return None;
+        };
+        if scan.fetch.is_some() || !scan.filters.is_empty() || scan.projection.is_some() {
             return None;
         }
-    }
-    // One equality per group key, each once: `customer = 'a' AND customer = 'b'` matches no
-    // row, which the general path answers (the lookup would find one key's row).
-    if filters.len() != v.def.group_len() {
-        return None;
-    }
-    let select = Select::of(&v.def, &table.schema, &filters);
-    if !matches!(select, Select::Key(_)) {
-        return None;
-    }
-    let columns: Vec<usize> = p
-        .expr
-        .iter()
-        .map(|e| match e.clone().unalias() {
-            Expr::Column(c) => table.schema.index_of(&c.name).ok(),
-            _ => None,
+        let table = source_as_provider(&scan.source).ok()?;
+        let view = table.downcast_ref::<ViewTable>()?;
+        let def = {
+            let st = view.served.borrow().clone();
+            Arc::clone(&st.views.get(view.index)?.def)
+        };
+        if def.window().is_some() {
+            return None;
+        }
+        let inferred = parameters(plan)?;
+        let params: SchemaRef = Arc::new(Schema::new(
+            inferred
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let t = t.clone().unwrap_or(DataType::Utf8);
+                    Field::new(format!("${}", i + 1), t, true)
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let params_df = DFSchema::try_from(Arc::clone(&params)).ok()?;
+        let state = ctx.state();
+        let sources = def.output_sources();
+        let conjuncts = split_conjunction(&f.predicate);
+        // One equality per group key: `customer = 'a' AND customer = 'b'` matches no row,
+        // which the general path answers (the lookup would find one key's row).
+        if conjuncts.len() != def.group_len() {
+            return None;
+        }
+        let equals = conjuncts
+            .into_iter()
+            .map(|e| {
+                let Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                }) = e
+                else {
+                    return None;
+                };
+                let (c, value) = match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), v) | (v, Expr::Column(c)) if !v.any_column_refs() => (c, v),
+                    _ => return None,
+                };
+                let on_key = matches!(
+                    sources.get(view.schema.index_of(&c.name).ok()?),
+                    Some(OutputSource::GroupKey(_))
+                );
+                // The parameters as the columns of their row.
+                let value = value
+                    .clone()
+                    .transform(|e| match e {
+                        Expr::Placeholder(ph) => {
+                            Ok(Transformed::yes(Expr::Column(Column::from_name(ph.id))))
+                        }
+                        e => Ok(Transformed::no(e)),
+                    })
+                    .ok()?
+                    .data;
+                let value = state.create_physical_expr(value, &params_df).ok()?;
+                on_key.then(|| (c.clone(), value))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let columns = p
+            .expr
+            .iter()
+            .map(|e| match e.clone().unalias() {
+                Expr::Column(c) => view.schema.index_of(&c.name).ok(),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        Some(KeyLookup {
+            view: view.clone(),
+            equals,
+            inferred,
+            params,
+            columns,
+            out: Arc::new(p.schema.as_arrow().clone()),
         })
+    }
+
+    /// The parameters' types as the plan infers them, `$1` first (`None`: not inferred).
+    pub fn parameter_types(&self) -> impl Iterator<Item = Option<&DataType>> {
+        self.inferred.iter().map(Option::as_ref)
+    }
+
+    /// The row of the key `params` give (no row when it is not served), or `None` when the
+    /// values are not a key (a NULL, a parameter that does not cast to the plan's type): the
+    /// general path then answers, or names the error.
+    pub fn run(&self, params: &[ScalarValue]) -> Option<Result<RecordBatch>> {
+        let view = &self.view;
+        let row = RecordBatch::try_new_with_options(
+            Arc::clone(&self.params),
+            params
+                .iter()
+                .zip(self.params.fields())
+                .map(|(p, f)| p.cast_to(f.data_type())?.to_array())
+                .collect::<Result<_>>()
+                .ok()?,
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )
+        .ok()?;
+        let filters: Vec<Expr> = self
+            .equals
+            .iter()
+            .map(|(c, value)| {
+                let value = value.evaluate(&row).ok()?.into_array(1).ok()?;
+                let value = ScalarValue::try_from_array(&value, 0).ok()?;
+                (!value.is_null()).then(|| {
+                    Expr::BinaryExpr(BinaryExpr::new(
+                        Box::new(Expr::Column(c.clone())),
+                        Operator::Eq,
+                        Box::new(Expr::Literal(value, None)),
+                    ))
+                })
+            })
+            .collect::<Option<_>>()?;
+        let st = view.served.borrow().clone();
+        let v = st.views.get(view.index)?;
+        let select = Select::of(&v.def, &view.schema, &filters);
+        if !matches!(select, Select::Key(_)) {
+            return None;
+        }
+        let json = rows_json(&v.read(), &select);
+        Some((|| {
+            // One row at most: the decoder's buffers are sized by its batch's rows.
+            let batches = decode(Arc::clone(&view.schema), &json, 1)?;
+            let row = concat_batches(&view.schema, &batches)?;
+            let cols = self
+                .columns
+                .iter()
+                .map(|&c| Arc::clone(row.column(c)))
+                .collect();
+            Ok(RecordBatch::try_new(Arc::clone(&self.out), cols)?)
+        })())
+    }
+}
+
+/// `plan`'s parameters, `$1`, `$2`, … in order, as the plan infers their types (`None`: not
+/// inferred); `None` when they are not numbered from 1.
+fn parameters(plan: &LogicalPlan) -> Option<Vec<Option<DataType>>> {
+    let mut types: Vec<(usize, Option<DataType>)> = plan
+        .get_parameter_types()
+        .ok()?
+        .into_iter()
+        .map(|(id, t)| Some((id.strip_prefix('$')?.parse().ok()?, t)))
         .collect::<Option<_>>()?;
-    let out = Arc::new(p.schema.as_arrow().clone());
-    let json = rows_json(&v.read(), &select);
-    Some((|| {
-        let batches = decode(Arc::clone(&table.schema), &json)?;
-        let row = concat_batches(&table.schema, &batches)?;
-        let cols = columns.iter().map(|&c| Arc::clone(row.column(c))).collect();
-        Ok(RecordBatch::try_new(out, cols)?)
-    })())
+    types.sort_by_key(|(n, _)| *n);
+    if types.iter().enumerate().any(|(i, (n, _))| *n != i + 1) {
+        return None;
+    }
+    Some(types.into_iter().map(|(_, t)| t).collect())
 }
 
 /// A literal as the text `?key=` would give (what [`crate::serving::table::ServingTable::encode_key`] parses).
@@ -409,10 +543,13 @@ fn scalar_text(l: &ScalarValue) -> String {
     }
 }
 
-/// JSON lines (a view's rows) as record batches of `schema`.
-fn decode(schema: SchemaRef, json: &[u8]) -> Result<Vec<RecordBatch>> {
+/// The rows of the record batches a scan decodes.
+const BATCH_ROWS: usize = 8192;
+
+/// JSON lines (a view's rows) as record batches of `schema`, of `batch_rows` rows at most.
+fn decode(schema: SchemaRef, json: &[u8], batch_rows: usize) -> Result<Vec<RecordBatch>> {
     let mut d = ReaderBuilder::new(Arc::clone(&schema))
-        .with_batch_size(8192)
+        .with_batch_size(batch_rows)
         .build_decoder()?;
     let mut rest = json;
     let mut out = Vec::new();

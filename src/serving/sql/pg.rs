@@ -11,6 +11,7 @@
 //! - a hook that refuses every statement but reads with SQLSTATE `25006`, naming it;
 //! - errors rewritten to PostgreSQL's classes ([`super::SqlError`]) with the position of a
 //!   syntax error, instead of `XX000` for all;
+//! - a thread per connection, as PostgreSQL has a process per connection ([`connection`]);
 //! - a prepared key lookup (`WHERE <key> = $1`) understood once and answered from the
 //!   serving index with each execution's parameters, without binding them into the plan or
 //!   planning it ([`tables::KeyLookup`]);
@@ -20,13 +21,16 @@
 //!
 //! A malformed message or a dropped connection ends that connection only (pgwire 0.41's
 //! decoder panics on some malformed messages, a truncated Parse for one: the panic is caught
-//! at the connection's task and logged, and the other connections go on).
+//! on the connection's thread and logged, and the other connections go on).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -69,7 +73,8 @@ use pgwire::tokio::tokio_rustls::rustls;
 use pgwire::types::format::FormatOptions;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -128,6 +133,7 @@ pub async fn serve(
 ) -> Result<()> {
     let (tls, cert_pem) = tls.unzip();
     let handlers = Arc::new(Handlers::new(engine, token, cert_pem));
+    let threads = Arc::new(AtomicUsize::new(0));
     let addr = listener.local_addr().ok();
     info!(
         ?addr,
@@ -140,23 +146,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    let (h, tls) = (Arc::clone(&handlers), tls.clone());
-                    tokio::spawn(async move {
-                        // pgwire's decoders can panic on a malformed message (a truncated
-                        // Parse, for one): that ends this connection, and only it.
-                        let conn = std::panic::AssertUnwindSafe(
-                            super::wire::process(socket, tls, h),
-                        );
-                        match conn.catch_unwind().await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => warn!(%peer, "PostgreSQL connection ended: {e}"),
-                            Err(_) => warn!(
-                                %peer,
-                                "PostgreSQL connection closed: a message from it could not be \
-                                 decoded (pgwire panicked on it; see the panic above)"
-                            ),
-                        }
-                    });
+                    connection(socket, peer, tls.clone(), Arc::clone(&handlers), &threads);
                 }
                 // Out of file descriptors and the like: the next accept may work.
                 Err(e) => {
@@ -165,6 +155,92 @@ pub async fn serve(
                 }
             }
         }
+    }
+}
+
+/// Connections served on a thread of their own at once; more share the runtime's workers.
+const CONNECTION_THREADS: usize = 128;
+
+/// Serves one connection, as PostgreSQL does, on a thread of its own (up to
+/// [`CONNECTION_THREADS`]): the thread waits on that socket alone, and the kernel shares the
+/// cores between connections, so a request is answered as soon as its thread runs — not after
+/// the other connections' requests a shared worker holds (with 8 clients on 2 cores, a
+/// runtime's workers put a few per cent of point lookups past 1 ms). A query's plan still runs
+/// on the runtime's workers ([`OnWorkers`]); the thread parses, plans and sends.
+fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    handlers: Arc<Handlers>,
+    threads: &Arc<AtomicUsize>,
+) {
+    let serve = move |socket: TcpStream| async move {
+        // pgwire's decoders can panic on a malformed message (a truncated Parse, for one):
+        // that ends this connection, and only it.
+        let conn = std::panic::AssertUnwindSafe(super::wire::process(socket, tls, handlers));
+        match conn.catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%peer, "PostgreSQL connection ended: {e}"),
+            Err(_) => warn!(
+                %peer,
+                "PostgreSQL connection closed: a message from it could not be decoded (pgwire \
+                 panicked on it; see the panic above)"
+            ),
+        }
+    };
+    if threads.fetch_add(1, Ordering::SeqCst) >= CONNECTION_THREADS {
+        threads.fetch_sub(1, Ordering::SeqCst);
+        tokio::spawn(serve(socket));
+        return;
+    }
+    let threads = Arc::clone(threads);
+    let thread = socket.into_std().and_then(|socket| {
+        std::thread::Builder::new()
+            .name("lambdaflow-pg".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let served = runtime.and_then(|rt| {
+                    rt.block_on(async {
+                        serve(TcpStream::from_std(socket)?).await;
+                        Ok(())
+                    })
+                });
+                if let Err(e) = served {
+                    warn!(%peer, "PostgreSQL connection closed: its thread cannot run: {e}");
+                }
+                threads.fetch_sub(1, Ordering::SeqCst);
+            })
+    });
+    if let Err(e) = thread {
+        warn!(%peer, "PostgreSQL connection closed: no thread for it: {e}");
+    }
+}
+
+/// `inner` polled with the main runtime entered: the tasks DataFusion spawns to run a plan
+/// (a partition's, a repartition's) go to the runtime's workers, which share all the cores,
+/// instead of to the connection's own thread.
+struct OnWorkers<F> {
+    workers: Handle,
+    inner: F,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for OnWorkers<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _entered = self.workers.enter();
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for OnWorkers<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let _entered = self.workers.enter();
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }
 
@@ -200,6 +276,7 @@ impl Handlers {
         Self {
             session: Arc::new(Bounded {
                 inner: Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks)),
+                workers: Handle::current(),
                 ctx,
                 running: Arc::clone(&running),
             }),
@@ -444,22 +521,23 @@ impl Stop {
     }
 
     /// `r`'s rows, ending with the error when the query must stop while they are computed (the
-    /// plan's stream is dropped: DataFusion's work stops with it).
-    fn bound(&self, r: Response) -> Response {
+    /// plan's stream is dropped: DataFusion's work stops with it), computed on `workers`.
+    fn bound(&self, r: Response, workers: &Handle) -> Response {
         let Response::Query(mut q) = r else {
             return r;
         };
         let rows = std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
-        q.data_rows = Box::pin(futures::stream::unfold(
-            Some((rows, self.clone())),
-            |state| async move {
-                let (mut rows, stop) = state?;
-                tokio::select! {
-                    r = rows.next() => r.map(|r| (r, Some((rows, stop)))),
-                    e = stop.wait() => Some((Err(e), None)),
-                }
-            },
-        ));
+        let rows = futures::stream::unfold(Some((rows, self.clone())), |state| async move {
+            let (mut rows, stop) = state?;
+            tokio::select! {
+                r = rows.next() => r.map(|r| (r, Some((rows, stop)))),
+                e = stop.wait() => Some((Err(e), None)),
+            }
+        });
+        q.data_rows = Box::pin(OnWorkers {
+            workers: workers.clone(),
+            inner: Box::pin(rows),
+        });
         Response::Query(q)
     }
 }
@@ -469,6 +547,8 @@ impl Stop {
 /// cancel and datafusion-postgres's timeout stop at the planning).
 struct Bounded {
     inner: Arc<DfSessionService>,
+    /// The main runtime, where plans run ([`OnWorkers`]).
+    workers: Handle,
     /// The engine's session (the prepared key lookups' expressions are made in it).
     ctx: Arc<SessionContext>,
     running: Arc<Running>,
@@ -484,11 +564,18 @@ impl SimpleQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stop = self.running.start(client);
+        let query = OnWorkers {
+            workers: self.workers.clone(),
+            inner: SimpleQueryHandler::do_query(&*self.inner, client, query),
+        };
         let responses = tokio::select! {
-            r = SimpleQueryHandler::do_query(&*self.inner, client, query) => r?,
+            r = query => r?,
             e = stop.wait() => return Err(e),
         };
-        Ok(responses.into_iter().map(|r| stop.bound(r)).collect())
+        Ok(responses
+            .into_iter()
+            .map(|r| stop.bound(r, &self.workers))
+            .collect())
     }
 }
 
@@ -517,11 +604,15 @@ impl ExtendedQueryHandler for Bounded {
             return answer;
         }
         let stop = self.running.start(client);
+        let query = OnWorkers {
+            workers: self.workers.clone(),
+            inner: ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows),
+        };
         let response = tokio::select! {
-            r = ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows) => r?,
+            r = query => r?,
             e = stop.wait() => return Err(e),
         };
-        Ok(stop.bound(response))
+        Ok(stop.bound(response, &self.workers))
     }
 }
 

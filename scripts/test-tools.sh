@@ -3,7 +3,8 @@
 #   tests/browser/node_modules   playwright-core (npm), which drives Debian's /usr/bin/chromium
 #   .cache/venv                  schemathesis (PyPI), the property-based OpenAPI fuzzer, and
 #                                duckdb (PyPI), which reads the master dataset's Delta table, and
-#                                psycopg (PyPI), a PostgreSQL-protocol client of the SQL tests
+#                                psycopg (PyPI), a PostgreSQL-protocol client of the SQL tests,
+#                                and SQLAlchemy (PyPI) over it
 #   .cache/jdbc                  the PostgreSQL JDBC driver (Maven Central), another one
 # Chromium itself comes from the system: `scripts/setup.sh test` installs Debian's package.
 set -euo pipefail
@@ -26,6 +27,11 @@ if ! .cache/venv/bin/python -c 'import psycopg; assert psycopg.__version__ == "3
   echo "test-tools: pip install psycopg into .cache/venv" >&2
   python3 -m venv .cache/venv
   .cache/venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]==3.2.10" >&2
+fi
+if ! .cache/venv/bin/python -c 'import sqlalchemy; assert sqlalchemy.__version__ == "2.1.9"' 2>/dev/null; then
+  echo "test-tools: pip install SQLAlchemy into .cache/venv" >&2
+  python3 -m venv .cache/venv
+  .cache/venv/bin/pip install -q --disable-pip-version-check "SQLAlchemy==2.1.9" >&2
 fi
 jdbc=.cache/jdbc/postgresql-42.7.14.jar
 if [ ! -f "$jdbc" ]; then

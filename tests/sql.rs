@@ -305,6 +305,12 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
     assert_eq!(rows_map(&py["binary"]), truth, "{py}");
     assert_eq!(py["batch_started_at_tz"], true, "{py}");
+    assert_eq!(py["sqlalchemy_version"], serde_json::json!([16, 0]), "{py}");
+    assert_eq!(py["sqlalchemy_lookups"], expected, "{py}");
+    assert_eq!(
+        py["sqlalchemy_tables"],
+        serde_json::json!(["customer_totals", "lambdaflow_freshness"])
+    );
     let java = clients::jdbc(pg, "", &customers);
     assert_eq!(java["lookups"], expected, "{java}");
     assert_eq!(
@@ -323,6 +329,39 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     assert!(
         out.contains("customer|text") && out.contains("total_amount|bigint"),
         "{out}{err}"
+    );
+    // What clients probe on connect: the version (Grafana's data source, SQLAlchemy), the
+    // server's settings by SHOW and current_setting, savepoints in a transaction; and
+    // DEALLOCATE, which psycopg sends after a rollback.
+    let (_, out, err) = psql(
+        pg,
+        None,
+        "SELECT current_setting('server_version_num')::int / 100 AS version;\n\
+         SHOW server_version;\n\
+         SELECT version();\n\
+         BEGIN;\nSAVEPOINT a;\nROLLBACK TO SAVEPOINT a;\nRELEASE SAVEPOINT a;\n\
+         SELECT count(*) FROM customer_totals;\nCOMMIT;\n\
+         SELECT current_setting('no_such_setting');\n\
+         DEALLOCATE ALL;\nDEALLOCATE no_such_statement;\n",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["1600", "16.0 (lambdaflow)"], "{out}{err}");
+    assert!(
+        lines[2].starts_with("PostgreSQL 16.0 (lambdaflow "),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&truth.len().to_string().as_str()),
+        "{out}{err}"
+    );
+    assert!(
+        err.contains("ERROR:  42704: unrecognized configuration parameter \"no_such_setting\""),
+        "{err}"
+    );
+    assert!(out.contains("DEALLOCATE ALL"), "{out}{err}");
+    assert!(
+        err.contains("ERROR:  26000: prepared statement \"no_such_statement\" does not exist"),
+        "{err}"
     );
     // Equality on the key is a lookup in the serving index.
     let (_, out, _) = psql(

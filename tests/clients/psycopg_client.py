@@ -1,6 +1,8 @@
 """psycopg 3 against lambdaflow's PostgreSQL protocol, as an application uses it: parameters
 bound by the server (the extended protocol), named prepared statements, binary results, and
-information_schema. Prints one JSON object for tests/sql.rs to compare with the HTTP API.
+information_schema; then SQLAlchemy over psycopg, as pandas' read_sql and Superset connect
+(its dialect probes the server's version, settings and types on connect). Prints one JSON
+object for tests/sql.rs to compare with the HTTP API.
 
     psycopg_client.py PORT [PASSWORD] CUSTOMER…
 """
@@ -8,6 +10,7 @@ import json
 import sys
 
 import psycopg
+import sqlalchemy
 
 port, password, customers = int(sys.argv[1]), sys.argv[2] or None, sys.argv[3:]
 out = {}
@@ -37,4 +40,11 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="lambda
         cur.execute("SELECT watermark, batch_started_at FROM lambdaflow_freshness")
         wm, started = cur.fetchone()
         out["batch_started_at_tz"] = started.tzinfo is not None
+auth = f"analyst:{password}" if password else "analyst"
+engine = sqlalchemy.create_engine(f"postgresql+psycopg://{auth}@127.0.0.1:{port}/lambdaflow")
+with engine.connect() as conn:
+    out["sqlalchemy_version"] = conn.dialect.server_version_info[:2]
+    lookup = sqlalchemy.text("SELECT total_amount FROM customer_totals WHERE customer = :c")
+    out["sqlalchemy_lookups"] = {c: conn.execute(lookup, {"c": c}).scalar() for c in customers}
+    out["sqlalchemy_tables"] = sorted(sqlalchemy.inspect(conn).get_table_names())
 print(json.dumps(out))

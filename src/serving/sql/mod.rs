@@ -14,6 +14,7 @@
 
 mod memory;
 pub mod pg;
+mod server;
 pub mod tables;
 pub mod wire;
 
@@ -100,6 +101,12 @@ impl SqlError {
         if let DataFusionError::SQL(p, _) = root {
             return Self::syntax(p);
         }
+        // Worded as PostgreSQL words it, without DataFusion's prefix.
+        if let DataFusionError::Execution(m) = root
+            && m.starts_with(server::UNRECOGNIZED)
+        {
+            return Self::new("42704", m.clone());
+        }
         let message = root.to_string();
         let code = match root {
             DataFusionError::SQL(..) => "42601",
@@ -175,6 +182,8 @@ pub fn is_read(statement: &Statement) -> bool {
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
             | Statement::Declare { .. }
             | Statement::Fetch { .. }
             | Statement::Close { .. }
@@ -223,6 +232,7 @@ fn session(
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
+    server::register(&ctx);
     Ok(ctx)
 }
 
@@ -595,6 +605,9 @@ mod tests {
             "SHOW search_path",
             "BEGIN",
             "COMMIT",
+            "SAVEPOINT a",
+            "RELEASE SAVEPOINT a",
+            "ROLLBACK TO SAVEPOINT a",
         ] {
             let s = &Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()[0];
             assert!(is_read(s), "{sql}");

@@ -23,7 +23,7 @@
 //! decoder panics on some malformed messages, a truncated Parse for one: the panic is caught
 //! on the connection's thread and logged, and the other connections go on).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::{DFSchema, DataFusionError, ParamValues, ScalarValue};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -58,7 +58,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::results::{QueryResponse, Response, Tag};
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -66,6 +66,7 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::extendedquery::Parse;
 use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
@@ -257,6 +258,9 @@ impl Handlers {
         let ctx = engine.context();
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnly),
+            Arc::new(super::server::ShowServer),
+            Arc::new(Savepoints),
+            Arc::new(Deallocate),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -293,7 +297,7 @@ impl Handlers {
 /// that every transaction is read-only.
 fn parameters() -> DefaultServerParameterProvider {
     let mut p = DefaultServerParameterProvider::default();
-    p.server_version = "16.0 (lambdaflow)".into();
+    p.server_version = super::server::SERVER_VERSION.into();
     p.time_zone = "UTC".into();
     p.default_transaction_read_only = true;
     p
@@ -588,6 +592,27 @@ impl ExtendedQueryHandler for Bounded {
         self.inner.query_parser()
     }
 
+    /// datafusion-postgres's parse, keeping the statement's name for `DEALLOCATE ALL`.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(name) = message.name.as_ref().filter(|n| !n.is_empty()) {
+            let names = client
+                .session_extensions()
+                .get_or_insert_with(Named::default);
+            names
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone());
+        }
+        ExtendedQueryHandler::on_parse(&*self.inner, client, message).await
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -762,6 +787,140 @@ impl QueryHook for ReadOnly {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         refuse(statement).map(Err)
+    }
+}
+
+/// The plan of a statement that answers no rows (what a hook answers itself).
+fn no_rows() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(DFSchema::empty()),
+    })
+}
+
+/// Savepoints, which nothing read-only needs to restore: `SAVEPOINT`, `RELEASE` and `ROLLBACK
+/// TO` succeed and the transaction goes on (psycopg's nested `transaction()` blocks and
+/// SQLAlchemy's type probes on connect send them; datafusion-postgres would end the
+/// transaction at a `ROLLBACK TO`, and plan the others as queries).
+struct Savepoints;
+
+/// The tag of a savepoint statement, or `None` for any other statement.
+fn savepoint(statement: &Statement) -> Option<&'static str> {
+    match statement {
+        Statement::Savepoint { .. } => Some("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Some("RELEASE"),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Some("ROLLBACK"),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl QueryHook for Savepoints {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        savepoint(statement).map(|tag| Ok(Response::Execution(Tag::new(tag))))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        savepoint(statement)?;
+        Some(Ok(no_rows()))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        savepoint(statement).map(|tag| Ok(Response::Execution(Tag::new(tag))))
+    }
+}
+
+/// The names of a connection's prepared statements (the protocol's Parse; the unnamed one is
+/// replaced by the next), for `DEALLOCATE ALL`: pgwire's store cannot list them.
+#[derive(Default)]
+struct Named(Mutex<BTreeSet<String>>);
+
+/// `DEALLOCATE name` and `DEALLOCATE ALL` of the protocol's prepared statements, as
+/// PostgreSQL has them share one namespace with SQL's `PREPARE` (psycopg sends `DEALLOCATE
+/// ALL` when a transaction with statements it prepared is rolled back; DataFusion would look
+/// for a statement of its own named `all`).
+struct Deallocate;
+
+impl Deallocate {
+    fn run(statement: &Statement, client: &dyn HookClient) -> Option<PgWireResult<Response>> {
+        let Statement::Deallocate { name, .. } = statement else {
+            return None;
+        };
+        let store = client.portal_store();
+        if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
+            if let Some(names) = client.session_extensions().get::<Named>() {
+                let names = std::mem::take(&mut *names.0.lock().unwrap_or_else(|e| e.into_inner()));
+                for n in names {
+                    store.rm_statement(&n);
+                }
+            }
+            return Some(Ok(Response::Execution(Tag::new("DEALLOCATE ALL"))));
+        }
+        Some(match store.get_statement(&name.value) {
+            Some(_) => {
+                store.rm_statement(&name.value);
+                Ok(Response::Execution(Tag::new("DEALLOCATE")))
+            }
+            None => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "26000".into(),
+                format!("prepared statement \"{}\" does not exist", name.value),
+            )))),
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for Deallocate {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Deallocate::run(statement, client)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        let Statement::Deallocate { .. } = statement else {
+            return None;
+        };
+        Some(Ok(no_rows()))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Deallocate::run(statement, client)
     }
 }
 

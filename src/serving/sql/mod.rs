@@ -416,17 +416,21 @@ mod tests {
         assert_eq!(e("Expected: x, found: FRM").locate(sql).position, Some(10));
     }
 
-    /// A view joined with itself while another thread applies deltas that change every row,
-    /// as the speed layer's updates do (under the fence): the two scans of each query read one
-    /// version, so no row's two sides differ.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_scans_of_one_query_read_one_version_while_updates_go_on() {
+    /// `customer_totals` over one event per `(customer c<n>, amount)`, served at version 1:
+    /// a session over it, the served view, its state (a delta that adds the events again) and
+    /// the sender that keeps it served.
+    async fn customer_totals(
+        events: impl Iterator<Item = (i64, i64)>,
+    ) -> (
+        SessionContext,
+        Arc<crate::serving::ServedView>,
+        crate::view::ViewState,
+        watch::Sender<Arc<ServingState>>,
+    ) {
         use crate::config::default_fields;
         use crate::event::{EventDecoder, EventSchema};
         use crate::serving::ServedView;
         use crate::view::ViewDef;
-        use std::collections::BTreeMap;
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
         let schema = EventSchema::new(default_fields()).unwrap();
         let sql = "SELECT customer, SUM(amount) AS total_amount FROM events GROUP BY customer";
@@ -435,21 +439,33 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        // One event for each of 2,000 customers: each delta changes every row.
         let mut d = EventDecoder::new(&schema);
-        for c in 0..2_000 {
-            d.push(format!(r#"{{"customer":"c{c}","amount":1}}"#).as_bytes())
+        for (c, amount) in events {
+            d.push(format!(r#"{{"customer":"c{c}","amount":{amount}}}"#).as_bytes())
                 .unwrap();
         }
-        let mut delta = def.new_state();
-        delta.update(&def, &d.finish()).unwrap();
-        let view = Arc::new(ServedView::build(&def, None, delta.clone(), BTreeMap::new()).unwrap());
-        let (_tx, rx) = watch::channel(Arc::new(ServingState {
+        let mut state = def.new_state();
+        state.update(&def, &d.finish()).unwrap();
+        let view = ServedView::build(&def, None, state.clone(), Default::default()).unwrap();
+        let view = Arc::new(view);
+        let (tx, rx) = watch::channel(Arc::new(ServingState {
             version: 1,
             views: vec![Arc::clone(&view)],
             ..Default::default()
         }));
-        let ctx = session(rx, "t").unwrap();
+        (session(rx, "t").unwrap(), view, state, tx)
+    }
+
+    /// A view joined with itself while another thread applies deltas that change every row,
+    /// as the speed layer's updates do (under the fence): the two scans of each query read one
+    /// version, so no row's two sides differ.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_scans_of_one_query_read_one_version_while_updates_go_on() {
+        use std::collections::BTreeMap;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        // One event for each of 2,000 customers: each delta changes every row.
+        let (ctx, view, delta, _served) = customer_totals((0..2_000).map(|c| (c, 1))).await;
 
         let stop = Arc::new(AtomicBool::new(false));
         let applied = Arc::new(AtomicUsize::new(0));
@@ -493,35 +509,10 @@ mod tests {
     /// key is left to the plan.
     #[tokio::test]
     async fn a_prepared_key_lookup_runs_with_each_executions_parameters() {
-        use crate::config::default_fields;
-        use crate::event::{EventDecoder, EventSchema};
-        use crate::serving::ServedView;
-        use crate::view::ViewDef;
         use datafusion::common::ScalarValue;
         use datafusion::prelude::SessionContext;
-        use std::collections::BTreeMap;
 
-        let schema = EventSchema::new(default_fields()).unwrap();
-        let sql = "SELECT customer, SUM(amount) AS total_amount FROM events GROUP BY customer";
-        let def = Arc::new(
-            ViewDef::compile("customer_totals", sql, "events", &schema)
-                .await
-                .unwrap(),
-        );
-        let mut d = EventDecoder::new(&schema);
-        for c in 0..10 {
-            d.push(format!(r#"{{"customer":"c{c}","amount":{}}}"#, 10 + c).as_bytes())
-                .unwrap();
-        }
-        let mut state = def.new_state();
-        state.update(&def, &d.finish()).unwrap();
-        let view = Arc::new(ServedView::build(&def, None, state, BTreeMap::new()).unwrap());
-        let (_tx, rx) = watch::channel(Arc::new(ServingState {
-            version: 1,
-            views: vec![view],
-            ..Default::default()
-        }));
-        let ctx = session(rx, "t").unwrap();
+        let (ctx, _, _, _served) = customer_totals((0..10).map(|c| (c, 10 + c))).await;
         let lookup = |sql: &str| {
             let ctx: &SessionContext = &ctx;
             let sql = sql.to_string();

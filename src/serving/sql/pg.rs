@@ -11,7 +11,7 @@
 //! - a hook that refuses every statement but reads with SQLSTATE `25006`, naming it;
 //! - errors rewritten to PostgreSQL's classes ([`super::SqlError`]) with the position of a
 //!   syntax error, instead of `XX000` for all;
-//! - a thread per connection, as PostgreSQL has a process per connection ([`connection`]);
+//! - a thread per connection, as PostgreSQL has a process per connection (`connection`);
 //! - a prepared key lookup (`WHERE <key> = $1`) understood once and answered from the
 //!   serving index with each execution's parameters, without binding them into the plan or
 //!   planning it ([`tables::KeyLookup`]);
@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, DataFusionError, ParamValues, ScalarValue};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
@@ -49,6 +49,7 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire;
 use futures::{FutureExt, Sink, StreamExt};
+use pgwire::api::Type;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password, random_nonce};
@@ -58,7 +59,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{QueryResponse, Response, Tag};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -258,9 +259,7 @@ impl Handlers {
         let ctx = engine.context();
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnly),
-            Arc::new(super::server::ShowServer),
-            Arc::new(Savepoints),
-            Arc::new(Deallocate),
+            Arc::new(Answered),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -790,78 +789,42 @@ impl QueryHook for ReadOnly {
     }
 }
 
-/// The plan of a statement that answers no rows (what a hook answers itself).
-fn no_rows() -> LogicalPlan {
-    LogicalPlan::EmptyRelation(EmptyRelation {
-        produce_one_row: false,
-        schema: Arc::new(DFSchema::empty()),
-    })
-}
-
-/// Savepoints, which nothing read-only needs to restore: `SAVEPOINT`, `RELEASE` and `ROLLBACK
-/// TO` succeed and the transaction goes on (psycopg's nested `transaction()` blocks and
-/// SQLAlchemy's type probes on connect send them; datafusion-postgres would end the
-/// transaction at a `ROLLBACK TO`, and plan the others as queries).
-struct Savepoints;
-
-/// The tag of a savepoint statement, or `None` for any other statement.
-fn savepoint(statement: &Statement) -> Option<&'static str> {
-    match statement {
-        Statement::Savepoint { .. } => Some("SAVEPOINT"),
-        Statement::ReleaseSavepoint { .. } => Some("RELEASE"),
-        Statement::Rollback {
-            savepoint: Some(_), ..
-        } => Some("ROLLBACK"),
-        _ => None,
-    }
-}
-
-#[async_trait]
-impl QueryHook for Savepoints {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        savepoint(statement).map(|tag| Ok(Response::Execution(Tag::new(tag))))
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        _ctx: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        savepoint(statement)?;
-        Some(Ok(no_rows()))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        savepoint(statement).map(|tag| Ok(Response::Execution(Tag::new(tag))))
-    }
-}
+/// Statements answered here, before datafusion-postgres plans them:
+///
+/// - savepoints, which nothing read-only needs to restore: `SAVEPOINT`, `RELEASE` and
+///   `ROLLBACK TO` succeed and the transaction goes on (psycopg's nested `transaction()`
+///   blocks and SQLAlchemy's type probes on connect send them; datafusion-postgres would end
+///   the transaction at a `ROLLBACK TO`, and plan the others as queries);
+/// - `DEALLOCATE name` and `DEALLOCATE ALL` of the protocol's prepared statements, as
+///   PostgreSQL has them share one namespace with SQL's `PREPARE` (psycopg sends `DEALLOCATE
+///   ALL` after a rollback of a transaction in which it prepared statements; DataFusion would
+///   look for a statement of its own named `all`);
+/// - `SHOW` of the parameters every connection shares ([`super::server::shown`]).
+struct Answered;
 
 /// The names of a connection's prepared statements (the protocol's Parse; the unnamed one is
 /// replaced by the next), for `DEALLOCATE ALL`: pgwire's store cannot list them.
 #[derive(Default)]
 struct Named(Mutex<BTreeSet<String>>);
 
-/// `DEALLOCATE name` and `DEALLOCATE ALL` of the protocol's prepared statements, as
-/// PostgreSQL has them share one namespace with SQL's `PREPARE` (psycopg sends `DEALLOCATE
-/// ALL` when a transaction with statements it prepared is rolled back; DataFusion would look
-/// for a statement of its own named `all`).
-struct Deallocate;
+impl Answered {
+    /// The answer's columns (a Describe's), or `None` for a statement not answered here.
+    fn columns(statement: &Statement) -> Option<Vec<Field>> {
+        if let Some((name, _)) = super::server::shown(statement) {
+            return Some(vec![Field::new(name, DataType::Utf8, false)]);
+        }
+        let answered =
+            matches!(statement, Statement::Deallocate { .. }) || savepoint(statement).is_some();
+        answered.then(Vec::new)
+    }
 
-impl Deallocate {
-    fn run(statement: &Statement, client: &dyn HookClient) -> Option<PgWireResult<Response>> {
+    fn answer(statement: &Statement, client: &dyn HookClient) -> Option<PgWireResult<Response>> {
+        if let Some(tag) = savepoint(statement) {
+            return Some(Ok(Response::Execution(Tag::new(tag))));
+        }
+        if let Some((name, value)) = super::server::shown(statement) {
+            return Some(show(&name, value));
+        }
         let Statement::Deallocate { name, .. } = statement else {
             return None;
         };
@@ -889,27 +852,66 @@ impl Deallocate {
     }
 }
 
+/// The tag of a savepoint statement, or `None` for any other statement.
+fn savepoint(statement: &Statement) -> Option<&'static str> {
+    match statement {
+        Statement::Savepoint { .. } => Some("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Some("RELEASE"),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Some("ROLLBACK"),
+        _ => None,
+    }
+}
+
+/// `SHOW name`'s answer: one row, one text column.
+fn show(name: &str, value: &str) -> PgWireResult<Response> {
+    let fields = Arc::new(vec![FieldInfo::new(
+        name.to_string(),
+        None,
+        None,
+        Type::TEXT,
+        FieldFormat::Text,
+    )]);
+    let mut row = DataRowEncoder::new(Arc::clone(&fields));
+    row.encode_field(&Some(value))?;
+    let row = row.take_row();
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter([Ok(row)]),
+    )))
+}
+
 #[async_trait]
-impl QueryHook for Deallocate {
+impl QueryHook for Answered {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
         _ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        Deallocate::run(statement, client)
+        Answered::answer(statement, client)
     }
 
+    /// A plan of the answer's columns, for the protocol's Describe (the rows come from
+    /// [`Answered::answer`] at Execute).
     async fn handle_extended_parse_query(
         &self,
         statement: &Statement,
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        let Statement::Deallocate { .. } = statement else {
-            return None;
-        };
-        Some(Ok(no_rows()))
+        let columns = Answered::columns(statement)?;
+        Some(
+            DFSchema::try_from(Schema::new(columns))
+                .map(|schema| {
+                    LogicalPlan::EmptyRelation(EmptyRelation {
+                        produce_one_row: false,
+                        schema: Arc::new(schema),
+                    })
+                })
+                .map_err(|e| PgWireError::ApiError(Box::new(e))),
+        )
     }
 
     async fn handle_extended_query(
@@ -920,7 +922,7 @@ impl QueryHook for Deallocate {
         _ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        Deallocate::run(statement, client)
+        Answered::answer(statement, client)
     }
 }
 

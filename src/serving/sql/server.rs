@@ -15,19 +15,14 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{Array, AsArray, Int32Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
-    ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    TypeSignature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_postgres::hooks::{HookClient, QueryHook};
-use datafusion_postgres::pgwire;
-use pgwire::api::ClientInfo;
-use pgwire::api::Type;
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
-use pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::api::Type;
 
 /// The PostgreSQL version lambdaflow answers as (its protocol, catalog and SQL dialect).
 const PG_VERSION: &str = "16.0";
@@ -282,12 +277,10 @@ impl ScalarUDFImpl for CurrentSetting {
     }
 }
 
-/// `SHOW` of a parameter every connection shares, answered before datafusion-postgres's
-/// hook (which names DataFusion as the server's version and knows no `server_version_num`).
-pub struct ShowServer;
-
-/// The parameter a `SHOW` asks for, when every connection shares it.
-fn shown(statement: &Statement) -> Option<(String, &'static str)> {
+/// The parameter a `SHOW` asks for and its value, when every connection shares it (a
+/// connection's own parameters are datafusion-postgres's `SHOW`, which names DataFusion as
+/// the server's version and knows no `server_version_num`).
+pub fn shown(statement: &Statement) -> Option<(String, &'static str)> {
     let Statement::ShowVariable { variable } = statement else {
         return None;
     };
@@ -298,62 +291,6 @@ fn shown(statement: &Statement) -> Option<(String, &'static str)> {
         name.value.to_ascii_lowercase(),
         server_setting(&name.value)?,
     ))
-}
-
-fn show_response(name: &str, value: &str) -> PgWireResult<Response> {
-    let fields = Arc::new(vec![FieldInfo::new(
-        name.to_string(),
-        None,
-        None,
-        Type::TEXT,
-        FieldFormat::Text,
-    )]);
-    let mut row = DataRowEncoder::new(Arc::clone(&fields));
-    row.encode_field(&Some(value))?;
-    let row = row.take_row();
-    Ok(Response::Query(QueryResponse::new(
-        fields,
-        futures::stream::iter([Ok(row)]),
-    )))
-}
-
-#[async_trait::async_trait]
-impl QueryHook for ShowServer {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        shown(statement).map(|(name, value)| show_response(&name, value))
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        let (name, value) = shown(statement)?;
-        let sql = format!("SELECT '{value}' AS \"{name}\"");
-        Some(
-            ctx.state()
-                .create_logical_plan(&sql)
-                .await
-                .map_err(|e| PgWireError::ApiError(Box::new(e))),
-        )
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        shown(statement).map(|(name, value)| show_response(&name, value))
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! start are a range scan of its time index; anything else reads every row (the table's Arrow
 //! blocks, decoded again only where rows changed: [`ServingTable::arrow_scan`]). `EXPLAIN`
 //! names which (`ViewScan: … key lookup`, `… range scan of the time index`, `… scan`). A
-//! query that is nothing but a key lookup is answered without a plan ([`key_lookup`]).
+//! query that is nothing but a key lookup is answered without a plan ([`KeyLookup`]).
 //!
 //! One query reads one version of everything served, however many tables it reads (a join of
 //! two views, a view with itself, a view with `lambdaflow_freshness`): [`SnapshotPlanner`]

@@ -195,7 +195,7 @@ fn connection(
         tokio::spawn(serve(socket));
         return;
     }
-    let threads = Arc::clone(threads);
+    let count = Arc::clone(threads);
     let thread = socket.into_std().and_then(|socket| {
         std::thread::Builder::new()
             .name("lambdaflow-pg".into())
@@ -212,10 +212,11 @@ fn connection(
                 if let Err(e) = served {
                     warn!(%peer, "PostgreSQL connection closed: its thread cannot run: {e}");
                 }
-                threads.fetch_sub(1, Ordering::SeqCst);
+                count.fetch_sub(1, Ordering::SeqCst);
             })
     });
     if let Err(e) = thread {
+        threads.fetch_sub(1, Ordering::SeqCst);
         warn!(%peer, "PostgreSQL connection closed: no thread for it: {e}");
     }
 }
@@ -837,6 +838,13 @@ impl Answered {
                 }
             }
             return Some(Ok(Response::Execution(Tag::new("DEALLOCATE ALL"))));
+        }
+        if let Some(names) = client.session_extensions().get::<Named>() {
+            names
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name.value);
         }
         Some(match store.get_statement(&name.value) {
             Some(_) => {

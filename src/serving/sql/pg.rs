@@ -23,7 +23,7 @@
 //! decoder panics on some malformed messages, a truncated Parse for one: the panic is caught
 //! on the connection's thread and logged, and the other connections go on).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -61,9 +61,10 @@ use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::StoredStatement;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+    ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, ErrorHandler,
+    PgWireServerHandlers,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -592,7 +593,7 @@ impl ExtendedQueryHandler for Bounded {
         self.inner.query_parser()
     }
 
-    /// datafusion-postgres's parse, keeping the statement's name for `DEALLOCATE ALL`.
+    /// datafusion-postgres's parse, and the statement kept in the connection's [`Statements`].
     async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -600,17 +601,12 @@ impl ExtendedQueryHandler for Bounded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(name) = message.name.as_ref().filter(|n| !n.is_empty()) {
-            let names = client
-                .session_extensions()
-                .get_or_insert_with(Named::default);
-            names
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.clone());
+        let name = message.name.clone().unwrap_or_else(|| DEFAULT_NAME.into());
+        ExtendedQueryHandler::on_parse(&*self.inner, client, message).await?;
+        if let Some(Entry::Value(statement)) = client.portal_store().get_statement(&name) {
+            Statements::of(client).parsed(&statement);
         }
-        ExtendedQueryHandler::on_parse(&*self.inner, client, message).await
+        Ok(())
     }
 
     async fn do_query<C>(
@@ -645,49 +641,78 @@ impl ExtendedQueryHandler for Bounded {
 /// and logical plan once parsed.
 type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
 
-/// A connection's prepared statements that are key lookups ([`tables::KeyLookup`]), by
-/// statement name: each statement is looked at once, at its first execution (a statement
-/// parsed again under the same name is another statement, told apart by its allocation).
+/// A connection's prepared statements by name, as its Parse messages stored them: for
+/// `DEALLOCATE ALL` (pgwire's store cannot list them), and to know once per statement, at its
+/// first execution, whether it is a key lookup ([`tables::KeyLookup`]). A statement parsed
+/// again under the same name is another statement, told apart by its allocation (a portal
+/// bound to the earlier one may still run).
 #[derive(Default)]
-struct Lookups(Mutex<HashMap<String, Lookup>>);
+struct Statements(Mutex<HashMap<String, Known>>);
 
-/// A statement, and what it is: `None` for any but a key lookup.
-struct Lookup {
+/// A statement, and what it is once executed: `Some(None)` for any but a key lookup.
+struct Known {
     statement: Weak<StoredStatement<DfStatement>>,
-    lookup: Option<Arc<tables::KeyLookup>>,
+    lookup: Option<Option<Arc<tables::KeyLookup>>>,
 }
 
 /// Statements remembered per connection before those closed are forgotten.
-const LOOKUPS_KEPT: usize = 64;
+const STATEMENTS_KEPT: usize = 64;
 
-impl Lookups {
-    /// What `statement` is, looked at on its first execution.
-    fn of(
+impl Statements {
+    /// `client`'s connection's.
+    fn of(client: &(impl ClientInfo + ?Sized)) -> Arc<Statements> {
+        client
+            .session_extensions()
+            .get_or_insert_with(Statements::default)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A statement Parse stored.
+    fn parsed(&self, statement: &Arc<StoredStatement<DfStatement>>) {
+        let mut known = self.known();
+        if known.len() >= STATEMENTS_KEPT {
+            known.retain(|_, k| k.statement.strong_count() > 0);
+        }
+        known.insert(
+            statement.id.clone(),
+            Known {
+                statement: Arc::downgrade(statement),
+                lookup: None,
+            },
+        );
+    }
+
+    /// The names of the statements forgotten: `name`'s, or all of them.
+    fn forget(&self, name: Option<&str>) -> Vec<String> {
+        let mut known = self.known();
+        match name {
+            Some(n) => known.remove_entry(n).map(|(n, _)| n).into_iter().collect(),
+            None => known.drain().map(|(n, _)| n).collect(),
+        }
+    }
+
+    /// The key lookup `statement` is, if it is one.
+    fn lookup(
         &self,
         statement: &Arc<StoredStatement<DfStatement>>,
         ctx: &SessionContext,
     ) -> Option<Arc<tables::KeyLookup>> {
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = known.get(&statement.id)
-            && std::ptr::eq(l.statement.as_ptr(), Arc::as_ptr(statement))
-        {
-            return l.lookup.clone();
-        }
-        let lookup = match &statement.statement {
+        let look = || match &statement.statement {
             (_, Some((s, plan))) if is_read(s) => tables::KeyLookup::of(plan, ctx).map(Arc::new),
             _ => None,
         };
-        if known.len() >= LOOKUPS_KEPT {
-            known.retain(|_, l| l.statement.strong_count() > 0);
+        let mut known = self.known();
+        match known
+            .get_mut(&statement.id)
+            .filter(|k| std::ptr::eq(k.statement.as_ptr(), Arc::as_ptr(statement)))
+        {
+            Some(k) => k.lookup.get_or_insert_with(look).clone(),
+            // Not parsed on this connection as this statement: looked at for this execution.
+            None => look(),
         }
-        known.insert(
-            statement.id.clone(),
-            Lookup {
-                statement: Arc::downgrade(statement),
-                lookup: lookup.clone(),
-            },
-        );
-        lookup
     }
 }
 
@@ -700,10 +725,7 @@ fn prepared_lookup<C: ClientInfo>(
     client: &C,
     portal: &Portal<DfStatement>,
 ) -> Option<PgWireResult<Response>> {
-    let lookups = client
-        .session_extensions()
-        .get_or_insert_with(Lookups::default);
-    let lookup = lookups.of(&portal.statement, ctx)?;
+    let lookup = Statements::of(client).lookup(&portal.statement, ctx)?;
     let types: Vec<Option<&DataType>> = lookup.parameter_types().collect();
     let ParamValues::List(params) = deserialize_parameters(portal, &types).ok()? else {
         return None;
@@ -803,11 +825,6 @@ impl QueryHook for ReadOnly {
 /// - `SHOW` of the parameters every connection shares ([`super::server::shown`]).
 struct Answered;
 
-/// The names of a connection's prepared statements (the protocol's Parse; the unnamed one is
-/// replaced by the next), for `DEALLOCATE ALL`: pgwire's store cannot list them.
-#[derive(Default)]
-struct Named(Mutex<BTreeSet<String>>);
-
 impl Answered {
     /// The answer's columns (a Describe's), or `None` for a statement not answered here.
     fn columns(statement: &Statement) -> Option<Vec<Field>> {
@@ -831,21 +848,12 @@ impl Answered {
         };
         let store = client.portal_store();
         if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
-            if let Some(names) = client.session_extensions().get::<Named>() {
-                let names = std::mem::take(&mut *names.0.lock().unwrap_or_else(|e| e.into_inner()));
-                for n in names {
-                    store.rm_statement(&n);
-                }
+            for n in Statements::of(client).forget(None) {
+                store.rm_statement(&n);
             }
             return Some(Ok(Response::Execution(Tag::new("DEALLOCATE ALL"))));
         }
-        if let Some(names) = client.session_extensions().get::<Named>() {
-            names
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&name.value);
-        }
+        Statements::of(client).forget(Some(&name.value));
         Some(match store.get_statement(&name.value) {
             Some(_) => {
                 store.rm_statement(&name.value);

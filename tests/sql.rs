@@ -303,6 +303,10 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         py["tables"],
         serde_json::json!(["customer_totals", "lambdaflow_freshness"])
     );
+    assert_eq!(
+        py["columns"],
+        serde_json::json!(["customer:text", "total_amount:bigint"])
+    );
     assert_eq!(rows_map(&py["binary"]), truth, "{py}");
     assert_eq!(py["batch_started_at_tz"], true, "{py}");
     assert_eq!(py["sqlalchemy_version"], serde_json::json!([16, 0]), "{py}");
@@ -821,6 +825,43 @@ fn a_keys_windows_in_a_time_range_come_from_the_time_index() {
     assert!(
         out.contains("ViewScan: view=hourly, range scan of the time index, window start in [2026-12-01T05:00:00Z"),
         "{out}"
+    );
+
+    // Grafana's query builder, as its data source sends its pickers' queries: the tables on
+    // the search_path unqualified, and the view's columns with PostgreSQL's type names (the
+    // builder offers a timestamp column as the panel's time).
+    let on_path = "SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END FROM \
+                   generate_series(array_lower(string_to_array(current_setting('search_path'),','),1), \
+                   array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+                   string_to_array(current_setting('search_path'),',') s";
+    let tables = format!(
+        "SELECT CASE WHEN quote_ident(table_schema) IN ({on_path}) THEN quote_ident(table_name) \
+         ELSE quote_ident(table_schema) || '.' || quote_ident(table_name) END AS \"table\" \
+         FROM information_schema.tables WHERE quote_ident(table_schema) NOT IN \
+         ('information_schema', 'pg_catalog') ORDER BY CASE WHEN quote_ident(table_schema) IN \
+         ({on_path}) THEN 0 ELSE 1 END, 1"
+    );
+    let columns = format!(
+        "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" \
+         FROM information_schema.columns WHERE CASE WHEN array_length(parse_ident('hourly'),1) = 2 \
+         THEN quote_ident(table_schema) = (parse_ident('hourly'))[1] AND \
+         quote_ident(table_name) = (parse_ident('hourly'))[2] ELSE quote_ident(table_name) = 'hourly' \
+         AND quote_ident(table_schema) IN ({on_path}) END ORDER BY 1"
+    );
+    let (_, out, err) = psql(pg, None, &format!("{tables};\n{columns};\n"));
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        rows,
+        [
+            "hourly",
+            "lambdaflow_freshness",
+            // `end` is a keyword: quote_ident quotes it, as PostgreSQL's does.
+            "\"end\"|timestamp with time zone",
+            "customer|text",
+            "start|timestamp with time zone",
+            "total|bigint",
+        ],
+        "{out}{err}"
     );
     terminate(serve);
 }

@@ -26,6 +26,10 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="lambda
         cur.execute("SELECT table_name FROM information_schema.tables "
                     "WHERE table_schema = 'public' ORDER BY table_name")
         out["tables"] = [r[0] for r in cur.fetchall()]
+        cur.execute("SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = %s ORDER BY ordinal_position", ("customer_totals",),
+                    prepare=True)
+        out["columns"] = [f"{c}:{t}" for c, t in cur.fetchall()]
     with conn.cursor(binary=True) as cur:
         # A prepared lookup whose key is an expression of the parameter, binary results.
         out["binary_lookups"] = {}

@@ -7,11 +7,14 @@
 //!
 //! - [`tables`]: the views and the freshness table as DataFusion tables.
 //! - [`pg`]: the PostgreSQL server (pgwire with datafusion-postgres's handlers).
+//! - `server` and `catalog`: what clients ask besides queries, where DataFusion answers
+//!   otherwise than PostgreSQL (`version()`, `current_setting`, `information_schema`'s types).
 //!
 //! Only reads: a statement that would write (INSERT, UPDATE, DDL, COPY FROM…) is refused with
 //! SQLSTATE `25006` naming it, before DataFusion sees it. Errors carry a SQLSTATE and, for a
 //! syntax error, the position in the query.
 
+mod catalog;
 mod memory;
 pub mod pg;
 mod server;
@@ -233,6 +236,7 @@ fn session(
     )
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     server::register(&ctx);
+    ctx.add_analyzer_rule(Arc::new(catalog::PgTypeNames));
     Ok(ctx)
 }
 

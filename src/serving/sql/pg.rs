@@ -23,6 +23,7 @@
 //! decoder panics on some malformed messages, a truncated Parse for one: the panic is caught
 //! on the connection's thread and logged, and the other connections go on).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -81,7 +82,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{SqlEngine, SqlError, is_read, tables};
+use super::{SqlEngine, SqlError, catalog, is_read, tables};
 use crate::error::{Error, Result};
 
 /// Binds `serving.pg-listen`.
@@ -569,9 +570,10 @@ impl SimpleQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stop = self.running.start(client);
+        let query = catalog::client_query(query);
         let query = OnWorkers {
             workers: self.workers.clone(),
-            inner: SimpleQueryHandler::do_query(&*self.inner, client, query),
+            inner: SimpleQueryHandler::do_query(&*self.inner, client, &query),
         };
         let responses = tokio::select! {
             r = query => r?,
@@ -593,8 +595,9 @@ impl ExtendedQueryHandler for Bounded {
         self.inner.query_parser()
     }
 
-    /// datafusion-postgres's parse, and the statement kept in the connection's [`Statements`].
-    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    /// datafusion-postgres's parse of the query (Grafana's `search_path` subquery answered,
+    /// [`catalog::client_query`]), and the statement kept in the connection's [`Statements`].
+    async fn on_parse<C>(&self, client: &mut C, mut message: Parse) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -602,6 +605,9 @@ impl ExtendedQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.clone().unwrap_or_else(|| DEFAULT_NAME.into());
+        if let Cow::Owned(query) = catalog::client_query(&message.query) {
+            message.query = query;
+        }
         ExtendedQueryHandler::on_parse(&*self.inner, client, message).await?;
         if let Some(Entry::Value(statement)) = client.portal_store().get_statement(&name) {
             Statements::of(client).parsed(&statement);

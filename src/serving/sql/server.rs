@@ -24,6 +24,8 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::pgwire::api::Type;
 
+use super::catalog;
+
 /// The PostgreSQL version lambdaflow answers as (its protocol, catalog and SQL dialect).
 const PG_VERSION: &str = "16.0";
 
@@ -99,21 +101,15 @@ fn type_oid(name: &str) -> Option<i32> {
         Some(base) => (base.trim_end(), true),
         None => (name.as_str(), false),
     };
+    // The SQL names, and the other names PostgreSQL takes for the same types.
     let base = match base {
-        "integer" | "int" => "int4",
-        "smallint" => "int2",
-        "bigint" => "int8",
-        "boolean" => "bool",
-        "real" => "float4",
-        "double precision" => "float8",
-        "character varying" => "varchar",
-        "character" | "char" => "bpchar",
+        "int" => "int4",
         "decimal" => "numeric",
-        "timestamp without time zone" => "timestamp",
-        "timestamp with time zone" => "timestamptz",
-        "time without time zone" => "time",
-        "time with time zone" => "timetz",
-        other => other,
+        "char" => "bpchar",
+        sql => catalog::SQL_NAMES
+            .iter()
+            .find(|(_, name)| *name == sql)
+            .map_or(sql, |(internal, _)| internal),
     };
     match array {
         true => names.get(&format!("_{base}")).copied(),

@@ -1,0 +1,314 @@
+//! The catalog as PostgreSQL clients read it, where DataFusion's differs: the type names of
+//! `information_schema.columns`, and the `search_path` subquery of Grafana's pickers.
+//!
+//! `pg_catalog` is datafusion-pg-catalog's, and names types as PostgreSQL does; DataFusion's
+//! `information_schema.columns` names them as Arrow does (`Utf8`, `Timestamp(µs, "UTC")`).
+//! Tools that read `information_schema` — Grafana's query builder, which finds a panel's time
+//! column by its type, dbt, pandas' and SQLAlchemy's reflection helpers — expect PostgreSQL's
+//! names (`text`, `timestamp with time zone`): [`PgTypeNames`] gives them.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Result;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::Transformed;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
+use datafusion_postgres::pgwire::api::Type;
+
+use super::server;
+
+/// PostgreSQL's name of a built-in type as `format_type` and `information_schema` give it,
+/// for the types whose SQL name is not their internal one (`int8` is `bigint`).
+pub const SQL_NAMES: &[(&str, &str)] = &[
+    ("int2", "smallint"),
+    ("int4", "integer"),
+    ("int8", "bigint"),
+    ("bool", "boolean"),
+    ("float4", "real"),
+    ("float8", "double precision"),
+    ("varchar", "character varying"),
+    ("bpchar", "character"),
+    ("timestamp", "timestamp without time zone"),
+    ("timestamptz", "timestamp with time zone"),
+    ("time", "time without time zone"),
+    ("timetz", "time with time zone"),
+];
+
+/// What `information_schema.columns.data_type` says of a column of Arrow type `t`: the
+/// PostgreSQL type the wire protocol sends it as, by its SQL name; as PostgreSQL says,
+/// `ARRAY` for an array and `USER-DEFINED` for a type that is not built in (a struct).
+pub fn data_type_name(t: &DataType) -> String {
+    match into_pg_type(t) {
+        // A built-in array type's internal name is its element's with `_` before it (`_int8`).
+        Ok(pg) if pg.name().starts_with('_') => "ARRAY".into(),
+        Ok(pg) if Type::from_oid(pg.oid()).as_ref() == Some(&pg) => sql_name(&pg).to_string(),
+        _ => "USER-DEFINED".into(),
+    }
+}
+
+fn sql_name(t: &Type) -> &str {
+    SQL_NAMES
+        .iter()
+        .find(|(internal, _)| *internal == t.name())
+        .map_or(t.name(), |(_, sql)| sql)
+}
+
+/// The analyzer rule that reads DataFusion's `information_schema.columns` through
+/// [`PgColumns`]: its `data_type` is PostgreSQL's name of the type.
+#[derive(Debug)]
+pub struct PgTypeNames;
+
+impl AnalyzerRule for PgTypeNames {
+    fn name(&self) -> &str {
+        "pg_type_names"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|plan| {
+            let LogicalPlan::TableScan(scan) = plan else {
+                return Ok(Transformed::no(plan));
+            };
+            let columns = scan.table_name.schema() == Some("information_schema")
+                && scan.table_name.table() == "columns"
+                && scan.source.schema().column_with_name("data_type").is_some();
+            if !columns {
+                return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            }
+            let inner = source_as_provider(&scan.source)?;
+            if inner.downcast_ref::<PgColumns>().is_some() {
+                return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            }
+            let source = provider_as_source(Arc::new(PgColumns { inner }));
+            Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
+                source,
+                ..scan
+            })))
+        })
+        .map(|t| t.data)
+    }
+}
+
+/// DataFusion's `information_schema.columns` with PostgreSQL's type names in `data_type`.
+/// The table is the catalog's columns (a few hundred rows): a scan reads it whole.
+#[derive(Debug)]
+struct PgColumns {
+    inner: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl TableProvider for PgColumns {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let all = self.inner.scan(state, None, &[], None).await?;
+        let batches = collect(all, state.task_ctx()).await?;
+        let at = schema.index_of("data_type")?;
+        let batches = batches
+            .into_iter()
+            .map(|b| {
+                let named: StringArray = b
+                    .column(at)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|t| {
+                        t.map(|t| DataType::from_str(t).map_or(t.into(), |t| data_type_name(&t)))
+                    })
+                    .collect();
+                let mut columns = b.columns().to_vec();
+                columns[at] = Arc::new(named);
+                RecordBatch::try_new(Arc::clone(&schema), columns)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// Grafana's subquery of the schemas on the `search_path` (in its table and column pickers),
+/// which DataFusion cannot plan (`user`, and a function's array as a table in FROM).
+/// datafusion-postgres replaces it with `''` — no schema, so the table picker qualifies every
+/// table and the column picker lists no column — where PostgreSQL gives `public`.
+const GRAFANA_SEARCH_PATH: &str = r#"SELECT
+            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+        FROM
+            generate_series(
+                array_lower(string_to_array(current_setting('search_path'),','),1),
+                array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s"#;
+
+/// `sql` with Grafana's `search_path` subquery answered: the schemas on the server's
+/// `search_path`, as a list of literals (`IN (SELECT …)` becomes `IN ('public')`). Other
+/// queries are returned as they are; the rest of the text is untouched.
+pub fn client_query(sql: &str) -> Cow<'_, str> {
+    if !sql.contains("search_path") {
+        return Cow::Borrowed(sql);
+    }
+    static PATTERN: OnceLock<Vec<Token>> = OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        tokens(GRAFANA_SEARCH_PATH)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.token)
+            .collect()
+    });
+    let Some(input) = tokens(sql) else {
+        return Cow::Borrowed(sql);
+    };
+    let schemas = server::server_setting("search_path")
+        .unwrap_or("public")
+        .split(',')
+        .map(|s| format!("'{}'", s.trim().replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i + pattern.len() <= input.len() {
+        if input[i..i + pattern.len()]
+            .iter()
+            .zip(pattern)
+            .all(|(a, b)| a.token == *b)
+        {
+            let start = byte_at(sql, input[i].span.start);
+            let end = input
+                .get(i + pattern.len())
+                .map_or(sql.len(), |next| byte_at(sql, next.span.start));
+            out.push_str(&sql[copied..start]);
+            out.push_str(&schemas);
+            // What followed the subquery (spaces and the closing parenthesis) stays.
+            out.push_str(trailing_space(&sql[start..end]));
+            copied = end;
+            i += pattern.len();
+        } else {
+            i += 1;
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(sql);
+    }
+    out.push_str(&sql[copied..]);
+    Cow::Owned(out)
+}
+
+/// The tokens of `sql` but white space, with where each starts; `None` when it does not
+/// tokenize (DataFusion then reports the error).
+fn tokens(sql: &str) -> Option<Vec<TokenWithSpan>> {
+    let all = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .ok()?;
+    Some(
+        all.into_iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect(),
+    )
+}
+
+/// The white space at the end of `s`.
+fn trailing_space(s: &str) -> &str {
+    &s[s.trim_end().len()..]
+}
+
+/// The byte offset in `sql` of a tokenizer location (line and column in characters, from 1).
+fn byte_at(sql: &str, at: Location) -> usize {
+    let mut line = 1;
+    let mut column = 1;
+    for (i, c) in sql.char_indices() {
+        if line == at.line && column == at.column {
+            return i;
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    sql.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Fields, TimeUnit};
+
+    #[test]
+    fn types_are_named_as_postgresql_names_them() {
+        let tz = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(data_type_name(&tz), "timestamp with time zone");
+        let naive = DataType::Timestamp(TimeUnit::Microsecond, None);
+        assert_eq!(data_type_name(&naive), "timestamp without time zone");
+        assert_eq!(data_type_name(&DataType::Utf8), "text");
+        assert_eq!(data_type_name(&DataType::Int64), "bigint");
+        assert_eq!(data_type_name(&DataType::Float64), "double precision");
+        assert_eq!(data_type_name(&DataType::Boolean), "boolean");
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+        assert_eq!(data_type_name(&list), "ARRAY");
+        let record = DataType::Struct(Fields::from(vec![Field::new("a", DataType::Int64, true)]));
+        assert_eq!(data_type_name(&record), "USER-DEFINED");
+        // What the information_schema writes parses back (the rule reads it so).
+        assert_eq!(DataType::from_str(&tz.to_string()).unwrap(), tz);
+    }
+
+    #[test]
+    fn grafanas_search_path_subquery_is_answered_and_nothing_else_changes() {
+        let grafana = format!(
+            "SELECT CASE WHEN quote_ident(table_schema) IN ({GRAFANA_SEARCH_PATH}) THEN \
+             quote_ident(table_name) ELSE quote_ident(table_schema) || '.' || \
+             quote_ident(table_name) END AS \"table\" FROM information_schema.tables \
+             WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog') \
+             ORDER BY CASE WHEN quote_ident(table_schema) IN (\n{}\n) THEN 0 ELSE 1 END, 1",
+            // The same subquery as Grafana formats it elsewhere: one line, other spaces.
+            GRAFANA_SEARCH_PATH
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let answered = client_query(&grafana);
+        assert!(!answered.contains("generate_series"), "{answered}");
+        assert_eq!(answered.matches("IN ('public')").count(), 1, "{answered}");
+        assert_eq!(
+            answered.matches("IN (\n'public'\n)").count(),
+            1,
+            "{answered}"
+        );
+        assert!(answered.starts_with("SELECT CASE WHEN quote_ident(table_schema) IN ("));
+        assert!(answered.ends_with("THEN 0 ELSE 1 END, 1"));
+        for other in [
+            "SELECT current_setting('search_path')",
+            "SELECT 'é' AS search_path, 1",
+            "SELECT 1",
+        ] {
+            assert!(matches!(client_query(other), Cow::Borrowed(s) if s == other));
+        }
+    }
+}

@@ -346,7 +346,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
          BEGIN;\nSAVEPOINT a;\nROLLBACK TO SAVEPOINT a;\nRELEASE SAVEPOINT a;\n\
          SELECT count(*) FROM customer_totals;\nCOMMIT;\n\
          SELECT current_setting('no_such_setting');\n\
-         DEALLOCATE ALL;\nDEALLOCATE no_such_statement;\n",
+         DEALLOCATE ALL;\nDEALLOCATE no_such_statement;\n\
+         \\echo server_version at startup: :SERVER_VERSION_NAME\n",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[..2], ["1600", "16.0 (lambdaflow)"], "{out}{err}");
@@ -363,6 +364,10 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{err}"
     );
     assert!(out.contains("DEALLOCATE ALL"), "{out}{err}");
+    assert!(
+        out.contains("server_version at startup: 16.0 (lambdaflow)"),
+        "{out}{err}"
+    );
     assert!(
         err.contains("ERROR:  26000: prepared statement \"no_such_statement\" does not exist"),
         "{err}"
@@ -555,6 +560,20 @@ fn the_serving_token_is_the_sql_password_over_tls() {
         "{out}{err}"
     );
     assert_eq!(totals(&out), seed_truth(), "{out}");
+    // Two connections' queries, each cancelled by its own cancel request: a request names
+    // its connection by the backend PID and secret key the startup gave.
+    let first = runaway_psql(pg, Some("s3cret-t0ken"));
+    let second = runaway_psql(pg, Some("s3cret-t0ken"));
+    std::thread::sleep(Duration::from_secs(2));
+    for c in [first, second] {
+        let err = interrupt(c);
+        assert!(
+            err.contains("57014: canceling statement due to user request"),
+            "{err}"
+        );
+    }
+    let (_, out, _) = psql(pg, Some("s3cret-t0ken"), "\\echo :SERVER_VERSION_NAME\n");
+    assert_eq!(out.trim(), "16.0 (lambdaflow)");
     let (ok, _, err) = psql(pg, Some("wrong"), q);
     assert!(
         !ok && err
@@ -572,6 +591,45 @@ fn the_serving_token_is_the_sql_password_over_tls() {
     );
     assert_eq!(status, 200, "{text}");
     terminate(serve);
+}
+
+/// psql running a query that would not end (no statement timeout).
+fn runaway_psql(pg: u16, password: Option<&str>) -> std::process::Child {
+    let mut c = Command::new("psql");
+    c.args(["-h", "127.0.0.1", "-p", &pg.to_string(), "-X"])
+        .args(["-v", "VERBOSITY=verbose", "lambdaflow"])
+        .args(["-c", "SET statement_timeout = 0"])
+        .args([
+            "-c",
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match password {
+        Some(p) => c.env("PGPASSWORD", p),
+        None => c.env_remove("PGPASSWORD"),
+    };
+    c.spawn().unwrap()
+}
+
+/// Interrupts psql (it sends a cancel request on SIGINT), waits for it to end, and returns
+/// what it wrote on stderr.
+fn interrupt(mut c: std::process::Child) -> String {
+    use std::io::Read;
+    let _ = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "psql did not end after its cancel request"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut err = String::new();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    err
 }
 
 /// A runaway query ends at `serving.sql-timeout` (over the wire and over HTTP) or at the
@@ -609,36 +667,9 @@ fn runaway_queries_and_hostile_clients_harm_no_other_connection() {
     assert!(text.contains("57014"), "{text}");
 
     // A cancel request: psql sends one on SIGINT.
-    let mut c = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.to_string(),
-            "-X",
-            "-v",
-            "VERBOSITY=verbose",
-            "lambdaflow",
-        ])
-        .args(["-c", "SET statement_timeout = 0", "-c", runaway.trim()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let c = runaway_psql(pg, None);
     std::thread::sleep(Duration::from_secs(1));
-    let _ = Command::new("kill")
-        .args(["-INT", &c.id().to_string()])
-        .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while c.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "psql did not end after its cancel request"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut err = String::new();
-    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = interrupt(c);
     assert!(
         err.contains("57014: canceling statement due to user request"),
         "{err}"

@@ -51,11 +51,11 @@ use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire;
 use futures::{FutureExt, Sink, StreamExt};
 use pgwire::api::Type;
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password, random_nonce};
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::Portal;
@@ -64,8 +64,9 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, ErrorHandler,
-    PgWireServerHandlers,
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+    DEFAULT_NAME, ErrorHandler, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -268,11 +269,15 @@ impl Handlers {
             Arc::new(TransactionStatementHook),
         ];
         let connections = Arc::new(ConnectionManager::new());
+        // One sequence of backend PIDs for all connections: a cancel request names its
+        // connection by its PID (and secret key).
+        let pids = Arc::new(RandomPidSecretKeyGenerator::default());
         let auth = match token {
             None => Auth::Open(Arc::new(Open {
                 connections: Arc::clone(&connections),
+                pids: Arc::clone(&pids),
             })),
-            Some(t) => Auth::Scram(Scram::new(&t, cert_pem, Arc::clone(&connections))),
+            Some(t) => Auth::Scram(Scram::new(&t, cert_pem, Arc::clone(&connections), pids)),
         };
         let startup = Startup {
             auth,
@@ -357,10 +362,16 @@ struct Scram {
     /// The server's certificate (PEM), when TLS is on: SCRAM-SHA-256-PLUS is offered too.
     cert_pem: Option<Vec<u8>>,
     connections: Arc<ConnectionManager>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
 }
 
 impl Scram {
-    fn new(token: &str, cert_pem: Option<Vec<u8>>, connections: Arc<ConnectionManager>) -> Self {
+    fn new(
+        token: &str,
+        cert_pem: Option<Vec<u8>>,
+        connections: Arc<ConnectionManager>,
+        pids: Arc<RandomPidSecretKeyGenerator>,
+    ) -> Self {
         let token = Arc::new(Token::new(token));
         // Channel binding hashes the certificate with its signature's hash: a certificate
         // pgwire cannot do that for is still served, with SCRAM-SHA-256 alone.
@@ -377,6 +388,7 @@ impl Scram {
             token,
             cert_pem,
             connections,
+            pids,
         }
     }
 
@@ -391,6 +403,7 @@ impl Scram {
         SASLAuthStartupHandler::new(Arc::new(parameters()))
             .with_scram(scram)
             .with_connection_manager(Arc::clone(&self.connections))
+            .with_pid_secret_key_generator(Arc::clone(&self.pids) as Arc<dyn PidSecretKeyGenerator>)
     }
 }
 
@@ -421,23 +434,34 @@ impl StartupHandler for ConnectionStartup {
             .metadata_mut()
             .entry(TIMEOUT_KEY.into())
             .or_insert_with(|| self.timeout_ms.clone());
-        match &self.auth {
-            ConnectionAuth::Open(h) => h.on_startup(client, message).await,
-            ConnectionAuth::Scram(h) => h.on_startup(client, message).await,
-        }
+        let open = match &self.auth {
+            ConnectionAuth::Open(open) => open,
+            ConnectionAuth::Scram(h) => return h.on_startup(client, message).await,
+        };
+        // pgwire's no-op startup, with the server's parameters.
+        let PgWireFrontendMessage::Startup(startup) = &message else {
+            return Ok(());
+        };
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        let (pid, key) = open.pids.generate(&*client);
+        client.set_pid_and_secret_key(pid, key.clone());
+        // As pgwire registers a connection, so that its cancel handler finds it.
+        let (handle, guard) = open.connections.register(pid, key);
+        client
+            .session_extensions()
+            .insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert::<ConnectionGuard>(guard);
+        finish_authentication(client, &parameters()).await
     }
 }
 
-/// No authentication (no `serving.token`).
+/// No authentication (no `serving.token`): pgwire's no-op startup, but with the server's
+/// parameters ([`parameters`]; pgwire's no-op handler sends its defaults, which name pgwire's
+/// version and no read-only transactions). [`ConnectionStartup`] runs it.
 struct Open {
     connections: Arc<ConnectionManager>,
-}
-
-#[async_trait]
-impl NoopStartupHandler for Open {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(Arc::clone(&self.connections))
-    }
+    pids: Arc<RandomPidSecretKeyGenerator>,
 }
 
 /// SCRAM's iteration count (PostgreSQL's `scram_iterations` default).
@@ -476,16 +500,38 @@ impl AuthSource for Token {
 #[derive(Default)]
 struct Running(Mutex<HashMap<i32, (SecretKey, CancellationToken)>>);
 
+/// Kept in a connection's session extensions: forgets the connection's query when the
+/// connection ends.
+struct Connected {
+    pid: i32,
+    running: Weak<Running>,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.upgrade() {
+            running.queries().remove(&self.pid);
+        }
+    }
+}
+
 impl Running {
+    fn queries(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (SecretKey, CancellationToken)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A new query on `client`'s connection: its deadline (the connection's
     /// `statement_timeout`) and the token a cancel request fires.
-    fn start<C: ClientInfo>(&self, client: &C) -> Stop {
+    fn start<C: ClientInfo>(self: &Arc<Self>, client: &C) -> Stop {
         let (pid, key) = client.pid_and_secret_key();
         let token = CancellationToken::new();
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pid, (key, token.clone()));
+        client
+            .session_extensions()
+            .get_or_insert_with(|| Connected {
+                pid,
+                running: Arc::downgrade(self),
+            });
+        self.queries().insert(pid, (key, token.clone()));
         let timeout = client
             .metadata()
             .get(TIMEOUT_KEY)
@@ -760,7 +806,7 @@ struct Cancel {
 impl CancelHandler for Cancel {
     async fn on_cancel_request(&self, request: CancelRequest) {
         let token = {
-            let running = self.running.0.lock().unwrap_or_else(|e| e.into_inner());
+            let running = self.running.queries();
             running
                 .get(&request.pid)
                 .filter(|(key, _)| key.to_bytes() == request.secret_key.to_bytes())

@@ -307,6 +307,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         py["columns"],
         serde_json::json!(["customer:text", "total_amount:bigint"])
     );
+    assert_eq!(py["aggregate_names"], serde_json::json!(["count", "max"]));
     assert_eq!(rows_map(&py["binary"]), truth, "{py}");
     assert_eq!(py["batch_started_at_tz"], true, "{py}");
     assert_eq!(py["sqlalchemy_version"], serde_json::json!([16, 0]), "{py}");
@@ -347,7 +348,12 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
          SELECT count(*) FROM customer_totals;\nCOMMIT;\n\
          SELECT current_setting('no_such_setting');\n\
          DEALLOCATE ALL;\nDEALLOCATE no_such_statement;\n\
-         \\echo server_version at startup: :SERVER_VERSION_NAME\n",
+         \\echo server_version at startup: :SERVER_VERSION_NAME\n\
+         \\pset tuples_only off\n\
+         SELECT count(*), sum(total_amount), 1::int, total_amount + 1 AS next \
+         FROM customer_totals GROUP BY total_amount ORDER BY 4 LIMIT 1;\n\
+         SELECT max(customer), min(total_amount) FROM customer_totals \\gdesc\n\
+         SELECT 1, 1;\n",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[..2], ["1600", "16.0 (lambdaflow)"], "{out}{err}");
@@ -368,6 +374,12 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         out.contains("server_version at startup: 16.0 (lambdaflow)"),
         "{out}{err}"
     );
+    // Columns without an alias are named as PostgreSQL names them, in a simple query's rows
+    // and in a statement's description (\gdesc describes it over the extended protocol).
+    assert!(out.contains("\ncount|sum|int4|next\n"), "{out}{err}");
+    assert!(out.contains("\nmax|text\nmin|bigint\n"), "{out}{err}");
+    // Two columns of one name, as PostgreSQL allows.
+    assert!(out.contains("\n?column?|?column?\n1|1\n"), "{out}{err}");
     assert!(
         err.contains("ERROR:  26000: prepared statement \"no_such_statement\" does not exist"),
         "{err}"

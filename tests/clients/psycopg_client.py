@@ -30,6 +30,9 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="lambda
                     "WHERE table_name = %s ORDER BY ordinal_position", ("customer_totals",),
                     prepare=True)
         out["columns"] = [f"{c}:{t}" for c, t in cur.fetchall()]
+        cur.execute("SELECT count(*), max(total_amount) FROM customer_totals "
+                    "WHERE total_amount > %s", (0,), prepare=True)
+        out["aggregate_names"] = [d.name for d in cur.description]
     with conn.cursor(binary=True) as cur:
         # A prepared lookup whose key is an expression of the parameter, binary results.
         out["binary_lookups"] = {}

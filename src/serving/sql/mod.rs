@@ -7,8 +7,9 @@
 //!
 //! - [`tables`]: the views and the freshness table as DataFusion tables.
 //! - [`pg`]: the PostgreSQL server (pgwire with datafusion-postgres's handlers).
-//! - `server` and `catalog`: what clients ask besides queries, where DataFusion answers
-//!   otherwise than PostgreSQL (`version()`, `current_setting`, `information_schema`'s types).
+//! - `server`, `catalog` and `names`: where DataFusion answers otherwise than PostgreSQL, as
+//!   clients see it (`version()`, `current_setting`, `information_schema`'s types, the
+//!   columns' names).
 //!
 //! Only reads: a statement that would write (INSERT, UPDATE, DDL, COPY FROM…) is refused with
 //! SQLSTATE `25006` naming it, before DataFusion sees it. Errors carry a SQLSTATE and, for a
@@ -16,6 +17,7 @@
 
 mod catalog;
 mod memory;
+mod names;
 pub mod pg;
 mod server;
 pub mod tables;

@@ -40,8 +40,8 @@ use datafusion::common::{DFSchema, DataFusionError, ParamValues, ScalarValue};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::parser::ParserError;
-use datafusion_postgres::DfSessionService;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser as SqlParser, ParserError};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
@@ -49,6 +49,7 @@ use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, Parser as DfParser};
 use futures::{FutureExt, Sink, StreamExt};
 use pgwire::api::Type;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -58,9 +59,10 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
@@ -83,7 +85,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{SqlEngine, SqlError, catalog, is_read, tables};
+use super::{SqlEngine, SqlError, catalog, is_read, names, tables};
 use crate::error::{Error, Result};
 
 /// Binds `serving.pg-listen`.
@@ -284,9 +286,11 @@ impl Handlers {
             timeout_ms: engine.timeout().as_millis().to_string(),
         };
         let running = Arc::new(Running::default());
+        let inner = Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks));
         Self {
             session: Arc::new(Bounded {
-                inner: Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks)),
+                parser: Arc::new(PgNamed(inner.query_parser())),
+                inner,
                 workers: Handle::current(),
                 ctx,
                 running: Arc::clone(&running),
@@ -599,6 +603,7 @@ impl Stop {
 /// cancel and datafusion-postgres's timeout stop at the planning).
 struct Bounded {
     inner: Arc<DfSessionService>,
+    parser: Arc<PgNamed>,
     /// The main runtime, where plans run ([`OnWorkers`]).
     workers: Handle,
     /// The engine's session (the prepared key lookups' expressions are made in it).
@@ -616,29 +621,102 @@ impl SimpleQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stop = self.running.start(client);
-        let query = catalog::client_query(query);
-        let query = OnWorkers {
-            workers: self.workers.clone(),
-            inner: SimpleQueryHandler::do_query(&*self.inner, client, &query),
+        let mut answered = catalog::client_query(query);
+        let mut aliased = false;
+        let responses = loop {
+            let run = OnWorkers {
+                workers: self.workers.clone(),
+                inner: SimpleQueryHandler::do_query(&*self.inner, client, &answered),
+            };
+            let responses = tokio::select! {
+                r = run => r,
+                e = stop.wait() => return Err(e),
+            };
+            // Two columns of one name: once more, with the columns aliased apart.
+            match responses {
+                Err(e) if names::duplicate_names(&e) && !aliased => {
+                    answered = Cow::Owned(names::aliased(&answered).ok_or(e)?);
+                    aliased = true;
+                }
+                r => break r?,
+            }
         };
-        let responses = tokio::select! {
-            r = query => r?,
-            e = stop.wait() => return Err(e),
-        };
-        Ok(responses
+        Ok(pg_names(query, responses)
             .into_iter()
             .map(|r| stop.bound(r, &self.workers))
             .collect())
     }
 }
 
+/// `responses` (one per statement of `query`) with the columns named as PostgreSQL names
+/// them ([`names`]), from the statements as the client wrote them. The query is parsed again
+/// only when a column's name may differ: one with more than an identifier's characters.
+fn pg_names(query: &str, mut responses: Vec<Response>) -> Vec<Response> {
+    let differ = responses.iter().any(|r| match r {
+        Response::Query(q) => q.row_schema.iter().any(|f| names::may_differ(f.name())),
+        _ => false,
+    });
+    if !differ {
+        return responses;
+    }
+    let Ok(statements) = SqlParser::parse_sql(&PostgreSqlDialect {}, query) else {
+        return responses;
+    };
+    if statements.len() == responses.len() {
+        for (statement, r) in statements.iter().zip(&mut responses) {
+            if let Response::Query(q) = r {
+                let fields = names::pg_names(statement, q.row_schema.to_vec());
+                q.row_schema = Arc::new(fields);
+            }
+        }
+    }
+    responses
+}
+
+/// datafusion-postgres's parser, describing a statement's columns by PostgreSQL's names
+/// ([`names`]): the extended protocol's Describe.
+struct PgNamed(Arc<DfParser>);
+
+#[async_trait]
+impl QueryParser for PgNamed {
+    type Statement = <DfParser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.0.parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.0.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let fields = self.0.get_result_schema(statement, format)?;
+        Ok(match statement {
+            (_, Some((statement, _))) => names::pg_names(statement, fields),
+            _ => fields,
+        })
+    }
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Bounded {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = PgNamed;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        Arc::clone(&self.parser)
     }
 
     /// datafusion-postgres's parse of the query (Grafana's `search_path` subquery answered,
@@ -654,7 +732,21 @@ impl ExtendedQueryHandler for Bounded {
         if let Cow::Owned(query) = catalog::client_query(&message.query) {
             message.query = query;
         }
-        ExtendedQueryHandler::on_parse(&*self.inner, client, message).await?;
+        let again = Parse::new(
+            message.name.clone(),
+            String::new(),
+            message.type_oids.clone(),
+        );
+        let query = message.query.clone();
+        match ExtendedQueryHandler::on_parse(&*self.inner, client, message).await {
+            // Two columns of one name: once more, with the columns aliased apart.
+            Err(e) if names::duplicate_names(&e) => {
+                let query = names::aliased(&query).ok_or(e)?;
+                let again = Parse::new(again.name, query, again.type_oids);
+                ExtendedQueryHandler::on_parse(&*self.inner, client, again).await?;
+            }
+            r => r?,
+        }
         if let Some(Entry::Value(statement)) = client.portal_store().get_statement(&name) {
             Statements::of(client).parsed(&statement);
         }

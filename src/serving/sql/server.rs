@@ -88,7 +88,7 @@ pub fn register(ctx: &SessionContext) {
 /// The OID of a built-in type by its name (`int4`, `_text`), or by the SQL names PostgreSQL
 /// also takes (`integer`, `text[]`): what `to_regtype` answers; `None` for any other name
 /// (lambdaflow has no types of its own: `hstore`, for one, is not there).
-fn type_oid(name: &str) -> Option<i32> {
+pub fn type_oid(name: &str) -> Option<i32> {
     static BUILT_IN: OnceLock<HashMap<String, i32>> = OnceLock::new();
     let names = BUILT_IN.get_or_init(|| {
         // Built-in types have OIDs below 10,000 (`FirstGenbkiObjectId`).

@@ -329,8 +329,12 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     assert_eq!(rows_map(&java["rows"]), truth, "{java}");
 
     // What psql sends besides the query.
-    let (_, out, err) = psql(pg, None, "\\dt\n\\d customer_totals\n");
+    let (_, out, err) = psql(pg, None, "\\dt\n\\d customer_totals\n\\dt+\n");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
+    assert!(
+        out.contains("public|customer_totals|table|postgres|permanent||0 bytes|"),
+        "{out}{err}"
+    );
     assert!(
         out.contains("customer|text") && out.contains("total_amount|bigint"),
         "{out}{err}"

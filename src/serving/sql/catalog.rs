@@ -6,6 +6,12 @@
 //! Tools that read `information_schema` — Grafana's query builder, which finds a panel's time
 //! column by its type, dbt, pandas' and SQLAlchemy's reflection helpers — expect PostgreSQL's
 //! names (`text`, `timestamp with time zone`): [`PgTypeNames`] gives them.
+//!
+//! [`register`] adds the catalog functions psql's `\dt+`, `\df` and `\dT` call that
+//! datafusion-pg-catalog has not: descriptions (lambdaflow has no `COMMENT`: none is set),
+//! `pg_table_size` (the views are in memory, not in relation files: 0 bytes on disk, as
+//! datafusion-pg-catalog's `pg_relation_size` says), `pg_size_pretty`, and the visibility of
+//! functions and types (all are `pg_catalog`'s, on every search path).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -13,22 +19,119 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
+use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
-use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionImplementation, ScalarUDF, Signature,
+    SimpleScalarUDF, TableScan, TypeSignature, Volatility,
+};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire::api::Type;
 
 use super::server;
+
+/// Registers the catalog functions of the module's documentation in `ctx`.
+pub fn register(ctx: &SessionContext) {
+    let any = |n: &[usize]| {
+        Signature::one_of(
+            n.iter().map(|&n| TypeSignature::Any(n)).collect(),
+            Volatility::Stable,
+        )
+    };
+    let constant = |v: ScalarValue| -> ScalarFunctionImplementation {
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
+    };
+    let no_comment = constant(ScalarValue::Utf8(None));
+    let functions = [
+        (
+            "obj_description",
+            any(&[1, 2]),
+            DataType::Utf8,
+            Arc::clone(&no_comment),
+        ),
+        (
+            "col_description",
+            any(&[2]),
+            DataType::Utf8,
+            Arc::clone(&no_comment),
+        ),
+        ("shobj_description", any(&[2]), DataType::Utf8, no_comment),
+        (
+            "pg_table_size",
+            any(&[1]),
+            DataType::Int64,
+            constant(ScalarValue::Int64(Some(0))),
+        ),
+        (
+            "pg_indexes_size",
+            any(&[1]),
+            DataType::Int64,
+            constant(ScalarValue::Int64(Some(0))),
+        ),
+        (
+            "pg_function_is_visible",
+            any(&[1]),
+            DataType::Boolean,
+            constant(ScalarValue::Boolean(Some(true))),
+        ),
+        (
+            "pg_type_is_visible",
+            any(&[1]),
+            DataType::Boolean,
+            constant(ScalarValue::Boolean(Some(true))),
+        ),
+        (
+            "pg_size_pretty",
+            Signature::uniform(1, vec![DataType::Int64], Volatility::Immutable),
+            DataType::Utf8,
+            Arc::new(|args: &[ColumnarValue]| {
+                let scalar = matches!(args[0], ColumnarValue::Scalar(_));
+                let sizes = args[0].to_array(1)?;
+                let sizes = sizes.as_primitive::<Int64Type>();
+                let pretty: StringArray = sizes.iter().map(|s| s.map(size_pretty)).collect();
+                Ok(match scalar {
+                    true => ColumnarValue::Scalar(ScalarValue::try_from_array(&pretty, 0)?),
+                    false => ColumnarValue::Array(Arc::new(pretty)),
+                })
+            }),
+        ),
+    ];
+    for (name, signature, returns, f) in functions {
+        ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+            name, signature, returns, f,
+        )));
+    }
+}
+
+/// A size in bytes as PostgreSQL's `pg_size_pretty` writes it: in the largest unit below
+/// which it stays under 10,240 bytes or 20,480 of the unit, rounded half away from zero.
+fn size_pretty(size: i64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "kB", "MB", "GB", "TB", "PB"];
+    // `size` in the current unit, with one more bit than the unit once past bytes (to round).
+    let mut size = size;
+    for (i, unit) in UNITS.iter().enumerate() {
+        let limit: u64 = if i == 0 { 10 * 1024 } else { 20 * 1024 - 1 };
+        if i + 1 == UNITS.len() || size.unsigned_abs() < limit {
+            if i > 0 {
+                size = (size + size.signum()) / 2;
+            }
+            return format!("{size} {unit}");
+        }
+        size /= if i == 0 { 1 << 9 } else { 1 << 10 };
+    }
+    unreachable!("the last unit returns")
+}
 
 /// PostgreSQL's name of a built-in type as `format_type` and `information_schema` give it,
 /// for the types whose SQL name is not their internal one (`int8` is `bigint`).
@@ -277,6 +380,24 @@ mod tests {
         assert_eq!(data_type_name(&record), "USER-DEFINED");
         // What the information_schema writes parses back (the rule reads it so).
         assert_eq!(DataType::from_str(&tz.to_string()).unwrap(), tz);
+    }
+
+    #[test]
+    fn sizes_are_written_as_pg_size_pretty_writes_them() {
+        // PostgreSQL 16's answers.
+        for (size, pretty) in [
+            (0, "0 bytes"),
+            (8192, "8192 bytes"),
+            (10239, "10239 bytes"),
+            (10240, "10 kB"),
+            (16384, "16 kB"),
+            (1_000_000, "977 kB"),
+            (20_970_000, "20 MB"),
+            (123_456_789_012, "115 GB"),
+            (-10240, "-10 kB"),
+        ] {
+            assert_eq!(size_pretty(size), pretty, "{size}");
+        }
     }
 
     #[test]

@@ -238,6 +238,7 @@ fn session(
     )
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     server::register(&ctx);
+    catalog::register(&ctx);
     ctx.add_analyzer_rule(Arc::new(catalog::PgTypeNames));
     Ok(ctx)
 }

@@ -328,8 +328,30 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
     assert_eq!(rows_map(&java["rows"]), truth, "{java}");
 
+    // A scalar subquery over a view, correlated or not, as PostgreSQL answers it: over the
+    // wire (datafusion-postgres's parser made the correlated one NULL) and over HTTP.
+    let correlated = "SELECT c.customer, (SELECT d.total_amount FROM customer_totals d \
+                      WHERE d.customer = c.customer) AS total FROM customer_totals c ORDER BY 1";
+    let (_, out, err) = psql(
+        pg,
+        None,
+        &format!("{correlated};\nSELECT (SELECT total_amount FROM customer_totals);\n"),
+    );
+    assert_eq!(totals(&out), truth, "{out}{err}");
+    assert!(
+        err.contains(
+            "ERROR:  21000: more than one row returned by a subquery used as an expression"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        rows_of(&sql_rows(&addr, correlated), "customer", "total"),
+        truth
+    );
+
     // What psql sends besides the query.
-    let (_, out, err) = psql(pg, None, "\\dt\n\\d customer_totals\n\\dt+\n");
+    let (_, out, err) = psql(pg, None, "\\dt\n\\d customer_totals\n\\dt+\n\\dT\n");
+    assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
     assert!(
         out.contains("public|customer_totals|table|postgres|permanent||0 bytes|"),

@@ -7,9 +7,9 @@
 //!
 //! - [`tables`]: the views and the freshness table as DataFusion tables.
 //! - [`pg`]: the PostgreSQL server (pgwire with datafusion-postgres's handlers).
-//! - `server`, `catalog` and `names`: where DataFusion answers otherwise than PostgreSQL, as
-//!   clients see it (`version()`, `current_setting`, `information_schema`'s types, the
-//!   columns' names).
+//! - `server`, `catalog`, `names` and `subquery`: where DataFusion answers otherwise than
+//!   PostgreSQL, as clients see it (`version()`, `current_setting`, `information_schema`'s
+//!   types, the columns' names, scalar subqueries).
 //!
 //! Only reads: a statement that would write (INSERT, UPDATE, DDL, COPY FROM…) is refused with
 //! SQLSTATE `25006` naming it, before DataFusion sees it. Errors carry a SQLSTATE and, for a
@@ -20,6 +20,7 @@ mod memory;
 mod names;
 pub mod pg;
 mod server;
+mod subquery;
 pub mod tables;
 pub mod wire;
 
@@ -38,6 +39,7 @@ use tokio::sync::watch;
 
 use crate::config::Pipeline;
 use crate::serving::ServingState;
+use subquery::Subqueries;
 
 /// The database clients connect to, and the catalog the views are in.
 pub const DATABASE: &str = "lambdaflow";
@@ -111,6 +113,14 @@ impl SqlError {
             && m.starts_with(server::UNRECOGNIZED)
         {
             return Self::new("42704", m.clone());
+        }
+        // A scalar subquery of more than one row: correlated (lambdaflow's words) or not
+        // (DataFusion's).
+        if let DataFusionError::Execution(m) = root
+            && (m.starts_with(subquery::MORE_THAN_ONE_ROW)
+                || m.contains("Scalar subquery returned more than one row"))
+        {
+            return Self::new("21000", subquery::MORE_THAN_ONE_ROW.to_string());
         }
         let message = root.to_string();
         let code = match root {
@@ -239,6 +249,7 @@ fn session(
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     server::register(&ctx);
     catalog::register(&ctx);
+    subquery::register(&ctx);
     ctx.add_analyzer_rule(Arc::new(catalog::PgTypeNames));
     Ok(ctx)
 }
@@ -305,6 +316,25 @@ impl SqlEngine {
             .into()
     }
 
+    /// The rows of one read-only query (a key lookup skips the optimiser and the physical
+    /// plan), at most [`HTTP_MAX_ROWS`] and one more.
+    async fn answer(&self, sql: &str, options: SQLOptions) -> Result<Answer, DataFusionError> {
+        let df = self.ctx.sql_with_options(sql, options).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let lookup = tables::KeyLookup::of(df.logical_plan(), &self.ctx);
+        if let Some(row) = lookup.and_then(|l| l.run(&[])) {
+            return Ok(Answer {
+                batches: vec![row?],
+                schema,
+            });
+        }
+        let df = df.limit(0, Some(HTTP_MAX_ROWS + 1))?;
+        Ok(Answer {
+            batches: df.collect().await?,
+            schema,
+        })
+    }
+
     /// Runs one read-only statement to its end, within `serving.sql-timeout`.
     pub async fn query(&self, sql: &str) -> Result<Answer, SqlError> {
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
@@ -325,21 +355,15 @@ impl SqlEngine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let run = async {
-            let df = self.ctx.sql_with_options(sql, options).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            // A key lookup skips the optimiser and the physical plan.
-            let lookup = tables::KeyLookup::of(df.logical_plan(), &self.ctx);
-            if let Some(row) = lookup.and_then(|l| l.run(&[])) {
-                return Ok(Answer {
-                    batches: vec![row?],
-                    schema,
-                });
+            let over_views = subquery::aggregated(sql, Subqueries::OverViews, &self.ctx);
+            match self.answer(&over_views, options).await {
+                // A correlated scalar subquery of the catalog without an aggregate.
+                Err(e) if subquery::refused(&e) => {
+                    let all = subquery::aggregated(&over_views, Subqueries::All, &self.ctx);
+                    self.answer(&all, options).await
+                }
+                answer => answer,
             }
-            let df = df.limit(0, Some(HTTP_MAX_ROWS + 1))?;
-            Ok::<_, DataFusionError>(Answer {
-                batches: df.collect().await?,
-                schema,
-            })
         };
         let answer = tokio::time::timeout(self.timeout, run)
             .await

@@ -13,14 +13,15 @@
 //! as PostgreSQL would.
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, DataType as SqlType, Expr, Ident, Query, Select, SelectItem, SetExpr, Statement,
+    AccessExpr, DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    Query, Select, SelectItem, SetExpr, Statement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::results::FieldInfo;
 
-use super::server;
+use super::{server, subquery};
 
 /// PostgreSQL's name of a column it cannot name otherwise.
 const UNNAMED: &str = "?column?";
@@ -190,12 +191,16 @@ fn figure(e: &Expr) -> Option<(String, u8)> {
             Some(AccessExpr::Dot(field)) => figure(field),
             _ => figure(root),
         },
-        Expr::Function(f) => f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(|i| (ident(i), 2)),
+        Expr::Function(f) => {
+            let name = f.name.0.last().and_then(|p| p.as_ident()).map(ident)?;
+            // A subquery as lambdaflow rewrote it for DataFusion: named as written.
+            if let (true, FunctionArguments::List(l)) = (subquery::rewritten(&name), &f.args)
+                && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] = l.args.as_slice()
+            {
+                return figure(e);
+            }
+            Some((name, 2))
+        }
         Expr::Cast {
             expr, data_type, ..
         } => match figure(expr) {
@@ -327,6 +332,10 @@ mod tests {
         );
         assert_eq!(names(&sql, 4), ["count", "count", "x", "?column?"]);
         assert_eq!(aliased("SELECT x, t.y FROM t"), None);
+        // A subquery rewritten for DataFusion is named as written.
+        let rewritten =
+            "SELECT scalar_subquery_value((SELECT scalar_subquery(h.total) FROM h)) FROM c";
+        assert_eq!(names(rewritten, 1), ["total"]);
         assert!(may_differ("count(*)") && !may_differ("total_amount"));
     }
 }

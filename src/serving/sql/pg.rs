@@ -85,6 +85,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::subquery::{self, Subqueries};
 use super::{SqlEngine, SqlError, catalog, is_read, names, tables};
 use crate::error::{Error, Result};
 
@@ -621,8 +622,9 @@ impl SimpleQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stop = self.running.start(client);
-        let mut answered = catalog::client_query(query);
-        let mut aliased = false;
+        let mut answered = as_planned(query, &self.ctx);
+        // At most twice rewritten into a query DataFusion plans ([`again`]).
+        let mut rewritten = 0;
         let responses = loop {
             let run = OnWorkers {
                 workers: self.workers.clone(),
@@ -632,12 +634,14 @@ impl SimpleQueryHandler for Bounded {
                 r = run => r,
                 e = stop.wait() => return Err(e),
             };
-            // Two columns of one name: once more, with the columns aliased apart.
             match responses {
-                Err(e) if names::duplicate_names(&e) && !aliased => {
-                    answered = Cow::Owned(names::aliased(&answered).ok_or(e)?);
-                    aliased = true;
-                }
+                Err(e) if rewritten < 2 => match again(&answered, &e, &self.ctx) {
+                    Some(q) => {
+                        answered = Cow::Owned(q);
+                        rewritten += 1;
+                    }
+                    None => return Err(e),
+                },
                 r => break r?,
             }
         };
@@ -645,6 +649,34 @@ impl SimpleQueryHandler for Bounded {
             .into_iter()
             .map(|r| stop.bound(r, &self.workers))
             .collect())
+    }
+}
+
+/// The text of a client's query datafusion-postgres is given: Grafana's `search_path`
+/// subquery answered ([`catalog::client_query`]), scalar subqueries over views as PostgreSQL
+/// runs them ([`subquery::aggregated`]).
+fn as_planned<'s>(sql: &'s str, ctx: &SessionContext) -> Cow<'s, str> {
+    match catalog::client_query(sql) {
+        Cow::Borrowed(sql) => subquery::aggregated(sql, Subqueries::OverViews, ctx),
+        Cow::Owned(sql) => {
+            Cow::Owned(subquery::aggregated(&sql, Subqueries::OverViews, ctx).into_owned())
+        }
+    }
+}
+
+/// `sql` rewritten into a query DataFusion plans, for an `error` of a query PostgreSQL
+/// runs: two columns of one name ([`names::aliased`]), a correlated scalar subquery without
+/// an aggregate ([`subquery::aggregated`]); `None` for any other error.
+fn again(sql: &str, error: &PgWireError, ctx: &SessionContext) -> Option<String> {
+    if names::duplicate_names(error) {
+        names::aliased(sql)
+    } else if subquery::refused(error) {
+        match subquery::aggregated(sql, Subqueries::All, ctx) {
+            Cow::Owned(sql) => Some(sql),
+            Cow::Borrowed(_) => None,
+        }
+    } else {
+        None
     }
 }
 
@@ -719,8 +751,9 @@ impl ExtendedQueryHandler for Bounded {
         Arc::clone(&self.parser)
     }
 
-    /// datafusion-postgres's parse of the query (Grafana's `search_path` subquery answered,
-    /// [`catalog::client_query`]), and the statement kept in the connection's [`Statements`].
+    /// datafusion-postgres's parse of the query as it is planned ([`as_planned`]), again
+    /// rewritten when DataFusion refuses what PostgreSQL runs ([`again`]), and the statement
+    /// kept in the connection's [`Statements`].
     async fn on_parse<C>(&self, client: &mut C, mut message: Parse) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -729,23 +762,33 @@ impl ExtendedQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.clone().unwrap_or_else(|| DEFAULT_NAME.into());
-        if let Cow::Owned(query) = catalog::client_query(&message.query) {
+        if let Cow::Owned(query) = as_planned(&message.query, &self.ctx) {
             message.query = query;
         }
-        let again = Parse::new(
+        let (named, types, mut query) = (
             message.name.clone(),
-            String::new(),
             message.type_oids.clone(),
+            message.query.clone(),
         );
-        let query = message.query.clone();
-        match ExtendedQueryHandler::on_parse(&*self.inner, client, message).await {
-            // Two columns of one name: once more, with the columns aliased apart.
-            Err(e) if names::duplicate_names(&e) => {
-                let query = names::aliased(&query).ok_or(e)?;
-                let again = Parse::new(again.name, query, again.type_oids);
-                ExtendedQueryHandler::on_parse(&*self.inner, client, again).await?;
+        let mut message = Some(message);
+        // The query, then at most twice rewritten into one DataFusion plans ([`again`]): an
+        // error at the parse sends nothing, so the client sees one answer. (A correlated
+        // subquery of the catalog without an aggregate is refused at the execution only: it
+        // stays an error over the extended protocol.)
+        for attempt in 0..3 {
+            let parse = message
+                .take()
+                .unwrap_or_else(|| Parse::new(named.clone(), query.clone(), types.clone()));
+            match ExtendedQueryHandler::on_parse(&*self.inner, client, parse).await {
+                Err(e) => match (attempt < 2)
+                    .then(|| again(&query, &e, &self.ctx))
+                    .flatten()
+                {
+                    Some(q) => query = q,
+                    None => return Err(e),
+                },
+                Ok(()) => break,
             }
-            r => r?,
         }
         if let Some(Entry::Value(statement)) = client.portal_store().get_statement(&name) {
             Statements::of(client).parsed(&statement);

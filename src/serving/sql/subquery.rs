@@ -1,0 +1,399 @@
+//! Scalar subqueries without an aggregate, which PostgreSQL runs and DataFusion refuses when
+//! they are correlated (`SELECT (SELECT h.total FROM hourly h WHERE h.customer = c.customer
+//! AND h.start = …) FROM customer_totals c`; psql's `\dT`, the JDBC driver's `getTypeInfo`).
+//!
+//! PostgreSQL's rule for such a subquery: no row is NULL, one row is its value, more than one
+//! is an error (SQLSTATE `21000`) — for the rows of the outer query that use it. Such a
+//! subquery is rewritten before DataFusion plans it ([`aggregated`]): `(SELECT x FROM …)`
+//! becomes `scalar_subquery_value((SELECT scalar_subquery(x) FROM …))`. The aggregate
+//! [`ScalarSubquery`] keeps the value and how many rows had one, which DataFusion decorrelates
+//! as any aggregated subquery (a join); [`ScalarSubqueryValue`] then answers the value, or the
+//! error, for each outer row it is evaluated for.
+//!
+//! Subqueries that read the catalog alone are rewritten only once DataFusion refused the query
+//! ([`Subqueries::All`]): as a column of a SELECT, datafusion-postgres's parser answers them
+//! NULL when correlated (its `RemoveSubqueryFromProjection`, for the catalog queries of psql
+//! and others that DataFusion cannot plan). A subquery over the views is rewritten first
+//! ([`Subqueries::OverViews`]), so that the parser does not make it NULL.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::kernels::nullif::nullif;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, UInt64Type};
+use datafusion::common::scalar::ScalarStructBuilder;
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
+    GroupByExpr, Ident, ObjectName, Query, SelectItem, SetExpr, visit_expressions,
+    visit_expressions_mut, visit_relations,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// The aggregate's name, as `EXPLAIN` shows it, and the function's that reads its answer.
+const AGGREGATE: &str = "scalar_subquery";
+const VALUE: &str = "scalar_subquery_value";
+
+/// PostgreSQL's words for a subquery with more than one row (SQLSTATE `21000`).
+pub const MORE_THAN_ONE_ROW: &str =
+    "more than one row returned by a subquery used as an expression";
+
+/// Whether `function` is one of those a rewritten subquery calls.
+pub fn rewritten(function: &str) -> bool {
+    function == AGGREGATE || function == VALUE
+}
+
+/// Registers [`ScalarSubquery`] and [`ScalarSubqueryValue`] in `ctx`.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udaf(AggregateUDF::from(ScalarSubquery {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
+    ctx.register_udf(ScalarUDF::from(ScalarSubqueryValue {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
+}
+
+/// Whether a query reads a table that is not the catalog's (`pg_catalog`,
+/// `information_schema`, or a `pg_` name, which datafusion-postgres reads in `pg_catalog`).
+fn reads_views(q: &Query) -> bool {
+    let mut views = false;
+    let _ = visit_relations(q, |name| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase())
+            .collect();
+        let catalog = match parts.as_slice() {
+            [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",
+            [table] => table.starts_with("pg_"),
+            [] => true,
+        };
+        views |= !catalog;
+        ControlFlow::<()>::Continue(())
+    });
+    views
+}
+
+/// Whether `error` is DataFusion's refusal of a correlated scalar subquery without an
+/// aggregate.
+pub fn refused(error: &impl Display) -> bool {
+    error
+        .to_string()
+        .contains("Correlated scalar subquery must be aggregated")
+}
+
+/// Which scalar subqueries [`aggregated`] rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subqueries {
+    /// Those that read a view: before a query is planned.
+    OverViews,
+    /// All: once DataFusion refused the query.
+    All,
+}
+
+/// `sql` with each scalar subquery of `which` that selects one expression of its rows (no
+/// aggregate, GROUP BY, DISTINCT, ORDER BY, LIMIT or OFFSET) rewritten as the module says;
+/// `sql` itself when there is none, or it does not parse. A query with fewer than two
+/// SELECTs has no subquery: it is not parsed.
+pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> Cow<'s, str> {
+    if sql.to_ascii_lowercase().matches("select").count() < 2 {
+        return Cow::Borrowed(sql);
+    }
+    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Cow::Borrowed(sql);
+    };
+    let state = ctx.state();
+    let aggregates = state.aggregate_functions();
+    let is_aggregate = |f: &Function| {
+        let name = f.name.0.last().and_then(|p| p.as_ident());
+        f.over.is_some() || name.is_some_and(|i| aggregates.contains_key(&i.value.to_lowercase()))
+    };
+    let mut n = 0;
+    for statement in &mut statements {
+        // After an expression's children: a rewritten subquery is not visited again.
+        let _ = visit_expressions_mut(statement, |e| {
+            if let Expr::Subquery(q) = e
+                && (which == Subqueries::All || reads_views(q))
+                && one_value(q, &is_aggregate).is_some_and(|value| {
+                    *value = call(AGGREGATE, value.clone());
+                    true
+                })
+            {
+                *e = call(VALUE, e.clone());
+                n += 1;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    if n == 0 {
+        return Cow::Borrowed(sql);
+    }
+    Cow::Owned(
+        statements
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(";\n"),
+    )
+}
+
+/// The one expression a subquery selects of its rows, when it selects one and nothing groups,
+/// aggregates or limits its rows.
+fn one_value<'q>(
+    q: &'q mut Query,
+    is_aggregate: &impl Fn(&Function) -> bool,
+) -> Option<&'q mut Expr> {
+    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return None;
+    };
+    let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
+    if !ungrouped || select.having.is_some() || select.distinct.is_some() {
+        return None;
+    }
+    let [SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }] =
+        select.projection.as_mut_slice()
+    else {
+        return None;
+    };
+    let aggregated = visit_expressions(value, |e| match e {
+        Expr::Function(f) if is_aggregate(f) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break();
+    (!aggregated).then_some(value)
+}
+
+/// `name(arg)`.
+fn call(name: &str, arg: Expr) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// A subquery's rows as `{value, rows}`: the value of its last row, and how many there were.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ScalarSubquery {
+    signature: Signature,
+}
+
+/// The fields of [`ScalarSubquery`]'s answer for a value of type `t`.
+fn fields(t: &DataType) -> Fields {
+    Fields::from(vec![
+        Field::new("value", t.clone(), true),
+        Field::new("rows", DataType::UInt64, false),
+    ])
+}
+
+/// The fields of the struct `t` is, or an error naming `what`.
+fn struct_fields<'t>(t: &'t DataType, what: &str) -> Result<&'t Fields> {
+    match t {
+        DataType::Struct(f) if f.len() == 2 => Ok(f),
+        other => exec_err!("{what}: {other} is not a {AGGREGATE}'s answer"),
+    }
+}
+
+impl AggregateUDFImpl for ScalarSubquery {
+    fn name(&self) -> &str {
+        AGGREGATE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Struct(fields(&args[0])))
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let fields = struct_fields(args.return_field.data_type(), AGGREGATE)?;
+        Ok(Box::new(Rows {
+            value: ScalarValue::try_from(fields[0].data_type())?,
+            rows: 0,
+            fields: fields.clone(),
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let fields = struct_fields(args.return_field.data_type(), AGGREGATE)?;
+        Ok(fields.iter().cloned().collect())
+    }
+}
+
+#[derive(Debug)]
+struct Rows {
+    value: ScalarValue,
+    rows: u64,
+    fields: Fields,
+}
+
+impl Accumulator for Rows {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let values = &values[0];
+        if let Some(last) = values.len().checked_sub(1) {
+            self.rows += values.len() as u64;
+            self.value = ScalarValue::try_from_array(values, last)?;
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let rows = states[1].as_primitive::<UInt64Type>();
+        for (i, n) in rows.values().iter().enumerate() {
+            if *n > 0 {
+                self.rows += n;
+                self.value = ScalarValue::try_from_array(&states[0], i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![
+            self.value.clone(),
+            ScalarValue::UInt64(Some(self.rows)),
+        ])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        ScalarStructBuilder::new()
+            .with_scalar(Arc::clone(&self.fields[0]), self.value.clone())
+            .with_scalar(
+                Arc::clone(&self.fields[1]),
+                ScalarValue::UInt64(Some(self.rows)),
+            )
+            .build()
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.value.size() - std::mem::size_of_val(&self.value)
+    }
+}
+
+/// The value of a [`ScalarSubquery`]'s answer: NULL for no row (or no answer: no row joined),
+/// the row's value for one, an error for more.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ScalarSubqueryValue {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ScalarSubqueryValue {
+    fn name(&self) -> &str {
+        VALUE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(struct_fields(&args[0], VALUE)?[0].data_type().clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let answers = args.args[0].to_array(args.number_rows)?;
+        let answers = answers.as_struct();
+        let rows = answers.column(1).as_primitive::<UInt64Type>();
+        if (0..answers.len()).any(|i| answers.is_valid(i) && rows.value(i) > 1) {
+            return exec_err!("{MORE_THAN_ONE_ROW}");
+        }
+        let values = match answers.nulls() {
+            // NULL where no row joined.
+            Some(nulls) => nullif(
+                answers.column(0),
+                &not(&BooleanArray::new(nulls.inner().clone(), None))?,
+            )?,
+            None => Arc::clone(answers.column(0)),
+        };
+        Ok(match scalar {
+            true => ColumnarValue::Scalar(ScalarValue::try_from_array(&values, 0)?),
+            false => ColumnarValue::Array(values),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
+        let sql = aggregated(sql, Subqueries::OverViews, ctx);
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        Ok(pretty_format_batches(&batches)?.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_correlated_subquery_is_null_for_no_row_its_value_for_one_an_error_for_more() {
+        let ctx = SessionContext::new();
+        register(&ctx);
+        ctx.sql("CREATE TABLE c (k INT, name TEXT) AS VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+            .await
+            .unwrap();
+        ctx.sql("CREATE TABLE h (k INT, total INT) AS VALUES (1, 10), (2, 20), (2, 21)")
+            .await
+            .unwrap();
+        let one = "SELECT name, (SELECT h.total FROM h WHERE h.k = c.k) AS total FROM c \
+                   WHERE c.k <> 2 ORDER BY name";
+        let got = answer(&ctx, one).await.unwrap();
+        assert!(got.contains("| a    | 10    |"), "{got}");
+        assert!(got.contains("| c    |       |"), "{got}");
+        // In a condition too (psql's \dT, JDBC's getTypeInfo).
+        ctx.sql("CREATE TABLE g (k INT, total INT) AS VALUES (1, 10), (3, 2)")
+            .await
+            .unwrap();
+        let filter = "SELECT name FROM c WHERE c.k = 2 OR (SELECT g.total > 5 FROM g WHERE g.k = c.k) \
+                      ORDER BY name";
+        let got = answer(&ctx, filter).await.unwrap();
+        assert!(
+            got.contains("| a    |") && got.contains("| b    |"),
+            "{got}"
+        );
+        assert!(!got.contains("| c    |"), "{got}");
+        let two = "SELECT name, (SELECT h.total FROM h WHERE h.k = c.k) FROM c";
+        let e = answer(&ctx, two).await.unwrap_err();
+        assert!(e.to_string().contains(MORE_THAN_ONE_ROW), "{e}");
+        // The catalog's only once DataFusion refused the query.
+        let catalog = "SELECT (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) \
+                       FROM pg_attribute a";
+        let over_views = aggregated(catalog, Subqueries::OverViews, &ctx);
+        assert!(matches!(over_views, Cow::Borrowed(_)));
+        assert!(aggregated(catalog, Subqueries::All, &ctx).contains("scalar_subquery(c.relname)"));
+        // Aggregated, grouped or limited subqueries are left as they are.
+        for sql in [
+            "SELECT (SELECT max(h.total) FROM h WHERE h.k = c.k) FROM c",
+            "SELECT (SELECT h.total FROM h WHERE h.k = c.k LIMIT 1) FROM c",
+            "SELECT (SELECT h.k FROM h WHERE h.k = c.k GROUP BY h.k) FROM c",
+        ] {
+            let same = aggregated(sql, Subqueries::All, &ctx);
+            assert!(matches!(same, Cow::Borrowed(_)), "{sql}");
+        }
+    }
+}

@@ -6,7 +6,8 @@
 #   - point lookups by key: pgbench with a custom script (a random key per transaction,
 #     prepared statements, 8 clients on 2 threads) against lambdaflow and PostgreSQL,
 #     alternating, ROUNDS rounds of DURATION seconds: transactions/s, p50 and p99 from
-#     pgbench's per-transaction log;
+#     pgbench's per-transaction log, and the server's CPU time per transaction (user and
+#     system, from /proc: serve's own; PostgreSQL's backends', which its postmaster reaps);
 #   - two analytical queries (the top 10 by total, a filtered aggregate), each run 5 times on
 #     each system: the median time (psql's \timing for the servers, DuckDB's own clock).
 # Prints figures only; everything on the same 2 cores.
@@ -75,6 +76,7 @@ CREATE TABLE customer_totals (customer text PRIMARY KEY, total_amount bigint);
 \copy customer_totals FROM '$dir/rows.csv' WITH (FORMAT csv)
 ANALYZE customer_totals;
 EOF
+postmaster=$(head -1 "${LAMBDAFLOW_CACHE:-$repo/.cache}/pg/run-$PG_PORT/data/postmaster.pid")
 for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$lf_pg") 2>/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$lf_http/health" > /dev/null
 
@@ -83,23 +85,31 @@ cat > "$dir/lookup.sql" <<EOF
 SELECT total_amount FROM customer_totals WHERE customer = 'k' || lpad(:k::text, 7, '0');
 EOF
 
-lookups() { # LABEL PORT DB
+# CPU time of a process and of its reaped children, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+lookups() { # LABEL PORT DB SERVER_PID
   local d; d=$(mktemp -d "$dir/pgbench.XXXX")
-  local out
+  local out before
+  before=$(cpu_ticks "$4")
   out=$(cd "$d" && pgbench -n -M prepared -c 8 -j 2 -T "$duration" -l -f "$dir/lookup.sql" \
     -h 127.0.0.1 -p "$2" -U postgres "$3" 2>&1) || { echo "$out" >&2; return 1; }
+  sleep 0.5 # PostgreSQL's backends end, and are reaped
+  local ticks=$(( $(cpu_ticks "$4") - before ))
+  local n; n=$(echo "$out" | awk '/^number of transactions actually processed/ {print $NF}')
+  local cpu; cpu=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
   local tps; tps=$(echo "$out" | awk '/^tps = / {print int($3)}')
   local failed; failed=$(echo "$out" | awk '/number of failed transactions/ {print $5}')
   # pgbench's log: client, transaction, latency (µs), …
   local q; q=$(cat "$d"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "%.2f %.2f", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
-  printf '  %-34s %8s tx/s   p50 %6s ms   p99 %6s ms   failed %s\n' "$1" "$tps" "${q% *}" "${q#* }" "${failed:-0}"
+  printf '  %-34s %8s tx/s   p50 %6s ms   p99 %6s ms   server CPU %5s µs/tx   failed %s\n' \
+    "$1" "$tps" "${q% *}" "${q#* }" "$cpu" "${failed:-0}"
   rm -rf "$d"
 }
 
 echo "point lookups by key, $keys keys, pgbench -M prepared -c 8 -j 2, ${duration}s per run"
 for r in $(seq 1 "$rounds"); do
-  lookups "lambdaflow (round $r)" "$lf_pg" lambdaflow
-  lookups "PostgreSQL 15 (round $r)" "$PG_PORT" postgres
+  lookups "lambdaflow (round $r)" "$lf_pg" lambdaflow "$serve"
+  lookups "PostgreSQL 15 (round $r)" "$PG_PORT" postgres "$postmaster"
 done
 
 q1="SELECT customer, total_amount FROM customer_totals ORDER BY total_amount DESC LIMIT 10"

@@ -355,11 +355,11 @@ impl SqlEngine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let run = async {
-            let over_views = subquery::aggregated(sql, Subqueries::OverViews, &self.ctx);
-            match self.answer(&over_views, options).await {
+            let planned = subquery::aggregated(sql, Subqueries::BeforePlanning, &self.ctx);
+            match self.answer(&planned, options).await {
                 // A correlated scalar subquery of the catalog without an aggregate.
                 Err(e) if subquery::refused(&e) => {
-                    let all = subquery::aggregated(&over_views, Subqueries::All, &self.ctx);
+                    let all = subquery::aggregated(&planned, Subqueries::All, &self.ctx);
                     self.answer(&all, options).await
                 }
                 answer => answer,

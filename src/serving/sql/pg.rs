@@ -657,9 +657,9 @@ impl SimpleQueryHandler for Bounded {
 /// runs them ([`subquery::aggregated`]).
 fn as_planned<'s>(sql: &'s str, ctx: &SessionContext) -> Cow<'s, str> {
     match catalog::client_query(sql) {
-        Cow::Borrowed(sql) => subquery::aggregated(sql, Subqueries::OverViews, ctx),
+        Cow::Borrowed(sql) => subquery::aggregated(sql, Subqueries::BeforePlanning, ctx),
         Cow::Owned(sql) => {
-            Cow::Owned(subquery::aggregated(&sql, Subqueries::OverViews, ctx).into_owned())
+            Cow::Owned(subquery::aggregated(&sql, Subqueries::BeforePlanning, ctx).into_owned())
         }
     }
 }

@@ -10,13 +10,17 @@
 //! as any aggregated subquery (a join); [`ScalarSubqueryValue`] then answers the value, or the
 //! error, for each outer row it is evaluated for.
 //!
-//! Subqueries that read the catalog alone are rewritten only once DataFusion refused the query
-//! ([`Subqueries::All`]): as a column of a SELECT, datafusion-postgres's parser answers them
-//! NULL when correlated (its `RemoveSubqueryFromProjection`, for the catalog queries of psql
-//! and others that DataFusion cannot plan). A subquery over the views is rewritten first
-//! ([`Subqueries::OverViews`]), so that the parser does not make it NULL.
+//! Which subqueries, before a query is planned ([`Subqueries::BeforePlanning`]): those over
+//! the views, and the correlated ones of the catalog anywhere but as a column of a SELECT
+//! (psql's `\dT`, JDBC's `getTypeInfo`: in a condition, where DataFusion would refuse them).
+//! As a column of a SELECT, a correlated subquery of the catalog alone is left to
+//! datafusion-postgres's parser, which answers it NULL (its `RemoveSubqueryFromProjection`,
+//! for the catalog queries of psql and others that DataFusion cannot plan); it is rewritten
+//! only once DataFusion refused the query ([`Subqueries::All`]). A subquery over the views is
+//! always rewritten first, so that the parser does not make it NULL.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -35,8 +39,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
-    GroupByExpr, Ident, ObjectName, Query, SelectItem, SetExpr, visit_expressions,
-    visit_expressions_mut, visit_relations,
+    GroupByExpr, Ident, ObjectName, Query, SelectItem, SetExpr, TableFactor, Visit, Visitor,
+    visit_expressions, visit_expressions_mut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -62,6 +66,65 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(ScalarSubqueryValue {
         signature: Signature::any(1, Volatility::Immutable),
     }));
+}
+
+/// The addresses of the scalar subqueries that are a column of a SELECT.
+struct SelectItems(HashSet<*const Expr>);
+
+impl Visitor for SelectItems {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = q.body.as_ref() {
+            for item in &select.projection {
+                if let SelectItem::UnnamedExpr(e @ Expr::Subquery(_))
+                | SelectItem::ExprWithAlias {
+                    expr: e @ Expr::Subquery(_),
+                    ..
+                } = item
+                {
+                    self.0.insert(e);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Whether a subquery names a column of a table it does not read (`t.typrelid` in `SELECT …
+/// FROM pg_class c WHERE c.oid = t.typrelid`): a column of the outer query. A column without
+/// a table's name is taken as the subquery's own.
+fn correlated(q: &Query) -> bool {
+    struct Names {
+        tables: HashSet<String>,
+        qualifiers: HashSet<String>,
+    }
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, alias, .. } = t {
+                let last = name.0.last().and_then(|p| p.as_ident());
+                self.tables.extend(last.map(|i| i.value.to_lowercase()));
+                self.tables
+                    .extend(alias.as_ref().map(|a| a.name.value.to_lowercase()));
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::CompoundIdentifier(parts) = e
+                && let [.., table, _] = parts.as_slice()
+            {
+                self.qualifiers.insert(table.value.to_lowercase());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names {
+        tables: HashSet::new(),
+        qualifiers: HashSet::new(),
+    };
+    let _ = q.visit(&mut names);
+    !names.qualifiers.is_subset(&names.tables)
 }
 
 /// Whether a query reads a table that is not the catalog's (`pg_catalog`,
@@ -97,8 +160,9 @@ pub fn refused(error: &impl Display) -> bool {
 /// Which scalar subqueries [`aggregated`] rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subqueries {
-    /// Those that read a view: before a query is planned.
-    OverViews,
+    /// Before a query is planned: those that read a view, and the correlated ones that are
+    /// not a column of a SELECT.
+    BeforePlanning,
     /// All: once DataFusion refused the query.
     All,
 }
@@ -122,10 +186,21 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
     };
     let mut n = 0;
     for statement in &mut statements {
+        // The subqueries that are a column of a SELECT, by address (nothing moves them: the
+        // rewrite below replaces an expression in its place, after its children).
+        let mut items = SelectItems(HashSet::new());
+        let _ = statement.visit(&mut items);
+        let rewrite = |q: &Query, at: *const Expr| match which {
+            Subqueries::All => true,
+            Subqueries::BeforePlanning => {
+                reads_views(q) || (!items.0.contains(&at) && correlated(q))
+            }
+        };
         // After an expression's children: a rewritten subquery is not visited again.
         let _ = visit_expressions_mut(statement, |e| {
+            let at: *const Expr = e;
             if let Expr::Subquery(q) = e
-                && (which == Subqueries::All || reads_views(q))
+                && rewrite(q, at)
                 && one_value(q, &is_aggregate).is_some_and(|value| {
                     *value = call(AGGREGATE, value.clone());
                     true
@@ -345,7 +420,7 @@ mod tests {
     use datafusion::arrow::util::pretty::pretty_format_batches;
 
     async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
-        let sql = aggregated(sql, Subqueries::OverViews, ctx);
+        let sql = aggregated(sql, Subqueries::BeforePlanning, ctx);
         let batches = ctx.sql(&sql).await?.collect().await?;
         Ok(pretty_format_batches(&batches)?.to_string())
     }
@@ -383,8 +458,20 @@ mod tests {
         // The catalog's only once DataFusion refused the query.
         let catalog = "SELECT (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid) \
                        FROM pg_attribute a";
-        let over_views = aggregated(catalog, Subqueries::OverViews, &ctx);
-        assert!(matches!(over_views, Cow::Borrowed(_)));
+        let before = aggregated(catalog, Subqueries::BeforePlanning, &ctx);
+        assert!(matches!(before, Cow::Borrowed(_)));
+        // In a condition it is, when it is correlated.
+        let condition = "SELECT t.typname FROM pg_type t WHERE t.typrelid = 0 OR \
+                         (SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = t.typrelid)";
+        let before = aggregated(condition, Subqueries::BeforePlanning, &ctx);
+        assert!(
+            before.contains("scalar_subquery(c.relkind = 'c')"),
+            "{before}"
+        );
+        let uncorrelated = "SELECT t.typname FROM pg_type t WHERE t.typnamespace = \
+                            (SELECT n.oid FROM pg_namespace n WHERE n.nspname = 'public')";
+        let before = aggregated(uncorrelated, Subqueries::BeforePlanning, &ctx);
+        assert!(matches!(before, Cow::Borrowed(_)));
         assert!(aggregated(catalog, Subqueries::All, &ctx).contains("scalar_subquery(c.relname)"));
         // Aggregated, grouped or limited subqueries are left as they are.
         for sql in [

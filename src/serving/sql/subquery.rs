@@ -172,7 +172,13 @@ pub enum Subqueries {
 /// `sql` itself when there is none, or it does not parse. A query with fewer than two
 /// SELECTs has no subquery: it is not parsed.
 pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> Cow<'s, str> {
-    if sql.to_ascii_lowercase().matches("select").count() < 2 {
+    let selects = sql.as_bytes().windows(6);
+    if selects
+        .filter(|w| w.eq_ignore_ascii_case(b"select"))
+        .take(2)
+        .count()
+        < 2
+    {
         return Cow::Borrowed(sql);
     }
     let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {

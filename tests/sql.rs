@@ -326,6 +326,9 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         java["columns"],
         serde_json::json!(["customer:text", "total_amount:int8"])
     );
+    assert_eq!(java["product"], "16.0 (lambdaflow)", "{java}");
+    assert_eq!(java["foreign_keys"], 0, "{java}");
+    assert_eq!(java["udts"], 0, "{java}");
     assert_eq!(rows_map(&java["rows"]), truth, "{java}");
 
     // A scalar subquery over a view, correlated or not, as PostgreSQL answers it: over the
@@ -374,6 +377,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
          SELECT count(*) FROM customer_totals;\nCOMMIT;\n\
          SELECT current_setting('no_such_setting');\n\
          DEALLOCATE ALL;\nDEALLOCATE no_such_statement;\n\
+         SELECT setting FROM pg_settings WHERE name = 'max_index_keys';\n\
          \\echo server_version at startup: :SERVER_VERSION_NAME\n\
          \\pset tuples_only off\n\
          SELECT count(*), sum(total_amount), 1::int, total_amount + 1 AS next \
@@ -398,6 +402,10 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     assert!(out.contains("DEALLOCATE ALL"), "{out}{err}");
     assert!(
         out.contains("server_version at startup: 16.0 (lambdaflow)"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("\n32\nserver_version at startup"),
         "{out}{err}"
     );
     // Columns without an alias are named as PostgreSQL names them, in a simple query's rows

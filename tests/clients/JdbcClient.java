@@ -29,6 +29,22 @@ public class JdbcClient {
                 while (rs.next()) cols.add(q(rs.getString("COLUMN_NAME") + ":" + rs.getString("TYPE_NAME")));
             }
             out.append("\"columns\":[").append(String.join(",", cols)).append("],");
+            // What tools read besides tables and columns: the product's version, foreign keys
+            // (none: the driver reads pg_settings and pg_constraint's key arrays), user types.
+            out.append("\"product\":").append(q(md.getDatabaseProductVersion())).append(",");
+            int keys = 0;
+            try (ResultSet rs = md.getImportedKeys(null, "public", "customer_totals")) {
+                while (rs.next()) keys++;
+            }
+            try (ResultSet rs = md.getExportedKeys(null, "public", "customer_totals")) {
+                while (rs.next()) keys++;
+            }
+            out.append("\"foreign_keys\":").append(keys).append(",");
+            int udts = 0;
+            try (ResultSet rs = md.getUDTs(null, "public", "%", null)) {
+                while (rs.next()) udts++;
+            }
+            out.append("\"udts\":").append(udts).append(",");
             List<String> lookups = new ArrayList<>();
             try (PreparedStatement ps = c.prepareStatement(
                     "SELECT total_amount FROM customer_totals WHERE customer = ?")) {

@@ -18,13 +18,16 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::Result;
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Int16Builder, ListBuilder, RecordBatch, StringArray, new_null_array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::catalog::{MemTable, SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
 use datafusion::logical_expr::{
@@ -40,6 +43,75 @@ use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire::api::Type;
 
 use super::server;
+
+/// `pg_catalog` as datafusion-pg-catalog serves it, but for `pg_settings`: the parameters
+/// every connection shares, as `SHOW` and `current_setting` answer them (datafusion-pg-catalog's
+/// holds `standard_conforming_strings` alone; the JDBC driver's getImportedKeys reads
+/// `max_index_keys` there), and `pg_constraint`'s keys as arrays ([`KEY_ARRAYS`]).
+#[derive(Debug)]
+pub struct PgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+    settings: Arc<dyn TableProvider>,
+}
+
+impl PgCatalog {
+    /// Over `inner`, datafusion-pg-catalog's `pg_catalog`.
+    pub async fn over(inner: Arc<dyn SchemaProvider>) -> Result<PgCatalog> {
+        let Some(theirs) = inner.table("pg_settings").await? else {
+            return plan_err!("pg_catalog has no pg_settings");
+        };
+        let schema = theirs.schema();
+        let rows = server::settings().count();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "name" => Ok(Arc::new(
+                    server::settings()
+                        .map(|(n, _)| Some(n))
+                        .collect::<StringArray>(),
+                ) as ArrayRef),
+                "setting" | "reset_val" | "boot_val" => Ok(Arc::new(
+                    server::settings()
+                        .map(|(_, v)| Some(v))
+                        .collect::<StringArray>(),
+                ) as ArrayRef),
+                _ => Ok(new_null_array(f.data_type(), rows)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let settings = MemTable::try_new(
+            Arc::clone(&schema),
+            vec![vec![RecordBatch::try_new(schema, columns)?]],
+        )?;
+        Ok(PgCatalog {
+            inner,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match name {
+            "pg_settings" => Ok(Some(Arc::clone(&self.settings))),
+            "pg_constraint" => Ok(self
+                .inner
+                .table(name)
+                .await?
+                .map(|t| Arc::new(pg_constraint(t)) as Arc<dyn TableProvider>)),
+            _ => self.inner.table(name).await,
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
 
 /// Registers the catalog functions of the module's documentation in `ctx`.
 pub fn register(ctx: &SessionContext) {
@@ -170,7 +242,7 @@ fn sql_name(t: &Type) -> &str {
 }
 
 /// The analyzer rule that reads DataFusion's `information_schema.columns` through
-/// [`PgColumns`]: its `data_type` is PostgreSQL's name of the type.
+/// [`pg_type_names`]: its `data_type` is PostgreSQL's name of the type.
 #[derive(Debug)]
 pub struct PgTypeNames;
 
@@ -191,10 +263,14 @@ impl AnalyzerRule for PgTypeNames {
                 return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
             }
             let inner = source_as_provider(&scan.source)?;
-            if inner.downcast_ref::<PgColumns>().is_some() {
+            if inner.downcast_ref::<Mapped>().is_some() {
                 return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
             }
-            let source = provider_as_source(Arc::new(PgColumns { inner }));
+            let source = provider_as_source(Arc::new(Mapped {
+                schema: inner.schema(),
+                inner,
+                map: pg_type_names,
+            }));
             Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
                 source,
                 ..scan
@@ -204,17 +280,21 @@ impl AnalyzerRule for PgTypeNames {
     }
 }
 
-/// DataFusion's `information_schema.columns` with PostgreSQL's type names in `data_type`.
-/// The table is the catalog's columns (a few hundred rows): a scan reads it whole.
+/// A catalog table read through a change of its rows: DataFusion's
+/// `information_schema.columns` with PostgreSQL's type names ([`pg_type_names`]),
+/// datafusion-pg-catalog's `pg_constraint` with its keys as arrays ([`key_arrays`]). Catalog
+/// tables hold a few hundred rows: a scan reads the whole table.
 #[derive(Debug)]
-struct PgColumns {
+struct Mapped {
     inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+    map: fn(RecordBatch, &SchemaRef) -> Result<RecordBatch>,
 }
 
 #[async_trait]
-impl TableProvider for PgColumns {
+impl TableProvider for Mapped {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -228,32 +308,94 @@ impl TableProvider for PgColumns {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = self.schema();
         let all = self.inner.scan(state, None, &[], None).await?;
-        let batches = collect(all, state.task_ctx()).await?;
-        let at = schema.index_of("data_type")?;
-        let batches = batches
+        let batches = collect(all, state.task_ctx())
+            .await?
             .into_iter()
-            .map(|b| {
-                let named: StringArray = b
-                    .column(at)
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|t| {
-                        t.map(|t| DataType::from_str(t).map_or(t.into(), |t| data_type_name(&t)))
-                    })
-                    .collect();
-                let mut columns = b.columns().to_vec();
-                columns[at] = Arc::new(named);
-                RecordBatch::try_new(Arc::clone(&schema), columns)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .map(|b| (self.map)(b, &self.schema))
+            .collect::<Result<Vec<_>>>()?;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
-            schema,
+            self.schema(),
             projection.cloned(),
         )?)
     }
+}
+
+/// `information_schema.columns` rows with PostgreSQL's name of each `data_type`.
+fn pg_type_names(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let at = schema.index_of("data_type")?;
+    let named: StringArray = b
+        .column(at)
+        .as_string::<i32>()
+        .iter()
+        .map(|t| t.map(|t| DataType::from_str(t).map_or(t.into(), |t| data_type_name(&t))))
+        .collect();
+    let mut columns = b.columns().to_vec();
+    columns[at] = Arc::new(named);
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// `pg_constraint`'s columns of column numbers (`int2[]` in PostgreSQL), which
+/// datafusion-pg-catalog holds as text (`[1,2]`); the JDBC driver's getImportedKeys indexes
+/// them (`con.conkey[pos.n]`).
+const KEY_ARRAYS: [&str; 3] = ["conkey", "confkey", "confdelsetcols"];
+
+/// `pg_constraint` as datafusion-pg-catalog has it, with [`KEY_ARRAYS`] as arrays.
+fn pg_constraint(inner: Arc<dyn TableProvider>) -> Mapped {
+    let theirs = inner.schema();
+    let fields: Vec<Field> = theirs
+        .fields()
+        .iter()
+        .map(|f| match KEY_ARRAYS.contains(&f.name().as_str()) {
+            true => Field::new_list(f.name(), Field::new_list_field(DataType::Int16, true), true),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    Mapped {
+        inner,
+        schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
+        map: key_arrays,
+    }
+}
+
+/// Rows of `pg_constraint` with [`KEY_ARRAYS`] parsed from their text (`[1,2]`, or
+/// PostgreSQL's `{1,2}`).
+fn key_arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = b
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if !KEY_ARRAYS.contains(&f.name().as_str()) || c.data_type() == f.data_type() {
+                return Ok(Arc::clone(c));
+            }
+            let text = cast(c, &DataType::Utf8)?;
+            let mut keys = ListBuilder::new(Int16Builder::new());
+            for t in text.as_string::<i32>() {
+                match t {
+                    None => keys.append_null(),
+                    Some(t) => {
+                        for n in t
+                            .trim_matches(['{', '}', '[', ']'])
+                            .split(',')
+                            .filter(|n| !n.trim().is_empty())
+                        {
+                            keys.values().append_value(n.trim().parse().map_err(|e| {
+                                DataFusionError::Execution(format!(
+                                    "pg_constraint.{}: {t}: {e}",
+                                    f.name()
+                                ))
+                            })?);
+                        }
+                        keys.append(true);
+                    }
+                }
+            }
+            Ok(Arc::new(keys.finish()) as ArrayRef)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Grafana's subquery of the schemas on the `search_path` (in its table and column pickers),

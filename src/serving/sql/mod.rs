@@ -238,15 +238,21 @@ fn session(
         served,
         topic: topic.to_string(),
     };
-    ctx.catalog(DATABASE)
-        .ok_or_else(|| crate::Error::Internal("the SQL catalog is missing".into()))?
-        .register_schema("public", Arc::new(views))?;
+    let database = ctx
+        .catalog(DATABASE)
+        .ok_or_else(|| crate::Error::Internal("the SQL catalog is missing".into()))?;
+    database.register_schema("public", Arc::new(views))?;
     datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
         &ctx,
         DATABASE,
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
+    if let Some(theirs) = database.schema("pg_catalog") {
+        // Its tables are made in memory: nothing to wait for.
+        let ours = futures::executor::block_on(catalog::PgCatalog::over(theirs))?;
+        database.register_schema("pg_catalog", Arc::new(ours))?;
+    }
     server::register(&ctx);
     catalog::register(&ctx);
     subquery::register(&ctx);

@@ -48,7 +48,14 @@ const SERVER: &[(&str, &str)] = &[
     ("lc_collate", "C"),
     ("lc_ctype", "C"),
     ("is_superuser", "off"),
+    // PostgreSQL's build constant, which the JDBC driver reads from pg_settings.
+    ("max_index_keys", "32"),
 ];
+
+/// The parameters every connection shares: name and value.
+pub fn settings() -> impl Iterator<Item = (&'static str, &'static str)> {
+    SERVER.iter().copied()
+}
 
 /// The parameters `SET` changes per connection: `SHOW` answers them.
 const PER_CONNECTION: &[&str] = &[

@@ -1,5 +1,6 @@
 //! The catalog as PostgreSQL clients read it, where DataFusion's differs: the type names of
-//! `information_schema.columns`, and the `search_path` subquery of Grafana's pickers.
+//! `information_schema.columns`, `pg_settings` and `pg_constraint` ([`PgCatalog`]), and the
+//! `search_path` subquery of Grafana's pickers.
 //!
 //! `pg_catalog` is datafusion-pg-catalog's, and names types as PostgreSQL does; DataFusion's
 //! `information_schema.columns` names them as Arrow does (`Utf8`, `Timestamp(µs, "UTC")`).
@@ -30,6 +31,7 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionImplementation, ScalarUDF, Signature,
     SimpleScalarUDF, TableScan, TypeSignature, Volatility,
@@ -66,19 +68,19 @@ impl PgCatalog {
             .fields()
             .iter()
             .map(|f| match f.name().as_str() {
-                "name" => Ok(Arc::new(
+                "name" => Arc::new(
                     server::settings()
                         .map(|(n, _)| Some(n))
                         .collect::<StringArray>(),
-                ) as ArrayRef),
-                "setting" | "reset_val" | "boot_val" => Ok(Arc::new(
+                ) as ArrayRef,
+                "setting" | "reset_val" | "boot_val" => Arc::new(
                     server::settings()
                         .map(|(_, v)| Some(v))
                         .collect::<StringArray>(),
-                ) as ArrayRef),
-                _ => Ok(new_null_array(f.data_type(), rows)),
+                ),
+                _ => new_null_array(f.data_type(), rows),
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         let settings = MemTable::try_new(
             Arc::clone(&schema),
             vec![vec![RecordBatch::try_new(schema, columns)?]],
@@ -125,7 +127,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions = [
+    let functions: [Function; 8] = [
         (
             "obj_description",
             any(&[1, 2]),
@@ -167,23 +169,38 @@ pub fn register(ctx: &SessionContext) {
             "pg_size_pretty",
             Signature::uniform(1, vec![DataType::Int64], Volatility::Immutable),
             DataType::Utf8,
-            Arc::new(|args: &[ColumnarValue]| {
-                let scalar = matches!(args[0], ColumnarValue::Scalar(_));
-                let sizes = args[0].to_array(1)?;
-                let sizes = sizes.as_primitive::<Int64Type>();
+            over_columns(|args: &[ArrayRef]| {
+                let sizes = args[0].as_primitive::<Int64Type>();
                 let pretty: StringArray = sizes.iter().map(|s| s.map(size_pretty)).collect();
-                Ok(match scalar {
-                    true => ColumnarValue::Scalar(ScalarValue::try_from_array(&pretty, 0)?),
-                    false => ColumnarValue::Array(Arc::new(pretty)),
-                })
+                Ok(Arc::new(pretty) as ArrayRef)
             }),
         ),
     ];
+    register_functions(ctx, functions);
+}
+
+/// A SQL function: its name, signature, return type, and what it computes.
+pub type Function = (
+    &'static str,
+    Signature,
+    DataType,
+    ScalarFunctionImplementation,
+);
+
+/// Registers `functions` in `ctx`.
+pub fn register_functions(ctx: &SessionContext, functions: impl IntoIterator<Item = Function>) {
     for (name, signature, returns, f) in functions {
         ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
             name, signature, returns, f,
         )));
     }
+}
+
+/// What a function computes over columns of its arguments (for scalar arguments, a scalar).
+pub fn over_columns(
+    f: impl Fn(&[ArrayRef]) -> Result<ArrayRef> + Send + Sync + 'static,
+) -> ScalarFunctionImplementation {
+    Arc::new(make_scalar_function(f, vec![]))
 }
 
 /// A size in bytes as PostgreSQL's `pg_size_pretty` writes it: in the largest unit below

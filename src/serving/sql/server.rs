@@ -13,13 +13,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::{Array, AsArray, Int32Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, Signature, TypeSignature, Volatility};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::pgwire::api::Type;
@@ -87,9 +84,39 @@ fn version() -> String {
 /// Registers `version()`, `current_setting(name [, missing_ok])` and `to_regtype(name)` in
 /// `ctx`, over DataFusion's `version()`.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::from(Version::default()));
-    ctx.register_udf(ScalarUDF::from(CurrentSetting::default()));
-    ctx.register_udf(ScalarUDF::from(ToRegtype::default()));
+    let version = ScalarValue::Utf8(Some(version()));
+    let functions: [catalog::Function; 3] = [
+        (
+            "version",
+            Signature::nullary(Volatility::Immutable),
+            DataType::Utf8,
+            Arc::new(move |_| Ok(ColumnarValue::Scalar(version.clone()))),
+        ),
+        (
+            "current_setting",
+            Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+                ],
+                Volatility::Stable,
+            ),
+            DataType::Utf8,
+            catalog::over_columns(current_settings),
+        ),
+        (
+            "to_regtype",
+            Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+            // The OID, as `pg_type.oid` holds it.
+            DataType::Int32,
+            catalog::over_columns(|args: &[ArrayRef]| {
+                let names = args[0].as_string::<i32>();
+                let oids: Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
+                Ok(Arc::new(oids) as ArrayRef)
+            }),
+        ),
+    ];
+    catalog::register_functions(ctx, functions);
 }
 
 /// The OID of a built-in type by its name (`int4`, `_text`), or by the SQL names PostgreSQL
@@ -124,95 +151,6 @@ pub fn type_oid(name: &str) -> Option<i32> {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct ToRegtype {
-    signature: Signature,
-}
-
-impl Default for ToRegtype {
-    fn default() -> Self {
-        Self {
-            signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
-        }
-    }
-}
-
-impl ScalarUDFImpl for ToRegtype {
-    fn name(&self) -> &str {
-        "to_regtype"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    /// The OID, as `pg_type.oid` holds it.
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int32)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let names = args.args[0].to_array(args.number_rows)?;
-        let names = names.as_string::<i32>();
-        let oids: Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
-        Ok(match scalar {
-            true => ColumnarValue::Scalar(ScalarValue::try_from_array(&oids, 0)?),
-            false => ColumnarValue::Array(Arc::new(oids)),
-        })
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Version {
-    signature: Signature,
-}
-
-impl Default for Version {
-    fn default() -> Self {
-        Self {
-            signature: Signature::nullary(Volatility::Immutable),
-        }
-    }
-}
-
-impl ScalarUDFImpl for Version {
-    fn name(&self) -> &str {
-        "version"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version()))))
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct CurrentSetting {
-    signature: Signature,
-}
-
-impl Default for CurrentSetting {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![
-                    TypeSignature::Exact(vec![DataType::Utf8]),
-                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
-                ],
-                Volatility::Stable,
-            ),
-        }
-    }
-}
-
 /// `current_setting(name, missing_ok)`: the parameter, NULL for an unknown one when
 /// `missing_ok`, else an error naming it (for a connection's own parameter, naming `SHOW`).
 fn current_setting(name: &str, missing_ok: bool) -> Result<Option<&'static str>> {
@@ -236,48 +174,20 @@ fn current_setting(name: &str, missing_ok: bool) -> Result<Option<&'static str>>
 /// The start of the error of an unknown parameter, as PostgreSQL words it (SQLSTATE 42704).
 pub const UNRECOGNIZED: &str = "unrecognized configuration parameter";
 
-impl ScalarUDFImpl for CurrentSetting {
-    fn name(&self) -> &str {
-        "current_setting"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let missing_ok = match args.args.get(1) {
-            None => vec![false; rows],
-            Some(a) => {
-                let a = a.to_array(rows)?;
-                let a = a.as_boolean();
-                (0..rows).map(|i| a.is_valid(i) && a.value(i)).collect()
-            }
-        };
-        let names = args.args[0].to_array(rows)?;
-        let names = names.as_string::<i32>();
-        let values = (0..rows)
-            .map(|i| match names.is_valid(i) {
-                true => current_setting(names.value(i), missing_ok[i]),
-                false => Ok(None),
-            })
-            .collect::<Result<StringArray>>()?;
-        Ok(
-            match args
-                .args
-                .iter()
-                .all(|a| matches!(a, ColumnarValue::Scalar(_)))
-            {
-                true => ColumnarValue::Scalar(ScalarValue::try_from_array(&values, 0)?),
-                false => ColumnarValue::Array(Arc::new(values)),
-            },
-        )
-    }
+/// `current_setting` over a column of names (and one of `missing_ok`).
+fn current_settings(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let names = args[0].as_string::<i32>();
+    let missing_ok = |i: usize| {
+        args.get(1)
+            .is_some_and(|a| a.is_valid(i) && a.as_boolean().value(i))
+    };
+    let values = (0..names.len())
+        .map(|i| match names.is_valid(i) {
+            true => current_setting(names.value(i), missing_ok(i)),
+            false => Ok(None),
+        })
+        .collect::<Result<StringArray>>()?;
+    Ok(Arc::new(values))
 }
 
 /// The parameter a `SHOW` asks for and its value, when every connection shares it (a

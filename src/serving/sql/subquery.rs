@@ -31,6 +31,7 @@ use datafusion::arrow::compute::kernels::nullif::nullif;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, UInt64Type};
 use datafusion::common::scalar::ScalarStructBuilder;
 use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
@@ -377,6 +378,24 @@ impl Accumulator for Rows {
     }
 }
 
+/// The values of a column of [`ScalarSubquery`]'s answers, or the error of one of more than
+/// one row.
+fn answer_values(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let answers = args[0].as_struct();
+    let rows = answers.column(1).as_primitive::<UInt64Type>();
+    if (0..answers.len()).any(|i| answers.is_valid(i) && rows.value(i) > 1) {
+        return exec_err!("{MORE_THAN_ONE_ROW}");
+    }
+    Ok(match answers.nulls() {
+        // NULL where no row joined.
+        Some(nulls) => nullif(
+            answers.column(0),
+            &not(&BooleanArray::new(nulls.inner().clone(), None))?,
+        )?,
+        None => Arc::clone(answers.column(0)),
+    })
+}
+
 /// The value of a [`ScalarSubquery`]'s answer: NULL for no row (or no answer: no row joined),
 /// the row's value for one, an error for more.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -398,25 +417,7 @@ impl ScalarUDFImpl for ScalarSubqueryValue {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let answers = args.args[0].to_array(args.number_rows)?;
-        let answers = answers.as_struct();
-        let rows = answers.column(1).as_primitive::<UInt64Type>();
-        if (0..answers.len()).any(|i| answers.is_valid(i) && rows.value(i) > 1) {
-            return exec_err!("{MORE_THAN_ONE_ROW}");
-        }
-        let values = match answers.nulls() {
-            // NULL where no row joined.
-            Some(nulls) => nullif(
-                answers.column(0),
-                &not(&BooleanArray::new(nulls.inner().clone(), None))?,
-            )?,
-            None => Arc::clone(answers.column(0)),
-        };
-        Ok(match scalar {
-            true => ColumnarValue::Scalar(ScalarValue::try_from_array(&values, 0)?),
-            false => ColumnarValue::Array(values),
-        })
+        make_scalar_function(answer_values, vec![])(&args.args)
     }
 }
 

@@ -329,6 +329,17 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     assert_eq!(java["product"], "16.0 (lambdaflow)", "{java}");
     assert_eq!(java["foreign_keys"], 0, "{java}");
     assert_eq!(java["udts"], 0, "{java}");
+    assert_eq!(
+        java["primary_key"],
+        serde_json::json!(["customer:1:customer_totals_pkey"]),
+        "{java}"
+    );
+    assert_eq!(
+        java["indexes"],
+        serde_json::json!(["customer_totals_pkey:customer:unique=true:A"]),
+        "{java}"
+    );
+    assert_eq!(java["best_row"], serde_json::json!(["customer"]), "{java}");
     assert_eq!(rows_map(&java["rows"]), truth, "{java}");
 
     // A scalar subquery over a view, correlated or not, as PostgreSQL answers it: over the
@@ -353,7 +364,11 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
 
     // What psql sends besides the query.
-    let (_, out, err) = psql(pg, None, "\\dt\n\\d customer_totals\n\\dt+\n\\dT\n");
+    let (_, out, err) = psql(
+        pg,
+        None,
+        "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n",
+    );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
     assert!(
@@ -362,6 +377,11 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
     assert!(
         out.contains("customer|text") && out.contains("total_amount|bigint"),
+        "{out}{err}"
+    );
+    // The view's key is its primary key.
+    assert!(
+        out.contains("\"customer_totals_pkey\" PRIMARY KEY, btree (customer)"),
         "{out}{err}"
     );
     // What clients probe on connect: the version (Grafana's data source, SQLAlchemy), the
@@ -940,5 +960,24 @@ fn a_keys_windows_in_a_time_range_come_from_the_time_index() {
         ],
         "{out}{err}"
     );
+
+    // The view's key — its window's start and its other group key, in GROUP BY order — as
+    // psql's `\d` shows it, and as the tools that copy the JDBC driver's query read it (an
+    // `information_schema._pg_expandarray` of `pg_index.indkey`, and its records' fields).
+    let keys = "SELECT result.COLUMN_NAME, result.KEY_SEQ FROM (SELECT a.attname AS COLUMN_NAME, \
+                (information_schema._pg_expandarray(i.indkey)).n AS KEY_SEQ, \
+                information_schema._pg_expandarray(i.indkey) AS KEYS, a.attnum AS A_ATTNUM \
+                FROM pg_catalog.pg_class ct JOIN pg_catalog.pg_attribute a ON (ct.oid = a.attrelid) \
+                JOIN pg_catalog.pg_namespace n ON (ct.relnamespace = n.oid) \
+                JOIN pg_catalog.pg_index i ON (a.attrelid = i.indrelid) \
+                JOIN pg_catalog.pg_class ci ON (ci.oid = i.indexrelid) \
+                WHERE i.indisprimary AND ct.relname = 'hourly') result \
+                WHERE result.A_ATTNUM = (result.KEYS).x ORDER BY result.key_seq";
+    let (_, out, err) = psql(pg, None, &format!("\\t off\n\\d hourly\n\\t on\n{keys};\n"));
+    assert!(
+        out.contains("\"hourly_pkey\" PRIMARY KEY, btree (start, customer)"),
+        "{out}{err}"
+    );
+    assert!(out.contains("start|1\ncustomer|2\n"), "{out}{err}");
     terminate(serve);
 }

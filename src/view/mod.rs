@@ -247,6 +247,24 @@ impl ViewDef {
             .collect()
     }
 
+    /// The output columns that tell the view's rows apart, in GROUP BY order: each group key
+    /// as it is, a window by its start. `None` when a group key is not among the output
+    /// columns as it is (two rows may then look alike), or the view has no GROUP BY (one row).
+    pub fn primary_key(&self) -> Option<Vec<usize>> {
+        let sources = self.output_sources();
+        let window_key = self.window.as_ref().map(|w| w.key);
+        (0..self.group_len())
+            .map(|k| {
+                let source = match Some(k) == window_key {
+                    true => OutputSource::WindowStart,
+                    false => OutputSource::GroupKey(k),
+                };
+                sources.iter().position(|s| *s == source)
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|key| !key.is_empty())
+    }
+
     /// The data types of the GROUP BY columns.
     pub fn group_types(&self) -> Vec<DataType> {
         self.agg_schema.fields()[..self.group_len()]

@@ -474,6 +474,29 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_views_key_is_its_group_keys_and_its_windows_start() {
+        let key = |sql: &'static str| async move {
+            ViewDef::compile("v", sql, "events", &schema())
+                .await
+                .unwrap()
+                .primary_key()
+        };
+        let windowed = "SELECT window.start, window.end, customer, SUM(amount) AS total \
+                        FROM events GROUP BY window(ts, '1 hour'), customer";
+        assert_eq!(key(windowed).await, Some(vec![0, 2]));
+        let seed = "SELECT customer, SUM(amount) AS t FROM events GROUP BY customer";
+        assert_eq!(key(seed).await, Some(vec![0]));
+        // A key computed on, or left out, tells no row apart; nor is one row keyed.
+        for sql in [
+            "SELECT upper(customer) AS c, SUM(amount) AS t FROM events GROUP BY customer",
+            "SELECT window.end, SUM(amount) AS t FROM events GROUP BY window(ts, '1 hour')",
+            "SELECT SUM(amount) AS t FROM events",
+        ] {
+            assert_eq!(key(sql).await, None, "{sql}");
+        }
+    }
+
     const MIN: i64 = 60_000_000;
 
     #[test]

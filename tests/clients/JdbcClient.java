@@ -45,6 +45,24 @@ public class JdbcClient {
                 while (rs.next()) udts++;
             }
             out.append("\"udts\":").append(udts).append(",");
+            // The view's key, as DBeaver and Metabase read it: its primary key, its index,
+            // the columns that identify a row.
+            List<String> pk = new ArrayList<>();
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "customer_totals")) {
+                while (rs.next()) pk.add(q(rs.getString("COLUMN_NAME") + ":" + rs.getShort("KEY_SEQ") + ":" + rs.getString("PK_NAME")));
+            }
+            out.append("\"primary_key\":[").append(String.join(",", pk)).append("],");
+            List<String> indexes = new ArrayList<>();
+            try (ResultSet rs = md.getIndexInfo(null, "public", "customer_totals", false, false)) {
+                while (rs.next()) indexes.add(q(rs.getString("INDEX_NAME") + ":" + rs.getString("COLUMN_NAME")
+                        + ":unique=" + !rs.getBoolean("NON_UNIQUE") + ":" + rs.getString("ASC_OR_DESC")));
+            }
+            out.append("\"indexes\":[").append(String.join(",", indexes)).append("],");
+            List<String> best = new ArrayList<>();
+            try (ResultSet rs = md.getBestRowIdentifier(null, "public", "customer_totals", DatabaseMetaData.bestRowSession, false)) {
+                while (rs.next()) best.add(q(rs.getString("COLUMN_NAME")));
+            }
+            out.append("\"best_row\":[").append(String.join(",", best)).append("],");
             List<String> lookups = new ArrayList<>();
             try (PreparedStatement ps = c.prepareStatement(
                     "SELECT total_amount FROM customer_totals WHERE customer = ?")) {

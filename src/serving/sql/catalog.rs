@@ -1,6 +1,6 @@
 //! The catalog as PostgreSQL clients read it, where DataFusion's differs: the type names of
-//! `information_schema.columns`, `pg_settings` and `pg_constraint` ([`PgCatalog`]), and the
-//! `search_path` subquery of Grafana's pickers.
+//! `information_schema.columns`, `pg_settings`, the views' keys in `pg_class`, `pg_index` and
+//! `pg_constraint` ([`PgCatalog`]), and the `search_path` subquery of Grafana's pickers.
 //!
 //! `pg_catalog` is datafusion-pg-catalog's, and names types as PostgreSQL does; DataFusion's
 //! `information_schema.columns` names them as Arrow does (`Utf8`, `Timestamp(µs, "UTC")`).
@@ -44,21 +44,25 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Toke
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire::api::Type;
 
+use super::keys::{Keys, Table, WithKeys};
 use super::server;
 
 /// `pg_catalog` as datafusion-pg-catalog serves it, but for `pg_settings`: the parameters
 /// every connection shares, as `SHOW` and `current_setting` answer them (datafusion-pg-catalog's
 /// holds `standard_conforming_strings` alone; the JDBC driver's getImportedKeys reads
-/// `max_index_keys` there), and `pg_constraint`'s keys as arrays ([`KEY_ARRAYS`]).
+/// `max_index_keys` there); the served tables' primary keys in `pg_class`, `pg_index` and
+/// `pg_constraint` ([`WithKeys`]); and [`INT2_ARRAYS`] as arrays.
 #[derive(Debug)]
 pub struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
     settings: Arc<dyn TableProvider>,
+    keys: Arc<Keys>,
 }
 
 impl PgCatalog {
-    /// Over `inner`, datafusion-pg-catalog's `pg_catalog`.
-    pub async fn over(inner: Arc<dyn SchemaProvider>) -> Result<PgCatalog> {
+    /// Over `inner`, datafusion-pg-catalog's `pg_catalog`, with the served tables' primary
+    /// keys `keys` finds ([`keys`](super::keys)).
+    pub async fn over(inner: Arc<dyn SchemaProvider>, keys: Arc<Keys>) -> Result<PgCatalog> {
         let Some(theirs) = inner.table("pg_settings").await? else {
             return plan_err!("pg_catalog has no pg_settings");
         };
@@ -88,6 +92,7 @@ impl PgCatalog {
         Ok(PgCatalog {
             inner,
             settings: Arc::new(settings),
+            keys,
         })
     }
 }
@@ -101,11 +106,21 @@ impl SchemaProvider for PgCatalog {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match name {
             "pg_settings" => Ok(Some(Arc::clone(&self.settings))),
-            "pg_constraint" => Ok(self
-                .inner
-                .table(name)
-                .await?
-                .map(|t| Arc::new(pg_constraint(t)) as Arc<dyn TableProvider>)),
+            "pg_class" | "pg_index" | "pg_constraint" => {
+                let Some(inner) = self.inner.table(name).await? else {
+                    return Ok(None);
+                };
+                let (inner, table) = match name {
+                    "pg_class" => (inner, Table::Class),
+                    "pg_index" => (Arc::new(with_int2_arrays(inner)) as _, Table::Index),
+                    _ => (Arc::new(with_int2_arrays(inner)) as _, Table::Constraint),
+                };
+                Ok(Some(Arc::new(WithKeys {
+                    inner,
+                    table,
+                    keys: Arc::clone(&self.keys),
+                })))
+            }
             _ => self.inner.table(name).await,
         }
     }
@@ -299,7 +314,7 @@ impl AnalyzerRule for PgTypeNames {
 
 /// A catalog table read through a change of its rows: DataFusion's
 /// `information_schema.columns` with PostgreSQL's type names ([`pg_type_names`]),
-/// datafusion-pg-catalog's `pg_constraint` with its keys as arrays ([`key_arrays`]). Catalog
+/// datafusion-pg-catalog's `pg_constraint` and `pg_index` with [`INT2_ARRAYS`] as arrays. Catalog
 /// tables hold a few hundred rows: a scan reads the whole table.
 #[derive(Debug)]
 struct Mapped {
@@ -353,18 +368,24 @@ fn pg_type_names(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-/// `pg_constraint`'s columns of column numbers (`int2[]` in PostgreSQL), which
-/// datafusion-pg-catalog holds as text (`[1,2]`); the JDBC driver's getImportedKeys indexes
-/// them (`con.conkey[pos.n]`).
-const KEY_ARRAYS: [&str; 3] = ["conkey", "confkey", "confdelsetcols"];
+/// Columns of small integers that datafusion-pg-catalog holds as text (`[1,2]`, `0 0`) and
+/// clients index: `pg_constraint`'s column numbers (`int2[]` in PostgreSQL; the JDBC
+/// driver's getImportedKeys reads `con.conkey[pos.n]`), and `pg_index.indoption` (an
+/// `int2vector`; its getIndexInfo reads `i.indoption[n - 1]`, for the order of the index's
+/// column n). PostgreSQL counts an `int2vector`'s elements from 0, DataFusion an array's
+/// from 1: the driver reads the element before, or NULL, where every index here has `0`
+/// (ascending) for every column, and NULL reads as ascending too.
+/// `indkey` stays text: `indkey[0]` would give a wrong column where PostgreSQL's first
+/// is meant, and the driver expands it with `_pg_expandarray` ([`super::keys`]).
+const INT2_ARRAYS: [&str; 4] = ["conkey", "confkey", "confdelsetcols", "indoption"];
 
-/// `pg_constraint` as datafusion-pg-catalog has it, with [`KEY_ARRAYS`] as arrays.
-fn pg_constraint(inner: Arc<dyn TableProvider>) -> Mapped {
+/// datafusion-pg-catalog's `pg_constraint` or `pg_index`, with [`INT2_ARRAYS`] as arrays.
+fn with_int2_arrays(inner: Arc<dyn TableProvider>) -> Mapped {
     let theirs = inner.schema();
     let fields: Vec<Field> = theirs
         .fields()
         .iter()
-        .map(|f| match KEY_ARRAYS.contains(&f.name().as_str()) {
+        .map(|f| match INT2_ARRAYS.contains(&f.name().as_str()) {
             true => Field::new_list(f.name(), Field::new_list_field(DataType::Int16, true), true),
             false => f.as_ref().clone(),
         })
@@ -372,19 +393,19 @@ fn pg_constraint(inner: Arc<dyn TableProvider>) -> Mapped {
     Mapped {
         inner,
         schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
-        map: key_arrays,
+        map: int2_arrays,
     }
 }
 
-/// Rows of `pg_constraint` with [`KEY_ARRAYS`] parsed from their text (`[1,2]`, or
-/// PostgreSQL's `{1,2}`).
-fn key_arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// Rows with [`INT2_ARRAYS`] parsed from their text (`[1,2]`, PostgreSQL's `{1,2}` or
+/// `1 2`).
+fn int2_arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = b
         .columns()
         .iter()
         .zip(schema.fields())
         .map(|(c, f)| {
-            if !KEY_ARRAYS.contains(&f.name().as_str()) || c.data_type() == f.data_type() {
+            if !INT2_ARRAYS.contains(&f.name().as_str()) || c.data_type() == f.data_type() {
                 return Ok(Arc::clone(c));
             }
             let text = cast(c, &DataType::Utf8)?;
@@ -395,7 +416,7 @@ fn key_arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
                     Some(t) => {
                         for n in t
                             .trim_matches(['{', '}', '[', ']'])
-                            .split(',')
+                            .split([',', ' '])
                             .filter(|n| !n.trim().is_empty())
                         {
                             keys.values().append_value(n.trim().parse().map_err(|e| {

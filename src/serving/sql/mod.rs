@@ -16,6 +16,7 @@
 //! syntax error, the position in the query.
 
 mod catalog;
+mod keys;
 mod memory;
 mod names;
 pub mod pg;
@@ -24,6 +25,7 @@ mod subquery;
 pub mod tables;
 pub mod wire;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,6 +236,10 @@ fn session(
         .with_query_planner(Arc::new(planner))
         .build();
     let ctx = SessionContext::new_with_state(state);
+    let keys_of: keys::KeysOf = {
+        let served = served.clone();
+        Arc::new(move || tables::primary_keys(&served.borrow()))
+    };
     let views = tables::Views {
         served,
         topic: topic.to_string(),
@@ -249,8 +255,10 @@ fn session(
     )
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     if let Some(theirs) = database.schema("pg_catalog") {
+        let keys = Arc::new(keys::Keys::new(Arc::clone(&theirs), keys_of));
+        keys::register(&ctx, &keys);
         // Its tables are made in memory: nothing to wait for.
-        let ours = futures::executor::block_on(catalog::PgCatalog::over(theirs))?;
+        let ours = futures::executor::block_on(catalog::PgCatalog::over(theirs, keys))?;
         database.register_schema("pg_catalog", Arc::new(ours))?;
     }
     server::register(&ctx);
@@ -361,7 +369,7 @@ impl SqlEngine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let run = async {
-            let planned = subquery::aggregated(sql, Subqueries::BeforePlanning, &self.ctx);
+            let planned = planned(sql, &self.ctx);
             match self.answer(&planned, options).await {
                 // A correlated scalar subquery of the catalog without an aggregate.
                 Err(e) if subquery::refused(&e) => {
@@ -395,6 +403,24 @@ impl SqlEngine {
         }
         Ok(answer)
     }
+}
+
+/// The text of a client's query as DataFusion is given it: Grafana's `search_path` subquery
+/// answered ([`catalog::client_query`]), `_pg_expandarray` and fields of records as
+/// DataFusion plans them ([`keys::planned`]), scalar subqueries over views as PostgreSQL runs
+/// them ([`subquery::aggregated`]). Each step leaves a query it has nothing to do with as it
+/// is, without copying it.
+fn planned<'s>(sql: &'s str, ctx: &SessionContext) -> Cow<'s, str> {
+    fn then<'s>(sql: Cow<'s, str>, step: impl FnOnce(&str) -> Cow<'_, str>) -> Cow<'s, str> {
+        match sql {
+            Cow::Borrowed(sql) => step(sql),
+            Cow::Owned(sql) => Cow::Owned(step(&sql).into_owned()),
+        }
+    }
+    let sql = then(catalog::client_query(sql), keys::planned);
+    then(sql, |sql| {
+        subquery::aggregated(sql, Subqueries::BeforePlanning, ctx)
+    })
 }
 
 /// The SQL engine over `served`, with the PostgreSQL server on `serving.pg-listen` (when set)

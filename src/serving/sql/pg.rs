@@ -86,7 +86,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::subquery::{self, Subqueries};
-use super::{SqlEngine, SqlError, catalog, is_read, names, tables};
+use super::{SqlEngine, SqlError, is_read, names, tables};
 use crate::error::{Error, Result};
 
 /// Binds `serving.pg-listen`.
@@ -622,7 +622,7 @@ impl SimpleQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stop = self.running.start(client);
-        let mut answered = as_planned(query, &self.ctx);
+        let mut answered = super::planned(query, &self.ctx);
         // At most twice rewritten into a query DataFusion plans ([`again`]).
         let mut rewritten = 0;
         let responses = loop {
@@ -649,18 +649,6 @@ impl SimpleQueryHandler for Bounded {
             .into_iter()
             .map(|r| stop.bound(r, &self.workers))
             .collect())
-    }
-}
-
-/// The text of a client's query datafusion-postgres is given: Grafana's `search_path`
-/// subquery answered ([`catalog::client_query`]), scalar subqueries over views as PostgreSQL
-/// runs them ([`subquery::aggregated`]).
-fn as_planned<'s>(sql: &'s str, ctx: &SessionContext) -> Cow<'s, str> {
-    match catalog::client_query(sql) {
-        Cow::Borrowed(sql) => subquery::aggregated(sql, Subqueries::BeforePlanning, ctx),
-        Cow::Owned(sql) => {
-            Cow::Owned(subquery::aggregated(&sql, Subqueries::BeforePlanning, ctx).into_owned())
-        }
     }
 }
 
@@ -751,7 +739,7 @@ impl ExtendedQueryHandler for Bounded {
         Arc::clone(&self.parser)
     }
 
-    /// datafusion-postgres's parse of the query as it is planned ([`as_planned`]), again
+    /// datafusion-postgres's parse of the query as it is planned ([`super::planned`]), again
     /// rewritten when DataFusion refuses what PostgreSQL runs ([`again`]), and the statement
     /// kept in the connection's [`Statements`].
     async fn on_parse<C>(&self, client: &mut C, mut message: Parse) -> PgWireResult<()>
@@ -762,7 +750,7 @@ impl ExtendedQueryHandler for Bounded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.clone().unwrap_or_else(|| DEFAULT_NAME.into());
-        if let Cow::Owned(query) = as_planned(&message.query, &self.ctx) {
+        if let Cow::Owned(query) = super::planned(&message.query, &self.ctx) {
             message.query = query;
         }
         let (named, types, mut query) = (

@@ -261,7 +261,7 @@ fn one_value<'q>(
 }
 
 /// `name(arg)`.
-fn call(name: &str, arg: Expr) -> Expr {
+pub(super) fn call(name: &str, arg: Expr) -> Expr {
     Expr::Function(Function {
         name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,

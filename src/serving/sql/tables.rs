@@ -45,6 +45,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use tokio::sync::watch;
 
+use super::keys::PrimaryKey;
 use crate::serving::table::{ArrowScan, ServingTable};
 use crate::serving::{ServedView, ServingState};
 use crate::view::{OutputSource, ViewDef};
@@ -100,6 +101,29 @@ impl SchemaProvider for Views {
                 .iter()
                 .any(|v| v.def.name == name)
     }
+}
+
+/// The primary keys of what `served` serves: each view's ([`ViewDef::primary_key`]), and
+/// `lambdaflow_freshness`'s (a row per view).
+pub fn primary_keys(served: &ServingState) -> Vec<PrimaryKey> {
+    let key = |table: &str, columns: Vec<(i16, String)>| PrimaryKey {
+        schema: "public".into(),
+        table: table.into(),
+        columns,
+    };
+    served
+        .views
+        .iter()
+        .filter_map(|v| {
+            let schema = v.def.output_schema();
+            let columns = v.def.primary_key()?.into_iter().map(|c| {
+                let attnum = i16::try_from(c + 1).ok()?;
+                Some((attnum, schema.field(c).name().clone()))
+            });
+            Some(key(&v.def.name, columns.collect::<Option<_>>()?))
+        })
+        .chain([key(FRESHNESS, vec![(1, "view".into())])])
+        .collect()
 }
 
 /// One view as a table.

@@ -1,0 +1,754 @@
+//! The views' keys as PostgreSQL's catalog shows a table's primary key, for the tools that
+//! read keys there: psql's `\d` (its `Indexes:` line), the JDBC driver's getPrimaryKeys and
+//! getIndexInfo (which DBeaver and Metabase call to tell rows apart and offer joins), and
+//! the many tools that copy the driver's query.
+//!
+//! A view's key is its GROUP BY columns, a window by its start
+//! ([`crate::view::ViewDef::primary_key`]); one version of a view holds one row per key. In
+//! the catalog it is a unique index `<view>_pkey` (`pg_class` with relkind `i`, `pg_index`)
+//! and its `PRIMARY KEY` constraint (`pg_constraint`), as `CREATE TABLE … (… PRIMARY KEY)`
+//! makes them; the index's access method is `btree`, as PostgreSQL's primary keys' are
+//! (serving answers equality on the key from a hash index, and ranges on a window's start
+//! from its time index: `EXPLAIN` says which). `pg_get_indexdef` and
+//! `pg_get_constraintdef` give their definitions.
+//!
+//! The driver expands `pg_index.indkey` with `information_schema._pg_expandarray`, a
+//! set-returning function in a SELECT list whose rows are records, `(keys).x`: [`planned`]
+//! turns these into what DataFusion plans, `unnest` over [`EXPAND_ARRAY`]'s list of structs
+//! and `keys['x']`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int16Builder, Int32Builder, ListBuilder, RecordBatch,
+    StringArray, StructBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Int16Type, Int32Type, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::{Expr, Signature, TypeSignature, Volatility};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{self, AccessExpr, Subscript, Value, visit_expressions_mut};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::catalog::{self, Function};
+use super::subquery::call;
+
+/// A served table's primary key: where the table is, and its key columns (number from 1, as
+/// `attnum`, and name), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryKey {
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<(i16, String)>,
+}
+
+/// The primary keys of what is served now.
+pub type KeysOf = Arc<dyn Fn() -> Vec<PrimaryKey> + Send + Sync>;
+
+/// The oids of a key's index and constraint: the table's with a bit set that the oids
+/// datafusion-pg-catalog gives (counted up from 16,384, one per catalog object) never reach.
+const INDEX_OID: i32 = 1 << 30;
+const CONSTRAINT_OID: i32 = 1 << 29;
+
+/// `btree`'s oid in `pg_am`.
+const BTREE: i32 = 403;
+
+/// A primary key as the catalog shows it, with the oids of its table and schema there.
+#[derive(Debug)]
+struct Shown {
+    key: PrimaryKey,
+    table: i32,
+    namespace: i32,
+}
+
+impl Shown {
+    fn index(&self) -> i32 {
+        self.table | INDEX_OID
+    }
+
+    fn constraint(&self) -> i32 {
+        self.table | CONSTRAINT_OID
+    }
+
+    fn name(&self) -> String {
+        format!("{}_pkey", self.key.table)
+    }
+
+    fn columns(&self) -> String {
+        let names: Vec<_> = self.key.columns.iter().map(|(_, c)| quoted(c)).collect();
+        names.join(", ")
+    }
+
+    /// `pg_get_indexdef` of the index.
+    fn index_definition(&self) -> String {
+        format!(
+            "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
+            quoted(&self.name()),
+            quoted(&self.key.schema),
+            quoted(&self.key.table),
+            self.columns()
+        )
+    }
+
+    /// `pg_get_constraintdef` of the constraint.
+    fn constraint_definition(&self) -> String {
+        format!("PRIMARY KEY ({})", self.columns())
+    }
+}
+
+/// PostgreSQL's reserved key words: an identifier that is one is written quoted.
+const RESERVED: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "initially",
+    "intersect",
+    "into",
+    "lateral",
+    "leading",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "select",
+    "session_user",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+/// An identifier as PostgreSQL writes it in a definition: quoted unless it is lower case
+/// letters, digits and `_` (not first a digit) and no reserved word.
+fn quoted(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
+        && !RESERVED.contains(&name);
+    match plain {
+        true => name.to_string(),
+        false => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
+/// The primary keys of the served tables, found in datafusion-pg-catalog's `pg_class`; the
+/// last ones found by their index's and constraint's oid, for `pg_get_indexdef` and
+/// `pg_get_constraintdef` (a client has these oids from a catalog table, which finds them).
+pub struct Keys {
+    catalog: Arc<dyn SchemaProvider>,
+    of: KeysOf,
+    shown: RwLock<HashMap<i32, Arc<Shown>>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    /// The keys `of` gives, in `catalog` (datafusion-pg-catalog's `pg_catalog`).
+    pub fn new(catalog: Arc<dyn SchemaProvider>, of: KeysOf) -> Keys {
+        Keys {
+            catalog,
+            of,
+            shown: RwLock::default(),
+        }
+    }
+
+    /// The primary keys of the tables `pg_class` lists now.
+    async fn find(&self, state: &dyn Session) -> Result<Vec<Arc<Shown>>> {
+        let keys = (self.of)();
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut namespaces = HashMap::new();
+        for b in self.rows("pg_namespace", state).await? {
+            let (oid, name) = (int32(&b, "oid")?, text(&b, "nspname")?);
+            for i in 0..b.num_rows() {
+                namespaces.insert(name.value(i).to_string(), oid.value(i));
+            }
+        }
+        let mut tables = HashMap::new();
+        for b in self.rows("pg_class", state).await? {
+            let (oid, name, namespace) = (
+                int32(&b, "oid")?,
+                text(&b, "relname")?,
+                int32(&b, "relnamespace")?,
+            );
+            for i in 0..b.num_rows() {
+                tables.insert(
+                    (namespace.value(i), name.value(i).to_string()),
+                    oid.value(i),
+                );
+            }
+        }
+        let found: Vec<Arc<Shown>> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let namespace = *namespaces.get(&key.schema)?;
+                let table = *tables.get(&(namespace, key.table.clone()))?;
+                Some(Arc::new(Shown {
+                    key,
+                    table,
+                    namespace,
+                }))
+            })
+            .collect();
+        let mut shown = self.shown.write().unwrap_or_else(|e| e.into_inner());
+        for s in &found {
+            shown.insert(s.index(), Arc::clone(s));
+            shown.insert(s.constraint(), Arc::clone(s));
+        }
+        Ok(found)
+    }
+
+    /// Every row of datafusion-pg-catalog's table `name`.
+    async fn rows(&self, name: &str, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+        let Some(t) = self.catalog.table(name).await? else {
+            return plan_err!("pg_catalog has no {name}");
+        };
+        every_row(t.as_ref(), state).await
+    }
+
+    /// The key an index's or a constraint's oid is of.
+    fn shown(&self, oid: i32) -> Option<Arc<Shown>> {
+        let shown = self.shown.read().unwrap_or_else(|e| e.into_inner());
+        shown.get(&oid).cloned()
+    }
+}
+
+async fn every_row(t: &dyn TableProvider, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+    collect(t.scan(state, None, &[], None).await?, state.task_ctx()).await
+}
+
+fn int32<'b>(b: &'b RecordBatch, column: &str) -> Result<&'b datafusion::arrow::array::Int32Array> {
+    match b.column_by_name(column) {
+        Some(c) => c.as_primitive_opt::<Int32Type>(),
+        None => None,
+    }
+    .map_or_else(|| exec_err!("pg_catalog: no int4 column {column}"), Ok)
+}
+
+fn text<'b>(b: &'b RecordBatch, column: &str) -> Result<&'b StringArray> {
+    match b.column_by_name(column) {
+        Some(c) => c.as_string_opt::<i32>(),
+        None => None,
+    }
+    .map_or_else(|| exec_err!("pg_catalog: no text column {column}"), Ok)
+}
+
+/// Which catalog table [`WithKeys`] adds the keys' rows to.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    /// `pg_class`: each key's index, and `relhasindex` of its table.
+    Class,
+    /// `pg_index`: each key's index.
+    Index,
+    /// `pg_constraint`: each key's `PRIMARY KEY` constraint.
+    Constraint,
+}
+
+/// A table of `pg_catalog` with the rows of the served tables' keys added. Catalog tables
+/// hold a few hundred rows: a scan reads the whole table.
+#[derive(Debug)]
+pub struct WithKeys {
+    pub inner: Arc<dyn TableProvider>,
+    pub table: Table,
+    pub keys: Arc<Keys>,
+}
+
+#[async_trait]
+impl TableProvider for WithKeys {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let shown = self.keys.find(state).await?;
+        let mut batches = every_row(self.inner.as_ref(), state).await?;
+        if let Table::Class = self.table {
+            let indexed: Vec<i32> = shown.iter().map(|s| s.table).collect();
+            batches = batches
+                .into_iter()
+                .map(|b| with_index(b, &indexed))
+                .collect::<Result<_>>()?;
+        }
+        let rows: Vec<Vec<(&str, ScalarValue)>> =
+            shown.iter().map(|s| self.row(s)).collect::<Result<_>>()?;
+        batches.push(row_batch(&schema, &rows)?);
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+impl WithKeys {
+    /// The row of key `s` in this table, by column (the others NULL, or their type's zero).
+    fn row(&self, s: &Shown) -> Result<Vec<(&'static str, ScalarValue)>> {
+        let n = s.key.columns.len() as i16;
+        let numbers: Vec<i16> = s.key.columns.iter().map(|(a, _)| *a).collect();
+        let vector = |v: &[String]| ScalarValue::from(v.join(" "));
+        let each = |v: &str| vector(&vec![v.to_string(); numbers.len()]);
+        Ok(match self.table {
+            Table::Class => vec![
+                ("oid", ScalarValue::from(s.index())),
+                ("relname", ScalarValue::from(s.name())),
+                ("relnamespace", ScalarValue::from(s.namespace)),
+                ("relam", ScalarValue::from(BTREE)),
+                ("relfilenode", ScalarValue::from(s.index())),
+                ("relpages", ScalarValue::from(1)),
+                ("relpersistence", ScalarValue::from("p")),
+                ("relkind", ScalarValue::from("i")),
+                ("relnatts", ScalarValue::from(n)),
+                ("relispopulated", ScalarValue::from(true)),
+                ("relreplident", ScalarValue::from("n")),
+            ],
+            Table::Index => vec![
+                ("indexrelid", ScalarValue::from(s.index())),
+                ("indrelid", ScalarValue::from(s.table)),
+                ("indnatts", ScalarValue::from(n)),
+                ("indnkeyatts", ScalarValue::from(n)),
+                ("indisunique", ScalarValue::from(true)),
+                ("indisprimary", ScalarValue::from(true)),
+                ("indimmediate", ScalarValue::from(true)),
+                ("indisvalid", ScalarValue::from(true)),
+                ("indisready", ScalarValue::from(true)),
+                ("indislive", ScalarValue::from(true)),
+                (
+                    "indkey",
+                    vector(&numbers.iter().map(i16::to_string).collect::<Vec<_>>()),
+                ),
+                ("indcollation", each("0")),
+                ("indclass", each("0")),
+                ("indoption", int2_array(&vec![0; numbers.len()])),
+            ],
+            Table::Constraint => vec![
+                ("oid", ScalarValue::from(s.constraint())),
+                ("conname", ScalarValue::from(s.name())),
+                ("connamespace", ScalarValue::from(s.namespace)),
+                ("contype", ScalarValue::from("p")),
+                ("convalidated", ScalarValue::from(true)),
+                ("conrelid", ScalarValue::from(s.table)),
+                ("conindid", ScalarValue::from(s.index())),
+                ("confupdtype", ScalarValue::from(" ")),
+                ("confdeltype", ScalarValue::from(" ")),
+                ("confmatchtype", ScalarValue::from(" ")),
+                ("conislocal", ScalarValue::from(true)),
+                ("connoinherit", ScalarValue::from(true)),
+                ("conkey", int2_array(&numbers)),
+            ],
+        })
+    }
+}
+
+/// An `int2[]`.
+fn int2_array(v: &[i16]) -> ScalarValue {
+    let v: Vec<_> = v.iter().map(|a| ScalarValue::from(*a)).collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&v, &DataType::Int16))
+}
+
+/// `pg_class`'s rows with `relhasindex` true for the tables of `indexed`.
+fn with_index(b: RecordBatch, indexed: &[i32]) -> Result<RecordBatch> {
+    let (Some(at), oids) = (b.schema().index_of("relhasindex").ok(), int32(&b, "oid")?) else {
+        return Ok(b);
+    };
+    let has: BooleanArray = oids
+        .iter()
+        .zip(b.column(at).as_boolean())
+        .map(|(oid, has)| Some(has == Some(true) || oid.is_some_and(|o| indexed.contains(&o))))
+        .collect();
+    let mut columns = b.columns().to_vec();
+    columns[at] = Arc::new(has);
+    Ok(RecordBatch::try_new(b.schema(), columns)?)
+}
+
+/// `rows` in `schema`: each named column's value (cast to its type), the others NULL or,
+/// where the column is not nullable, its type's zero (`0`, `false`, `''`).
+fn row_batch(schema: &SchemaRef, rows: &[Vec<(&str, ScalarValue)>]) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let values = rows
+                .iter()
+                .map(|row| match row.iter().find(|(name, _)| name == f.name()) {
+                    Some((_, v)) => v.cast_to(f.data_type()),
+                    None if f.is_nullable() => ScalarValue::try_new_null(f.data_type()),
+                    None => ScalarValue::new_default(f.data_type()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match values.is_empty() {
+                true => Ok(datafusion::arrow::array::new_empty_array(f.data_type())),
+                false => ScalarValue::iter_to_array(values),
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// The function that expands an array into rows `(x, n)`, as `information_schema`'s does.
+pub const EXPAND_ARRAY: &str = "_pg_expandarray";
+
+/// `_pg_expandarray`'s record: an element and its position from 1.
+fn expanded_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("x", DataType::Int16, true),
+        Field::new("n", DataType::Int32, false),
+    ])
+}
+
+/// Registers `pg_get_indexdef`, `pg_get_constraintdef` (of the keys `keys` found) and
+/// [`EXPAND_ARRAY`] in `ctx`.
+pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
+    let definition = |keys: &Arc<Keys>, of: fn(&Shown, i32) -> Option<String>, or: &'static str| {
+        let keys = Arc::clone(keys);
+        catalog::over_columns(move |args: &[ArrayRef]| {
+            let oids = cast(&args[0], &DataType::Int32)?;
+            let column = match args.get(1) {
+                Some(c) if c.data_type().is_integer() => Some(cast(c, &DataType::Int32)?),
+                _ => None,
+            };
+            let column = column.as_ref().map(|c| c.as_primitive::<Int32Type>());
+            let text: StringArray = (0..oids.len())
+                .map(|i| {
+                    let oid = oids.as_primitive::<Int32Type>();
+                    if oid.is_null(i) {
+                        return None;
+                    }
+                    let k = column.map_or(0, |c| c.value(i));
+                    match keys.shown(oid.value(i)) {
+                        Some(s) => of(&s, k),
+                        None => (!or.is_empty()).then(|| or.to_string()),
+                    }
+                })
+                .collect();
+            Ok(Arc::new(text) as ArrayRef)
+        })
+    };
+    let signature = |n: &[usize]| {
+        Signature::one_of(
+            n.iter().map(|&n| TypeSignature::Any(n)).collect(),
+            Volatility::Stable,
+        )
+    };
+    let expanded = DataType::new_list(DataType::Struct(expanded_fields()), true);
+    let functions: [Function; 3] = [
+        (
+            "pg_get_indexdef",
+            signature(&[1, 3]),
+            DataType::Utf8,
+            // Column k (from 1) alone, or the whole definition (0).
+            definition(
+                keys,
+                |s, k| match usize::try_from(k) {
+                    Ok(0) => Some(s.index_definition()),
+                    Ok(k) => s.key.columns.get(k - 1).map(|(_, c)| quoted(c)),
+                    Err(_) => None,
+                },
+                "",
+            ),
+        ),
+        (
+            "pg_get_constraintdef",
+            signature(&[1, 2]),
+            DataType::Utf8,
+            // datafusion-pg-catalog's gives '' for every constraint: the others keep it.
+            definition(keys, |s, _| Some(s.constraint_definition()), ""),
+        ),
+        (
+            EXPAND_ARRAY,
+            signature(&[1]),
+            expanded,
+            catalog::over_columns(|args: &[ArrayRef]| expand_arrays(&args[0])),
+        ),
+    ];
+    catalog::register_functions(ctx, functions);
+}
+
+/// Each array of `arrays` as a list of `(x, n)`: an `int2vector` as PostgreSQL writes it
+/// (`1 2`, `pg_index.indkey`), or an array of integers (`pg_constraint.conkey`).
+fn expand_arrays(arrays: &ArrayRef) -> Result<ArrayRef> {
+    let elements: Vec<Option<Vec<Option<i16>>>> = match arrays.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = cast(arrays, &DataType::Utf8)?;
+            text.as_string::<i32>()
+                .iter()
+                .map(|t| t.map(int2vector).transpose())
+                .collect::<Result<_>>()?
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+            let lists = cast(arrays, &DataType::new_list(DataType::Int16, true))?;
+            lists
+                .as_list::<i32>()
+                .iter()
+                .map(|l| l.map(|l| l.as_primitive::<Int16Type>().iter().collect()))
+                .collect()
+        }
+        t => return exec_err!("function {EXPAND_ARRAY}({t}) does not exist: it takes an array"),
+    };
+    let fields = expanded_fields();
+    let mut out = ListBuilder::new(StructBuilder::from_fields(fields.clone(), 0))
+        .with_field(Field::new_list_field(DataType::Struct(fields), true));
+    for array in elements {
+        let Some(array) = array else {
+            out.append_null();
+            continue;
+        };
+        let records = out.values();
+        for (n, x) in array.into_iter().enumerate() {
+            let x_of = records.field_builder::<Int16Builder>(0);
+            x_of.expect("x is int2").append_option(x);
+            let n_of = records.field_builder::<Int32Builder>(1);
+            n_of.expect("n is int4").append_value(n as i32 + 1);
+            records.append(true);
+        }
+        out.append(true);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The numbers of an `int2vector` as PostgreSQL writes it: `1 2`.
+fn int2vector(t: &str) -> Result<Vec<Option<i16>>> {
+    t.split_ascii_whitespace()
+        .map(|n| match n.parse() {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => exec_err!("invalid int2vector {t:?}: {n:?}: {e}"),
+        })
+        .collect()
+}
+
+/// `sql` with what PostgreSQL reads and DataFusion does not plan rewritten:
+/// `information_schema._pg_expandarray(a)` in a SELECT list, a set-returning function, becomes
+/// `unnest(_pg_expandarray(a))` (two of them in one SELECT list run side by side, as in
+/// PostgreSQL); a field of a record, `(e).f`, becomes `e['f']`. `sql` itself when it has
+/// neither, or does not parse; the text is parsed only when it has `_pg_expandarray` or `).`
+/// before a name.
+pub fn planned(sql: &str) -> Cow<'_, str> {
+    let bytes = sql.as_bytes();
+    let expands = bytes
+        .windows(EXPAND_ARRAY.len())
+        .any(|w| w.eq_ignore_ascii_case(EXPAND_ARRAY.as_bytes()));
+    let selects = bytes
+        .windows(3)
+        .any(|w| w[..2] == *b")." && (w[2].is_ascii_alphabetic() || matches!(w[2], b'_' | b'"')));
+    if !expands && !selects {
+        return Cow::Borrowed(sql);
+    }
+    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Cow::Borrowed(sql);
+    };
+    let mut n = 0;
+    for statement in &mut statements {
+        let _ = visit_expressions_mut(statement, |e| {
+            match e {
+                ast::Expr::Function(f)
+                    if f.name
+                        .0
+                        .last()
+                        .and_then(|p| p.as_ident())
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case(EXPAND_ARRAY)) =>
+                {
+                    f.name = ast::ObjectName::from(vec![ast::Ident::new(EXPAND_ARRAY)]);
+                    *e = call("unnest", e.clone());
+                    n += 1;
+                }
+                ast::Expr::CompoundFieldAccess { root, access_chain }
+                    if matches!(root.as_ref(), ast::Expr::Nested(_)) =>
+                {
+                    for access in access_chain.iter_mut() {
+                        let AccessExpr::Dot(ast::Expr::Identifier(field)) = access else {
+                            continue;
+                        };
+                        let name = match field.quote_style {
+                            Some(_) => field.value.clone(),
+                            None => field.value.to_lowercase(),
+                        };
+                        *access = AccessExpr::Subscript(Subscript::Index {
+                            index: ast::Expr::value(Value::SingleQuotedString(name)),
+                        });
+                        n += 1;
+                    }
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    if n == 0 {
+        return Cow::Borrowed(sql);
+    }
+    Cow::Owned(
+        statements
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(";\n"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expandarray_and_record_fields_are_planned_as_unnest_and_subscripts() {
+        // As the JDBC driver's getPrimaryKeys sends it (a part of it).
+        let sql = "SELECT r.n FROM (SELECT (information_schema._pg_expandarray(i.indkey)).n AS n, \
+                   information_schema._pg_expandarray(i.indkey) AS keys FROM pg_index i) r \
+                   WHERE a = (r.keys).x AND (r.keys).\"X\" IS NULL";
+        assert_eq!(
+            planned(sql),
+            "SELECT r.n FROM (SELECT (unnest(_pg_expandarray(i.indkey)))['n'] AS n, \
+             unnest(_pg_expandarray(i.indkey)) AS keys FROM pg_index i) r \
+             WHERE a = (r.keys)['x'] AND (r.keys)['X'] IS NULL"
+        );
+        // Not parsed, or nothing to do: the text as it is.
+        for sql in [
+            "SELECT count(*) FROM customer_totals",
+            "SELECT (parse_ident('a.b'))[1]",
+            "SELECT 'x).y'",
+        ] {
+            assert!(
+                matches!(planned(sql), Cow::Borrowed(s) if s == sql),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn expandarray_numbers_an_int2vector_or_an_arrays_elements() {
+        let text: ArrayRef = Arc::new(StringArray::from(vec![Some("3 1"), None, Some("")]));
+        let lists = expand_arrays(&text).unwrap();
+        let lists = lists.as_list::<i32>();
+        let first = lists.value(0);
+        let records = first.as_struct();
+        let x = records.column(0).as_primitive::<Int16Type>();
+        let n = records.column(1).as_primitive::<Int32Type>();
+        assert_eq!(
+            (x.values().to_vec(), n.values().to_vec()),
+            (vec![3, 1], vec![1, 2])
+        );
+        assert!(lists.is_null(1));
+        assert_eq!(lists.value(2).len(), 0);
+        let conkey = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[ScalarValue::from(2i16)],
+            &DataType::Int16,
+        ));
+        let lists = expand_arrays(&conkey.to_array().unwrap()).unwrap();
+        assert_eq!(lists.as_list::<i32>().value(0).len(), 1);
+        assert!(expand_arrays(&text.slice(0, 0)).is_ok());
+        let bad: ArrayRef = Arc::new(StringArray::from(vec!["1 x"]));
+        assert!(
+            expand_arrays(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("int2vector")
+        );
+    }
+
+    #[test]
+    fn definitions_quote_names_as_postgresql_does() {
+        let s = Shown {
+            key: PrimaryKey {
+                schema: "public".into(),
+                table: "Hourly".into(),
+                columns: vec![(3, "end".into()), (1, "customer".into())],
+            },
+            table: 16_400,
+            namespace: 2200,
+        };
+        assert_eq!(
+            s.index_definition(),
+            "CREATE UNIQUE INDEX \"Hourly_pkey\" ON public.\"Hourly\" USING btree (\"end\", customer)"
+        );
+        assert_eq!(s.constraint_definition(), "PRIMARY KEY (\"end\", customer)");
+        assert_ne!(s.index(), s.constraint());
+        assert_eq!(quoted("start"), "start");
+        assert_eq!(quoted("a\"b"), "\"a\"\"b\"");
+    }
+}

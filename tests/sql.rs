@@ -316,6 +316,11 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         py["sqlalchemy_tables"],
         serde_json::json!(["customer_totals", "lambdaflow_freshness"])
     );
+    assert_eq!(
+        py["sqlalchemy_columns"],
+        serde_json::json!(["customer:TEXT:not null", "total_amount:BIGINT:null"]),
+        "{py}"
+    );
     let java = clients::jdbc(pg, "", &customers);
     assert_eq!(java["lookups"], expected, "{java}");
     assert_eq!(

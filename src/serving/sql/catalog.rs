@@ -142,7 +142,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 8] = [
+    let functions: [Function; 11] = [
         (
             "obj_description",
             any(&[1, 2]),
@@ -181,6 +181,25 @@ pub fn register(ctx: &SessionContext) {
             constant(ScalarValue::Boolean(Some(true))),
         ),
         (
+            "pg_collation_is_visible",
+            any(&[1]),
+            DataType::Boolean,
+            constant(ScalarValue::Boolean(Some(true))),
+        ),
+        // No column takes its values from a sequence: none is serial.
+        (
+            "pg_get_serial_sequence",
+            any(&[2]),
+            DataType::Utf8,
+            constant(ScalarValue::Utf8(None)),
+        ),
+        (
+            "json_build_object",
+            Signature::variadic_any(Volatility::Stable),
+            DataType::Utf8,
+            over_columns(json_build_object),
+        ),
+        (
             "pg_size_pretty",
             Signature::uniform(1, vec![DataType::Int64], Volatility::Immutable),
             DataType::Utf8,
@@ -192,6 +211,43 @@ pub fn register(ctx: &SessionContext) {
         ),
     ];
     register_functions(ctx, functions);
+}
+
+/// `json_build_object(key, value, …)`: per row, a JSON object of each key (as text) and its
+/// value (a JSON number, boolean or null where the value is one, else its text), in order.
+fn json_build_object(args: &[ArrayRef]) -> Result<ArrayRef> {
+    if args.len() % 2 == 1 {
+        return plan_err!(
+            "json_build_object: an odd number of arguments; it takes keys and values"
+        );
+    }
+    let rows = args.first().map_or(1, |a| a.len());
+    let mut objects = datafusion::arrow::array::StringBuilder::new();
+    for row in 0..rows {
+        let mut object = serde_json::Map::new();
+        for pair in args.chunks(2) {
+            let key = ScalarValue::try_from_array(&pair[0], row)?;
+            if key.is_null() {
+                return plan_err!("json_build_object: a key is NULL");
+            }
+            let value = match ScalarValue::try_from_array(&pair[1], row)? {
+                v if v.is_null() => serde_json::Value::Null,
+                ScalarValue::Boolean(Some(b)) => b.into(),
+                v if v.data_type().is_integer() => match v.cast_to(&DataType::Int64)? {
+                    ScalarValue::Int64(Some(i)) => i.into(),
+                    _ => v.to_string().into(),
+                },
+                v if v.data_type().is_floating() => match v.cast_to(&DataType::Float64)? {
+                    ScalarValue::Float64(Some(f)) => f.into(),
+                    _ => v.to_string().into(),
+                },
+                v => v.to_string().into(),
+            };
+            object.insert(key.to_string(), value);
+        }
+        objects.append_value(serde_json::Value::Object(object).to_string());
+    }
+    Ok(Arc::new(objects.finish()))
 }
 
 /// A SQL function: its name, signature, return type, and what it computes.

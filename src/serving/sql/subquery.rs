@@ -38,10 +38,12 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
-    GroupByExpr, Ident, ObjectName, Query, SelectItem, SetExpr, TableFactor, Visit, Visitor,
-    visit_expressions, visit_expressions_mut, visit_relations,
+    AccessExpr, BinaryOperator, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, Query, SelectItem,
+    SetExpr, Subscript, TableFactor, Value, Visit, Visitor, visit_expressions,
+    visit_expressions_mut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -92,40 +94,116 @@ impl Visitor for SelectItems {
     }
 }
 
+/// The names a query's tables go by (each one's name and alias, in lower case), and the
+/// table names its columns are qualified with.
+#[derive(Default)]
+struct Names {
+    tables: HashSet<String>,
+    qualifiers: HashSet<String>,
+    /// A column without a table's name.
+    unqualified: bool,
+}
+
+impl Names {
+    fn of(v: &impl Visit) -> Names {
+        let mut names = Names::default();
+        let _ = v.visit(&mut names);
+        names
+    }
+}
+
+impl Visitor for Names {
+    type Break = ();
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, alias, .. } = t {
+            let last = name.0.last().and_then(|p| p.as_ident());
+            self.tables.extend(last.map(|i| i.value.to_lowercase()));
+            self.tables
+                .extend(alias.as_ref().map(|a| a.name.value.to_lowercase()));
+        }
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        match e {
+            Expr::CompoundIdentifier(parts) => {
+                if let [.., table, _] = parts.as_slice() {
+                    self.qualifiers.insert(table.value.to_lowercase());
+                }
+            }
+            Expr::Identifier(_) => self.unqualified = true,
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// Whether a subquery names a column of a table it does not read (`t.typrelid` in `SELECT …
 /// FROM pg_class c WHERE c.oid = t.typrelid`): a column of the outer query. A column without
 /// a table's name is taken as the subquery's own.
 fn correlated(q: &Query) -> bool {
-    struct Names {
-        tables: HashSet<String>,
-        qualifiers: HashSet<String>,
-    }
-    impl Visitor for Names {
-        type Break = ();
-        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
-            if let TableFactor::Table { name, alias, .. } = t {
-                let last = name.0.last().and_then(|p| p.as_ident());
-                self.tables.extend(last.map(|i| i.value.to_lowercase()));
-                self.tables
-                    .extend(alias.as_ref().map(|a| a.name.value.to_lowercase()));
-            }
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if let Expr::CompoundIdentifier(parts) = e
-                && let [.., table, _] = parts.as_slice()
-            {
-                self.qualifiers.insert(table.value.to_lowercase());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut names = Names {
-        tables: HashSet::new(),
-        qualifiers: HashSet::new(),
-    };
-    let _ = q.visit(&mut names);
+    let names = Names::of(q);
     !names.qualifiers.is_subset(&names.tables)
+}
+
+/// The conditions of a subquery's WHERE that read only the outer query's columns (each named
+/// with a table the subquery does not read), taken out of it, joined by AND. A scalar
+/// subquery under such a condition is the subquery without it when it holds, and NULL
+/// (no row) when it does not: `(SELECT x FROM t WHERE o AND r)` is `CASE WHEN o THEN (SELECT
+/// x FROM t WHERE r) END`, which DataFusion decorrelates where it could not the first
+/// (SQLAlchemy's reflection of columns has `pg_attribute.atthasdef` in its subqueries' WHERE).
+fn outer_conditions(q: &mut Query) -> Option<Expr> {
+    let tables = Names::of(&*q).tables;
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return None;
+    };
+    fn conjuncts(e: Expr, into: &mut Vec<Expr>) {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                conjuncts(*left, into);
+                conjuncts(*right, into);
+            }
+            Expr::Nested(e)
+                if matches!(
+                    *e,
+                    Expr::BinaryOp {
+                        op: BinaryOperator::And,
+                        ..
+                    }
+                ) =>
+            {
+                conjuncts(*e, into)
+            }
+            e => into.push(e),
+        }
+    }
+    let and = |all: Vec<Expr>| {
+        all.into_iter().reduce(|a, b| Expr::BinaryOp {
+            left: Box::new(a),
+            op: BinaryOperator::And,
+            right: Box::new(b),
+        })
+    };
+    let mut all = vec![];
+    conjuncts(select.selection.take()?, &mut all);
+    let (outer, own): (Vec<Expr>, Vec<Expr>) = all.into_iter().partition(|c| {
+        let names = Names::of(c);
+        let nested = visit_expressions(c, |e| match e {
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        });
+        !names.unqualified
+            && !names.qualifiers.is_empty()
+            && names.qualifiers.is_disjoint(&tables)
+            && nested.is_continue()
+    });
+    select.selection = and(own);
+    and(outer)
 }
 
 /// Whether a query reads a table that is not the catalog's (`pg_catalog`,
@@ -208,12 +286,23 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
             let at: *const Expr = e;
             if let Expr::Subquery(q) = e
                 && rewrite(q, at)
-                && one_value(q, &is_aggregate).is_some_and(|value| {
-                    *value = call(AGGREGATE, value.clone());
-                    true
-                })
+                && let tables = Names::of(&**q).tables
+                && let Some(value) = one_value(q, &is_aggregate)
             {
+                let own = own_columns(value, &tables);
+                let written = value.clone();
+                *value = call(AGGREGATE, own.as_deref().map_or(written.clone(), carried));
+                let outer = outer_conditions(q);
                 *e = call(VALUE, e.clone());
+                if let Some(own) = own {
+                    *e = case(
+                        Expr::IsNotNull(Box::new(e.clone())),
+                        carried_out(written, &own, e),
+                    );
+                }
+                if let Some(condition) = outer {
+                    *e = case(condition, e.clone());
+                }
                 n += 1;
             }
             ControlFlow::<()>::Continue(())
@@ -229,6 +318,89 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
             .collect::<Vec<_>>()
             .join(";\n"),
     )
+}
+
+/// The subquery's own columns in its value, when the value reads a column of the outer query
+/// too (SQLAlchemy's reflection of columns selects `json_build_object('always',
+/// pg_attribute.attidentity = 'a', 'start', pg_sequence.seqstart) FROM pg_sequence`), which
+/// DataFusion cannot aggregate in the subquery: `None` when it reads only its own. Its own
+/// columns are then carried out of the subquery in a struct ([`carried`]), and the value is
+/// computed outside ([`carried_out`]).
+fn own_columns(value: &Expr, tables: &HashSet<String>) -> Option<Vec<Expr>> {
+    let (mut own, mut outer) = (Vec::<Expr>::new(), false);
+    let _ = visit_expressions(value, |e| {
+        let mine = match e {
+            Expr::Identifier(_) => true,
+            Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                [.., table, _] => tables.contains(&table.value.to_lowercase()),
+                _ => true,
+            },
+            _ => return ControlFlow::<()>::Continue(()),
+        };
+        match mine {
+            true if !own.contains(e) => own.push(e.clone()),
+            true => {}
+            false => outer = true,
+        }
+        ControlFlow::Continue(())
+    });
+    outer.then_some(own)
+}
+
+/// The struct of a subquery's own columns that [`own_columns`] carries out: `c0`, `c1`… (a
+/// struct of one `true` when it has none, telling a row from none).
+fn carried(own: &[Expr]) -> Expr {
+    let mut args = vec![];
+    for (i, c) in own.iter().enumerate() {
+        args.push(Expr::value(Value::SingleQuotedString(format!("c{i}"))));
+        args.push(c.clone());
+    }
+    if own.is_empty() {
+        args = vec![
+            Expr::value(Value::SingleQuotedString("row".into())),
+            Expr::value(Value::Boolean(true)),
+        ];
+    }
+    let Expr::Function(mut f) = call("named_struct", Expr::value(Value::Null)) else {
+        unreachable!("call makes a function")
+    };
+    f.args = FunctionArguments::List(FunctionArgumentList {
+        duplicate_treatment: None,
+        args: args
+            .into_iter()
+            .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+            .collect(),
+        clauses: vec![],
+    });
+    Expr::Function(f)
+}
+
+/// `value` with each of its subquery's `own` columns read from `row`, the struct the
+/// subquery answers ([`carried`]).
+fn carried_out(mut value: Expr, own: &[Expr], row: &Expr) -> Expr {
+    let _ = visit_expressions_mut(&mut value, |e| {
+        if let Some(i) = own.iter().position(|c| c == e) {
+            *e = Expr::CompoundFieldAccess {
+                root: Box::new(Expr::Nested(Box::new(row.clone()))),
+                access_chain: vec![AccessExpr::Subscript(Subscript::Index {
+                    index: Expr::value(Value::SingleQuotedString(format!("c{i}"))),
+                })],
+            };
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    value
+}
+
+/// `CASE WHEN condition THEN result END`.
+fn case(condition: Expr, result: Expr) -> Expr {
+    Expr::Case {
+        case_token: AttachedToken::empty(),
+        end_token: AttachedToken::empty(),
+        operand: None,
+        conditions: vec![CaseWhen { condition, result }],
+        else_result: None,
+    }
 }
 
 /// The one expression a subquery selects of its rows, when it selects one and nothing groups,
@@ -488,6 +660,43 @@ mod tests {
         ] {
             let same = aggregated(sql, Subqueries::All, &ctx);
             assert!(matches!(same, Cow::Borrowed(_)), "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subquery_may_read_the_outer_querys_columns_in_its_value_and_alone_in_its_where() {
+        let ctx = SessionContext::new();
+        register(&ctx);
+        ctx.sql("CREATE TABLE c (k INT, name TEXT) AS VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+            .await
+            .unwrap();
+        ctx.sql("CREATE TABLE h (k INT, total INT) AS VALUES (1, 10), (2, 20), (3, NULL)")
+            .await
+            .unwrap();
+        // As SQLAlchemy's reflection of columns: the outer query's columns in the value, and
+        // a condition on them alone; no row is NULL, a row with NULLs is the value of them.
+        let sql = "SELECT c.name, CASE WHEN c.k > 0 THEN (SELECT c.name || ':' || \
+                   coalesce(h.total, -1) FROM h WHERE c.k <> 2 AND h.k = c.k) END AS v \
+                   FROM c ORDER BY c.name";
+        let rewritten = aggregated(sql, Subqueries::BeforePlanning, &ctx);
+        assert!(
+            rewritten.contains("CASE WHEN c.k <> 2 THEN CASE WHEN scalar_subquery_value("),
+            "{rewritten}"
+        );
+        let got = answer(&ctx, sql).await.unwrap();
+        for row in ["| a    | a:10 |", "| b    |      |", "| c    | c:-1 |"] {
+            assert!(got.contains(row), "{got}");
+        }
+        // Only the outer query's columns in the value: a row, or none.
+        let sql = "SELECT c.name, CASE WHEN true THEN (SELECT c.k * 2 FROM h \
+                   WHERE h.k >= 1 AND c.k = 3) END AS v FROM c ORDER BY c.name";
+        let e = answer(&ctx, sql).await.unwrap_err();
+        assert!(e.to_string().contains(MORE_THAN_ONE_ROW), "{e}");
+        let sql = "SELECT c.name, CASE WHEN true THEN (SELECT c.k * 2 FROM h \
+                   WHERE h.total IS NOT NULL AND h.k = c.k) END AS v FROM c ORDER BY c.name";
+        let got = answer(&ctx, sql).await.unwrap();
+        for row in ["| a    | 2 |", "| b    | 4 |", "| c    |   |"] {
+            assert!(got.contains(row), "{got}");
         }
     }
 }

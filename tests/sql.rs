@@ -321,6 +321,13 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         serde_json::json!(["customer:TEXT:not null", "total_amount:BIGINT:null"]),
         "{py}"
     );
+    assert_eq!(
+        py["sqlalchemy_primary_key"],
+        serde_json::json!(["customer_totals_pkey", ["customer"]]),
+        "{py}"
+    );
+    assert_eq!(py["sqlalchemy_indexes"], serde_json::json!([]), "{py}");
+    assert_eq!(py["sqlalchemy_unique"], serde_json::json!([]), "{py}");
     let java = clients::jdbc(pg, "", &customers);
     assert_eq!(java["lookups"], expected, "{java}");
     assert_eq!(

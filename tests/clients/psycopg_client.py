@@ -60,4 +60,8 @@ with engine.connect() as conn:
         f"{c['name']}:{c['type']}:{'null' if c['nullable'] else 'not null'}"
         for c in inspector.get_columns("customer_totals")
     ]
+    pk = inspector.get_pk_constraint("customer_totals")
+    out["sqlalchemy_primary_key"] = [pk["name"], pk["constrained_columns"]]
+    out["sqlalchemy_indexes"] = inspector.get_indexes("customer_totals")  # the key's is the pk
+    out["sqlalchemy_unique"] = inspector.get_unique_constraints("customer_totals")
 print(json.dumps(out))

@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, Int16Builder, ListBuilder, RecordBatch, StringArray, new_null_array,
+    ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringArray, new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
@@ -51,7 +51,7 @@ use super::server;
 /// every connection shares, as `SHOW` and `current_setting` answer them (datafusion-pg-catalog's
 /// holds `standard_conforming_strings` alone; the JDBC driver's getImportedKeys reads
 /// `max_index_keys` there); the served tables' primary keys in `pg_class`, `pg_index` and
-/// `pg_constraint` ([`WithKeys`]); and [`INT2_ARRAYS`] as arrays.
+/// `pg_constraint` ([`WithKeys`]); and [`NUMBER_ARRAYS`] as arrays.
 #[derive(Debug)]
 pub struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
@@ -111,9 +111,9 @@ impl SchemaProvider for PgCatalog {
                     return Ok(None);
                 };
                 let (inner, table) = match name {
-                    "pg_class" => (inner, Table::Class),
-                    "pg_index" => (Arc::new(with_int2_arrays(inner)) as _, Table::Index),
-                    _ => (Arc::new(with_int2_arrays(inner)) as _, Table::Constraint),
+                    "pg_class" => (Arc::new(with_class_columns(inner)) as _, Table::Class),
+                    "pg_index" => (Arc::new(with_number_arrays(inner)) as _, Table::Index),
+                    _ => (Arc::new(with_number_arrays(inner)) as _, Table::Constraint),
                 };
                 Ok(Some(Arc::new(WithKeys {
                     inner,
@@ -370,7 +370,7 @@ impl AnalyzerRule for PgTypeNames {
 
 /// A catalog table read through a change of its rows: DataFusion's
 /// `information_schema.columns` with PostgreSQL's type names ([`pg_type_names`]),
-/// datafusion-pg-catalog's `pg_constraint` and `pg_index` with [`INT2_ARRAYS`] as arrays. Catalog
+/// datafusion-pg-catalog's `pg_constraint` and `pg_index` with [`NUMBER_ARRAYS`] as arrays. Catalog
 /// tables hold a few hundred rows: a scan reads the whole table.
 #[derive(Debug)]
 struct Mapped {
@@ -424,69 +424,113 @@ fn pg_type_names(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-/// Columns of small integers that datafusion-pg-catalog holds as text (`[1,2]`, `0 0`) and
-/// clients index: `pg_constraint`'s column numbers (`int2[]` in PostgreSQL; the JDBC
-/// driver's getImportedKeys reads `con.conkey[pos.n]`), and `pg_index.indoption` (an
-/// `int2vector`; its getIndexInfo reads `i.indoption[n - 1]`, for the order of the index's
-/// column n). PostgreSQL counts an `int2vector`'s elements from 0, DataFusion an array's
-/// from 1: the driver reads the element before, or NULL, where every index here has `0`
-/// (ascending) for every column, and NULL reads as ascending too.
-/// `indkey` stays text: `indkey[0]` would give a wrong column where PostgreSQL's first
-/// is meant, and the driver expands it with `_pg_expandarray` ([`super::keys`]).
-const INT2_ARRAYS: [&str; 4] = ["conkey", "confkey", "confdelsetcols", "indoption"];
+/// `pg_class`'s columns that datafusion-pg-catalog has not, NULL in every row (as
+/// PostgreSQL has them for a table created without options or grants): `reloptions`
+/// (psql's `\d+` and SQLAlchemy's reflection of indexes read it) and `relacl` (the JDBC
+/// driver's getTablePrivileges reads it; NULL is the owner's default privileges).
+const CLASS_COLUMNS: [&str; 2] = ["reloptions", "relacl"];
 
-/// datafusion-pg-catalog's `pg_constraint` or `pg_index`, with [`INT2_ARRAYS`] as arrays.
-fn with_int2_arrays(inner: Arc<dyn TableProvider>) -> Mapped {
+/// datafusion-pg-catalog's `pg_class` with [`CLASS_COLUMNS`] (`text[]`) after its own.
+fn with_class_columns(inner: Arc<dyn TableProvider>) -> Mapped {
     let theirs = inner.schema();
+    let text_array =
+        |name: &str| Field::new_list(name, Field::new_list_field(DataType::Utf8, true), true);
     let fields: Vec<Field> = theirs
         .fields()
         .iter()
-        .map(|f| match INT2_ARRAYS.contains(&f.name().as_str()) {
-            true => Field::new_list(f.name(), Field::new_list_field(DataType::Int16, true), true),
-            false => f.as_ref().clone(),
-        })
+        .map(|f| f.as_ref().clone())
+        .chain(
+            CLASS_COLUMNS
+                .iter()
+                .filter(|c| theirs.column_with_name(c).is_none())
+                .map(|c| text_array(c)),
+        )
         .collect();
     Mapped {
         inner,
         schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
-        map: int2_arrays,
+        map: |b, schema| {
+            let mut columns = b.columns().to_vec();
+            for f in &schema.fields()[columns.len()..] {
+                columns.push(new_null_array(f.data_type(), b.num_rows()));
+            }
+            Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+        },
     }
 }
 
-/// Rows with [`INT2_ARRAYS`] parsed from their text (`[1,2]`, PostgreSQL's `{1,2}` or
+/// Columns of numbers that datafusion-pg-catalog holds as text (`[1,2]`, `1 2`) and clients
+/// index or unnest, with their elements' type: `pg_constraint`'s column numbers (`int2[]` in
+/// PostgreSQL; the JDBC driver's getImportedKeys reads `con.conkey[pos.n]`), and `pg_index`'s
+/// `int2vector`s and `oidvector`s (SQLAlchemy's reflection of keys and indexes reads
+/// `unnest(indkey)`, `unnest(indclass)`), whose subscripts count from 0 as in PostgreSQL
+/// ([`super::keys::planned`]). The JDBC driver's getIndexInfo reads `indoption` under another
+/// name, counted from 1 here: the element before, or NULL, where every index here has `0`
+/// (ascending) for every column, and NULL reads as ascending too.
+const NUMBER_ARRAYS: [(&str, DataType); 7] = [
+    ("conkey", DataType::Int16),
+    ("confkey", DataType::Int16),
+    ("confdelsetcols", DataType::Int16),
+    ("indkey", DataType::Int16),
+    ("indoption", DataType::Int16),
+    ("indcollation", DataType::Int32),
+    ("indclass", DataType::Int32),
+];
+
+/// datafusion-pg-catalog's `pg_constraint` or `pg_index`, with [`NUMBER_ARRAYS`] as arrays.
+fn with_number_arrays(inner: Arc<dyn TableProvider>) -> Mapped {
+    let theirs = inner.schema();
+    let fields: Vec<Field> = theirs
+        .fields()
+        .iter()
+        .map(
+            |f| match NUMBER_ARRAYS.iter().find(|(name, _)| name == f.name()) {
+                Some((_, t)) => {
+                    Field::new_list(f.name(), Field::new_list_field(t.clone(), true), true)
+                }
+                None => f.as_ref().clone(),
+            },
+        )
+        .collect();
+    Mapped {
+        inner,
+        schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
+        map: number_arrays,
+    }
+}
+
+/// Rows with [`NUMBER_ARRAYS`] parsed from their text (`[1,2]`, PostgreSQL's `{1,2}` or
 /// `1 2`).
-fn int2_arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+fn number_arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = b
         .columns()
         .iter()
         .zip(schema.fields())
         .map(|(c, f)| {
-            if !INT2_ARRAYS.contains(&f.name().as_str()) || c.data_type() == f.data_type() {
+            let listed = NUMBER_ARRAYS.iter().any(|(name, _)| name == f.name());
+            if !listed || c.data_type() == f.data_type() {
                 return Ok(Arc::clone(c));
             }
             let text = cast(c, &DataType::Utf8)?;
-            let mut keys = ListBuilder::new(Int16Builder::new());
+            let mut numbers = ListBuilder::new(Int64Builder::new());
             for t in text.as_string::<i32>() {
                 match t {
-                    None => keys.append_null(),
+                    None => numbers.append_null(),
                     Some(t) => {
                         for n in t
                             .trim_matches(['{', '}', '[', ']'])
                             .split([',', ' '])
                             .filter(|n| !n.trim().is_empty())
                         {
-                            keys.values().append_value(n.trim().parse().map_err(|e| {
-                                DataFusionError::Execution(format!(
-                                    "pg_constraint.{}: {t}: {e}",
-                                    f.name()
-                                ))
+                            numbers.values().append_value(n.trim().parse().map_err(|e| {
+                                DataFusionError::Execution(format!("{}: {t}: {e}", f.name()))
                             })?);
                         }
-                        keys.append(true);
+                        numbers.append(true);
                     }
                 }
             }
-            Ok(Arc::new(keys.finish()) as ArrayRef)
+            cast(&numbers.finish(), f.data_type()).map_err(Into::into)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)

@@ -372,8 +372,7 @@ impl WithKeys {
     fn row(&self, s: &Shown) -> Result<Vec<(&'static str, ScalarValue)>> {
         let n = s.key.columns.len() as i16;
         let numbers: Vec<i16> = s.key.columns.iter().map(|(a, _)| *a).collect();
-        let vector = |v: &[String]| ScalarValue::from(v.join(" "));
-        let each = |v: &str| vector(&vec![v.to_string(); numbers.len()]);
+        let zeros = int2_array(&vec![0; numbers.len()]);
         Ok(match self.table {
             Table::Class => vec![
                 ("oid", ScalarValue::from(s.index())),
@@ -399,13 +398,10 @@ impl WithKeys {
                 ("indisvalid", ScalarValue::from(true)),
                 ("indisready", ScalarValue::from(true)),
                 ("indislive", ScalarValue::from(true)),
-                (
-                    "indkey",
-                    vector(&numbers.iter().map(i16::to_string).collect::<Vec<_>>()),
-                ),
-                ("indcollation", each("0")),
-                ("indclass", each("0")),
-                ("indoption", int2_array(&vec![0; numbers.len()])),
+                ("indkey", int2_array(&numbers)),
+                ("indcollation", zeros.clone()),
+                ("indclass", zeros.clone()),
+                ("indoption", zeros),
             ],
             Table::Constraint => vec![
                 ("oid", ScalarValue::from(s.constraint())),
@@ -602,21 +598,72 @@ fn int2vector(t: &str) -> Result<Vec<Option<i16>>> {
         .collect()
 }
 
+/// `pg_index`'s `int2vector` and `oidvector` columns, arrays here as in PostgreSQL, where
+/// their elements are counted from 0 (DataFusion counts an array's from 1).
+const VECTORS: [&str; 4] = ["indkey", "indoption", "indclass", "indcollation"];
+
+/// The words whose presence has [`planned`] parse a query.
+const REWRITTEN: [&str; 6] = [
+    EXPAND_ARRAY,
+    "generate_subscripts",
+    VECTORS[0],
+    VECTORS[1],
+    VECTORS[2],
+    VECTORS[3],
+];
+
+/// Whether `e` is a column of [`VECTORS`] (by its name: they are `pg_index`'s).
+fn is_int2vector(e: &ast::Expr) -> bool {
+    let name = match e {
+        ast::Expr::Identifier(i) => i,
+        ast::Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => i,
+            None => return false,
+        },
+        _ => return false,
+    };
+    VECTORS.contains(&name.value.to_lowercase().as_str())
+}
+
+/// The first subscript of a column of [`VECTORS`] (`indkey[0]`, `i.indkey[0]`), which
+/// sqlparser reads as `indkey` then `[0]`, or `i` then `.indkey` then `[0]`.
+fn vector_subscript<'e>(
+    root: &ast::Expr,
+    chain: &'e mut [AccessExpr],
+) -> Option<&'e mut ast::Expr> {
+    let mut vector = is_int2vector(root);
+    for access in chain {
+        match access {
+            AccessExpr::Dot(e) => vector = is_int2vector(e),
+            AccessExpr::Subscript(Subscript::Index { index }) if vector => return Some(index),
+            AccessExpr::Subscript(_) => return None,
+        }
+    }
+    None
+}
+
 /// `sql` with what PostgreSQL reads and DataFusion does not plan rewritten:
-/// `information_schema._pg_expandarray(a)` in a SELECT list, a set-returning function, becomes
-/// `unnest(_pg_expandarray(a))` (two of them in one SELECT list run side by side, as in
-/// PostgreSQL); a field of a record, `(e).f`, becomes `e['f']`. `sql` itself when it has
-/// neither, or does not parse; the text is parsed only when it has `_pg_expandarray` or `).`
-/// before a name.
+/// - `information_schema._pg_expandarray(a)` in a SELECT list, a set-returning function,
+///   becomes `unnest(_pg_expandarray(a))` (two of them in one SELECT list run side by side, as
+///   in PostgreSQL); a field of a record, `(e).f`, becomes `e['f']`;
+/// - `generate_subscripts(a, d)`, set-returning too, becomes `unnest(range(…))` of `a`'s
+///   subscripts, from 1 (from 0 for an `int2vector` or `oidvector`, [`VECTORS`]); and their
+///   subscript `indkey[i]` becomes `indkey[i + 1]` (SQLAlchemy's reflection of keys and
+///   indexes reads `pg_index.indkey` so).
+///
+/// `sql` itself when it has none, or does not parse; the text is parsed only when it has a
+/// word of [`REWRITTEN`] or `).` before a name.
 pub fn planned(sql: &str) -> Cow<'_, str> {
     let bytes = sql.as_bytes();
-    let expands = bytes
-        .windows(EXPAND_ARRAY.len())
-        .any(|w| w.eq_ignore_ascii_case(EXPAND_ARRAY.as_bytes()));
+    let named = REWRITTEN.iter().any(|word| {
+        bytes
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    });
     let selects = bytes
         .windows(3)
         .any(|w| w[..2] == *b")." && (w[2].is_ascii_alphabetic() || matches!(w[2], b'_' | b'"')));
-    if !expands && !selects {
+    if !named && !selects {
         return Cow::Borrowed(sql);
     }
     let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
@@ -626,20 +673,47 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
     for statement in &mut statements {
         let _ = visit_expressions_mut(statement, |e| {
             match e {
-                ast::Expr::Function(f)
-                    if f.name
-                        .0
-                        .last()
-                        .and_then(|p| p.as_ident())
-                        .is_some_and(|i| i.value.eq_ignore_ascii_case(EXPAND_ARRAY)) =>
-                {
+                ast::Expr::Function(f) if is_named(f, EXPAND_ARRAY) => {
                     f.name = ast::ObjectName::from(vec![ast::Ident::new(EXPAND_ARRAY)]);
                     *e = call("unnest", e.clone());
                     n += 1;
                 }
+                ast::Expr::Function(f) if is_named(f, "generate_subscripts") => {
+                    let ast::FunctionArguments::List(list) = &f.args else {
+                        return ControlFlow::Continue(());
+                    };
+                    let [
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)),
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(d)),
+                    ] = list.args.as_slice()
+                    else {
+                        return ControlFlow::Continue(());
+                    };
+                    let range = match is_int2vector(a) {
+                        true => format!("unnest(range(0, array_length({a}, {d})))"),
+                        false => format!("unnest(range(1, array_length({a}, {d}) + 1))"),
+                    };
+                    let parsed = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&range)
+                        .and_then(|mut p| p.parse_expr());
+                    if let Ok(range) = parsed {
+                        *e = range;
+                        n += 1;
+                    }
+                }
                 ast::Expr::CompoundFieldAccess { root, access_chain }
-                    if matches!(root.as_ref(), ast::Expr::Nested(_)) =>
+                    if !matches!(root.as_ref(), ast::Expr::Nested(_)) =>
                 {
+                    if let Some(index) = vector_subscript(root, access_chain) {
+                        *index = ast::Expr::BinaryOp {
+                            left: Box::new(ast::Expr::Nested(Box::new(index.clone()))),
+                            op: ast::BinaryOperator::Plus,
+                            right: Box::new(ast::Expr::value(Value::Number("1".into(), false))),
+                        };
+                        n += 1;
+                    }
+                }
+                ast::Expr::CompoundFieldAccess { root, access_chain } => {
                     for access in access_chain.iter_mut() {
                         let AccessExpr::Dot(ast::Expr::Identifier(field)) = access else {
                             continue;
@@ -671,6 +745,12 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
     )
 }
 
+/// Whether `f` is the function `name` (in any schema).
+fn is_named(f: &ast::Function, name: &str) -> bool {
+    let last = f.name.0.last().and_then(|p| p.as_ident());
+    last.is_some_and(|i| i.value.eq_ignore_ascii_case(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,6 +766,14 @@ mod tests {
             "SELECT r.n FROM (SELECT (unnest(_pg_expandarray(i.indkey)))['n'] AS n, \
              unnest(_pg_expandarray(i.indkey)) AS keys FROM pg_index i) r \
              WHERE a = (r.keys)['x'] AND (r.keys)['X'] IS NULL"
+        );
+        // As SQLAlchemy's reflection of keys: an int2vector's subscripts count from 0.
+        let sql = "SELECT unnest(i.indkey), generate_subscripts(i.indkey, $1::INTEGER), \
+                   generate_subscripts(i.conkey, 1), i.indkey[0] FROM pg_index i";
+        assert_eq!(
+            planned(sql),
+            "SELECT unnest(i.indkey), unnest(range(0, array_length(i.indkey, $1::INTEGER))), \
+             unnest(range(1, array_length(i.conkey, 1) + 1)), i.indkey[(0) + 1] FROM pg_index i"
         );
         // Not parsed, or nothing to do: the text as it is.
         for sql in [

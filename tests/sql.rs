@@ -352,6 +352,11 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{java}"
     );
     assert_eq!(java["best_row"], serde_json::json!(["customer"]), "{java}");
+    assert_eq!(
+        java["privileges"],
+        serde_json::json!(["postgres:SELECT"]),
+        "{java}"
+    );
     assert_eq!(rows_map(&java["rows"]), truth, "{java}");
 
     // A scalar subquery over a view, correlated or not, as PostgreSQL answers it: over the
@@ -379,7 +384,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     let (_, out, err) = psql(
         pg,
         None,
-        "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n",
+        "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
@@ -396,6 +401,20 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         out.contains("\"customer_totals_pkey\" PRIMARY KEY, btree (customer)"),
         "{out}{err}"
     );
+    assert!(
+        out.contains("public|customer_totals_pkey|index|postgres|customer_totals"),
+        "{out}{err}"
+    );
+    // The one role, which owns every table; no superuser, member of no role.
+    assert!(out.contains("\npostgres||{}\n"), "{out}{err}");
+    // ARRAY(SELECT …), an array of a subquery's rows (psql's \du reads roles so).
+    let (_, out, err) = psql(
+        pg,
+        None,
+        "SELECT c.customer, array(SELECT d.total_amount FROM customer_totals d \
+         WHERE d.customer = c.customer) FROM customer_totals c ORDER BY 1;\n",
+    );
+    assert_eq!(totals(&out.replace(['{', '}'], "")), truth, "{out}{err}");
     // What clients probe on connect: the version (Grafana's data source, SQLAlchemy), the
     // server's settings by SHOW and current_setting, savepoints in a transaction; and
     // DEALLOCATE, which psycopg sends after a rollback.

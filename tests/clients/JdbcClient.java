@@ -63,6 +63,12 @@ public class JdbcClient {
                 while (rs.next()) best.add(q(rs.getString("COLUMN_NAME")));
             }
             out.append("\"best_row\":[").append(String.join(",", best)).append("],");
+            // Read-only: the one privilege on a view is SELECT.
+            List<String> privileges = new ArrayList<>();
+            try (ResultSet rs = md.getTablePrivileges(null, "public", "customer_totals")) {
+                while (rs.next()) privileges.add(q(rs.getString("GRANTEE") + ":" + rs.getString("PRIVILEGE")));
+            }
+            out.append("\"privileges\":[").append(String.join(",", privileges)).append("],");
             List<String> lookups = new ArrayList<>();
             try (PreparedStatement ps = c.prepareStatement(
                     "SELECT total_amount FROM customer_totals WHERE customer = ?")) {

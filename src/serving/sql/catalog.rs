@@ -42,6 +42,9 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::{
+    PgCatalogContextProvider, Role,
+};
 use datafusion_postgres::pgwire::api::Type;
 
 use super::keys::{Keys, Table, WithKeys};
@@ -127,6 +130,37 @@ impl SchemaProvider for PgCatalog {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+    }
+}
+
+/// The one role `pg_roles` lists (psql's `\du`): `postgres` ([`OWNER`]), which the catalog names as the
+/// owner of every table (`\dt`'s Owner) and `current_user` answers. Any user name logs in
+/// (with `serving.token` as the password when one is set) as this role; it can log in, and
+/// is no superuser (`is_superuser` is `off`: the server only reads).
+#[derive(Debug, Clone)]
+pub struct Owner;
+
+/// [`Owner`]'s name.
+const OWNER: &str = "postgres";
+
+#[async_trait]
+impl PgCatalogContextProvider for Owner {
+    async fn roles(&self) -> Vec<String> {
+        vec![OWNER.to_string()]
+    }
+
+    async fn role(&self, name: &str) -> Option<Role> {
+        (name == OWNER).then(|| Role {
+            name: OWNER.to_string(),
+            is_superuser: false,
+            can_login: true,
+            can_create_db: false,
+            can_create_role: false,
+            can_create_user: false,
+            can_replication: false,
+            grants: vec![],
+            inherited_roles: vec![],
+        })
     }
 }
 
@@ -424,10 +458,10 @@ fn pg_type_names(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-/// `pg_class`'s columns that datafusion-pg-catalog has not, NULL in every row (as
-/// PostgreSQL has them for a table created without options or grants): `reloptions`
-/// (psql's `\d+` and SQLAlchemy's reflection of indexes read it) and `relacl` (the JDBC
-/// driver's getTablePrivileges reads it; NULL is the owner's default privileges).
+/// `pg_class`'s columns that datafusion-pg-catalog has not: `reloptions`, NULL (no storage
+/// option; psql's `\d+` and SQLAlchemy's reflection of indexes read it), and `relacl`, the
+/// privileges on the relation: [`Owner`] may read (`r`, SELECT), as granted by itself (the
+/// JDBC driver's getTablePrivileges reads it; NULL would be the owner's every privilege).
 const CLASS_COLUMNS: [&str; 2] = ["reloptions", "relacl"];
 
 /// datafusion-pg-catalog's `pg_class` with [`CLASS_COLUMNS`] (`text[]`) after its own.
@@ -452,7 +486,16 @@ fn with_class_columns(inner: Arc<dyn TableProvider>) -> Mapped {
         map: |b, schema| {
             let mut columns = b.columns().to_vec();
             for f in &schema.fields()[columns.len()..] {
-                columns.push(new_null_array(f.data_type(), b.num_rows()));
+                columns.push(match f.name().as_str() {
+                    "relacl" => {
+                        let acl = ScalarValue::new_list_nullable(
+                            &[ScalarValue::from(format!("{OWNER}=r/{OWNER}"))],
+                            &DataType::Utf8,
+                        );
+                        ScalarValue::List(acl).to_array_of_size(b.num_rows())?
+                    }
+                    _ => new_null_array(f.data_type(), b.num_rows()),
+                });
             }
             Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
         },

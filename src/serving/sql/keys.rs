@@ -713,7 +713,8 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
                         n += 1;
                     }
                 }
-                ast::Expr::CompoundFieldAccess { root, access_chain } => {
+                // A field of a record, `(e).f` (the arm before took every other root).
+                ast::Expr::CompoundFieldAccess { access_chain, .. } => {
                     for access in access_chain.iter_mut() {
                         let AccessExpr::Dot(ast::Expr::Identifier(field)) = access else {
                             continue;

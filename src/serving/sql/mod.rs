@@ -26,7 +26,7 @@ pub mod tables;
 pub mod wire;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -37,6 +37,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use tokio::sync::watch;
 
 use crate::config::Pipeline;
@@ -251,7 +252,7 @@ fn session(
     datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
         &ctx,
         DATABASE,
-        datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        catalog::Owner,
     )
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     if let Some(theirs) = database.schema("pg_catalog") {
@@ -406,10 +407,11 @@ impl SqlEngine {
 }
 
 /// The text of a client's query as DataFusion is given it: Grafana's `search_path` subquery
-/// answered ([`catalog::client_query`]), `_pg_expandarray` and fields of records as
-/// DataFusion plans them ([`keys::planned`]), scalar subqueries over views as PostgreSQL runs
-/// them ([`subquery::aggregated`]). Each step leaves a query it has nothing to do with as it
-/// is, without copying it.
+/// answered ([`catalog::client_query`]), `_pg_expandarray`, fields of records and the
+/// catalog's vectors as DataFusion plans them ([`keys::planned`]), scalar subqueries and
+/// `ARRAY(SELECT …)` as PostgreSQL runs them ([`subquery::aggregated`]) — but for the client
+/// queries datafusion-postgres answers with a stand-in ([`stood_in`]). Each step leaves a
+/// query it has nothing to do with as it is, without copying it.
 fn planned<'s>(sql: &'s str, ctx: &SessionContext) -> Cow<'s, str> {
     fn then<'s>(sql: Cow<'s, str>, step: impl FnOnce(&str) -> Cow<'_, str>) -> Cow<'s, str> {
         match sql {
@@ -417,10 +419,37 @@ fn planned<'s>(sql: &'s str, ctx: &SessionContext) -> Cow<'s, str> {
             Cow::Owned(sql) => Cow::Owned(step(&sql).into_owned()),
         }
     }
-    let sql = then(catalog::client_query(sql), keys::planned);
-    then(sql, |sql| {
+    let ours = |sql: &str| match then(keys::planned(sql), |sql| {
         subquery::aggregated(sql, Subqueries::BeforePlanning, ctx)
-    })
+    }) {
+        Cow::Owned(rewritten) if !stood_in(sql) => Some(rewritten),
+        _ => None,
+    };
+    match catalog::client_query(sql) {
+        Cow::Borrowed(sql) => ours(sql).map_or(Cow::Borrowed(sql), Cow::Owned),
+        Cow::Owned(answered) => Cow::Owned(ours(&answered).unwrap_or(answered)),
+    }
+}
+
+/// Whether datafusion-postgres's parser answers `sql` with a stand-in: the catalog queries of
+/// clients that DataFusion cannot plan and it knows by their text (psql's row policies and
+/// publications in `\d`, pgcli's foreign keys…), each replaced with a query of no row. Such
+/// a query is given to it as the client wrote it, for the stand-in to match (these queries
+/// ask for what lambdaflow has none of).
+fn stood_in(sql: &str) -> bool {
+    static THEIRS: OnceLock<PostgresCompatibilityParser> = OnceLock::new();
+    let theirs = THEIRS.get_or_init(PostgresCompatibilityParser::new);
+    let (Ok(answered), Ok(written)) = (
+        theirs.parse(sql),
+        Parser::parse_sql(&PostgreSqlDialect {}, sql),
+    ) else {
+        return false;
+    };
+    answered.len() != written.len()
+        || answered
+            .into_iter()
+            .zip(written)
+            .any(|(answered, written)| answered != theirs.rewrite(written))
 }
 
 /// The SQL engine over `served`, with the PostgreSQL server on `serving.pg-listen` (when set)
@@ -450,6 +479,27 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_datafusion_postgres_stands_in_for_are_given_as_written() {
+        // psql's \d <table>: its row policies, an ARRAY(SELECT …) over pg_policy's text.
+        let policies = "SELECT pol.polname, pol.polpermissive,\n  CASE WHEN pol.polroles = '{0}' \
+            THEN NULL ELSE pg_catalog.array_to_string(array(select rolname from \
+            pg_catalog.pg_roles where oid = any (pol.polroles) order by 1),',') END,\n  \
+            pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),\n  \
+            pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid),\n  CASE pol.polcmd\n    \
+            WHEN 'r' THEN 'SELECT'\n    WHEN 'a' THEN 'INSERT'\n    WHEN 'w' THEN 'UPDATE'\n    \
+            WHEN 'd' THEN 'DELETE'\n    END AS cmd\nFROM pg_catalog.pg_policy pol\nWHERE \
+            pol.polrelid = '16386' ORDER BY 1;";
+        assert!(stood_in(policies));
+        let ctx = SessionContext::new();
+        assert!(matches!(planned(policies, &ctx), Cow::Borrowed(_)));
+        let roles = "SELECT r.rolname, ARRAY(SELECT b.rolname FROM pg_catalog.pg_auth_members m \
+                     JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid) WHERE m.member = r.oid) \
+                     as memberof FROM pg_catalog.pg_roles r";
+        assert!(!stood_in(roles));
+        assert!(planned(roles, &ctx).contains("array_agg(b.rolname)"));
+    }
 
     #[test]
     fn a_syntax_errors_position_is_its_column_on_the_first_line() {

@@ -18,6 +18,13 @@
 //! for the catalog queries of psql and others that DataFusion cannot plan); it is rewritten
 //! only once DataFusion refused the query ([`Subqueries::All`]). A subquery over the views is
 //! always rewritten first, so that the parser does not make it NULL.
+//!
+//! Two shapes DataFusion does not decorrelate are rewritten with it: conditions on the outer
+//! query's columns alone leave the subquery for a `CASE WHEN` around it
+//! ([`outer_conditions`]), and a value that reads the outer query's columns is computed
+//! outside, from the subquery's own columns carried out in a struct ([`own_columns`]) —
+//! SQLAlchemy's reflection of columns has both. `ARRAY(SELECT …)` becomes an `array_agg`
+//! subquery ([`array_of_rows`]).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -41,8 +48,8 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, BinaryOperator, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, Query, SelectItem,
-    SetExpr, Subscript, TableFactor, Value, Visit, Visitor, visit_expressions,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectName, Query,
+    SelectItem, SetExpr, Subscript, TableFactor, Value, Visit, Visitor, visit_expressions,
     visit_expressions_mut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -284,7 +291,14 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
         // After an expression's children: a rewritten subquery is not visited again.
         let _ = visit_expressions_mut(statement, |e| {
             let at: *const Expr = e;
-            if let Expr::Subquery(q) = e
+            if let Expr::Function(f) = e
+                && let FunctionArguments::Subquery(q) = &f.args
+                && f.name.to_string().eq_ignore_ascii_case("array")
+                && let Some(rows) = array_of_rows(q)
+            {
+                *e = rows;
+                n += 1;
+            } else if let Expr::Subquery(q) = e
                 && rewrite(q, at)
                 && let tables = Names::of(&**q).tables
                 && let Some(value) = one_value(q, &is_aggregate)
@@ -318,6 +332,74 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
             .collect::<Vec<_>>()
             .join(";\n"),
     )
+}
+
+/// `ARRAY(SELECT x FROM … [ORDER BY o] [LIMIT n] [OFFSET m])`, PostgreSQL's array of a
+/// subquery's rows (psql's `\du` and `\dD` read roles and domains so), as a subquery that
+/// DataFusion plans, correlated or not: `coalesce(array_slice((SELECT array_agg(x ORDER BY o)
+/// FROM …), m + 1, m + n), make_array())` (no row is an empty array, as in PostgreSQL). `None`
+/// for a subquery that selects more than one column or groups its rows.
+fn array_of_rows(q: &Query) -> Option<Expr> {
+    let slice = match &q.limit_clause {
+        None => None,
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) if limit_by.is_empty() => {
+            let skip = offset.as_ref().map(|o| &o.value);
+            let from = skip.map_or("1".to_string(), |m| format!("({m}) + 1"));
+            // Past the last, counted from the end: -1 (DataFusion's `array_slice`).
+            let to = match (limit, skip) {
+                (Some(n), Some(m)) => format!("({m}) + ({n})"),
+                (Some(n), None) => format!("{n}"),
+                (None, _) => "-1".to_string(),
+            };
+            Some((from, to))
+        }
+        Some(_) => return None,
+    };
+    if q.fetch.is_some() || q.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let ungrouped = matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
+    if !ungrouped || select.having.is_some() || select.distinct.is_some() {
+        return None;
+    }
+    let [SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }] =
+        select.projection.as_slice()
+    else {
+        return None;
+    };
+    let order = q
+        .order_by
+        .as_ref()
+        .map_or(String::new(), |o| format!(" {o}"));
+    let mut rows = q.clone();
+    rows.order_by = None;
+    rows.limit_clause = None;
+    let SetExpr::Select(select) = rows.body.as_mut() else {
+        return None;
+    };
+    select.projection = vec![SelectItem::UnnamedExpr(parsed(&format!(
+        "array_agg({value}{order})"
+    ))?)];
+    let array = match slice {
+        Some((from, to)) => format!("array_slice(({rows}), {from}, {to})"),
+        None => format!("({rows})"),
+    };
+    parsed(&format!("coalesce({array}, make_array())"))
+}
+
+/// The expression `sql` is.
+fn parsed(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
 }
 
 /// The subquery's own columns in its value, when the value reads a column of the outer query
@@ -687,6 +769,18 @@ mod tests {
         for row in ["| a    | a:10 |", "| b    |      |", "| c    | c:-1 |"] {
             assert!(got.contains(row), "{got}");
         }
+        // ARRAY(SELECT …): the array of the rows, ordered and limited; none is empty.
+        let rows = "array(SELECT h.total FROM h WHERE h.k = c.k AND h.total IS NOT NULL \
+                    ORDER BY h.k DESC LIMIT 2)";
+        let sql = format!("SELECT c.name, {rows} AS a, cardinality({rows}) AS n FROM c ORDER BY 1");
+        let got = answer(&ctx, &sql).await.unwrap();
+        for row in ["| a    | [10] | 1 |", "| c    | []   | 0 |"] {
+            assert!(got.contains(row), "{got}");
+        }
+        let uncorrelated = "SELECT array(SELECT h.total FROM h WHERE h.total IS NOT NULL \
+                            ORDER BY h.k DESC LIMIT 5 OFFSET 1) AS a";
+        let got = answer(&ctx, uncorrelated).await.unwrap();
+        assert!(got.contains("| [10] |"), "{got}");
         // Only the outer query's columns in the value: a row, or none.
         let sql = "SELECT c.name, CASE WHEN true THEN (SELECT c.k * 2 FROM h \
                    WHERE h.k >= 1 AND c.k = 3) END AS v FROM c ORDER BY c.name";

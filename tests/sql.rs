@@ -352,6 +352,30 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{java}"
     );
     assert_eq!(java["best_row"], serde_json::json!(["customer"]), "{java}");
+    // Metabase's sync: tables, fields (type, position, primary key, required), foreign keys
+    // (none), the first column of each index.
+    assert_eq!(
+        java["metabase_tables"],
+        serde_json::json!([
+            "public|customer_totals|TABLE|null|null",
+            "public|lambdaflow_freshness|TABLE|null|null"
+        ]),
+        "{java}"
+    );
+    assert_eq!(
+        java["metabase_fields"],
+        serde_json::json!([
+            "customer|text|0|public|customer_totals|t|null|t|f",
+            "total_amount|int8|1|public|customer_totals|f|null|f|f"
+        ]),
+        "{java}"
+    );
+    assert_eq!(java["metabase_fks"], serde_json::json!([]), "{java}");
+    assert_eq!(
+        java["metabase_indexes"],
+        serde_json::json!(["public|customer_totals|customer"]),
+        "{java}"
+    );
     assert_eq!(
         java["privileges"],
         serde_json::json!(["postgres:SELECT"]),

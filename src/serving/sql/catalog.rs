@@ -1,42 +1,33 @@
-//! The catalog as PostgreSQL clients read it, where DataFusion's differs: the type names of
-//! `information_schema.columns`, `pg_settings`, the views' keys in `pg_class`, `pg_index` and
-//! `pg_constraint` ([`PgCatalog`]), and the `search_path` subquery of Grafana's pickers.
+//! `pg_catalog` as PostgreSQL clients read it, where datafusion-pg-catalog's differs
+//! ([`PgCatalog`]): `pg_settings`, the one role ([`Owner`]), the views' keys in `pg_class`,
+//! `pg_index` and `pg_constraint` ([`super::keys`]), the catalog's arrays as arrays; and the
+//! `search_path` subquery of Grafana's pickers.
 //!
-//! `pg_catalog` is datafusion-pg-catalog's, and names types as PostgreSQL does; DataFusion's
-//! `information_schema.columns` names them as Arrow does (`Utf8`, `Timestamp(µs, "UTC")`).
-//! Tools that read `information_schema` — Grafana's query builder, which finds a panel's time
-//! column by its type, dbt, pandas' and SQLAlchemy's reflection helpers — expect PostgreSQL's
-//! names (`text`, `timestamp with time zone`): [`PgTypeNames`] gives them.
-//!
-//! [`register`] adds the catalog functions psql's `\dt+`, `\df` and `\dT` call that
-//! datafusion-pg-catalog has not: descriptions (lambdaflow has no `COMMENT`: none is set),
-//! `pg_table_size` (the views are in memory, not in relation files: 0 bytes on disk, as
-//! datafusion-pg-catalog's `pg_relation_size` says), `pg_size_pretty`, and the visibility of
-//! functions and types (all are `pg_catalog`'s, on every search path).
+//! [`register`] adds the functions clients' catalog queries call that datafusion-pg-catalog
+//! has not: descriptions (lambdaflow has no `COMMENT`: none is set), `pg_table_size` (the
+//! views are in memory, not in relation files: 0 bytes on disk, as datafusion-pg-catalog's
+//! `pg_relation_size` says), `pg_size_pretty`, the visibility of functions and types (all
+//! are `pg_catalog`'s, on every search path), `format` and `json_build_object`.
 
 use std::borrow::Cow;
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringArray, new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{MemTable, SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::Transformed;
-use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
+use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
 use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlan, ScalarFunctionImplementation, ScalarUDF, Signature,
-    SimpleScalarUDF, TableScan, TypeSignature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionImplementation, ScalarUDF, Signature, SimpleScalarUDF,
+    TypeSignature, Volatility,
 };
-use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -176,7 +167,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 11] = [
+    let functions: [Function; 13] = [
         (
             "obj_description",
             any(&[1, 2]),
@@ -214,6 +205,19 @@ pub fn register(ctx: &SessionContext) {
             DataType::Boolean,
             constant(ScalarValue::Boolean(Some(true))),
         ),
+        // NULL for no expression (an index without a predicate: Metabase reads its indexes so);
+        // datafusion-pg-catalog's gives '' for every one, and it cannot decompile the others.
+        (
+            "pg_get_expr",
+            any(&[2, 3]),
+            DataType::Utf8,
+            over_columns(|args: &[ArrayRef]| {
+                let none: StringArray = (0..args[0].len())
+                    .map(|i| args[0].is_valid(i).then_some(""))
+                    .collect();
+                Ok(Arc::new(none) as ArrayRef)
+            }),
+        ),
         (
             "pg_collation_is_visible",
             any(&[1]),
@@ -226,6 +230,12 @@ pub fn register(ctx: &SessionContext) {
             any(&[2]),
             DataType::Utf8,
             constant(ScalarValue::Utf8(None)),
+        ),
+        (
+            "format",
+            Signature::variadic_any(Volatility::Stable),
+            DataType::Utf8,
+            over_columns(format),
         ),
         (
             "json_build_object",
@@ -245,6 +255,87 @@ pub fn register(ctx: &SessionContext) {
         ),
     ];
     register_functions(ctx, functions);
+}
+
+/// PostgreSQL's `format(fmt, arg, …)` per row: `%s` an argument as text (NULL as nothing),
+/// `%I` as an identifier (quoted where PostgreSQL quotes one), `%L` as a literal (NULL as
+/// `NULL`), `%%` a `%`; `%n$s` the n-th argument. Metabase's sync writes a table's name so.
+fn format(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let Some((template, values)) = args.split_first() else {
+        return plan_err!("format() takes a format string");
+    };
+    let template = cast(template, &DataType::Utf8)?;
+    let template = template.as_string::<i32>();
+    let values = values
+        .iter()
+        .map(|v| match v.data_type() {
+            // PostgreSQL writes a boolean `t` or `f`.
+            DataType::Boolean => Ok(Arc::new(
+                v.as_boolean()
+                    .iter()
+                    .map(|b| b.map(|b| if b { "t" } else { "f" }))
+                    .collect::<StringArray>(),
+            ) as ArrayRef),
+            _ => cast(v, &DataType::Utf8),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let values: Vec<&StringArray> = values.iter().map(|v| v.as_string::<i32>()).collect();
+    let mut out = datafusion::arrow::array::StringBuilder::new();
+    for row in 0..template.len() {
+        if template.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let (mut text, mut next) = (String::new(), 0);
+        let mut chars = template.value(row).chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                text.push(c);
+                continue;
+            }
+            if chars.peek() == Some(&'%') {
+                chars.next();
+                text.push('%');
+                continue;
+            }
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            let at = match (digits.is_empty(), chars.peek()) {
+                (false, Some('$')) => {
+                    chars.next();
+                    digits.parse::<usize>().unwrap_or(0).checked_sub(1)
+                }
+                (true, _) => Some(next),
+                (false, _) => None,
+            };
+            let (Some(at), Some(kind)) = (at, chars.next()) else {
+                return exec_err!(
+                    "format(): unrecognized conversion in {:?}",
+                    template.value(row)
+                );
+            };
+            let Some(value) = values.get(at) else {
+                return exec_err!("format(): too few arguments for {:?}", template.value(row));
+            };
+            next = at + 1;
+            let value = value.is_valid(row).then(|| value.value(row));
+            match (kind, value) {
+                ('s', v) => text.push_str(v.unwrap_or("")),
+                ('I', Some(v)) => text.push_str(&super::keys::quoted(v)),
+                ('I', None) => return exec_err!("format(): NULL cannot be an identifier (%I)"),
+                ('L', Some(v)) => text.push_str(&format!("'{}'", v.replace('\'', "''"))),
+                ('L', None) => text.push_str("NULL"),
+                (k, _) => {
+                    return exec_err!("format(): unrecognized conversion type specifier \"{k}\"");
+                }
+            }
+        }
+        out.append_value(text);
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// `json_build_object(key, value, …)`: per row, a JSON object of each key (as text) and its
@@ -363,54 +454,15 @@ fn sql_name(t: &Type) -> &str {
         .map_or(t.name(), |(_, sql)| sql)
 }
 
-/// The analyzer rule that reads DataFusion's `information_schema.columns` through
-/// [`pg_type_names`]: its `data_type` is PostgreSQL's name of the type.
+/// A catalog table read through a change of its rows: datafusion-pg-catalog's `pg_constraint`
+/// and `pg_index` with [`NUMBER_ARRAYS`] as arrays, DataFusion's `information_schema.columns`
+/// as PostgreSQL's ([`super::information_schema`]). Catalog tables hold a few hundred rows: a
+/// scan reads the whole table.
 #[derive(Debug)]
-pub struct PgTypeNames;
-
-impl AnalyzerRule for PgTypeNames {
-    fn name(&self) -> &str {
-        "pg_type_names"
-    }
-
-    fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|plan| {
-            let LogicalPlan::TableScan(scan) = plan else {
-                return Ok(Transformed::no(plan));
-            };
-            let columns = scan.table_name.schema() == Some("information_schema")
-                && scan.table_name.table() == "columns"
-                && scan.source.schema().column_with_name("data_type").is_some();
-            if !columns {
-                return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
-            }
-            let inner = source_as_provider(&scan.source)?;
-            if inner.downcast_ref::<Mapped>().is_some() {
-                return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
-            }
-            let source = provider_as_source(Arc::new(Mapped {
-                schema: inner.schema(),
-                inner,
-                map: pg_type_names,
-            }));
-            Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
-                source,
-                ..scan
-            })))
-        })
-        .map(|t| t.data)
-    }
-}
-
-/// A catalog table read through a change of its rows: DataFusion's
-/// `information_schema.columns` with PostgreSQL's type names ([`pg_type_names`]),
-/// datafusion-pg-catalog's `pg_constraint` and `pg_index` with [`NUMBER_ARRAYS`] as arrays. Catalog
-/// tables hold a few hundred rows: a scan reads the whole table.
-#[derive(Debug)]
-struct Mapped {
-    inner: Arc<dyn TableProvider>,
-    schema: SchemaRef,
-    map: fn(RecordBatch, &SchemaRef) -> Result<RecordBatch>,
+pub struct Mapped {
+    pub inner: Arc<dyn TableProvider>,
+    pub schema: SchemaRef,
+    pub map: fn(RecordBatch, &SchemaRef) -> Result<RecordBatch>,
 }
 
 #[async_trait]
@@ -442,20 +494,6 @@ impl TableProvider for Mapped {
             projection.cloned(),
         )?)
     }
-}
-
-/// `information_schema.columns` rows with PostgreSQL's name of each `data_type`.
-fn pg_type_names(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let at = schema.index_of("data_type")?;
-    let named: StringArray = b
-        .column(at)
-        .as_string::<i32>()
-        .iter()
-        .map(|t| t.map(|t| DataType::from_str(t).map_or(t.into(), |t| data_type_name(&t))))
-        .collect();
-    let mut columns = b.columns().to_vec();
-    columns[at] = Arc::new(named);
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// `pg_class`'s columns that datafusion-pg-catalog has not: `reloptions`, NULL (no storage
@@ -701,8 +739,37 @@ mod tests {
         assert_eq!(data_type_name(&list), "ARRAY");
         let record = DataType::Struct(Fields::from(vec![Field::new("a", DataType::Int64, true)]));
         assert_eq!(data_type_name(&record), "USER-DEFINED");
-        // What the information_schema writes parses back (the rule reads it so).
-        assert_eq!(DataType::from_str(&tz.to_string()).unwrap(), tz);
+        // What DataFusion's information_schema writes parses back (ours reads it so).
+        assert_eq!(
+            <DataType as std::str::FromStr>::from_str(&tz.to_string()).unwrap(),
+            tz
+        );
+    }
+
+    #[test]
+    fn format_writes_text_identifiers_and_literals_as_postgresql_does() {
+        let text = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+        let template = text(&[Some("%s|%I|%L|%%|%1$s|%L|%s")]);
+        let args = [
+            template,
+            text(&[Some("public")]),
+            text(&[Some("Hourly Totals")]),
+            text(&[Some("it's")]),
+            text(&[None]),
+        ];
+        let out = format(&args).unwrap();
+        // After %1$s, the next argument is the second.
+        assert_eq!(
+            out.as_string::<i32>().value(0),
+            "public|\"Hourly Totals\"|'it''s'|%|public|'Hourly Totals'|it's"
+        );
+        let e = format(&[text(&[Some("%s %s")]), text(&[Some("a")])]).unwrap_err();
+        assert!(e.to_string().contains("too few arguments"), "{e}");
+        let e = format(&[text(&[Some("%I")]), text(&[None])]).unwrap_err();
+        assert!(
+            e.to_string().contains("NULL cannot be an identifier"),
+            "{e}"
+        );
     }
 
     #[test]

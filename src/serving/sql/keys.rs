@@ -24,13 +24,13 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int16Builder, Int32Builder, ListBuilder, RecordBatch,
-    StringArray, StructBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Int16Builder, Int32Array, Int32Builder, ListBuilder,
+    RecordBatch, StringArray, StructBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Int16Type, Int32Type, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, Signature, TypeSignature, Volatility};
@@ -41,6 +41,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::catalog::{self, Function};
+use super::server;
 use super::subquery::call;
 
 /// A served table's primary key: where the table is, and its key columns (number from 1, as
@@ -50,6 +51,13 @@ pub struct PrimaryKey {
     pub schema: String,
     pub table: String,
     pub columns: Vec<(i16, String)>,
+}
+
+impl PrimaryKey {
+    /// The name of the key's constraint and index, as PostgreSQL names a table's: `<table>_pkey`.
+    pub fn name(&self) -> String {
+        format!("{}_pkey", self.table)
+    }
 }
 
 /// The primary keys of what is served now.
@@ -81,7 +89,7 @@ impl Shown {
     }
 
     fn name(&self) -> String {
-        format!("{}_pkey", self.key.table)
+        self.key.name()
     }
 
     fn columns(&self) -> String {
@@ -190,7 +198,7 @@ const RESERVED: &[&str] = &[
 
 /// An identifier as PostgreSQL writes it in a definition: quoted unless it is lower case
 /// letters, digits and `_` (not first a digit) and no reserved word.
-fn quoted(name: &str) -> String {
+pub(super) fn quoted(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
@@ -233,6 +241,30 @@ impl Keys {
         if keys.is_empty() {
             return Ok(vec![]);
         }
+        let (namespaces, tables) = self.relations(state).await?;
+        let found: Vec<Arc<Shown>> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let namespace = *namespaces.get(&key.schema)?;
+                let table = *tables.get(&(namespace, key.table.clone()))?;
+                Some(Arc::new(Shown {
+                    key,
+                    table,
+                    namespace,
+                }))
+            })
+            .collect();
+        let mut shown = self.shown.write().unwrap_or_else(|e| e.into_inner());
+        for s in &found {
+            shown.insert(s.index(), Arc::clone(s));
+            shown.insert(s.constraint(), Arc::clone(s));
+        }
+        Ok(found)
+    }
+
+    /// The oids of the schemas by name, and of the relations `pg_class` lists now by schema
+    /// oid and name.
+    async fn relations(&self, state: &dyn Session) -> Result<Relations> {
         let mut namespaces = HashMap::new();
         for b in self.rows("pg_namespace", state).await? {
             let (oid, name) = (int32(&b, "oid")?, text(&b, "nspname")?);
@@ -254,24 +286,82 @@ impl Keys {
                 );
             }
         }
-        let found: Vec<Arc<Shown>> = keys
-            .into_iter()
-            .filter_map(|key| {
-                let namespace = *namespaces.get(&key.schema)?;
-                let table = *tables.get(&(namespace, key.table.clone()))?;
-                Some(Arc::new(Shown {
-                    key,
-                    table,
-                    namespace,
-                }))
-            })
-            .collect();
-        let mut shown = self.shown.write().unwrap_or_else(|e| e.into_inner());
-        for s in &found {
-            shown.insert(s.index(), Arc::clone(s));
-            shown.insert(s.constraint(), Arc::clone(s));
+        Ok((namespaces, tables))
+    }
+
+    /// Whether each relation of `oids` is visible: in a schema on the search path (after
+    /// `pg_catalog`, which PostgreSQL searches first, the server's `search_path`), and not
+    /// behind one of the same name in a schema before it. `information_schema`'s tables are
+    /// not, as in PostgreSQL (SQLAlchemy's and psql's lists of tables ask so).
+    fn visible(&self, oids: &ArrayRef) -> Result<ArrayRef> {
+        let oids = cast(oids, &DataType::Int32)?;
+        let state = SessionContext::new().state();
+        // The catalog's tables are made in memory: nothing to wait for.
+        let ((namespaces, mut tables), shown) = futures::executor::block_on(async {
+            Ok::<_, DataFusionError>((self.relations(&state).await?, self.find(&state).await?))
+        })?;
+        for s in shown {
+            tables.insert((s.namespace, s.name()), s.index());
         }
-        Ok(found)
+        let search_path = server::settings()
+            .find(|(name, _)| *name == "search_path")
+            .map_or("", |(_, path)| path);
+        let path: Vec<i32> = ["pg_catalog"]
+            .into_iter()
+            .chain(search_path.split(',').map(str::trim))
+            .filter_map(|schema| namespaces.get(schema).copied())
+            .collect();
+        let named: HashMap<i32, &(i32, String)> = tables
+            .iter()
+            .map(|(relation, oid)| (*oid, relation))
+            .collect();
+        let visible: BooleanArray = oids
+            .as_primitive::<Int32Type>()
+            .iter()
+            .map(|oid| {
+                let (namespace, name) = named.get(&oid?)?;
+                let first = path
+                    .iter()
+                    .find(|schema| tables.contains_key(&(**schema, name.clone())))?;
+                Some(first == namespace)
+            })
+            .map(|v| Some(v.unwrap_or(false)))
+            .collect();
+        Ok(Arc::new(visible))
+    }
+
+    /// The oid of each relation `names` names (`customer_totals`, `public.customer_totals`,
+    /// `"Quoted"`), as a cast to `regclass` resolves it: in `pg_catalog`, then `public`,
+    /// where the name has no schema. An oid stays itself.
+    fn regclass(&self, names: &ArrayRef) -> Result<ArrayRef> {
+        if names.data_type().is_integer() {
+            return Ok(cast(names, &DataType::Int32)?);
+        }
+        let names = cast(names, &DataType::Utf8)?;
+        let state = SessionContext::new().state();
+        // The catalog's tables are made in memory: nothing to wait for.
+        let (namespaces, tables) = futures::executor::block_on(self.relations(&state))?;
+        let oid = |schema: &str, table: &str| {
+            let namespace = namespaces.get(schema)?;
+            tables.get(&(*namespace, table.to_string())).copied()
+        };
+        names
+            .as_string::<i32>()
+            .iter()
+            .map(|name| {
+                let Some(name) = name else { return Ok(None) };
+                let found = match relation_name(name).as_deref() {
+                    Some([schema, table]) => oid(schema, table),
+                    Some([table]) => oid("pg_catalog", table).or_else(|| oid("public", table)),
+                    _ => None,
+                };
+                match found {
+                    Some(oid) => Ok(Some(oid)),
+                    None => exec_err!("relation \"{name}\" does not exist"),
+                }
+            })
+            .collect::<Result<Int32Array>>()
+            .map(|oids| Arc::new(oids) as ArrayRef)
     }
 
     /// Every row of datafusion-pg-catalog's table `name`.
@@ -287,6 +377,30 @@ impl Keys {
         let shown = self.shown.read().unwrap_or_else(|e| e.into_inner());
         shown.get(&oid).cloned()
     }
+}
+
+/// Schemas' oids by name; relations' oids by schema oid and name.
+type Relations = (HashMap<String, i32>, HashMap<(i32, String), i32>);
+
+/// The parts of a relation's name as PostgreSQL reads it: split at the dots outside double
+/// quotes, quoted parts as written, the others in lower case.
+fn relation_name(name: &str) -> Option<Vec<String>> {
+    let (mut parts, mut part, mut quoted, mut chars) =
+        (vec![], String::new(), false, name.trim().chars().peekable());
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                part.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            c if quoted => part.push(c),
+            c => part.extend(c.to_lowercase()),
+        }
+    }
+    parts.push(part);
+    (!quoted && parts.iter().all(|p| !p.is_empty())).then_some(parts)
 }
 
 async fn every_row(t: &dyn TableProvider, state: &dyn Session) -> Result<Vec<RecordBatch>> {
@@ -467,6 +581,9 @@ fn row_batch(schema: &SchemaRef, rows: &[Vec<(&str, ScalarValue)>]) -> Result<Re
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
+/// The function a cast to `regclass` of a computed name becomes ([`Keys::regclass`]).
+const REGCLASS: &str = "regclass";
+
 /// The function that expands an array into rows `(x, n)`, as `information_schema`'s does.
 pub const EXPAND_ARRAY: &str = "_pg_expandarray";
 
@@ -513,7 +630,22 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
         )
     };
     let expanded = DataType::new_list(DataType::Struct(expanded_fields()), true);
-    let functions: [Function; 3] = [
+    let (relations, visibility) = (Arc::clone(keys), Arc::clone(keys));
+    let functions: [Function; 5] = [
+        (
+            "pg_table_is_visible",
+            signature(&[1]),
+            DataType::Boolean,
+            catalog::over_columns(move |args: &[ArrayRef]| visibility.visible(&args[0])),
+        ),
+        // A cast to regclass of a name computed in the query (Metabase's sync casts
+        // format('%I.%I', schema, table) so): [`planned`] calls this.
+        (
+            REGCLASS,
+            signature(&[1]),
+            DataType::Int32,
+            catalog::over_columns(move |args: &[ArrayRef]| relations.regclass(&args[0])),
+        ),
         (
             "pg_get_indexdef",
             signature(&[1, 3]),
@@ -603,9 +735,10 @@ fn int2vector(t: &str) -> Result<Vec<Option<i16>>> {
 const VECTORS: [&str; 4] = ["indkey", "indoption", "indclass", "indcollation"];
 
 /// The words whose presence has [`planned`] parse a query.
-const REWRITTEN: [&str; 6] = [
+const REWRITTEN: [&str; 7] = [
     EXPAND_ARRAY,
     "generate_subscripts",
+    REGCLASS,
     VECTORS[0],
     VECTORS[1],
     VECTORS[2],
@@ -646,6 +779,8 @@ fn vector_subscript<'e>(
 /// - `information_schema._pg_expandarray(a)` in a SELECT list, a set-returning function,
 ///   becomes `unnest(_pg_expandarray(a))` (two of them in one SELECT list run side by side, as
 ///   in PostgreSQL); a field of a record, `(e).f`, becomes `e['f']`;
+/// - a cast to `regclass` of a computed name, `CAST(format('%I.%I', s, t) AS regclass)`,
+///   becomes `regclass(…)`, which resolves it when it runs ([`Keys::regclass`]);
 /// - `generate_subscripts(a, d)`, set-returning too, becomes `unnest(range(…))` of `a`'s
 ///   subscripts, from 1 (from 0 for an `int2vector` or `oidvector`, [`VECTORS`]); and their
 ///   subscript `indkey[i]` becomes `indkey[i + 1]` (SQLAlchemy's reflection of keys and
@@ -700,6 +835,21 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
                         *e = range;
                         n += 1;
                     }
+                }
+                // A cast to regclass of a computed name; datafusion-pg-catalog resolves a
+                // literal's, and reads a column's as the oid it holds.
+                ast::Expr::Cast {
+                    expr, data_type, ..
+                } if data_type.to_string().to_lowercase().ends_with("regclass")
+                    && !matches!(
+                        expr.as_ref(),
+                        ast::Expr::Value(_)
+                            | ast::Expr::Identifier(_)
+                            | ast::Expr::CompoundIdentifier(_)
+                    ) =>
+                {
+                    *e = call(REGCLASS, expr.as_ref().clone());
+                    n += 1;
                 }
                 ast::Expr::CompoundFieldAccess { root, access_chain }
                     if !matches!(root.as_ref(), ast::Expr::Nested(_)) =>
@@ -818,6 +968,26 @@ mod tests {
                 .to_string()
                 .contains("int2vector")
         );
+    }
+
+    #[test]
+    fn a_relations_name_is_read_as_postgresql_reads_it() {
+        let parts = |n: &str| relation_name(n);
+        assert_eq!(
+            parts("Public.Hourly"),
+            Some(vec!["public".into(), "hourly".into()])
+        );
+        assert_eq!(
+            parts("public.\"Hourly \"\"x\"\".y\""),
+            Some(vec!["public".into(), "Hourly \"x\".y".into()])
+        );
+        assert_eq!(
+            parts("customer_totals"),
+            Some(vec!["customer_totals".into()])
+        );
+        for bad in ["", "a..b", "\"open", "a."] {
+            assert_eq!(parts(bad), None, "{bad}");
+        }
     }
 
     #[test]

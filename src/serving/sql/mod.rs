@@ -16,6 +16,7 @@
 //! syntax error, the position in the query.
 
 mod catalog;
+mod information_schema;
 mod keys;
 mod memory;
 mod names;
@@ -30,6 +31,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::information_schema::{INFORMATION_SCHEMA, InformationSchemaProvider};
 use datafusion::common::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -219,7 +221,9 @@ fn session(
     topic: &str,
 ) -> crate::Result<SessionContext> {
     let config = SessionConfig::new()
-        .with_information_schema(true)
+        // `information_schema` is DataFusion's under ours (below), which PostgreSQL's
+        // clients read as PostgreSQL's.
+        .with_information_schema(false)
         .with_default_catalog_and_schema(DATABASE, "public")
         .with_create_default_catalog_and_schema(true);
     let runtime = RuntimeEnvBuilder::new()
@@ -249,6 +253,16 @@ fn session(
         .catalog(DATABASE)
         .ok_or_else(|| crate::Error::Internal("the SQL catalog is missing".into()))?;
     database.register_schema("public", Arc::new(views))?;
+    let state = ctx.state();
+    let theirs = InformationSchemaProvider::new(Arc::clone(state.catalog_list()))
+        .with_table_functions(state.table_functions().clone());
+    database.register_schema(
+        INFORMATION_SCHEMA,
+        Arc::new(information_schema::InformationSchema {
+            inner: theirs,
+            keys: Arc::clone(&keys_of),
+        }),
+    )?;
     datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
         &ctx,
         DATABASE,
@@ -265,7 +279,6 @@ fn session(
     server::register(&ctx);
     catalog::register(&ctx);
     subquery::register(&ctx);
-    ctx.add_analyzer_rule(Arc::new(catalog::PgTypeNames));
     Ok(ctx)
 }
 

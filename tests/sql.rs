@@ -317,6 +317,11 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         serde_json::json!(["customer_totals", "lambdaflow_freshness"])
     );
     assert_eq!(
+        py["sqlalchemy_schemas"],
+        serde_json::json!(["information_schema", "public"]),
+        "{py}"
+    );
+    assert_eq!(
         py["sqlalchemy_columns"],
         serde_json::json!(["customer:TEXT:not null", "total_amount:BIGINT:null"]),
         "{py}"

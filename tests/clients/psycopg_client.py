@@ -54,6 +54,7 @@ with engine.connect() as conn:
     lookup = sqlalchemy.text("SELECT total_amount FROM customer_totals WHERE customer = :c")
     out["sqlalchemy_lookups"] = {c: conn.execute(lookup, {"c": c}).scalar() for c in customers}
     inspector = sqlalchemy.inspect(conn)
+    out["sqlalchemy_schemas"] = inspector.get_schema_names()
     out["sqlalchemy_tables"] = sorted(inspector.get_table_names())
     # Reflection of a view's columns, as Superset's dataset editor and Alembic ask for it.
     out["sqlalchemy_columns"] = [

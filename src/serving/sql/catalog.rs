@@ -545,7 +545,7 @@ fn with_class_columns(inner: Arc<dyn TableProvider>) -> Mapped {
 /// PostgreSQL; the JDBC driver's getImportedKeys reads `con.conkey[pos.n]`), and `pg_index`'s
 /// `int2vector`s and `oidvector`s (SQLAlchemy's reflection of keys and indexes reads
 /// `unnest(indkey)`, `unnest(indclass)`), whose subscripts count from 0 as in PostgreSQL
-/// ([`super::keys::planned`]). The JDBC driver's getIndexInfo reads `indoption` under another
+/// ([`super::syntax::planned`]). The JDBC driver's getIndexInfo reads `indoption` under another
 /// name, counted from 1 here: the element before, or NULL, where every index here has `0`
 /// (ascending) for every column, and NULL reads as ascending too.
 const NUMBER_ARRAYS: [(&str, DataType); 7] = [

@@ -23,6 +23,7 @@ mod names;
 pub mod pg;
 mod server;
 mod subquery;
+mod syntax;
 pub mod tables;
 pub mod wire;
 
@@ -279,6 +280,7 @@ fn session(
     server::register(&ctx);
     catalog::register(&ctx);
     subquery::register(&ctx);
+    syntax::register(&ctx);
     Ok(ctx)
 }
 
@@ -420,8 +422,8 @@ impl SqlEngine {
 }
 
 /// The text of a client's query as DataFusion is given it: Grafana's `search_path` subquery
-/// answered ([`catalog::client_query`]), `_pg_expandarray`, fields of records and the
-/// catalog's vectors as DataFusion plans them ([`keys::planned`]), scalar subqueries and
+/// answered ([`catalog::client_query`]), PostgreSQL's syntax where DataFusion plans another
+/// ([`syntax::planned`]), scalar subqueries and
 /// `ARRAY(SELECT …)` as PostgreSQL runs them ([`subquery::aggregated`]) — but for the client
 /// queries datafusion-postgres answers with a stand-in ([`stood_in`]). Each step leaves a
 /// query it has nothing to do with as it is, without copying it.
@@ -432,7 +434,7 @@ fn planned<'s>(sql: &'s str, ctx: &SessionContext) -> Cow<'s, str> {
             Cow::Owned(sql) => Cow::Owned(step(&sql).into_owned()),
         }
     }
-    let ours = |sql: &str| match then(keys::planned(sql), |sql| {
+    let ours = |sql: &str| match then(syntax::planned(sql), |sql| {
         subquery::aggregated(sql, Subqueries::BeforePlanning, ctx)
     }) {
         Cow::Owned(rewritten) if !stood_in(sql) => Some(rewritten),

@@ -1,0 +1,344 @@
+//! PostgreSQL's syntax where DataFusion plans another, rewritten in a query's text before it
+//! is planned ([`planned`]): set-returning functions in a SELECT list (`_pg_expandarray`,
+//! `generate_subscripts`), fields of records, the catalog's vectors counted from 0, casts to
+//! `regclass` of computed names, and `LIKE … ESCAPE` with an escape other than `\`.
+//! Clients' catalog queries hold these (the JDBC driver's, SQLAlchemy's, Metabase's).
+
+use std::borrow::Cow;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{Signature, Volatility};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{self, AccessExpr, Subscript, Value, visit_expressions_mut};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::catalog::{self, Function};
+use super::keys::{EXPAND_ARRAY, REGCLASS};
+use super::subquery::call;
+use ast::Expr;
+
+/// `pg_index`'s `int2vector` and `oidvector` columns, arrays here as in PostgreSQL, where
+/// their elements are counted from 0 (DataFusion counts an array's from 1).
+const VECTORS: [&str; 4] = ["indkey", "indoption", "indclass", "indcollation"];
+
+/// The words whose presence has [`planned`] parse a query.
+const REWRITTEN: [&str; 8] = [
+    EXPAND_ARRAY,
+    "generate_subscripts",
+    REGCLASS,
+    "escape",
+    VECTORS[0],
+    VECTORS[1],
+    VECTORS[2],
+    VECTORS[3],
+];
+
+/// Whether `e` is a column of [`VECTORS`] (by its name: they are `pg_index`'s).
+fn is_int2vector(e: &ast::Expr) -> bool {
+    let name = match e {
+        ast::Expr::Identifier(i) => i,
+        ast::Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => i,
+            None => return false,
+        },
+        _ => return false,
+    };
+    VECTORS.contains(&name.value.to_lowercase().as_str())
+}
+
+/// The first subscript of a column of [`VECTORS`] (`indkey[0]`, `i.indkey[0]`), which
+/// sqlparser reads as `indkey` then `[0]`, or `i` then `.indkey` then `[0]`.
+fn vector_subscript<'e>(
+    root: &ast::Expr,
+    chain: &'e mut [AccessExpr],
+) -> Option<&'e mut ast::Expr> {
+    let mut vector = is_int2vector(root);
+    for access in chain {
+        match access {
+            AccessExpr::Dot(e) => vector = is_int2vector(e),
+            AccessExpr::Subscript(Subscript::Index { index }) if vector => return Some(index),
+            AccessExpr::Subscript(_) => return None,
+        }
+    }
+    None
+}
+
+/// `sql` with what PostgreSQL reads and DataFusion does not plan rewritten:
+/// - `information_schema._pg_expandarray(a)` in a SELECT list, a set-returning function,
+///   becomes `unnest(_pg_expandarray(a))` (two of them in one SELECT list run side by side, as
+///   in PostgreSQL); a field of a record, `(e).f`, becomes `e['f']`;
+/// - a cast to `regclass` of a computed name, `CAST(format('%I.%I', s, t) AS regclass)`,
+///   becomes `regclass(…)`, which resolves it when it runs ([`super::keys::Keys::regclass`]);
+/// - `x LIKE p ESCAPE 'c'` with an escape other than `\`, which DataFusion refuses (SQLAlchemy's
+///   reflection of schemas writes `ESCAPE '/'`), becomes `x LIKE like_escaped(p, 'c')`, the
+///   pattern written with `\` ([`like_escaped`]);
+/// - `generate_subscripts(a, d)`, set-returning too, becomes `unnest(range(…))` of `a`'s
+///   subscripts, from 1 (from 0 for an `int2vector` or `oidvector`, [`VECTORS`]); and their
+///   subscript `indkey[i]` becomes `indkey[i + 1]` (SQLAlchemy's reflection of keys and
+///   indexes reads `pg_index.indkey` so).
+///
+/// `sql` itself when it has none, or does not parse; the text is parsed only when it has a
+/// word of [`REWRITTEN`] or `).` before a name.
+pub fn planned(sql: &str) -> Cow<'_, str> {
+    let bytes = sql.as_bytes();
+    let named = REWRITTEN.iter().any(|word| {
+        bytes
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    });
+    let selects = bytes
+        .windows(3)
+        .any(|w| w[..2] == *b")." && (w[2].is_ascii_alphabetic() || matches!(w[2], b'_' | b'"')));
+    if !named && !selects {
+        return Cow::Borrowed(sql);
+    }
+    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Cow::Borrowed(sql);
+    };
+    let mut n = 0;
+    for statement in &mut statements {
+        let _ = visit_expressions_mut(statement, |e| {
+            match e {
+                ast::Expr::Function(f) if is_named(f, EXPAND_ARRAY) => {
+                    f.name = ast::ObjectName::from(vec![ast::Ident::new(EXPAND_ARRAY)]);
+                    *e = call("unnest", e.clone());
+                    n += 1;
+                }
+                ast::Expr::Function(f) if is_named(f, "generate_subscripts") => {
+                    let ast::FunctionArguments::List(list) = &f.args else {
+                        return ControlFlow::Continue(());
+                    };
+                    let [
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)),
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(d)),
+                    ] = list.args.as_slice()
+                    else {
+                        return ControlFlow::Continue(());
+                    };
+                    let range = match is_int2vector(a) {
+                        true => format!("unnest(range(0, array_length({a}, {d})))"),
+                        false => format!("unnest(range(1, array_length({a}, {d}) + 1))"),
+                    };
+                    let parsed = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&range)
+                        .and_then(|mut p| p.parse_expr());
+                    if let Ok(range) = parsed {
+                        *e = range;
+                        n += 1;
+                    }
+                }
+                // LIKE's escape other than `\\`: its pattern written with `\\` instead.
+                ast::Expr::Like {
+                    pattern,
+                    escape_char,
+                    any: false,
+                    ..
+                }
+                | ast::Expr::ILike {
+                    pattern,
+                    escape_char,
+                    any: false,
+                    ..
+                } if escape_char
+                    .as_ref()
+                    .is_some_and(|c| c.value != Value::SingleQuotedString("\\".into())) =>
+                {
+                    let Some(escape) = escape_char.take() else {
+                        return ControlFlow::Continue(());
+                    };
+                    let Expr::Function(mut f) = call(LIKE_ESCAPED, pattern.as_ref().clone()) else {
+                        unreachable!("call makes a function")
+                    };
+                    if let ast::FunctionArguments::List(list) = &mut f.args {
+                        list.args
+                            .push(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                                ast::Expr::Value(escape),
+                            )));
+                    }
+                    **pattern = ast::Expr::Function(f);
+                    n += 1;
+                }
+                // A cast to regclass of a computed name; datafusion-pg-catalog resolves a
+                // literal's, and reads a column's as the oid it holds.
+                ast::Expr::Cast {
+                    expr, data_type, ..
+                } if data_type.to_string().to_lowercase().ends_with("regclass")
+                    && !matches!(
+                        expr.as_ref(),
+                        ast::Expr::Value(_)
+                            | ast::Expr::Identifier(_)
+                            | ast::Expr::CompoundIdentifier(_)
+                    ) =>
+                {
+                    *e = call(REGCLASS, expr.as_ref().clone());
+                    n += 1;
+                }
+                ast::Expr::CompoundFieldAccess { root, access_chain }
+                    if !matches!(root.as_ref(), ast::Expr::Nested(_)) =>
+                {
+                    if let Some(index) = vector_subscript(root, access_chain) {
+                        *index = ast::Expr::BinaryOp {
+                            left: Box::new(ast::Expr::Nested(Box::new(index.clone()))),
+                            op: ast::BinaryOperator::Plus,
+                            right: Box::new(ast::Expr::value(Value::Number("1".into(), false))),
+                        };
+                        n += 1;
+                    }
+                }
+                // A field of a record, `(e).f` (the arm before took every other root).
+                ast::Expr::CompoundFieldAccess { access_chain, .. } => {
+                    for access in access_chain.iter_mut() {
+                        let AccessExpr::Dot(ast::Expr::Identifier(field)) = access else {
+                            continue;
+                        };
+                        let name = match field.quote_style {
+                            Some(_) => field.value.clone(),
+                            None => field.value.to_lowercase(),
+                        };
+                        *access = AccessExpr::Subscript(Subscript::Index {
+                            index: ast::Expr::value(Value::SingleQuotedString(name)),
+                        });
+                        n += 1;
+                    }
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    if n == 0 {
+        return Cow::Borrowed(sql);
+    }
+    Cow::Owned(
+        statements
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(";\n"),
+    )
+}
+
+/// Whether `f` is the function `name` (in any schema).
+fn is_named(f: &ast::Function, name: &str) -> bool {
+    let last = f.name.0.last().and_then(|p| p.as_ident());
+    last.is_some_and(|i| i.value.eq_ignore_ascii_case(name))
+}
+
+/// The function a pattern of `LIKE … ESCAPE` becomes ([`like_escaped`]).
+const LIKE_ESCAPED: &str = "like_escaped";
+
+/// Registers [`LIKE_ESCAPED`] in `ctx`.
+pub fn register(ctx: &SessionContext) {
+    let functions: [Function; 1] = [(
+        LIKE_ESCAPED,
+        Signature::any(2, Volatility::Immutable),
+        DataType::Utf8,
+        catalog::over_columns(|args: &[ArrayRef]| {
+            let (patterns, escapes) = (
+                cast(&args[0], &DataType::Utf8)?,
+                cast(&args[1], &DataType::Utf8)?,
+            );
+            let (patterns, escapes) = (patterns.as_string::<i32>(), escapes.as_string::<i32>());
+            let written: StringArray = patterns
+                .iter()
+                .zip(escapes.iter())
+                .map(|(p, e)| match (p, e) {
+                    (Some(p), Some(e)) => like_escaped(p, e).map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<Result<_>>()?;
+            Ok(Arc::new(written) as ArrayRef)
+        }),
+    )];
+    catalog::register_functions(ctx, functions);
+}
+
+/// A LIKE pattern with escape character `escape` (none when empty) written with `\\`, the
+/// escape DataFusion knows: an escaped character stays itself, a `\\` of the pattern is
+/// escaped in turn.
+fn like_escaped(pattern: &str, escape: &str) -> Result<String> {
+    let mut chars = escape.chars();
+    let escape = match (chars.next(), chars.next()) {
+        (None, _) => None,
+        (Some(c), None) => Some(c),
+        _ => {
+            return exec_err!(
+                "invalid escape string {escape:?}: it must be empty or one character"
+            );
+        }
+    };
+    let (mut written, mut pattern) = (String::new(), pattern.chars());
+    while let Some(c) = pattern.next() {
+        match c {
+            c if Some(c) == escape => match pattern.next() {
+                Some(escaped) => {
+                    written.push('\\');
+                    written.push(escaped);
+                }
+                None => return exec_err!("LIKE pattern must not end with escape character"),
+            },
+            '\\' => written.push_str("\\\\"),
+            c => written.push(c),
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_like_escape_is_written_as_datafusion_reads_one() {
+        assert_eq!(like_escaped("pg/_%", "/").unwrap(), "pg\\_%");
+        assert_eq!(like_escaped("a\\b//c", "/").unwrap(), "a\\\\b\\/c");
+        assert_eq!(like_escaped("a\\b", "").unwrap(), "a\\\\b");
+        assert!(like_escaped("x/", "/").is_err());
+        let sql = "SELECT n FROM t WHERE n NOT LIKE $1 || '%' ESCAPE '/'";
+        assert_eq!(
+            planned(sql),
+            "SELECT n FROM t WHERE n NOT LIKE like_escaped($1 || '%', '/')"
+        );
+        let plain = "SELECT n FROM t WHERE n LIKE 'a\\_%' ESCAPE '\\'";
+        assert!(matches!(planned(plain), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn expandarray_and_record_fields_are_planned_as_unnest_and_subscripts() {
+        // As the JDBC driver's getPrimaryKeys sends it (a part of it).
+        let sql = "SELECT r.n FROM (SELECT (information_schema._pg_expandarray(i.indkey)).n AS n, \
+                   information_schema._pg_expandarray(i.indkey) AS keys FROM pg_index i) r \
+                   WHERE a = (r.keys).x AND (r.keys).\"X\" IS NULL";
+        assert_eq!(
+            planned(sql),
+            "SELECT r.n FROM (SELECT (unnest(_pg_expandarray(i.indkey)))['n'] AS n, \
+             unnest(_pg_expandarray(i.indkey)) AS keys FROM pg_index i) r \
+             WHERE a = (r.keys)['x'] AND (r.keys)['X'] IS NULL"
+        );
+        // As SQLAlchemy's reflection of keys: an int2vector's subscripts count from 0.
+        let sql = "SELECT unnest(i.indkey), generate_subscripts(i.indkey, $1::INTEGER), \
+                   generate_subscripts(i.conkey, 1), i.indkey[0] FROM pg_index i";
+        assert_eq!(
+            planned(sql),
+            "SELECT unnest(i.indkey), unnest(range(0, array_length(i.indkey, $1::INTEGER))), \
+             unnest(range(1, array_length(i.conkey, 1) + 1)), i.indkey[(0) + 1] FROM pg_index i"
+        );
+        // Not parsed, or nothing to do: the text as it is.
+        for sql in [
+            "SELECT count(*) FROM customer_totals",
+            "SELECT (parse_ident('a.b'))[1]",
+            "SELECT 'x).y'",
+        ] {
+            assert!(
+                matches!(planned(sql), Cow::Borrowed(s) if s == sql),
+                "{sql}"
+            );
+        }
+    }
+}

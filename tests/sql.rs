@@ -413,7 +413,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     let (_, out, err) = psql(
         pg,
         None,
-        "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n",
+        "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
@@ -436,6 +436,10 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
     // The one role, which owns every table; no superuser, member of no role.
     assert!(out.contains("\npostgres||{}\n"), "{out}{err}");
+    // The database, in memory (no byte on disk), in the default tablespace.
+    assert!(out.contains("\nlambdaflow|postgres|UTF-8|"), "{out}{err}");
+    assert!(out.contains("|0 bytes|pg_default|"), "{out}{err}");
+    assert!(out.contains("\npg_default|postgres|\n"), "{out}{err}");
     // ARRAY(SELECT …), an array of a subquery's rows (psql's \du reads roles so).
     let (_, out, err) = psql(
         pg,

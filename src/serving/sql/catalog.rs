@@ -167,7 +167,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 13] = [
+    let functions: [Function; 8] = [
         (
             "obj_description",
             any(&[1, 2]),
@@ -181,30 +181,6 @@ pub fn register(ctx: &SessionContext) {
             Arc::clone(&no_comment),
         ),
         ("shobj_description", any(&[2]), DataType::Utf8, no_comment),
-        (
-            "pg_table_size",
-            any(&[1]),
-            DataType::Int64,
-            constant(ScalarValue::Int64(Some(0))),
-        ),
-        (
-            "pg_indexes_size",
-            any(&[1]),
-            DataType::Int64,
-            constant(ScalarValue::Int64(Some(0))),
-        ),
-        (
-            "pg_function_is_visible",
-            any(&[1]),
-            DataType::Boolean,
-            constant(ScalarValue::Boolean(Some(true))),
-        ),
-        (
-            "pg_type_is_visible",
-            any(&[1]),
-            DataType::Boolean,
-            constant(ScalarValue::Boolean(Some(true))),
-        ),
         // NULL for no expression (an index without a predicate: Metabase reads its indexes so);
         // datafusion-pg-catalog's gives '' for every one, and it cannot decompile the others.
         (
@@ -217,12 +193,6 @@ pub fn register(ctx: &SessionContext) {
                     .collect();
                 Ok(Arc::new(none) as ArrayRef)
             }),
-        ),
-        (
-            "pg_collation_is_visible",
-            any(&[1]),
-            DataType::Boolean,
-            constant(ScalarValue::Boolean(Some(true))),
         ),
         // No column takes its values from a sequence: none is serial.
         (
@@ -254,8 +224,64 @@ pub fn register(ctx: &SessionContext) {
             }),
         ),
     ];
-    register_functions(ctx, functions);
+    // The objects of pg_catalog are on every search path (PostgreSQL searches it first).
+    let visible = VISIBLE.map(|name| -> Function {
+        (
+            name,
+            any(&[1]),
+            DataType::Boolean,
+            constant(ScalarValue::Boolean(Some(true))),
+        )
+    });
+    // The views are in memory, in no relation file: no byte on disk.
+    let sizes = SIZES.map(|name| -> Function {
+        (
+            name,
+            any(&[1]),
+            DataType::Int64,
+            constant(ScalarValue::Int64(Some(0))),
+        )
+    });
+    // The one tablespace is the default one, whose location PostgreSQL gives as ''.
+    let location: Function = (
+        "pg_tablespace_location",
+        any(&[1]),
+        DataType::Utf8,
+        constant(ScalarValue::Utf8(Some(String::new()))),
+    );
+    register_functions(
+        ctx,
+        functions
+            .into_iter()
+            .chain(visible)
+            .chain(sizes)
+            .chain([location]),
+    );
 }
+
+/// The visibility functions of pg_catalog's objects (psql's `\df`, `\dT`, `\do`, `\dF`…).
+const VISIBLE: [&str; 12] = [
+    "pg_function_is_visible",
+    "pg_type_is_visible",
+    "pg_collation_is_visible",
+    "pg_operator_is_visible",
+    "pg_opclass_is_visible",
+    "pg_opfamily_is_visible",
+    "pg_conversion_is_visible",
+    "pg_statistics_obj_is_visible",
+    "pg_ts_config_is_visible",
+    "pg_ts_dict_is_visible",
+    "pg_ts_parser_is_visible",
+    "pg_ts_template_is_visible",
+];
+
+/// The size functions (psql's `\dt+`, `\di+`, `\l+`, `\db+`).
+const SIZES: [&str; 4] = [
+    "pg_table_size",
+    "pg_indexes_size",
+    "pg_database_size",
+    "pg_tablespace_size",
+];
 
 /// PostgreSQL's `format(fmt, arg, …)` per row: `%s` an argument as text (NULL as nothing),
 /// `%I` as an identifier (quoted where PostgreSQL quotes one), `%L` as a literal (NULL as

@@ -508,8 +508,7 @@ impl TableProvider for Mapped {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let all = self.inner.scan(state, None, &[], None).await?;
-        let batches = collect(all, state.task_ctx())
+        let batches = every_row(self.inner.as_ref(), state)
             .await?
             .into_iter()
             .map(|b| (self.map)(b, &self.schema))
@@ -520,6 +519,11 @@ impl TableProvider for Mapped {
             projection.cloned(),
         )?)
     }
+}
+
+/// Every row of a catalog table.
+pub async fn every_row(t: &dyn TableProvider, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+    collect(t.scan(state, None, &[], None).await?, state.task_ctx()).await
 }
 
 /// `pg_class`'s columns that datafusion-pg-catalog has not: `reloptions`, NULL (no storage

@@ -32,10 +32,10 @@ use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_er
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, Signature, TypeSignature, Volatility};
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
-use super::catalog::{self, Function};
+use super::catalog::{self, Function, every_row};
 use super::server;
 
 /// A served table's primary key: where the table is, and its key columns (number from 1, as
@@ -395,10 +395,6 @@ fn relation_name(name: &str) -> Option<Vec<String>> {
     }
     parts.push(part);
     (!quoted && parts.iter().all(|p| !p.is_empty())).then_some(parts)
-}
-
-async fn every_row(t: &dyn TableProvider, state: &dyn Session) -> Result<Vec<RecordBatch>> {
-    collect(t.scan(state, None, &[], None).await?, state.task_ctx()).await
 }
 
 fn int32<'b>(b: &'b RecordBatch, column: &str) -> Result<&'b datafusion::arrow::array::Int32Array> {

@@ -48,13 +48,7 @@ pub fn aliased(sql: &str) -> Option<String> {
             alias_items(&mut q.body, &mut n);
         }
     }
-    (n > 0).then(|| {
-        statements
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(";\n")
-    })
+    (n > 0).then(|| super::syntax::text_of(&statements))
 }
 
 fn alias_items(body: &mut SetExpr, n: &mut usize) {

@@ -322,16 +322,10 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
             ControlFlow::<()>::Continue(())
         });
     }
-    if n == 0 {
-        return Cow::Borrowed(sql);
+    match n {
+        0 => Cow::Borrowed(sql),
+        _ => Cow::Owned(super::syntax::text_of(&statements)),
     }
-    Cow::Owned(
-        statements
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(";\n"),
-    )
 }
 
 /// `ARRAY(SELECT x FROM … [ORDER BY o] [LIMIT n] [OFFSET m])`, PostgreSQL's array of a

@@ -212,16 +212,17 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
             ControlFlow::<()>::Continue(())
         });
     }
-    if n == 0 {
-        return Cow::Borrowed(sql);
+    match n {
+        0 => Cow::Borrowed(sql),
+        _ => Cow::Owned(text_of(&statements)),
     }
-    Cow::Owned(
-        statements
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(";\n"),
-    )
+}
+
+/// Statements as the text of one query, which the rewrites before planning give
+/// datafusion-postgres.
+pub(super) fn text_of(statements: &[ast::Statement]) -> String {
+    let texts: Vec<String> = statements.iter().map(ToString::to_string).collect();
+    texts.join(";\n")
 }
 
 /// Whether `f` is the function `name` (in any schema).

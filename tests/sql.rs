@@ -382,6 +382,11 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{java}"
     );
     assert_eq!(
+        java["type_info"],
+        serde_json::json!(["int8:-5", "_int4:2003"]),
+        "{java}"
+    );
+    assert_eq!(
         java["privileges"],
         serde_json::json!(["postgres:SELECT"]),
         "{java}"

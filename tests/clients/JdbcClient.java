@@ -139,6 +139,16 @@ public class JdbcClient {
                 while (rs.next()) best.add(q(rs.getString("COLUMN_NAME")));
             }
             out.append("\"best_row\":[").append(String.join(",", best)).append("],");
+            // The types, with the JDBC type the driver finds for each (an array by its input
+            // function, typinput = 'pg_catalog.array_in'::regproc, as DBeaver's connection asks).
+            List<String> types = new ArrayList<>();
+            try (ResultSet rs = md.getTypeInfo()) {
+                while (rs.next()) {
+                    String name = rs.getString("TYPE_NAME");
+                    if (name.equals("int8") || name.equals("_int4")) types.add(q(name + ":" + rs.getInt("DATA_TYPE")));
+                }
+            }
+            out.append("\"type_info\":[").append(String.join(",", types)).append("],");
             // Read-only: the one privilege on a view is SELECT.
             List<String> privileges = new ArrayList<>();
             try (ResultSet rs = md.getTablePrivileges(null, "public", "customer_totals")) {

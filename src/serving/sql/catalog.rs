@@ -38,7 +38,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::{
 };
 use datafusion_postgres::pgwire::api::Type;
 
-use super::keys::{Keys, Table, WithKeys};
+use super::keys::{Keys, Table, TypeFunctions, WithKeys};
 use super::server;
 
 /// `pg_catalog` as datafusion-pg-catalog serves it, but for `pg_settings`: the parameters
@@ -100,6 +100,10 @@ impl SchemaProvider for PgCatalog {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match name {
             "pg_settings" => Ok(Some(Arc::clone(&self.settings))),
+            "pg_type" => Ok(self.inner.table(name).await?.map(|inner| {
+                Arc::new(TypeFunctions::new(inner, Arc::clone(&self.keys)))
+                    as Arc<dyn TableProvider>
+            })),
             "pg_class" | "pg_index" | "pg_constraint" => {
                 let Some(inner) = self.inner.table(name).await? else {
                     return Ok(None);

@@ -18,7 +18,7 @@
 //! [`EXPAND_ARRAY`]'s list of structs and `keys['x']`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -26,7 +26,9 @@ use datafusion::arrow::array::{
     RecordBatch, StringArray, StructBuilder,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Int16Type, Int32Type, SchemaRef};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Fields, Int16Type, Int32Type, Schema, SchemaRef,
+};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::datasource::TableType;
@@ -37,6 +39,7 @@ use datafusion::prelude::SessionContext;
 
 use super::catalog::{self, Function, every_row};
 use super::server;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
 
 /// A served table's primary key: where the table is, and its key columns (number from 1, as
 /// `attnum`, and name), in order.
@@ -211,6 +214,9 @@ pub struct Keys {
     catalog: Arc<dyn SchemaProvider>,
     of: KeysOf,
     shown: RwLock<HashMap<i32, Arc<Shown>>>,
+    /// `pg_proc`'s functions by name, with how many share it (its rows are PostgreSQL's
+    /// own, made once: read once).
+    procedures: OnceLock<HashMap<String, (i32, usize)>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -226,6 +232,7 @@ impl Keys {
             catalog,
             of,
             shown: RwLock::default(),
+            procedures: OnceLock::new(),
         }
     }
 
@@ -322,6 +329,56 @@ impl Keys {
             .map(|v| Some(v.unwrap_or(false)))
             .collect();
         Ok(Arc::new(visible))
+    }
+
+    /// `pg_proc`'s functions by name: the lowest oid of the name, and how many share it.
+    async fn procedures(&self, state: &dyn Session) -> Result<&HashMap<String, (i32, usize)>> {
+        if let Some(procedures) = self.procedures.get() {
+            return Ok(procedures);
+        }
+        let mut procedures: HashMap<String, (i32, usize)> = HashMap::new();
+        for b in self.rows("pg_proc", state).await? {
+            let (oid, name) = (int32(&b, "oid")?, text(&b, "proname")?);
+            for i in 0..b.num_rows() {
+                let (lowest, n) = procedures
+                    .entry(name.value(i).to_string())
+                    .or_insert((oid.value(i), 0));
+                *lowest = (*lowest).min(oid.value(i));
+                *n += 1;
+            }
+        }
+        Ok(self.procedures.get_or_init(|| procedures))
+    }
+
+    /// The oid of each function `names` names (`array_in`, `pg_catalog.array_in`), as a cast
+    /// to `regproc` resolves it: one function of the name, or an error. An oid stays itself.
+    fn regproc(&self, names: &ArrayRef) -> Result<ArrayRef> {
+        if names.data_type().is_integer() {
+            return Ok(cast(names, &DataType::Int32)?);
+        }
+        let names = cast(names, &DataType::Utf8)?;
+        let state = SessionContext::new().state();
+        // pg_proc is made in memory: nothing to wait for.
+        let procedures = futures::executor::block_on(self.procedures(&state))?;
+        names
+            .as_string::<i32>()
+            .iter()
+            .map(|name| {
+                let Some(name) = name else { return Ok(None) };
+                let parts = relation_name(name).unwrap_or_default();
+                let function = match parts.as_slice() {
+                    [schema, f] if schema == "pg_catalog" => f.as_str(),
+                    [f] => f.as_str(),
+                    _ => "",
+                };
+                match procedures.get(function) {
+                    Some((oid, 1)) => Ok(Some(*oid)),
+                    Some(_) => exec_err!("more than one function named \"{name}\""),
+                    None => exec_err!("function \"{name}\" does not exist"),
+                }
+            })
+            .collect::<Result<Int32Array>>()
+            .map(|oids| Arc::new(oids) as ArrayRef)
     }
 
     /// The oid of each relation `names` names (`customer_totals`, `public.customer_totals`,
@@ -574,6 +631,104 @@ fn row_batch(schema: &SchemaRef, rows: &[Vec<(&str, ScalarValue)>]) -> Result<Re
 /// The function a cast to `regclass` of a computed name becomes ([`Keys::regclass`]).
 pub const REGCLASS: &str = "regclass";
 
+/// The function a cast to `regproc` becomes ([`Keys::regproc`]).
+pub const REGPROC: &str = "regproc";
+
+/// `pg_type`'s columns of functions (`regproc` in PostgreSQL: an oid, which clients compare
+/// with a cast to `regproc` or join to `pg_proc.oid`), which datafusion-pg-catalog holds as
+/// the functions' names.
+const TYPE_FUNCTIONS: [&str; 8] = [
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+];
+
+/// datafusion-pg-catalog's `pg_type` with [`TYPE_FUNCTIONS`] as `regproc` oids (0 for none,
+/// `-` in its rows, as PostgreSQL has it).
+#[derive(Debug)]
+pub struct TypeFunctions {
+    inner: Arc<dyn TableProvider>,
+    keys: Arc<Keys>,
+    schema: SchemaRef,
+}
+
+impl TypeFunctions {
+    pub fn new(inner: Arc<dyn TableProvider>, keys: Arc<Keys>) -> TypeFunctions {
+        let theirs = inner.schema();
+        let fields: Vec<Field> = theirs
+            .fields()
+            .iter()
+            .map(|f| match TYPE_FUNCTIONS.contains(&f.name().as_str()) {
+                true => oid_field(f.name(), kind::REGPROC, f.is_nullable()),
+                false => f.as_ref().clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone()));
+        TypeFunctions {
+            inner,
+            keys,
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for TypeFunctions {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let procedures = self.keys.procedures(state).await?;
+        let batches = every_row(self.inner.as_ref(), state)
+            .await?
+            .into_iter()
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(c, f)| {
+                        if !TYPE_FUNCTIONS.contains(&f.name().as_str())
+                            || c.data_type() == f.data_type()
+                        {
+                            return Ok(Arc::clone(c));
+                        }
+                        let names = cast(c, &DataType::Utf8)?;
+                        let oids: Int32Array = names
+                            .as_string::<i32>()
+                            .iter()
+                            .map(|n| n.map(|n| procedures.get(n).map_or(0, |(oid, _)| *oid)))
+                            .collect();
+                        Ok(Arc::new(oids) as ArrayRef)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
 /// The function that expands an array into rows `(x, n)`, as `information_schema`'s does.
 pub const EXPAND_ARRAY: &str = "_pg_expandarray";
 
@@ -620,8 +775,17 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
         )
     };
     let expanded = DataType::new_list(DataType::Struct(expanded_fields()), true);
-    let (relations, visibility) = (Arc::clone(keys), Arc::clone(keys));
-    let functions: [Function; 5] = [
+    let (relations, visibility, procedures) =
+        (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
+    let functions: [Function; 6] = [
+        // A cast to regproc (the JDBC driver's `typinput = 'pg_catalog.array_in'::regproc`,
+        // DBeaver's on connecting): `syntax::planned` calls this.
+        (
+            REGPROC,
+            signature(&[1]),
+            DataType::Int32,
+            catalog::over_columns(move |args: &[ArrayRef]| procedures.regproc(&args[0])),
+        ),
         (
             "pg_table_is_visible",
             signature(&[1]),

@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::catalog::{self, Function};
-use super::keys::{EXPAND_ARRAY, REGCLASS};
+use super::keys::{EXPAND_ARRAY, REGCLASS, REGPROC};
 use super::subquery::call;
 use ast::Expr;
 
@@ -28,10 +28,11 @@ use ast::Expr;
 const VECTORS: [&str; 4] = ["indkey", "indoption", "indclass", "indcollation"];
 
 /// The words whose presence has [`planned`] parse a query.
-const REWRITTEN: [&str; 8] = [
+const REWRITTEN: [&str; 9] = [
     EXPAND_ARRAY,
     "generate_subscripts",
     REGCLASS,
+    REGPROC,
     "escape",
     VECTORS[0],
     VECTORS[1],
@@ -74,7 +75,8 @@ fn vector_subscript<'e>(
 ///   becomes `unnest(_pg_expandarray(a))` (two of them in one SELECT list run side by side, as
 ///   in PostgreSQL); a field of a record, `(e).f`, becomes `e['f']`;
 /// - a cast to `regclass` of a computed name, `CAST(format('%I.%I', s, t) AS regclass)`,
-///   becomes `regclass(…)`, which resolves it when it runs ([`super::keys::Keys::regclass`]);
+///   becomes `regclass(…)`, which resolves it when it runs ([`super::keys::Keys::regclass`]),
+///   and a cast to `regproc` of a name `regproc(…)` ([`super::keys::Keys::regproc`]);
 /// - `x LIKE p ESCAPE 'c'` with an escape other than `\`, which DataFusion refuses (SQLAlchemy's
 ///   reflection of schemas writes `ESCAPE '/'`), becomes `x LIKE like_escaped(p, 'c')`, the
 ///   pattern written with `\` ([`like_escaped`]);
@@ -177,6 +179,19 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
                     ) =>
                 {
                     *e = call(REGCLASS, expr.as_ref().clone());
+                    n += 1;
+                }
+                // A cast to regproc but of a column (an oid): datafusion-pg-catalog's finds no
+                // function of a qualified name (`'pg_catalog.array_in'::regproc`).
+                ast::Expr::Cast {
+                    expr, data_type, ..
+                } if data_type.to_string().to_lowercase().ends_with("regproc")
+                    && !matches!(
+                        expr.as_ref(),
+                        ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
+                    ) =>
+                {
+                    *e = call(REGPROC, expr.as_ref().clone());
                     n += 1;
                 }
                 ast::Expr::CompoundFieldAccess { root, access_chain }
@@ -329,6 +344,15 @@ mod tests {
             planned(sql),
             "SELECT unnest(i.indkey), unnest(range(0, array_length(i.indkey, $1::INTEGER))), \
              unnest(range(1, array_length(i.conkey, 1) + 1)), i.indkey[(0) + 1] FROM pg_index i"
+        );
+        // Casts to regclass of a computed name and to regproc, resolved when the query runs;
+        // a column's (an oid) and a literal regclass stay datafusion-pg-catalog's.
+        let sql = "SELECT CAST(format('%I.%I', s, t) AS regclass), 'pg_catalog.array_in'::regproc, \
+                   c.oid::regclass, 'customer_totals'::regclass FROM c";
+        assert_eq!(
+            planned(sql),
+            "SELECT regclass(format('%I.%I', s, t)), regproc('pg_catalog.array_in'), \
+             c.oid::REGCLASS, 'customer_totals'::REGCLASS FROM c"
         );
         // Not parsed, or nothing to do: the text as it is.
         for sql in [

@@ -38,7 +38,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::{
 };
 use datafusion_postgres::pgwire::api::Type;
 
-use super::keys::{Keys, Table, TypeFunctions, WithKeys};
+use super::keys::{Keys, Table, WithKeys, type_functions};
 use super::server;
 
 /// `pg_catalog` as datafusion-pg-catalog serves it, but for `pg_settings`: the parameters
@@ -101,8 +101,7 @@ impl SchemaProvider for PgCatalog {
         match name {
             "pg_settings" => Ok(Some(Arc::clone(&self.settings))),
             "pg_type" => Ok(self.inner.table(name).await?.map(|inner| {
-                Arc::new(TypeFunctions::new(inner, Arc::clone(&self.keys)))
-                    as Arc<dyn TableProvider>
+                Arc::new(type_functions(inner, Arc::clone(&self.keys))) as Arc<dyn TableProvider>
             })),
             "pg_class" | "pg_index" | "pg_constraint" => {
                 let Some(inner) = self.inner.table(name).await? else {
@@ -488,11 +487,21 @@ fn sql_name(t: &Type) -> &str {
 /// and `pg_index` with [`NUMBER_ARRAYS`] as arrays, DataFusion's `information_schema.columns`
 /// as PostgreSQL's ([`super::information_schema`]). Catalog tables hold a few hundred rows: a
 /// scan reads the whole table.
-#[derive(Debug)]
 pub struct Mapped {
     pub inner: Arc<dyn TableProvider>,
     pub schema: SchemaRef,
-    pub map: fn(RecordBatch, &SchemaRef) -> Result<RecordBatch>,
+    pub map: RowMap,
+}
+
+/// How [`Mapped`] changes a batch of rows into its schema.
+pub type RowMap = Arc<dyn Fn(RecordBatch, &SchemaRef) -> Result<RecordBatch> + Send + Sync>;
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapped")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
@@ -555,7 +564,7 @@ fn with_class_columns(inner: Arc<dyn TableProvider>) -> Mapped {
     Mapped {
         inner,
         schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
-        map: |b, schema| {
+        map: Arc::new(|b, schema| {
             let mut columns = b.columns().to_vec();
             for f in &schema.fields()[columns.len()..] {
                 columns.push(match f.name().as_str() {
@@ -570,7 +579,7 @@ fn with_class_columns(inner: Arc<dyn TableProvider>) -> Mapped {
                 });
             }
             Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-        },
+        }),
     }
 }
 
@@ -610,7 +619,7 @@ fn with_number_arrays(inner: Arc<dyn TableProvider>) -> Mapped {
     Mapped {
         inner,
         schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
-        map: number_arrays,
+        map: Arc::new(number_arrays),
     }
 }
 

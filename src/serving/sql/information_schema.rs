@@ -79,7 +79,7 @@ impl SchemaProvider for InformationSchema {
                 Arc::new(Mapped {
                     inner,
                     schema: Arc::new(Schema::new(fields)),
-                    map: pg_columns,
+                    map: Arc::new(pg_columns),
                 }) as Arc<dyn TableProvider>
             })),
             "table_constraints" => Ok(Some(table_constraints(&(self.keys)())?)),

@@ -37,7 +37,7 @@ use datafusion::logical_expr::{Expr, Signature, TypeSignature, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
-use super::catalog::{self, Function, every_row};
+use super::catalog::{self, Function, Mapped, every_row};
 use super::server;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
 
@@ -350,6 +350,16 @@ impl Keys {
         Ok(self.procedures.get_or_init(|| procedures))
     }
 
+    /// [`Keys::procedures`] where no query's session is at hand (read once, then kept).
+    fn procedures_now(&self) -> Result<&HashMap<String, (i32, usize)>> {
+        if let Some(procedures) = self.procedures.get() {
+            return Ok(procedures);
+        }
+        let state = SessionContext::new().state();
+        // pg_proc is made in memory: nothing to wait for.
+        futures::executor::block_on(self.procedures(&state))
+    }
+
     /// The oid of each function `names` names (`array_in`, `pg_catalog.array_in`), as a cast
     /// to `regproc` resolves it: one function of the name, or an error. An oid stays itself.
     fn regproc(&self, names: &ArrayRef) -> Result<ArrayRef> {
@@ -357,9 +367,7 @@ impl Keys {
             return Ok(cast(names, &DataType::Int32)?);
         }
         let names = cast(names, &DataType::Utf8)?;
-        let state = SessionContext::new().state();
-        // pg_proc is made in memory: nothing to wait for.
-        let procedures = futures::executor::block_on(self.procedures(&state))?;
+        let procedures = self.procedures_now()?;
         names
             .as_string::<i32>()
             .iter()
@@ -650,82 +658,42 @@ const TYPE_FUNCTIONS: [&str; 8] = [
 
 /// datafusion-pg-catalog's `pg_type` with [`TYPE_FUNCTIONS`] as `regproc` oids (0 for none,
 /// `-` in its rows, as PostgreSQL has it).
-#[derive(Debug)]
-pub struct TypeFunctions {
-    inner: Arc<dyn TableProvider>,
-    keys: Arc<Keys>,
-    schema: SchemaRef,
-}
-
-impl TypeFunctions {
-    pub fn new(inner: Arc<dyn TableProvider>, keys: Arc<Keys>) -> TypeFunctions {
-        let theirs = inner.schema();
-        let fields: Vec<Field> = theirs
-            .fields()
-            .iter()
-            .map(|f| match TYPE_FUNCTIONS.contains(&f.name().as_str()) {
-                true => oid_field(f.name(), kind::REGPROC, f.is_nullable()),
-                false => f.as_ref().clone(),
-            })
-            .collect();
-        let schema = Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone()));
-        TypeFunctions {
-            inner,
-            keys,
-            schema,
-        }
-    }
-}
-
-#[async_trait]
-impl TableProvider for TypeFunctions {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        self.inner.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let procedures = self.keys.procedures(state).await?;
-        let batches = every_row(self.inner.as_ref(), state)
-            .await?
-            .into_iter()
-            .map(|b| {
-                let columns = b
-                    .columns()
-                    .iter()
-                    .zip(self.schema.fields())
-                    .map(|(c, f)| {
-                        if !TYPE_FUNCTIONS.contains(&f.name().as_str())
-                            || c.data_type() == f.data_type()
-                        {
-                            return Ok(Arc::clone(c));
-                        }
-                        let names = cast(c, &DataType::Utf8)?;
-                        let oids: Int32Array = names
-                            .as_string::<i32>()
-                            .iter()
-                            .map(|n| n.map(|n| procedures.get(n).map_or(0, |(oid, _)| *oid)))
-                            .collect();
-                        Ok(Arc::new(oids) as ArrayRef)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            self.schema(),
-            projection.cloned(),
-        )?)
+pub fn type_functions(inner: Arc<dyn TableProvider>, keys: Arc<Keys>) -> Mapped {
+    let theirs = inner.schema();
+    let fields: Vec<Field> = theirs
+        .fields()
+        .iter()
+        .map(|f| match TYPE_FUNCTIONS.contains(&f.name().as_str()) {
+            true => oid_field(f.name(), kind::REGPROC, f.is_nullable()),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    Mapped {
+        inner,
+        schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
+        map: Arc::new(move |b, schema| {
+            let procedures = keys.procedures_now()?;
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    if !TYPE_FUNCTIONS.contains(&f.name().as_str())
+                        || c.data_type() == f.data_type()
+                    {
+                        return Ok(Arc::clone(c));
+                    }
+                    let names = cast(c, &DataType::Utf8)?;
+                    let oids: Int32Array = names
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|n| n.map(|n| procedures.get(n).map_or(0, |(oid, _)| *oid)))
+                        .collect();
+                    Ok(Arc::new(oids) as ArrayRef)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+        }),
     }
 }
 

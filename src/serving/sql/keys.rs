@@ -30,7 +30,7 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Fields, Int16Type, Int32Type, Schema, SchemaRef,
 };
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, Signature, TypeSignature, Volatility};
@@ -242,7 +242,13 @@ impl Keys {
         if keys.is_empty() {
             return Ok(vec![]);
         }
-        let (namespaces, tables) = self.relations(state).await?;
+        Ok(self.shown_in(keys, &self.relations(state).await?))
+    }
+
+    /// `keys` as `relations` (of `pg_class` now) show them, kept for the functions that read
+    /// them by oid.
+    fn shown_in(&self, keys: Vec<PrimaryKey>, relations: &Relations) -> Vec<Arc<Shown>> {
+        let (namespaces, tables) = relations;
         let found: Vec<Arc<Shown>> = keys
             .into_iter()
             .filter_map(|key| {
@@ -260,7 +266,7 @@ impl Keys {
             shown.insert(s.index(), Arc::clone(s));
             shown.insert(s.constraint(), Arc::clone(s));
         }
-        Ok(found)
+        found
     }
 
     /// The oids of the schemas by name, and of the relations `pg_class` lists now by schema
@@ -298,9 +304,9 @@ impl Keys {
         let oids = cast(oids, &DataType::Int32)?;
         let state = SessionContext::new().state();
         // The catalog's tables are made in memory: nothing to wait for.
-        let ((namespaces, mut tables), shown) = futures::executor::block_on(async {
-            Ok::<_, DataFusionError>((self.relations(&state).await?, self.find(&state).await?))
-        })?;
+        let relations = futures::executor::block_on(self.relations(&state))?;
+        let shown = self.shown_in((self.of)(), &relations);
+        let (namespaces, mut tables) = relations;
         for s in shown {
             tables.insert((s.namespace, s.name()), s.index());
         }

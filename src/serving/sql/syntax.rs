@@ -166,32 +166,10 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
                     **pattern = ast::Expr::Function(f);
                     n += 1;
                 }
-                // A cast to regclass of a computed name; datafusion-pg-catalog resolves a
-                // literal's, and reads a column's as the oid it holds.
                 ast::Expr::Cast {
                     expr, data_type, ..
-                } if data_type.to_string().to_lowercase().ends_with("regclass")
-                    && !matches!(
-                        expr.as_ref(),
-                        ast::Expr::Value(_)
-                            | ast::Expr::Identifier(_)
-                            | ast::Expr::CompoundIdentifier(_)
-                    ) =>
-                {
-                    *e = call(REGCLASS, expr.as_ref().clone());
-                    n += 1;
-                }
-                // A cast to regproc but of a column (an oid): datafusion-pg-catalog's finds no
-                // function of a qualified name (`'pg_catalog.array_in'::regproc`).
-                ast::Expr::Cast {
-                    expr, data_type, ..
-                } if data_type.to_string().to_lowercase().ends_with("regproc")
-                    && !matches!(
-                        expr.as_ref(),
-                        ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
-                    ) =>
-                {
-                    *e = call(REGPROC, expr.as_ref().clone());
+                } if let Some(resolve) = resolved_cast(data_type, expr) => {
+                    *e = call(resolve, expr.as_ref().clone());
                     n += 1;
                 }
                 ast::Expr::CompoundFieldAccess { root, access_chain }
@@ -238,6 +216,24 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
 pub(super) fn text_of(statements: &[ast::Statement]) -> String {
     let texts: Vec<String> = statements.iter().map(ToString::to_string).collect();
     texts.join(";\n")
+}
+
+/// The function a cast of `expr` to `data_type` becomes, resolving a name when the query
+/// runs: to `regclass` of a computed name (datafusion-pg-catalog resolves a literal's), to
+/// `regproc` of a name, literal or not (datafusion-pg-catalog's finds no function of a
+/// qualified name, `'pg_catalog.array_in'::regproc`). A column's cast stays theirs: it holds
+/// an oid already.
+fn resolved_cast(data_type: &ast::DataType, expr: &Expr) -> Option<&'static str> {
+    if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+        return None;
+    }
+    let name = data_type.to_string().to_lowercase();
+    match (name.ends_with("regclass"), name.ends_with("regproc"), expr) {
+        (true, _, Expr::Value(_)) => None,
+        (true, _, _) => Some(REGCLASS),
+        (_, true, _) => Some(REGPROC),
+        _ => None,
+    }
 }
 
 /// Whether `f` is the function `name` (in any schema).

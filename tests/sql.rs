@@ -391,6 +391,17 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         serde_json::json!(["postgres:SELECT"]),
         "{java}"
     );
+    // A set-returning function: its argument (IN, 1) and its result's columns (3).
+    assert_eq!(
+        java["functions"],
+        serde_json::json!([
+            "json_each:2",
+            "from_json:1:json",
+            "key:3:text",
+            "value:3:json"
+        ]),
+        "{java}"
+    );
     assert_eq!(rows_map(&java["rows"]), truth, "{java}");
 
     // A scalar subquery over a view, correlated or not, as PostgreSQL answers it: over the
@@ -418,7 +429,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     let (_, out, err) = psql(
         pg,
         None,
-        "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n",
+        "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
+         \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
@@ -445,6 +457,19 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     assert!(out.contains("\nlambdaflow|postgres|UTF-8|"), "{out}{err}");
     assert!(out.contains("|0 bytes|pg_default|"), "{out}{err}");
     assert!(out.contains("\npg_default|postgres|\n"), "{out}{err}");
+    // \d+: each column's storage (its options are an array of the class's); \dn+: the
+    // schemas' privileges; \dfS: a function's signature as PostgreSQL writes it.
+    assert!(
+        out.contains("\ncustomer|text||not null||extended|||\ntotal_amount|bigint||||plain|||\n"),
+        "{out}{err}"
+    );
+    assert!(out.contains("\npublic|postgres||\n"), "{out}{err}");
+    assert!(
+        out.contains(
+            "\npg_catalog|json_each|SETOF record|from_json json, OUT key text, OUT value json|func\n"
+        ),
+        "{out}{err}"
+    );
     // ARRAY(SELECT …), an array of a subquery's rows (psql's \du reads roles so).
     let (_, out, err) = psql(
         pg,

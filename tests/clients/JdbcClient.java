@@ -155,6 +155,15 @@ public class JdbcClient {
                 while (rs.next()) privileges.add(q(rs.getString("GRANTEE") + ":" + rs.getString("PRIVILEGE")));
             }
             out.append("\"privileges\":[").append(String.join(",", privileges)).append("],");
+            // A function and its columns (pg_get_function_result, proallargtypes as Long[]).
+            List<String> functions = new ArrayList<>();
+            try (ResultSet rs = md.getFunctions(null, "pg_catalog", "json_each")) {
+                while (rs.next()) functions.add(q(rs.getString("FUNCTION_NAME") + ":" + rs.getInt("FUNCTION_TYPE")));
+            }
+            try (ResultSet rs = md.getFunctionColumns(null, "pg_catalog", "json_each", "%")) {
+                while (rs.next()) functions.add(q(rs.getString("COLUMN_NAME") + ":" + rs.getInt("COLUMN_TYPE") + ":" + rs.getString("TYPE_NAME")));
+            }
+            out.append("\"functions\":[").append(String.join(",", functions)).append("],");
             // Metabase's sync, as its PostgreSQL driver sends it through this driver: the
             // tables, their fields (type, position, primary key, required), foreign keys and
             // first columns of indexes, with the schema and table as parameters.

@@ -14,9 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, ListBuilder, RecordBatch, StringArray, StringBuilder, new_null_array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{MemTable, SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -45,7 +45,7 @@ use super::server;
 /// every connection shares, as `SHOW` and `current_setting` answer them (datafusion-pg-catalog's
 /// holds `standard_conforming_strings` alone; the JDBC driver's getImportedKeys reads
 /// `max_index_keys` there); the served tables' primary keys in `pg_class`, `pg_index` and
-/// `pg_constraint` ([`WithKeys`]); and [`NUMBER_ARRAYS`] as arrays.
+/// `pg_constraint` ([`WithKeys`]); and [`ARRAYS`] as arrays.
 #[derive(Debug)]
 pub struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
@@ -101,7 +101,8 @@ impl SchemaProvider for PgCatalog {
         match name {
             "pg_settings" => Ok(Some(Arc::clone(&self.settings))),
             "pg_type" => Ok(self.inner.table(name).await?.map(|inner| {
-                Arc::new(type_functions(inner, Arc::clone(&self.keys))) as Arc<dyn TableProvider>
+                Arc::new(type_functions(with_arrays(inner), Arc::clone(&self.keys)))
+                    as Arc<dyn TableProvider>
             })),
             "pg_class" | "pg_index" | "pg_constraint" => {
                 let Some(inner) = self.inner.table(name).await? else {
@@ -109,8 +110,8 @@ impl SchemaProvider for PgCatalog {
                 };
                 let (inner, table) = match name {
                     "pg_class" => (Arc::new(with_class_columns(inner)) as _, Table::Class),
-                    "pg_index" => (Arc::new(with_number_arrays(inner)) as _, Table::Index),
-                    _ => (Arc::new(with_number_arrays(inner)) as _, Table::Constraint),
+                    "pg_index" => (with_arrays(inner), Table::Index),
+                    _ => (with_arrays(inner), Table::Constraint),
                 };
                 Ok(Some(Arc::new(WithKeys {
                     inner,
@@ -118,7 +119,7 @@ impl SchemaProvider for PgCatalog {
                     keys: Arc::clone(&self.keys),
                 })))
             }
-            _ => self.inner.table(name).await,
+            _ => Ok(self.inner.table(name).await?.map(with_arrays)),
         }
     }
 
@@ -170,7 +171,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 8] = [
+    let functions: [Function; 9] = [
         (
             "obj_description",
             any(&[1, 2]),
@@ -201,6 +202,14 @@ pub fn register(ctx: &SessionContext) {
         (
             "pg_get_serial_sequence",
             any(&[2]),
+            DataType::Utf8,
+            constant(ScalarValue::Utf8(None)),
+        ),
+        // No function has a body in SQL (pg_proc's rows are PostgreSQL's built-in functions,
+        // in C or internal: their `prosqlbody` is NULL); psql's `\\df+` reads it.
+        (
+            "pg_get_function_sqlbody",
+            any(&[1]),
             DataType::Utf8,
             constant(ScalarValue::Utf8(None)),
         ),
@@ -483,8 +492,8 @@ fn sql_name(t: &Type) -> &str {
         .map_or(t.name(), |(_, sql)| sql)
 }
 
-/// A catalog table read through a change of its rows: datafusion-pg-catalog's `pg_constraint`
-/// and `pg_index` with [`NUMBER_ARRAYS`] as arrays, DataFusion's `information_schema.columns`
+/// A catalog table read through a change of its rows: datafusion-pg-catalog's tables with
+/// [`ARRAYS`] as arrays, DataFusion's `information_schema.columns`
 /// as PostgreSQL's ([`super::information_schema`]). Catalog tables hold a few hundred rows: a
 /// scan reads the whole table.
 pub struct Mapped {
@@ -583,15 +592,21 @@ fn with_class_columns(inner: Arc<dyn TableProvider>) -> Mapped {
     }
 }
 
-/// Columns of numbers that datafusion-pg-catalog holds as text (`[1,2]`, `1 2`) and clients
-/// index or unnest, with their elements' type: `pg_constraint`'s column numbers (`int2[]` in
-/// PostgreSQL; the JDBC driver's getImportedKeys reads `con.conkey[pos.n]`), and `pg_index`'s
-/// `int2vector`s and `oidvector`s (SQLAlchemy's reflection of keys and indexes reads
-/// `unnest(indkey)`, `unnest(indclass)`), whose subscripts count from 0 as in PostgreSQL
-/// ([`super::syntax::planned`]). The JDBC driver's getIndexInfo reads `indoption` under another
-/// name, counted from 1 here: the element before, or NULL, where every index here has `0`
-/// (ascending) for every column, and NULL reads as ascending too.
-const NUMBER_ARRAYS: [(&str, DataType); 7] = [
+/// PostgreSQL's array columns that datafusion-pg-catalog holds as text (`[1,2]`, `1 2`,
+/// `{a,b}`, `['a', 'b']`), with their elements' type: clients index, unnest or join them.
+/// - Numbers: `pg_constraint`'s column numbers (`int2[]`; the JDBC driver's getImportedKeys
+///   reads `con.conkey[pos.n]`); `pg_index`'s `int2vector`s and `oidvector`s (SQLAlchemy's
+///   reflection of keys and indexes reads `unnest(indkey)`, `unnest(indclass)`), whose
+///   subscripts count from 0 as in PostgreSQL ([`super::syntax::planned`]; the JDBC driver's
+///   getIndexInfo reads `indoption` under another name, counted from 1 here: the element
+///   before, or NULL, where every index here has `0`, ascending, for every column, and NULL
+///   reads as ascending too); the `oid[]` columns (`pg_proc.proallargtypes`…) with `int8`
+///   elements, which the JDBC driver reads as it reads oids (`Long[]`, its getFunctionColumns).
+///   `pg_proc.proargtypes`, an `oidvector`, stays text as PostgreSQL writes it (`114 25`),
+///   which getFunctionColumns splits.
+/// - Text: the access privileges (`aclitem[]`: psql's `\dp`, `\dn+`, `\db+` write them with
+///   `array_to_string`), options and settings (`text[]`), `pg_proc`'s argument names and modes.
+const ARRAYS: &[(&str, DataType)] = &[
     ("conkey", DataType::Int16),
     ("confkey", DataType::Int16),
     ("confdelsetcols", DataType::Int16),
@@ -599,65 +614,147 @@ const NUMBER_ARRAYS: [(&str, DataType); 7] = [
     ("indoption", DataType::Int16),
     ("indcollation", DataType::Int32),
     ("indclass", DataType::Int32),
+    ("proallargtypes", DataType::Int64),
+    ("extconfig", DataType::Int64),
+    ("protrftypes", DataType::Int64),
+    ("polroles", DataType::Int64),
+    ("conpfeqop", DataType::Int64),
+    ("conppeqop", DataType::Int64),
+    ("conffeqop", DataType::Int64),
+    ("conexclop", DataType::Int64),
+    ("stxkeys", DataType::Int16),
+    ("tgattr", DataType::Int16),
+    ("partattrs", DataType::Int16),
+    ("partclass", DataType::Int32),
+    ("partcollation", DataType::Int32),
+    ("proargnames", DataType::Utf8),
+    ("proargmodes", DataType::Utf8),
+    ("proconfig", DataType::Utf8),
+    ("proacl", DataType::Utf8),
+    ("attacl", DataType::Utf8),
+    ("attoptions", DataType::Utf8),
+    ("attfdwoptions", DataType::Utf8),
+    ("setconfig", DataType::Utf8),
+    ("defaclacl", DataType::Utf8),
+    ("fdwacl", DataType::Utf8),
+    ("fdwoptions", DataType::Utf8),
+    ("srvacl", DataType::Utf8),
+    ("srvoptions", DataType::Utf8),
+    ("ftoptions", DataType::Utf8),
+    ("lanacl", DataType::Utf8),
+    ("lomacl", DataType::Utf8),
+    ("nspacl", DataType::Utf8),
+    ("spcacl", DataType::Utf8),
+    ("spcoptions", DataType::Utf8),
+    ("typacl", DataType::Utf8),
+    ("umoptions", DataType::Utf8),
+    ("initprivs", DataType::Utf8),
+    ("paracl", DataType::Utf8),
+    ("extcondition", DataType::Utf8),
+    ("evttags", DataType::Utf8),
+    ("stxkind", DataType::Utf8),
+    ("subpublications", DataType::Utf8),
 ];
 
-/// datafusion-pg-catalog's `pg_constraint` or `pg_index`, with [`NUMBER_ARRAYS`] as arrays.
-fn with_number_arrays(inner: Arc<dyn TableProvider>) -> Mapped {
-    let theirs = inner.schema();
-    let fields: Vec<Field> = theirs
-        .fields()
-        .iter()
-        .map(
-            |f| match NUMBER_ARRAYS.iter().find(|(name, _)| name == f.name()) {
-                Some((_, t)) => {
-                    Field::new_list(f.name(), Field::new_list_field(t.clone(), true), true)
-                }
-                None => f.as_ref().clone(),
-            },
-        )
-        .collect();
-    Mapped {
-        inner,
-        schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
-        map: Arc::new(number_arrays),
+/// The elements' type of the catalog's array column `name`: one of [`ARRAYS`] or of
+/// [`CLASS_COLUMNS`].
+pub fn array_element(name: &str) -> Option<DataType> {
+    match ARRAYS.iter().find(|(n, _)| *n == name) {
+        Some((_, t)) => Some(t.clone()),
+        None => CLASS_COLUMNS.contains(&name).then_some(DataType::Utf8),
     }
 }
 
-/// Rows with [`NUMBER_ARRAYS`] parsed from their text (`[1,2]`, PostgreSQL's `{1,2}` or
-/// `1 2`).
-fn number_arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// PostgreSQL's type of the catalog column `f` when it is one of [`ARRAYS`] held as
+/// something else.
+fn array_type(f: &Field) -> Option<DataType> {
+    let (_, element) = ARRAYS.iter().find(|(name, _)| name == f.name())?;
+    let t = DataType::new_list(element.clone(), true);
+    (f.data_type() != &t).then_some(t)
+}
+
+/// A catalog table with its [`ARRAYS`] as arrays; the table itself when it has none.
+pub fn with_arrays(inner: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    let theirs = inner.schema();
+    if !theirs.fields().iter().any(|f| array_type(f).is_some()) {
+        return inner;
+    }
+    let fields: Vec<Field> = theirs
+        .fields()
+        .iter()
+        .map(|f| match array_type(f) {
+            Some(t) => Field::new(f.name(), t, true),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Mapped {
+        inner,
+        schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
+        map: Arc::new(arrays),
+    })
+}
+
+/// Rows with [`ARRAYS`] parsed from their text ([`elements`]).
+fn arrays(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = b
         .columns()
         .iter()
         .zip(schema.fields())
         .map(|(c, f)| {
-            let listed = NUMBER_ARRAYS.iter().any(|(name, _)| name == f.name());
-            if !listed || c.data_type() == f.data_type() {
+            if c.data_type() == f.data_type() {
                 return Ok(Arc::clone(c));
             }
             let text = cast(c, &DataType::Utf8)?;
-            let mut numbers = ListBuilder::new(Int64Builder::new());
+            let mut list = ListBuilder::new(StringBuilder::new());
             for t in text.as_string::<i32>() {
                 match t {
-                    None => numbers.append_null(),
+                    None => list.append_null(),
                     Some(t) => {
-                        for n in t
-                            .trim_matches(['{', '}', '[', ']'])
-                            .split([',', ' '])
-                            .filter(|n| !n.trim().is_empty())
-                        {
-                            numbers.values().append_value(n.trim().parse().map_err(|e| {
-                                DataFusionError::Execution(format!("{}: {t}: {e}", f.name()))
-                            })?);
+                        for e in elements(t) {
+                            list.values().append_value(e);
                         }
-                        numbers.append(true);
+                        list.append(true);
                     }
                 }
             }
-            cast(&numbers.finish(), f.data_type()).map_err(Into::into)
+            let options = CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            cast_with_options(&list.finish(), f.data_type(), &options)
+                .map_err(|e| DataFusionError::Execution(format!("pg_catalog's {}: {e}", f.name())))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// The elements of an array written as text: PostgreSQL's `{a,b}` (an element in double
+/// quotes may hold a comma), a list `[1, 2]` or `['a', 'b']`, or a vector `1 2`.
+pub fn elements(t: &str) -> Vec<String> {
+    let t = t.trim();
+    let Some(inner) = t
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .or_else(|| t.strip_prefix('[').and_then(|t| t.strip_suffix(']')))
+    else {
+        return t.split_whitespace().map(str::to_string).collect();
+    };
+    let (mut out, mut e, mut quote) = (Vec::new(), String::new(), None);
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (_, '\\') => e.extend(chars.next()),
+            (Some(_), c) => e.push(c),
+            (None, '"' | '\'') => quote = Some(c),
+            (None, ',') => out.push(std::mem::take(&mut e).trim().to_string()),
+            (None, c) => e.push(c),
+        }
+    }
+    if !inner.trim().is_empty() {
+        out.push(e.trim().to_string());
+    }
+    out
 }
 
 /// Grafana's subquery of the schemas on the `search_path` (in its table and column pickers),
@@ -787,6 +884,24 @@ mod tests {
             <DataType as std::str::FromStr>::from_str(&tz.to_string()).unwrap(),
             tz
         );
+    }
+
+    #[test]
+    fn arrays_held_as_text_are_read_in_each_of_their_writings() {
+        for (text, want) in [
+            (
+                "{postgres=r/postgres,=X/postgres}",
+                vec!["postgres=r/postgres", "=X/postgres"],
+            ),
+            ("['acl', 'grantor']", vec!["acl", "grantor"]),
+            ("[1, 2]", vec!["1", "2"]),
+            ("2205 23 25", vec!["2205", "23", "25"]),
+            ("{\"a,b\",c\\\"d}", vec!["a,b", "c\"d"]),
+            ("{}", vec![]),
+            ("", vec![]),
+        ] {
+            assert_eq!(elements(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use super::catalog::{self, Function, Mapped, every_row};
+use super::procedures::Procedures;
 use super::server;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
 
@@ -214,9 +215,8 @@ pub struct Keys {
     catalog: Arc<dyn SchemaProvider>,
     of: KeysOf,
     shown: RwLock<HashMap<i32, Arc<Shown>>>,
-    /// `pg_proc`'s functions by name, with how many share it (its rows are PostgreSQL's
-    /// own, made once: read once).
-    procedures: OnceLock<HashMap<String, (i32, usize)>>,
+    /// `pg_proc`'s functions (its rows are PostgreSQL's own, made once: read once).
+    procedures: OnceLock<Procedures>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -337,27 +337,17 @@ impl Keys {
         Ok(Arc::new(visible))
     }
 
-    /// `pg_proc`'s functions by name: the lowest oid of the name, and how many share it.
-    async fn procedures(&self, state: &dyn Session) -> Result<&HashMap<String, (i32, usize)>> {
+    /// `pg_proc`'s functions.
+    async fn procedures(&self, state: &dyn Session) -> Result<&Procedures> {
         if let Some(procedures) = self.procedures.get() {
             return Ok(procedures);
         }
-        let mut procedures: HashMap<String, (i32, usize)> = HashMap::new();
-        for b in self.rows("pg_proc", state).await? {
-            let (oid, name) = (int32(&b, "oid")?, text(&b, "proname")?);
-            for i in 0..b.num_rows() {
-                let (lowest, n) = procedures
-                    .entry(name.value(i).to_string())
-                    .or_insert((oid.value(i), 0));
-                *lowest = (*lowest).min(oid.value(i));
-                *n += 1;
-            }
-        }
+        let procedures = Procedures::of(&self.rows("pg_proc", state).await?)?;
         Ok(self.procedures.get_or_init(|| procedures))
     }
 
     /// [`Keys::procedures`] where no query's session is at hand (read once, then kept).
-    fn procedures_now(&self) -> Result<&HashMap<String, (i32, usize)>> {
+    fn procedures_now(&self) -> Result<&Procedures> {
         if let Some(procedures) = self.procedures.get() {
             return Ok(procedures);
         }
@@ -385,7 +375,7 @@ impl Keys {
                     [f] => f.as_str(),
                     _ => "",
                 };
-                match procedures.get(function) {
+                match procedures.by_name.get(function) {
                     Some((oid, 1)) => Ok(Some(*oid)),
                     Some(_) => exec_err!("more than one function named \"{name}\""),
                     None => exec_err!("function \"{name}\" does not exist"),
@@ -693,7 +683,7 @@ pub fn type_functions(inner: Arc<dyn TableProvider>, keys: Arc<Keys>) -> Mapped 
                     let oids: Int32Array = names
                         .as_string::<i32>()
                         .iter()
-                        .map(|n| n.map(|n| procedures.get(n).map_or(0, |(oid, _)| *oid)))
+                        .map(|n| n.map(|n| procedures.by_name.get(n).map_or(0, |(oid, _)| *oid)))
                         .collect();
                     Ok(Arc::new(oids) as ArrayRef)
                 })
@@ -751,7 +741,8 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
     let expanded = DataType::new_list(DataType::Struct(expanded_fields()), true);
     let (relations, visibility, procedures) =
         (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
-    let functions: [Function; 6] = [
+    let (results, arguments) = (Arc::clone(keys), Arc::clone(keys));
+    let functions: [Function; 8] = [
         // A cast to regproc (the JDBC driver's `typinput = 'pg_catalog.array_in'::regproc`,
         // DBeaver's on connecting): `syntax::planned` calls this.
         (
@@ -759,6 +750,23 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
             signature(&[1]),
             DataType::Int32,
             catalog::over_columns(move |args: &[ArrayRef]| procedures.regproc(&args[0])),
+        ),
+        // psql's `\\df`, the JDBC driver's getFunctions.
+        (
+            "pg_get_function_result",
+            signature(&[1]),
+            DataType::Utf8,
+            catalog::over_columns(move |args: &[ArrayRef]| {
+                results.procedures_now()?.results(&args[0])
+            }),
+        ),
+        (
+            "pg_get_function_arguments",
+            signature(&[1]),
+            DataType::Utf8,
+            catalog::over_columns(move |args: &[ArrayRef]| {
+                arguments.procedures_now()?.arguments(&args[0])
+            }),
         ),
         (
             "pg_table_is_visible",

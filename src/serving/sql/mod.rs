@@ -16,11 +16,13 @@
 //! syntax error, the position in the query.
 
 mod catalog;
+mod elements;
 mod information_schema;
 mod keys;
 mod memory;
 mod names;
 pub mod pg;
+mod procedures;
 mod server;
 mod subquery;
 mod syntax;
@@ -280,6 +282,7 @@ fn session(
     server::register(&ctx);
     catalog::register(&ctx);
     subquery::register(&ctx);
+    elements::register(&ctx);
     syntax::register(&ctx);
     Ok(ctx)
 }

@@ -24,7 +24,8 @@
 //! ([`outer_conditions`]), and a value that reads the outer query's columns is computed
 //! outside, from the subquery's own columns carried out in a struct ([`own_columns`]) —
 //! SQLAlchemy's reflection of columns has both. `ARRAY(SELECT …)` becomes an `array_agg`
-//! subquery ([`array_of_rows`]).
+//! subquery ([`array_of_rows`]), or of an array's elements alone, a map of them
+//! ([`super::elements`]).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -294,7 +295,8 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
             if let Expr::Function(f) = e
                 && let FunctionArguments::Subquery(q) = &f.args
                 && f.name.to_string().eq_ignore_ascii_case("array")
-                && let Some(rows) = array_of_rows(q)
+                && let Some(rows) =
+                    super::elements::of_elements(q, &is_aggregate).or_else(|| array_of_rows(q))
             {
                 *e = rows;
                 n += 1;

@@ -28,8 +28,9 @@ use ast::Expr;
 const VECTORS: [&str; 4] = ["indkey", "indoption", "indclass", "indcollation"];
 
 /// The words whose presence has [`planned`] parse a query.
-const REWRITTEN: [&str; 9] = [
+const REWRITTEN: [&str; 10] = [
     EXPAND_ARRAY,
+    "'{",
     "generate_subscripts",
     REGCLASS,
     REGPROC,
@@ -166,6 +167,16 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
                     **pattern = ast::Expr::Function(f);
                     n += 1;
                 }
+                // An array column compared with an array literal: the literal as an array.
+                ast::Expr::BinaryOp { left, right, .. } => {
+                    if let Some(array) = array_literal(left, right) {
+                        **right = array;
+                        n += 1;
+                    } else if let Some(array) = array_literal(right, left) {
+                        **left = array;
+                        n += 1;
+                    }
+                }
                 ast::Expr::Cast {
                     expr, data_type, ..
                 } if let Some(resolve) = resolved_cast(data_type, expr) => {
@@ -234,6 +245,38 @@ fn resolved_cast(data_type: &ast::DataType, expr: &Expr) -> Option<&'static str>
         (_, true, _) => Some(REGPROC),
         _ => None,
     }
+}
+
+/// `literal`, PostgreSQL's text of an array (`'{0}'`), as an array of the type of the
+/// catalog's array `column` (`make_array(0)`) — psql's `\\dp` compares `polroles <> '{0}'`,
+/// where DataFusion compares no text with an array; `None` for any other pair.
+fn array_literal(column: &Expr, literal: &Expr) -> Option<Expr> {
+    let name = match column {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => parts.last()?,
+        _ => return None,
+    };
+    let element = catalog::array_element(&name.value.to_lowercase())?;
+    let Expr::Value(v) = literal else {
+        return None;
+    };
+    let Value::SingleQuotedString(text) = &v.value else {
+        return None;
+    };
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let elements: Vec<String> = catalog::elements(text)
+        .into_iter()
+        .map(|e| match element.is_numeric() {
+            true => e,
+            false => format!("'{}'", e.replace('\'', "''")),
+        })
+        .collect();
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("make_array({})", elements.join(", ")))
+        .and_then(|mut p| p.parse_expr())
+        .ok()
 }
 
 /// Whether `f` is the function `name` (in any schema).
@@ -349,6 +392,12 @@ mod tests {
             planned(sql),
             "SELECT regclass(format('%I.%I', s, t)), regproc('pg_catalog.array_in'), \
              c.oid::REGCLASS, 'customer_totals'::REGCLASS FROM c"
+        );
+        // A catalog array compared with PostgreSQL's text of an array (psql's `\\dp`).
+        assert_eq!(
+            planned("SELECT 1 FROM pg_policy WHERE polroles <> '{0}' AND '{a,\"b c\"}' = nspacl"),
+            "SELECT 1 FROM pg_policy WHERE polroles <> make_array(0) \
+             AND make_array('a', 'b c') = nspacl"
         );
         // Not parsed, or nothing to do: the text as it is.
         for sql in [

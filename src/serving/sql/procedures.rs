@@ -1,0 +1,245 @@
+//! `pg_proc`'s functions as clients read them: by name (a cast to `regproc`, `pg_type`'s
+//! `typinput`…), and their signatures as `pg_get_function_result` and
+//! `pg_get_function_arguments` write them (psql's `\df`, the JDBC driver's getFunctions).
+//! `pg_proc`'s rows are PostgreSQL's own, made once: [`Procedures`] reads them once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int32Type};
+use datafusion::common::{Result, exec_err};
+use datafusion_postgres::pgwire::api::Type;
+
+use super::catalog::{SQL_NAMES, elements};
+
+/// `pg_proc`'s functions.
+#[derive(Debug, Default)]
+pub struct Procedures {
+    /// By name: the lowest oid of the name, and how many functions share it.
+    pub by_name: HashMap<String, (i32, usize)>,
+    /// By oid: the function's signature as PostgreSQL writes it.
+    written: HashMap<i32, Written>,
+}
+
+/// A function's result and arguments as PostgreSQL writes them.
+#[derive(Debug)]
+struct Written {
+    /// `SETOF integer`, `TABLE(key text, value text)`; none for a procedure.
+    result: Option<String>,
+    /// `OUT word text, VARIADIC "any"`, without the defaults (`pg_proc` holds them as
+    /// expression trees: `DEFAULT …` is left out).
+    arguments: String,
+}
+
+impl Procedures {
+    /// The functions of `pg_proc`'s rows (datafusion-pg-catalog's: arrays as text).
+    pub fn of(rows: &[RecordBatch]) -> Result<Procedures> {
+        let mut p = Procedures::default();
+        for b in rows {
+            let oid = column(b, "oid", DataType::Int32)?;
+            let oid = oid.as_primitive::<Int32Type>();
+            let returns = column(b, "prorettype", DataType::Int32)?;
+            let returns = returns.as_primitive::<Int32Type>();
+            let text = |c: &str| column(b, c, DataType::Utf8);
+            let (name, kind, set) = (text("proname")?, text("prokind")?, text("proretset")?);
+            let (types, all_types) = (text("proargtypes")?, text("proallargtypes")?);
+            let (modes, names) = (text("proargmodes")?, text("proargnames")?);
+            let [name, kind, set, types, all_types, modes, names] =
+                [&name, &kind, &set, &types, &all_types, &modes, &names]
+                    .map(|c| c.as_string::<i32>());
+            for i in 0..b.num_rows() {
+                let (lowest, n) = p
+                    .by_name
+                    .entry(name.value(i).to_string())
+                    .or_insert((oid.value(i), 0));
+                *lowest = (*lowest).min(oid.value(i));
+                *n += 1;
+                let listed = |a: &StringArray| match a.is_null(i) {
+                    true => Vec::new(),
+                    false => elements(a.value(i)),
+                };
+                let arguments: Vec<Argument> = {
+                    let (types, modes) = match all_types.is_null(i) {
+                        true => (listed(types), Vec::new()),
+                        false => (listed(all_types), listed(modes)),
+                    };
+                    let names = listed(names);
+                    types
+                        .iter()
+                        .enumerate()
+                        .map(|(k, t)| Argument {
+                            mode: modes.get(k).map_or("i", String::as_str).to_string(),
+                            name: names.get(k).cloned().unwrap_or_default(),
+                            type_oid: t.parse().unwrap_or(0),
+                        })
+                        .collect()
+                };
+                let written = Written::of(
+                    &arguments,
+                    returns.value(i),
+                    set.value(i) == "true",
+                    kind.value(i) == "p",
+                );
+                p.written.insert(oid.value(i), written);
+            }
+        }
+        Ok(p)
+    }
+
+    /// `pg_get_function_result` of each oid of `oids`.
+    pub fn results(&self, oids: &ArrayRef) -> Result<ArrayRef> {
+        self.each(oids, |w| w.result.as_deref())
+    }
+
+    /// `pg_get_function_arguments` of each oid of `oids`.
+    pub fn arguments(&self, oids: &ArrayRef) -> Result<ArrayRef> {
+        self.each(oids, |w| Some(w.arguments.as_str()))
+    }
+
+    /// `of` each function `oids` names (NULL for an oid of no function, as in PostgreSQL).
+    fn each(&self, oids: &ArrayRef, of: impl Fn(&Written) -> Option<&str>) -> Result<ArrayRef> {
+        let oids = cast(oids, &DataType::Int32)?;
+        let written: StringArray = oids
+            .as_primitive::<Int32Type>()
+            .iter()
+            .map(|oid| self.written.get(&oid?).and_then(&of))
+            .collect();
+        Ok(Arc::new(written))
+    }
+}
+
+/// One of a function's arguments: its mode (`i`, `o`, `b`, `v`, `t`), name and type.
+struct Argument {
+    mode: String,
+    name: String,
+    type_oid: i32,
+}
+
+impl Argument {
+    /// `OUT word text`; a table's column (mode `t`) is `word text`.
+    fn written(&self) -> String {
+        let mode = match self.mode.as_str() {
+            "o" => "OUT ",
+            "b" => "INOUT ",
+            "v" => "VARIADIC ",
+            _ => "",
+        };
+        let name = match self.name.is_empty() {
+            true => String::new(),
+            false => format!("{} ", quoted(&self.name)),
+        };
+        format!("{mode}{name}{}", type_name(self.type_oid))
+    }
+}
+
+impl Written {
+    fn of(arguments: &[Argument], returns: i32, set: bool, procedure: bool) -> Written {
+        let table: Vec<String> = arguments
+            .iter()
+            .filter(|a| a.mode == "t")
+            .map(Argument::written)
+            .collect();
+        let result = match (procedure, table.is_empty(), set) {
+            (true, _, _) => None,
+            (false, false, _) => Some(format!("TABLE({})", table.join(", "))),
+            (false, true, true) => Some(format!("SETOF {}", type_name(returns))),
+            (false, true, false) => Some(type_name(returns)),
+        };
+        let arguments: Vec<String> = arguments
+            .iter()
+            .filter(|a| a.mode != "t")
+            .map(Argument::written)
+            .collect();
+        Written {
+            result,
+            arguments: arguments.join(", "),
+        }
+    }
+}
+
+/// The type of oid `oid` as PostgreSQL's `format_type` writes it: by its SQL name
+/// (`integer`, `timestamp with time zone`, `text[]`), a keyword in quotes (`"any"`,
+/// `"char"`); `???` for an oid of no type.
+pub fn type_name(oid: i32) -> String {
+    let Some(t) = u32::try_from(oid).ok().and_then(Type::from_oid) else {
+        return "???".to_string();
+    };
+    let name = |n: &str| match n {
+        "any" | "char" => format!("\"{n}\""),
+        _ => SQL_NAMES
+            .iter()
+            .find(|(internal, _)| *internal == n)
+            .map_or(n, |(_, sql)| sql)
+            .to_string(),
+    };
+    // A built-in array type is named after its element, with `_` before it (`_int4`).
+    match t.name().strip_prefix('_') {
+        Some(element) => format!("{}[]", name(element)),
+        None => name(t.name()),
+    }
+}
+
+/// An identifier as PostgreSQL writes it: in double quotes unless lower case letters, digits
+/// and `_` alone.
+fn quoted(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    match plain {
+        true => name.to_string(),
+        false => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
+/// Column `name` of `b` as `t`.
+fn column(b: &RecordBatch, name: &str, t: DataType) -> Result<ArrayRef> {
+    match b.column_by_name(name) {
+        Some(c) => Ok(cast(c, &t)?),
+        None => exec_err!("pg_catalog.pg_proc: no column {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_written_as_postgresql_writes_them() {
+        let arg = |mode: &str, name: &str, type_oid| Argument {
+            mode: mode.into(),
+            name: name.into(),
+            type_oid,
+        };
+        // pg_get_keywords(OUT word text, OUT catcode "char", …) RETURNS SETOF record
+        let w = Written::of(
+            &[arg("o", "word", 25), arg("o", "catcode", 18)],
+            2249,
+            true,
+            false,
+        );
+        assert_eq!(w.result.as_deref(), Some("SETOF record"));
+        assert_eq!(w.arguments, "OUT word text, OUT catcode \"char\"");
+        // A table function, a variadic, a procedure.
+        let w = Written::of(
+            &[arg("i", "", 1007), arg("t", "Key", 1184)],
+            2249,
+            true,
+            false,
+        );
+        assert_eq!(
+            w.result.as_deref(),
+            Some("TABLE(\"Key\" timestamp with time zone)")
+        );
+        assert_eq!(w.arguments, "integer[]");
+        let w = Written::of(&[arg("v", "", 2276)], 23, false, false);
+        assert_eq!(
+            (w.result.as_deref(), w.arguments.as_str()),
+            (Some("integer"), "VARIADIC \"any\"")
+        );
+        assert_eq!(Written::of(&[], 2278, false, true).result, None);
+        assert_eq!(type_name(1), "???");
+    }
+}

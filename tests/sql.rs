@@ -260,6 +260,33 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     let api = sql_rows(&addr, query.trim_end_matches(";\n"));
     assert_eq!(rows_of(&api, "customer", "total_amount"), truth);
     assert_eq!(api["columns"][1]["name"], "total_amount");
+    // Columns are named as PostgreSQL names them, unless two would share a name (a JSON row
+    // holds one of each): those keep DataFusion's.
+    let named = sql_rows(
+        &addr,
+        "SELECT count(*), sum(total_amount), count(customer), 1 + 1 FROM customer_totals",
+    );
+    let names: Vec<&str> = named["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "count(*)",
+            "sum",
+            "count(customer_totals.customer)",
+            "?column?"
+        ],
+        "{named}"
+    );
+    assert_eq!(
+        named["rows"][0]["sum"],
+        truth.values().sum::<i64>(),
+        "{named}"
+    );
     // A query that is a key lookup and more stays exact: two values for the key match no
     // row, the same value twice is that key's row, a further condition still filters.
     let (first, last) = (truth.keys().next().unwrap(), truth.keys().last().unwrap());

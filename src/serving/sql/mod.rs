@@ -310,6 +310,38 @@ pub struct Answer {
     pub schema: datafusion::arrow::datatypes::SchemaRef,
 }
 
+impl Answer {
+    /// The answer of `statement` with its columns named as `POST /api/sql` names them
+    /// ([`names::json_names`]).
+    fn named(self, statement: &Statement) -> Result<Answer, DataFusionError> {
+        let theirs: Vec<String> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let names = names::json_names(statement, theirs.clone());
+        if names == theirs {
+            return Ok(self);
+        }
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+            self.schema
+                .fields()
+                .iter()
+                .zip(names)
+                .map(|(f, name)| f.as_ref().clone().with_name(name))
+                .collect::<Vec<_>>(),
+            self.schema.metadata().clone(),
+        ));
+        let batches = self
+            .batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+            .collect::<Result<_, _>>()?;
+        Ok(Answer { batches, schema })
+    }
+}
+
 impl SqlEngine {
     /// The engine over what `served` serves.
     pub fn new(p: &Pipeline, served: watch::Receiver<Arc<ServingState>>) -> crate::Result<Self> {
@@ -410,6 +442,9 @@ impl SqlEngine {
                 )
             })?
             .map_err(|e| SqlError::from_datafusion(&e).locate(sql))?;
+        let answer = answer
+            .named(&statements[0])
+            .map_err(|e| SqlError::from_datafusion(&e))?;
         let rows: usize = answer.batches.iter().map(RecordBatch::num_rows).sum();
         if rows > HTTP_MAX_ROWS {
             return Err(SqlError::new(

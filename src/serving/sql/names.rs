@@ -96,6 +96,38 @@ pub fn pg_names(statement: &Statement, fields: Vec<FieldInfo>) -> Vec<FieldInfo>
         .collect()
 }
 
+/// The names of an answer's columns as `POST /api/sql` writes them, one key per column of a
+/// JSON row: PostgreSQL's ([`pg_names`]) where no two columns would share one, DataFusion's
+/// (unique) for those that would (`SELECT count(*), count(customer)`).
+pub fn json_names(statement: &Statement, datafusions: Vec<String>) -> Vec<String> {
+    let Statement::Query(q) = statement else {
+        return datafusions;
+    };
+    let pg: Vec<String> = query_names(q, datafusions.len())
+        .into_iter()
+        .zip(&datafusions)
+        .map(|(pg, df)| pg.unwrap_or_else(|| df.clone()))
+        .collect();
+    let shared = |name: &String| pg.iter().filter(|n| *n == name).count() > 1;
+    let names: Vec<String> = pg
+        .iter()
+        .zip(&datafusions)
+        .map(|(pg, df)| match shared(pg) {
+            true => df.clone(),
+            false => pg.clone(),
+        })
+        .collect();
+    // A PostgreSQL name that is another column's DataFusion name: DataFusion's, all of them.
+    let unique = names
+        .iter()
+        .enumerate()
+        .all(|(i, n)| !names[..i].contains(n));
+    match unique {
+        true => names,
+        false => datafusions,
+    }
+}
+
 /// Whether DataFusion's name could differ from PostgreSQL's: only an expression's name has
 /// more than an identifier's characters (a column of a table is named alike in both).
 pub fn may_differ(name: &str) -> bool {

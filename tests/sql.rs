@@ -386,11 +386,27 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     assert_eq!(java["best_row"], serde_json::json!(["customer"]), "{java}");
     // Metabase's sync: tables, fields (type, position, primary key, required), foreign keys
     // (none), the first column of each index.
+    // DBeaver's navigator: the schema's tables (`oid` first, as DBeaver reads it), the view's
+    // columns, its primary key and the key's index.
+    assert_eq!(
+        java["dbeaver"],
+        serde_json::json!([
+            "first column oid",
+            "table customer_totals:r",
+            "table lambdaflow_freshness:r",
+            "column customer|25|t",
+            "column total_amount|20|f",
+            "constraint customer_totals_pkey|p|customer_totals",
+            "index customer_totals_pkey|t|customer_totals"
+        ]),
+        "{java}"
+    );
     assert_eq!(
         java["metabase_tables"],
+        // The estimated row count is pg_stat_user_tables' n_live_tup: the rows served.
         serde_json::json!([
-            "public|customer_totals|TABLE|null|null",
-            "public|lambdaflow_freshness|TABLE|null|null"
+            format!("public|customer_totals|TABLE|null|{}", truth.len()),
+            "public|lambdaflow_freshness|TABLE|null|1"
         ]),
         "{java}"
     );

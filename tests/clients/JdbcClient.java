@@ -86,6 +86,84 @@ public class JdbcClient {
         + "WHERE (PG_CATALOG.PG_GET_EXPR(\"i\".\"indpred\", \"i\".\"indrelid\") IS NULL) AND n.nspname !~ '^information_schema|catalog_history|pg_' "
         + "AND (\"n\".\"nspname\" IN (?)) AND (\"ct\".\"relname\" IN (?))) AS \"tmp\" WHERE \"tmp\".\"pos\" = 1";
 
+    // DBeaver's navigator (its PostgreSQL plugin's queries, sent as prepared statements with
+    // the oids it read before as parameters): schemas, then a schema's tables, then a
+    // table's columns, constraints and indexes.
+    static final String DBEAVER_SCHEMAS =
+        "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n\n"
+        + "LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 AND d.classoid='pg_namespace'::regclass\n"
+        + " ORDER BY nspname";
+    static final String DBEAVER_TABLES =
+        "SELECT c.oid,c.*,d.description,pg_catalog.pg_get_expr(c.relpartbound, c.oid) as partition_expr,  pg_catalog.pg_get_partkeydef(c.oid) as partition_key \n"
+        + "FROM pg_catalog.pg_class c\n"
+        + "LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_class'::regclass\n"
+        + "WHERE c.relnamespace=? AND c.relkind not in ('i','I','c')";
+    static final String DBEAVER_COLUMNS =
+        "SELECT c.relname,a.*,pg_catalog.pg_get_expr(ad.adbin, ad.adrelid, true) as def_value,dsc.description,dep.objid\n"
+        + "FROM pg_catalog.pg_attribute a\nINNER JOIN pg_catalog.pg_class c ON (a.attrelid=c.oid)\n"
+        + "LEFT OUTER JOIN pg_catalog.pg_attrdef ad ON (a.attrelid=ad.adrelid AND a.attnum = ad.adnum)\n"
+        + "LEFT OUTER JOIN pg_catalog.pg_description dsc ON (c.oid=dsc.objoid AND a.attnum = dsc.objsubid)\n"
+        + "LEFT OUTER JOIN pg_depend dep on dep.refobjid = a.attrelid AND dep.deptype = 'i' and dep.refobjsubid = a.attnum and dep.classid = dep.refclassid\n"
+        + "WHERE NOT a.attisdropped AND c.relkind not in ('i','I','c') AND c.oid=?\nORDER BY a.attnum";
+    static final String DBEAVER_CONSTRAINTS =
+        "SELECT c.oid,c.*,t.relname as tabrelname,rt.relnamespace as refnamespace,d.description, "
+        + "case when c.contype='c' then \"substring\"(pg_get_constraintdef(c.oid), 7) else null end consrc_copy\n"
+        + "FROM pg_catalog.pg_constraint c\nINNER JOIN pg_catalog.pg_class t ON t.oid=c.conrelid\n"
+        + "LEFT OUTER JOIN pg_catalog.pg_class rt ON rt.oid=c.confrelid\n"
+        + "LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_constraint'::regclass\n"
+        + "WHERE c.conrelid=?\nORDER BY c.oid";
+    static final String DBEAVER_INDEXES =
+        "SELECT i.*,i.indkey as keys,c.relname,c.relnamespace,c.relam,c.reltablespace,tc.relname as tabrelname,dsc.description,"
+        + "pg_catalog.pg_get_expr(i.indpred, i.indrelid) as pred_expr,pg_catalog.pg_get_expr(i.indexprs, i.indrelid, true) as expr,"
+        + "pg_catalog.pg_relation_size(i.indexrelid) as index_rel_size,pg_catalog.pg_stat_get_numscans(i.indexrelid) as index_num_scans\n"
+        + "FROM pg_catalog.pg_index i\nINNER JOIN pg_catalog.pg_class c ON c.oid=i.indexrelid\n"
+        + "INNER JOIN pg_catalog.pg_class tc ON tc.oid=i.indrelid\n"
+        + "LEFT OUTER JOIN pg_catalog.pg_description dsc ON i.indexrelid=dsc.objoid\n"
+        + "WHERE  i.indrelid=? ORDER BY c.relname";
+
+    /** The `columns` of each row of `sql` (one long parameter), read by name as DBeaver reads them. */
+    static List<String> named(Connection c, String sql, Long param, String... columns) throws SQLException {
+        List<String> rows = new ArrayList<>();
+        try (PreparedStatement ps = c.prepareStatement(sql)) {
+            if (param != null) ps.setLong(1, param);
+            try (ResultSet rs = ps.executeQuery()) {
+                while (rs.next()) {
+                    List<String> cols = new ArrayList<>();
+                    for (String col : columns) cols.add(String.valueOf(rs.getString(col)));
+                    rows.add(String.join("|", cols));
+                }
+            }
+        }
+        return rows;
+    }
+
+    /** DBeaver's navigator down to the view `table`: what it shows at each step. */
+    static String dbeaver(Connection c, String table) throws SQLException {
+        List<String> out = new ArrayList<>();
+        long schema = -1, view = -1;
+        for (String row : named(c, DBEAVER_SCHEMAS, null, "oid", "nspname")) {
+            if (row.endsWith("|public")) schema = Long.parseLong(row.split("\\|")[0]);
+        }
+        // Its first column is `oid`, as DBeaver reads it by name.
+        try (PreparedStatement ps = c.prepareStatement(DBEAVER_TABLES)) {
+            ps.setLong(1, schema);
+            try (ResultSet rs = ps.executeQuery()) {
+                out.add(q("first column " + rs.getMetaData().getColumnLabel(1)));
+                List<String> tables = new ArrayList<>();
+                while (rs.next()) {
+                    tables.add(q("table " + rs.getString("relname") + ":" + rs.getString("relkind")));
+                    if (rs.getString("relname").equals(table)) view = rs.getLong("oid");
+                }
+                Collections.sort(tables);
+                out.addAll(tables);
+            }
+        }
+        for (String r : named(c, DBEAVER_COLUMNS, view, "attname", "atttypid", "attnotnull")) out.add(q("column " + r));
+        for (String r : named(c, DBEAVER_CONSTRAINTS, view, "conname", "contype", "tabrelname")) out.add(q("constraint " + r));
+        for (String r : named(c, DBEAVER_INDEXES, view, "relname", "indisprimary", "tabrelname")) out.add(q("index " + r));
+        return "[" + String.join(",", out) + "]";
+    }
+
     public static void main(String[] a) throws Exception {
         Properties p = new Properties();
         p.setProperty("user", "analyst");
@@ -167,6 +245,7 @@ public class JdbcClient {
             // Metabase's sync, as its PostgreSQL driver sends it through this driver: the
             // tables, their fields (type, position, primary key, required), foreign keys and
             // first columns of indexes, with the schema and table as parameters.
+            out.append("\"dbeaver\":").append(dbeaver(c, "customer_totals")).append(",");
             out.append("\"metabase_tables\":").append(rows(c, METABASE_TABLES, "public")).append(",");
             out.append("\"metabase_fields\":").append(rows(c, METABASE_FIELDS, "public", "customer_totals", "public", "customer_totals")).append(",");
             out.append("\"metabase_fks\":").append(rows(c, METABASE_FKS, "customer_totals", "public")).append(",");

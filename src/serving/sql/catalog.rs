@@ -38,7 +38,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::{
 };
 use datafusion_postgres::pgwire::api::Type;
 
-use super::keys::{Keys, Table, WithKeys, type_functions};
+use super::keys::{Keys, Table, UserTables, WithKeys, type_functions};
 use super::server;
 
 /// `pg_catalog` as datafusion-pg-catalog serves it, but for `pg_settings`: the parameters
@@ -94,7 +94,9 @@ impl PgCatalog {
 #[async_trait]
 impl SchemaProvider for PgCatalog {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.push(AVAILABLE_EXTENSIONS.to_string());
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -119,12 +121,23 @@ impl SchemaProvider for PgCatalog {
                     keys: Arc::clone(&self.keys),
                 })))
             }
+            "pg_stat_user_tables" => Ok(self.inner.table(name).await?.map(|inner| {
+                Arc::new(UserTables {
+                    schema: inner.schema(),
+                    keys: Arc::clone(&self.keys),
+                }) as Arc<dyn TableProvider>
+            })),
+            AVAILABLE_EXTENSIONS => Ok(self
+                .inner
+                .table("pg_extension")
+                .await?
+                .map(|inner| Arc::new(available_extensions(inner)) as Arc<dyn TableProvider>)),
             _ => Ok(self.inner.table(name).await?.map(with_arrays)),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name == AVAILABLE_EXTENSIONS || self.inner.table_exist(name)
     }
 }
 
@@ -546,6 +559,37 @@ impl TableProvider for Mapped {
 /// Every row of a catalog table.
 pub async fn every_row(t: &dyn TableProvider, state: &dyn Session) -> Result<Vec<RecordBatch>> {
     collect(t.scan(state, None, &[], None).await?, state.task_ctx()).await
+}
+
+/// The extensions that may be installed (DBeaver lists them): here those installed, which
+/// `pg_extension` holds — lambdaflow installs no other.
+const AVAILABLE_EXTENSIONS: &str = "pg_available_extensions";
+
+/// [`AVAILABLE_EXTENSIONS`] over `pg_extension`: each extension by name, its version as the
+/// default and the installed one, no comment.
+fn available_extensions(extensions: Arc<dyn TableProvider>) -> Mapped {
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
+    Mapped {
+        inner: extensions,
+        schema: Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            text("default_version"),
+            text("installed_version"),
+            text("comment"),
+        ])),
+        map: Arc::new(|b, schema| {
+            let column = |name: &str| match b.column_by_name(name) {
+                Some(c) => Ok(cast(c, &DataType::Utf8)?),
+                None => exec_err!("pg_catalog.pg_extension: no column {name}"),
+            };
+            let (name, version) = (column("extname")?, column("extversion")?);
+            let comment = new_null_array(&DataType::Utf8, b.num_rows());
+            Ok(RecordBatch::try_new(
+                Arc::clone(schema),
+                vec![name, Arc::clone(&version), version, comment],
+            )?)
+        }),
+    }
 }
 
 /// `pg_class`'s columns that datafusion-pg-catalog has not: `reloptions`, NULL (no storage

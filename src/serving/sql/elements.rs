@@ -288,17 +288,9 @@ impl ScalarUDFImpl for ArrayMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serving::sql::subquery::{Subqueries, aggregated};
-    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use crate::serving::sql::subquery::tests::answer;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-
-    /// The answer of `sql` after the rewrites, as a table.
-    async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
-        let sql = aggregated(sql, Subqueries::BeforePlanning, ctx);
-        let batches = ctx.sql(&sql).await?.collect().await?;
-        Ok(pretty_format_batches(&batches)?.to_string())
-    }
 
     #[tokio::test]
     async fn an_array_of_another_arrays_elements_is_computed_from_the_array_alone() {

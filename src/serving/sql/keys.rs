@@ -61,6 +61,9 @@ impl PrimaryKey {
 /// The primary keys of what is served now.
 pub type KeysOf = Arc<dyn Fn() -> Vec<PrimaryKey> + Send + Sync>;
 
+/// The rows of each table served now, by name (all in `public`).
+pub type RowsOf = Arc<dyn Fn() -> Vec<(String, usize)> + Send + Sync>;
+
 /// The oids of a key's index and constraint: the table's with a bit set that the oids
 /// datafusion-pg-catalog gives (counted up from 16,384, one per catalog object) never reach.
 const INDEX_OID: i32 = 1 << 30;
@@ -214,6 +217,7 @@ pub(super) fn quoted(name: &str) -> String {
 pub struct Keys {
     catalog: Arc<dyn SchemaProvider>,
     of: KeysOf,
+    rows_of: RowsOf,
     shown: RwLock<HashMap<i32, Arc<Shown>>>,
     /// `pg_proc`'s functions (its rows are PostgreSQL's own, made once: read once).
     procedures: OnceLock<Procedures>,
@@ -226,11 +230,13 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// The keys `of` gives, in `catalog` (datafusion-pg-catalog's `pg_catalog`).
-    pub fn new(catalog: Arc<dyn SchemaProvider>, of: KeysOf) -> Keys {
+    /// The keys `of` gives, and the rows `rows_of` counts, in `catalog`
+    /// (datafusion-pg-catalog's `pg_catalog`).
+    pub fn new(catalog: Arc<dyn SchemaProvider>, of: KeysOf, rows_of: RowsOf) -> Keys {
         Keys {
             catalog,
             of,
+            rows_of,
             shown: RwLock::default(),
             procedures: OnceLock::new(),
         }
@@ -630,6 +636,57 @@ fn row_batch(schema: &SchemaRef, rows: &[Vec<(&str, ScalarValue)>]) -> Result<Re
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// `pg_stat_user_tables` (datafusion-pg-catalog's has no row) with a row per table served:
+/// its oid, schema and name, `n_live_tup` its rows now (Metabase's estimated row count, the
+/// statistics DBeaver shows) and `n_dead_tup` 0 (a view's rows are replaced in place); the
+/// counters of scans and writes, which lambdaflow does not keep, 0, and the times of
+/// vacuums and analyses NULL (there are none).
+#[derive(Debug)]
+pub struct UserTables {
+    pub schema: SchemaRef,
+    pub keys: Arc<Keys>,
+}
+
+#[async_trait]
+impl TableProvider for UserTables {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (namespaces, tables) = self.keys.relations(state).await?;
+        let public = namespaces.get("public").copied();
+        let rows: Vec<Vec<(&str, ScalarValue)>> = (self.keys.rows_of)()
+            .into_iter()
+            .filter_map(|(table, rows)| {
+                let oid = tables.get(&(public?, table.clone()))?;
+                Some(vec![
+                    ("relid", ScalarValue::from(*oid)),
+                    ("schemaname", ScalarValue::from("public")),
+                    ("relname", ScalarValue::from(table)),
+                    ("n_live_tup", ScalarValue::from(rows as i64)),
+                    ("n_dead_tup", ScalarValue::from(0i64)),
+                ])
+            })
+            .collect();
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![row_batch(&self.schema, &rows)?]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
 }
 
 /// The function a cast to `regclass` of a computed name becomes ([`Keys::regclass`]).

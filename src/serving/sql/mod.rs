@@ -248,6 +248,10 @@ fn session(
         let served = served.clone();
         Arc::new(move || tables::primary_keys(&served.borrow()))
     };
+    let rows_of: keys::RowsOf = {
+        let served = served.clone();
+        Arc::new(move || tables::row_counts(&served.borrow()))
+    };
     let views = tables::Views {
         served,
         topic: topic.to_string(),
@@ -273,7 +277,7 @@ fn session(
     )
     .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     if let Some(theirs) = database.schema("pg_catalog") {
-        let keys = Arc::new(keys::Keys::new(Arc::clone(&theirs), keys_of));
+        let keys = Arc::new(keys::Keys::new(Arc::clone(&theirs), keys_of, rows_of));
         keys::register(&ctx, &keys);
         // Its tables are made in memory: nothing to wait for.
         let ours = futures::executor::block_on(catalog::PgCatalog::over(theirs, keys))?;

@@ -54,11 +54,15 @@ pub fn aliased(sql: &str) -> Option<String> {
 fn alias_items(body: &mut SetExpr, n: &mut usize) {
     match body {
         SetExpr::Select(select) => {
-            for item in &mut select.projection {
+            // A column of a table keeps its name unless another item has it too (`SELECT
+            // c.oid, c.relname, c.oid`).
+            let names: Vec<Option<String>> = select.projection.iter().map(item_name).collect();
+            let shared = |name: &Option<String>| names.iter().filter(|n| *n == name).count() > 1;
+            for (item, name) in select.projection.iter_mut().zip(&names) {
                 let SelectItem::UnnamedExpr(e) = item else {
                     continue;
                 };
-                if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) && !shared(name) {
                     continue;
                 }
                 *n += 1;
@@ -128,13 +132,20 @@ pub fn json_names(statement: &Statement, datafusions: Vec<String>) -> Vec<String
     }
 }
 
-/// Whether DataFusion's name could differ from PostgreSQL's: only an expression's name has
-/// more than an identifier's characters (a column of a table is named alike in both).
+/// Whether DataFusion's name could differ from PostgreSQL's: an expression's name has more
+/// than an identifier's characters (a column of a table is named alike in both), and a
+/// column the catalog's rewrite aliased ([`STAND_IN_ALIAS`]).
 pub fn may_differ(name: &str) -> bool {
     !name
         .chars()
         .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        || name.starts_with(STAND_IN_ALIAS)
 }
+
+/// The prefix of the alias datafusion-pg-catalog gives a column that a `*` beside it selects
+/// again (`SELECT c.oid, c.* FROM pg_class c`, as DBeaver reads its catalog): PostgreSQL
+/// names it `oid`.
+const STAND_IN_ALIAS: &str = "__alias_";
 
 fn renamed(f: FieldInfo, name: String) -> FieldInfo {
     FieldInfo::new(
@@ -197,11 +208,11 @@ fn item_name(item: &SelectItem) -> Option<String> {
         SelectItem::UnnamedExpr(e) => {
             Some(figure(e).map_or_else(|| UNNAMED.to_string(), |(name, _)| name))
         }
-        // One of [`aliased`]'s.
-        SelectItem::ExprWithAlias { alias, .. } => alias
-            .value
-            .split_once(NUMBERED)
-            .map(|(name, _)| name.to_string()),
+        // One of [`aliased`]'s, or of the catalog's rewrite ([`STAND_IN_ALIAS`]).
+        SelectItem::ExprWithAlias { alias, .. } => match alias.value.split_once(NUMBERED) {
+            Some((name, _)) => Some(name.to_string()),
+            None => alias.value.strip_prefix(STAND_IN_ALIAS).map(str::to_string),
+        },
         _ => None,
     }
 }
@@ -358,6 +369,16 @@ mod tests {
         );
         assert_eq!(names(&sql, 4), ["count", "count", "x", "?column?"]);
         assert_eq!(aliased("SELECT x, t.y FROM t"), None);
+        // A column of a table selected twice, and one the catalog's rewrite aliased.
+        let sql = aliased("SELECT c.oid, c.relname, c.oid FROM pg_class c").unwrap();
+        assert_eq!(names(&sql, 3), ["oid", "relname", "oid"]);
+        for sql in [
+            "SELECT c.oid, c.* FROM pg_class c",
+            "SELECT c.oid AS __alias_oid, c.* FROM pg_class c",
+        ] {
+            assert_eq!(names(sql, 3)[0], "oid", "{sql}");
+        }
+        assert!(may_differ("__alias_oid"));
         // A subquery rewritten for DataFusion is named as written.
         let rewritten =
             "SELECT scalar_subquery_value((SELECT scalar_subquery(h.total) FROM h)) FROM c";

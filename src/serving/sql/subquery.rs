@@ -672,11 +672,12 @@ impl ScalarUDFImpl for ScalarSubqueryValue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use datafusion::arrow::util::pretty::pretty_format_batches;
 
-    async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
+    /// The answer of `sql` after the rewrites before planning, as a table.
+    pub(in crate::serving::sql) async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
         let sql = aggregated(sql, Subqueries::BeforePlanning, ctx);
         let batches = ctx.sql(&sql).await?.collect().await?;
         Ok(pretty_format_batches(&batches)?.to_string())

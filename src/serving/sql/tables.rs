@@ -126,6 +126,17 @@ pub fn primary_keys(served: &ServingState) -> Vec<PrimaryKey> {
         .collect()
 }
 
+/// The rows of each table served (each view's now, after its own LIMIT; and
+/// [`FRESHNESS`]'s, one per view).
+pub fn row_counts(served: &ServingState) -> Vec<(String, usize)> {
+    served
+        .views
+        .iter()
+        .map(|v| (v.def.name.clone(), v.read().total()))
+        .chain([(FRESHNESS.to_string(), served.views.len())])
+        .collect()
+}
+
 /// One view as a table.
 #[derive(Debug, Clone)]
 struct ViewTable {

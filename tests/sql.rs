@@ -386,14 +386,14 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     assert_eq!(java["best_row"], serde_json::json!(["customer"]), "{java}");
     // Metabase's sync: tables, fields (type, position, primary key, required), foreign keys
     // (none), the first column of each index.
-    // DBeaver's navigator: the schema's tables (`oid` first, as DBeaver reads it), the view's
-    // columns, its primary key and the key's index.
+    // DBeaver's navigator: the schema's tables (`oid` first, as DBeaver reads it; their rows
+    // as reltuples), the view's columns, its primary key and the key's index.
     assert_eq!(
         java["dbeaver"],
         serde_json::json!([
             "first column oid",
-            "table customer_totals:r",
-            "table lambdaflow_freshness:r",
+            format!("table customer_totals:r:{}", truth.len()),
+            "table lambdaflow_freshness:r:1",
             "column customer|25|t",
             "column total_amount|20|f",
             "constraint customer_totals_pkey|p|customer_totals",

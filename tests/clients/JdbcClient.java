@@ -87,8 +87,8 @@ public class JdbcClient {
         + "AND (\"n\".\"nspname\" IN (?)) AND (\"ct\".\"relname\" IN (?))) AS \"tmp\" WHERE \"tmp\".\"pos\" = 1";
 
     // DBeaver's navigator (its PostgreSQL plugin's queries, sent as prepared statements with
-    // the oids it read before as parameters): schemas, then a schema's tables, then a
-    // table's columns, constraints and indexes.
+    // the oids it read before as parameters): schemas, then a schema's tables (with their row
+    // counts, reltuples), then a table's columns, constraints and indexes.
     static final String DBEAVER_SCHEMAS =
         "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n\n"
         + "LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 AND d.classoid='pg_namespace'::regclass\n"
@@ -151,7 +151,7 @@ public class JdbcClient {
                 out.add(q("first column " + rs.getMetaData().getColumnLabel(1)));
                 List<String> tables = new ArrayList<>();
                 while (rs.next()) {
-                    tables.add(q("table " + rs.getString("relname") + ":" + rs.getString("relkind")));
+                    tables.add(q("table " + rs.getString("relname") + ":" + rs.getString("relkind") + ":" + rs.getLong("reltuples")));
                     if (rs.getString("relname").equals(table)) view = rs.getLong("oid");
                 }
                 Collections.sort(tables);

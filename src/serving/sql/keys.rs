@@ -22,12 +22,12 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int16Builder, Int32Array, Int32Builder, ListBuilder,
-    RecordBatch, StringArray, StructBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int16Builder, Int32Array, Int32Builder,
+    ListBuilder, RecordBatch, StringArray, StructBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Fields, Int16Type, Int32Type, Schema, SchemaRef,
+    DataType, Field, Fields, Float64Type, Int16Type, Int32Type, Schema, SchemaRef,
 };
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -249,6 +249,21 @@ impl Keys {
             return Ok(vec![]);
         }
         Ok(self.shown_in(keys, &self.relations(state).await?))
+    }
+
+    /// Each table served now: its oid, name and rows.
+    async fn served_rows(&self, state: &dyn Session) -> Result<Vec<(i32, String, usize)>> {
+        let (namespaces, tables) = self.relations(state).await?;
+        let Some(public) = namespaces.get("public").copied() else {
+            return Ok(vec![]);
+        };
+        Ok((self.rows_of)()
+            .into_iter()
+            .filter_map(|(table, rows)| {
+                let oid = *tables.get(&(public, table.clone()))?;
+                Some((oid, table, rows))
+            })
+            .collect())
     }
 
     /// `keys` as `relations` (of `pg_class` now) show them, kept for the functions that read
@@ -522,9 +537,16 @@ impl TableProvider for WithKeys {
         let mut batches = every_row(self.inner.as_ref(), state).await?;
         if let Table::Class = self.table {
             let indexed: Vec<i32> = shown.iter().map(|s| s.table).collect();
+            let rows: HashMap<i32, usize> = self
+                .keys
+                .served_rows(state)
+                .await?
+                .into_iter()
+                .map(|(oid, _, rows)| (oid, rows))
+                .collect();
             batches = batches
                 .into_iter()
-                .map(|b| with_index(b, &indexed))
+                .map(|b| served_class(b, &indexed, &rows))
                 .collect::<Result<_>>()?;
         }
         let rows: Vec<Vec<(&str, ScalarValue)>> =
@@ -599,19 +621,40 @@ fn int2_array(v: &[i16]) -> ScalarValue {
     ScalarValue::List(ScalarValue::new_list_nullable(&v, &DataType::Int16))
 }
 
-/// `pg_class`'s rows with `relhasindex` true for the tables of `indexed`.
-fn with_index(b: RecordBatch, indexed: &[i32]) -> Result<RecordBatch> {
-    let (Some(at), oids) = (b.schema().index_of("relhasindex").ok(), int32(&b, "oid")?) else {
+/// `pg_class`'s rows with `relhasindex` true for the tables of `indexed`, and `reltuples`
+/// the rows of each table served (`rows`, by oid: PostgreSQL's estimate, exact here; DBeaver
+/// shows it as the row count).
+fn served_class(
+    b: RecordBatch,
+    indexed: &[i32],
+    rows: &HashMap<i32, usize>,
+) -> Result<RecordBatch> {
+    let schema = b.schema();
+    let (Some(has_index), Some(tuples), oids) = (
+        schema.index_of("relhasindex").ok(),
+        schema.index_of("reltuples").ok(),
+        int32(&b, "oid")?,
+    ) else {
         return Ok(b);
     };
     let has: BooleanArray = oids
         .iter()
-        .zip(b.column(at).as_boolean())
+        .zip(b.column(has_index).as_boolean())
         .map(|(oid, has)| Some(has == Some(true) || oid.is_some_and(|o| indexed.contains(&o))))
         .collect();
+    let theirs = cast(b.column(tuples), &DataType::Float64)?;
+    let counted: Float64Array = oids
+        .iter()
+        .zip(theirs.as_primitive::<Float64Type>())
+        .map(|(oid, t)| match oid.and_then(|o| rows.get(&o)) {
+            Some(&n) => Some(n as f64),
+            None => t,
+        })
+        .collect();
     let mut columns = b.columns().to_vec();
-    columns[at] = Arc::new(has);
-    Ok(RecordBatch::try_new(b.schema(), columns)?)
+    columns[has_index] = Arc::new(has);
+    columns[tuples] = cast(&counted, schema.field(tuples).data_type())?;
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// `rows` in `schema`: each named column's value (cast to its type), the others NULL or,
@@ -666,19 +709,19 @@ impl TableProvider for UserTables {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (namespaces, tables) = self.keys.relations(state).await?;
-        let public = namespaces.get("public").copied();
-        let rows: Vec<Vec<(&str, ScalarValue)>> = (self.keys.rows_of)()
+        let rows: Vec<Vec<(&str, ScalarValue)>> = self
+            .keys
+            .served_rows(state)
+            .await?
             .into_iter()
-            .filter_map(|(table, rows)| {
-                let oid = tables.get(&(public?, table.clone()))?;
-                Some(vec![
-                    ("relid", ScalarValue::from(*oid)),
+            .map(|(oid, table, rows)| {
+                vec![
+                    ("relid", ScalarValue::from(oid)),
                     ("schemaname", ScalarValue::from("public")),
                     ("relname", ScalarValue::from(table)),
                     ("n_live_tup", ScalarValue::from(rows as i64)),
                     ("n_dead_tup", ScalarValue::from(0i64)),
-                ])
+                ]
             })
             .collect();
         Ok(MemorySourceConfig::try_new_exec(

@@ -9,8 +9,8 @@
 #                           Connect from the pyspark wheel, schemathesis, duckdb), Node.js with npm
 #                           (playwright-core), Debian's Chromium (the browser test) and psql
 #                           (the PostgreSQL-protocol tests)
-#   scripts/setup.sh bench  the same as test, plus wrk (the HTTP load of the benchmark scripts)
-#                           and PostgreSQL with pgbench (the SQL benchmark's anchor)
+#   scripts/setup.sh bench  the same as test, plus wrk (the HTTP load of the benchmark scripts),
+#                           PostgreSQL with pgbench (the SQL benchmark's anchor) and valgrind
 #
 # Debian packages come from apt-get (as root, or through sudo); nothing else is downloaded here.
 # On a machine without apt-get it names what is missing and exits 1. Quiet when nothing is
@@ -48,6 +48,7 @@ fi
 if [ "$what" = bench ]; then
   command -v wrk >/dev/null || want wrk "the HTTP load of the serving benchmarks"
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want postgresql "PostgreSQL and pgbench, the anchor of the SQL benchmark"
+  command -v valgrind >/dev/null || want valgrind "callgrind, the instruction counts of bench-sql-cpu.sh"
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -61,7 +61,9 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::{Entry, PortalStore};
@@ -784,6 +786,27 @@ impl ExtendedQueryHandler for Bounded {
         Ok(())
     }
 
+    /// The portal's columns, described once per statement and format on the connection
+    /// ([`Statements::described`]).
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let format = &portal.result_column_format;
+        let fields = Statements::of(client).described(&portal.statement, format, || {
+            self.parser
+                .get_result_schema(&portal.statement.statement, Some(format))
+        })?;
+        Ok(DescribePortalResponse::new(fields.to_vec()))
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -824,10 +847,24 @@ type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
 #[derive(Default)]
 struct Statements(Mutex<HashMap<String, Known>>);
 
-/// A statement, and what it is once executed: `Some(None)` for any but a key lookup.
+/// A statement, and what it is once executed: `Some(None)` for any but a key lookup; and its
+/// columns as the last portal's format describes them (a statement's plan, and so its
+/// columns, are fixed when it is parsed: libpq's Describe before each Execute of a prepared
+/// statement reads them again).
 struct Known {
     statement: Weak<StoredStatement<DfStatement>>,
     lookup: Option<Option<Arc<tables::KeyLookup>>>,
+    described: Option<(Format, Arc<Vec<FieldInfo>>)>,
+}
+
+/// Whether two portals ask for their columns in one format.
+fn same_format(a: &Format, b: &Format) -> bool {
+    match (a, b) {
+        (Format::UnifiedText, Format::UnifiedText)
+        | (Format::UnifiedBinary, Format::UnifiedBinary) => true,
+        (Format::Individual(a), Format::Individual(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Statements remembered per connection before those closed are forgotten.
@@ -856,6 +893,7 @@ impl Statements {
             Known {
                 statement: Arc::downgrade(statement),
                 lookup: None,
+                described: None,
             },
         );
     }
@@ -867,6 +905,33 @@ impl Statements {
             Some(n) => known.remove_entry(n).map(|(n, _)| n).into_iter().collect(),
             None => known.drain().map(|(n, _)| n).collect(),
         }
+    }
+
+    /// The columns of `statement` in `format`, as `describe` gives them: described once per
+    /// statement and format on this connection.
+    fn described(
+        &self,
+        statement: &Arc<StoredStatement<DfStatement>>,
+        format: &Format,
+        describe: impl FnOnce() -> PgWireResult<Vec<FieldInfo>>,
+    ) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+        let this = |k: &&mut Known| std::ptr::eq(k.statement.as_ptr(), Arc::as_ptr(statement));
+        {
+            let mut known = self.known();
+            if let Some((f, fields)) = known
+                .get_mut(&statement.id)
+                .filter(this)
+                .and_then(|k| k.described.as_ref())
+                && same_format(f, format)
+            {
+                return Ok(Arc::clone(fields));
+            }
+        }
+        let fields = Arc::new(describe()?);
+        if let Some(k) = self.known().get_mut(&statement.id).filter(this) {
+            k.described = Some((format.clone(), Arc::clone(&fields)));
+        }
+        Ok(fields)
     }
 
     /// The key lookup `statement` is, if it is one.

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -27,6 +27,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::json::reader::Decoder;
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -35,10 +36,12 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, LogicalPlan, Operator, TableProviderFilterPushDown,
+    BinaryExpr, Cast, Expr, LogicalPlan, Operator, TableProviderFilterPushDown,
 };
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -372,9 +375,9 @@ fn rows_json(t: &ServingTable, select: &Select) -> Vec<u8> {
 /// optimising it or planning it — the work a prepared lookup skips.
 pub struct KeyLookup {
     view: ViewTable,
-    /// Each conjunct of the condition: a column of the view and what it equals, computed
-    /// over the parameters' row.
-    equals: Vec<(Column, Arc<dyn PhysicalExpr>)>,
+    /// Each conjunct of the condition: the group key (its place in the view's key) and what
+    /// it equals, computed over the parameters' row; one for each key.
+    equals: Vec<(usize, Arc<dyn PhysicalExpr>)>,
     /// The parameters' types as the plan infers them, `$1` first.
     inferred: Vec<Option<DataType>>,
     /// The parameters' row: `$1`, `$2`, … by position, of the inferred types (text where
@@ -383,6 +386,8 @@ pub struct KeyLookup {
     /// The view's columns the statement selects, and the answer's schema.
     columns: Vec<usize>,
     out: SchemaRef,
+    /// The decoder of the key's row, kept from one execution to the next.
+    decoder: Mutex<Option<Decoder>>,
 }
 
 impl fmt::Debug for KeyLookup {
@@ -424,17 +429,36 @@ impl KeyLookup {
             return None;
         }
         let inferred = parameters(plan)?;
+        // A parameter of no inferred type is text, or the type it is cast to (`$1::text`), as
+        // PostgreSQL infers it: the cast is then no work ([`ExprSimplifier`] drops it).
+        let mut casts: BTreeMap<String, DataType> = BTreeMap::new();
+        let _ = f.predicate.apply(|e| {
+            if let Expr::Cast(Cast { expr, field }) = e
+                && let Expr::Placeholder(p) = expr.as_ref()
+            {
+                casts
+                    .entry(p.id.clone())
+                    .or_insert_with(|| field.data_type().clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
         let params: SchemaRef = Arc::new(Schema::new(
             inferred
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    let t = t.clone().unwrap_or(DataType::Utf8);
-                    Field::new(format!("${}", i + 1), t, true)
+                    let name = format!("${}", i + 1);
+                    let t = t.clone().or_else(|| casts.get(&name).cloned());
+                    Field::new(name, t.unwrap_or(DataType::Utf8), true)
                 })
                 .collect::<Vec<_>>(),
         ));
         let params_df = DFSchema::try_from(Arc::clone(&params)).ok()?;
+        let simplifier = ExprSimplifier::new(
+            SimplifyContext::builder()
+                .with_schema(Arc::new(params_df.clone()))
+                .build(),
+        );
         let state = ctx.state();
         let sources = def.output_sources();
         let conjuncts = split_conjunction(&f.predicate);
@@ -458,10 +482,11 @@ impl KeyLookup {
                     (Expr::Column(c), v) | (v, Expr::Column(c)) if !v.any_column_refs() => (c, v),
                     _ => return None,
                 };
-                let on_key = matches!(
-                    sources.get(view.schema.index_of(&c.name).ok()?),
-                    Some(OutputSource::GroupKey(_))
-                );
+                let Some(OutputSource::GroupKey(k)) =
+                    sources.get(view.schema.index_of(&c.name).ok()?)
+                else {
+                    return None;
+                };
                 // The parameters as the columns of their row.
                 let value = value
                     .clone()
@@ -473,10 +498,18 @@ impl KeyLookup {
                     })
                     .ok()?
                     .data;
+                // Simplified once, for every execution: a cast of a parameter to its own
+                // type (`$1::text` of a text parameter) goes, constants are folded.
+                let value = simplifier.simplify(value.clone()).unwrap_or(value);
                 let value = state.create_physical_expr(value, &params_df).ok()?;
-                on_key.then(|| (c.clone(), value))
+                Some((*k, value))
             })
             .collect::<Option<Vec<_>>>()?;
+        let mut keys: Vec<usize> = equals.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        if keys != (0..def.group_len()).collect::<Vec<_>>() {
+            return None;
+        }
         let columns = p
             .expr
             .iter()
@@ -492,6 +525,7 @@ impl KeyLookup {
             params,
             columns,
             out: Arc::new(p.schema.as_arrow().clone()),
+            decoder: Mutex::new(None),
         })
     }
 
@@ -516,32 +550,39 @@ impl KeyLookup {
             &RecordBatchOptions::new().with_row_count(Some(1)),
         )
         .ok()?;
-        let filters: Vec<Expr> = self
-            .equals
-            .iter()
-            .map(|(c, value)| {
-                let value = value.evaluate(&row).ok()?.into_array(1).ok()?;
-                let value = ScalarValue::try_from_array(&value, 0).ok()?;
-                (!value.is_null()).then(|| {
-                    Expr::BinaryExpr(BinaryExpr::new(
-                        Box::new(Expr::Column(c.clone())),
-                        Operator::Eq,
-                        Box::new(Expr::Literal(value, None)),
-                    ))
-                })
-            })
-            .collect::<Option<_>>()?;
-        let st = view.served.borrow().clone();
-        let v = st.views.get(view.index)?;
-        let select = Select::of(&v.def, &view.schema, &filters);
-        if !matches!(select, Select::Key(_)) {
-            return None;
+        // The key's values in the key's order, as `?key=` gives them.
+        let mut key = vec![String::new(); self.equals.len()];
+        for (k, value) in &self.equals {
+            let value = value.evaluate(&row).ok()?.into_array(1).ok()?;
+            let value = ScalarValue::try_from_array(&value, 0).ok()?;
+            if value.is_null() {
+                return None;
+            }
+            key[*k] = scalar_text(&value);
         }
-        let json = rows_json(&v.read(), &select);
+        let st = view.served.borrow().clone();
+        let json = rows_json(&st.views.get(view.index)?.read(), &Select::Key(key));
         Some((|| {
-            // One row at most: the decoder's buffers are sized by its batch's rows.
-            let batches = decode(Arc::clone(&view.schema), &json, 1)?;
-            let row = concat_batches(&view.schema, &batches)?;
+            // One row at most, decoded by the statement's decoder (made once: its buffers are
+            // sized by its batch's one row); after an error, by a new one.
+            let mut decoder = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
+            let d = match decoder.as_mut() {
+                Some(d) => d,
+                None => decoder.insert(
+                    ReaderBuilder::new(Arc::clone(&view.schema))
+                        .with_batch_size(1)
+                        .build_decoder()?,
+                ),
+            };
+            let decoded = decode_with(d, &view.schema, &json);
+            if decoded.is_err() {
+                *decoder = None;
+            }
+            let mut batches = decoded?;
+            let row = match batches.len() {
+                1 => batches.remove(0),
+                _ => concat_batches(&view.schema, &batches)?,
+            };
             let cols = self
                 .columns
                 .iter()
@@ -586,6 +627,12 @@ fn decode(schema: SchemaRef, json: &[u8], batch_rows: usize) -> Result<Vec<Recor
     let mut d = ReaderBuilder::new(Arc::clone(&schema))
         .with_batch_size(batch_rows)
         .build_decoder()?;
+    decode_with(&mut d, &schema, json)
+}
+
+/// JSON lines of rows of `schema` as record batches, by decoder `d` (left empty, to decode
+/// more, when this succeeds).
+fn decode_with(d: &mut Decoder, schema: &SchemaRef, json: &[u8]) -> Result<Vec<RecordBatch>> {
     let mut rest = json;
     let mut out = Vec::new();
     while !rest.is_empty() {
@@ -599,7 +646,7 @@ fn decode(schema: SchemaRef, json: &[u8], batch_rows: usize) -> Result<Vec<Recor
         out.push(b);
     }
     if out.is_empty() {
-        out.push(RecordBatch::new_empty(schema));
+        out.push(RecordBatch::new_empty(Arc::clone(schema)));
     }
     Ok(out)
 }

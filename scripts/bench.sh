@@ -15,13 +15,14 @@
 #                      latency, emit=final, time-range reads, memory under retention
 #   bench-s3.sh        the output root on the local disk against the same on s3proxy
 #   bench-sql.sh       SQL over the PostgreSQL protocol against PostgreSQL 15 and DuckDB
+#   bench-sql-cpu.sh   the instructions serve spends per prepared lookup (callgrind)
 #
 # ONLY="batch latency" runs a subset. Output goes to the terminal and to .cache/bench/bench.log.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 mkdir -p .cache/bench
-parts=${ONLY:-batch archive latency throughput speed group serving isolation time s3 sql}
+parts=${ONLY:-batch archive latency throughput speed group serving isolation time s3 sql sql-cpu}
 {
   echo "# scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, commit $(git rev-parse --short HEAD)"
   for part in $parts; do

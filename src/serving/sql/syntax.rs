@@ -14,7 +14,9 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{Signature, Volatility};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{self, AccessExpr, Subscript, Value, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{
+    self, AccessExpr, Subscript, Value, VisitMut, VisitorMut, visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -28,9 +30,10 @@ use ast::Expr;
 const VECTORS: [&str; 4] = ["indkey", "indoption", "indclass", "indcollation"];
 
 /// The words whose presence has [`planned`] parse a query.
-const REWRITTEN: [&str; 10] = [
+const REWRITTEN: [&str; 11] = [
     EXPAND_ARRAY,
     "'{",
+    TABLEOID,
     "generate_subscripts",
     REGCLASS,
     REGPROC,
@@ -106,6 +109,9 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
     };
     let mut n = 0;
     for statement in &mut statements {
+        let mut oids = TableOids(0);
+        let _ = statement.visit(&mut oids);
+        n += oids.0;
         let _ = visit_expressions_mut(statement, |e| {
             match e {
                 ast::Expr::Function(f) if is_named(f, EXPAND_ARRAY) => {
@@ -279,6 +285,60 @@ fn array_literal(column: &Expr, literal: &Expr) -> Option<Expr> {
         .ok()
 }
 
+/// PostgreSQL's system column of every table: the oid of the table itself in `pg_class`.
+const TABLEOID: &str = "tableoid";
+
+/// `t.tableoid` — psql's `\\dL`, `\\des+`, `\\dew+` and `\\det+` join `pg_description` on it —
+/// as the oid of `t`'s table, `'pg_catalog.pg_language'::regclass`, in each SELECT that names
+/// the table `t` in its FROM (datafusion-pg-catalog's tables have no system column). Counts
+/// the columns rewritten.
+struct TableOids(usize);
+
+impl VisitorMut for TableOids {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+        let ast::SetExpr::Select(select) = q.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let mut tables: Vec<(String, String)> = Vec::new();
+        for t in &select.from {
+            for f in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+                if let ast::TableFactor::Table {
+                    name,
+                    alias,
+                    args: None,
+                    ..
+                } = f
+                    && let Some(last) = name.0.last().and_then(|p| p.as_ident())
+                {
+                    let called = alias.as_ref().map_or(&last.value, |a| &a.name.value);
+                    tables.push((called.to_lowercase(), name.to_string()));
+                }
+            }
+        }
+        let mut n = 0;
+        let _ = visit_expressions_mut(select.as_mut(), |e| {
+            if let Expr::CompoundIdentifier(parts) = e
+                && let [table, column] = parts.as_slice()
+                && column.value.eq_ignore_ascii_case(TABLEOID)
+                && let Some((_, name)) = tables
+                    .iter()
+                    .find(|(called, _)| *called == table.value.to_lowercase())
+                && let Ok(oid) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&format!("'{}'::regclass", name.replace('\'', "''")))
+                    .and_then(|mut p| p.parse_expr())
+            {
+                *e = oid;
+                n += 1;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        self.0 += n;
+        ControlFlow::Continue(())
+    }
+}
+
 /// Whether `f` is the function `name` (in any schema).
 fn is_named(f: &ast::Function, name: &str) -> bool {
     let last = f.name.0.last().and_then(|p| p.as_ident());
@@ -398,6 +458,16 @@ mod tests {
             planned("SELECT 1 FROM pg_policy WHERE polroles <> '{0}' AND '{a,\"b c\"}' = nspacl"),
             "SELECT 1 FROM pg_policy WHERE polroles <> make_array(0) \
              AND make_array('a', 'b c') = nspacl"
+        );
+        // A table's system column `tableoid`, by its alias or its name (psql's `\\dL`).
+        assert_eq!(
+            planned(
+                "SELECT l.lanname FROM pg_catalog.pg_language l JOIN pg_description \
+                 ON pg_description.classoid = l.tableoid WHERE pg_description.tableoid > 0"
+            ),
+            "SELECT l.lanname FROM pg_catalog.pg_language l JOIN pg_description \
+             ON pg_description.classoid = 'pg_catalog.pg_language'::REGCLASS \
+             WHERE 'pg_description'::REGCLASS > 0"
         );
         // Not parsed, or nothing to do: the text as it is.
         for sql in [

@@ -4,7 +4,7 @@
 # inputs whatever else the machine does, where bench-sql.sh's rates share 2 noisy cores with
 # pgbench. Usage: scripts/bench-sql-cpu.sh [BIN ...] (default: this tree's release build);
 # several binaries (builds of two commits) are measured one after the other.
-#   - a view of KEYS keys (default 1,000) published by `lambdaflow batch`;
+#   - a view of KEYS keys (default 1,000) published by `lambdaflow batch`, as bench-sql.sh's;
 #   - `serve` under callgrind, then pgbench's lookup script of bench-sql.sh (a random key
 #     per transaction, `-M prepared -c 8 -j 2`), FEW then MANY transactions (default 4,000
 #     and 24,000): (instructions after MANY - after FEW) / (MANY - FEW) is a lookup's cost,
@@ -14,6 +14,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+. scripts/bench-lib.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 keys=${KEYS:-1000}
 few=${FEW:-4000}
@@ -28,28 +29,7 @@ if [ ${#bins[@]} -eq 0 ]; then
   bins=("$CARGO_TARGET_DIR/release/lambdaflow")
 fi
 
-python3 - "$keys" "$dir/events.json" <<'PY'
-import random, sys
-keys, path = int(sys.argv[1]), sys.argv[2]
-rnd = random.Random(26)
-with open(path, "w") as f:
-    f.write("".join('{"customer": "k%07d", "amount": %d}\n' % (k, rnd.randrange(1, 1000)) for k in range(keys)))
-PY
-cat > "$dir/lambdaflow.toml" <<EOF
-[batch]
-dataset = ["$dir/events.json"]
-[output]
-dir = "$dir/output"
-[serving]
-listen = "127.0.0.1:0"
-pg-listen = "127.0.0.1:$port"
-EOF
-cat > "$dir/lookup.sql" <<EOF
-\set k random(0, $((keys - 1)))
-SELECT total_amount FROM customer_totals WHERE customer = 'k' || lpad(:k::text, 7, '0');
-EOF
-rm -rf "$dir/output"
-"${bins[0]}" -c "$dir/lambdaflow.toml" batch > /dev/null
+sql_lookup_view "${bins[0]}" "$dir" "$keys" 0 "$port"
 
 serve=""
 trap '[ -n "$serve" ] && kill "$serve" 2>/dev/null || true' EXIT

@@ -14,6 +14,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+. scripts/bench-lib.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 keys=${KEYS:-1000000}
 duration=${DURATION:-10}
@@ -34,28 +35,8 @@ fi
 py=$repo/.cache/venv/bin/python
 "$py" -c 'import duckdb' 2>/dev/null || scripts/test-tools.sh
 
-events=$dir/events-$keys.json
-if [ ! -f "$events" ]; then
-  python3 - "$keys" "$events" <<'PY'
-import random, sys
-keys, path = int(sys.argv[1]), sys.argv[2]
-rnd = random.Random(26)
-with open(path, "w") as f:
-    f.write("".join('{"customer": "k%07d", "amount": %d}\n' % (k, rnd.randrange(1, 1000)) for k in range(keys)))
-PY
-fi
-cat > "$dir/lambdaflow.toml" <<EOF
-[batch]
-dataset = ["$events"]
-[output]
-dir = "$dir/output"
-[serving]
-listen = "127.0.0.1:$lf_http"
-pg-listen = "127.0.0.1:$lf_pg"
-EOF
-rm -rf "$dir/output"
 echo "bench-sql: lambdaflow batch over $keys events" >&2
-"$bin" -c "$dir/lambdaflow.toml" batch > /dev/null
+sql_lookup_view "$bin" "$dir" "$keys" "$lf_http" "$lf_pg"
 # The view's rows as CSV, for PostgreSQL and DuckDB.
 python3 - "$dir/output/batch_view" "$dir/rows.csv" <<'PY'
 import glob, json, os, sys
@@ -79,11 +60,6 @@ EOF
 postmaster=$(head -1 "${LAMBDAFLOW_CACHE:-$repo/.cache}/pg/run-$PG_PORT/data/postmaster.pid")
 for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$lf_pg") 2>/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$lf_http/health" > /dev/null
-
-cat > "$dir/lookup.sql" <<EOF
-\set k random(0, $((keys - 1)))
-SELECT total_amount FROM customer_totals WHERE customer = 'k' || lpad(:k::text, 7, '0');
-EOF
 
 # CPU time of a process and of its reaped children, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }

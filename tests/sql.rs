@@ -473,7 +473,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         pg,
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
-         \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n",
+         \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
@@ -507,6 +507,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{out}{err}"
     );
     assert!(out.contains("\npublic|postgres||\n"), "{out}{err}");
+    // \dL joins pg_description on the system column tableoid.
+    assert!(out.contains("\nplpgsql|postgres|t|"), "{out}{err}");
     assert!(
         out.contains(
             "\npg_catalog|json_each|SETOF record|from_json json, OUT key text, OUT value json|func\n"

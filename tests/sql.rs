@@ -434,6 +434,11 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         serde_json::json!(["postgres:SELECT"]),
         "{java}"
     );
+    assert_eq!(
+        java["column_privileges"],
+        serde_json::json!(["customer:postgres:SELECT", "total_amount:postgres:SELECT"]),
+        "{java}"
+    );
     // A set-returning function: its argument (IN, 1) and its result's columns (3).
     assert_eq!(
         java["functions"],

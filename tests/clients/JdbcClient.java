@@ -233,6 +233,11 @@ public class JdbcClient {
                 while (rs.next()) privileges.add(q(rs.getString("GRANTEE") + ":" + rs.getString("PRIVILEGE")));
             }
             out.append("\"privileges\":[").append(String.join(",", privileges)).append("],");
+            List<String> columnPrivileges = new ArrayList<>();
+            try (ResultSet rs = md.getColumnPrivileges(null, "public", "customer_totals", "%")) {
+                while (rs.next()) columnPrivileges.add(q(rs.getString("COLUMN_NAME") + ":" + rs.getString("GRANTEE") + ":" + rs.getString("PRIVILEGE")));
+            }
+            out.append("\"column_privileges\":[").append(String.join(",", columnPrivileges)).append("],");
             // A function and its columns (pg_get_function_result, proallargtypes as Long[]).
             List<String> functions = new ArrayList<>();
             try (ResultSet rs = md.getFunctions(null, "pg_catalog", "json_each")) {

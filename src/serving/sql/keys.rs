@@ -266,6 +266,12 @@ impl Keys {
             .collect())
     }
 
+    /// The oids of the tables served now.
+    pub async fn served_oids(&self, state: &dyn Session) -> Result<Vec<i32>> {
+        let served = self.served_rows(state).await?;
+        Ok(served.into_iter().map(|(oid, _, _)| oid).collect())
+    }
+
     /// `keys` as `relations` (of `pg_class` now) show them, kept for the functions that read
     /// them by oid.
     fn shown_in(&self, keys: Vec<PrimaryKey>, relations: &Relations) -> Vec<Arc<Shown>> {

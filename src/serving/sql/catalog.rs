@@ -14,12 +14,10 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    new_null_array,
+    Array, ArrayRef, AsArray, ListBuilder, RecordBatch, StringArray, StringBuilder, new_null_array,
 };
-use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{MemTable, SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
@@ -108,13 +106,14 @@ impl SchemaProvider for PgCatalog {
                 Arc::new(type_functions(with_arrays(inner), Arc::clone(&self.keys)))
                     as Arc<dyn TableProvider>
             })),
-            "pg_class" | "pg_index" | "pg_constraint" => {
+            "pg_class" | "pg_index" | "pg_constraint" | "pg_attribute" => {
                 let Some(inner) = self.inner.table(name).await? else {
                     return Ok(None);
                 };
                 let (inner, table) = match name {
                     "pg_class" => (Arc::new(with_class_columns(inner)) as _, Table::Class),
                     "pg_index" => (with_arrays(inner), Table::Index),
+                    "pg_attribute" => (with_arrays(inner), Table::Attribute),
                     _ => (with_arrays(inner), Table::Constraint),
                 };
                 Ok(Some(Arc::new(WithKeys {
@@ -123,12 +122,6 @@ impl SchemaProvider for PgCatalog {
                     keys: Arc::clone(&self.keys),
                 })))
             }
-            "pg_attribute" => Ok(self.inner.table(name).await?.map(|inner| {
-                Arc::new(ReadOnlyColumns {
-                    inner: with_arrays(inner),
-                    keys: Arc::clone(&self.keys),
-                }) as Arc<dyn TableProvider>
-            })),
             "pg_stat_user_tables" => Ok(self.inner.table(name).await?.map(|inner| {
                 Arc::new(UserTables {
                     schema: inner.schema(),
@@ -602,75 +595,12 @@ fn available_extensions(extensions: Arc<dyn TableProvider>) -> Mapped {
 
 /// `n` access privileges that let [`OWNER`] read and nothing else, as granted by itself
 /// (`{postgres=r/postgres}`): what the server allows on a served table and its columns.
-fn select_only(n: usize) -> Result<ArrayRef> {
+pub fn select_only(n: usize) -> Result<ArrayRef> {
     let acl = ScalarValue::new_list_nullable(
         &[ScalarValue::from(format!("{OWNER}=r/{OWNER}"))],
         &DataType::Utf8,
     );
     ScalarValue::List(acl).to_array_of_size(n)
-}
-
-/// `pg_attribute` with `attacl` [`select_only`] for the columns of the tables served (their
-/// oids read when it is scanned): the JDBC driver's getColumnPrivileges reads a NULL `attacl`
-/// as every privilege of the owner.
-#[derive(Debug)]
-pub struct ReadOnlyColumns {
-    pub inner: Arc<dyn TableProvider>,
-    pub keys: Arc<Keys>,
-}
-
-#[async_trait]
-impl TableProvider for ReadOnlyColumns {
-    fn schema(&self) -> SchemaRef {
-        self.inner.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        self.inner.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let served: Vec<i32> = self.keys.served_oids(state).await?;
-        let schema = self.schema();
-        let batches = every_row(self.inner.as_ref(), state)
-            .await?
-            .into_iter()
-            .map(|b| {
-                let (Ok(at), Some(tables), Some(numbers)) = (
-                    schema.index_of("attacl"),
-                    b.column_by_name("attrelid")
-                        .and_then(|c| c.as_primitive_opt::<Int32Type>()),
-                    b.column_by_name("attnum")
-                        .and_then(|c| cast(c, &DataType::Int64).ok()),
-                ) else {
-                    return Ok(b);
-                };
-                let numbers = numbers.as_primitive::<Int64Type>();
-                let read_only: BooleanArray = tables
-                    .iter()
-                    .zip(numbers.iter())
-                    .map(|(t, n)| {
-                        Some(t.is_some_and(|t| served.contains(&t)) && n.is_some_and(|n| n > 0))
-                    })
-                    .collect();
-                let mut columns = b.columns().to_vec();
-                let theirs = cast(&columns[at], schema.field(at).data_type())?;
-                columns[at] = zip(&read_only, &select_only(b.num_rows())?, &theirs)?;
-                Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            schema,
-            projection.cloned(),
-        )?)
-    }
 }
 
 /// `pg_class`'s columns that datafusion-pg-catalog has not: `reloptions`, NULL (no storage

@@ -26,8 +26,9 @@ use datafusion::arrow::array::{
     ListBuilder, RecordBatch, StringArray, StructBuilder,
 };
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Fields, Float64Type, Int16Type, Int32Type, Schema, SchemaRef,
+    DataType, Field, Fields, Float64Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef,
 };
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -242,34 +243,20 @@ impl Keys {
         }
     }
 
-    /// The primary keys of the tables `pg_class` lists now.
-    async fn find(&self, state: &dyn Session) -> Result<Vec<Arc<Shown>>> {
-        let keys = (self.of)();
-        if keys.is_empty() {
-            return Ok(vec![]);
-        }
-        Ok(self.shown_in(keys, &self.relations(state).await?))
-    }
-
-    /// Each table served now: its oid, name and rows.
-    async fn served_rows(&self, state: &dyn Session) -> Result<Vec<(i32, String, usize)>> {
-        let (namespaces, tables) = self.relations(state).await?;
+    /// Each table served now, as `relations` (of `pg_class` now) name it: its oid, name and
+    /// rows.
+    fn served_rows(&self, relations: &Relations) -> Vec<(i32, String, usize)> {
+        let (namespaces, tables) = relations;
         let Some(public) = namespaces.get("public").copied() else {
-            return Ok(vec![]);
+            return vec![];
         };
-        Ok((self.rows_of)()
+        (self.rows_of)()
             .into_iter()
             .filter_map(|(table, rows)| {
                 let oid = *tables.get(&(public, table.clone()))?;
                 Some((oid, table, rows))
             })
-            .collect())
-    }
-
-    /// The oids of the tables served now.
-    pub async fn served_oids(&self, state: &dyn Session) -> Result<Vec<i32>> {
-        let served = self.served_rows(state).await?;
-        Ok(served.into_iter().map(|(oid, _, _)| oid).collect())
+            .collect()
     }
 
     /// `keys` as `relations` (of `pg_class` now) show them, kept for the functions that read
@@ -510,10 +497,14 @@ pub enum Table {
     Index,
     /// `pg_constraint`: each key's `PRIMARY KEY` constraint.
     Constraint,
+    /// `pg_attribute`: no row added; the served tables' columns grant SELECT alone
+    /// ([`read_only_columns`]).
+    Attribute,
 }
 
-/// A table of `pg_catalog` with the rows of the served tables' keys added. Catalog tables
-/// hold a few hundred rows: a scan reads the whole table.
+/// A table of `pg_catalog` with what it says of the tables served: the rows of their keys
+/// added, their own rows changed where the catalog's differ. Catalog tables hold a few
+/// hundred rows: a scan reads the whole table.
 #[derive(Debug)]
 pub struct WithKeys {
     pub inner: Arc<dyn TableProvider>,
@@ -539,25 +530,43 @@ impl TableProvider for WithKeys {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
-        let shown = self.keys.find(state).await?;
+        // pg_class and pg_namespace read once for the keys and the tables served.
+        let relations = self.keys.relations(state).await?;
+        let shown = self.keys.shown_in((self.keys.of)(), &relations);
         let mut batches = every_row(self.inner.as_ref(), state).await?;
-        if let Table::Class = self.table {
-            let indexed: Vec<i32> = shown.iter().map(|s| s.table).collect();
-            let rows: HashMap<i32, usize> = self
-                .keys
-                .served_rows(state)
-                .await?
-                .into_iter()
-                .map(|(oid, _, rows)| (oid, rows))
-                .collect();
-            batches = batches
-                .into_iter()
-                .map(|b| served_class(b, &indexed, &rows))
-                .collect::<Result<_>>()?;
+        match self.table {
+            Table::Class => {
+                let indexed: Vec<i32> = shown.iter().map(|s| s.table).collect();
+                let rows: HashMap<i32, usize> = self
+                    .keys
+                    .served_rows(&relations)
+                    .into_iter()
+                    .map(|(oid, _, rows)| (oid, rows))
+                    .collect();
+                batches = batches
+                    .into_iter()
+                    .map(|b| served_class(b, &indexed, &rows))
+                    .collect::<Result<_>>()?;
+            }
+            Table::Attribute => {
+                let oids: Vec<i32> = self
+                    .keys
+                    .served_rows(&relations)
+                    .into_iter()
+                    .map(|(oid, _, _)| oid)
+                    .collect();
+                batches = batches
+                    .into_iter()
+                    .map(|b| read_only_columns(b, &oids))
+                    .collect::<Result<_>>()?;
+            }
+            Table::Index | Table::Constraint => {}
         }
-        let rows: Vec<Vec<(&str, ScalarValue)>> =
-            shown.iter().map(|s| self.row(s)).collect::<Result<_>>()?;
-        batches.push(row_batch(&schema, &rows)?);
+        if !matches!(self.table, Table::Attribute) {
+            let rows: Vec<Vec<(&str, ScalarValue)>> =
+                shown.iter().map(|s| self.row(s)).collect::<Result<_>>()?;
+            batches.push(row_batch(&schema, &rows)?);
+        }
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             schema,
@@ -602,6 +611,7 @@ impl WithKeys {
                 ("indclass", zeros.clone()),
                 ("indoption", zeros),
             ],
+            Table::Attribute => return plan_err!("pg_attribute has no row of a key"),
             Table::Constraint => vec![
                 ("oid", ScalarValue::from(s.constraint())),
                 ("conname", ScalarValue::from(s.name())),
@@ -663,6 +673,31 @@ fn served_class(
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
+/// `pg_attribute`'s rows with `attacl` [`catalog::select_only`] for the columns of the tables
+/// `served` (by oid): the JDBC driver's getColumnPrivileges reads a NULL `attacl` as every
+/// privilege of the owner.
+fn read_only_columns(b: RecordBatch, served: &[i32]) -> Result<RecordBatch> {
+    let schema = b.schema();
+    let (Ok(at), tables, Some(numbers)) = (
+        schema.index_of("attacl"),
+        int32(&b, "attrelid")?,
+        b.column_by_name("attnum")
+            .map(|c| cast(c, &DataType::Int64)),
+    ) else {
+        return Ok(b);
+    };
+    let numbers = numbers?;
+    let read_only: BooleanArray = tables
+        .iter()
+        .zip(numbers.as_primitive::<Int64Type>().iter())
+        .map(|(t, n)| Some(t.is_some_and(|t| served.contains(&t)) && n.is_some_and(|n| n > 0)))
+        .collect();
+    let mut columns = b.columns().to_vec();
+    let theirs = cast(&columns[at], schema.field(at).data_type())?;
+    columns[at] = zip(&read_only, &catalog::select_only(b.num_rows())?, &theirs)?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 /// `rows` in `schema`: each named column's value (cast to its type), the others NULL or,
 /// where the column is not nullable, its type's zero (`0`, `false`, `''`).
 fn row_batch(schema: &SchemaRef, rows: &[Vec<(&str, ScalarValue)>]) -> Result<RecordBatch> {
@@ -717,8 +752,7 @@ impl TableProvider for UserTables {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let rows: Vec<Vec<(&str, ScalarValue)>> = self
             .keys
-            .served_rows(state)
-            .await?
+            .served_rows(&self.keys.relations(state).await?)
             .into_iter()
             .map(|(oid, table, rows)| {
                 vec![

@@ -528,6 +528,21 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
          WHERE d.customer = c.customer) FROM customer_totals c ORDER BY 1;\n",
     );
     assert_eq!(totals(&out.replace(['{', '}'], "")), truth, "{out}{err}");
+    // Floats in the text format as PostgreSQL 15 writes them (psql shows `1000`, `1e+20`,
+    // where pgwire wrote `1000.0`, `1e20`), in a column and in an array.
+    let (_, out, err) = psql(
+        pg,
+        None,
+        "SELECT CAST(v AS double precision), CAST(v AS real) FROM (VALUES ('1000'), ('1e20'), \
+         ('1.5e-5'), ('1234567'), ('-Infinity'), ('NaN')) AS t(v);\n\
+         SELECT make_array(CAST(1000 AS double precision), NULL, 0.25);\n",
+    );
+    assert_eq!(
+        out,
+        "1000|1000\n1e+20|1e+20\n1.5e-05|1.5e-05\n1234567|1.234567e+06\n\
+         -Infinity|-Infinity\nNaN|NaN\n{1000,NULL,0.25}\n",
+        "{err}"
+    );
     // What clients probe on connect: the version (Grafana's data source, SQLAlchemy), the
     // server's settings by SHOW and current_setting, savepoints in a transaction; and
     // DEALLOCATE, which psycopg sends after a rollback.

@@ -17,6 +17,7 @@
 
 mod catalog;
 mod elements;
+mod floats;
 mod information_schema;
 mod keys;
 mod memory;

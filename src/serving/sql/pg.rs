@@ -88,7 +88,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::subquery::{self, Subqueries};
-use super::{SqlEngine, SqlError, is_read, names, tables};
+use super::{SqlEngine, SqlError, floats, is_read, names, tables};
 use crate::error::{Error, Result};
 
 /// Binds `serving.pg-listen`.
@@ -580,8 +580,10 @@ impl Stop {
     }
 
     /// `r`'s rows, ending with the error when the query must stop while they are computed (the
-    /// plan's stream is dropped: DataFusion's work stops with it), computed on `workers`.
+    /// plan's stream is dropped: DataFusion's work stops with it), computed on `workers`; text
+    /// floats as PostgreSQL writes them ([`floats`]).
     fn bound(&self, r: Response, workers: &Handle) -> Response {
+        let r = floats::pg_text(r);
         let Response::Query(mut q) = r else {
             return r;
         };
@@ -978,10 +980,10 @@ fn prepared_lookup<C: ClientInfo>(
             .ok()?,
     );
     let rows = encode_recordbatch(Arc::clone(&fields), batch);
-    Some(Ok(Response::Query(QueryResponse::new(
+    Some(Ok(floats::pg_text(Response::Query(QueryResponse::new(
         fields,
         futures::stream::iter(rows),
-    ))))
+    )))))
 }
 
 /// A cancel request: pgwire's (for what it interrupts itself), and the running query's token.

@@ -60,22 +60,41 @@ impl PgCatalog {
         let Some(theirs) = inner.table("pg_settings").await? else {
             return plan_err!("pg_catalog has no pg_settings");
         };
+        // Their `bool_val` is PostgreSQL's `boot_val` (psql's `\dconfig` reads it).
         let schema = theirs.schema();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "bool_val" => f.as_ref().clone().with_name("boot_val"),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
         let rows = server::settings().count();
+        let each = |v: fn(&'static str, &'static str) -> &'static str| {
+            Arc::new(
+                server::settings()
+                    .map(|(n, s)| Some(v(n, s)))
+                    .collect::<StringArray>(),
+            ) as ArrayRef
+        };
+        // Each is fixed by the server, its value built in: PostgreSQL's `internal` context
+        // and `default` source.
         let columns = schema
             .fields()
             .iter()
             .map(|f| match f.name().as_str() {
-                "name" => Arc::new(
-                    server::settings()
-                        .map(|(n, _)| Some(n))
-                        .collect::<StringArray>(),
-                ) as ArrayRef,
-                "setting" | "reset_val" | "boot_val" => Arc::new(
-                    server::settings()
-                        .map(|(_, v)| Some(v))
-                        .collect::<StringArray>(),
-                ),
+                "name" => each(|n, _| n),
+                "setting" | "reset_val" | "boot_val" => each(|_, s| s),
+                "vartype" => each(|_, s| match s {
+                    "on" | "off" => "bool",
+                    s if s.parse::<i64>().is_ok() => "integer",
+                    _ => "string",
+                }),
+                "context" => each(|_, _| "internal"),
+                "source" => each(|_, _| "default"),
+                "category" => each(|_, _| "Preset Options"),
                 _ => new_null_array(f.data_type(), rows),
             })
             .collect();

@@ -478,7 +478,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         pg,
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
-         \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n",
+         \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
+         \\dconfig server_version\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
@@ -512,6 +513,19 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{out}{err}"
     );
     assert!(out.contains("\npublic|postgres||\n"), "{out}{err}");
+    // \dp: the table's privileges, its columns', and its row policies (none: a subquery
+    // correlated twice, of a catalog table without rows); \dconfig reads pg_settings.
+    assert!(
+        out.contains(
+            "\npublic|customer_totals|table|postgres=r/postgres|customer:\n  postgres=r/postgres\n\
+             total_amount:\n  postgres=r/postgres|\n"
+        ),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("\nserver_version|16.0 (lambdaflow)\n"),
+        "{out}{err}"
+    );
     // \dL joins pg_description on the system column tableoid.
     assert!(out.contains("\nplpgsql|postgres|t|"), "{out}{err}");
     assert!(

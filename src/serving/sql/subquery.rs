@@ -279,6 +279,15 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
     };
     let mut n = 0;
     for statement in &mut statements {
+        // First the subqueries of no rows, as the client wrote them (the rewrites below would
+        // make their aggregates of others).
+        let _ = visit_expressions_mut(statement, |e| {
+            if let Some(none) = of_no_rows(e, ctx, &is_aggregate) {
+                *e = none;
+                n += 1;
+            }
+            ControlFlow::<()>::Continue(())
+        });
         // The subqueries that are a column of a SELECT, by address (nothing moves them: the
         // rewrite below replaces an expression in its place, after its children).
         let mut items = SelectItems(HashSet::new());
@@ -327,6 +336,77 @@ pub fn aggregated<'s>(sql: &'s str, which: Subqueries, ctx: &SessionContext) -> 
     match n {
         0 => Cow::Borrowed(sql),
         _ => Cow::Owned(super::syntax::text_of(&statements)),
+    }
+}
+
+/// What `e` is when it is a subquery of a catalog table that has no rows, selecting no
+/// aggregate: `ARRAY(SELECT …)` an empty array, `(SELECT …)` NULL — whatever the subquery
+/// reads of the outer query. (psql's `\dp` lists each table's row policies, none here, in a
+/// subquery correlated twice, which DataFusion does not plan.) `None` for any other `e`.
+fn of_no_rows(
+    e: &Expr,
+    ctx: &SessionContext,
+    is_aggregate: &impl Fn(&Function) -> bool,
+) -> Option<Expr> {
+    let (q, array) = match e {
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("array") => {
+            let FunctionArguments::Subquery(q) = &f.args else {
+                return None;
+            };
+            (q, true)
+        }
+        Expr::Subquery(q) => (q, false),
+        _ => return None,
+    };
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table { name, .. } = &from.relation else {
+        return None;
+    };
+    let mut aggregates = false;
+    let _ = visit_expressions(&select.projection, |e| {
+        aggregates |= matches!(e, Expr::Function(f) if is_aggregate(f));
+        ControlFlow::<()>::Continue(())
+    });
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
+    if !from.joins.is_empty() || aggregates || grouped || select.having.is_some() {
+        return None;
+    }
+    // One that is not correlated is planned as it is.
+    if !correlated(q) {
+        return None;
+    }
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| i.value.to_lowercase())
+        .collect();
+    let table = match parts.as_slice() {
+        [schema, table] if schema == "pg_catalog" => table,
+        [table] if table.starts_with("pg_") => table,
+        _ => return None,
+    };
+    let catalog = ctx.catalog(super::DATABASE)?.schema("pg_catalog")?;
+    let state = ctx.state();
+    // The catalog's tables are made in memory: nothing to wait for.
+    let rows = futures::executor::block_on(async {
+        let t = catalog.table(table).await.ok()??;
+        super::catalog::every_row(t.as_ref(), &state).await.ok()
+    })?;
+    if rows.iter().any(|b| b.num_rows() > 0) {
+        return None;
+    }
+    match array {
+        true => Parser::new(&PostgreSqlDialect {})
+            .try_with_sql("make_array()")
+            .and_then(|mut p| p.parse_expr())
+            .ok(),
+        false => Some(Expr::value(Value::Null)),
     }
 }
 
@@ -789,5 +869,42 @@ pub(super) mod tests {
         for row in ["| a    | 2 |", "| b    | 4 |", "| c    |   |"] {
             assert!(got.contains(row), "{got}");
         }
+    }
+
+    /// A subquery of a catalog table without rows, correlated twice (psql's `\\dp` reads row
+    /// policies so), is its answer for no rows: planned, where DataFusion plans no subquery
+    /// correlated twice; with rows it is left as it is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_correlated_subquery_of_an_empty_catalog_table_has_no_rows() {
+        let config = datafusion::prelude::SessionConfig::new()
+            .with_default_catalog_and_schema(crate::serving::sql::DATABASE, "public")
+            .with_create_default_catalog_and_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        for sql in [
+            "CREATE SCHEMA pg_catalog",
+            "CREATE TABLE pg_catalog.pg_policy (polrelid INT, polname TEXT)",
+            "CREATE TABLE pg_catalog.pg_roles (oid INT, rolname TEXT) AS VALUES (10, 'postgres')",
+            "CREATE TABLE c (k INT) AS VALUES (1), (10)",
+        ] {
+            ctx.sql(sql).await.unwrap();
+        }
+        let policies = "SELECT c.k, array_to_string(ARRAY(SELECT pol.polname || ': ' || \
+                        array_to_string(ARRAY(SELECT r.rolname FROM pg_catalog.pg_roles r \
+                        WHERE r.oid = pol.polrelid), ',') FROM pg_catalog.pg_policy pol \
+                        WHERE pol.polrelid = c.k), ';') AS p, \
+                        (SELECT pol.polname FROM pg_policy pol WHERE pol.polrelid = c.k) AS q \
+                        FROM c ORDER BY 1";
+        let got = answer(&ctx, policies).await.unwrap();
+        for row in ["| 1  |   |   |", "| 10 |   |   |"] {
+            assert!(got.contains(row), "{got}");
+        }
+        ctx.sql("INSERT INTO pg_catalog.pg_policy VALUES (10, 'mine')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let kept = aggregated(policies, Subqueries::BeforePlanning, &ctx);
+        assert!(kept.contains("pg_policy"), "{kept}");
     }
 }

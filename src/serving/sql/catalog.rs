@@ -98,6 +98,9 @@ impl PgCatalog {
                 _ => new_null_array(f.data_type(), rows),
             })
             .collect();
+        // pg_proc's functions, read now: a scan of pg_type reads them ([`type_functions`]),
+        // and may run inside another executor (a rewrite that reads a catalog table).
+        keys.procedures(&SessionContext::new().state()).await?;
         let settings = MemTable::try_new(
             Arc::clone(&schema),
             vec![vec![RecordBatch::try_new(schema, columns)?]],

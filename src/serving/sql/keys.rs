@@ -352,7 +352,7 @@ impl Keys {
     }
 
     /// `pg_proc`'s functions.
-    async fn procedures(&self, state: &dyn Session) -> Result<&Procedures> {
+    pub async fn procedures(&self, state: &dyn Session) -> Result<&Procedures> {
         if let Some(procedures) = self.procedures.get() {
             return Ok(procedures);
         }

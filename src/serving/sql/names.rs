@@ -133,12 +133,14 @@ pub fn json_names(statement: &Statement, datafusions: Vec<String>) -> Vec<String
 }
 
 /// Whether DataFusion's name could differ from PostgreSQL's: an expression's name has more
-/// than an identifier's characters (a column of a table is named alike in both), and a
-/// column the catalog's rewrite aliased ([`STAND_IN_ALIAS`]).
+/// than an identifier's characters (a column of a table is named alike in both), a NULL
+/// (PostgreSQL's `?column?`, or the name of the subquery a rewrite made NULL), and a column
+/// the catalog's rewrite aliased ([`STAND_IN_ALIAS`]).
 pub fn may_differ(name: &str) -> bool {
     !name
         .chars()
         .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        || name == "NULL"
         || name.starts_with(STAND_IN_ALIAS)
 }
 

@@ -372,6 +372,15 @@ fn of_no_rows(
         aggregates |= matches!(e, Expr::Function(f) if is_aggregate(f));
         ControlFlow::<()>::Continue(())
     });
+    // A statement's parameters are typed by where they stand: none is taken away.
+    let mut parameters = false;
+    let _ = visit_expressions(q, |e| {
+        parameters |= matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)));
+        ControlFlow::<()>::Continue(())
+    });
+    if parameters {
+        return None;
+    }
     let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
     if !from.joins.is_empty() || aggregates || grouped || select.having.is_some() {
         return None;
@@ -898,6 +907,11 @@ pub(super) mod tests {
         for row in ["| 1  |   |   |", "| 10 |   |   |"] {
             assert!(got.contains(row), "{got}");
         }
+        // A parameter is typed where it stands: its subquery is kept.
+        let parameter = "SELECT (SELECT pol.polname || $1 FROM pg_policy pol \
+                         WHERE pol.polrelid = c.k) FROM c";
+        let kept = aggregated(parameter, Subqueries::BeforePlanning, &ctx);
+        assert!(kept.contains("pg_policy"), "{kept}");
         ctx.sql("INSERT INTO pg_catalog.pg_policy VALUES (10, 'mine')")
             .await
             .unwrap()

@@ -479,7 +479,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
-         \\dconfig server_version\n",
+         \\dconfig server_version\n\\dOS\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
@@ -503,7 +503,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     // The one role, which owns every table; no superuser, member of no role.
     assert!(out.contains("\npostgres||{}\n"), "{out}{err}");
     // The database, in memory (no byte on disk), in the default tablespace.
-    assert!(out.contains("\nlambdaflow|postgres|UTF-8|"), "{out}{err}");
+    assert!(out.contains("\nlambdaflow|postgres|UTF8|"), "{out}{err}");
     assert!(out.contains("|0 bytes|pg_default|"), "{out}{err}");
     assert!(out.contains("\npg_default|postgres|\n"), "{out}{err}");
     // \d+: each column's storage (its options are an array of the class's); \dn+: the
@@ -526,6 +526,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         out.contains("\nserver_version|16.0 (lambdaflow)\n"),
         "{out}{err}"
     );
+    // \dOS: the collations of the database's encoding (pg_char_to_encoding).
+    assert!(out.contains("\npg_catalog|C|C|C||libc|yes\n"), "{out}{err}");
     // \dL joins pg_description on the system column tableoid.
     assert!(out.contains("\nplpgsql|postgres|t|"), "{out}{err}");
     assert!(

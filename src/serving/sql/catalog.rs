@@ -14,7 +14,8 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, ListBuilder, RecordBatch, StringArray, StringBuilder, new_null_array,
+    Array, ArrayRef, AsArray, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    new_null_array,
 };
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
@@ -155,6 +156,11 @@ impl SchemaProvider for PgCatalog {
                 .table("pg_extension")
                 .await?
                 .map(|inner| Arc::new(available_extensions(inner)) as Arc<dyn TableProvider>)),
+            "pg_collation" => Ok(self.inner.table(name).await?.map(|inner| {
+                // PostgreSQL 17's name of the column; 16's, which lambdaflow answers as (psql's
+                // `\\dO` asks for it), is `colliculocale`.
+                Arc::new(renamed(inner, "colllocale", "colliculocale")) as Arc<dyn TableProvider>
+            })),
             _ => Ok(self.inner.table(name).await?.map(with_arrays)),
         }
     }
@@ -272,6 +278,46 @@ pub fn register(ctx: &SessionContext) {
             }),
         ),
     ];
+    // The database's encoding (UTF8), and the encodings by PostgreSQL's numbers
+    // (datafusion-pg-catalog's writes UTF8 as
+    // `UTF-8`, which psql's `\\l` shows; it has no `pg_char_to_encoding`, which `\\dO` calls).
+    let encodings: [Function; 3] = [
+        (
+            "getdatabaseencoding",
+            Signature::exact(vec![], Volatility::Stable),
+            DataType::Utf8,
+            constant(ScalarValue::Utf8(Some(ENCODINGS[6].into()))),
+        ),
+        (
+            "pg_encoding_to_char",
+            any(&[1]),
+            DataType::Utf8,
+            over_columns(|args: &[ArrayRef]| {
+                let ids = cast(&args[0], &DataType::Int64)?;
+                let names: StringArray = ids
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .map(|id| id.map(|id| usize::try_from(id).ok().and_then(|i| ENCODINGS.get(i))))
+                    .map(|name| name.map(|n| n.copied().unwrap_or("")))
+                    .collect();
+                Ok(Arc::new(names) as ArrayRef)
+            }),
+        ),
+        (
+            "pg_char_to_encoding",
+            any(&[1]),
+            DataType::Int32,
+            over_columns(|args: &[ArrayRef]| {
+                let names = cast(&args[0], &DataType::Utf8)?;
+                let ids: Int32Array = names
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|name| name.map(encoding_id))
+                    .collect();
+                Ok(Arc::new(ids) as ArrayRef)
+            }),
+        ),
+    ];
     // The objects of pg_catalog are on every search path (PostgreSQL searches it first).
     let visible = VISIBLE.map(|name| -> Function {
         (
@@ -303,8 +349,74 @@ pub fn register(ctx: &SessionContext) {
             .into_iter()
             .chain(visible)
             .chain(sizes)
+            .chain(encodings)
             .chain([location]),
     );
+}
+
+/// PostgreSQL's encodings, by their numbers (`pg_encoding_to_char`).
+const ENCODINGS: [&str; 42] = [
+    "SQL_ASCII",
+    "EUC_JP",
+    "EUC_CN",
+    "EUC_KR",
+    "EUC_TW",
+    "EUC_JIS_2004",
+    "UTF8",
+    "MULE_INTERNAL",
+    "LATIN1",
+    "LATIN2",
+    "LATIN3",
+    "LATIN4",
+    "LATIN5",
+    "LATIN6",
+    "LATIN7",
+    "LATIN8",
+    "LATIN9",
+    "LATIN10",
+    "WIN1256",
+    "WIN1258",
+    "WIN866",
+    "WIN874",
+    "KOI8R",
+    "WIN1251",
+    "WIN1252",
+    "ISO_8859_5",
+    "ISO_8859_6",
+    "ISO_8859_7",
+    "ISO_8859_8",
+    "WIN1250",
+    "WIN1253",
+    "WIN1254",
+    "WIN1255",
+    "WIN1257",
+    "KOI8U",
+    "SJIS",
+    "BIG5",
+    "GBK",
+    "UHC",
+    "GB18030",
+    "JOHAB",
+    "SHIFT_JIS_2004",
+];
+
+/// The number of the encoding `name` names as `pg_char_to_encoding` reads it: any case, with
+/// or without its punctuation (`utf-8`), or `unicode`; -1 for none.
+fn encoding_id(name: &str) -> i32 {
+    let clean = |n: &str| -> String {
+        n.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let name = match clean(name) {
+        n if n == "unicode" => "utf8".to_string(),
+        n => n,
+    };
+    ENCODINGS
+        .iter()
+        .position(|e| clean(e) == name)
+        .map_or(-1, |i| i as i32)
 }
 
 /// The visibility functions of pg_catalog's objects (psql's `\df`, `\dT`, `\do`, `\dF`…).
@@ -576,6 +688,29 @@ impl TableProvider for Mapped {
             self.schema(),
             projection.cloned(),
         )?)
+    }
+}
+
+/// `inner` with its column `from` named `to`.
+fn renamed(inner: Arc<dyn TableProvider>, from: &str, to: &str) -> Mapped {
+    let theirs = inner.schema();
+    let fields: Vec<Field> = theirs
+        .fields()
+        .iter()
+        .map(|f| match f.name() == from {
+            true => f.as_ref().clone().with_name(to),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    Mapped {
+        inner,
+        schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
+        map: Arc::new(|b, schema| {
+            Ok(RecordBatch::try_new(
+                Arc::clone(schema),
+                b.columns().to_vec(),
+            )?)
+        }),
     }
 }
 
@@ -935,6 +1070,22 @@ fn byte_at(sql: &str, at: Location) -> usize {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{Field, Fields, TimeUnit};
+
+    /// PostgreSQL 15's answers to `pg_char_to_encoding`.
+    #[test]
+    fn encodings_are_read_as_postgresql_reads_them() {
+        for (name, id) in [
+            ("UTF8", 6),
+            ("UTF-8", 6),
+            ("unicode", 6),
+            ("latin1", 8),
+            ("Shift_JIS_2004", 41),
+            ("SQL_ASCII", 0),
+            ("nope", -1),
+        ] {
+            assert_eq!(encoding_id(name), id, "{name}");
+        }
+    }
 
     #[test]
     fn types_are_named_as_postgresql_names_them() {

@@ -7,7 +7,10 @@
 #     prepared statements, 8 clients on 2 threads) against lambdaflow and PostgreSQL,
 #     alternating, ROUNDS rounds of DURATION seconds: transactions/s, p50 and p99 from
 #     pgbench's per-transaction log, and the server's CPU time per transaction (user and
-#     system, from /proc: serve's own; PostgreSQL's backends', which its postmaster reaps);
+#     system, from /proc: serve's own; PostgreSQL's backends', which its postmaster reaps),
+#     pgbench's own CPU time per transaction (the client's share of the cores, which the
+#     server's answers drive), and the machine's system calls and context switches per
+#     transaction (perf, installed by setup.sh bench);
 #   - two analytical queries (the top 10 by total, a filtered aggregate), each run 5 times on
 #     each system: the median time (psql's \timing for the servers, DuckDB's own clock).
 # Prints figures only; everything on the same 2 cores.
@@ -61,24 +64,39 @@ postmaster=$(head -1 "${LAMBDAFLOW_CACHE:-$repo/.cache}/pg/run-$PG_PORT/data/pos
 for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$lf_pg") 2>/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$lf_http/health" > /dev/null
 
-# CPU time of a process and of its reaped children, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+# CPU time of a process and of its reaped children, in clock ticks: user, then system.
+cpu_ticks() { awk '{print $14 + $16, $15 + $17}' "/proc/$1/stat"; }
 lookups() { # LABEL PORT DB SERVER_PID
   local d; d=$(mktemp -d "$dir/pgbench.XXXX")
   local out before
   before=$(cpu_ticks "$4")
-  out=$(cd "$d" && pgbench -n -M prepared -c 8 -j 2 -T "$duration" -l -f "$dir/lookup.sql" \
-    -h 127.0.0.1 -p "$2" -U postgres "$3" 2>&1) || { echo "$out" >&2; return 1; }
+  # The whole machine's system calls and context switches (perf), and pgbench's own CPU
+  # time (the shell's `times` of its children): the client's share of the 2 cores.
+  out=$(cd "$d" && perf stat -a -x, -o "$d/perf" -e raw_syscalls:sys_enter,context-switches \
+    pgbench -n -M prepared -c 8 -j 2 -T "$duration" -l -f "$dir/lookup.sql" \
+    -h 127.0.0.1 -p "$2" -U postgres "$3" 2>&1 && times) || { echo "$out" >&2; return 1; }
   sleep 0.5 # PostgreSQL's backends end, and are reaped
-  local ticks=$(( $(cpu_ticks "$4") - before ))
+  local after; after=$(cpu_ticks "$4")
   local n; n=$(echo "$out" | awk '/^number of transactions actually processed/ {print $NF}')
-  local cpu; cpu=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+  local per_tx="awk -v hz=$(getconf CLK_TCK) -v n=$n"
+  local cpu; cpu=$($per_tx -v a="$before" -v b="$after" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    printf "%.1f", (y[1] + y[2] - x[1] - x[2]) / hz * 1e6 / n
+    printf " (user %.1f, system %.1f)", (y[1] - x[1]) / hz * 1e6 / n, (y[2] - x[2]) / hz * 1e6 / n }')
+  # `times`' last line: the children's user and system time, `0m1.230s 0m4.560s`.
+  local client; client=$(echo "$out" | tail -1 | $per_tx '{
+    for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] }
+    printf "%.1f", s * 1e6 / n }')
+  local kernel; kernel=$($per_tx -F, '$3 ~ /sys_enter/ {s = $1} $3 ~ /context-switches/ {c = $1}
+    END {printf "%.2f system calls, %.2f context switches", s / n, c / n}' "$d/perf")
   local tps; tps=$(echo "$out" | awk '/^tps = / {print int($3)}')
   local failed; failed=$(echo "$out" | awk '/number of failed transactions/ {print $5}')
   # pgbench's log: client, transaction, latency (µs), …
   local q; q=$(cat "$d"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "%.2f %.2f", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
-  printf '  %-34s %8s tx/s   p50 %6s ms   p99 %6s ms   server CPU %5s µs/tx   failed %s\n' \
-    "$1" "$tps" "${q% *}" "${q#* }" "$cpu" "${failed:-0}"
+  printf '  %-34s %8s tx/s   p50 %6s ms   p99 %6s ms   failed %s\n' \
+    "$1" "$tps" "${q% *}" "${q#* }" "${failed:-0}"
+  printf '  %-34s server CPU %s µs/tx, pgbench CPU %s µs/tx; per tx, machine-wide: %s\n' \
+    "" "$cpu" "$client" "$kernel"
   rm -rf "$d"
 }
 

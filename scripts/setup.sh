@@ -49,6 +49,7 @@ if [ "$what" = bench ]; then
   command -v wrk >/dev/null || want wrk "the HTTP load of the serving benchmarks"
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want postgresql "PostgreSQL and pgbench, the anchor of the SQL benchmark"
   command -v valgrind >/dev/null || want valgrind "callgrind, the instruction counts of bench-sql-cpu.sh"
+  command -v perf >/dev/null || want linux-perf "perf, the system calls and context switches of bench-sql.sh"
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

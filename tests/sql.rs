@@ -479,7 +479,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
-         \\dconfig server_version\n\\dOS\n",
+         \\dconfig server_version\n\\dOS\n\\dAp btree bool_ops\n\
+         SELECT typinput, typreceive FROM pg_type WHERE typname = 'bool';\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
     assert!(out.contains("public|customer_totals|table"), "{out}{err}");
@@ -528,6 +529,12 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
     // \dOS: the collations of the database's encoding (pg_char_to_encoding).
     assert!(out.contains("\npg_catalog|C|C|C||libc|yes\n"), "{out}{err}");
+    // The catalog's functions (regproc): oids that join pg_proc (\dAp), written as names.
+    assert!(
+        out.contains("\nbtree|bool_ops|boolean|boolean|1|btboolcmp\n"),
+        "{out}{err}"
+    );
+    assert!(out.contains("\nboolin|boolrecv\n"), "{out}{err}");
     // \dL joins pg_description on the system column tableoid.
     assert!(out.contains("\nplpgsql|postgres|t|"), "{out}{err}");
     assert!(

@@ -39,7 +39,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::{
 };
 use datafusion_postgres::pgwire::api::Type;
 
-use super::keys::{Keys, Table, UserTables, WithKeys, type_functions};
+use super::keys::{Keys, Table, UserTables, WithKeys, function_oids};
 use super::server;
 
 /// `pg_catalog` as datafusion-pg-catalog serves it, but for `pg_settings`: the parameters
@@ -99,7 +99,7 @@ impl PgCatalog {
                 _ => new_null_array(f.data_type(), rows),
             })
             .collect();
-        // pg_proc's functions, read now: a scan of pg_type reads them ([`type_functions`]),
+        // pg_proc's functions, read now: a scan of pg_type reads them ([`function_oids`]),
         // and may run inside another executor (a rewrite that reads a catalog table).
         keys.procedures(&SessionContext::new().state()).await?;
         let settings = MemTable::try_new(
@@ -125,10 +125,6 @@ impl SchemaProvider for PgCatalog {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match name {
             "pg_settings" => Ok(Some(Arc::clone(&self.settings))),
-            "pg_type" => Ok(self.inner.table(name).await?.map(|inner| {
-                Arc::new(type_functions(with_arrays(inner), Arc::clone(&self.keys)))
-                    as Arc<dyn TableProvider>
-            })),
             "pg_class" | "pg_index" | "pg_constraint" | "pg_attribute" => {
                 let Some(inner) = self.inner.table(name).await? else {
                     return Ok(None);
@@ -161,13 +157,25 @@ impl SchemaProvider for PgCatalog {
                 // `\\dO` asks for it), is `colliculocale`.
                 Arc::new(renamed(inner, "colllocale", "colliculocale")) as Arc<dyn TableProvider>
             })),
-            _ => Ok(self.inner.table(name).await?.map(with_arrays)),
+            _ => Ok(self
+                .inner
+                .table(name)
+                .await?
+                .map(|inner| function_oids(with_arrays(inner), Arc::clone(&self.keys)))),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
         name == AVAILABLE_EXTENSIONS || self.inner.table_exist(name)
     }
+}
+
+/// The keys (and functions) of `ctx`'s `pg_catalog`, when it is lambdaflow's.
+pub fn keys_of(ctx: &SessionContext) -> Option<Arc<Keys>> {
+    let schema = ctx.catalog(super::DATABASE)?.schema("pg_catalog")?;
+    schema
+        .downcast_ref::<PgCatalog>()
+        .map(|c| Arc::clone(&c.keys))
 }
 
 /// The one role `pg_roles` lists (psql's `\du`): `postgres` ([`OWNER`]), which the catalog names as the

@@ -361,7 +361,7 @@ impl Keys {
     }
 
     /// [`Keys::procedures`] where no query's session is at hand (read once, then kept).
-    fn procedures_now(&self) -> Result<&Procedures> {
+    pub fn procedures_now(&self) -> Result<&Procedures> {
         if let Some(procedures) = self.procedures.get() {
             return Ok(procedures);
         }
@@ -383,6 +383,10 @@ impl Keys {
             .iter()
             .map(|name| {
                 let Some(name) = name else { return Ok(None) };
+                // `-` is no function (0); a number, the oid itself.
+                if name == "-" || name.bytes().all(|b| b.is_ascii_digit()) {
+                    return Ok(procedures.oid(name));
+                }
                 let parts = relation_name(name).unwrap_or_default();
                 let function = match parts.as_slice() {
                     [schema, f] if schema == "pg_catalog" => f.as_str(),
@@ -778,10 +782,11 @@ pub const REGCLASS: &str = "regclass";
 /// The function a cast to `regproc` becomes ([`Keys::regproc`]).
 pub const REGPROC: &str = "regproc";
 
-/// `pg_type`'s columns of functions (`regproc` in PostgreSQL: an oid, which clients compare
-/// with a cast to `regproc` or join to `pg_proc.oid`), which datafusion-pg-catalog holds as
-/// the functions' names.
-const TYPE_FUNCTIONS: [&str; 8] = [
+/// The catalog's columns of functions (`regproc` in PostgreSQL: an oid, which clients compare
+/// with a cast to `regproc` or join to `pg_proc.oid`, and which PostgreSQL writes as the
+/// function's name), which datafusion-pg-catalog holds as the functions' names.
+const FUNCTION_COLUMNS: [&str; 33] = [
+    // pg_type
     "typinput",
     "typoutput",
     "typreceive",
@@ -790,21 +795,60 @@ const TYPE_FUNCTIONS: [&str; 8] = [
     "typmodout",
     "typanalyze",
     "typsubscript",
+    // pg_aggregate
+    "aggfnoid",
+    "aggtransfn",
+    "aggfinalfn",
+    "aggcombinefn",
+    "aggserialfn",
+    "aggdeserialfn",
+    "aggmtransfn",
+    "aggminvtransfn",
+    "aggmfinalfn",
+    // pg_am, pg_amproc, pg_conversion, pg_proc, pg_range
+    "amhandler",
+    "amproc",
+    "conproc",
+    "prosupport",
+    "rngcanonical",
+    "rngsubdiff",
+    // pg_operator
+    "oprcode",
+    "oprrest",
+    "oprjoin",
+    // pg_ts_parser, pg_ts_template
+    "prsstart",
+    "prstoken",
+    "prsend",
+    "prsheadline",
+    "prslextype",
+    "tmplinit",
+    "tmpllexize",
 ];
 
-/// datafusion-pg-catalog's `pg_type` with [`TYPE_FUNCTIONS`] as `regproc` oids (0 for none,
-/// `-` in its rows, as PostgreSQL has it).
-pub fn type_functions(inner: Arc<dyn TableProvider>, keys: Arc<Keys>) -> Mapped {
+/// Whether `f` is one of [`FUNCTION_COLUMNS`] held as names.
+fn function_names(f: &Field) -> bool {
+    FUNCTION_COLUMNS.contains(&f.name().as_str()) && !f.data_type().is_integer()
+}
+
+/// A table of datafusion-pg-catalog's with its [`FUNCTION_COLUMNS`] as `regproc` oids (`-`,
+/// no function, is 0, as PostgreSQL has it; a name `pg_proc` lacks, 0 too): psql's `\\dAp`,
+/// `\\dFp+` and `\\dFt+` join them to `pg_proc.oid`. The wire writes them as names again
+/// (`super::texts`). The table itself when it has none.
+pub fn function_oids(inner: Arc<dyn TableProvider>, keys: Arc<Keys>) -> Arc<dyn TableProvider> {
     let theirs = inner.schema();
+    if !theirs.fields().iter().any(|f| function_names(f)) {
+        return inner;
+    }
     let fields: Vec<Field> = theirs
         .fields()
         .iter()
-        .map(|f| match TYPE_FUNCTIONS.contains(&f.name().as_str()) {
+        .map(|f| match function_names(f) {
             true => oid_field(f.name(), kind::REGPROC, f.is_nullable()),
             false => f.as_ref().clone(),
         })
         .collect();
-    Mapped {
+    Arc::new(Mapped {
         inner,
         schema: Arc::new(Schema::new_with_metadata(fields, theirs.metadata().clone())),
         map: Arc::new(move |b, schema| {
@@ -814,23 +858,21 @@ pub fn type_functions(inner: Arc<dyn TableProvider>, keys: Arc<Keys>) -> Mapped 
                 .iter()
                 .zip(schema.fields())
                 .map(|(c, f)| {
-                    if !TYPE_FUNCTIONS.contains(&f.name().as_str())
-                        || c.data_type() == f.data_type()
-                    {
+                    if c.data_type() == f.data_type() {
                         return Ok(Arc::clone(c));
                     }
                     let names = cast(c, &DataType::Utf8)?;
                     let oids: Int32Array = names
                         .as_string::<i32>()
                         .iter()
-                        .map(|n| n.map(|n| procedures.by_name.get(n).map_or(0, |(oid, _)| *oid)))
+                        .map(|n| n.map(|n| procedures.oid(n).unwrap_or(0)))
                         .collect();
                     Ok(Arc::new(oids) as ArrayRef)
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
         }),
-    }
+    })
 }
 
 /// The function that expands an array into rows `(x, n)`, as `information_schema`'s does.

@@ -17,7 +17,6 @@
 
 mod catalog;
 mod elements;
-mod floats;
 mod information_schema;
 mod keys;
 mod memory;
@@ -28,6 +27,7 @@ mod server;
 mod subquery;
 mod syntax;
 pub mod tables;
+mod texts;
 pub mod wire;
 
 use std::borrow::Cow;

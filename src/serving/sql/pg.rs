@@ -87,8 +87,9 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::keys::Keys;
 use super::subquery::{self, Subqueries};
-use super::{SqlEngine, SqlError, floats, is_read, names, tables};
+use super::{SqlEngine, SqlError, is_read, names, tables, texts};
 use crate::error::{Error, Result};
 
 /// Binds `serving.pg-listen`.
@@ -292,6 +293,7 @@ impl Handlers {
         let inner = Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks));
         Self {
             session: Arc::new(Bounded {
+                keys: super::catalog::keys_of(&ctx),
                 parser: Arc::new(PgNamed(inner.query_parser())),
                 inner,
                 workers: Handle::current(),
@@ -580,10 +582,8 @@ impl Stop {
     }
 
     /// `r`'s rows, ending with the error when the query must stop while they are computed (the
-    /// plan's stream is dropped: DataFusion's work stops with it), computed on `workers`; text
-    /// floats as PostgreSQL writes them ([`floats`]).
+    /// plan's stream is dropped: DataFusion's work stops with it), computed on `workers`.
     fn bound(&self, r: Response, workers: &Handle) -> Response {
-        let r = floats::pg_text(r);
         let Response::Query(mut q) = r else {
             return r;
         };
@@ -613,6 +613,8 @@ struct Bounded {
     workers: Handle,
     /// The engine's session (the prepared key lookups' expressions are made in it).
     ctx: Arc<SessionContext>,
+    /// Its catalog's functions, which the wire writes `regproc` values by ([`texts`]).
+    keys: Option<Arc<Keys>>,
     running: Arc<Running>,
 }
 
@@ -651,7 +653,7 @@ impl SimpleQueryHandler for Bounded {
         };
         Ok(pg_names(query, responses)
             .into_iter()
-            .map(|r| stop.bound(r, &self.workers))
+            .map(|r| stop.bound(texts::pg_text(r, self.keys.as_ref()), &self.workers))
             .collect())
     }
 }
@@ -821,7 +823,7 @@ impl ExtendedQueryHandler for Bounded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(answer) = prepared_lookup(&self.ctx, client, portal) {
+        if let Some(answer) = prepared_lookup(&self.ctx, self.keys.as_ref(), client, portal) {
             return answer;
         }
         let stop = self.running.start(client);
@@ -833,6 +835,7 @@ impl ExtendedQueryHandler for Bounded {
             r = query => r?,
             e = stop.wait() => return Err(e),
         };
+        let response = texts::pg_text(response, self.keys.as_ref());
         Ok(stop.bound(response, &self.workers))
     }
 }
@@ -964,6 +967,7 @@ impl Statements {
 /// names the error).
 fn prepared_lookup<C: ClientInfo>(
     ctx: &SessionContext,
+    keys: Option<&Arc<Keys>>,
     client: &C,
     portal: &Portal<DfStatement>,
 ) -> Option<PgWireResult<Response>> {
@@ -980,10 +984,8 @@ fn prepared_lookup<C: ClientInfo>(
             .ok()?,
     );
     let rows = encode_recordbatch(Arc::clone(&fields), batch);
-    Some(Ok(floats::pg_text(Response::Query(QueryResponse::new(
-        fields,
-        futures::stream::iter(rows),
-    )))))
+    let rows = Response::Query(QueryResponse::new(fields, futures::stream::iter(rows)));
+    Some(Ok(texts::pg_text(rows, keys)))
 }
 
 /// A cancel request: pgwire's (for what it interrupts itself), and the running query's token.

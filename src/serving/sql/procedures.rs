@@ -3,6 +3,7 @@
 //! `pg_get_function_arguments` write them (psql's `\df`, the JDBC driver's getFunctions).
 //! `pg_proc`'s rows are PostgreSQL's own, made once: [`Procedures`] reads them once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -23,9 +24,10 @@ pub struct Procedures {
     written: HashMap<i32, Written>,
 }
 
-/// A function's result and arguments as PostgreSQL writes them.
+/// A function's name, result and arguments as PostgreSQL writes them.
 #[derive(Debug)]
 struct Written {
+    name: String,
     /// `SETOF integer`, `TABLE(key text, value text)`; none for a procedure.
     result: Option<String>,
     /// `OUT word text, VARIADIC "any"`, without the defaults (`pg_proc` holds them as
@@ -77,6 +79,7 @@ impl Procedures {
                         .collect()
                 };
                 let written = Written::of(
+                    name.value(i),
                     &arguments,
                     returns.value(i),
                     set.value(i) == "true",
@@ -86,6 +89,37 @@ impl Procedures {
             }
         }
         Ok(p)
+    }
+
+    /// The oid `name` stands for as a `regproc` value of the catalog, as `regprocout` wrote
+    /// it: `-` is none (0), a number is itself, a name its function — the lowest oid of the
+    /// name when several functions share it (PostgreSQL then writes it `pg_catalog.avg`,
+    /// which no longer says which); `None` for a name of no function.
+    pub fn oid(&self, name: &str) -> Option<i32> {
+        match name {
+            "-" => Some(0),
+            n if n.bytes().all(|b| b.is_ascii_digit()) => n.parse().ok(),
+            n => {
+                let n = n.strip_prefix("pg_catalog.").unwrap_or(n);
+                self.by_name.get(n).map(|(oid, _)| *oid)
+            }
+        }
+    }
+
+    /// A `regproc` value as `regprocout` writes it: `-` for none (0), the function's name
+    /// (in its schema when several functions share it), or the oid itself when no function
+    /// has it.
+    pub fn regproc_text(&self, oid: i32) -> Cow<'_, str> {
+        let Some(w) = self.written.get(&oid) else {
+            return match oid {
+                0 => Cow::Borrowed("-"),
+                _ => Cow::Owned(oid.to_string()),
+            };
+        };
+        match self.by_name.get(&w.name) {
+            Some((_, 1)) => Cow::Borrowed(&w.name),
+            _ => Cow::Owned(format!("pg_catalog.{}", w.name)),
+        }
     }
 
     /// `pg_get_function_result` of each oid of `oids`.
@@ -135,7 +169,7 @@ impl Argument {
 }
 
 impl Written {
-    fn of(arguments: &[Argument], returns: i32, set: bool, procedure: bool) -> Written {
+    fn of(name: &str, arguments: &[Argument], returns: i32, set: bool, procedure: bool) -> Written {
         let table: Vec<String> = arguments
             .iter()
             .filter(|a| a.mode == "t")
@@ -153,6 +187,7 @@ impl Written {
             .map(Argument::written)
             .collect();
         Written {
+            name: name.to_string(),
             result,
             arguments: arguments.join(", "),
         }
@@ -215,6 +250,7 @@ mod tests {
         };
         // pg_get_keywords(OUT word text, OUT catcode "char", …) RETURNS SETOF record
         let w = Written::of(
+            "f",
             &[arg("o", "word", 25), arg("o", "catcode", 18)],
             2249,
             true,
@@ -224,6 +260,7 @@ mod tests {
         assert_eq!(w.arguments, "OUT word text, OUT catcode \"char\"");
         // A table function, a variadic, a procedure.
         let w = Written::of(
+            "f",
             &[arg("i", "", 1007), arg("t", "Key", 1184)],
             2249,
             true,
@@ -234,12 +271,35 @@ mod tests {
             Some("TABLE(\"Key\" timestamp with time zone)")
         );
         assert_eq!(w.arguments, "integer[]");
-        let w = Written::of(&[arg("v", "", 2276)], 23, false, false);
+        let w = Written::of("f", &[arg("v", "", 2276)], 23, false, false);
         assert_eq!(
             (w.result.as_deref(), w.arguments.as_str()),
             (Some("integer"), "VARIADIC \"any\"")
         );
-        assert_eq!(Written::of(&[], 2278, false, true).result, None);
+        assert_eq!(Written::of("p", &[], 2278, false, true).result, None);
         assert_eq!(type_name(1), "???");
+    }
+
+    /// `regproc` values as the catalog holds them (PostgreSQL's `regprocout`) and back.
+    #[test]
+    fn regproc_values_are_read_and_written_as_postgresql_writes_them() {
+        let mut p = Procedures::default();
+        for (oid, name, n) in [(1242, "boolin", 1), (2100, "avg", 2), (2101, "avg", 2)] {
+            p.by_name.insert(name.into(), (2100.min(oid), n));
+            p.written
+                .insert(oid, Written::of(name, &[], 23, false, false));
+        }
+        assert_eq!(p.oid("boolin"), Some(1242));
+        assert_eq!(p.oid("pg_catalog.avg"), Some(2100));
+        assert_eq!(
+            (p.oid("-"), p.oid("705"), p.oid("nothing")),
+            (Some(0), Some(705), None)
+        );
+        assert_eq!(p.regproc_text(1242), "boolin");
+        assert_eq!(p.regproc_text(2101), "pg_catalog.avg");
+        assert_eq!(
+            (p.regproc_text(0), p.regproc_text(7)),
+            ("-".into(), "7".into())
+        );
     }
 }

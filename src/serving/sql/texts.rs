@@ -1,17 +1,19 @@
-//! Floats in the text format as PostgreSQL writes them: `1000`, `1e+20`, `1.5e-05`,
-//! `Infinity`, where pgwire writes `1000.0`, `1e20`, `1.5e-5`, `inf` — what psql shows, and
-//! what a client that parses the text reads (Java's `Double.parseDouble` refuses `inf`).
+//! Values in the text format as PostgreSQL writes them, where pgwire (through
+//! datafusion-postgres's encoder) writes them otherwise: each such field of a row is read back
+//! and written again. The binary format is exact already: its fields are left as they are, as
+//! are rows without such a field.
 //!
-//! The rows are encoded by pgwire (through datafusion-postgres's encoder), so a text float
-//! field of each row is read back (pgwire writes every value exactly: ryu's shortest digits,
-//! or the digits `extra_float_digits` asks for) and written again, as `float8out` and
-//! `float4out` do: the shortest digits that read back as the value when `extra_float_digits`
-//! is above 0 (PostgreSQL's default, and what the JDBC driver sets), `%.{15|6 +
-//! extra_float_digits}g` otherwise; fixed-point from 1e-4 up to 1e15 (1e6 for `real`),
-//! exponents with a sign and two digits at least. The binary format is exact already: its
-//! fields are left as they are, as are rows without a text float.
-//!
-//! Left: a negative zero is `0` (pgwire writes it so; PostgreSQL `-0`).
+//! - Floats: `1000`, `1e+20`, `1.5e-05`, `Infinity`, where pgwire writes `1000.0`, `1e20`,
+//!   `1.5e-5`, `inf` — what psql shows, and what a client that parses the text reads (Java's
+//!   `Double.parseDouble` refuses `inf`). pgwire's text is exact (ryu's shortest digits, or
+//!   the digits `extra_float_digits` asks for); it is written again as `float8out` and
+//!   `float4out` do: the shortest digits that read back as the value when
+//!   `extra_float_digits` is above 0 (PostgreSQL's default, and what the JDBC driver sets),
+//!   `%.{15|6 + extra_float_digits}g` otherwise; fixed-point from 1e-4 up to 1e15 (1e6 for
+//!   `real`), exponents with a sign and two digits at least. Left: a negative zero is `0`
+//!   (pgwire writes it so; PostgreSQL `-0`).
+//! - `regproc` (the catalog's columns of functions, `pg_type.typinput`…, oids here):
+//!   the function's name, `-` for none, as `regprocout` writes it.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -22,19 +24,60 @@ use datafusion_postgres::pgwire::api::results::{FieldFormat, FieldInfo, Response
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use futures::StreamExt;
 
-/// `r` with its text float fields written as PostgreSQL writes them.
-pub fn pg_text(r: Response) -> Response {
+use super::keys::Keys;
+
+/// `r` with its text fields written as PostgreSQL writes them; `keys` names the functions of
+/// `regproc` fields (without them, those stay oids).
+pub fn pg_text(r: Response, keys: Option<&Arc<Keys>>) -> Response {
     let Response::Query(mut q) = r else {
         return r;
     };
-    let floats: Vec<Option<Float>> = q.row_schema.iter().map(Float::of).collect();
-    if floats.iter().all(Option::is_none) {
+    let texts: Vec<Option<Text>> = q
+        .row_schema
+        .iter()
+        .map(|f| Text::of(f, keys.is_some()))
+        .collect();
+    if texts.iter().all(Option::is_none) {
         return Response::Query(q);
     }
-    let floats = Arc::new(floats);
+    let texts = Arc::new(texts);
+    let keys = keys.cloned();
     let rows = std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
-    q.data_rows = Box::pin(rows.map(move |row| row.map(|row| rewritten(row, &floats))));
+    q.data_rows =
+        Box::pin(rows.map(move |row| row.map(|row| rewritten(row, &texts, keys.as_deref()))));
     Response::Query(q)
+}
+
+/// How a text field is written again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Text {
+    Float(Float),
+    Regproc,
+}
+
+impl Text {
+    /// `f`'s, `None` for a field written as PostgreSQL writes it already; `regproc` only
+    /// with the functions' names (`names`).
+    fn of(f: &FieldInfo, names: bool) -> Option<Text> {
+        match f.datatype() {
+            t if *t == Type::REGPROC && names && f.format() == FieldFormat::Text => {
+                Some(Text::Regproc)
+            }
+            _ => Float::of(f).map(Text::Float),
+        }
+    }
+
+    /// A field's bytes written again, `None` to keep them (they are not what it writes).
+    fn field(self, bytes: &[u8], keys: Option<&Keys>) -> Option<String> {
+        match self {
+            Text::Float(f) => f.field(bytes),
+            Text::Regproc => {
+                let oid: i32 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+                let procedures = keys?.procedures_now().ok()?;
+                Some(procedures.regproc_text(oid).into_owned())
+            }
+        }
+    }
 }
 
 /// How a field's floats are written.
@@ -109,12 +152,12 @@ impl Float {
     }
 }
 
-/// `row` with the fields `floats` marks written again (a field count or length that does not
+/// `row` with the fields `texts` marks written again (a field count or length that does not
 /// add up leaves the row as it is).
-fn rewritten(mut row: DataRow, floats: &[Option<Float>]) -> DataRow {
-    let mut out = BytesMut::with_capacity(row.data.len() + 8 * floats.len());
+fn rewritten(mut row: DataRow, texts: &[Option<Text>], keys: Option<&Keys>) -> DataRow {
+    let mut out = BytesMut::with_capacity(row.data.len() + 8 * texts.len());
     let mut at = 0;
-    for float in floats.iter().take(row.field_count.max(0) as usize) {
+    for text in texts.iter().take(row.field_count.max(0) as usize) {
         let Some(len) = row.data.get(at..at + 4) else {
             return row;
         };
@@ -128,7 +171,7 @@ fn rewritten(mut row: DataRow, floats: &[Option<Float>]) -> DataRow {
             return row;
         };
         at += len as usize;
-        match float.and_then(|f| f.field(bytes)) {
+        match text.and_then(|t| t.field(bytes, keys)) {
             Some(text) => {
                 out.put_i32(text.len() as i32);
                 out.put_slice(text.as_bytes());
@@ -313,13 +356,13 @@ mod tests {
         field(17, b"{1e20,NULL,{2.5}}", &mut data);
         let row = DataRow::new(data, 4);
         let float = |array| {
-            Some(Float {
+            Some(Text::Float(Float {
                 single: false,
                 array,
                 extra_digits: 1,
-            })
+            }))
         };
-        let row = rewritten(row, &[float(false), float(false), None, float(true)]);
+        let row = rewritten(row, &[float(false), float(false), None, float(true)], None);
         let mut want = BytesMut::new();
         field(4, b"1000", &mut want);
         field(-1, b"", &mut want);

@@ -360,6 +360,13 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
     assert_eq!(py["sqlalchemy_indexes"], serde_json::json!([]), "{py}");
     assert_eq!(py["sqlalchemy_unique"], serde_json::json!([]), "{py}");
+    assert_eq!(
+        py["sqlalchemy_none"],
+        serde_json::json!({"views": [], "materialized_views": [], "sequences": [],
+            "foreign_keys": [], "check_constraints": [], "comment": null}),
+        "{py}"
+    );
+    assert_eq!(py["sqlalchemy_view_definition"], "not a view", "{py}");
     let java = clients::jdbc(pg, "", &customers);
     assert_eq!(java["lookups"], expected, "{java}");
     assert_eq!(

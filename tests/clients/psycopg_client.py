@@ -65,4 +65,18 @@ with engine.connect() as conn:
     out["sqlalchemy_primary_key"] = [pk["name"], pk["constrained_columns"]]
     out["sqlalchemy_indexes"] = inspector.get_indexes("customer_totals")  # the key's is the pk
     out["sqlalchemy_unique"] = inspector.get_unique_constraints("customer_totals")
+    # What else Superset's and Alembic's reflection reads of a table: none of these here.
+    out["sqlalchemy_none"] = {
+        "views": inspector.get_view_names(),
+        "materialized_views": inspector.get_materialized_view_names(),
+        "sequences": inspector.get_sequence_names(),
+        "foreign_keys": inspector.get_foreign_keys("customer_totals"),
+        "check_constraints": inspector.get_check_constraints("customer_totals"),
+        "comment": inspector.get_table_comment("customer_totals")["text"],
+    }
+    try:
+        inspector.get_view_definition("customer_totals")
+        out["sqlalchemy_view_definition"] = "a definition"
+    except sqlalchemy.exc.NoSuchTableError:
+        out["sqlalchemy_view_definition"] = "not a view"
 print(json.dumps(out))

@@ -221,7 +221,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 9] = [
+    let functions: [Function; 10] = [
         (
             "obj_description",
             any(&[1, 2]),
@@ -252,6 +252,14 @@ pub fn register(ctx: &SessionContext) {
         (
             "pg_get_serial_sequence",
             any(&[2]),
+            DataType::Utf8,
+            constant(ScalarValue::Utf8(None)),
+        ),
+        // No view has a definition in SQL: the served views are tables (their definition is
+        // lambdaflow's view file), `information_schema`'s are DataFusion's, of no SQL text.
+        (
+            "pg_get_viewdef",
+            any(&[1, 2]),
             DataType::Utf8,
             constant(ScalarValue::Utf8(None)),
         ),

@@ -221,7 +221,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 10] = [
+    let functions: [Function; 11] = [
         (
             "obj_description",
             any(&[1, 2]),
@@ -254,6 +254,12 @@ pub fn register(ctx: &SessionContext) {
             any(&[2]),
             DataType::Utf8,
             constant(ScalarValue::Utf8(None)),
+        ),
+        (
+            "format_type",
+            any(&[2]),
+            DataType::Utf8,
+            over_columns(super::procedures::format_type),
         ),
         // No view has a definition in SQL: the served views are tables (their definition is
         // lambdaflow's view file), `information_schema`'s are DataFusion's, of no SQL text.

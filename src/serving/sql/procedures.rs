@@ -5,12 +5,17 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray, new_null_array,
+};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::format_type;
 use datafusion_postgres::pgwire::api::Type;
 
 use super::catalog::{SQL_NAMES, elements};
@@ -216,6 +221,83 @@ pub fn type_name(oid: i32) -> String {
     }
 }
 
+/// PostgreSQL's `format_type(oid, typmod)` of each row of `args` (`typmod` NULL when not
+/// given): datafusion-pg-catalog's, which knows the usual types and their modifiers
+/// (`character varying(10)`, `numeric(10,2)`), but writes every other type `oid(2277)`; those
+/// are named as PostgreSQL names them ([`type_name`]: `anyarray`, `inet`, `int4range`; `???`
+/// for no type, `-` for 0), an array keeps its elements' modifier (`character(5)[]`), and
+/// `bpchar` with the modifier -1 is `bpchar`.
+pub fn format_type(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let n = args.first().map_or(0, |a| a.len());
+    let oids = cast(&args[0], &DataType::Int32)?;
+    let typmods = match args.get(1) {
+        Some(m) => cast(m, &DataType::Int32)?,
+        None => new_null_array(&DataType::Int32, n),
+    };
+    let theirs = |oid: &ArrayRef, typmod: &ArrayRef| -> Result<ArrayRef> {
+        static THEIRS: OnceLock<ScalarUDF> = OnceLock::new();
+        let udf = THEIRS.get_or_init(format_type::create_format_type_udf);
+        let field = |a: &ArrayRef| Arc::new(Field::new("a", a.data_type().clone(), true));
+        let written = udf.invoke_with_args(ScalarFunctionArgs {
+            args: vec![
+                ColumnarValue::Array(Arc::clone(oid)),
+                ColumnarValue::Array(Arc::clone(typmod)),
+            ],
+            arg_fields: vec![field(oid), field(typmod)],
+            number_rows: oid.len(),
+            return_field: Arc::new(Field::new("format_type", DataType::Utf8, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        })?;
+        written.into_array(oid.len())
+    };
+    let written = theirs(&oids, &typmods)?;
+    let (written, oid, typmod) = (
+        written.as_string::<i32>(),
+        oids.as_primitive::<Int32Type>(),
+        typmods.as_primitive::<Int32Type>(),
+    );
+    let types: StringArray = (0..n)
+        .map(|i| -> Result<Option<String>> {
+            if oid.is_null(i) {
+                return Ok(None);
+            }
+            let (o, m) = (oid.value(i), typmod.is_valid(i).then(|| typmod.value(i)));
+            let element = u32::try_from(o)
+                .ok()
+                .and_then(Type::from_oid)
+                .and_then(|t| element_oid(&t));
+            Ok(Some(match (o, m, element) {
+                (0, _, _) => "-".to_string(),
+                (1042, Some(-1), _) => "bpchar".to_string(),
+                (_, Some(m), Some(e)) if m >= 0 => {
+                    let e = theirs(
+                        &(Arc::new(Int32Array::from(vec![e])) as ArrayRef),
+                        &(Arc::new(Int32Array::from(vec![m])) as ArrayRef),
+                    )?;
+                    format!("{}[]", e.as_string::<i32>().value(0))
+                }
+                _ if written.value(i).starts_with("oid(") => type_name(o),
+                _ => written.value(i).to_string(),
+            }))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(types))
+}
+
+/// The oid of the elements of a built-in array type (`_bpchar`'s, `bpchar`'s), `None` for
+/// any other type.
+fn element_oid(t: &Type) -> Option<i32> {
+    static BY_NAME: OnceLock<HashMap<String, i32>> = OnceLock::new();
+    let by_name = BY_NAME.get_or_init(|| {
+        // The built-in types' oids are below 10,000 (PostgreSQL's FirstNormalObjectId).
+        (0..10_000)
+            .filter_map(Type::from_oid)
+            .map(|t| (t.name().to_string(), t.oid() as i32))
+            .collect()
+    });
+    by_name.get(t.name().strip_prefix('_')?).copied()
+}
+
 /// An identifier as PostgreSQL writes it: in double quotes unless lower case letters, digits
 /// and `_` alone.
 fn quoted(name: &str) -> String {
@@ -278,6 +360,31 @@ mod tests {
         );
         assert_eq!(Written::of("p", &[], 2278, false, true).result, None);
         assert_eq!(type_name(1), "???");
+    }
+
+    /// PostgreSQL 15's answers to `format_type(oid, typmod)`.
+    #[test]
+    fn types_are_formatted_as_postgresql_formats_them() {
+        let cases: [(Option<i32>, Option<i32>, Option<&str>); 12] = [
+            (Some(1043), Some(14), Some("character varying(10)")),
+            (Some(1042), None, Some("character")),
+            (Some(1042), Some(-1), Some("bpchar")),
+            (Some(1231), Some(655366), Some("numeric(10,2)[]")),
+            (Some(1014), Some(9), Some("character(5)[]")),
+            (Some(2277), None, Some("anyarray")),
+            (Some(869), None, Some("inet")),
+            (Some(3904), None, Some("int4range")),
+            (Some(2205), None, Some("regclass")),
+            (Some(0), None, Some("-")),
+            (Some(16384), None, Some("???")),
+            (None, Some(1), None),
+        ];
+        let oids: ArrayRef = Arc::new(cases.iter().map(|c| c.0).collect::<Int32Array>());
+        let typmods: ArrayRef = Arc::new(cases.iter().map(|c| c.1).collect::<Int32Array>());
+        let got = format_type(&[oids, typmods]).unwrap();
+        let got: Vec<Option<&str>> = got.as_string::<i32>().iter().collect();
+        let want: Vec<Option<&str>> = cases.iter().map(|c| c.2).collect();
+        assert_eq!(got, want);
     }
 
     /// `regproc` values as the catalog holds them (PostgreSQL's `regprocout`) and back.

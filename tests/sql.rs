@@ -486,7 +486,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
-         \\dconfig server_version\n\\dOS\n\\dAp btree bool_ops\n\
+         \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\
          SELECT typinput, typreceive FROM pg_type WHERE typname = 'bool';\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
@@ -531,7 +531,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{out}{err}"
     );
     assert!(
-        out.contains("\nserver_version|16.0 (lambdaflow)\n"),
+        out.contains("\nserver_version|16.0 (lambdaflow)|string|internal|\n"),
         "{out}{err}"
     );
     // \dOS: the collations of the database's encoding (pg_char_to_encoding).

@@ -118,7 +118,7 @@ impl PgCatalog {
 impl SchemaProvider for PgCatalog {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.inner.table_names();
-        names.push(AVAILABLE_EXTENSIONS.to_string());
+        names.extend(OURS.map(String::from));
         names
     }
 
@@ -152,6 +152,16 @@ impl SchemaProvider for PgCatalog {
                 .table("pg_extension")
                 .await?
                 .map(|inner| Arc::new(available_extensions(inner)) as Arc<dyn TableProvider>)),
+            PARAMETER_ACL => {
+                // No parameter is granted to anyone: the server's are fixed (psql's
+                // `\\dconfig+` reads their privileges here, PostgreSQL 15's table).
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("oid", DataType::Int32, false),
+                    Field::new("parname", DataType::Utf8, false),
+                    Field::new("paracl", DataType::new_list(DataType::Utf8, true), true),
+                ]));
+                Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![]])?)))
+            }
             "pg_collation" => Ok(self.inner.table(name).await?.map(|inner| {
                 // PostgreSQL 17's name of the column; 16's, which lambdaflow answers as (psql's
                 // `\\dO` asks for it), is `colliculocale`.
@@ -166,7 +176,7 @@ impl SchemaProvider for PgCatalog {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == AVAILABLE_EXTENSIONS || self.inner.table_exist(name)
+        OURS.contains(&name) || self.inner.table_exist(name)
     }
 }
 
@@ -744,6 +754,12 @@ pub async fn every_row(t: &dyn TableProvider, state: &dyn Session) -> Result<Vec
 /// The extensions that may be installed (DBeaver lists them): here those installed, which
 /// `pg_extension` holds — lambdaflow installs no other.
 const AVAILABLE_EXTENSIONS: &str = "pg_available_extensions";
+
+/// The privileges granted on the server's parameters.
+const PARAMETER_ACL: &str = "pg_parameter_acl";
+
+/// The tables of `pg_catalog` that lambdaflow makes, beside datafusion-pg-catalog's.
+const OURS: [&str; 2] = [AVAILABLE_EXTENSIONS, PARAMETER_ACL];
 
 /// [`AVAILABLE_EXTENSIONS`] over `pg_extension`: each extension by name, its version as the
 /// default and the installed one, no comment.

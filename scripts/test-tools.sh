@@ -6,6 +6,8 @@
 #                                psycopg (PyPI), a PostgreSQL-protocol client of the SQL tests,
 #                                and SQLAlchemy (PyPI) over it
 #   .cache/jdbc                  the PostgreSQL JDBC driver (Maven Central), another one
+#   .cache/grafana-client        tests/clients/grafana built with Go: the pgx driver (the Go
+#                                module proxy), as Grafana's PostgreSQL data source runs queries
 # Chromium itself comes from the system: `scripts/setup.sh test` installs Debian's package.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,6 +41,13 @@ if [ ! -f "$jdbc" ]; then
   mkdir -p .cache/jdbc
   mvn -q -B dependency:copy -Dartifact=org.postgresql:postgresql:42.7.14 -DoutputDirectory=.cache/jdbc > .cache/jdbc/mvn.log 2>&1 ||
     { cat .cache/jdbc/mvn.log >&2; echo "test-tools: could not fetch the JDBC driver" >&2; exit 1; }
+fi
+grafana=.cache/grafana-client
+if [ ! -x "$grafana" ] || [ -n "$(find tests/clients/grafana -newer "$grafana" -type f)" ]; then
+  command -v go >/dev/null ||
+    { echo "test-tools: Go is missing (go.dev/dl; the module needs Go 1.25 or later)" >&2; exit 1; }
+  echo "test-tools: go build tests/clients/grafana (pgx)" >&2
+  (cd tests/clients/grafana && go build -o ../../../"$grafana" .) >&2
 fi
 command -v chromium >/dev/null || [ -x "${CHROMIUM:-/usr/bin/chromium}" ] ||
   { echo "test-tools: Chromium is missing (scripts/setup.sh test installs it; or set CHROMIUM)" >&2; exit 1; }

@@ -126,6 +126,14 @@ mod clients {
             "JdbcClient.java (scripts/test-tools.sh fetches the driver)",
         )
     }
+
+    /// `queries` as Grafana's PostgreSQL data source runs them (tests/clients/grafana): per
+    /// query, its statements' answers (`columns` with pgtype's type names, `rows`).
+    pub fn grafana(port: u16, queries: &[&str]) -> serde_json::Value {
+        let mut c = Command::new(repo().join(".cache/grafana-client"));
+        c.arg(port.to_string()).args(queries);
+        json(c, "grafana-client (scripts/test-tools.sh builds it)")
+    }
 }
 
 fn sql_rows(addr: &str, sql: &str) -> serde_json::Value {
@@ -1148,6 +1156,34 @@ fn a_keys_windows_in_a_time_range_come_from_the_time_index() {
             "total|bigint",
         ],
         "{out}{err}"
+    );
+    // The panel and the pickers through Grafana's own driver and its way of running a
+    // panel's query (pgx; the simple protocol; each value read back by its column's type).
+    let g = clients::grafana(pg, &[grafana, &tables, &columns]);
+    let panel = &g[0][0];
+    assert_eq!(panel["columns"][0]["name"], "time", "{g}");
+    assert_eq!(panel["columns"][0]["type"], "float8", "{g}");
+    let got: Vec<(i64, i64)> = panel["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_f64().unwrap() as i64, r[1].as_i64().unwrap()))
+        .collect();
+    assert_eq!(got, want, "{g}");
+    assert_eq!(
+        g[1][0]["rows"],
+        serde_json::json!([["hourly"], ["lambdaflow_freshness"]]),
+        "{g}"
+    );
+    assert_eq!(
+        g[2][0]["rows"],
+        serde_json::json!([
+            ["\"end\"", "timestamp with time zone"],
+            ["customer", "text"],
+            ["start", "timestamp with time zone"],
+            ["total", "bigint"]
+        ]),
+        "{g}"
     );
 
     // The view's key — its window's start and its other group key, in GROUP BY order — as

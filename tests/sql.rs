@@ -494,7 +494,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
-         \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\
+         \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\\sf lower(text)\n\
          SELECT typinput, typreceive FROM pg_type WHERE typname = 'bool';\n",
     );
     assert!(!err.contains("ERROR"), "{err}");
@@ -550,6 +550,14 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{out}{err}"
     );
     assert!(out.contains("\nboolin|boolrecv\n"), "{out}{err}");
+    // \sf: a function's definition, found by its arguments' types (regprocedure).
+    assert!(
+        out.contains(
+            "\nCREATE OR REPLACE FUNCTION pg_catalog.lower(text)\n RETURNS text\n LANGUAGE \
+             internal\n IMMUTABLE PARALLEL SAFE STRICT\nAS $function$lower$function$\n"
+        ),
+        "{out}{err}"
+    );
     // \dL joins pg_description on the system column tableoid.
     assert!(out.contains("\nplpgsql|postgres|t|"), "{out}{err}");
     assert!(
@@ -593,6 +601,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
          BEGIN;\nSAVEPOINT a;\nROLLBACK TO SAVEPOINT a;\nRELEASE SAVEPOINT a;\n\
          SELECT count(*) FROM customer_totals;\nCOMMIT;\n\
          SELECT current_setting('no_such_setting');\n\
+         SELECT 'no_such_function'::regproc;\n\
          DEALLOCATE ALL;\nDEALLOCATE no_such_statement;\n\
          SELECT setting FROM pg_settings WHERE name = 'max_index_keys';\n\
          \\echo server_version at startup: :SERVER_VERSION_NAME\n\
@@ -614,6 +623,10 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     );
     assert!(
         err.contains("ERROR:  42704: unrecognized configuration parameter \"no_such_setting\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("ERROR:  42883: function \"no_such_function\" does not exist"),
         "{err}"
     );
     assert!(out.contains("DEALLOCATE ALL"), "{out}{err}");

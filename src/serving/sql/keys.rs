@@ -356,7 +356,9 @@ impl Keys {
         if let Some(procedures) = self.procedures.get() {
             return Ok(procedures);
         }
-        let procedures = Procedures::of(&self.rows("pg_proc", state).await?)?;
+        let (schemas, _) = self.relations(state).await?;
+        let schemas = schemas.into_iter().map(|(name, oid)| (oid, name)).collect();
+        let procedures = Procedures::of(&self.rows("pg_proc", state).await?, &schemas)?;
         Ok(self.procedures.get_or_init(|| procedures))
     }
 
@@ -387,12 +389,23 @@ impl Keys {
                 if name == "-" || name.bytes().all(|b| b.is_ascii_digit()) {
                     return Ok(procedures.oid(name));
                 }
+                // `lower(text)`, a cast to `regprocedure`: the function of those arguments.
+                let (name, arguments) = match name.split_once('(') {
+                    Some((n, a)) => (n, Some(a.trim_end().trim_end_matches(')'))),
+                    None => (name, None),
+                };
                 let parts = relation_name(name).unwrap_or_default();
                 let function = match parts.as_slice() {
                     [schema, f] if schema == "pg_catalog" => f.as_str(),
                     [f] => f.as_str(),
                     _ => "",
                 };
+                if let Some(arguments) = arguments {
+                    return match procedures.with_arguments(function, arguments) {
+                        Some(oid) => Ok(Some(oid)),
+                        None => exec_err!("function \"{name}({arguments})\" does not exist"),
+                    };
+                }
                 match procedures.by_name.get(function) {
                     Some((oid, 1)) => Ok(Some(*oid)),
                     Some(_) => exec_err!("more than one function named \"{name}\""),
@@ -923,8 +936,8 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
     let expanded = DataType::new_list(DataType::Struct(expanded_fields()), true);
     let (relations, visibility, procedures) =
         (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
-    let (results, arguments) = (Arc::clone(keys), Arc::clone(keys));
-    let functions: [Function; 8] = [
+    let (results, arguments, definitions) = (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
+    let functions: [Function; 9] = [
         // A cast to regproc (the JDBC driver's `typinput = 'pg_catalog.array_in'::regproc`,
         // DBeaver's on connecting): `syntax::planned` calls this.
         (
@@ -948,6 +961,15 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
             DataType::Utf8,
             catalog::over_columns(move |args: &[ArrayRef]| {
                 arguments.procedures_now()?.arguments(&args[0])
+            }),
+        ),
+        // psql's `\\sf`, DBeaver's source of a function.
+        (
+            "pg_get_functiondef",
+            signature(&[1]),
+            DataType::Utf8,
+            catalog::over_columns(move |args: &[ArrayRef]| {
+                definitions.procedures_now()?.definitions(&args[0])
             }),
         ),
         (

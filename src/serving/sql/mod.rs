@@ -123,6 +123,19 @@ impl SqlError {
         {
             return Self::new("42704", m.clone());
         }
+        // A name a cast to regproc, regprocedure or regclass does not resolve, worded as
+        // PostgreSQL words it.
+        if let DataFusionError::Execution(m) = root {
+            let code = match m.as_str() {
+                m if m.starts_with("function \"") && m.ends_with("does not exist") => Some("42883"),
+                m if m.starts_with("more than one function named") => Some("42725"),
+                m if m.starts_with("relation \"") && m.ends_with("does not exist") => Some("42P01"),
+                _ => None,
+            };
+            if let Some(code) = code {
+                return Self::new(code, m.clone());
+            }
+        }
         // A scalar subquery of more than one row: correlated (lambdaflow's words) or not
         // (DataFusion's).
         if let DataFusionError::Execution(m) = root

@@ -29,10 +29,18 @@ pub struct Procedures {
     written: HashMap<i32, Written>,
 }
 
-/// A function's name, result and arguments as PostgreSQL writes them.
+/// A function's name, result and arguments as PostgreSQL writes them, and what else its
+/// definition says.
 #[derive(Debug)]
 struct Written {
     name: String,
+    /// Its schema's name.
+    schema: String,
+    /// `pg_proc`'s columns of the definition ([`DEFINITION`]), as text.
+    attributes: [Option<String>; DEFINITION.len()],
+    /// Its input arguments' types (`IN`, `INOUT`, `VARIADIC`): what tells it from another
+    /// function of its name.
+    inputs: Vec<i32>,
     /// `SETOF integer`, `TABLE(key text, value text)`; none for a procedure.
     result: Option<String>,
     /// `OUT word text, VARIADIC "any"`, without the defaults (`pg_proc` holds them as
@@ -41,8 +49,9 @@ struct Written {
 }
 
 impl Procedures {
-    /// The functions of `pg_proc`'s rows (datafusion-pg-catalog's: arrays as text).
-    pub fn of(rows: &[RecordBatch]) -> Result<Procedures> {
+    /// The functions of `pg_proc`'s rows (datafusion-pg-catalog's: arrays as text), in the
+    /// schemas `schemas` names by oid.
+    pub fn of(rows: &[RecordBatch], schemas: &HashMap<i32, String>) -> Result<Procedures> {
         let mut p = Procedures::default();
         for b in rows {
             let oid = column(b, "oid", DataType::Int32)?;
@@ -56,6 +65,12 @@ impl Procedures {
             let [name, kind, set, types, all_types, modes, names] =
                 [&name, &kind, &set, &types, &all_types, &modes, &names]
                     .map(|c| c.as_string::<i32>());
+            let namespace = column(b, "pronamespace", DataType::Int32)?;
+            let namespace = namespace.as_primitive::<Int32Type>();
+            let definition = DEFINITION
+                .iter()
+                .map(|c| text(c))
+                .collect::<Result<Vec<_>>>()?;
             for i in 0..b.num_rows() {
                 let (lowest, n) = p
                     .by_name
@@ -83,13 +98,21 @@ impl Procedures {
                         })
                         .collect()
                 };
-                let written = Written::of(
+                let mut written = Written::of(
                     name.value(i),
                     &arguments,
                     returns.value(i),
                     set.value(i) == "true",
                     kind.value(i) == "p",
                 );
+                written.schema = schemas
+                    .get(&namespace.value(i))
+                    .cloned()
+                    .unwrap_or_else(|| namespace.value(i).to_string());
+                for (k, c) in definition.iter().enumerate() {
+                    let c = c.as_string::<i32>();
+                    written.attributes[k] = c.is_valid(i).then(|| c.value(i).to_string());
+                }
                 p.written.insert(oid.value(i), written);
             }
         }
@@ -125,6 +148,39 @@ impl Procedures {
             Some((_, 1)) => Cow::Borrowed(&w.name),
             _ => Cow::Owned(format!("pg_catalog.{}", w.name)),
         }
+    }
+
+    /// The function named `name` whose input arguments are of the types `arguments` names
+    /// (`text, integer`; `int4`, `int`, `varchar` as PostgreSQL reads them too), as a cast to
+    /// `regprocedure` finds it.
+    pub fn with_arguments(&self, name: &str, arguments: &str) -> Option<i32> {
+        let wanted: Vec<String> = match arguments.trim() {
+            "" => Vec::new(),
+            a => a.split(',').map(sql_type_name).collect(),
+        };
+        self.written
+            .iter()
+            .filter(|(_, w)| w.name == name)
+            .find(|(_, w)| {
+                w.inputs
+                    .iter()
+                    .map(|t| type_name(*t))
+                    .eq(wanted.iter().cloned())
+            })
+            .map(|(oid, _)| *oid)
+    }
+
+    /// `pg_get_functiondef` of each oid of `oids` (psql's `\\sf`, DBeaver's source of a
+    /// function): the `CREATE OR REPLACE FUNCTION` PostgreSQL writes, without the arguments'
+    /// defaults ([`Written`]); NULL for an oid of no function.
+    pub fn definitions(&self, oids: &ArrayRef) -> Result<ArrayRef> {
+        let oids = cast(oids, &DataType::Int32)?;
+        let definitions: StringArray = oids
+            .as_primitive::<Int32Type>()
+            .iter()
+            .map(|oid| self.written.get(&oid?).map(|w| w.definition(self)))
+            .collect();
+        Ok(Arc::new(definitions))
     }
 
     /// `pg_get_function_result` of each oid of `oids`.
@@ -173,8 +229,123 @@ impl Argument {
     }
 }
 
+/// The columns of `pg_proc` a definition reads ([`Written::attributes`]), in order.
+const DEFINITION: [&str; 12] = [
+    "prokind",
+    "prolang",
+    "provolatile",
+    "proparallel",
+    "proleakproof",
+    "proisstrict",
+    "prosecdef",
+    "procost",
+    "prorows",
+    "prosrc",
+    "probin",
+    "prosupport",
+];
+
 impl Written {
+    /// The function's definition as `pg_get_functiondef` writes it.
+    fn definition(&self, procedures: &Procedures) -> String {
+        let [
+            kind,
+            language,
+            volatility,
+            parallel,
+            leakproof,
+            strict,
+            definer,
+            cost,
+            rows,
+            src,
+            bin,
+            support,
+        ] = self
+            .attributes
+            .each_ref()
+            .map(|a| a.as_deref().unwrap_or(""));
+        let yes = |b: &str| b == "true" || b == "t";
+        let language = match language {
+            "12" => "internal",
+            "13" => "c",
+            "14" => "sql",
+            other => other,
+        };
+        let mut d = format!(
+            "CREATE OR REPLACE {} {}.{}({})\n",
+            if kind == "p" { "PROCEDURE" } else { "FUNCTION" },
+            quoted(&self.schema),
+            quoted(&self.name),
+            self.arguments
+        );
+        if let Some(result) = &self.result {
+            d.push_str(&format!(" RETURNS {result}\n"));
+        }
+        d.push_str(&format!(" LANGUAGE {language}\n"));
+        let mut options = String::new();
+        if kind == "w" {
+            options.push_str(" WINDOW");
+        }
+        options.push_str(match volatility {
+            "i" => " IMMUTABLE",
+            "s" => " STABLE",
+            _ => "",
+        });
+        options.push_str(match parallel {
+            "s" => " PARALLEL SAFE",
+            "r" => " PARALLEL RESTRICTED",
+            _ => "",
+        });
+        for (set, option) in [
+            (leakproof, " LEAKPROOF"),
+            (strict, " STRICT"),
+            (definer, " SECURITY DEFINER"),
+        ] {
+            if yes(set) {
+                options.push_str(option);
+            }
+        }
+        // The default cost: 1 for a function in C or internal, 100 for the others.
+        let default_cost = match language {
+            "internal" | "c" => 1.0,
+            _ => 100.0,
+        };
+        match cost.parse::<f64>() {
+            Ok(c) if c != default_cost => options.push_str(&format!(" COST {c}")),
+            _ => {}
+        }
+        match rows.parse::<f64>() {
+            Ok(r) if r > 0.0 && r != 1000.0 => options.push_str(&format!(" ROWS {r}")),
+            _ => {}
+        }
+        if let Some(oid) = procedures.oid(support).filter(|oid| *oid != 0) {
+            options.push_str(&format!(" SUPPORT {}", procedures.regproc_text(oid)));
+        }
+        if !options.is_empty() {
+            d.push_str(&options);
+            d.push('\n');
+        }
+        if language == "c" {
+            let quote = |t: &str| t.replace('\'', "''");
+            d.push_str(&format!("AS '{}', '{}'\n", quote(bin), quote(src)));
+        } else {
+            // `$function$`, or another tag when the body holds it.
+            let mut tag = "$function$".to_string();
+            while src.contains(&tag) {
+                tag.insert(tag.len() - 1, 'x');
+            }
+            d.push_str(&format!("AS {tag}{src}{tag}\n"));
+        }
+        d
+    }
+
     fn of(name: &str, arguments: &[Argument], returns: i32, set: bool, procedure: bool) -> Written {
+        let inputs = arguments
+            .iter()
+            .filter(|a| matches!(a.mode.as_str(), "i" | "b" | "v"))
+            .map(|a| a.type_oid)
+            .collect();
         let table: Vec<String> = arguments
             .iter()
             .filter(|a| a.mode == "t")
@@ -193,6 +364,9 @@ impl Written {
             .collect();
         Written {
             name: name.to_string(),
+            schema: "pg_catalog".to_string(),
+            attributes: Default::default(),
+            inputs,
             result,
             arguments: arguments.join(", "),
         }
@@ -287,6 +461,11 @@ pub fn format_type(args: &[ArrayRef]) -> Result<ArrayRef> {
 /// The oid of the elements of a built-in array type (`_bpchar`'s, `bpchar`'s), `None` for
 /// any other type.
 fn element_oid(t: &Type) -> Option<i32> {
+    builtin_oid(t.name().strip_prefix('_')?)
+}
+
+/// The oid of the built-in type of internal name `name` (`int4`, `_text`).
+fn builtin_oid(name: &str) -> Option<i32> {
     static BY_NAME: OnceLock<HashMap<String, i32>> = OnceLock::new();
     let by_name = BY_NAME.get_or_init(|| {
         // The built-in types' oids are below 10,000 (PostgreSQL's FirstNormalObjectId).
@@ -295,7 +474,28 @@ fn element_oid(t: &Type) -> Option<i32> {
             .map(|t| (t.name().to_string(), t.oid() as i32))
             .collect()
     });
-    by_name.get(t.name().strip_prefix('_')?).copied()
+    by_name.get(name).copied()
+}
+
+/// A type as written in SQL (`int4`, `int`, `character varying`, `text[]`) by the name
+/// [`type_name`] gives it (`integer`, `character varying`, `text[]`).
+fn sql_type_name(written: &str) -> String {
+    let written = written.split_whitespace().collect::<Vec<_>>().join(" ");
+    let written = written.to_lowercase();
+    if let Some(element) = written.strip_suffix("[]") {
+        return format!("{}[]", sql_type_name(element));
+    }
+    let internal = match written.as_str() {
+        "int" => "int4",
+        "float" => "float8",
+        "decimal" => "numeric",
+        "char" => "bpchar",
+        w => w,
+    };
+    match builtin_oid(internal) {
+        Some(oid) => type_name(oid),
+        None => written,
+    }
 }
 
 /// An identifier as PostgreSQL writes it: in double quotes unless lower case letters, digits
@@ -362,6 +562,103 @@ mod tests {
         assert_eq!(type_name(1), "???");
     }
 
+    /// PostgreSQL 15's `pg_get_functiondef` of `json_each(json)` and of
+    /// `generate_series(int4, int4)`.
+    #[test]
+    fn definitions_are_written_as_postgresql_writes_them() {
+        let arg = |mode: &str, name: &str, type_oid| Argument {
+            mode: mode.into(),
+            name: name.into(),
+            type_oid,
+        };
+        let mut p = Procedures::default();
+        let functions = [
+            (
+                3958,
+                "json_each",
+                vec![
+                    arg("i", "from_json", 114),
+                    arg("o", "key", 25),
+                    arg("o", "value", 114),
+                ],
+                2249,
+                [
+                    "f",
+                    "12",
+                    "i",
+                    "s",
+                    "false",
+                    "true",
+                    "false",
+                    "1",
+                    "100",
+                    "json_each",
+                    "",
+                    "-",
+                ],
+            ),
+            (
+                1067,
+                "generate_series",
+                vec![arg("i", "", 23), arg("i", "", 23)],
+                23,
+                [
+                    "f",
+                    "12",
+                    "i",
+                    "s",
+                    "false",
+                    "true",
+                    "false",
+                    "1",
+                    "1000",
+                    "generate_series_int4",
+                    "",
+                    "generate_series_int4_support",
+                ],
+            ),
+            (
+                90001,
+                "generate_series_int4_support",
+                vec![arg("i", "", 2281)],
+                2281,
+                Default::default(),
+            ),
+        ];
+        for (oid, name, arguments, returns, attributes) in functions {
+            let mut w = Written::of(name, &arguments, returns, returns != 2281, false);
+            w.attributes = attributes.map(|a: &str| Some(a.to_string()));
+            p.by_name.insert(name.into(), (oid, 1));
+            p.written.insert(oid, w);
+        }
+        let oids: ArrayRef = Arc::new(Int32Array::from(vec![
+            Some(3958),
+            Some(1067),
+            Some(1),
+            None,
+        ]));
+        let got = p.definitions(&oids).unwrap();
+        let got: Vec<Option<&str>> = got.as_string::<i32>().iter().collect();
+        assert_eq!(
+            got,
+            [
+                Some(
+                    "CREATE OR REPLACE FUNCTION pg_catalog.json_each(from_json json, OUT key text, \
+                     OUT value json)\n RETURNS SETOF record\n LANGUAGE internal\n IMMUTABLE \
+                     PARALLEL SAFE STRICT ROWS 100\nAS $function$json_each$function$\n"
+                ),
+                Some(
+                    "CREATE OR REPLACE FUNCTION pg_catalog.generate_series(integer, integer)\n \
+                     RETURNS SETOF integer\n LANGUAGE internal\n IMMUTABLE PARALLEL SAFE STRICT \
+                     SUPPORT generate_series_int4_support\nAS \
+                     $function$generate_series_int4$function$\n"
+                ),
+                None,
+                None,
+            ]
+        );
+    }
+
     /// PostgreSQL 15's answers to `format_type(oid, typmod)`.
     #[test]
     fn types_are_formatted_as_postgresql_formats_them() {
@@ -390,6 +687,11 @@ mod tests {
     /// `regproc` values as the catalog holds them (PostgreSQL's `regprocout`) and back.
     #[test]
     fn regproc_values_are_read_and_written_as_postgresql_writes_them() {
+        let arg_of = |type_oid| Argument {
+            mode: "i".into(),
+            name: String::new(),
+            type_oid,
+        };
         let mut p = Procedures::default();
         for (oid, name, n) in [(1242, "boolin", 1), (2100, "avg", 2), (2101, "avg", 2)] {
             p.by_name.insert(name.into(), (2100.min(oid), n));
@@ -403,6 +705,16 @@ mod tests {
             (Some(0), Some(705), None)
         );
         assert_eq!(p.regproc_text(1242), "boolin");
+        // A cast to regprocedure: the function of the arguments' types.
+        p.written
+            .insert(870, Written::of("lower", &[arg_of(25)], 25, false, false));
+        p.written.insert(
+            3876,
+            Written::of("lower", &[arg_of(3831)], 2283, false, false),
+        );
+        assert_eq!(p.with_arguments("lower", "text"), Some(870));
+        assert_eq!(p.with_arguments("lower", " anyrange "), Some(3876));
+        assert_eq!(p.with_arguments("lower", "int"), None);
         assert_eq!(p.regproc_text(2101), "pg_catalog.avg");
         assert_eq!(
             (p.regproc_text(0), p.regproc_text(7)),

@@ -238,14 +238,16 @@ pub(super) fn text_of(statements: &[ast::Statement]) -> String {
 /// The function a cast of `expr` to `data_type` becomes, resolving a name when the query
 /// runs: to `regclass` of a computed name (datafusion-pg-catalog resolves a literal's), to
 /// `regproc` of a name, literal or not (datafusion-pg-catalog's finds no function of a
-/// qualified name, `'pg_catalog.array_in'::regproc`). A column's cast stays theirs: it holds
+/// qualified name, `'pg_catalog.array_in'::regproc`), and to `regprocedure` of a name with
+/// its arguments' types (psql's `\\sf lower(text)`). A column's cast stays theirs: it holds
 /// an oid already.
 fn resolved_cast(data_type: &ast::DataType, expr: &Expr) -> Option<&'static str> {
     if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
         return None;
     }
     let name = data_type.to_string().to_lowercase();
-    match (name.ends_with("regclass"), name.ends_with("regproc"), expr) {
+    let function = name.ends_with("regproc") || name.ends_with("regprocedure");
+    match (name.ends_with("regclass"), function, expr) {
         (true, _, Expr::Value(_)) => None,
         (true, _, _) => Some(REGCLASS),
         (_, true, _) => Some(REGPROC),

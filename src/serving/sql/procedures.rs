@@ -572,6 +572,7 @@ mod tests {
             type_oid,
         };
         let mut p = Procedures::default();
+        // `DEFINITION`'s columns, `|` between them.
         let functions = [
             (
                 3958,
@@ -582,52 +583,27 @@ mod tests {
                     arg("o", "value", 114),
                 ],
                 2249,
-                [
-                    "f",
-                    "12",
-                    "i",
-                    "s",
-                    "false",
-                    "true",
-                    "false",
-                    "1",
-                    "100",
-                    "json_each",
-                    "",
-                    "-",
-                ],
+                "f|12|i|s|false|true|false|1|100|json_each||-",
             ),
             (
                 1067,
                 "generate_series",
                 vec![arg("i", "", 23), arg("i", "", 23)],
                 23,
-                [
-                    "f",
-                    "12",
-                    "i",
-                    "s",
-                    "false",
-                    "true",
-                    "false",
-                    "1",
-                    "1000",
-                    "generate_series_int4",
-                    "",
-                    "generate_series_int4_support",
-                ],
+                "f|12|i|s|false|true|false|1|1000|generate_series_int4||generate_series_int4_support",
             ),
             (
                 90001,
                 "generate_series_int4_support",
                 vec![arg("i", "", 2281)],
                 2281,
-                Default::default(),
+                "f|12|i|s|false|true|false|1|0|generate_series_int4_support||-",
             ),
         ];
         for (oid, name, arguments, returns, attributes) in functions {
             let mut w = Written::of(name, &arguments, returns, returns != 2281, false);
-            w.attributes = attributes.map(|a: &str| Some(a.to_string()));
+            let mut attributes = attributes.split('|');
+            w.attributes = std::array::from_fn(|_| attributes.next().map(str::to_string));
             p.by_name.insert(name.into(), (oid, 1));
             p.written.insert(oid, w);
         }

@@ -219,13 +219,7 @@ fn outer_conditions(q: &mut Query) -> Option<Expr> {
 fn reads_views(q: &Query) -> bool {
     let mut views = false;
     let _ = visit_relations(q, |name| {
-        let parts: Vec<String> = name
-            .0
-            .iter()
-            .filter_map(|p| p.as_ident())
-            .map(|i| i.value.to_lowercase())
-            .collect();
-        let catalog = match parts.as_slice() {
+        let catalog = match lowercase_parts(name).as_slice() {
             [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",
             [table] => table.starts_with("pg_"),
             [] => true,
@@ -234,6 +228,15 @@ fn reads_views(q: &Query) -> bool {
         ControlFlow::<()>::Continue(())
     });
     views
+}
+
+/// The parts of a relation's name (`pg_catalog.pg_class`), in lower case.
+fn lowercase_parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| i.value.to_lowercase())
+        .collect()
 }
 
 /// Whether `error` is DataFusion's refusal of a correlated scalar subquery without an
@@ -389,12 +392,7 @@ fn of_no_rows(
     if !correlated(q) {
         return None;
     }
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .filter_map(|p| p.as_ident())
-        .map(|i| i.value.to_lowercase())
-        .collect();
+    let parts = lowercase_parts(name);
     let table = match parts.as_slice() {
         [schema, table] if schema == "pg_catalog" => table,
         [table] if table.starts_with("pg_") => table,

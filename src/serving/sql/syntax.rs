@@ -30,8 +30,9 @@ use ast::Expr;
 const VECTORS: [&str; 4] = ["indkey", "indoption", "indclass", "indcollation"];
 
 /// The words whose presence has [`planned`] parse a query.
-const REWRITTEN: [&str; 11] = [
+const REWRITTEN: [&str; 12] = [
     EXPAND_ARRAY,
+    REGTYPE,
     "'{",
     TABLEOID,
     "generate_subscripts",
@@ -183,6 +184,30 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
                         n += 1;
                     }
                 }
+                // A type's oid as text, `atttypid::regtype::text`: its name (pgcli's
+                // columns and functions), as `regtypeout` writes it.
+                ast::Expr::Cast {
+                    expr, data_type, ..
+                } if is_text(data_type)
+                    && let ast::Expr::Cast {
+                        expr: oid,
+                        data_type: inner,
+                        ..
+                    } = expr.as_ref()
+                    && inner.to_string().to_lowercase().ends_with(REGTYPE) =>
+                {
+                    let Expr::Function(mut f) = call("format_type", oid.as_ref().clone()) else {
+                        unreachable!("call makes a function")
+                    };
+                    if let ast::FunctionArguments::List(list) = &mut f.args {
+                        list.args
+                            .push(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                                ast::Expr::value(Value::Null),
+                            )));
+                    }
+                    *e = Expr::Function(f);
+                    n += 1;
+                }
                 ast::Expr::Cast {
                     expr, data_type, ..
                 } if let Some(resolve) = resolved_cast(data_type, expr) => {
@@ -253,6 +278,20 @@ fn resolved_cast(data_type: &ast::DataType, expr: &Expr) -> Option<&'static str>
         (_, true, _) => Some(REGPROC),
         _ => None,
     }
+}
+
+/// PostgreSQL's type of types' oids, whose text is the type's name.
+const REGTYPE: &str = "regtype";
+
+/// Whether `t` is a text type (`text`, `varchar`, `character varying`).
+fn is_text(t: &ast::DataType) -> bool {
+    matches!(
+        t,
+        ast::DataType::Text
+            | ast::DataType::Varchar(_)
+            | ast::DataType::CharacterVarying(_)
+            | ast::DataType::String(_)
+    )
 }
 
 /// `literal`, PostgreSQL's text of an array (`'{0}'`), as an array of the type of the
@@ -410,6 +449,21 @@ fn like_escaped(pattern: &str, escape: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_types_oid_as_text_is_its_name() {
+        // pgcli's columns.
+        let sql = "SELECT att.atttypid::regtype::text type_name, \
+                   CAST(CAST(att.atttypid AS pg_catalog.regtype) AS varchar) FROM pg_attribute att";
+        let planned = planned(sql);
+        assert_eq!(
+            planned.matches("format_type(att.atttypid, NULL)").count(),
+            2,
+            "{planned}"
+        );
+        let unchanged = "SELECT atttypid::regtype FROM pg_attribute";
+        assert!(matches!(super::planned(unchanged), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn a_like_escape_is_written_as_datafusion_reads_one() {

@@ -494,7 +494,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
-         \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\\sf lower(text)\n\
+         \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\\sf lower(text)\n\\dx+ plpgsql\n\\dx\n\
          SELECT atttypid::regtype::text FROM pg_attribute a JOIN pg_class c ON c.oid = \
          a.attrelid WHERE c.relname = 'customer_totals' AND attnum > 0 ORDER BY attnum;\n\
          SELECT typinput, typreceive FROM pg_type WHERE typname = 'bool';\n",
@@ -552,6 +552,19 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "{out}{err}"
     );
     assert!(out.contains("\nboolin|boolrecv\n"), "{out}{err}");
+    // \dx+: an extension's objects (pg_depend, pg_describe_object).
+    assert!(
+        out.contains(
+            "\nfunction plpgsql_call_handler()\nfunction plpgsql_inline_handler(internal)\n\
+             function plpgsql_validator(oid)\nlanguage plpgsql\n"
+        ),
+        "{out}{err}"
+    );
+    // \dx: the extension's comment (pg_description, by the catalog's oid).
+    assert!(
+        out.contains("\nplpgsql|1.0|pg_catalog|PL/pgSQL procedural language\n"),
+        "{out}{err}"
+    );
     // A type's oid as text is its name (pgcli reads the columns' types so).
     assert!(out.contains("\ntext\nbigint\n"), "{out}{err}");
     // \sf: a function's definition, found by its arguments' types (regprocedure).

@@ -102,6 +102,7 @@ impl PgCatalog {
         // pg_proc's functions, read now: a scan of pg_type reads them ([`function_oids`]),
         // and may run inside another executor (a rewrite that reads a catalog table).
         keys.procedures(&SessionContext::new().state()).await?;
+        keys.descriptions(&SessionContext::new().state()).await?;
         let settings = MemTable::try_new(
             Arc::clone(&schema),
             vec![vec![RecordBatch::try_new(schema, columns)?]],
@@ -125,7 +126,8 @@ impl SchemaProvider for PgCatalog {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match name {
             "pg_settings" => Ok(Some(Arc::clone(&self.settings))),
-            "pg_class" | "pg_index" | "pg_constraint" | "pg_attribute" => {
+            "pg_class" | "pg_index" | "pg_constraint" | "pg_attribute" | "pg_depend"
+            | "pg_description" => {
                 let Some(inner) = self.inner.table(name).await? else {
                     return Ok(None);
                 };
@@ -133,6 +135,7 @@ impl SchemaProvider for PgCatalog {
                     "pg_class" => (Arc::new(with_class_columns(inner)) as _, Table::Class),
                     "pg_index" => (with_arrays(inner), Table::Index),
                     "pg_attribute" => (with_arrays(inner), Table::Attribute),
+                    "pg_depend" | "pg_description" => (inner, Table::Catalogs),
                     _ => (with_arrays(inner), Table::Constraint),
                 };
                 Ok(Some(Arc::new(WithKeys {
@@ -231,13 +234,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 11] = [
-        (
-            "obj_description",
-            any(&[1, 2]),
-            DataType::Utf8,
-            Arc::clone(&no_comment),
-        ),
+    let functions: [Function; 10] = [
         (
             "col_description",
             any(&[2]),

@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int16Builder, Int32Array, Int32Builder,
-    ListBuilder, RecordBatch, StringArray, StructBuilder,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, StructBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::zip::zip;
@@ -31,7 +31,7 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Fields, Float64Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef,
 };
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, Signature, TypeSignature, Volatility};
@@ -39,7 +39,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use super::catalog::{self, Function, Mapped, every_row};
-use super::procedures::Procedures;
+use super::procedures::{self, Procedures};
 use super::server;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
 
@@ -222,6 +222,9 @@ pub struct Keys {
     shown: RwLock<HashMap<i32, Arc<Shown>>>,
     /// `pg_proc`'s functions (its rows are PostgreSQL's own, made once: read once).
     procedures: OnceLock<Procedures>,
+    /// `pg_description`'s comments by catalog (PostgreSQL's oid of it), object and
+    /// sub-object (read once: PostgreSQL's own, as the functions are).
+    descriptions: OnceLock<HashMap<(i32, i32, i32), String>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -240,6 +243,7 @@ impl Keys {
             rows_of,
             shown: RwLock::default(),
             procedures: OnceLock::new(),
+            descriptions: OnceLock::new(),
         }
     }
 
@@ -362,6 +366,67 @@ impl Keys {
         Ok(self.procedures.get_or_init(|| procedures))
     }
 
+    /// `pg_description`'s comments ([`Keys::descriptions`]).
+    pub async fn descriptions(
+        &self,
+        state: &dyn Session,
+    ) -> Result<&HashMap<(i32, i32, i32), String>> {
+        if let Some(d) = self.descriptions.get() {
+            return Ok(d);
+        }
+        let mut descriptions = HashMap::new();
+        for b in self.rows("pg_description", state).await? {
+            let int = |c: &str| -> Result<ArrayRef> {
+                match b.column_by_name(c) {
+                    Some(c) => Ok(cast(c, &DataType::Int32)?),
+                    None => exec_err!("pg_catalog.pg_description: no column {c}"),
+                }
+            };
+            let (class, object, sub) = (int("classoid")?, int("objoid")?, int("objsubid")?);
+            let [class, object, sub] =
+                [&class, &object, &sub].map(|a| a.as_primitive::<Int32Type>());
+            let text = text(&b, "description")?;
+            for i in 0..b.num_rows() {
+                let key = (class.value(i), object.value(i), sub.value(i));
+                descriptions.insert(key, text.value(i).to_string());
+            }
+        }
+        Ok(self.descriptions.get_or_init(|| descriptions))
+    }
+
+    /// `obj_description(oid, catalog)` of each row of `args`: the comment on the object of
+    /// that catalog (`'pg_proc'`, `'pg_catalog.pg_proc'`), NULL for none; with one argument
+    /// (PostgreSQL's deprecated form), the comment of that oid in any catalog.
+    fn comment(&self, args: &[ArrayRef]) -> Result<ArrayRef> {
+        let state = SessionContext::new().state();
+        // pg_description is made in memory: nothing to wait for.
+        let descriptions = futures::executor::block_on(self.descriptions(&state))?;
+        let oids = cast(&args[0], &DataType::Int32)?;
+        let catalogs = args.get(1).map(|c| cast(c, &DataType::Utf8)).transpose()?;
+        let catalogs = catalogs.as_ref().map(|c| c.as_string::<i32>());
+        let comments: StringArray = oids
+            .as_primitive::<Int32Type>()
+            .iter()
+            .enumerate()
+            .map(|(i, oid)| {
+                let oid = oid?;
+                let classes: Vec<i32> = match catalogs {
+                    Some(c) => {
+                        let name = c.is_valid(i).then(|| c.value(i))?;
+                        let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
+                        let (class, _) = CATALOG_OIDS.iter().find(|(_, n)| *n == name)?;
+                        vec![*class]
+                    }
+                    None => CATALOG_OIDS.iter().map(|(class, _)| *class).collect(),
+                };
+                classes
+                    .into_iter()
+                    .find_map(|class| descriptions.get(&(class, oid, 0)).cloned())
+            })
+            .collect();
+        Ok(Arc::new(comments))
+    }
+
     /// [`Keys::procedures`] where no query's session is at hand (read once, then kept).
     pub fn procedures_now(&self) -> Result<&Procedures> {
         if let Some(procedures) = self.procedures.get() {
@@ -414,6 +479,79 @@ impl Keys {
             })
             .collect::<Result<Int32Array>>()
             .map(|oids| Arc::new(oids) as ArrayRef)
+    }
+
+    /// `pg_describe_object(classid, objid, objsubid)` of each row of `args`: `function
+    /// plpgsql_validator(oid)`, `language plpgsql`, `schema public`, `table customer_totals`,
+    /// `index customer_totals_pkey`, `type integer`, `extension plpgsql` (psql's `\\dx+`
+    /// lists an extension's objects so). NULL for a column (`objsubid` > 0), an object of
+    /// another catalog or of none.
+    fn describe(&self, args: &[ArrayRef]) -> Result<ArrayRef> {
+        let int = |a: &ArrayRef| cast(a, &DataType::Int32);
+        let (classes, objects) = (int(&args[0])?, int(&args[1])?);
+        let subs = match args.get(2) {
+            Some(s) => int(s)?,
+            None => Arc::new(Int32Array::from(vec![0; classes.len()])),
+        };
+        let [classes, objects, subs] =
+            [&classes, &objects, &subs].map(|a| a.as_primitive::<Int32Type>());
+        let procedures = self.procedures_now()?;
+        let state = SessionContext::new().state();
+        // A catalog table's names by oid (with a second column: pg_class's relkind), read
+        // when a row first asks for it. The catalog's tables are made in memory.
+        let mut read: HashMap<i32, HashMap<i32, (String, String)>> = HashMap::new();
+        let mut names = |class: i32, table: &str, name: &str, kind: Option<&str>, oid: i32| {
+            let by_oid = match read.entry(class) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let mut by_oid = HashMap::new();
+                    for b in futures::executor::block_on(self.rows(table, &state))? {
+                        let (oids, names) = (int32(&b, "oid")?, text(&b, name)?);
+                        let kinds = kind.map(|k| text(&b, k)).transpose()?;
+                        for i in 0..b.num_rows() {
+                            let kind = kinds.map_or("", |k| k.value(i)).to_string();
+                            by_oid.insert(oids.value(i), (names.value(i).to_string(), kind));
+                        }
+                    }
+                    v.insert(by_oid)
+                }
+            };
+            Ok::<_, DataFusionError>(by_oid.get(&oid).cloned())
+        };
+        let mut described = StringBuilder::new();
+        for i in 0..classes.len() {
+            if classes.is_null(i) || objects.is_null(i) || subs.is_valid(i) && subs.value(i) != 0 {
+                described.append_null();
+                continue;
+            }
+            let (class, oid) = (classes.value(i), objects.value(i));
+            // The catalog by its name: PostgreSQL's oid of it, or the catalog's own.
+            let catalog = match CATALOG_OIDS.iter().find(|(o, _)| *o == class) {
+                Some((_, name)) => Some(name.to_string()),
+                None => names(PG_CLASS, "pg_class", "relname", Some("relkind"), class)?
+                    .map(|(name, _)| name),
+            };
+            let text = match catalog.as_deref().unwrap_or("") {
+                "pg_proc" => procedures.identity(oid).map(|f| format!("function {f}")),
+                "pg_type" => Some(procedures::type_name(oid))
+                    .filter(|t| t != "???")
+                    .map(|t| format!("type {t}")),
+                "pg_language" => names(PG_LANGUAGE, "pg_language", "lanname", None, oid)?
+                    .map(|(n, _)| format!("language {n}")),
+                "pg_namespace" => names(PG_NAMESPACE, "pg_namespace", "nspname", None, oid)?
+                    .map(|(n, _)| format!("schema {n}")),
+                "pg_extension" => names(PG_EXTENSION, "pg_extension", "extname", None, oid)?
+                    .map(|(n, _)| format!("extension {n}")),
+                "pg_class" => match self.shown(oid).filter(|s| s.index() == oid) {
+                    Some(s) => Some(format!("index {}", s.name())),
+                    None => names(PG_CLASS, "pg_class", "relname", Some("relkind"), oid)?
+                        .map(|(n, kind)| format!("{} {n}", relation_kind(&kind))),
+                },
+                _ => None,
+            };
+            described.append_option(text);
+        }
+        Ok(Arc::new(described.finish()))
     }
 
     /// The oid of each relation `names` names (`customer_totals`, `public.customer_totals`,
@@ -489,6 +627,81 @@ fn relation_name(name: &str) -> Option<Vec<String>> {
     (!quoted && parts.iter().all(|p| !p.is_empty())).then_some(parts)
 }
 
+/// The catalogs `pg_depend` and `pg_description` name by PostgreSQL's oids, which
+/// datafusion-pg-catalog's rows keep, where its `pg_class` gives them oids of its own.
+const CATALOG_OIDS: [(i32, &str); 16] = [
+    (1247, "pg_type"),
+    (1255, "pg_proc"),
+    (1259, "pg_class"),
+    (2601, "pg_am"),
+    (2606, "pg_constraint"),
+    (2607, "pg_conversion"),
+    (2612, "pg_language"),
+    (2615, "pg_namespace"),
+    (2617, "pg_operator"),
+    (2618, "pg_rewrite"),
+    (3079, "pg_extension"),
+    (3456, "pg_collation"),
+    (3600, "pg_ts_dict"),
+    (3601, "pg_ts_parser"),
+    (3602, "pg_ts_config"),
+    (3764, "pg_ts_template"),
+];
+
+/// Keys of the catalogs `pg_describe_object` reads names from (PostgreSQL's oids of them).
+const PG_CLASS: i32 = 1259;
+const PG_LANGUAGE: i32 = 2612;
+const PG_NAMESPACE: i32 = 2615;
+const PG_EXTENSION: i32 = 3079;
+
+/// `pg_depend`'s and `pg_description`'s rows with their catalogs' oids (`classid`,
+/// `refclassid`, `classoid`) as `pg_class` gives them ([`CATALOG_OIDS`]): psql's `\\dx+`
+/// finds an extension's objects by `refclassid = 'pg_extension'::regclass`, `\\dL+` a
+/// language's description by `classoid = l.tableoid`.
+fn catalog_classes(b: RecordBatch, relations: &Relations) -> Result<RecordBatch> {
+    let (namespaces, tables) = relations;
+    let Some(catalog) = namespaces.get("pg_catalog") else {
+        return Ok(b);
+    };
+    let own: HashMap<i32, i32> = CATALOG_OIDS
+        .iter()
+        .filter_map(|(oid, name)| Some((*oid, *tables.get(&(*catalog, name.to_string()))?)))
+        .collect();
+    let columns = b
+        .schema()
+        .fields()
+        .iter()
+        .zip(b.columns())
+        .map(|(f, c)| {
+            if !matches!(f.name().as_str(), "classid" | "refclassid" | "classoid") {
+                return Ok(Arc::clone(c));
+            }
+            let oids = cast(c, &DataType::Int32)?;
+            let mapped: Int32Array = oids
+                .as_primitive::<Int32Type>()
+                .iter()
+                .map(|o| o.map(|o| own.get(&o).copied().unwrap_or(o)))
+                .collect();
+            Ok(cast(&(Arc::new(mapped) as ArrayRef), c.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(b.schema(), columns)?)
+}
+
+/// A relation's kind (`pg_class.relkind`) as `pg_describe_object` words it.
+fn relation_kind(relkind: &str) -> &'static str {
+    match relkind {
+        "i" | "I" => "index",
+        "v" => "view",
+        "m" => "materialized view",
+        "S" => "sequence",
+        "f" => "foreign table",
+        "c" => "composite type",
+        "t" => "toast table",
+        _ => "table",
+    }
+}
+
 fn int32<'b>(b: &'b RecordBatch, column: &str) -> Result<&'b datafusion::arrow::array::Int32Array> {
     match b.column_by_name(column) {
         Some(c) => c.as_primitive_opt::<Int32Type>(),
@@ -517,6 +730,10 @@ pub enum Table {
     /// `pg_attribute`: no row added; the served tables' columns grant SELECT alone
     /// ([`read_only_columns`]).
     Attribute,
+    /// `pg_depend`, `pg_description`: their catalogs' oids (`classid`, `refclassid`,
+    /// `classoid`) are PostgreSQL's, where `pg_class` and `'pg_proc'::regclass` give the
+    /// catalog's own ([`catalog_classes`]).
+    Catalogs,
 }
 
 /// A table of `pg_catalog` with what it says of the tables served: the rows of their keys
@@ -577,9 +794,15 @@ impl TableProvider for WithKeys {
                     .map(|b| read_only_columns(b, &oids))
                     .collect::<Result<_>>()?;
             }
+            Table::Catalogs => {
+                batches = batches
+                    .into_iter()
+                    .map(|b| catalog_classes(b, &relations))
+                    .collect::<Result<_>>()?;
+            }
             Table::Index | Table::Constraint => {}
         }
-        if !matches!(self.table, Table::Attribute) {
+        if matches!(self.table, Table::Class | Table::Index | Table::Constraint) {
             let rows: Vec<Vec<(&str, ScalarValue)>> =
                 shown.iter().map(|s| self.row(s)).collect::<Result<_>>()?;
             batches.push(row_batch(&schema, &rows)?);
@@ -628,7 +851,11 @@ impl WithKeys {
                 ("indclass", zeros.clone()),
                 ("indoption", zeros),
             ],
-            Table::Attribute => return plan_err!("pg_attribute has no row of a key"),
+            Table::Attribute | Table::Catalogs => {
+                return plan_err!(
+                    "pg_attribute, pg_depend and pg_description have no row of a key"
+                );
+            }
             Table::Constraint => vec![
                 ("oid", ScalarValue::from(s.constraint())),
                 ("conname", ScalarValue::from(s.name())),
@@ -937,7 +1164,22 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
     let (relations, visibility, procedures) =
         (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
     let (results, arguments, definitions) = (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
-    let functions: [Function; 9] = [
+    let (described, comments) = (Arc::clone(keys), Arc::clone(keys));
+    let functions: [Function; 11] = [
+        // psql's `\\df+`, `\\dT+`, `\\dn+`: the catalog's comments.
+        (
+            "obj_description",
+            signature(&[1, 2]),
+            DataType::Utf8,
+            catalog::over_columns(move |args: &[ArrayRef]| comments.comment(args)),
+        ),
+        // psql's `\\dx+`.
+        (
+            "pg_describe_object",
+            signature(&[3]),
+            DataType::Utf8,
+            catalog::over_columns(move |args: &[ArrayRef]| described.describe(args)),
+        ),
         // A cast to regproc (the JDBC driver's `typinput = 'pg_catalog.array_in'::regproc`,
         // DBeaver's on connecting): `syntax::planned` calls this.
         (

@@ -170,6 +170,13 @@ impl Procedures {
             .map(|(oid, _)| *oid)
     }
 
+    /// A function as `pg_describe_object` names it: `generate_series(integer,integer)`.
+    pub fn identity(&self, oid: i32) -> Option<String> {
+        let w = self.written.get(&oid)?;
+        let inputs: Vec<String> = w.inputs.iter().map(|t| type_name(*t)).collect();
+        Some(format!("{}({})", quoted(&w.name), inputs.join(",")))
+    }
+
     /// `pg_get_functiondef` of each oid of `oids` (psql's `\\sf`, DBeaver's source of a
     /// function): the `CREATE OR REPLACE FUNCTION` PostgreSQL writes, without the arguments'
     /// defaults ([`Written`]); NULL for an oid of no function.

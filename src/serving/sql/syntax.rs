@@ -261,7 +261,8 @@ pub(super) fn text_of(statements: &[ast::Statement]) -> String {
 }
 
 /// The function a cast of `expr` to `data_type` becomes, resolving a name when the query
-/// runs: to `regclass` of a computed name (datafusion-pg-catalog resolves a literal's), to
+/// runs: to `regclass` of a name, literal or computed (datafusion-pg-catalog's resolves no
+/// literal name of its own tables: `'pg_class'::regclass` was NULL in a non-nullable column), to
 /// `regproc` of a name, literal or not (datafusion-pg-catalog's finds no function of a
 /// qualified name, `'pg_catalog.array_in'::regproc`), and to `regprocedure` of a name with
 /// its arguments' types (psql's `\\sf lower(text)`). A column's cast stays theirs: it holds
@@ -273,7 +274,6 @@ fn resolved_cast(data_type: &ast::DataType, expr: &Expr) -> Option<&'static str>
     let name = data_type.to_string().to_lowercase();
     let function = name.ends_with("regproc") || name.ends_with("regprocedure");
     match (name.ends_with("regclass"), function, expr) {
-        (true, _, Expr::Value(_)) => None,
         (true, _, _) => Some(REGCLASS),
         (_, true, _) => Some(REGPROC),
         _ => None,
@@ -500,14 +500,14 @@ mod tests {
             "SELECT unnest(i.indkey), unnest(range(0, array_length(i.indkey, $1::INTEGER))), \
              unnest(range(1, array_length(i.conkey, 1) + 1)), i.indkey[(0) + 1] FROM pg_index i"
         );
-        // Casts to regclass of a computed name and to regproc, resolved when the query runs;
-        // a column's (an oid) and a literal regclass stay datafusion-pg-catalog's.
+        // Casts to regclass of a name, computed or literal, and to regproc, resolved when the
+        // query runs; a column's (an oid) stays datafusion-pg-catalog's.
         let sql = "SELECT CAST(format('%I.%I', s, t) AS regclass), 'pg_catalog.array_in'::regproc, \
                    c.oid::regclass, 'customer_totals'::regclass FROM c";
         assert_eq!(
             planned(sql),
             "SELECT regclass(format('%I.%I', s, t)), regproc('pg_catalog.array_in'), \
-             c.oid::REGCLASS, 'customer_totals'::REGCLASS FROM c"
+             c.oid::REGCLASS, regclass('customer_totals') FROM c"
         );
         // A catalog array compared with PostgreSQL's text of an array (psql's `\\dp`).
         assert_eq!(
@@ -522,8 +522,8 @@ mod tests {
                  ON pg_description.classoid = l.tableoid WHERE pg_description.tableoid > 0"
             ),
             "SELECT l.lanname FROM pg_catalog.pg_language l JOIN pg_description \
-             ON pg_description.classoid = 'pg_catalog.pg_language'::REGCLASS \
-             WHERE 'pg_description'::REGCLASS > 0"
+             ON pg_description.classoid = regclass('pg_catalog.pg_language') \
+             WHERE regclass('pg_description') > 0"
         );
         // Not parsed, or nothing to do: the text as it is.
         for sql in [

@@ -1022,6 +1022,9 @@ pub const REGCLASS: &str = "regclass";
 /// The function a cast to `regproc` becomes ([`Keys::regproc`]).
 pub const REGPROC: &str = "regproc";
 
+/// The text of a column of functions' oids cast to `regprocedure` (`syntax::planned`).
+pub const REGPROCEDURE_TEXT: &str = "regprocedure_text";
+
 /// The catalog's columns of functions (`regproc` in PostgreSQL: an oid, which clients compare
 /// with a cast to `regproc` or join to `pg_proc.oid`, and which PostgreSQL writes as the
 /// function's name), which datafusion-pg-catalog holds as the functions' names.
@@ -1164,8 +1167,17 @@ pub fn register(ctx: &SessionContext, keys: &Arc<Keys>) {
     let (relations, visibility, procedures) =
         (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
     let (results, arguments, definitions) = (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
-    let (described, comments) = (Arc::clone(keys), Arc::clone(keys));
-    let functions: [Function; 11] = [
+    let (described, comments, signatures) = (Arc::clone(keys), Arc::clone(keys), Arc::clone(keys));
+    let functions: [Function; 12] = [
+        // psql's `\\dL+`: its handlers as `regprocedure`.
+        (
+            REGPROCEDURE_TEXT,
+            signature(&[1]),
+            DataType::Utf8,
+            catalog::over_columns(move |args: &[ArrayRef]| {
+                signatures.procedures_now()?.regprocedure_texts(&args[0])
+            }),
+        ),
         // psql's `\\df+`, `\\dT+`, `\\dn+`: the catalog's comments.
         (
             "obj_description",

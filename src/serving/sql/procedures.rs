@@ -177,6 +177,24 @@ impl Procedures {
         Some(format!("{}({})", quoted(&w.name), inputs.join(",")))
     }
 
+    /// Each oid of `oids` as `regprocedureout` writes it: `lower(text)`, `-` for 0, the oid
+    /// itself for no function.
+    pub fn regprocedure_texts(&self, oids: &ArrayRef) -> Result<ArrayRef> {
+        let oids = cast(oids, &DataType::Int32)?;
+        let texts: StringArray = oids
+            .as_primitive::<Int32Type>()
+            .iter()
+            .map(|oid| {
+                let oid = oid?;
+                Some(match oid {
+                    0 => "-".to_string(),
+                    _ => self.identity(oid).unwrap_or_else(|| oid.to_string()),
+                })
+            })
+            .collect();
+        Ok(Arc::new(texts))
+    }
+
     /// `pg_get_functiondef` of each oid of `oids` (psql's `\\sf`, DBeaver's source of a
     /// function): the `CREATE OR REPLACE FUNCTION` PostgreSQL writes, without the arguments'
     /// defaults ([`Written`]); NULL for an oid of no function.

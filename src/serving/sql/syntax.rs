@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::catalog::{self, Function};
-use super::keys::{EXPAND_ARRAY, REGCLASS, REGPROC};
+use super::keys::{EXPAND_ARRAY, REGCLASS, REGPROC, REGPROCEDURE_TEXT};
 use super::subquery::call;
 use ast::Expr;
 
@@ -113,6 +113,9 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
         let mut oids = TableOids(0);
         let _ = statement.visit(&mut oids);
         n += oids.0;
+        let mut procedures = ProcedureColumns(0);
+        let _ = statement.visit(&mut procedures);
+        n += procedures.0;
         let _ = visit_expressions_mut(statement, |e| {
             match e {
                 ast::Expr::Function(f) if is_named(f, EXPAND_ARRAY) => {
@@ -380,6 +383,45 @@ impl VisitorMut for TableOids {
     }
 }
 
+/// A column of functions' oids cast to `regprocedure` as a column of a SELECT
+/// (`l.lanplcallfoid::regprocedure`: psql's `\\dL+`): its text, `plpgsql_call_handler()`,
+/// as `regprocedureout` writes it ([`REGPROCEDURE_TEXT`]). Elsewhere (a condition) the cast
+/// stays an oid. Counts the columns rewritten.
+struct ProcedureColumns(usize);
+
+impl VisitorMut for ProcedureColumns {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+        let ast::SetExpr::Select(select) = q.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        for item in &mut select.projection {
+            let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) =
+                item
+            else {
+                continue;
+            };
+            if let Expr::Cast {
+                expr, data_type, ..
+            } = e
+                && matches!(
+                    expr.as_ref(),
+                    Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+                )
+                && data_type
+                    .to_string()
+                    .to_lowercase()
+                    .ends_with("regprocedure")
+            {
+                *e = call(REGPROCEDURE_TEXT, expr.as_ref().clone());
+                self.0 += 1;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// Whether `f` is the function `name` (in any schema).
 fn is_named(f: &ast::Function, name: &str) -> bool {
     let last = f.name.0.last().and_then(|p| p.as_ident());
@@ -449,6 +491,20 @@ fn like_escaped(pattern: &str, escape: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_of_functions_cast_to_regprocedure_is_its_text() {
+        // psql's \\dL+ (a part of it); a condition's cast stays an oid.
+        let sql = "SELECT l.lanplcallfoid::pg_catalog.regprocedure AS \"Call handler\", \
+                   lanvalidator::regprocedure FROM pg_language l \
+                   WHERE l.lanplcallfoid::regprocedure = 0";
+        assert_eq!(
+            planned(sql),
+            "SELECT regprocedure_text(l.lanplcallfoid) AS \"Call handler\", \
+             regprocedure_text(lanvalidator) FROM pg_language l \
+             WHERE l.lanplcallfoid::regprocedure = 0"
+        );
+    }
 
     #[test]
     fn a_types_oid_as_text_is_its_name() {

@@ -494,7 +494,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         None,
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
-         \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\\sf lower(text)\n\\dx+ plpgsql\n\\dx\n\\dL+\n\
+         \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\\sf lower(text)\n\\dx+ plpgsql\n\\dx\n\\dL+\n\\dd\n\
          SELECT atttypid::regtype::text FROM pg_attribute a JOIN pg_class c ON c.oid = \
          a.attrelid WHERE c.relname = 'customer_totals' AND attnum > 0 ORDER BY attnum;\n\
          SELECT typinput, typreceive FROM pg_type WHERE typname = 'bool';\n",

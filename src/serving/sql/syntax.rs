@@ -342,45 +342,63 @@ impl VisitorMut for TableOids {
     type Break = ();
 
     fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
-        let ast::SetExpr::Select(select) = q.body.as_mut() else {
-            return ControlFlow::Continue(());
-        };
-        let mut tables: Vec<(String, String)> = Vec::new();
-        for t in &select.from {
-            for f in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
-                if let ast::TableFactor::Table {
-                    name,
-                    alias,
-                    args: None,
-                    ..
-                } = f
-                    && let Some(last) = name.0.last().and_then(|p| p.as_ident())
-                {
-                    let called = alias.as_ref().map_or(&last.value, |a| &a.name.value);
-                    tables.push((called.to_lowercase(), name.to_string()));
-                }
-            }
+        for select in selects(q.body.as_mut()) {
+            self.0 += table_oids(select);
         }
-        let mut n = 0;
-        let _ = visit_expressions_mut(select.as_mut(), |e| {
-            if let Expr::CompoundIdentifier(parts) = e
-                && let [table, column] = parts.as_slice()
-                && column.value.eq_ignore_ascii_case(TABLEOID)
-                && let Some((_, name)) = tables
-                    .iter()
-                    .find(|(called, _)| *called == table.value.to_lowercase())
-                && let Ok(oid) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&format!("'{}'::regclass", name.replace('\'', "''")))
-                    .and_then(|mut p| p.parse_expr())
-            {
-                *e = oid;
-                n += 1;
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        self.0 += n;
         ControlFlow::Continue(())
     }
+}
+
+/// The SELECTs of a query's body: itself, or each side of its UNIONs (psql's `\\dd` reads
+/// `tableoid` in each).
+fn selects(body: &mut ast::SetExpr) -> Vec<&mut ast::Select> {
+    match body {
+        ast::SetExpr::Select(select) => vec![select.as_mut()],
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            let mut both = selects(left.as_mut());
+            both.extend(selects(right.as_mut()));
+            both
+        }
+        _ => vec![],
+    }
+}
+
+/// [`TableOids`]' rewrite of one SELECT: how many columns it rewrote.
+fn table_oids(select: &mut ast::Select) -> usize {
+    let mut tables: Vec<(String, String)> = Vec::new();
+    for t in &select.from {
+        for f in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+            if let ast::TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = f
+                && let Some(last) = name.0.last().and_then(|p| p.as_ident())
+            {
+                let called = alias.as_ref().map_or(&last.value, |a| &a.name.value);
+                tables.push((called.to_lowercase(), name.to_string()));
+            }
+        }
+    }
+    let mut n = 0;
+    let _ = visit_expressions_mut(select, |e| {
+        if let Expr::CompoundIdentifier(parts) = e
+            && let [table, column] = parts.as_slice()
+            && column.value.eq_ignore_ascii_case(TABLEOID)
+            && let Some((_, name)) = tables
+                .iter()
+                .find(|(called, _)| *called == table.value.to_lowercase())
+            && let Ok(oid) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("'{}'::regclass", name.replace('\'', "''")))
+                .and_then(|mut p| p.parse_expr())
+        {
+            *e = oid;
+            n += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    n
 }
 
 /// A column of functions' oids cast to `regprocedure` as a column of a SELECT
@@ -393,10 +411,10 @@ impl VisitorMut for ProcedureColumns {
     type Break = ();
 
     fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
-        let ast::SetExpr::Select(select) = q.body.as_mut() else {
-            return ControlFlow::Continue(());
-        };
-        for item in &mut select.projection {
+        for item in selects(q.body.as_mut())
+            .into_iter()
+            .flat_map(|select| select.projection.iter_mut())
+        {
             let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) =
                 item
             else {

@@ -495,6 +495,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
          \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\\sf lower(text)\n\\dx+ plpgsql\n\\dx\n\\dL+\n\\dd\n\
+         SELECT COALESCE(proallargtypes::regtype[], proargtypes::regtype[])::text[] \
+         FROM pg_proc WHERE proname IN ('json_each', 'now') ORDER BY 1;\n\
          SELECT atttypid::regtype::text FROM pg_attribute a JOIN pg_class c ON c.oid = \
          a.attrelid WHERE c.relname = 'customer_totals' AND attnum > 0 ORDER BY attnum;\n\
          SELECT typinput, typreceive FROM pg_type WHERE typname = 'bool';\n",
@@ -573,6 +575,8 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         out.contains("\nplpgsql|1.0|pg_catalog|PL/pgSQL procedural language\n"),
         "{out}{err}"
     );
+    // Arrays of types' oids as regtype[] (pgcli's functions), from an oid[] and an oidvector.
+    assert!(out.contains("\n{}\n{json,text,json}\n"), "{out}{err}");
     // A type's oid as text is its name (pgcli reads the columns' types so).
     assert!(out.contains("\ntext\nbigint\n"), "{out}{err}");
     // \sf: a function's definition, found by its arguments' types (regprocedure).

@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListBuilder, StringArray, StringBuilder};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int32Type};
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{Signature, Volatility};
 use datafusion::prelude::SessionContext;
@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::catalog::{self, Function};
 use super::keys::{EXPAND_ARRAY, REGCLASS, REGPROC, REGPROCEDURE_TEXT};
+use super::procedures;
 use super::subquery::call;
 use ast::Expr;
 
@@ -186,6 +187,18 @@ pub fn planned(sql: &str) -> Cow<'_, str> {
                         **left = array;
                         n += 1;
                     }
+                }
+                // An array of types' oids as `regtype[]` (pgcli's functions read their
+                // arguments' types so): the types' names, as `regtypeout` writes each.
+                ast::Expr::Cast {
+                    expr, data_type, ..
+                } if data_type
+                    .to_string()
+                    .to_lowercase()
+                    .ends_with(&format!("{REGTYPE}[]")) =>
+                {
+                    *e = call(REGTYPE_NAMES, expr.as_ref().clone());
+                    n += 1;
                 }
                 // A type's oid as text, `atttypid::regtype::text`: its name (pgcli's
                 // columns and functions), as `regtypeout` writes it.
@@ -449,29 +462,74 @@ fn is_named(f: &ast::Function, name: &str) -> bool {
 /// The function a pattern of `LIKE … ESCAPE` becomes ([`like_escaped`]).
 const LIKE_ESCAPED: &str = "like_escaped";
 
-/// Registers [`LIKE_ESCAPED`] in `ctx`.
+/// The function a cast to `regtype[]` becomes: the types' names ([`type_names`]).
+const REGTYPE_NAMES: &str = "regtype_names";
+
+/// The name of each type of an array of types' oids, as a `text[]`: an `oidvector` the
+/// catalog holds as text (`pg_proc.proargtypes`, `114 25`) or an `oid[]`
+/// (`proallargtypes`); NULL for NULL.
+fn type_names(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let mut names = ListBuilder::new(StringBuilder::new());
+    let oids = |a: &ArrayRef, i: usize| -> Result<Vec<i32>> {
+        Ok(match a.data_type() {
+            DataType::List(_) => {
+                let e = cast(&a.as_list::<i32>().value(i), &DataType::Int32)?;
+                e.as_primitive::<Int32Type>().iter().flatten().collect()
+            }
+            _ => {
+                let text = cast(&a.slice(i, 1), &DataType::Utf8)?;
+                catalog::elements(text.as_string::<i32>().value(0))
+                    .iter()
+                    .filter_map(|e| e.parse().ok())
+                    .collect()
+            }
+        })
+    };
+    let a = &args[0];
+    for i in 0..a.len() {
+        if a.is_null(i) {
+            names.append_null();
+            continue;
+        }
+        for oid in oids(a, i)? {
+            names.values().append_value(procedures::type_name(oid));
+        }
+        names.append(true);
+    }
+    Ok(Arc::new(names.finish()))
+}
+
+/// Registers [`LIKE_ESCAPED`] and [`REGTYPE_NAMES`] in `ctx`.
 pub fn register(ctx: &SessionContext) {
-    let functions: [Function; 1] = [(
-        LIKE_ESCAPED,
-        Signature::any(2, Volatility::Immutable),
-        DataType::Utf8,
-        catalog::over_columns(|args: &[ArrayRef]| {
-            let (patterns, escapes) = (
-                cast(&args[0], &DataType::Utf8)?,
-                cast(&args[1], &DataType::Utf8)?,
-            );
-            let (patterns, escapes) = (patterns.as_string::<i32>(), escapes.as_string::<i32>());
-            let written: StringArray = patterns
-                .iter()
-                .zip(escapes.iter())
-                .map(|(p, e)| match (p, e) {
-                    (Some(p), Some(e)) => like_escaped(p, e).map(Some),
-                    _ => Ok(None),
-                })
-                .collect::<Result<_>>()?;
-            Ok(Arc::new(written) as ArrayRef)
-        }),
-    )];
+    let functions: [Function; 2] = [
+        (
+            REGTYPE_NAMES,
+            Signature::any(1, Volatility::Immutable),
+            DataType::new_list(DataType::Utf8, true),
+            catalog::over_columns(type_names),
+        ),
+        (
+            LIKE_ESCAPED,
+            Signature::any(2, Volatility::Immutable),
+            DataType::Utf8,
+            catalog::over_columns(|args: &[ArrayRef]| {
+                let (patterns, escapes) = (
+                    cast(&args[0], &DataType::Utf8)?,
+                    cast(&args[1], &DataType::Utf8)?,
+                );
+                let (patterns, escapes) = (patterns.as_string::<i32>(), escapes.as_string::<i32>());
+                let written: StringArray = patterns
+                    .iter()
+                    .zip(escapes.iter())
+                    .map(|(p, e)| match (p, e) {
+                        (Some(p), Some(e)) => like_escaped(p, e).map(Some),
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(Arc::new(written) as ArrayRef)
+            }),
+        ),
+    ];
     catalog::register_functions(ctx, functions);
 }
 
@@ -522,6 +580,33 @@ mod tests {
              regprocedure_text(lanvalidator) FROM pg_language l \
              WHERE l.lanplcallfoid::regprocedure = 0"
         );
+    }
+
+    #[test]
+    fn arrays_of_types_are_their_names() {
+        let sql = "SELECT COALESCE(proallargtypes::regtype[], proargtypes::regtype[])::text[] \
+                   FROM pg_proc";
+        assert_eq!(
+            planned(sql),
+            "SELECT COALESCE(regtype_names(proallargtypes), regtype_names(proargtypes))::TEXT[] \
+             FROM pg_proc"
+        );
+        let vector: ArrayRef = Arc::new(StringArray::from(vec![Some("114 25"), Some(""), None]));
+        let names = type_names(&[vector]).unwrap();
+        let names = names.as_list::<i32>();
+        let text = |i: usize| -> Vec<String> {
+            let v = names.value(i);
+            v.as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(
+            (text(0), text(1)),
+            (vec!["json".into(), "text".into()], vec![])
+        );
+        assert!(names.is_null(2));
     }
 
     #[test]

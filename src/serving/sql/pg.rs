@@ -185,10 +185,11 @@ fn connection(
     handlers: Arc<Handlers>,
     threads: &Arc<AtomicUsize>,
 ) {
-    let serve = move |socket: TcpStream| async move {
+    let serve = move |socket: TcpStream, own_thread: bool| async move {
         // pgwire's decoders can panic on a malformed message (a truncated Parse, for one):
         // that ends this connection, and only it.
-        let conn = std::panic::AssertUnwindSafe(super::wire::process(socket, tls, handlers));
+        let conn = super::wire::process(socket, tls, handlers, own_thread);
+        let conn = std::panic::AssertUnwindSafe(conn);
         match conn.catch_unwind().await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(%peer, "PostgreSQL connection ended: {e}"),
@@ -201,7 +202,7 @@ fn connection(
     };
     if threads.fetch_add(1, Ordering::SeqCst) >= CONNECTION_THREADS {
         threads.fetch_sub(1, Ordering::SeqCst);
-        tokio::spawn(serve(socket));
+        tokio::spawn(serve(socket, false));
         return;
     }
     let count = Arc::clone(threads);
@@ -214,7 +215,7 @@ fn connection(
                     .build();
                 let served = runtime.and_then(|rt| {
                     rt.block_on(async {
-                        serve(TcpStream::from_std(socket)?).await;
+                        serve(TcpStream::from_std(socket)?, true).await;
                         Ok(())
                     })
                 });

@@ -13,8 +13,17 @@
 //! reads again, when it holds `HELD` bytes (a large result streams, it is not buffered
 //! whole), or when the connection closes. A client that sends `Flush` instead of `Sync` waits
 //! for answers before it writes again: the server then reads, and the answers go out first.
+//!
+//! A connection on a thread of its own (pg.rs) also waits for the client's next message as
+//! PostgreSQL's backend waits, in the read itself: once started, its socket is read blocking
+//! ([`Direct`]), so a round trip costs a `send` and a `recv` — the client's message wakes the
+//! thread straight from the socket, without an `epoll_wait` and the runtime's turn of its
+//! reactor before the `recv`. Nothing else runs on that thread between two messages (a query's
+//! deadline and cancel live only while it runs), and the answers still go out without
+//! blocking: a client that does not read them makes the write wait on the runtime as before,
+//! where a query's deadline and a cancel request reach it.
 
-use std::io;
+use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -24,7 +33,8 @@ use futures::{SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
 use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::TlsAcceptor;
-use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use pgwire::tokio::server::{MaybeTls, negotiate_tls, process_error, process_message};
+use socket2::{SockRef, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
@@ -37,11 +47,13 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes held before they are written out whether or not the connection reads.
 const HELD: usize = 64 * 1024;
 
-/// Serves one connection until the client leaves (or fails its startup in time).
+/// Serves one connection until the client leaves (or fails its startup in time); `own_thread`
+/// when nothing else runs on this thread, so that it may wait in the socket's read.
 pub async fn process<H: PgWireServerHandlers>(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
     handlers: H,
+    own_thread: bool,
 ) -> io::Result<()> {
     let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_timeout);
@@ -76,6 +88,9 @@ pub async fn process<H: PgWireServerHandlers>(
                 msg = socket.next() => msg,
             }
         } else {
+            if own_thread {
+                socket.get_mut().read_in_kernel();
+            }
             socket.next().await
         };
         // The client left (`Terminate`, end of stream) or sent what cannot be decoded.
@@ -112,6 +127,90 @@ pub struct Coalesced<S> {
     held: Vec<u8>,
     /// How much of `held` is written out.
     written: usize,
+    /// The TCP socket under `io`, once the connection reads it blocking.
+    direct: Option<Direct>,
+}
+
+/// A connection's TCP socket (a second descriptor of it), read blocking and written without
+/// blocking: the runtime's registration of the socket is used only when a write must wait.
+struct Direct {
+    socket: Socket,
+    /// Whether the socket is in blocking mode now (its descriptors share the mode).
+    blocking: bool,
+    /// What a read receives, before it is copied into the framing's buffer (whose spare room
+    /// is uninitialised, which safe code may not hand to `recv`).
+    scratch: Box<[u8; SCRATCH]>,
+}
+
+/// Bytes read from the socket at most at once by [`Direct`].
+const SCRATCH: usize = 8 * 1024;
+
+impl Direct {
+    fn set_blocking(&mut self, blocking: bool) -> io::Result<()> {
+        if self.blocking != blocking {
+            self.socket.set_nonblocking(!blocking)?;
+            self.blocking = blocking;
+        }
+        Ok(())
+    }
+
+    /// Sends what it can of `buf` without waiting; when the socket cannot take more, it is made
+    /// non-blocking again, for the runtime to wait on it.
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.socket.send_with_flags(buf, libc::MSG_DONTWAIT) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.set_blocking(false)?;
+                    return Err(e);
+                }
+                sent => return sent,
+            }
+        }
+    }
+
+    /// Waits in the socket's read until the client sends something (or leaves).
+    fn read(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        self.set_blocking(true)?;
+        let room = buf.remaining().min(SCRATCH);
+        if room == 0 {
+            return Ok(());
+        }
+        loop {
+            match (&self.socket).read(&mut self.scratch[..room]) {
+                Ok(n) => {
+                    buf.put_slice(&self.scratch[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Coalesced<MaybeTls> {
+    /// From now on, reads wait in the socket's read (a plain TCP connection's; TLS and Unix
+    /// sockets go on through the runtime). Called only on a connection's own thread.
+    fn read_in_kernel(&mut self) {
+        if self.direct.is_some() {
+            return;
+        }
+        if let MaybeTls::Plain(tcp) = &self.io {
+            match SockRef::from(tcp).try_clone() {
+                Ok(socket) => {
+                    self.direct = Some(Direct {
+                        socket,
+                        blocking: false,
+                        scratch: Box::new([0; SCRATCH]),
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!("PostgreSQL connection: reads go on through the runtime: {e}")
+                }
+            }
+        }
+    }
 }
 
 impl<S: AsyncWrite + Unpin> Coalesced<S> {
@@ -120,13 +219,23 @@ impl<S: AsyncWrite + Unpin> Coalesced<S> {
             io,
             held: Vec::new(),
             written: 0,
+            direct: None,
         }
     }
 
     /// Writes out all that is held, then flushes the socket.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.held.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.held[self.written..]))?;
+            let rest = &self.held[self.written..];
+            let sent = match self.direct.as_mut().map(|d| d.send(rest)) {
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Some(sent) => Some(sent?),
+                None => None,
+            };
+            let n = match sent {
+                Some(n) => n,
+                None => ready!(Pin::new(&mut self.io).poll_write(cx, rest))?,
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -148,7 +257,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
         if !this.held.is_empty() {
             ready!(this.poll_write_out(cx))?;
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        match this.direct.as_mut() {
+            Some(direct) => Poll::Ready(direct.read(buf)),
+            None => Pin::new(&mut this.io).poll_read(cx, buf),
+        }
     }
 }
 
@@ -208,6 +320,67 @@ mod tests {
         assert_eq!(&asked, b"Sync");
         let n = peer.read(&mut got).await.unwrap();
         assert_eq!(&got[..n], b"BindComplete+ReadyForQuery");
+    }
+
+    /// On a TCP socket read blocking: the answers held go out before the read waits, and an
+    /// answer larger than the socket takes waits on the runtime (which goes on running other
+    /// work meanwhile) until the client reads it, instead of blocking the thread.
+    #[test]
+    fn a_socket_read_blocking_still_writes_without_blocking() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answer = 16 * 1024 * 1024;
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = std::thread::spawn(move || {
+                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+                tcp.write_all(b"Sync").unwrap();
+                // The answer is not read for a while: the server's write must wait.
+                std::thread::sleep(Duration::from_millis(300));
+                let mut got = vec![0u8; answer];
+                tcp.read_exact(&mut got).unwrap();
+                assert!(got.iter().all(|b| *b == 7));
+                tcp.write_all(b"Terminate").unwrap();
+            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ours = Coalesced::new(MaybeTls::Plain(tcp));
+            ours.read_in_kernel();
+            let mut asked = [0u8; 4];
+            ours.read_exact(&mut asked).await.unwrap();
+            assert_eq!(&asked, b"Sync");
+            assert!(ours.direct.as_ref().unwrap().blocking);
+
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let ticker = tokio::spawn({
+                let ticks = Arc::clone(&ticks);
+                async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        ticks.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+            ours.write_all(&vec![7u8; answer]).await.unwrap();
+            ours.flush().await.unwrap();
+            assert!(
+                !ours.direct.as_ref().unwrap().blocking,
+                "the answer never had to wait"
+            );
+            let mut bye = [0u8; 9];
+            ours.read_exact(&mut bye).await.unwrap();
+            assert_eq!(&bye, b"Terminate");
+            assert!(
+                ticks.load(Ordering::SeqCst) > 0,
+                "the write blocked the thread instead of waiting on the runtime"
+            );
+            ticker.abort();
+            client.join().unwrap();
+        });
     }
 
     /// A large answer streams out as it is written instead of being held whole, and what is

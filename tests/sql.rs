@@ -495,6 +495,10 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
         "\\dt\n\\t off\n\\d customer_totals\n\\t on\n\\dt+\n\\dT\n\\di\n\\du\n\\l+\n\\db\n\
          \\d+ customer_totals\n\\dn+\n\\dfS json_each\n\\dy\n\\dL\n\\dp customer_totals\n\
          \\dconfig+ server_version\n\\dOS\n\\dAp btree bool_ops\n\\sf lower(text)\n\\dx+ plpgsql\n\\dx\n\\dL+\n\\dd\n\
+         \\des+\n\\dew+\n\\det+\n\\deu+\n\
+         SELECT array_to_string(ARRAY(SELECT pg_catalog.quote_ident(option_name) || ' ' || \
+         pg_catalog.quote_literal(option_value) FROM pg_catalog.pg_options_to_table(\
+         ARRAY['Host=a=b', E'dir=C:\\\\x', 'f'])), ', ');\n\
          SELECT COALESCE(proallargtypes::regtype[], proargtypes::regtype[])::text[] \
          FROM pg_proc WHERE proname IN ('json_each', 'now') ORDER BY 1;\n\
          SELECT atttypid::regtype::text FROM pg_attribute a JOIN pg_class c ON c.oid = \
@@ -573,6 +577,13 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     // \dx: the extension's comment (pg_description, by the catalog's oid).
     assert!(
         out.contains("\nplpgsql|1.0|pg_catalog|PL/pgSQL procedural language\n"),
+        "{out}{err}"
+    );
+    // \des+, \dew+, \det+, \deu+ list no foreign server, wrapper, table or user mapping;
+    // the options they would show, as pg_options_to_table gives them (a value after the
+    // first `=`, none without one) and quote_ident and quote_literal write them.
+    assert!(
+        out.contains("\n\"Host\" 'a=b', dir E'C:\\\\x'\n"),
         "{out}{err}"
     );
     // Arrays of types' oids as regtype[] (pgcli's functions), from an oid[] and an oidvector.

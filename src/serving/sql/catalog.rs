@@ -155,15 +155,32 @@ impl SchemaProvider for PgCatalog {
                 .table("pg_extension")
                 .await?
                 .map(|inner| Arc::new(available_extensions(inner)) as Arc<dyn TableProvider>)),
-            PARAMETER_ACL => {
-                // No parameter is granted to anyone: the server's are fixed (psql's
-                // `\\dconfig+` reads their privileges here, PostgreSQL 15's table).
-                let schema = Arc::new(Schema::new(vec![
-                    Field::new("oid", DataType::Int32, false),
-                    Field::new("parname", DataType::Utf8, false),
-                    Field::new("paracl", DataType::new_list(DataType::Utf8, true), true),
-                ]));
-                Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![]])?)))
+            PARAMETER_ACL | USER_MAPPINGS => {
+                let (oid, text) = (DataType::Int32, DataType::Utf8);
+                let texts = DataType::new_list(DataType::Utf8, true);
+                let columns = match name {
+                    // No parameter is granted to anyone: the server's are fixed (psql's
+                    // `\\dconfig+` reads their privileges here, PostgreSQL 15's table).
+                    PARAMETER_ACL => vec![("oid", oid), ("parname", text), ("paracl", texts)],
+                    // No foreign server, so no user mapping (psql's `\\deu+`).
+                    _ => vec![
+                        ("umid", oid.clone()),
+                        ("srvid", oid.clone()),
+                        ("srvname", text.clone()),
+                        ("umuser", oid),
+                        ("usename", text),
+                        ("umoptions", texts),
+                    ],
+                };
+                let schema = Schema::new(
+                    (columns.into_iter())
+                        .map(|(c, t)| Field::new(c, t.clone(), t.is_nested()))
+                        .collect::<Vec<_>>(),
+                );
+                Ok(Some(Arc::new(MemTable::try_new(
+                    Arc::new(schema),
+                    vec![vec![]],
+                )?)))
             }
             "pg_collation" => Ok(self.inner.table(name).await?.map(|inner| {
                 // PostgreSQL 17's name of the column; 16's, which lambdaflow answers as (psql's
@@ -234,7 +251,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(move |_| Ok(ColumnarValue::Scalar(v.clone())))
     };
     let no_comment = constant(ScalarValue::Utf8(None));
-    let functions: [Function; 10] = [
+    let functions: [Function; 12] = [
         (
             "col_description",
             any(&[2]),
@@ -290,6 +307,15 @@ pub fn register(ctx: &SessionContext) {
             DataType::Utf8,
             over_columns(format),
         ),
+        // An identifier quoted where PostgreSQL quotes one (`"Host"`, which
+        // datafusion-pg-catalog's leaves bare), and a literal (psql's `\\des+`).
+        (
+            "quote_ident",
+            any(&[1]),
+            DataType::Utf8,
+            quote(super::keys::quoted),
+        ),
+        ("quote_literal", any(&[1]), DataType::Utf8, quote(literal)),
         (
             "json_build_object",
             Signature::variadic_any(Volatility::Stable),
@@ -541,7 +567,7 @@ fn format(args: &[ArrayRef]) -> Result<ArrayRef> {
                 ('s', v) => text.push_str(v.unwrap_or("")),
                 ('I', Some(v)) => text.push_str(&super::keys::quoted(v)),
                 ('I', None) => return exec_err!("format(): NULL cannot be an identifier (%I)"),
-                ('L', Some(v)) => text.push_str(&format!("'{}'", v.replace('\'', "''"))),
+                ('L', Some(v)) => text.push_str(&literal(v)),
                 ('L', None) => text.push_str("NULL"),
                 (k, _) => {
                     return exec_err!("format(): unrecognized conversion type specifier \"{k}\"");
@@ -588,6 +614,30 @@ fn json_build_object(args: &[ArrayRef]) -> Result<ArrayRef> {
         objects.append_value(serde_json::Value::Object(object).to_string());
     }
     Ok(Arc::new(objects.finish()))
+}
+
+/// `v` as a string literal, as PostgreSQL's `quote_literal` (and `format()`'s `%L`) writes
+/// it: quotes doubled, and with a backslash, an escape string whose backslashes are doubled
+/// (`a\b` is `E'a\\b'`).
+fn literal(v: &str) -> String {
+    if v.contains('\\') {
+        format!("E'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", v.replace('\'', "''"))
+    }
+}
+
+/// A function writing each text (or value as text) of its argument as `quote` does.
+fn quote(quote: fn(&str) -> String) -> ScalarFunctionImplementation {
+    over_columns(move |args: &[ArrayRef]| {
+        let values = cast(&args[0], &DataType::Utf8)?;
+        let quoted: StringArray = values
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(quote))
+            .collect();
+        Ok(Arc::new(quoted) as ArrayRef)
+    })
 }
 
 /// A SQL function: its name, signature, return type, and what it computes.
@@ -755,8 +805,11 @@ const AVAILABLE_EXTENSIONS: &str = "pg_available_extensions";
 /// The privileges granted on the server's parameters.
 const PARAMETER_ACL: &str = "pg_parameter_acl";
 
+/// The user mappings of foreign servers (PostgreSQL's view over `pg_user_mapping`).
+const USER_MAPPINGS: &str = "pg_user_mappings";
+
 /// The tables of `pg_catalog` that lambdaflow makes, beside datafusion-pg-catalog's.
-const OURS: [&str; 2] = [AVAILABLE_EXTENSIONS, PARAMETER_ACL];
+const OURS: [&str; 3] = [AVAILABLE_EXTENSIONS, PARAMETER_ACL, USER_MAPPINGS];
 
 /// [`AVAILABLE_EXTENSIONS`] over `pg_extension`: each extension by name, its version as the
 /// default and the installed one, no comment.
@@ -1173,6 +1226,9 @@ mod tests {
             text(&[None]),
         ];
         let out = format(&args).unwrap();
+        // quote_literal's (and %L's): an escape string where the value has a backslash.
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal(r"C:\d's"), r"E'C:\\d''s'");
         // After %1$s, the next argument is the second.
         assert_eq!(
             out.as_string::<i32>().value(0),

@@ -6,19 +6,29 @@
 //! [`of_elements`] writes it as `array_map(a, 'e(x)', 'p(x)')` ([`ArrayMap`]), which plans the
 //! element's expression and condition over a column of the elements and computes them over
 //! all the arrays of a batch at once.
+//!
+//! `pg_options_to_table(a)` is read the same way: the rows of an options array
+//! (`{fillfactor=70}`), each element's `option_name` before its first `=` and `option_value`
+//! after it (NULL without one), as psql's `\des+`, `\det+` and `\deu+` read a foreign
+//! server's, table's or user mapping's options.
 
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, new_null_array};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err, plan_err};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
@@ -32,16 +42,35 @@ const ARRAY_MAP: &str = "array_map";
 /// The name of the elements' column in the expressions [`ArrayMap`] plans.
 const ELEMENT: &str = "x";
 
-/// Registers [`ArrayMap`] in `ctx`.
+/// Registers [`ArrayMap`] in `ctx`, planning its expressions with `ctx`'s functions.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(ArrayMap {
         signature: Signature::any(3, Volatility::Immutable),
+        session: {
+            let session = ctx.state_weak_ref();
+            Arc::new(move || session.upgrade().map(|s| s.read().clone()))
+        },
     }));
 }
 
+/// The table functions whose rows are an array's elements: `unnest`, and
+/// `pg_options_to_table` with its two columns of each element.
+const FUNCTIONS: [&str; 2] = ["unnest", "pg_options_to_table"];
+
+/// The columns of `pg_options_to_table`, each an expression of the element `x`.
+const OPTION_COLUMNS: [(&str, &str); 2] = [
+    ("option_name", "split_part(\"x\", '=', 1)"),
+    (
+        "option_value",
+        "CASE WHEN strpos(\"x\", '=') > 0 THEN substr(\"x\", strpos(\"x\", '=') + 1) END",
+    ),
+];
+
 /// `ARRAY(q)` as `array_map(a, 'e', 'p')` when `q` is `SELECT e FROM unnest(a) [AS] t[(x)]
 /// [WHERE p]` — one column, nothing but the elements read in `e` and `p` (as `x`, `t.x`, or
-/// `t` when the alias names no column), no aggregate, grouping, order or limit; `None` for any other.
+/// `t` when the alias names no column), no aggregate, grouping, order or limit — or the same
+/// over `pg_options_to_table(a) [AS t[(n, v)]]` reading `option_name` and `option_value`;
+/// `None` for any other.
 /// The array keeps the elements' order; no element, or a NULL array, is an empty array (as
 /// PostgreSQL's `ARRAY` of no row).
 pub fn of_elements(q: &Query, is_aggregate: &dyn Fn(&Function) -> bool) -> Option<Expr> {
@@ -61,7 +90,7 @@ pub fn of_elements(q: &Query, is_aggregate: &dyn Fn(&Function) -> bool) -> Optio
     if !from.joins.is_empty() {
         return None;
     }
-    let (array, alias) = match &from.relation {
+    let (array, alias, function) = match &from.relation {
         TableFactor::UNNEST {
             alias,
             array_exprs,
@@ -69,7 +98,7 @@ pub fn of_elements(q: &Query, is_aggregate: &dyn Fn(&Function) -> bool) -> Optio
             with_ordinality: false,
             ..
         } => match array_exprs.as_slice() {
-            [a] => (a.clone(), alias),
+            [a] => (a.clone(), alias, FUNCTIONS[0]),
             _ => return None,
         },
         TableFactor::Table {
@@ -82,47 +111,77 @@ pub fn of_elements(q: &Query, is_aggregate: &dyn Fn(&Function) -> bool) -> Optio
                 }),
             with_ordinality: false,
             ..
-        } if name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest")) =>
-        {
+        } => {
+            let function = name.0.last().and_then(|p| p.as_ident()).and_then(|i| {
+                FUNCTIONS
+                    .into_iter()
+                    .find(|f| i.value.eq_ignore_ascii_case(f))
+            })?;
             match args.as_slice() {
-                [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => (a.clone(), alias),
+                [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => (a.clone(), alias, function),
                 _ => return None,
             }
         }
         _ => return None,
     };
-    // The element's names: its column's, and its table's.
-    let (table, column) = match alias {
-        None => (None, Ident::new("unnest")),
-        Some(a) => match a.columns.as_slice() {
-            [] => (Some(a.name.clone()), a.name.clone()),
-            [c] => (Some(a.name.clone()), c.name.clone()),
-            _ => return None,
-        },
+    // The columns' names, each with what it is of the element `x`; and the table's name.
+    let x = || Expr::Identifier(Ident::with_quote('"', ELEMENT));
+    let mut columns: Vec<(Ident, Expr)> = if function == FUNCTIONS[0] {
+        vec![(Ident::new("unnest"), x())]
+    } else {
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        OPTION_COLUMNS
+            .iter()
+            .map(|(name, sql)| {
+                let e = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+                    .try_with_sql(sql)
+                    .and_then(|mut p| p.parse_expr())
+                    .expect("the options' columns are SQL");
+                (Ident::new(*name), e)
+            })
+            .collect()
     };
+    let table = alias.as_ref().map(|a| a.name.clone());
+    if let Some(a) = alias {
+        match a.columns.as_slice() {
+            // `unnest(a) t`: `t` names the element too.
+            [] if function == FUNCTIONS[0] => columns[0].0 = a.name.clone(),
+            [] => {}
+            named if named.len() == columns.len() => {
+                for (c, n) in columns.iter_mut().zip(named) {
+                    c.0 = n.name.clone();
+                }
+            }
+            _ => return None,
+        }
+    }
     let same = |i: &Ident, name: &Ident| match (i.quote_style, name.quote_style) {
         (None, None) => i.value.eq_ignore_ascii_case(&name.value),
         _ => i.value == name.value,
     };
+    let column = |i: &Ident| columns.iter().find(|(c, _)| same(i, c)).map(|(_, e)| e);
     let element = |e: &Expr| match e {
-        Expr::Identifier(i) => same(i, &column) || table.as_ref().is_some_and(|t| same(i, t)),
+        Expr::Identifier(i) => column(i),
         Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-            [t, c] => table.as_ref().is_some_and(|table| same(t, table)) && same(c, &column),
-            _ => false,
+            [t, c] if table.as_ref().is_some_and(|table| same(t, table)) => column(c),
+            _ => None,
         },
-        _ => false,
+        _ => None,
     };
     // Each expression with the element as `x`; `None` when it reads anything else.
     let over_elements = |e: &Expr| {
         let mut e = e.clone();
         let mut other = false;
         let _ = visit_expressions_mut(&mut e, |e| {
-            if element(e) {
-                *e = Expr::Identifier(Ident::with_quote('"', ELEMENT));
+            if let Expr::Function(f) = e
+                && f.name.0.len() > 1
+            {
+                // `pg_catalog.quote_ident`: functions are found by their bare names, as the
+                // query's own are.
+                f.name.0.drain(..f.name.0.len() - 1);
+            }
+            if let Some(x) = element(e) {
+                *e = x.clone();
             } else if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
                 || matches!(
                     e,
@@ -161,16 +220,61 @@ pub fn of_elements(q: &Query, is_aggregate: &dyn Fn(&Function) -> bool) -> Optio
 
 /// `array_map(a, e, p)`: for each array `a`, the array of `e` over its elements for which
 /// `p` holds; `e` and `p` are SQL expressions (text constants) of the element `x`, planned
-/// with DataFusion's functions. A NULL array has no element: its answer is an empty array.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// with the session's functions (`quote_ident`, `quote_literal`…). A NULL array has no
+/// element: its answer is an empty array.
 struct ArrayMap {
     signature: Signature,
+    /// The state of the session it is registered in, while there is one (the session holds
+    /// the function: it is held weakly).
+    session: Arc<dyn Fn() -> Option<SessionState> + Send + Sync>,
 }
 
-/// The session that plans [`ArrayMap`]'s expressions: DataFusion's functions, no table.
-fn planner() -> &'static SessionContext {
-    static PLANNER: OnceLock<SessionContext> = OnceLock::new();
-    PLANNER.get_or_init(SessionContext::new)
+impl fmt::Debug for ArrayMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayMap").finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ArrayMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature && Arc::ptr_eq(&self.session, &other.session)
+    }
+}
+
+impl Eq for ArrayMap {}
+
+impl Hash for ArrayMap {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl ArrayMap {
+    /// `sql`, an expression of the element `x` of type `element`, planned in the session.
+    fn planned(
+        &self,
+        sql: &str,
+        element: &DataType,
+    ) -> Result<(Arc<Schema>, Arc<dyn PhysicalExpr>)> {
+        let Some(state) = (self.session)() else {
+            return exec_err!("{ARRAY_MAP}: its session is gone");
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            ELEMENT,
+            element.clone(),
+            true,
+        )]));
+        let df = Arc::new(DFSchema::try_from(Arc::clone(&schema))?);
+        let expr = state.create_logical_expr(sql, &df)?;
+        // Simplified as a query's expressions are (`coalesce` is planned as its CASE).
+        let simplifier = ExprSimplifier::new(
+            SimplifyContext::builder()
+                .with_schema(Arc::clone(&df))
+                .build(),
+        );
+        let expr = simplifier.simplify(simplifier.coerce(expr, &df)?)?;
+        Ok((schema, state.create_physical_expr(expr, &df)?))
+    }
 }
 
 /// The element's type of an array of type `t` (`Null` for a NULL).
@@ -182,19 +286,6 @@ fn element_type(t: &DataType) -> Result<DataType> {
         DataType::Null => Ok(DataType::Null),
         other => plan_err!("{ARRAY_MAP}: the elements of {other}, which is no array"),
     }
-}
-
-/// `sql`, an expression of the element `x` of type `element`, planned.
-fn planned(sql: &str, element: &DataType) -> Result<(Arc<Schema>, Arc<dyn PhysicalExpr>)> {
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        ELEMENT,
-        element.clone(),
-        true,
-    )]));
-    let df = DFSchema::try_from(Arc::clone(&schema))?;
-    let expr = planner().parse_sql_expr(sql, &df)?;
-    let physical = planner().create_physical_expr(expr, &df)?;
-    Ok((schema, physical))
 }
 
 /// The text constant `i` of `args`.
@@ -221,7 +312,7 @@ impl ScalarUDFImpl for ArrayMap {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let element = element_type(args.arg_fields[0].data_type())?;
         let sql = text_argument(args.scalar_arguments, 1)?;
-        let (schema, value) = planned(sql, &element)?;
+        let (schema, value) = self.planned(sql, &element)?;
         let t = value.data_type(&schema)?;
         Ok(Arc::new(Field::new(
             self.name(),
@@ -242,8 +333,8 @@ impl ScalarUDFImpl for ArrayMap {
             })
             .collect();
         let element = element_type(arrays.data_type())?;
-        let (schema, value) = planned(text_argument(&texts, 1)?, &element)?;
-        let (_, condition) = planned(text_argument(&texts, 2)?, &element)?;
+        let (schema, value) = self.planned(text_argument(&texts, 1)?, &element)?;
+        let (_, condition) = self.planned(text_argument(&texts, 2)?, &element)?;
         let arrays: ArrayRef = match arrays.data_type() {
             DataType::Null => new_null_array(&DataType::new_list(DataType::Null, true), n),
             DataType::List(_) => arrays,
@@ -327,6 +418,29 @@ mod tests {
                    AS o FROM c WHERE k = 1";
         let got = answer(&ctx, sql).await.unwrap();
         assert!(got.contains("| 1 | [AUTOVACUUM_ENABLED=OFF] |"), "{got}");
+        // An options array's rows (psql's `\des+`): each element's name before its first
+        // `=` and value after it, NULL without one; the columns named by an alias too.
+        ctx.sql("CREATE TABLE s (k INT, o TEXT[]) AS VALUES (1, ['host=a=b', 'flag', 'port=5'])")
+            .await
+            .unwrap();
+        for (from, name, value) in [
+            (
+                "pg_catalog.pg_options_to_table(s.o)",
+                "option_name",
+                "option_value",
+            ),
+            ("pg_options_to_table(o) AS t(n, v)", "t.n", "v"),
+        ] {
+            let sql = format!(
+                "SELECT k, array_to_string(array(SELECT upper({name}) || ' ' || \
+                 coalesce({value}, 'NULL') FROM {from}), ', ') AS o FROM s"
+            );
+            let got = answer(&ctx, &sql).await.unwrap();
+            assert!(
+                got.contains("| 1 | HOST a=b, FLAG NULL, PORT 5 |"),
+                "{from}: {got}"
+            );
+        }
         // An aggregate, an outer column, an order: not a map of the elements.
         for sql in [
             "SELECT array(SELECT count(x) FROM unnest(o) x) FROM c",

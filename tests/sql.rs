@@ -334,6 +334,7 @@ fn psql_and_api_sql_read_the_views_while_events_flow() {
     let py = clients::psycopg(pg, "", &customers);
     assert_eq!(py["lookups"], expected, "{py}");
     assert_eq!(py["binary_lookups"], expected, "{py}");
+    assert_eq!(py["client_side_lookups"], expected, "{py}");
     assert_eq!(
         py["tables"],
         serde_json::json!(["customer_totals", "lambdaflow_freshness"])

@@ -1,5 +1,6 @@
 """psycopg 3 against lambdaflow's PostgreSQL protocol, as an application uses it: parameters
-bound by the server (the extended protocol), named prepared statements, binary results, and
+bound by the server (the extended protocol) and by the client (simple queries), named
+prepared statements, binary results, and
 information_schema; then SQLAlchemy over psycopg, as pandas' read_sql and Superset connect
 (its dialect probes the server's version, settings and types on connect). Prints one JSON
 object for tests/sql.rs to compare with the HTTP API.
@@ -23,6 +24,15 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", dbname="lambda
                         prepare=True)
             row = cur.fetchone()
             out["lookups"][c] = row[0] if row else None
+    # Parameters bound by the client into the query's text (psycopg 2's way, and psycopg 3's
+    # ClientCursor): simple queries, the key a literal.
+    with psycopg.ClientCursor(conn) as cur:
+        out["client_side_lookups"] = {}
+        for c in customers:
+            cur.execute("SELECT total_amount FROM customer_totals WHERE customer = %s", (c,))
+            row = cur.fetchone()
+            out["client_side_lookups"][c] = row[0] if row else None
+    with conn.cursor() as cur:
         cur.execute("SELECT table_name FROM information_schema.tables "
                     "WHERE table_schema = 'public' ORDER BY table_name")
         out["tables"] = [r[0] for r in cur.fetchall()]

@@ -688,6 +688,35 @@ mod tests {
         );
     }
 
+    /// A simple query's literals as parameters ([`pg::literals_as_parameters`]): the lookup
+    /// of that statement, run with the literals' values, answers what DataFusion's plan of
+    /// the query itself does.
+    #[tokio::test]
+    async fn a_simple_querys_lookup_answers_as_the_query_does() {
+        let (ctx, _, _, _served) = customer_totals((0..10).map(|c| (c, 10 + c))).await;
+        let rows = |batches: &[RecordBatch]| match batches.iter().map(|b| b.num_rows()).sum() {
+            0 => "no row".to_string(),
+            _ => datafusion::arrow::util::pretty::pretty_format_batches(batches)
+                .unwrap()
+                .to_string(),
+        };
+        for sql in [
+            "SELECT total_amount FROM customer_totals WHERE customer = 'c3'",
+            "SELECT total_amount AS t, customer AS who FROM customer_totals \
+             WHERE customer = 'c' || 7",
+            "SELECT * FROM customer_totals WHERE customer = 'c' || lpad(5::text, 1, '0')",
+            "SELECT * FROM customer_totals t WHERE t.customer = concat('c', 2 + 2)",
+            "SELECT total_amount FROM customer_totals WHERE customer = 'c42'",
+        ] {
+            let (text, values) = pg::literals_as_parameters(sql).unwrap();
+            let plan = ctx.state().create_logical_plan(&text).await.unwrap();
+            let lookup = tables::KeyLookup::of(&plan, &ctx).expect(sql);
+            let got = lookup.run(&values).unwrap().unwrap();
+            let want = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            assert_eq!(rows(&[got]), rows(&want), "{sql}");
+        }
+    }
+
     /// A key lookup understood once with its parameters unbound, run with several: each run
     /// answers what DataFusion's plan of the bound query does; what is not a lookup of one
     /// key is left to the plan.

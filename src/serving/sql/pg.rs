@@ -35,11 +35,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, DataFusionError, ParamValues, ScalarValue};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{
+    CastKind, DataType as SqlDataType, Expr as SqlExpr, SetExpr, Statement, Value as SqlValue,
+    visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser as SqlParser, ParserError};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
@@ -75,6 +79,7 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::extendedquery::Parse;
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
@@ -628,6 +633,9 @@ impl SimpleQueryHandler for Bounded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(answer) = self.simple_lookup(client, query).await {
+            return answer.map(|r| vec![r]);
+        }
         let stop = self.running.start(client);
         let mut answered = super::planned(query, &self.ctx);
         // At most twice rewritten into a query DataFusion plans ([`again`]).
@@ -972,6 +980,9 @@ fn prepared_lookup<C: ClientInfo>(
     client: &C,
     portal: &Portal<DfStatement>,
 ) -> Option<PgWireResult<Response>> {
+    if client.transaction_status() == TransactionStatus::Error {
+        return None; // The general path refuses it until the transaction ends.
+    }
     let lookup = Statements::of(client).lookup(&portal.statement, ctx)?;
     let types: Vec<Option<&DataType>> = lookup.parameter_types().collect();
     let ParamValues::List(params) = deserialize_parameters(portal, &types).ok()? else {
@@ -979,14 +990,129 @@ fn prepared_lookup<C: ClientInfo>(
     };
     let params: Vec<ScalarValue> = params.into_iter().map(|p| p.value).collect();
     let batch = lookup.run(&params)?.ok()?;
-    let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    let fields = Arc::new(
-        arrow_schema_to_pg_fields(&batch.schema(), &portal.result_column_format, Some(format))
-            .ok()?,
-    );
+    lookup_response(batch, &portal.result_column_format, client, keys)
+}
+
+/// A key lookup's row as the wire's answer, in `format`.
+fn lookup_response<C: ClientInfo>(
+    batch: RecordBatch,
+    format: &Format,
+    client: &C,
+    keys: Option<&Arc<Keys>>,
+) -> Option<PgWireResult<Response>> {
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let fields = Arc::new(arrow_schema_to_pg_fields(&batch.schema(), format, Some(options)).ok()?);
     let rows = encode_recordbatch(Arc::clone(&fields), batch);
     let rows = Response::Query(QueryResponse::new(fields, futures::stream::iter(rows)));
     Some(Ok(texts::pg_text(rows, keys)))
+}
+
+/// A connection's simple queries that are key lookups once their string literals are
+/// parameters ([`literals_as_parameters`]), by that text: understood once, as a prepared
+/// statement is; `None` for a text that is not a lookup.
+#[derive(Default)]
+struct SimpleLookups(Mutex<HashMap<String, Option<Arc<tables::KeyLookup>>>>);
+
+/// Texts remembered per connection before all are forgotten.
+const SIMPLE_KEPT: usize = 64;
+
+impl Bounded {
+    /// A simple query that is a key lookup (`SELECT … FROM customer_totals WHERE customer =
+    /// 'k42'`), answered from the serving index, as a prepared one is ([`prepared_lookup`]):
+    /// psql, psycopg (which binds its parameters into the text) and Grafana send their
+    /// lookups so, and planning each of them would cost many times the lookup. The query with
+    /// its literals as parameters ([`literals_as_parameters`]) is planned and looked at once
+    /// per connection; each query then costs a parse of its text. `None` for any other query,
+    /// or when anything about it is unexpected: the general path then answers, or names the
+    /// error.
+    async fn simple_lookup<C>(&self, client: &C, query: &str) -> Option<PgWireResult<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        if client.transaction_status() == TransactionStatus::Error {
+            return None; // The general path refuses it until the transaction ends.
+        }
+        let (text, params) = literals_as_parameters(query)?;
+        let lookups = client
+            .session_extensions()
+            .get_or_insert_with(SimpleLookups::default);
+        let known = lookups
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&text)
+            .cloned();
+        let lookup = match known {
+            Some(lookup) => lookup,
+            None => {
+                let planned = super::planned(&text, &self.ctx);
+                let lookup = match self.parser.parse_sql(client, &planned, &[]).await {
+                    Ok(Some((_, Some((statement, plan))))) if is_read(&statement) => {
+                        tables::KeyLookup::of(&plan, &self.ctx).map(Arc::new)
+                    }
+                    _ => None,
+                };
+                let mut known = lookups.0.lock().unwrap_or_else(|e| e.into_inner());
+                if known.len() >= SIMPLE_KEPT {
+                    known.clear();
+                }
+                known.insert(text, lookup.clone());
+                lookup
+            }
+        }?;
+        let batch = lookup.run(&params)?.ok()?;
+        let response = lookup_response(batch, &Format::UnifiedText, client, self.keys.as_ref())?;
+        Some(response.map(|r| pg_names(query, vec![r]).remove(0)))
+    }
+}
+
+/// `sql` with the literals of its WHERE clause as parameters `$1`, `$2`, …, and their values,
+/// when it is one SELECT with such literals and no parameter of its own: each parameter cast
+/// to the type DataFusion gives the literal — a string `$1::TEXT`, an integer `$2::BIGINT` —
+/// so that the statement is planned as the query is, and answers as it does. Other literals
+/// (`1.5`, `E'…'`, `NULL`) stay in the text.
+pub(super) fn literals_as_parameters(sql: &str) -> Option<(String, Vec<ScalarValue>)> {
+    let start = sql.trim_start().get(..6)?;
+    if !start.eq_ignore_ascii_case("select") {
+        return None;
+    }
+    let mut statements = SqlParser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Query(q)] = statements.as_mut_slice() else {
+        return None;
+    };
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return None;
+    };
+    let mut values = Vec::new();
+    let mut own = false;
+    let _ = visit_expressions_mut(select.selection.as_mut()?, |e| {
+        let SqlExpr::Value(v) = e else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        let (value, data_type) = match &v.value {
+            SqlValue::SingleQuotedString(s) => (ScalarValue::from(s.as_str()), SqlDataType::Text),
+            SqlValue::Number(n, false) => match n.parse::<i64>() {
+                Ok(n) => (ScalarValue::Int64(Some(n)), SqlDataType::BigInt(None)),
+                Err(_) => return std::ops::ControlFlow::Continue(()),
+            },
+            SqlValue::Placeholder(_) => {
+                own = true;
+                return std::ops::ControlFlow::Continue(());
+            }
+            _ => return std::ops::ControlFlow::Continue(()),
+        };
+        values.push(value);
+        let parameter = SqlExpr::value(SqlValue::Placeholder(format!("${}", values.len())));
+        *e = SqlExpr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: Box::new(parameter),
+            data_type,
+            array: false,
+            format: None,
+        };
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    (!own && !values.is_empty()).then(|| (statements[0].to_string(), values))
 }
 
 /// A cancel request: pgwire's (for what it interrupts itself), and the running query's token.
@@ -1207,5 +1333,65 @@ impl ErrorHandler for Classify {
             }
         };
         *error = user_error(&sql);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A simple query's string literals in its WHERE clause become parameters, in order, and
+    /// nothing else does; a query that is not one SELECT with such literals is left alone.
+    #[test]
+    fn a_simple_querys_literals_become_parameters() {
+        let (text, values) = literals_as_parameters(
+            "select 'x' AS tag, total_amount FROM customer_totals \
+             WHERE customer = 'k' || lpad('42'::text, 7, '0') AND total_amount > 3",
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            "SELECT 'x' AS tag, total_amount FROM customer_totals \
+             WHERE customer = $1::TEXT || lpad($2::TEXT::TEXT, $3::BIGINT, $4::TEXT) \
+             AND total_amount > $5::BIGINT"
+        );
+        let int = |n| ScalarValue::Int64(Some(n));
+        assert_eq!(
+            values,
+            [
+                ScalarValue::from("k"),
+                ScalarValue::from("42"),
+                int(7),
+                ScalarValue::from("0"),
+                int(3)
+            ],
+            "{text}"
+        );
+        // pgbench's variables are numbers: each query of its script is one text.
+        let (text, values) = literals_as_parameters(
+            "SELECT total_amount FROM customer_totals \
+             WHERE customer = 'k' || lpad(12345::text, 7, '0') AND total_amount > 1.5",
+        )
+        .unwrap();
+        assert!(
+            text.contains("lpad($2::BIGINT::TEXT, $3::BIGINT, $4::TEXT) AND total_amount > 1.5"),
+            "{text}"
+        );
+        assert_eq!(values[1], int(12345));
+        // Quotes are the literal's, not the text's.
+        let (_, values) = literals_as_parameters("SELECT * FROM t WHERE k = 'it''s'").unwrap();
+        assert_eq!(values, vec![ScalarValue::from("it's")]);
+        for other in [
+            "SELECT * FROM t WHERE k = $1",
+            "SELECT * FROM t WHERE k = 1.5",
+            "SELECT * FROM t",
+            "SELECT 1; SELECT * FROM t WHERE k = 'a'",
+            "SET search_path = 'public'",
+            "WITH a AS (SELECT 1) SELECT * FROM t WHERE k = 'a'",
+            "SELECT * FROM t WHERE k = 'a' UNION SELECT * FROM t WHERE k = 'b'",
+            "SELECT * FROM t WHERE k = 'a' AND k = $1",
+        ] {
+            assert_eq!(literals_as_parameters(other), None, "{other}");
+        }
     }
 }

@@ -4,7 +4,9 @@
 #     `lambdaflow serve --pg-listen`; the same rows in PostgreSQL 15 (Debian's, scripts/pg.sh,
 #     a table with a primary key) and in DuckDB (PyPI, in-process);
 #   - point lookups by key: pgbench with a custom script (a random key per transaction,
-#     prepared statements, 8 clients on 2 threads) against lambdaflow and PostgreSQL,
+#     8 clients on 2 threads) against lambdaflow and PostgreSQL, in each of MODES (default
+#     `prepared simple`: prepared statements, as JDBC and psycopg send them, then simple
+#     queries with the key in their text, as psql, Grafana and client-side binding do),
 #     alternating, ROUNDS rounds of DURATION seconds: transactions/s, p50 and p99 from
 #     pgbench's per-transaction log, and the server's CPU time per transaction (user and
 #     system, from /proc: serve's own; PostgreSQL's backends', which its postmaster reaps),
@@ -66,14 +68,14 @@ curl -sf "http://127.0.0.1:$lf_http/health" > /dev/null
 
 # CPU time of a process and of its reaped children, in clock ticks: user, then system.
 cpu_ticks() { awk '{print $14 + $16, $15 + $17}' "/proc/$1/stat"; }
-lookups() { # LABEL PORT DB SERVER_PID
+lookups() { # LABEL PORT DB SERVER_PID MODE
   local d; d=$(mktemp -d "$dir/pgbench.XXXX")
   local out before
   before=$(cpu_ticks "$4")
   # The whole machine's system calls and context switches (perf), and pgbench's own CPU
   # time (the shell's `times` of its children): the client's share of the 2 cores.
   out=$(cd "$d" && perf stat -a -x, -o "$d/perf" -e raw_syscalls:sys_enter,context-switches \
-    pgbench -n -M prepared -c 8 -j 2 -T "$duration" -l -f "$dir/lookup.sql" \
+    pgbench -n -M "$5" -c 8 -j 2 -T "$duration" -l -f "$dir/lookup.sql" \
     -h 127.0.0.1 -p "$2" -U postgres "$3" 2>&1 && times) || { echo "$out" >&2; return 1; }
   sleep 0.5 # PostgreSQL's backends end, and are reaped
   local after; after=$(cpu_ticks "$4")
@@ -100,10 +102,12 @@ lookups() { # LABEL PORT DB SERVER_PID
   rm -rf "$d"
 }
 
-echo "point lookups by key, $keys keys, pgbench -M prepared -c 8 -j 2, ${duration}s per run"
-for r in $(seq 1 "$rounds"); do
-  lookups "lambdaflow (round $r)" "$lf_pg" lambdaflow "$serve"
-  lookups "PostgreSQL 15 (round $r)" "$PG_PORT" postgres "$postmaster"
+for mode in ${MODES:-prepared simple}; do
+  echo "point lookups by key, $keys keys, pgbench -M $mode -c 8 -j 2, ${duration}s per run"
+  for r in $(seq 1 "$rounds"); do
+    lookups "lambdaflow (round $r)" "$lf_pg" lambdaflow "$serve" "$mode"
+    lookups "PostgreSQL 15 (round $r)" "$PG_PORT" postgres "$postmaster" "$mode"
+  done
 done
 
 q1="SELECT customer, total_amount FROM customer_totals ORDER BY total_amount DESC LIMIT 10"

@@ -25,7 +25,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Debug;
+use std::fmt::{Debug, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
@@ -40,10 +40,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, DataFusionError, ParamValues, ScalarValue};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType as SqlDataType, Expr as SqlExpr, SetExpr, Statement, Value as SqlValue,
-    visit_expressions_mut,
-};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser as SqlParser, ParserError};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
@@ -1022,7 +1019,7 @@ impl Bounded {
     /// psql, psycopg (which binds its parameters into the text) and Grafana send their
     /// lookups so, and planning each of them would cost many times the lookup. The query with
     /// its literals as parameters ([`literals_as_parameters`]) is planned and looked at once
-    /// per connection; each query then costs a parse of its text. `None` for any other query,
+    /// per connection; each query then costs a scan of its text. `None` for any other query,
     /// or when anything about it is unexpected: the general path then answers, or names the
     /// error.
     async fn simple_lookup<C>(&self, client: &C, query: &str) -> Option<PgWireResult<Response>>
@@ -1066,53 +1063,90 @@ impl Bounded {
     }
 }
 
-/// `sql` with the literals of its WHERE clause as parameters `$1`, `$2`, …, and their values,
-/// when it is one SELECT with such literals and no parameter of its own: each parameter cast
-/// to the type DataFusion gives the literal — a string `$1::TEXT`, an integer `$2::BIGINT` —
-/// so that the statement is planned as the query is, and answers as it does. Other literals
-/// (`1.5`, `E'…'`, `NULL`) stay in the text.
+/// `sql` with its literals as parameters `$1`, `$2`, …, and their values, when it is one
+/// SELECT with such literals and no parameter of its own: each parameter cast to the type
+/// DataFusion gives the literal — a string `$1::TEXT`, an integer `$2::BIGINT` — so that the
+/// statement is planned as the query is, and answers as it does (`'k' || lpad(42::text, 7,
+/// '0')` is `$1::TEXT || lpad($2::BIGINT::text, $3::BIGINT, $4::TEXT)`). Other literals
+/// (`1.5`, `E'…'`, `$$…$$`) stay in the text; a comment, or a second statement, leaves the
+/// query alone. A scan of the text, as PostgreSQL's own lexer finds literals: a lookup's
+/// query costs no parse of it (sqlparser's tokenizer would cost more than the lookup).
 pub(super) fn literals_as_parameters(sql: &str) -> Option<(String, Vec<ScalarValue>)> {
-    let start = sql.trim_start().get(..6)?;
-    if !start.eq_ignore_ascii_case("select") {
+    let sql = sql.trim();
+    let sql = sql.strip_suffix(';').unwrap_or(sql).trim_end();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let b = sql.as_bytes();
+    if !b.get(..6)?.eq_ignore_ascii_case(b"select") || b.get(6).is_some_and(|c| word(*c)) {
         return None;
     }
-    let mut statements = SqlParser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    let [Statement::Query(q)] = statements.as_mut_slice() else {
-        return None;
-    };
-    let SetExpr::Select(select) = q.body.as_mut() else {
-        return None;
-    };
+    let mut text = String::with_capacity(sql.len() + 16);
     let mut values = Vec::new();
-    let mut own = false;
-    let _ = visit_expressions_mut(select.selection.as_mut()?, |e| {
-        let SqlExpr::Value(v) = e else {
-            return std::ops::ControlFlow::<()>::Continue(());
-        };
-        let (value, data_type) = match &v.value {
-            SqlValue::SingleQuotedString(s) => (ScalarValue::from(s.as_str()), SqlDataType::Text),
-            SqlValue::Number(n, false) => match n.parse::<i64>() {
-                Ok(n) => (ScalarValue::Int64(Some(n)), SqlDataType::BigInt(None)),
-                Err(_) => return std::ops::ControlFlow::Continue(()),
-            },
-            SqlValue::Placeholder(_) => {
-                own = true;
-                return std::ops::ControlFlow::Continue(());
-            }
-            _ => return std::ops::ControlFlow::Continue(()),
-        };
+    let mut parameter = |text: &mut String, value: ScalarValue, cast: &str| {
         values.push(value);
-        let parameter = SqlExpr::value(SqlValue::Placeholder(format!("${}", values.len())));
-        *e = SqlExpr::Cast {
-            kind: CastKind::DoubleColon,
-            expr: Box::new(parameter),
-            data_type,
-            array: false,
-            format: None,
-        };
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    (!own && !values.is_empty()).then(|| (statements[0].to_string(), values))
+        let _ = write!(text, "${}::{cast}", values.len());
+    };
+    // `copied`: where the text not yet copied into `text` starts.
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        let after_word = i > 0 && (word(b[i - 1]) || b[i - 1] == b'&');
+        match b[i] {
+            b'\'' if after_word => return None, // E'…', B'…', X'…', U&'…'
+            b'\'' => {
+                // A string: its quotes doubled inside.
+                let mut value = String::new();
+                let mut j = i + 1;
+                loop {
+                    let end = j + sql[j..].find('\'')?;
+                    value.push_str(&sql[j..end]);
+                    if b.get(end + 1) == Some(&b'\'') {
+                        value.push('\'');
+                        j = end + 2;
+                    } else {
+                        j = end + 1;
+                        break;
+                    }
+                }
+                text.push_str(&sql[copied..i]);
+                parameter(&mut text, ScalarValue::from(value), "TEXT");
+                (i, copied) = (j, j);
+            }
+            b'"' => {
+                // A quoted name, copied as it is.
+                i += 1 + sql[i + 1..].find('"')? + 1;
+                while b.get(i) == Some(&b'"') {
+                    i += 1 + sql[i + 1..].find('"')? + 1;
+                }
+            }
+            b'0'..=b'9' if !after_word => {
+                let digits = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let integer = b.get(digits).is_none_or(|c| !word(*c) && *c != b'.');
+                match sql[i..digits].parse::<i64>() {
+                    Ok(n) if integer => {
+                        text.push_str(&sql[copied..i]);
+                        parameter(&mut text, ScalarValue::Int64(Some(n)), "BIGINT");
+                        copied = digits;
+                    }
+                    // `1.5`, `1e3`, `0x1F`: copied as they are.
+                    _ => {}
+                }
+                i = digits
+                    + b[digits..]
+                        .iter()
+                        .take_while(|c| word(**c) || **c == b'.')
+                        .count();
+            }
+            b'$' if !after_word => return None, // $1, $$…$$
+            b';' => return None,                // a second statement
+            b'-' if b.get(i + 1) == Some(&b'-') => return None,
+            b'/' if b.get(i + 1) == Some(&b'*') => return None,
+            _ => i += 1,
+        }
+    }
+    if values.is_empty() {
+        return None;
+    }
+    text.push_str(&sql[copied..]);
+    Some((text, values))
 }
 
 /// A cancel request: pgwire's (for what it interrupts itself), and the running query's token.
@@ -1340,56 +1374,44 @@ impl ErrorHandler for Classify {
 mod tests {
     use super::*;
 
-    /// A simple query's string literals in its WHERE clause become parameters, in order, and
-    /// nothing else does; a query that is not one SELECT with such literals is left alone.
+    /// A simple query's literals become parameters, in order, cast to their types; a query
+    /// that is not one SELECT with such literals is left alone.
     #[test]
     fn a_simple_querys_literals_become_parameters() {
         let (text, values) = literals_as_parameters(
-            "select 'x' AS tag, total_amount FROM customer_totals \
-             WHERE customer = 'k' || lpad('42'::text, 7, '0') AND total_amount > 3",
+            "select \"a\"\"b\" AS \"x'1\", total_amount FROM customer_totals AS t2 \
+             WHERE customer = 'k' || lpad(12345::text, 7, 'it''s') AND total_amount > 1.5;",
         )
         .unwrap();
         assert_eq!(
             text,
-            "SELECT 'x' AS tag, total_amount FROM customer_totals \
-             WHERE customer = $1::TEXT || lpad($2::TEXT::TEXT, $3::BIGINT, $4::TEXT) \
-             AND total_amount > $5::BIGINT"
+            "select \"a\"\"b\" AS \"x'1\", total_amount FROM customer_totals AS t2 \
+             WHERE customer = $1::TEXT || lpad($2::BIGINT::text, $3::BIGINT, $4::TEXT) \
+             AND total_amount > 1.5"
         );
         let int = |n| ScalarValue::Int64(Some(n));
         assert_eq!(
             values,
             [
                 ScalarValue::from("k"),
-                ScalarValue::from("42"),
+                int(12345),
                 int(7),
-                ScalarValue::from("0"),
-                int(3)
-            ],
-            "{text}"
+                ScalarValue::from("it's")
+            ]
         );
-        // pgbench's variables are numbers: each query of its script is one text.
-        let (text, values) = literals_as_parameters(
-            "SELECT total_amount FROM customer_totals \
-             WHERE customer = 'k' || lpad(12345::text, 7, '0') AND total_amount > 1.5",
-        )
-        .unwrap();
-        assert!(
-            text.contains("lpad($2::BIGINT::TEXT, $3::BIGINT, $4::TEXT) AND total_amount > 1.5"),
-            "{text}"
-        );
-        assert_eq!(values[1], int(12345));
-        // Quotes are the literal's, not the text's.
-        let (_, values) = literals_as_parameters("SELECT * FROM t WHERE k = 'it''s'").unwrap();
-        assert_eq!(values, vec![ScalarValue::from("it's")]);
         for other in [
             "SELECT * FROM t WHERE k = $1",
             "SELECT * FROM t WHERE k = 1.5",
+            "SELECT * FROM t WHERE k = 99999999999999999999",
             "SELECT * FROM t",
             "SELECT 1; SELECT * FROM t WHERE k = 'a'",
             "SET search_path = 'public'",
             "WITH a AS (SELECT 1) SELECT * FROM t WHERE k = 'a'",
-            "SELECT * FROM t WHERE k = 'a' UNION SELECT * FROM t WHERE k = 'b'",
-            "SELECT * FROM t WHERE k = 'a' AND k = $1",
+            "selected FROM t WHERE k = 'a'",
+            "SELECT * FROM t WHERE k = E'a\\\\b'",
+            "SELECT * FROM t WHERE k = $$a$$",
+            "SELECT * FROM t WHERE k = 'a' -- 'b'",
+            "SELECT * FROM t WHERE k = 'unterminated",
         ] {
             assert_eq!(literals_as_parameters(other), None, "{other}");
         }

@@ -313,9 +313,14 @@ pub fn register(ctx: &SessionContext) {
             "quote_ident",
             any(&[1]),
             DataType::Utf8,
-            quote(super::keys::quoted),
+            over_texts::<_, StringArray>(super::keys::quoted),
         ),
-        ("quote_literal", any(&[1]), DataType::Utf8, quote(literal)),
+        (
+            "quote_literal",
+            any(&[1]),
+            DataType::Utf8,
+            over_texts::<_, StringArray>(literal),
+        ),
         (
             "json_build_object",
             Signature::variadic_any(Volatility::Stable),
@@ -362,15 +367,7 @@ pub fn register(ctx: &SessionContext) {
             "pg_char_to_encoding",
             any(&[1]),
             DataType::Int32,
-            over_columns(|args: &[ArrayRef]| {
-                let names = cast(&args[0], &DataType::Utf8)?;
-                let ids: Int32Array = names
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|name| name.map(encoding_id))
-                    .collect();
-                Ok(Arc::new(ids) as ArrayRef)
-            }),
+            over_texts::<_, Int32Array>(encoding_id),
         ),
     ];
     // The objects of pg_catalog are on every search path (PostgreSQL searches it first).
@@ -627,16 +624,17 @@ fn literal(v: &str) -> String {
     }
 }
 
-/// A function writing each text (or value as text) of its argument as `quote` does.
-fn quote(quote: fn(&str) -> String) -> ScalarFunctionImplementation {
+/// A function of one argument: `f` of each of its values as text (NULL for NULL), in an
+/// array of type `A`.
+fn over_texts<T, A>(f: fn(&str) -> T) -> ScalarFunctionImplementation
+where
+    T: 'static,
+    A: Array + FromIterator<Option<T>> + 'static,
+{
     over_columns(move |args: &[ArrayRef]| {
-        let values = cast(&args[0], &DataType::Utf8)?;
-        let quoted: StringArray = values
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(quote))
-            .collect();
-        Ok(Arc::new(quoted) as ArrayRef)
+        let texts = cast(&args[0], &DataType::Utf8)?;
+        let out: A = texts.as_string::<i32>().iter().map(|v| v.map(f)).collect();
+        Ok(Arc::new(out) as ArrayRef)
     })
 }
 

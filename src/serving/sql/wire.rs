@@ -16,7 +16,7 @@
 //!
 //! A connection on a thread of its own (pg.rs) also waits for the client's next message as
 //! PostgreSQL's backend waits, in the read itself: once started, its socket is read blocking
-//! ([`Direct`]), so a round trip costs a `send` and a `recv` — the client's message wakes the
+//! (`Direct`), so a round trip costs a `send` and a `recv` — the client's message wakes the
 //! thread straight from the socket, without an `epoll_wait` and the runtime's turn of its
 //! reactor before the `recv`. Nothing else runs on that thread between two messages (a query's
 //! deadline and cancel live only while it runs), and the answers still go out without

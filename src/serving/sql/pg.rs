@@ -1042,12 +1042,16 @@ impl Bounded {
         let lookup = match known {
             Some(lookup) => lookup,
             None => {
-                let planned = super::planned(&text, &self.ctx);
-                let lookup = match self.parser.parse_sql(client, &planned, &[]).await {
-                    Ok(Some((_, Some((statement, plan))))) if is_read(&statement) => {
-                        tables::KeyLookup::of(&plan, &self.ctx).map(Arc::new)
+                let lookup = if may_be_lookup(&text) {
+                    let planned = super::planned(&text, &self.ctx);
+                    match self.parser.parse_sql(client, &planned, &[]).await {
+                        Ok(Some((_, Some((statement, plan))))) if is_read(&statement) => {
+                            tables::KeyLookup::of(&plan, &self.ctx).map(Arc::new)
+                        }
+                        _ => None,
                     }
-                    _ => None,
+                } else {
+                    None
                 };
                 let mut known = lookups.0.lock().unwrap_or_else(|e| e.into_inner());
                 if known.len() >= SIMPLE_KEPT {
@@ -1061,6 +1065,42 @@ impl Bounded {
         let response = lookup_response(batch, &Format::UnifiedText, client, self.keys.as_ref())?;
         Some(response.map(|r| pg_names(query, vec![r]).remove(0)))
     }
+}
+
+/// Literals a simple query may have to be looked at as a key lookup.
+const LITERALS_KEPT: usize = 32;
+
+/// Whether `text` (a query's, its literals parameters) may be a key lookup: one SELECT of one
+/// table with a WHERE clause, nothing that makes it another query. The others are not
+/// planned a second time to find out; a quoted name that holds such a word only sends a
+/// lookup down the general path.
+fn may_be_lookup(text: &str) -> bool {
+    const OTHER: [&str; 13] = [
+        "join",
+        "group",
+        "order",
+        "union",
+        "intersect",
+        "except",
+        "limit",
+        "offset",
+        "fetch",
+        "having",
+        "distinct",
+        "over",
+        "with",
+    ];
+    let (mut selects, mut wheres) = (0, 0);
+    for word in text.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        if word.eq_ignore_ascii_case("select") {
+            selects += 1;
+        } else if word.eq_ignore_ascii_case("where") {
+            wheres += 1;
+        } else if OTHER.iter().any(|o| word.eq_ignore_ascii_case(o)) {
+            return false;
+        }
+    }
+    selects == 1 && wheres == 1
 }
 
 /// `sql` with its literals as parameters `$1`, `$2`, …, and their values, when it is one
@@ -1084,6 +1124,9 @@ pub(super) fn literals_as_parameters(sql: &str) -> Option<(String, Vec<ScalarVal
     let mut parameter = |text: &mut String, value: ScalarValue, cast: &str| {
         values.push(value);
         let _ = write!(text, "${}::{cast}", values.len());
+        // A lookup has a few; a query of many is no lookup (`IN (1, 2, …)`), and is left to
+        // the general path instead of being planned twice.
+        values.len() <= LITERALS_KEPT
     };
     // `copied`: where the text not yet copied into `text` starts.
     let (mut i, mut copied) = (0, 0);
@@ -1107,7 +1150,9 @@ pub(super) fn literals_as_parameters(sql: &str) -> Option<(String, Vec<ScalarVal
                     }
                 }
                 text.push_str(&sql[copied..i]);
-                parameter(&mut text, ScalarValue::from(value), "TEXT");
+                if !parameter(&mut text, ScalarValue::from(value), "TEXT") {
+                    return None;
+                }
                 (i, copied) = (j, j);
             }
             b'"' => {
@@ -1123,7 +1168,9 @@ pub(super) fn literals_as_parameters(sql: &str) -> Option<(String, Vec<ScalarVal
                 match sql[i..digits].parse::<i64>() {
                     Ok(n) if integer => {
                         text.push_str(&sql[copied..i]);
-                        parameter(&mut text, ScalarValue::Int64(Some(n)), "BIGINT");
+                        if !parameter(&mut text, ScalarValue::Int64(Some(n)), "BIGINT") {
+                            return None;
+                        }
                         copied = digits;
                     }
                     // `1.5`, `1e3`, `0x1F`: copied as they are.
@@ -1399,6 +1446,26 @@ mod tests {
                 ScalarValue::from("it's")
             ]
         );
+        // Many literals: no lookup.
+        let many = format!("SELECT 1 WHERE 1 IN ({})", vec!["1"; 4_000_000].join(","));
+        assert_eq!(literals_as_parameters(&many), None);
+        // What may be a lookup, and what may not (planned a second time, or not).
+        // A quoted name that holds such a word only sends a lookup the general way.
+        assert!(!may_be_lookup(
+            "SELECT total_amount, \"order\" FROM t WHERE customer = $1::TEXT"
+        ));
+        assert!(may_be_lookup(
+            "select total_amount, order_id FROM t AS t WHERE customer = $1::TEXT"
+        ));
+        for other in [
+            "SELECT * FROM t",
+            "SELECT * FROM t JOIN u ON t.a = u.a WHERE k = $1::TEXT",
+            "SELECT * FROM t WHERE k = (SELECT max(k) FROM t WHERE k > $1::TEXT)",
+            "SELECT k, count(*) FROM t WHERE k = $1::TEXT GROUP BY k",
+            "SELECT * FROM t WHERE k = $1::TEXT ORDER BY k LIMIT $2::BIGINT",
+        ] {
+            assert!(!may_be_lookup(other), "{other}");
+        }
         for other in [
             "SELECT * FROM t WHERE k = $1",
             "SELECT * FROM t WHERE k = 1.5",
